@@ -1,0 +1,48 @@
+# One entry point for people and CI. `make test` and `make demo` set everything up on a fresh
+# Debian/Ubuntu machine with Python 3.11: the virtualenv, the packages, and Prometheus for the
+# integration tests (installed with apt when running as root).
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test unit integration lint bench nab clean prometheus
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) prometheus
+
+# Debian's prometheus package (2.42) serves the integration tests; only root can install it.
+prometheus:
+	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's prometheus for the integration tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else echo "prometheus not installed and not root: Prometheus integration tests will be skipped"; fi
+
+demo: $(STAMP)
+	$(BIN)/aiops demo
+
+test: setup
+	$(BIN)/pytest -m "not bench" tests
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not bench and not integration and not e2e" tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy agent detectors remediations simulations tests
+	$(BIN)/lint-imports
+
+bench: setup
+	mkdir -p bench-results
+	$(BIN)/pytest -m bench -s -p no:cacheprovider tests/bench
+
+clean:
+	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache

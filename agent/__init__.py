@@ -1,0 +1,1 @@
+"""The aiops agent daemon: config, sources, engine, sinks, health and metrics HTTP, CLI."""

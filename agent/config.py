@@ -1,0 +1,235 @@
+"""The agent's one YAML config file, validated at start with located errors.
+
+Every section has defaults, so an empty file is a valid config (it runs nothing but the HTTP
+endpoints). Secrets are never written in the file: fields ending in ``_env`` name the
+environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agent.durations import Duration
+from agent.yamlloc import LocatedError, Location, YamlValidationError, read_documents, validate_document
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConnection(_Model):
+    """How to reach the Kafka cluster; TLS and SASL settings pass through to kafka-python."""
+
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"], min_length=1)
+    client_id: str = "aiops-agent"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password_env: str | None = Field(None, description="environment variable holding the SASL password")
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password_env: str | None = Field(None, description="environment variable holding the key password")
+    ssl_check_hostname: bool = True
+    request_timeout: Duration = 30.0
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaConnection:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            msg = f"security_protocol {self.security_protocol} needs sasl_mechanism"
+            raise ValueError(msg)
+        return self
+
+    def client_kwargs(self, environ: dict[str, str] | None = None) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients, with secrets read from the environment."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": list(self.bootstrap_servers),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": int(self.request_timeout * 1000),
+        }
+        if self.sasl_mechanism is not None:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            if self.sasl_username is not None:
+                kwargs["sasl_plain_username"] = self.sasl_username
+            if self.sasl_password_env is not None:
+                kwargs["sasl_plain_password"] = _secret(env, self.sasl_password_env, "kafka.sasl_password_env")
+        if self.security_protocol in {"SSL", "SASL_SSL"}:
+            kwargs["ssl_check_hostname"] = self.ssl_check_hostname
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                if getattr(self, name) is not None:
+                    kwargs[name] = getattr(self, name)
+            if self.ssl_password_env is not None:
+                kwargs["ssl_password"] = _secret(env, self.ssl_password_env, "kafka.ssl_password_env")
+        return kwargs
+
+
+def _secret(env: Any, name: str, field: str) -> str:
+    value = env.get(name)
+    if value is None:
+        msg = f"{field}: environment variable {name} is not set"
+        raise ConfigError([LocatedError(Location("<environment>", 0, 0), field, msg)])
+    return str(value)
+
+
+class KafkaSourceConfig(_Model):
+    """Consume samples from Kafka topics in a consumer group."""
+
+    enabled: bool = True
+    topics: list[str] = Field(default_factory=lambda: ["aiops.metrics"], min_length=1)
+    group_id: str = "aiops-agent"
+    format: Literal["auto", "adapter", "batch", "otlp"] = "auto"
+    dead_letter_topic: str = "aiops.metrics.dlq"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_records: int = Field(2000, ge=1, le=100_000)
+    poll_timeout: Duration = 0.5
+    session_timeout: Duration = 10.0
+    heartbeat_interval: Duration = 3.0
+    lag_interval: Duration = Field(5.0, description="how often consumer lag is measured")
+
+
+class PrometheusQuery(_Model):
+    """One PromQL query; each series it returns becomes a SeriesKey named ``name``."""
+
+    name: str = Field(min_length=1, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+    query: str = Field(min_length=1)
+
+
+class PrometheusSourceConfig(_Model):
+    """Run PromQL queries every ``interval``; backfill ``backfill`` of history at start."""
+
+    enabled: bool = True
+    url: str = "http://localhost:9090"
+    interval: Duration = 30.0
+    timeout: Duration = 10.0
+    backfill: Duration = 3600.0
+    verify_tls: bool = True
+    bearer_token_env: str | None = None
+    queries: list[PrometheusQuery] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PrometheusSourceConfig:
+        names = [q.name for q in self.queries]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            msg = f"query names must be unique, repeated: {dupes}"
+            raise ValueError(msg)
+        if self.interval <= 0:
+            msg = "interval must be positive"
+            raise ValueError(msg)
+        return self
+
+
+class SourcesConfig(_Model):
+    """Where samples come from."""
+
+    kafka: KafkaSourceConfig | None = None
+    prometheus: PrometheusSourceConfig | None = None
+
+
+class DetectorConfig(_Model):
+    """One detector of the bank: its built-in name, its parameters and its signal bar."""
+
+    type: str = "threshold"
+    min_score: float = Field(0.5, gt=0.0, le=1.0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SignalsConfig(_Model):
+    """Where signals go."""
+
+    log: bool = True
+    kafka_topic: str | None = "aiops.signals"
+
+
+class HttpConfig(_Model):
+    """The health and metrics endpoint."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - the daemon serves probes and scrapes inside its pod
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class LogConfig(_Model):
+    """Logging format and level (``--log-format`` on the command line wins)."""
+
+    format: Literal["human", "json"] = "human"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class EngineConfig(_Model):
+    """The main loop."""
+
+    series_limit: int = Field(100_000, ge=1)
+    shutdown_timeout: Duration = 10.0
+    stall_after: Duration = Field(60.0, description="/healthz fails when the loop has not turned this long")
+
+
+class AgentConfig(_Model):
+    """The whole config file."""
+
+    kafka: KafkaConnection = Field(default_factory=KafkaConnection)
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    detectors: list[DetectorConfig] = Field(default_factory=list)
+    signals: SignalsConfig = Field(default_factory=SignalsConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @property
+    def uses_kafka(self) -> bool:
+        """Whether any part of this config talks to Kafka."""
+        src = self.sources.kafka
+        return (src is not None and src.enabled) or self.signals.kafka_topic is not None
+
+
+class ConfigError(YamlValidationError):
+    """The config file is missing, unreadable or invalid; every error is located."""
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate the config at ``path``; raise :class:`ConfigError` on any problem."""
+    try:
+        docs = read_documents(path)
+        if len(docs) > 1:
+            loc = docs[1].locate([])
+            raise ConfigError([LocatedError(loc, "", "a config file holds one YAML document, found several")])
+        if not docs or docs[0].data is None:
+            return AgentConfig()
+        doc = docs[0]
+        if not isinstance(doc.data, dict):
+            found = type(doc.data).__name__
+            raise ConfigError([LocatedError(doc.locate([]), "", f"expected a mapping at the top, got {found}")])
+        config = validate_document(doc, AgentConfig)
+    except ConfigError:
+        raise
+    except YamlValidationError as exc:
+        raise ConfigError(exc.errors) from exc
+    _check_detectors(config, doc)
+    return config
+
+
+def _check_detectors(config: AgentConfig, doc: Any) -> None:
+    """Detector parameters are validated by the detectors themselves, at load time."""
+    # local import: detectors is the lower layer, and building a throwaway bank is cheap
+    from detectors import SeriesRegistry, build_detector  # noqa: PLC0415
+    from detectors.base import DetectorError  # noqa: PLC0415
+
+    errors = []
+    for i, det in enumerate(config.detectors):
+        try:
+            build_detector(det.type, det.params, SeriesRegistry(limit=1))
+        except DetectorError as exc:
+            field = "type" if "unknown detector" in str(exc) else "params"
+            errors.append(LocatedError(doc.locate(["detectors", i, field]), f"detectors[{i}].{field}", str(exc)))
+    if errors:
+        raise ConfigError(errors)

@@ -1,0 +1,1 @@
+"""Remediations: the only code that changes workloads."""

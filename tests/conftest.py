@@ -1,0 +1,23 @@
+"""Test-wide setup: real-server fixtures, and CI's rule that integration tests may not skip."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.servers.common import REQUIRE_INTEGRATION
+
+pytest_plugins = ["tests.servers.kafka", "tests.servers.prometheus"]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """With AIOPS_REQUIRE_INTEGRATION=1 a skipped integration or e2e test counts as a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        REQUIRE_INTEGRATION
+        and report.skipped
+        and (item.get_closest_marker("integration") or item.get_closest_marker("e2e"))
+    ):
+        report.outcome = "failed"
+        report.longrepr = f"AIOPS_REQUIRE_INTEGRATION=1 forbids skipping integration tests: {report.longrepr}"
