@@ -63,7 +63,9 @@ class KafkaConnection(_Model):
             if self.sasl_username is not None:
                 kwargs["sasl_plain_username"] = self.sasl_username
             if self.sasl_password_env is not None:
-                kwargs["sasl_plain_password"] = _secret(env, self.sasl_password_env, "kafka.sasl_password_env")
+                kwargs["sasl_plain_password"] = _secret(
+                    env, self.sasl_password_env, "kafka.sasl_password_env"
+                )
         if self.security_protocol in {"SSL", "SASL_SSL"}:
             kwargs["ssl_check_hostname"] = self.ssl_check_hostname
             for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
@@ -146,10 +148,13 @@ class DetectorConfig(_Model):
 
 
 class SignalsConfig(_Model):
-    """Where signals go."""
+    """Where signals go: the log, and a Kafka topic (on by default when a Kafka source is configured)."""
 
     log: bool = True
-    kafka_topic: str | None = "aiops.signals"
+    kafka: bool | None = Field(
+        None, description="publish signals to Kafka; default: when sources.kafka is on"
+    )
+    topic: str = Field("aiops.signals", min_length=1)
 
 
 class HttpConfig(_Model):
@@ -186,10 +191,14 @@ class AgentConfig(_Model):
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
     @property
-    def uses_kafka(self) -> bool:
-        """Whether any part of this config talks to Kafka."""
-        src = self.sources.kafka
-        return (src is not None and src.enabled) or self.signals.kafka_topic is not None
+    def kafka_source_enabled(self) -> bool:
+        """Whether samples are consumed from Kafka."""
+        return self.sources.kafka is not None and self.sources.kafka.enabled
+
+    @property
+    def kafka_signals_enabled(self) -> bool:
+        """Whether signals are published to Kafka."""
+        return self.kafka_source_enabled if self.signals.kafka is None else self.signals.kafka
 
 
 class ConfigError(YamlValidationError):
@@ -208,7 +217,9 @@ def load_config(path: Path) -> AgentConfig:
         doc = docs[0]
         if not isinstance(doc.data, dict):
             found = type(doc.data).__name__
-            raise ConfigError([LocatedError(doc.locate([]), "", f"expected a mapping at the top, got {found}")])
+            raise ConfigError(
+                [LocatedError(doc.locate([]), "", f"expected a mapping at the top, got {found}")]
+            )
         config = validate_document(doc, AgentConfig)
     except ConfigError:
         raise
@@ -230,6 +241,8 @@ def _check_detectors(config: AgentConfig, doc: Any) -> None:
             build_detector(det.type, det.params, SeriesRegistry(limit=1))
         except DetectorError as exc:
             field = "type" if "unknown detector" in str(exc) else "params"
-            errors.append(LocatedError(doc.locate(["detectors", i, field]), f"detectors[{i}].{field}", str(exc)))
+            errors.append(
+                LocatedError(doc.locate(["detectors", i, field]), f"detectors[{i}].{field}", str(exc))
+            )
     if errors:
         raise ConfigError(errors)

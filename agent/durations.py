@@ -15,7 +15,7 @@ def parse_duration(value: Any) -> float:
     """Seconds in ``value``; raise ValueError naming the accepted forms otherwise."""
     if isinstance(value, bool):
         msg = f"expected a duration like 30s, 5m, 1h30m or a number of seconds, got {value!r}"
-        raise ValueError(msg)  # noqa: TRY004 - pydantic turns ValueError into a validation error
+        raise ValueError(msg)
     if isinstance(value, int | float):
         if value < 0:
             msg = f"a duration cannot be negative, got {value}"

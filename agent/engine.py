@@ -52,7 +52,7 @@ class Engine:
         return all(s.ready for s in self.sources)
 
     def start(self) -> None:
-        """Start every source (raises :class:`~agent.sources.SourceStartupError` on a fatal config problem)."""
+        """Start every source; raises :class:`~agent.sources.SourceStartupError` on a fatal problem."""
         for source in self.sources:
             source.start()
 
@@ -127,8 +127,9 @@ class Engine:
 
     def close(self) -> None:
         """Close every source and sink, logging (not raising) errors on the way out."""
-        for closable in [*self.sources, *self.sinks]:
+        closables: list[Source | SignalSink] = [*self.sources, *self.sinks]
+        for closable in closables:
             try:
                 closable.close()
             except Exception:
-                log.exception("error while closing %s", getattr(closable, "name", closable))
+                log.exception("error while closing %s", closable.name)

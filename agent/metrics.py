@@ -12,32 +12,53 @@ class AgentMetrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         self.samples_in = Counter("aiops_samples_in", "Samples received, by source", ["source"], registry=r)
-        self.batches = Counter("aiops_batches", "Batches processed by the engine, by source", ["source"], registry=r)
+        self.batches = Counter(
+            "aiops_batches", "Batches processed by the engine, by source", ["source"], registry=r
+        )
         self.consumer_lag = Gauge(
-            "aiops_consumer_lag_messages", "Kafka consumer lag per partition", ["topic", "partition"], registry=r
+            "aiops_consumer_lag_messages",
+            "Kafka consumer lag per partition",
+            ["topic", "partition"],
+            registry=r,
         )
         self.dead_lettered = Counter(
-            "aiops_dead_lettered", "Messages sent to the dead-letter topic, by source and reason",
-            ["source", "reason"], registry=r,
+            "aiops_dead_lettered",
+            "Messages sent to the dead-letter topic, by source and reason",
+            ["source", "reason"],
+            registry=r,
         )
         self.series_dropped = Counter(
-            "aiops_series_dropped", "Samples dropped because the series cardinality limit was reached", registry=r
+            "aiops_series_dropped",
+            "Samples dropped because the series cardinality limit was reached",
+            registry=r,
         )
-        self.series_active = Gauge("aiops_series_active", "Series registered with the detector bank", registry=r)
+        self.series_active = Gauge(
+            "aiops_series_active", "Series registered with the detector bank", registry=r
+        )
         self.signals_out = Counter(
             "aiops_signals", "Signals emitted, by kind and detector", ["kind", "detector"], registry=r
         )
         self.loop_latency = Histogram(
-            "aiops_loop_latency_seconds", "Time from a batch's arrival to its commit",
+            "aiops_loop_latency_seconds",
+            "Time from a batch's arrival to its commit",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )
         self.loop_last_turn = Gauge(
             "aiops_loop_last_turn_timestamp_seconds", "When the engine loop last completed a turn", registry=r
         )
-        self.source_ready = Gauge("aiops_source_ready", "1 when a source is connected and healthy", ["source"], registry=r)
-        self.source_errors = Counter(
-            "aiops_source_errors", "Errors talking to a source, by source and kind", ["source", "kind"], registry=r
+        self.source_ready = Gauge(
+            "aiops_source_ready", "1 when a source is connected and healthy", ["source"], registry=r
         )
-        self.sink_errors = Counter("aiops_sink_errors", "Errors delivering signals, by sink", ["sink"], registry=r)
-        self.commits = Counter("aiops_commits", "Offset commits after processed batches, by source", ["source"], registry=r)
+        self.source_errors = Counter(
+            "aiops_source_errors",
+            "Errors talking to a source, by source and kind",
+            ["source", "kind"],
+            registry=r,
+        )
+        self.sink_errors = Counter(
+            "aiops_sink_errors", "Errors delivering signals, by sink", ["sink"], registry=r
+        )
+        self.commits = Counter(
+            "aiops_commits", "Offset commits after processed batches, by source", ["source"], registry=r
+        )

@@ -50,7 +50,11 @@ class LogSink:
         for s in signals:
             log.warning(
                 "signal %s %s score=%.3f value=%g detector=%s",
-                s.kind.value, s.series, s.score, s.value, s.detector,
+                s.kind.value,
+                s.series,
+                s.score,
+                s.value,
+                s.detector,
                 extra={"signal": s.to_dict()},
             )
 

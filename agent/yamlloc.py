@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ValidationError
-
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -104,9 +103,9 @@ def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
-                return value_node
+                return cast("yaml.Node", value_node)
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-        return node.value[part]
+        return cast("yaml.Node", node.value[part])
     return None
 
 
@@ -150,9 +149,11 @@ def parse_documents(text: str, file: str) -> list[YamlDocument]:
         _check_duplicates(file, node, errors)
         loader = _UniqueKeyLoader("")
         try:
-            data = loader.construct_document(node) if node is not None else None
+            data = loader.construct_document(node)
         except yaml.YAMLError as exc:
-            raise YamlValidationError([LocatedError(Location(file, 1, 1), "", f"invalid YAML: {exc}")]) from exc
+            raise YamlValidationError(
+                [LocatedError(Location(file, 1, 1), "", f"invalid YAML: {exc}")]
+            ) from exc
         finally:
             loader.dispose()
         docs.append(YamlDocument(file, data, node))
@@ -168,7 +169,9 @@ def read_documents(path: Path) -> list[YamlDocument]:
     except FileNotFoundError as exc:
         raise YamlValidationError([LocatedError(Location(str(path), 0, 0), "", "file not found")]) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise YamlValidationError([LocatedError(Location(str(path), 0, 0), "", f"cannot read: {exc}")]) from exc
+        raise YamlValidationError(
+            [LocatedError(Location(str(path), 0, 0), "", f"cannot read: {exc}")]
+        ) from exc
     return parse_documents(text, str(path))
 
 
@@ -179,11 +182,13 @@ def _field_path(loc: Iterable[str | int]) -> str:
     return out
 
 
-def pydantic_errors(doc: YamlDocument, exc: ValidationError, prefix: Sequence[str | int] = ()) -> list[LocatedError]:
+def pydantic_errors(
+    doc: YamlDocument, exc: ValidationError, prefix: Sequence[str | int] = ()
+) -> list[LocatedError]:
     """Turn a pydantic ValidationError over ``doc`` into located errors."""
     out = []
     for err in exc.errors(include_url=False):
-        loc = [*prefix, *(p for p in err["loc"] if isinstance(p, str | int))]
+        loc: list[str | int] = [*prefix, *err["loc"]]
         # pydantic puts tagged-union / function-validator names into loc; keep only real path parts
         real: list[str | int] = []
         node = doc.node
@@ -199,11 +204,11 @@ def pydantic_errors(doc: YamlDocument, exc: ValidationError, prefix: Sequence[st
         elif err["type"] == "missing":
             where = doc.locate(real)
             message = "required field is missing"
-            real = [*real, *[p for p in loc[len(real):] if isinstance(p, str)][-1:]]
+            real = [*real, *[p for p in loc[len(real) :] if isinstance(p, str)][-1:]]
         else:
             where = doc.locate(real)
             message = err["msg"]
-            if "input" in err and err["type"] not in {"value_error", "assertion_error"}:
+            if err["type"] not in {"value_error", "assertion_error"}:
                 message += f" (got {err['input']!r})"
         out.append(LocatedError(where, _field_path(real), message))
     return out

@@ -3,8 +3,8 @@
 Nothing in this package performs I/O or reads the clock: time comes from the samples themselves.
 """
 
-from detectors.base import Detector, DetectorError
 from detectors.bank import DetectorBank, DetectorSpec, build_detector
+from detectors.base import Detector, DetectorError
 from detectors.batch import SampleBatch
 from detectors.series import SeriesKey, SeriesRegistry
 from detectors.signal import Signal, SignalKind

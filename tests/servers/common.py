@@ -39,7 +39,9 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-def eventually(check: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> None:
+def eventually(
+    check: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> None:
     """Poll ``check`` until it is true; fail the test with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not check():

@@ -1,0 +1,148 @@
+"""Wiring: build the agent's components from a validated config, run them, shut down cleanly."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from types import FrameType
+
+from agent.clock import Clock
+from agent.config import AgentConfig
+from agent.engine import Engine
+from agent.http import HttpServer
+from agent.metrics import AgentMetrics
+from agent.sinks import LogSink, SignalSink
+from agent.sources.base import Source
+from detectors import DetectorBank, DetectorSpec, SeriesRegistry, build_detector
+
+log = logging.getLogger("aiops.agent")
+
+
+class Agent:
+    """The daemon: sources -> detector bank -> sinks, with health and metrics over HTTP."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        clock: Clock,
+        environ: Mapping[str, str] | None = None,
+        extra_sinks: list[SignalSink] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.environ = dict(os.environ if environ is None else environ)
+        self.stop = threading.Event()
+        self.metrics = AgentMetrics()
+        self.series = SeriesRegistry(limit=config.engine.series_limit)
+        specs = [
+            DetectorSpec(build_detector(d.type, d.params, self.series), d.min_score) for d in config.detectors
+        ]
+        self.bank = DetectorBank(self.series, specs)
+        self.sources = self._build_sources()
+        self.sinks = self._build_sinks() + list(extra_sinks or [])
+        self.engine = Engine(self.sources, self.bank, self.sinks, clock, self.metrics, self.stop)
+        self.http: HttpServer | None = None
+
+    def _build_sources(self) -> list[Source]:
+        cfg = self.config
+        sources: list[Source] = []
+        if cfg.sources.kafka is not None and cfg.sources.kafka.enabled:
+            from agent.sources.kafka import KafkaSource  # noqa: PLC0415 - only loaded when configured
+
+            sources.append(
+                KafkaSource(
+                    cfg.sources.kafka,
+                    cfg.kafka,
+                    self.series,
+                    self.metrics,
+                    self.clock,
+                    self.stop,
+                    self.environ,
+                )
+            )
+        if cfg.sources.prometheus is not None and cfg.sources.prometheus.enabled:
+            from agent.sources.prometheus import PrometheusSource  # noqa: PLC0415
+
+            sources.append(
+                PrometheusSource(
+                    cfg.sources.prometheus, self.series, self.metrics, self.clock, self.stop, self.environ
+                )
+            )
+        return sources
+
+    def _build_sinks(self) -> list[SignalSink]:
+        sinks: list[SignalSink] = []
+        if self.config.signals.log:
+            sinks.append(LogSink())
+        if self.config.kafka_signals_enabled:
+            from agent.kafka_client import ResilientProducer  # noqa: PLC0415
+            from agent.kafka_sink import KafkaSignalSink  # noqa: PLC0415
+
+            producer = ResilientProducer(self.config.kafka, self.clock, self.stop, name="signals")
+            sinks.append(KafkaSignalSink(producer, self.config.signals.topic))
+        return sinks
+
+    def healthy(self) -> tuple[bool, str]:
+        """Live while the engine loop keeps turning."""
+        idle = self.clock.now() - self.engine.last_turn
+        if idle > self.config.engine.stall_after:
+            return False, f"engine loop has not turned for {idle:.0f} s"
+        return True, "engine loop turning"
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready when every source is connected."""
+        down = [s.name for s in self.sources if not s.ready]
+        for s in self.sources:
+            self.metrics.source_ready.labels(s.name).set(0 if s.name in down else 1)
+        return (False, f"sources not ready: {', '.join(down)}") if down else (True, "all sources ready")
+
+    def start_http(self) -> int:
+        """Serve /metrics, /healthz and /readyz; return the bound port."""
+        self.http = HttpServer(
+            self.config.http.host, self.config.http.port, self.metrics.registry, self.healthy, self.ready
+        )
+        self.http.start()
+        return self.http.port
+
+    def run(self) -> None:
+        """Start the sources and loop until :attr:`stop` is set; always releases everything."""
+        try:
+            self.engine.start()
+            log.info(
+                "agent running: %d source(s), %d detector(s), %d sink(s)",
+                len(self.sources),
+                len(self.bank.specs),
+                len(self.sinks),
+            )
+            self.engine.run()
+        finally:
+            self.engine.close()
+            if self.http is not None:
+                self.http.close()
+            log.info("agent stopped after %d samples", self.engine.samples_processed)
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT finish the batch in hand, commit, close, and exit within the timeout."""
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            if self.stop.is_set():
+                return
+            log.info("received %s: finishing the batch in hand", signal.Signals(signum).name)
+            self.stop.set()
+            watchdog = threading.Timer(self.config.engine.shutdown_timeout, self._overdue)
+            watchdog.daemon = True
+            watchdog.start()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def _overdue(self) -> None:
+        log.error(
+            "shutdown took longer than %.0f s; exiting without a clean close",
+            self.config.engine.shutdown_timeout,
+        )
+        logging.shutdown()
+        os._exit(1)

@@ -1,0 +1,173 @@
+"""Config loading: defaults, located errors, secrets from the environment, and `aiops config check`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.cli import EXIT_INVALID, EXIT_OK, main
+from agent.config import AgentConfig, ConfigError, KafkaConnection, load_config
+from agent.durations import parse_duration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "config.yaml"
+    p.write_text(text)
+    return p
+
+
+def only_error(path: Path) -> tuple[int, int, str, str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert len(info.value.errors) == 1, info.value.errors
+    e = info.value.errors[0]
+    assert e.location.file == str(path)
+    return e.location.line, e.location.column, e.field, e.message
+
+
+def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")) == AgentConfig()
+
+
+def test_shipped_config_is_valid() -> None:
+    config = load_config(REPO / "k8s" / "agent-config.yaml")
+    assert config.sources.prometheus is not None
+    assert config.sources.prometheus.interval == 30.0
+    assert config.sources.prometheus.backfill == 3600.0
+    assert config.kafka_signals_enabled
+
+
+def test_wrong_type_names_line_column_and_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  port: eighty\n")
+    line, col, field, message = only_error(path)
+    assert (line, col, field) == (2, 9, "http.port")
+    assert "integer" in message
+    assert "'eighty'" in message
+
+
+def test_unknown_key_points_at_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "sources:\n  kafka:\n    topics: [a]\n    grup_id: x\n")
+    assert only_error(path) == (4, 5, "sources.kafka.grup_id", "unknown field")
+
+
+def test_missing_required_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "sources:\n  prometheus:\n    queries:\n      - name: up\n")
+    line, _, field, message = only_error(path)
+    assert line == 4
+    assert field == "sources.prometheus.queries[0].query"
+    assert message == "required field is missing"
+
+
+def test_bad_duration(tmp_path: Path) -> None:
+    path = write(tmp_path, "sources:\n  prometheus:\n    interval: 5 minutes\n")
+    line, _, field, message = only_error(path)
+    assert (line, field) == (3, "sources.prometheus.interval")
+    assert "expected a duration like 30s" in message
+
+
+def test_invalid_yaml_is_located(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  port: [8080\n")
+    line, _, _, message = only_error(path)
+    assert line == 3
+    assert message.startswith("invalid YAML")
+
+
+def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  port: 1\n  port: 2\n")
+    assert only_error(path) == (3, 3, "http.port", "duplicate key (first defined at line 2)")
+
+
+def test_detector_params_are_checked_at_load(tmp_path: Path) -> None:
+    path = write(tmp_path, "detectors:\n  - type: threshold\n    params:\n      rules: [{metric: m}]\n")
+    line, _, field, message = only_error(path)
+    assert (line, field) == (4, "detectors[0].params")
+    assert "at least one of above, below, max_rate" in message
+
+
+def test_unknown_detector_type(tmp_path: Path) -> None:
+    path = write(tmp_path, "detectors:\n  - type: crystal-ball\n")
+    line, _, field, message = only_error(path)
+    assert (line, field) == (2, "detectors[0].type")
+    assert "unknown detector 'crystal-ball'" in message
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    assert only_error(write(tmp_path, "- a\n- b\n"))[3] == "expected a mapping at the top, got list"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    _, _, _, message = only_error(path)
+    assert message == "file not found"
+
+
+def test_sasl_needs_a_mechanism(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  security_protocol: SASL_SSL\n")
+    line, _, field, message = only_error(path)
+    assert (line, field) == (2, "kafka")
+    assert "needs sasl_mechanism" in message
+
+
+def test_secrets_come_from_the_environment() -> None:
+    conn = KafkaConnection(
+        bootstrap_servers=["b:9093"],
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="aiops",
+        sasl_password_env="KAFKA_PW",
+        ssl_cafile="/ca.pem",
+    )
+    kwargs = conn.client_kwargs({"KAFKA_PW": "hunter2"})
+    assert kwargs["sasl_plain_password"] == "hunter2"
+    assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kwargs["ssl_cafile"] == "/ca.pem"
+    assert "hunter2" not in repr(conn)
+    with pytest.raises(ConfigError, match="KAFKA_PW is not set"):
+        conn.client_kwargs({})
+
+
+def test_bootstrap_servers_accepts_a_comma_list() -> None:
+    assert KafkaConnection.model_validate({"bootstrap_servers": "a:1, b:2"}).bootstrap_servers == ["a:1", "b:2"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("250ms", 0.25), (12, 12.0), ("2d", 172800.0)]
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "5", "m5", "5 m", "-1s", True, -3])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+def test_config_check_cli_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "check", str(REPO / "k8s" / "agent-config.yaml")]) == EXIT_OK
+    assert ": ok (" in capsys.readouterr().out
+
+
+def test_config_check_cli_reports_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "http:\n  port: -1\nlog:\n  format: xml\n")
+    assert main(["config", "check", str(path)]) == EXIT_INVALID
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"error: {path}:2:9: http.port: ")
+    assert err[1].startswith(f"error: {path}:4:11: log.format: ")
+
+
+def test_config_check_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "bogus: 1\n")
+    assert main(["config", "check", "--json", str(path)]) == EXIT_INVALID
+    out = json.loads(capsys.readouterr().out)
+    assert out["valid"] is False
+    assert out["errors"] == [{"file": str(path), "line": 1, "column": 1, "field": "bogus", "message": "unknown field"}]
+
+
+def test_run_with_missing_config_exits_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--config", str(tmp_path / "absent.yaml")]) == EXIT_INVALID
+    assert "file not found" in capsys.readouterr().err

@@ -1,0 +1,156 @@
+"""The threshold / rate-of-change detector and the DetectorBank that turns its scores into signals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors import DetectorBank, DetectorError, DetectorSpec, SampleBatch, SeriesKey, SeriesRegistry, SignalKind
+from detectors.bank import build_detector
+from detectors.threshold import ThresholdDetector
+
+LAT = SeriesKey.of("latency", {"svc": "a"})
+ERR = SeriesKey.of("errors", {"svc": "a"})
+OTHER = SeriesKey.of("latency", {"svc": "b"})
+
+
+def _detector(reg: SeriesRegistry, **rule: object) -> ThresholdDetector:
+    return ThresholdDetector.from_params({"rules": [{"metric": "latency", **rule}]}, reg)
+
+
+def test_level_limits_score_one_outside_and_zero_inside() -> None:
+    reg = SeriesRegistry()
+    det = _detector(reg, above=1.0, below=0.1)
+    sid = reg.id_for(LAT)
+    scores = det.update(SampleBatch.from_arrays([sid] * 4, [1, 2, 3, 4], [0.5, 1.5, 0.05, 1.0]))
+    assert scores.tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+def test_rate_of_change_uses_state_across_batches() -> None:
+    reg = SeriesRegistry()
+    det = _detector(reg, max_rate=1.0)  # at most 1 unit per second
+    sid = reg.id_for(LAT)
+    assert det.update(SampleBatch.from_arrays([sid], [10.0], [5.0])).tolist() == [0.0]
+    # +5 in 10 s is fine; +20 in 10 s is not
+    assert det.update(SampleBatch.from_arrays([sid], [20.0], [10.0])).tolist() == [0.0]
+    assert det.update(SampleBatch.from_arrays([sid], [30.0], [30.0])).tolist() == [1.0]
+    # a drop counts too (absolute rate)
+    assert det.update(SampleBatch.from_arrays([sid], [31.0], [0.0])).tolist() == [1.0]
+
+
+def test_rate_within_one_batch_handles_interleaved_series_and_unsorted_time() -> None:
+    reg = SeriesRegistry()
+    det = _detector(reg, max_rate=1.0)
+    a, b = reg.id_for(LAT), reg.id_for(OTHER)
+    batch = SampleBatch.from_arrays([a, b, a, b, a], [2, 1, 1, 2, 3], [1.0, 0.0, 0.5, 10.0, 1.5])
+    # a: t1=0.5, t2=1.0 (+0.5/s), t3=1.5 (+0.5/s); b: t1=0, t2=10 (+10/s)
+    assert det.update(batch).tolist() == [0.0, 0.0, 0.0, 1.0, 0.0]
+
+
+def test_series_without_a_rule_never_score() -> None:
+    reg = SeriesRegistry()
+    det = _detector(reg, above=0.0)
+    sid = reg.id_for(ERR)
+    assert det.update(SampleBatch.from_arrays([sid], [1.0], [1e9])).tolist() == [0.0]
+
+
+def test_label_matchers_are_full_match_regexes() -> None:
+    reg = SeriesRegistry()
+    det = _detector(reg, above=1.0, match={"svc": "a|c"})
+    a, b = reg.id_for(LAT), reg.id_for(OTHER)
+    assert det.update(SampleBatch.from_arrays([a, b], [1, 1], [5.0, 5.0])).tolist() == [1.0, 0.0]
+
+
+def test_bad_samples_are_counted_not_scored() -> None:
+    reg = SeriesRegistry()
+    det = _detector(reg, above=1.0, max_rate=1.0)
+    sid = reg.id_for(LAT)
+    det.update(SampleBatch.from_arrays([sid], [100.0], [0.5]))
+    scores = det.update(SampleBatch.from_arrays([sid] * 3, [101.0, 50.0, 102.0], [np.nan, 0.5, np.inf]))
+    assert scores.tolist() == [0.0, 0.0, 0.0]
+    assert det.invalid == 2
+    assert det.out_of_order == 1
+
+
+def test_state_round_trips() -> None:
+    reg = SeriesRegistry()
+    det = _detector(reg, max_rate=1.0)
+    sid = reg.id_for(LAT)
+    det.update(SampleBatch.from_arrays([sid], [10.0], [5.0]))
+    fresh = _detector(reg, max_rate=1.0)
+    fresh.load_state(det.state_dict())
+    assert fresh.update(SampleBatch.from_arrays([sid], [11.0], [50.0])).tolist() == [1.0]
+    with pytest.raises(DetectorError, match="version"):
+        fresh.load_state({"version": 99})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"rules": [{"metric": "m"}]}, "at least one of above, below, max_rate"),
+        ({"rules": [{"metric": "m", "above": "high"}]}, r"rules\[0\].above: expected a finite number"),
+        ({"rules": [{"metric": "m", "max_rate": -1}]}, r"rules\[0\].max_rate: must be positive"),
+        ({"rules": [{"metric": "m", "above": 1, "colour": "red"}]}, r"rules\[0\]: unknown field"),
+        ({"rules": [{"above": 1}]}, r"rules\[0\].metric: expected a metric name"),
+        ({"rules": [{"metric": "m", "above": 1, "match": {"a": "("}}]}, r"match.a: invalid regex"),
+        ({"rules": "nope"}, "expected a list"),
+        ({"thresholds": []}, "unknown parameter"),
+    ],
+)
+def test_invalid_parameters_name_the_field(params: dict[str, object], message: str) -> None:
+    with pytest.raises(DetectorError, match=message):
+        ThresholdDetector.from_params(params, SeriesRegistry())
+
+
+def test_unknown_detector_name() -> None:
+    with pytest.raises(DetectorError, match="unknown detector 'magic'"):
+        build_detector("magic", {}, SeriesRegistry())
+
+
+def test_bank_emits_one_signal_per_series_per_batch_newest_first_hit() -> None:
+    reg = SeriesRegistry()
+    bank = DetectorBank(reg, [DetectorSpec(_detector(reg, above=1.0))])
+    a, b = reg.id_for(LAT), reg.id_for(OTHER)
+    batch = SampleBatch.from_arrays([a, a, b, a], [1, 3, 2, 2], [2.0, 3.0, 0.5, 9.0])
+    signals = bank.process(batch)
+    assert len(signals) == 1
+    s = signals[0]
+    assert s.kind is SignalKind.THRESHOLD
+    assert s.series == LAT
+    assert (s.timestamp, s.value, s.score) == (3.0, 3.0, 1.0)
+    assert s.details["above"] == 1.0
+    assert bank.signals_out == {"threshold": 1}
+    assert s.to_dict()["labels"] == {"svc": "a"}
+
+
+def test_bank_ignores_dropped_series() -> None:
+    reg = SeriesRegistry(limit=1)
+    bank = DetectorBank(reg, [DetectorSpec(_detector(reg, above=1.0))])
+    a = reg.id_for(LAT)
+    dropped = reg.id_for(OTHER)
+    signals = bank.process(SampleBatch.from_arrays([a, dropped], [1, 1], [5.0, 5.0]))
+    assert [s.series for s in signals] == [LAT]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.floats(-1e6, 1e6) | st.just(float("nan")) | st.just(float("inf")),
+            st.floats(allow_nan=True, allow_infinity=True),
+        ),
+        max_size=60,
+    )
+)
+def test_scores_are_always_zero_or_one_and_aligned(rows: list[tuple[int, float, float]]) -> None:
+    reg = SeriesRegistry()
+    for i in range(4):
+        reg.id_for(SeriesKey.of("latency", {"svc": str(i)}))
+    det = _detector(reg, above=10.0, below=-10.0, max_rate=5.0)
+    batch = SampleBatch.from_arrays([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    scores = det.update(batch)
+    assert scores.shape == (len(rows),)
+    assert set(scores.tolist()) <= {0.0, 1.0}
