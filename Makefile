@@ -1,7 +1,7 @@
 # One entry point for people and CI. `make test` and `make demo` set everything up on a fresh
 # Debian/Ubuntu machine with Python 3.11: the virtualenv, the packages, and Prometheus for the
 # integration tests (installed with apt when running as root).
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -9,8 +9,10 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo test unit integration lint bench nab clean prometheus
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "need Python 3.11 or newer (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
