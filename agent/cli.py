@@ -7,6 +7,7 @@ rejects, a runtime failure); 2 invalid usage or an invalid config file.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -14,6 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.config import AgentConfig, ConfigError, load_config
+
+#: Modules under agent/commands that each add subcommands: ``register(subparsers)`` adds a parser
+#: whose ``func`` default is called with the parsed arguments and returns the exit code.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -42,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the engine over generated samples and print the signals")
     demo.add_argument("--hours", type=float, default=2.0, help="how much generated time to run")
     demo.add_argument("--seed", type=int, default=7)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return p
 
 
@@ -109,6 +117,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aiops`` console script."""
     args = _parser().parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is not None:
+        return int(func(args))
     if args.command == "run":
         return _cmd_run(args)
     if args.command == "config":
