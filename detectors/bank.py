@@ -28,6 +28,10 @@ class DetectorSpec:
             raise DetectorError(msg)
 
 
+#: The detector ``aiops detect`` uses when none is named. The learned detectors replace this.
+DEFAULT_DETECTOR = "threshold"
+
+
 def build_detector(name: str, params: Mapping[str, Any], series: SeriesRegistry) -> Detector:
     """Construct a built-in detector by its configuration name."""
     if name == "threshold":
