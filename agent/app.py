@@ -36,6 +36,8 @@ class Agent:
         self.environ = dict(os.environ if environ is None else environ)
         self.stop = threading.Event()
         self.metrics = AgentMetrics()
+        if config.kafka_source_enabled or config.kafka_signals_enabled:
+            config.kafka.client_kwargs(self.environ)  # a missing secret fails now, not at first connect
         self.series = SeriesRegistry(limit=config.engine.series_limit)
         specs = [
             DetectorSpec(build_detector(d.type, d.params, self.series), d.min_score) for d in config.detectors

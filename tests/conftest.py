@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any
+
 import pytest
 
 from tests.servers.common import REQUIRE_INTEGRATION
@@ -10,7 +13,7 @@ pytest_plugins = ["tests.servers.kafka", "tests.servers.prometheus"]
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """With AIOPS_REQUIRE_INTEGRATION=1 a skipped integration or e2e test counts as a failure."""
     outcome = yield
     report = outcome.get_result()

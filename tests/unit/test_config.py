@@ -131,11 +131,15 @@ def test_secrets_come_from_the_environment() -> None:
 
 
 def test_bootstrap_servers_accepts_a_comma_list() -> None:
-    assert KafkaConnection.model_validate({"bootstrap_servers": "a:1, b:2"}).bootstrap_servers == ["a:1", "b:2"]
+    assert KafkaConnection.model_validate({"bootstrap_servers": "a:1, b:2"}).bootstrap_servers == [
+        "a:1",
+        "b:2",
+    ]
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("250ms", 0.25), (12, 12.0), ("2d", 172800.0)]
+    ("text", "seconds"),
+    [("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("250ms", 0.25), (12, 12.0), ("2d", 172800.0)],
 )
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -165,7 +169,9 @@ def test_config_check_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["config", "check", "--json", str(path)]) == EXIT_INVALID
     out = json.loads(capsys.readouterr().out)
     assert out["valid"] is False
-    assert out["errors"] == [{"file": str(path), "line": 1, "column": 1, "field": "bogus", "message": "unknown field"}]
+    assert out["errors"] == [
+        {"file": str(path), "line": 1, "column": 1, "field": "bogus", "message": "unknown field"}
+    ]
 
 
 def test_run_with_missing_config_exits_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

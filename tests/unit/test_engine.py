@@ -20,7 +20,7 @@ from agent.engine import Engine
 from agent.http import HttpServer
 from agent.logs import JsonFormatter, setup_logging
 from agent.metrics import AgentMetrics
-from agent.sinks import CollectingSink, SinkError
+from agent.sinks import CollectingSink, SignalSink, SinkError
 from agent.sources.memory import MemorySource
 from detectors import DetectorBank, DetectorSpec, SampleBatch, SeriesKey, SeriesRegistry, Signal
 from detectors.threshold import ThresholdDetector
@@ -29,13 +29,17 @@ KEY = SeriesKey.of("latency", {"svc": "a"})
 
 
 def make_engine(
-    sinks: Sequence[object], clock: ManualClock | None = None, batches: int = 3
+    sinks: Sequence[SignalSink], clock: ManualClock | None = None, batches: int = 3
 ) -> tuple[Engine, MemorySource, SeriesRegistry]:
     reg = SeriesRegistry()
     sid = reg.id_for(KEY)
     det = ThresholdDetector.from_params({"rules": [{"metric": "latency", "above": 1.0}]}, reg)
-    source = MemorySource([SampleBatch.from_arrays([sid, sid], [i, i + 0.5], [0.5, 2.0]) for i in range(batches)])
-    engine = Engine([source], DetectorBank(reg, [DetectorSpec(det)]), sinks, clock or ManualClock(), AgentMetrics())  # type: ignore[arg-type]
+    source = MemorySource(
+        [SampleBatch.from_arrays([sid, sid], [i, i + 0.5], [0.5, 2.0]) for i in range(batches)]
+    )
+    engine = Engine(
+        [source], DetectorBank(reg, [DetectorSpec(det)]), sinks, clock or ManualClock(), AgentMetrics()
+    )
     return engine, source, reg
 
 
@@ -126,7 +130,7 @@ def test_demo_prints_both_injected_incidents() -> None:
 
 def _get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(url, timeout=5) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -162,11 +166,13 @@ def test_http_post_routes() -> None:
         seen.append(body)
         return Response(202, b"ok")
 
-    server = HttpServer("127.0.0.1", 0, AgentMetrics().registry, lambda: (True, ""), lambda: (True, ""), {"/hook": route})
+    server = HttpServer(
+        "127.0.0.1", 0, AgentMetrics().registry, lambda: (True, ""), lambda: (True, ""), {"/hook": route}
+    )
     server.start()
     try:
         req = urllib.request.Request(f"http://127.0.0.1:{server.port}/hook", data=b'{"a":1}', method="POST")
-        with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 202
         assert seen == [b'{"a":1}']
     finally:

@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors import DetectorBank, DetectorError, DetectorSpec, SampleBatch, SeriesKey, SeriesRegistry, SignalKind
+from detectors import (
+    DetectorBank,
+    DetectorError,
+    DetectorSpec,
+    SampleBatch,
+    SeriesKey,
+    SeriesRegistry,
+    SignalKind,
+)
 from detectors.bank import build_detector
 from detectors.threshold import ThresholdDetector
 
