@@ -46,5 +46,11 @@ bench: setup
 	mkdir -p bench-results
 	$(BIN)/pytest -m bench -s -p no:cacheprovider tests/bench
 
+# The Numenta Anomaly Benchmark: every built-in detector beside the published scoreboard.
+NAB_DATA ?= ../shared/data/nab-dev
+
+nab: $(STAMP)
+	$(BIN)/aiops nab $(NAB_DATA)
+
 clean:
 	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache

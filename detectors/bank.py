@@ -40,6 +40,11 @@ def build_detector(name: str, params: Mapping[str, Any], series: SeriesRegistry)
     raise DetectorError(msg)
 
 
+def detector_names() -> list[str]:
+    """The names :func:`build_detector` accepts (keep in step with it)."""
+    return ["threshold"]
+
+
 @dataclass(slots=True)
 class DetectorBank:
     """Runs detectors over batches; at most one signal per detector and series per batch.

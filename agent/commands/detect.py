@@ -1,0 +1,236 @@
+"""``aiops detect``: score a NAB-format CSV file with a detector, causally, as the daemon would.
+
+The input is ``timestamp,value`` (timestamps like ``2014-04-01 00:00:00``, read as UTC unless they
+carry an offset). The rows are fed to the detector in order, in batches of :data:`BATCH_ROWS`, as
+one series named ``value``; the output repeats every row with its anomaly score:
+``timestamp,value,anomaly_score``. ``aiops nab`` scores its corpus through the same functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detectors import DetectorError, SampleBatch, SeriesKey, SeriesRegistry, build_detector
+from detectors.bank import DEFAULT_DETECTOR
+from detectors.batch import FloatArray
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+#: Rows per SampleBatch fed to the detector: the size of a modest batch from a source.
+BATCH_ROWS = 1024
+
+#: The series every input row belongs to; detector rules (``threshold``) match this metric name.
+SERIES = SeriesKey.of("value")
+
+HEADER = ("timestamp", "value")
+
+
+class InputError(Exception):
+    """Input that cannot be used; the message names the file, and the line where there is one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One input file: the timestamps as written, as Unix seconds, and the values."""
+
+    path: Path
+    stamps: list[str]
+    raw_values: list[str]
+    timestamps: FloatArray
+    values: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.stamps)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """The anomaly score of every row, and how many raw scores had to be repaired."""
+
+    scores: FloatArray
+    non_finite: int
+    clipped: int
+
+
+def parse_timestamp(text: str) -> float:
+    """Unix seconds of an ISO 8601 timestamp; one without an offset is taken as UTC."""
+    moment = datetime.fromisoformat(text.strip())
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def read_csv(
+    path: Path, header: tuple[str, ...], *, extra_columns: bool = False
+) -> list[tuple[int, list[str]]]:
+    """The rows of a CSV file with ``header``, each with its line number; blank lines skipped.
+
+    With ``extra_columns`` the header only has to start with ``header`` and rows may be longer.
+    """
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    rows: list[tuple[int, list[str]]] = []
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            first = next(reader, None)
+            if first is None:
+                raise InputError(f"{path}: empty file, expected the header {','.join(header)}")
+            found = tuple(cell.strip() for cell in first)
+            if (found[: len(header)] if extra_columns else found) != header:
+                raise InputError(
+                    f"{path}:{reader.line_num}: expected the header {','.join(header)}, got {','.join(first)}"
+                )
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header) and not (extra_columns and len(row) > len(header)):
+                    raise InputError(
+                        f"{path}:{reader.line_num}: expected {len(header)} fields, got {len(row)}"
+                    )
+                rows.append((reader.line_num, row))
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}:{reader.line_num}: {exc}") from exc
+    return rows
+
+
+def read_series(path: Path) -> Series:
+    """Read a ``timestamp,value`` file; an empty value is NaN, any other bad cell an error."""
+    rows = read_csv(path, HEADER)
+    stamps: list[str] = []
+    raw_values: list[str] = []
+    timestamps = np.empty(len(rows))
+    values = np.empty(len(rows))
+    for i, (line, (stamp, value)) in enumerate(rows):
+        try:
+            timestamps[i] = parse_timestamp(stamp)
+        except ValueError:
+            raise InputError(f"{path}:{line}: cannot parse the timestamp {stamp!r}") from None
+        try:
+            values[i] = float(value) if value.strip() else math.nan
+        except ValueError:
+            raise InputError(f"{path}:{line}: cannot parse the value {value!r} as a number") from None
+        stamps.append(stamp)
+        raw_values.append(value)
+    return Series(path, stamps, raw_values, timestamps, values)
+
+
+def parse_params(text: str | None) -> dict[str, Any]:
+    """The ``--params`` JSON object ({} when absent)."""
+    if text is None:
+        return {}
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--params: invalid JSON: {exc}") from exc
+    if not isinstance(params, dict):
+        raise InputError(f"--params: expected a JSON object, got {type(params).__name__}")
+    return params
+
+
+def score_series(
+    series: Series, detector: str, params: Mapping[str, Any], batch_rows: int = BATCH_ROWS
+) -> Scored:
+    """Run a fresh ``detector`` over ``series`` in order, ``batch_rows`` rows per batch.
+
+    Scores the detector returns that are not finite become 0 and scores outside ``[0, 1]`` are
+    clipped; :class:`Scored` counts both. Raises :class:`~detectors.DetectorError` when the
+    detector rejects ``params`` or the data.
+    """
+    registry = SeriesRegistry()
+    sid = registry.id_for(SERIES)
+    model = build_detector(detector, params, registry)
+    n = len(series)
+    scores = np.empty(n)
+    ids = np.full(min(n, batch_rows), sid, dtype=np.int64)
+    for start in range(0, n, batch_rows):
+        stop = min(start + batch_rows, n)
+        batch = SampleBatch(ids[: stop - start], series.timestamps[start:stop], series.values[start:stop])
+        out = np.asarray(model.update(batch), dtype=np.float64)
+        if out.shape != (stop - start,):
+            msg = f"{detector}: returned {out.shape} scores for a batch of {stop - start} samples"
+            raise DetectorError(msg)
+        scores[start:stop] = out
+    finite = np.isfinite(scores)
+    non_finite = int(n - np.count_nonzero(finite))
+    scores[~finite] = 0.0
+    outside = (scores < 0.0) | (scores > 1.0)
+    clipped = int(np.count_nonzero(outside))
+    np.clip(scores, 0.0, 1.0, out=scores)
+    return Scored(scores, non_finite, clipped)
+
+
+def write_scores(path: Path, series: Series, scores: FloatArray) -> None:
+    """Write ``timestamp,value,anomaly_score`` rows atomically (a temporary file, then a rename)."""
+    directory = path.parent if str(path.parent) else Path()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(("timestamp", "value", "anomaly_score"))
+            writer.writerows(zip(series.stamps, series.raw_values, map(repr, scores.tolist()), strict=True))
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``aiops detect``."""
+    p = subparsers.add_parser(
+        "detect",
+        help="score a timestamp,value CSV file with a detector",
+        description=(
+            "Score a NAB-format CSV file (timestamp,value) causally with a detector and write "
+            "timestamp,value,anomaly_score. The rows form one series named 'value'."
+        ),
+    )
+    p.add_argument("input", type=Path, metavar="INPUT.csv", help="timestamp,value rows, oldest first")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, help=f"detector name (default {DEFAULT_DETECTOR})")
+    p.add_argument("--params", metavar="JSON", help="detector parameters as a JSON object")
+    p.add_argument("--output", type=Path, required=True, metavar="OUT.csv", help="where to write the scores")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out ``aiops detect``; returns the exit code."""
+    try:
+        params = parse_params(args.params)
+        series = read_series(args.input)
+        scored = score_series(series, args.detector, params)
+    except (InputError, DetectorError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    report_repairs(args.input, scored)
+    try:
+        write_scores(args.output, series, scored.scores)
+    except OSError as exc:
+        print(f"error: {args.output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{args.output}: {len(series)} rows scored by {args.detector}")
+    return EXIT_OK
+
+
+def report_repairs(path: Path, scored: Scored) -> None:
+    """Say on stderr how many scores of ``path`` were replaced or clipped."""
+    if scored.non_finite:
+        print(f"warning: {path}: {scored.non_finite} non-finite scores replaced with 0", file=sys.stderr)
+    if scored.clipped:
+        print(f"warning: {path}: {scored.clipped} scores outside [0, 1] clipped", file=sys.stderr)

@@ -1,0 +1,204 @@
+"""``aiops detect``: a CSV round trip through a detector, and how bad input is reported."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.cli import main
+from agent.commands import detect
+from detectors import SampleBatch, SeriesRegistry
+from detectors.signal import SignalKind
+
+SPIKE_ROW = 300
+SPIKE_PARAMS = json.dumps({"rules": [{"metric": "value", "above": 50}]})
+
+
+def stamps(n: int) -> list[str]:
+    start = np.datetime64("2014-04-01T00:00:00")
+    return [str(start + np.timedelta64(5 * i, "m")).replace("T", " ") for i in range(n)]
+
+
+def write_input(path: Path, n: int = 2500) -> list[list[str]]:
+    """``n`` rows (more than two batches) of a noisy daily cycle with a spike on SPIKE_ROW."""
+    rng = np.random.default_rng(11)
+    values = 20 + 5 * np.sin(np.arange(n) * 2 * np.pi / 288) + rng.normal(0, 0.5, n)
+    values[SPIKE_ROW] = 95.0
+    rows = [[t, f"{v:.4f}"] for t, v in zip(stamps(n), values, strict=True)]
+    with path.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([["timestamp", "value"], *rows])
+    return rows
+
+
+def read_output(path: Path) -> tuple[list[str], list[list[str]]]:
+    with path.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    return header, rows
+
+
+def test_round_trip_keeps_every_row_and_scores_the_spike_highest(tmp_path: Path) -> None:
+    rows = write_input(tmp_path / "in.csv")
+    out = tmp_path / "out.csv"
+    code = main(
+        [
+            "detect",
+            str(tmp_path / "in.csv"),
+            "--detector",
+            "threshold",
+            "--params",
+            SPIKE_PARAMS,
+            "--output",
+            str(out),
+        ]
+    )
+    assert code == 0
+    header, written = read_output(out)
+    assert header == ["timestamp", "value", "anomaly_score"]
+    assert [r[:2] for r in written] == rows  # same rows, order, timestamp and value text
+    scores = np.array([float(r[2]) for r in written])
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert scores[SPIKE_ROW] > np.median(scores)
+    assert scores[SPIKE_ROW] > np.delete(scores, SPIKE_ROW).max()
+
+
+def test_the_default_detector_scores_every_row_within_0_and_1(tmp_path: Path) -> None:
+    rows = write_input(tmp_path / "in.csv", n=1500)
+    out = tmp_path / "out.csv"
+    assert main(["detect", str(tmp_path / "in.csv"), "--output", str(out)]) == 0
+    _, written = read_output(out)
+    assert [r[:2] for r in written] == rows
+    assert all(0.0 <= float(r[2]) <= 1.0 for r in written)
+
+
+def test_missing_values_are_passed_through_and_still_scored(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,\n2014-04-01 00:10:00,nan\n")
+    out = tmp_path / "out.csv"
+    assert main(["detect", str(src), "--params", "{}", "--detector", "threshold", "--output", str(out)]) == 0
+    _, written = read_output(out)
+    assert [r[:2] for r in written] == [
+        ["2014-04-01 00:00:00", "1"],
+        ["2014-04-01 00:05:00", ""],
+        ["2014-04-01 00:10:00", "nan"],
+    ]
+    assert all(0.0 <= float(r[2]) <= 1.0 for r in written)
+
+
+class UnrulyDetector:
+    """Returns NaN, infinity, a negative and a too-large score, whatever it is given."""
+
+    name = "unruly"
+    signal_kind = SignalKind.ANOMALY
+
+    def update(self, batch: SampleBatch) -> np.ndarray:
+        pattern = np.array([np.nan, np.inf, -0.5, 1.5, 0.25])
+        return np.resize(pattern, len(batch))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def signal_details(self, series_id: int) -> dict[str, Any]:
+        return {}
+
+
+def test_scores_outside_0_and_1_are_repaired_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def build(name: str, params: Mapping[str, Any], series: SeriesRegistry) -> UnrulyDetector:
+        return UnrulyDetector()
+
+    monkeypatch.setattr(detect, "build_detector", build)
+    (tmp_path / "in.csv").write_text("timestamp,value\n" + "".join(f"{t},1\n" for t in stamps(10)))
+    out = tmp_path / "out.csv"
+    assert main(["detect", str(tmp_path / "in.csv"), "--output", str(out)]) == 0
+    _, written = read_output(out)
+    assert [float(r[2]) for r in written] == [0.0, 0.0, 0.0, 1.0, 0.25] * 2
+    err = capsys.readouterr().err
+    assert "4 non-finite scores replaced with 0" in err
+    assert "4 scores outside [0, 1] clipped" in err
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def run_detect(tmp_path: Path, content: str | None, *extra: str) -> tuple[int, str, Path]:
+    src = tmp_path / "in.csv"
+    if content is not None:
+        src.write_text(content)
+    out = tmp_path / "out.csv"
+    code = main(["detect", str(src), "--output", str(out), *extra])
+    return code, str(src), out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, ": cannot read: No such file or directory"),
+        ("", ": empty file, expected the header timestamp,value"),
+        ("time,value\n2014-04-01 00:00:00,1\n", ":1: expected the header timestamp,value, got time,value"),
+        (
+            "timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,abc\n",
+            ":3: cannot parse the value 'abc'",
+        ),
+        (
+            "timestamp,value\n2014-04-01 00:00:00,1\nyesterday,2\n",
+            ":3: cannot parse the timestamp 'yesterday'",
+        ),
+        ("timestamp,value\n2014-04-01 00:00:00,1,7\n", ":2: expected 2 fields, got 3"),
+    ],
+    ids=["missing", "empty", "header", "value", "timestamp", "fields"],
+)
+def test_bad_input_exits_2_naming_the_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, message: str
+) -> None:
+    code, src, out = run_detect(tmp_path, content)
+    assert code == 2
+    assert f"{src}{message}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ("{not json", "--params: invalid JSON"),
+        ("[1, 2]", "--params: expected a JSON object, got list"),
+        ('{"window": 5}', "threshold: unknown parameter(s) ['window']"),
+        ('{"rules": [{"metric": "value"}]}', "threshold.rules[0]: a rule needs at least one of"),
+    ],
+)
+def test_bad_params_exit_2_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], params: str, message: str
+) -> None:
+    code, _, out = run_detect(
+        tmp_path, "timestamp,value\n2014-04-01 00:00:00,1\n", "--detector", "threshold", "--params", params
+    )
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_unknown_detector_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = run_detect(tmp_path, "timestamp,value\n2014-04-01 00:00:00,1\n", "--detector", "no-such")
+    assert code == 2
+    assert "unknown detector 'no-such'" in capsys.readouterr().err
+
+
+def test_an_unwritable_output_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "in.csv").write_text("timestamp,value\n2014-04-01 00:00:00,1\n")
+    out = tmp_path / "missing-dir" / "out.csv"
+    assert main(["detect", str(tmp_path / "in.csv"), "--output", str(out)]) == 2
+    assert f"{out}: cannot write" in capsys.readouterr().err
+
+
+def test_timestamps_are_utc_unless_they_carry_an_offset() -> None:
+    assert detect.parse_timestamp("2014-04-01 00:00:00") == 1396310400.0
+    assert detect.parse_timestamp("2014-04-01T02:00:00+02:00") == 1396310400.0
