@@ -1,0 +1,405 @@
+"""Samples from PromQL queries run against a Prometheus server every ``interval``.
+
+Each configured query runs as an instant query evaluated at the clock's time; every series it
+returns becomes the :class:`~detectors.SeriesKey` named after the query, with the result's
+labels (``__name__`` dropped). The first successful contact also backfills the last
+``backfill`` seconds with range queries at ``step = interval``, so detectors start warm.
+
+A query Prometheus rejects (HTTP 400, ``bad_data``: a PromQL syntax error) cannot be fixed by
+retrying, so it raises :class:`~agent.sources.SourceStartupError` at the first successful
+contact: from :meth:`PrometheusSource.start` when the server is up then, else from the
+:meth:`PrometheusSource.poll` that first reaches it. Everything else (the server down, slow,
+answering 5xx) is counted in ``aiops_source_errors{source="prometheus",kind=...}``, turns
+readiness off and is retried with backoff; it never escapes the source.
+
+The source reads and waits on the injected clock only; HTTP calls are bounded by ``timeout``.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from agent.backoff import Backoff
+from agent.clock import Clock
+from agent.config import ConfigError, PrometheusQuery, PrometheusSourceConfig
+from agent.metrics import AgentMetrics
+from agent.sources.base import Polled, SourceStartupError
+from agent.yamlloc import LocatedError, Location
+from detectors import SampleBatch, SeriesKey, SeriesRegistry
+
+log = logging.getLogger("aiops.sources.prometheus")
+
+#: The timeout of the one contact attempt :meth:`PrometheusSource.start` makes (capped by the config's).
+START_TIMEOUT = 2.0
+#: Prometheus refuses range queries of more than 11,000 points per series; backfill in chunks below.
+MAX_POINTS_PER_RANGE = 10_000
+
+_STATUS_MESSAGE = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
+
+
+class _CallError(Exception):
+    """A failed call: ``kind`` labels the error metric; ``rejected`` marks a query Prometheus refuses."""
+
+    def __init__(self, kind: str, detail: str, *, query_only: bool = False, rejected: bool = False) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        #: The server answered, the problem is this query's (HTTP 400/422): other queries may still work.
+        self.query_only = query_only
+        #: Prometheus refused to parse the query (HTTP 400): retrying cannot fix it.
+        self.rejected = rejected
+
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    labels: Mapping[str, str]
+    timestamps: np.ndarray[Any, np.dtype[np.float64]]
+    values: np.ndarray[Any, np.dtype[np.float64]]
+
+
+class PrometheusSource:
+    """Runs the configured PromQL queries every ``interval`` and hands out their samples as batches."""
+
+    name = "prometheus"
+
+    def __init__(
+        self,
+        config: PrometheusSourceConfig,
+        series: SeriesRegistry,
+        metrics: AgentMetrics,
+        clock: Clock,
+        stop: threading.Event,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        headers: dict[str, str] | None = None
+        if config.bearer_token_env is not None:
+            token = env.get(config.bearer_token_env)
+            if token is None:
+                msg = f"environment variable {config.bearer_token_env} is not set"
+                where = Location("<environment>", 0, 0)
+                raise ConfigError([LocatedError(where, "sources.prometheus.bearer_token_env", msg)])
+            headers = {"Authorization": f"Bearer {token}"}
+        self.config = config
+        self.series = series
+        self.metrics = metrics
+        self.clock = clock
+        self.stop = stop
+        self.url = config.url.rstrip("/")
+        # No retries inside urllib3: they would sleep on the wall clock and hide failures from the
+        # metrics. The source retries by itself, with backoff on the injected clock.
+        # (requests' own default: read=False re-raises a read timeout as itself, a ReadTimeout.)
+        self._client = PrometheusConnect(
+            url=self.url,
+            headers=headers,
+            disable_ssl=not config.verify_tls,
+            retry=Retry(total=0, read=False),
+            timeout=config.timeout,
+        )
+        initial = min(1.0, config.interval)
+        self._backoff = Backoff(initial=initial, maximum=max(initial, min(30.0, config.interval)))
+        self._ready = False
+        self._started = False
+        self._closed = False
+        self._validated = False
+        self._backfilled = config.backfill <= 0
+        self._planned = 0.0  # when the next round of queries is scheduled
+        self._due = 0.0  # when poll next calls Prometheus: the planned round, or a retry
+        self.metrics.source_ready.labels(self.name).set(0)
+
+    @property
+    def ready(self) -> bool:
+        """True once a query succeeded, until a call fails for a reason other than the query itself."""
+        return self._ready
+
+    def start(self) -> None:
+        """Contact Prometheus once, briefly, and validate every query if it answers.
+
+        Raises :class:`SourceStartupError` when Prometheus rejects a query. When Prometheus is
+        down or slow this returns after at most ``min(timeout, START_TIMEOUT)`` per attempt, not
+        ready; the queries are then validated at the first successful contact.
+        """
+        self._started = True
+        now = self.clock.now()
+        self._planned = self._due = now
+        try:
+            self._validate(now, min(self.config.timeout, START_TIMEOUT))
+        except _CallError as exc:
+            self._failed(exc, "start")
+            return
+        log.info("Prometheus at %s accepted %d queries", self.url, len(self.config.queries))
+
+    def poll(self, timeout: float) -> Polled | None:
+        """One round of queries when it is due (the backfill first), else wait up to ``timeout``."""
+        if not self._started:
+            msg = "PrometheusSource.poll() called before start()"
+            raise RuntimeError(msg)
+        if self._closed or self.stop.is_set():
+            return None
+        now = self.clock.now()
+        if now < self._due:
+            self.clock.wait(min(timeout, self._due - now), self.stop)
+            return None
+        try:
+            if not self._validated:
+                self._validate(now, self.config.timeout)
+            if not self._backfilled:
+                batch = self._backfill(now)
+                self._backfilled = True
+            else:
+                batch = self._round(now)
+        except _CallError as exc:
+            self._failed(exc, "poll")
+            return None
+        self._succeeded(now)
+        return Polled(self.name, batch) if len(batch) else None
+
+    def commit(self, polled: Polled) -> None:
+        """Nothing to acknowledge: Prometheus keeps its data whatever the agent does."""
+
+    def close(self) -> None:
+        """Close the HTTP session; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._set_ready(False)
+        self._client.close()
+
+    # ------------------------------------------------------------------ rounds
+
+    def _validate(self, now: float, timeout: float) -> None:
+        """Run each query once; raise SourceStartupError naming every query Prometheus rejects."""
+        rejected: list[str] = []
+        queries = self.config.queries or [PrometheusQuery(name="probe", query="time()")]
+        for query in queries:
+            try:
+                self._instant(query.query, now, timeout)
+            except _CallError as exc:
+                if exc.rejected:
+                    rejected.append(f"query {query.name!r} ({query.query}) rejected: {exc.detail}")
+                elif exc.query_only:
+                    self._count(exc.kind)
+                    log.warning("query %r (%s) failed at validation: %s", query.name, query.query, exc.detail)
+                else:
+                    raise
+        if rejected:
+            self._set_ready(False)
+            msg = f"Prometheus at {self.url} rejected {len(rejected)} query(ies): " + "; ".join(rejected)
+            raise SourceStartupError(msg)
+        self._validated = True
+        self._set_ready(True)
+
+    def _round(self, now: float) -> SampleBatch:
+        """Every query as an instant query at ``now``; a query-specific error skips that query only."""
+        parts: list[SampleBatch] = []
+        for query in self.config.queries:
+            try:
+                results = self._instant(query.query, now, self.config.timeout)
+            except _CallError as exc:
+                if not exc.query_only:
+                    raise
+                self._count(exc.kind)
+                log.warning("query %r (%s) failed: %s", query.name, query.query, exc.detail)
+                continue
+            parts.append(self._to_batch(query.name, results))
+        return SampleBatch.concat(parts)
+
+    def _backfill(self, now: float) -> SampleBatch:
+        """Range queries over the last ``backfill`` seconds ending at ``now``, sorted by time."""
+        step = self.config.interval
+        steps = math.floor(self.config.backfill / step)
+        start = now - steps * step
+        parts: list[SampleBatch] = []
+        for query in self.config.queries:
+            for first in range(0, steps + 1, MAX_POINTS_PER_RANGE):
+                last = min(steps, first + MAX_POINTS_PER_RANGE - 1)
+                lo, hi = start + first * step, start + last * step
+                try:
+                    results = self._range(query.query, lo, hi, step)
+                except _CallError as exc:
+                    if exc.rejected:
+                        self._set_ready(False)
+                        msg = (
+                            f"Prometheus at {self.url} rejected the backfill range query of "
+                            f"query {query.name!r} ({query.query}): {exc.detail}"
+                        )
+                        raise SourceStartupError(msg) from exc
+                    if not exc.query_only:
+                        raise
+                    self._count(exc.kind)
+                    log.warning("backfill of query %r (%s) failed: %s", query.name, query.query, exc.detail)
+                    break
+                parts.append(self._to_batch(query.name, results))
+        batch = SampleBatch.concat(parts)
+        if len(batch) > 1:
+            order = np.argsort(batch.timestamps, kind="stable")
+            batch = SampleBatch(batch.series[order], batch.timestamps[order], batch.values[order])
+        log.info("backfilled %d samples over %.0f s from %s", len(batch), now - start, self.url)
+        return batch
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _instant(self, query: str, at: float, timeout: float) -> list[_Series]:
+        """An instant query evaluated at ``at``, parsed."""
+        params = {"time": repr(at), "timeout": repr(timeout)}
+        with self._translated(timeout):
+            return _parse_instant(self._client.custom_query(query, params=params, timeout=timeout))
+
+    def _range(self, query: str, start: float, end: float, step: float) -> list[_Series]:
+        """A range query over ``[start, end]`` at ``step``, parsed."""
+        timeout = self.config.timeout
+        # The client rounds start and end to whole seconds; exact values go in params, which win.
+        params = {"start": repr(start), "end": repr(end), "timeout": repr(timeout)}
+        with self._translated(timeout):
+            result = self._client.custom_query_range(
+                query,
+                start_time=datetime.fromtimestamp(start, tz=UTC),
+                end_time=datetime.fromtimestamp(end, tz=UTC),
+                step=repr(step),
+                params=params,
+                timeout=timeout,
+            )
+            return _parse_range(result)
+
+    @contextlib.contextmanager
+    def _translated(self, timeout: float) -> Iterator[None]:
+        """Turn every way a call can fail into a :class:`_CallError`."""
+        try:
+            yield
+        except PrometheusApiClientException as exc:
+            raise _http_failure(exc) from exc
+        except requests.exceptions.Timeout as exc:
+            raise _CallError("timeout", f"no answer within {timeout:g} s: {exc}") from exc
+        except requests.exceptions.JSONDecodeError as exc:
+            raise _CallError("bad_response", f"the answer is not JSON: {exc}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise _CallError("connection", str(exc)) from exc
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise _CallError("bad_response", f"unexpected answer: {exc!r}") from exc
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _to_batch(self, name: str, results: Sequence[_Series]) -> SampleBatch:
+        if not results:
+            return SampleBatch.empty()
+        ids = [
+            np.full(r.timestamps.shape[0], self.series.id_for(SeriesKey.of(name, r.labels)), np.int64)
+            for r in results
+        ]
+        return SampleBatch(
+            np.concatenate(ids),
+            np.concatenate([r.timestamps for r in results]),
+            np.concatenate([r.values for r in results]),
+        )
+
+    def _succeeded(self, now: float) -> None:
+        self._backoff.reset()
+        self._set_ready(True)
+        interval = self.config.interval
+        # The next round keeps the schedule's phase; rounds missed while busy or down are skipped.
+        missed = max(0, math.floor((now - self._planned) / interval))
+        self._planned += (missed + 1) * interval
+        self._due = self._planned
+
+    def _failed(self, exc: _CallError, where: str) -> None:
+        self._count(exc.kind)
+        self._set_ready(False)
+        delay = self._backoff.next_delay()
+        self._due = self.clock.now() + delay
+        log.warning(
+            "Prometheus at %s unavailable (%s, %s): %s; retrying in %.1f s",
+            self.url,
+            where,
+            exc.kind,
+            exc.detail,
+            delay,
+        )
+
+    def _count(self, kind: str) -> None:
+        self.metrics.source_errors.labels(self.name, kind).inc()
+
+    def _set_ready(self, ready: bool) -> None:
+        self._ready = ready
+        self.metrics.source_ready.labels(self.name).set(1 if ready else 0)
+
+
+def _http_failure(exc: PrometheusApiClientException) -> _CallError:
+    """Classify a non-200 answer; the client only keeps ``HTTP Status Code N (b'body')``."""
+    text = str(exc)
+    match = _STATUS_MESSAGE.match(text)
+    if match is None:
+        return _CallError("http_error", text)
+    status = int(match[1])
+    detail = _error_text(match[2])
+    if status == 400:
+        return _CallError("query_error", detail, query_only=True, rejected=True)
+    if status == 422:  # the query parsed but failed on this data (e.g. many-to-many matching)
+        return _CallError("query_error", detail, query_only=True)
+    if status >= 500:
+        return _CallError("server_error", f"HTTP {status}: {detail}")
+    return _CallError("http_error", f"HTTP {status}: {detail}")
+
+
+def _error_text(body_repr: str) -> str:
+    """Prometheus's own ``error`` field from the repr of the body bytes, else the body as text."""
+    try:
+        body = ast.literal_eval(body_repr)
+    except (ValueError, SyntaxError):
+        return body_repr
+    raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return raw.strip()[:500]
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        kind = doc.get("errorType")
+        return f"{doc['error']} ({kind})" if isinstance(kind, str) else doc["error"]
+    return raw.strip()[:500]
+
+
+def _point(pair: Sequence[Any]) -> tuple[float, float]:
+    timestamp, value = pair
+    return float(timestamp), float(value)  # float() reads Prometheus's "NaN", "+Inf", "-Inf"
+
+
+def _parse_instant(result: Any) -> list[_Series]:
+    """An instant query's ``result``: a vector of series, or a scalar ``[t, "v"]``."""
+    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
+        t, v = _point(result)
+        return [_Series({}, np.array([t]), np.array([v]))]
+    out = []
+    for item in result:
+        if "value" not in item:  # a native histogram sample: not a float series
+            continue
+        t, v = _point(item["value"])
+        out.append(_Series(dict(item["metric"]), np.array([t]), np.array([v])))
+    return out
+
+
+def _parse_range(result: Any) -> list[_Series]:
+    """A range query's ``result``: a matrix of series, each with ``values: [[t, "v"], ...]``."""
+    out = []
+    for item in result:
+        pairs = item.get("values")
+        if not pairs:
+            continue
+        points = np.array([_point(p) for p in pairs], dtype=np.float64).reshape(-1, 2)
+        out.append(_Series(dict(item["metric"]), points[:, 0].copy(), points[:, 1].copy()))
+    return out
