@@ -9,7 +9,7 @@ import pytest
 
 from tests.servers.common import REQUIRE_INTEGRATION
 
-pytest_plugins = ["tests.servers.kafka", "tests.servers.prometheus"]
+pytest_plugins = ["tests.servers.kafka", "tests.servers.prometheus", "tests.servers.twin"]
 
 
 @pytest.hookimpl(hookwrapper=True)
