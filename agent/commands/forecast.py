@@ -1,0 +1,133 @@
+"""``aiops forecast``: learn a NAB-format CSV streaming, write the next steps, print the backtest.
+
+The file is learned one row at a time, exactly as the daemon would see it, and every row is
+also a forecast origin of the rolling-origin backtest whose figures are printed (MAPE, sMAPE,
+coverage of the upper bound, and seasonal naive's sMAPE on the same forecasts). The forecast
+for the ``--horizon`` steps after the last row is written as ``timestamp,forecast,upper``,
+timestamps continuing at the file's median step. The input is read as ``aiops detect`` reads
+it (same rules, same errors: exit 2 naming the file and line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from agent.cli import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
+from agent.commands.detect import InputError, parse_params, read_series
+from detectors.backtest import backtest
+from detectors.base import DetectorError
+from detectors.batch import FloatArray
+from detectors.forecasters import DEFAULT_FORECASTER, FORECASTERS, build_forecaster
+
+#: The text format of NAB timestamps (UTC), used for the output as well.
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def format_timestamp(seconds: float) -> str:
+    """A Unix time in the NAB text format (UTC)."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def median_step(timestamps: FloatArray) -> float:
+    """The median positive difference between consecutive distinct timestamps."""
+    distinct = np.unique(timestamps[np.isfinite(timestamps)])
+    diffs = np.diff(distinct)
+    if diffs.size == 0:
+        return math.nan
+    return float(np.median(diffs))
+
+
+def _fmt(value: float) -> str:
+    return "nan" if not math.isfinite(value) else format(value, ".10g")
+
+
+def _pct(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:.2f}%"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``aiops forecast`` with parsed arguments; returns the exit code."""
+    if args.horizon < 1:
+        print(f"error: --horizon: must be at least 1 step, got {args.horizon}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        params = parse_params(args.params)
+        series = read_series(args.input)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    timestamps, values = series.timestamps, series.values
+    step = median_step(timestamps)
+    if not math.isfinite(step):
+        msg = f"error: {args.input}: need two rows with distinct timestamps to know the step"
+        print(msg, file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        forecaster = build_forecaster(args.forecaster, params, {"step": step, "max_horizon": args.horizon})
+        run_ = backtest(forecaster, timestamps, values, args.horizon)
+        mean, upper = forecaster.forecast([0], args.horizon)
+    except DetectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+    last = float(np.max(timestamps[np.isfinite(timestamps) & np.isfinite(values)], initial=-np.inf))
+    if not math.isfinite(last):
+        last = float(np.max(timestamps[np.isfinite(timestamps)]))
+    try:
+        with args.output.open("w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(["timestamp", "forecast", "upper"])
+            for k in range(args.horizon):
+                ts = last + (k + 1) * forecaster.step
+                writer.writerow([format_timestamp(ts), _fmt(float(mean[0, k])), _fmt(float(upper[0, k]))])
+    except OSError as exc:
+        print(f"error: {args.output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+    r = run_.result
+    lead = args.horizon * step
+    print(
+        f"{args.input}: {values.size} rows, step {step:g} s, horizon {args.horizon} steps "
+        f"({lead / 60:g} min), forecaster {args.forecaster}"
+    )
+    print(
+        f"backtest ({r.pairs} rolling-origin forecasts at horizon {args.horizon}): "
+        f"MAPE {_pct(r.mape)}  sMAPE {_pct(r.smape)}  coverage {_pct(100 * r.coverage)} "
+        f"(upper bound at quantile {r.quantile:g})"
+    )
+    print(f"seasonal naive (same time yesterday): MAPE {_pct(r.naive_mape)}  sMAPE {_pct(r.naive_smape)}")
+    skipped = {"invalid": forecaster.invalid, "out of order": forecaster.out_of_order}
+    if any(skipped.values()):
+        print("not learned: " + ", ".join(f"{n} {what}" for what, n in skipped.items() if n))
+    print(f"wrote {args.horizon} forecast rows to {args.output}")
+    return EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``forecast`` subcommand."""
+    p = subparsers.add_parser(
+        "forecast",
+        help="forecast a NAB-format CSV and print its backtest",
+        description=(
+            "Learn INPUT.csv (timestamp,value) streaming, write the forecast for the next HORIZON steps "
+            "(at the file's median step) as timestamp,forecast,upper, and print the rolling-origin "
+            "backtest at that horizon beside seasonal naive."
+        ),
+    )
+    p.add_argument("input", type=Path, metavar="INPUT.csv")
+    p.add_argument("--horizon", type=int, required=True, help="how many steps to forecast")
+    p.add_argument(
+        "--forecaster",
+        default=DEFAULT_FORECASTER,
+        help=f"one of {sorted(FORECASTERS)} (default {DEFAULT_FORECASTER})",
+    )
+    p.add_argument("--params", help="forecaster parameters as a JSON object")
+    p.add_argument("--output", type=Path, required=True, metavar="OUT.csv")
+    p.set_defaults(func=run)

@@ -1,0 +1,116 @@
+"""``aiops forecast``: a round trip through files, the printed backtest, and exit codes for bad input."""
+
+from __future__ import annotations
+
+import csv
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+
+
+def _write_series(path: Path, n: int = 3 * 288, step_minutes: int = 5) -> datetime:
+    start = datetime(2014, 4, 1, tzinfo=UTC)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["timestamp", "value"])
+        for i in range(n):
+            ts = start + timedelta(minutes=step_minutes * i)
+            value = 100 + 30 * math.sin(2 * math.pi * i * step_minutes / 1440) + (i % 7) * 0.5
+            w.writerow([ts.strftime("%Y-%m-%d %H:%M:%S"), f"{value:.3f}"])
+    return start + timedelta(minutes=step_minutes * (n - 1))
+
+
+@pytest.mark.parametrize("forecaster", [None, "holt_winters", "regression"])
+def test_round_trip_writes_the_next_steps_and_prints_the_backtest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], forecaster: str | None
+) -> None:
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    last = _write_series(src, step_minutes=10)
+    argv = ["forecast", str(src), "--horizon", "4", "--output", str(out)]
+    if forecaster:
+        argv += ["--forecaster", forecaster]
+    assert main(argv) == 0
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["timestamp", "forecast", "upper"]
+    assert [r[0] for r in rows[1:]] == [
+        (last + timedelta(minutes=10 * k)).strftime("%Y-%m-%d %H:%M:%S") for k in range(1, 5)
+    ]
+    for _, mean, upper in rows[1:]:
+        assert 60 < float(mean) < 140
+        assert float(upper) >= float(mean)
+    printed = capsys.readouterr().out
+    assert "step 600 s, horizon 4 steps (40 min)" in printed
+    assert "MAPE" in printed
+    assert "sMAPE" in printed
+    assert "coverage" in printed
+    assert "seasonal naive (same time yesterday)" in printed
+
+
+def test_params_reach_the_forecaster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    _write_series(src)
+    args = ["forecast", str(src), "--horizon", "2", "--output", str(out), "--forecaster", "holt_winters"]
+    assert main([*args, "--params", '{"quantile": 0.8}']) == 0
+    assert "quantile 0.8" in capsys.readouterr().out
+    assert main([*args, "--params", '{"alpha": 2}']) == 2
+    assert "holt_winters.alpha" in capsys.readouterr().err
+
+
+def test_nan_values_are_reported_not_fatal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    _write_series(src, n=400)
+    lines = src.read_text().splitlines()
+    lines[10] = lines[10].split(",")[0] + ",nan"
+    src.write_text("\n".join(lines) + "\n")
+    assert main(["forecast", str(src), "--horizon", "3", "--output", str(out)]) == 0
+    assert "not learned: 1 invalid" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "in.csv"),
+        ("time,value\n2014-04-01 00:00:00,1\n", "in.csv:1"),
+        ("timestamp,value\n2014-04-01 00:00:00,1\nyesterday,2\n", "in.csv:3"),
+        ("timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,abc\n", "in.csv:3"),
+        ("timestamp,value\n2014-04-01 00:00:00,1,2\n", "in.csv:2"),
+        ("timestamp,value\n2014-04-01 00:00:00,1\n", "distinct timestamps"),
+    ],
+)
+def test_bad_input_exits_2_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, message: str
+) -> None:
+    src = tmp_path / "in.csv"
+    if content is not None:
+        src.write_text(content)
+    assert main(["forecast", str(src), "--horizon", "3", "--output", str(tmp_path / "out.csv")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--horizon", "0"], "--horizon"),
+        (["--horizon", "3", "--forecaster", "arima"], "unknown forecaster"),
+        (["--horizon", "3", "--params", "{not json"], "--params"),
+        (["--horizon", "3", "--params", "[1, 2]"], "--params"),
+    ],
+)
+def test_bad_arguments_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    src = tmp_path / "in.csv"
+    _write_series(src, n=50)
+    assert main(["forecast", str(src), "--output", str(tmp_path / "out.csv"), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_horizon_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["forecast", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")])
+    assert exc.value.code == 2
