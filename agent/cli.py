@@ -18,7 +18,12 @@ from agent.config import AgentConfig, ConfigError, load_config
 
 #: Modules under agent/commands that each add subcommands: ``register(subparsers)`` adds a parser
 #: whose ``func`` default is called with the parsed arguments and returns the exit code.
-COMMAND_MODULES: tuple[str, ...] = ("agent.commands.detect", "agent.commands.nab")
+COMMAND_MODULES: tuple[str, ...] = (
+    "agent.commands.detect",
+    "agent.commands.nab",
+    "agent.commands.forecast",
+    "agent.commands.playbook",
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

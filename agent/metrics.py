@@ -62,3 +62,52 @@ class AgentMetrics:
         self.commits = Counter(
             "aiops_commits", "Offset commits after processed batches, by source", ["source"], registry=r
         )
+        # playbooks (agent/playbook) and the Alertmanager webhook (agent/sources/alertmanager.py)
+        self.playbook_reloads = Counter(
+            "aiops_playbook_reloads",
+            "Playbook set loads by the watcher, by outcome (loaded | rejected)",
+            ["outcome"],
+            registry=r,
+        )
+        self.playbook_errors = Gauge(
+            "aiops_playbook_errors",
+            "Errors in the last playbook set the watcher read (0 when it loaded)",
+            registry=r,
+        )
+        self.playbooks_loaded = Gauge("aiops_playbooks_loaded", "Playbooks in the running set", registry=r)
+        self.playbook_set_loaded_at = Gauge(
+            "aiops_playbook_set_loaded_timestamp_seconds",
+            "When the running playbook set was loaded",
+            registry=r,
+        )
+        self.incidents_open = Gauge("aiops_incidents_open", "Open playbook incidents", registry=r)
+        self.incident_transitions = Counter(
+            "aiops_incident_transitions",
+            "Incident state changes, by playbook and new state",
+            ["playbook", "state"],
+            registry=r,
+        )
+        self.playbook_actions = Counter(
+            "aiops_playbook_actions",
+            "Action results seen by the playbook engine, by playbook, action and status",
+            ["playbook", "action", "status"],
+            registry=r,
+        )
+        self.playbook_signals_rejected = Counter(
+            "aiops_playbook_signals_rejected",
+            "Matching signals that opened no incident, by playbook and reason (stale | target)",
+            ["playbook", "reason"],
+            registry=r,
+        )
+        self.alertmanager_requests = Counter(
+            "aiops_alertmanager_requests",
+            "Alertmanager webhook requests, by outcome (ok | malformed | too_large | unavailable)",
+            ["outcome"],
+            registry=r,
+        )
+        self.alertmanager_alerts = Counter(
+            "aiops_alertmanager_alerts",
+            "Alerts received from Alertmanager, by status",
+            ["status"],
+            registry=r,
+        )

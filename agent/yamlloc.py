@@ -12,8 +12,15 @@ from typing import Any, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 M = TypeVar("M", bound=BaseModel)
+
+#: Default ceiling on the nodes of one document counted with every alias expanded: far above any
+#: real file, far below what a "billion laughs" alias bomb expands to.
+MAX_NODES = 1_000_000
+#: Default ceiling on the nesting depth of one document.
+MAX_DEPTH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +140,69 @@ def _check_duplicates(file: str, node: yaml.Node | None, errors: list[LocatedErr
             _check_duplicates(file, item, errors, f"{path}[{i}]")
 
 
-def parse_documents(text: str, file: str) -> list[YamlDocument]:
-    """Parse every document in ``text``; raise :class:`YamlValidationError` on syntax errors."""
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _measure(file: str, root: yaml.Node, max_nodes: int, max_depth: int) -> LocatedError | None:
+    """Count ``root``'s nodes with aliases expanded, without expanding them (shared nodes are memoized).
+
+    Returns an error for a recursive alias, a document that would expand past ``max_nodes`` nodes
+    (an alias bomb), or one nested deeper than ``max_depth``; None when the document is fine.
+    """
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size capped past the limit, depth)
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        nid = id(node)
+        if done:
+            on_path.discard(nid)
+            kids = [sizes[id(c)] for c in _children(node)]
+            size = min(1 + sum(k[0] for k in kids), max_nodes + 1)
+            depth = 1 + max((k[1] for k in kids), default=0)
+            sizes[nid] = (size, depth)
+            if size > max_nodes or depth > max_depth:
+                m = node.start_mark
+                where = Location(file, m.line + 1, m.column + 1)
+                what = (
+                    f"document expands to more than {max_nodes} nodes (an alias bomb?); refused unexpanded"
+                    if size > max_nodes
+                    else f"document is nested deeper than {max_depth} levels"
+                )
+                return LocatedError(where, "", what)
+            continue
+        if nid in sizes:
+            continue
+        if nid in on_path:
+            m = node.start_mark
+            return LocatedError(Location(file, m.line + 1, m.column + 1), "", "recursive alias: refused")
+        on_path.add(nid)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+    return None
+
+
+def _mark_location(file: str, exc: BaseException) -> Location:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        if mark is not None:
+            return Location(file, mark.line + 1, mark.column + 1)
+    return Location(file, 1, 1)
+
+
+def parse_documents(
+    text: str, file: str, *, max_nodes: int = MAX_NODES, max_depth: int = MAX_DEPTH
+) -> list[YamlDocument]:
+    """Parse every document in ``text``; raise :class:`YamlValidationError` on syntax errors.
+
+    Aliases are never expanded past ``max_nodes`` nodes per document, recursive aliases and nesting
+    deeper than ``max_depth`` are refused: hostile input gets a located error, not a hang.
+    """
     try:
         nodes = list(yaml.compose_all(text, Loader=_UniqueKeyLoader))
     except yaml.MarkedYAMLError as exc:
@@ -143,16 +211,30 @@ def parse_documents(text: str, file: str) -> list[YamlDocument]:
         raise YamlValidationError([LocatedError(loc, "", f"invalid YAML: {exc.problem or exc}")]) from exc
     except yaml.YAMLError as exc:
         raise YamlValidationError([LocatedError(Location(file, 1, 1), "", f"invalid YAML: {exc}")]) from exc
+    except RecursionError as exc:
+        raise YamlValidationError(
+            [LocatedError(Location(file, 1, 1), "", "invalid YAML: nested too deeply to parse")]
+        ) from exc
     errors: list[LocatedError] = []
     docs = []
     for node in nodes:
+        if node is not None:
+            problem = _measure(file, node, max_nodes, max_depth)
+            if problem is not None:
+                raise YamlValidationError([problem])
         _check_duplicates(file, node, errors)
         loader = _UniqueKeyLoader("")
         try:
             data = loader.construct_document(node)
         except yaml.YAMLError as exc:
+            problem_text = exc.problem if isinstance(exc, yaml.MarkedYAMLError) and exc.problem else exc
             raise YamlValidationError(
-                [LocatedError(Location(file, 1, 1), "", f"invalid YAML: {exc}")]
+                [LocatedError(_mark_location(file, exc), "", f"invalid YAML: {problem_text}")]
+            ) from exc
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            # a scalar the resolver accepted but Python refuses: a 13th month, an integer of 5000 digits
+            raise YamlValidationError(
+                [LocatedError(Location(file, 1, 1), "", f"invalid YAML value: {exc}")]
             ) from exc
         finally:
             loader.dispose()
@@ -162,17 +244,65 @@ def parse_documents(text: str, file: str) -> list[YamlDocument]:
     return docs
 
 
-def read_documents(path: Path) -> list[YamlDocument]:
-    """Read and parse a YAML file; a missing or unreadable file is a located error too."""
+def read_text(path: Path, *, max_bytes: int | None = None, file: str | None = None) -> str:
+    """Read a UTF-8 file; missing, unreadable or (with ``max_bytes``) oversized is a located error.
+
+    An oversized file is refused without reading past the limit. ``file`` names the file in errors
+    (default: ``path``), for files read through a snapshot directory.
+    """
+    name = str(path) if file is None else file
     try:
-        text = path.read_text(encoding="utf-8")
+        if max_bytes is None:
+            return path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            size = _file_size(path, len(raw))
+            raise YamlValidationError([LocatedError(Location(name, 1, 1), "", _too_large(size, max_bytes))])
+        return raw.decode("utf-8")
     except FileNotFoundError as exc:
-        raise YamlValidationError([LocatedError(Location(str(path), 0, 0), "", "file not found")]) from exc
+        raise YamlValidationError([LocatedError(Location(name, 0, 0), "", "file not found")]) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise YamlValidationError(
-            [LocatedError(Location(str(path), 0, 0), "", f"cannot read: {exc}")]
-        ) from exc
-    return parse_documents(text, str(path))
+        raise YamlValidationError([LocatedError(Location(name, 0, 0), "", f"cannot read: {exc}")]) from exc
+
+
+def read_documents(
+    path: Path,
+    *,
+    max_bytes: int | None = None,
+    max_nodes: int = MAX_NODES,
+    max_depth: int = MAX_DEPTH,
+) -> list[YamlDocument]:
+    """Read and parse a YAML file; a missing, unreadable or oversized file is a located error too.
+
+    With ``max_bytes`` a larger file is refused before it is parsed (and never read past the limit).
+    """
+    text = read_text(path, max_bytes=max_bytes)
+    return parse_documents(text, str(path), max_nodes=max_nodes, max_depth=max_depth)
+
+
+def _file_size(path: Path, at_least: int) -> int:
+    try:
+        return max(path.stat().st_size, at_least)
+    except OSError:
+        return at_least
+
+
+def _human_bytes(n: int) -> str:
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MiB"
+    if n >= 1 << 10:
+        return f"{n / (1 << 10):.1f} KiB"
+    return f"{n} bytes"
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"file is {_human_bytes(size)}, larger than the {_human_bytes(limit)} limit; refused unread"
+
+
+def too_large_error(file: str, size: int, limit: int) -> LocatedError:
+    """The error for text of ``size`` bytes over a ``limit`` (for callers holding text, not a file)."""
+    return LocatedError(Location(file, 1, 1), "", _too_large(size, limit))
 
 
 def _field_path(loc: Iterable[str | int]) -> str:
@@ -182,23 +312,37 @@ def _field_path(loc: Iterable[str | int]) -> str:
     return out
 
 
+def field_path(loc: Iterable[str | int]) -> str:
+    """``["spec", "actions", 0, "scale"]`` -> ``spec.actions[0].scale``, as errors name fields."""
+    return _field_path(loc)
+
+
 def pydantic_errors(
     doc: YamlDocument, exc: ValidationError, prefix: Sequence[str | int] = ()
 ) -> list[LocatedError]:
     """Turn a pydantic ValidationError over ``doc`` into located errors."""
+    return located_errors(doc, exc.errors(include_url=False), prefix)
+
+
+def located_errors(
+    doc: YamlDocument, errors: Iterable[ErrorDetails], prefix: Sequence[str | int] = ()
+) -> list[LocatedError]:
+    """Turn pydantic error details over ``doc`` into located errors (callers may pre-filter them)."""
     out = []
-    for err in exc.errors(include_url=False):
+    for err in errors:
         loc: list[str | int] = [*prefix, *err["loc"]]
+        extra = err["type"] == "extra_forbidden"
         # pydantic puts tagged-union / function-validator names into loc; keep only real path parts
+        # (for an unknown field the last part is the unknown key itself, which has no value node)
         real: list[str | int] = []
         node = doc.node
-        for part in loc:
+        for i, part in enumerate(loc):
             child = _child(node, part)
-            if child is None and err["type"] != "extra_forbidden":
+            if child is None and not (extra and i == len(loc) - 1):
                 continue
             real.append(part)
             node = child
-        if err["type"] == "extra_forbidden":
+        if extra:
             where = doc.locate_key(real)
             message = "unknown field"
         elif err["type"] == "missing":

@@ -1,0 +1,365 @@
+"""Guardrails: what may hold an action back, and the checks themselves, as pure code on given times.
+
+Two layers: the agent config has :class:`GuardrailDefaults`; each playbook has
+:class:`PlaybookGuardrails`. A playbook can only tighten the defaults: for each field the
+effective value is the stricter of the two (:func:`effective`).
+
+The playbook engine checks what it can decide alone, before it asks for an action: the namespace
+allow-list, the cooldown per playbook and target, and the hourly rate limits
+(:func:`check_action`). The executor applies what needs the cluster or a person: dry-run,
+approval, and the replica bounds and step of a scale, with :func:`check_scale`.
+
+Every check takes the time as an argument and returns a :class:`Verdict`: allowed, or the name of
+the guardrail that held the action, why, and until when.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agent.playbook.fields import Duration
+from agent.playbook.requests import Approval, RequestGuardrails, TargetRef
+
+HOUR = 3600.0
+
+_NAMESPACE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class GuardrailDefaults(BaseModel):
+    """Agent-wide guardrails (config section); playbooks may tighten them, never loosen them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    cooldown: Duration = Field(300.0, description="least time between two remediations of one target")
+    max_per_hour: int | None = Field(
+        6, ge=0, description="workload-changing actions per target per hour; null: no limit"
+    )
+    max_per_hour_total: int | None = Field(
+        30, ge=0, description="workload-changing actions per hour, all targets together; null: no limit"
+    )
+    min_replicas: int = Field(1, ge=0, description="scale never goes below this")
+    max_replicas: int | None = Field(None, ge=0, description="scale never goes above this")
+    max_step: int | None = Field(None, ge=1, description="one scale changes replicas by at most this")
+    namespaces: list[str] | None = Field(None, description="the namespaces the agent may act in; null: all")
+    dry_run: bool = Field(False, description="plan and audit every action, write nothing")
+    approval: Approval = Field(Approval.NONE, description="required: every action waits for approval")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> GuardrailDefaults:
+        if self.max_replicas is not None and self.max_replicas < self.min_replicas:
+            msg = f"max_replicas {self.max_replicas} is below min_replicas {self.min_replicas}"
+            raise ValueError(msg)
+        return self
+
+
+class PlaybookGuardrails(BaseModel):
+    """A playbook's guardrails: each field tightens the agent's default, never loosens it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    cooldown: Duration | None = Field(
+        None, description="least time between two remediations of one target by this playbook"
+    )
+    max_per_hour: int | None = Field(
+        None, alias="maxPerHour", ge=0, description="workload-changing actions per target per hour"
+    )
+    max_per_hour_total: int | None = Field(
+        None,
+        alias="maxPerHourTotal",
+        ge=0,
+        description="workload-changing actions per hour by this playbook, all targets together",
+    )
+    min_replicas: int | None = Field(None, alias="minReplicas", ge=0, description="scale never below this")
+    max_replicas: int | None = Field(None, alias="maxReplicas", ge=0, description="scale never above this")
+    max_step: int | None = Field(
+        None, alias="maxStep", ge=1, description="one scale changes replicas by at most this"
+    )
+    namespaces: list[str] | None = Field(
+        None,
+        description="only act in these namespaces (within the agent's own allow-list)",
+        json_schema_extra={"items": {"type": "string", "pattern": _NAMESPACE}},
+    )
+    dry_run: bool = Field(False, alias="dryRun", description="plan and audit, write nothing")
+    approval: Approval = Field(Approval.NONE, description="required: each action waits for approval")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PlaybookGuardrails:
+        if (
+            self.min_replicas is not None
+            and self.max_replicas is not None
+            and self.max_replicas < self.min_replicas
+        ):
+            msg = f"maxReplicas {self.max_replicas} is below minReplicas {self.min_replicas}"
+            raise ValueError(msg)
+        return self
+
+
+def _min_opt(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveGuardrails:
+    """The guardrails that apply to one playbook: the stricter of its own and the agent's."""
+
+    cooldown: float
+    max_per_hour: int | None  # per target, this playbook's actions and the agent's default
+    max_per_hour_playbook: int | None  # this playbook, all targets
+    max_per_hour_total: int | None  # the agent, all playbooks and targets
+    min_replicas: int
+    max_replicas: int | None
+    max_step: int | None
+    namespaces: frozenset[str] | None
+    dry_run: bool
+    approval: Approval
+
+    def for_request(self) -> RequestGuardrails:
+        """The part the executor applies."""
+        return RequestGuardrails(
+            dry_run=self.dry_run,
+            approval=self.approval,
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+            max_step=self.max_step,
+        )
+
+
+def effective(playbook: PlaybookGuardrails, defaults: GuardrailDefaults) -> EffectiveGuardrails:
+    """The stricter of ``playbook`` and ``defaults``, field by field."""
+    namespaces: frozenset[str] | None
+    if playbook.namespaces is None:
+        namespaces = None if defaults.namespaces is None else frozenset(defaults.namespaces)
+    elif defaults.namespaces is None:
+        namespaces = frozenset(playbook.namespaces)
+    else:
+        namespaces = frozenset(playbook.namespaces) & frozenset(defaults.namespaces)
+    min_replicas = max(defaults.min_replicas, playbook.min_replicas or 0)
+    max_replicas = _min_opt(playbook.max_replicas, defaults.max_replicas)
+    return EffectiveGuardrails(
+        cooldown=max(defaults.cooldown, playbook.cooldown or 0.0),
+        max_per_hour=_min_opt(playbook.max_per_hour, defaults.max_per_hour),
+        max_per_hour_playbook=playbook.max_per_hour_total,
+        max_per_hour_total=defaults.max_per_hour_total,
+        min_replicas=min_replicas,
+        # bounds that cross after merging leave no room to scale: max wins down to min
+        max_replicas=None if max_replicas is None else max(max_replicas, min_replicas),
+        max_step=_min_opt(playbook.max_step, defaults.max_step),
+        namespaces=namespaces,
+        dry_run=playbook.dry_run or defaults.dry_run,
+        approval=Approval.REQUIRED
+        if Approval.REQUIRED in (playbook.approval, defaults.approval)
+        else Approval.NONE,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Allowed, or held by the named guardrail (``until``: when it may let go; None: not by itself)."""
+
+    allowed: bool
+    guardrail: str = ""
+    reason: str = ""
+    until: float | None = None
+
+
+ALLOW = Verdict(True)
+
+
+class ActionLedger:
+    """What was done recently, for cooldowns and rate limits; bounded in memory.
+
+    Holds the last remediation time per (playbook, target) and the workload-changing actions of
+    the last hour. The daemon's executor keeps the durable record (on the objects, in the audit
+    log); this is the engine's working memory.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, TargetRef], float] = {}
+        self._actions: deque[tuple[float, str, TargetRef]] = deque()
+
+    def record_remediation(self, playbook: str, target: TargetRef, now: float) -> None:
+        """A remediation of ``target`` by ``playbook`` started at ``now`` (starts its cooldown)."""
+        self._last[(playbook, target)] = now
+
+    def record_action(self, playbook: str, target: TargetRef, now: float) -> None:
+        """One workload-changing action ran (or was planned in dry-run) at ``now``."""
+        self._actions.append((now, playbook, target))
+
+    def last_remediation(self, playbook: str, target: TargetRef) -> float | None:
+        """When ``playbook`` last started a remediation of ``target``."""
+        return self._last.get((playbook, target))
+
+    def actions_since(
+        self, since: float, *, target: TargetRef | None = None, playbook: str | None = None
+    ) -> list[float]:
+        """Times of actions after ``since``, optionally for one target and/or playbook, oldest first."""
+        return [
+            t
+            for t, p, tg in self._actions
+            if t > since and (target is None or tg == target) and (playbook is None or p == playbook)
+        ]
+
+    def prune(self, now: float, keep: float) -> None:
+        """Forget actions older than an hour and remediations older than ``keep`` seconds."""
+        while self._actions and self._actions[0][0] <= now - HOUR:
+            self._actions.popleft()
+        stale = [k for k, t in self._last.items() if t <= now - keep]
+        for k in stale:
+            del self._last[k]
+
+
+def _rate(
+    name: str, limit: int | None, times: list[float], planned: int, scope: str, now: float
+) -> Verdict | None:
+    if limit is None or len(times) + planned <= limit:
+        return None
+    if planned > limit:
+        reason = f"{planned} actions exceed the limit of {limit} per hour {scope}"
+        return Verdict(False, name, reason, None)
+    # the hold lifts once enough of the counted actions have left the hour window
+    free_at = times[len(times) + planned - limit - 1] + HOUR
+    reason = f"{len(times)} actions in the last hour {scope}, limit {limit}"
+    return Verdict(False, name, reason, max(free_at, now))
+
+
+def check_action(
+    g: EffectiveGuardrails,
+    ledger: ActionLedger,
+    playbook: str,
+    target: TargetRef,
+    planned: int,
+    now: float,
+) -> Verdict:
+    """May ``playbook`` start a remediation of ``target`` with ``planned`` workload actions now?"""
+    if g.namespaces is not None and target.namespace not in g.namespaces:
+        allowed = ", ".join(sorted(g.namespaces)) or "none"
+        reason = f"namespace {target.namespace!r} is not in the allow-list ({allowed})"
+        return Verdict(False, "namespaces", reason)
+    last = ledger.last_remediation(playbook, target)
+    if last is not None and now - last < g.cooldown:
+        reason = f"last remediation {format_seconds(now - last)} ago, cooldown {format_seconds(g.cooldown)}"
+        return Verdict(False, "cooldown", reason, last + g.cooldown)
+    since = now - HOUR
+    checks = (
+        ("maxPerHour", g.max_per_hour, ledger.actions_since(since, target=target), "on this target"),
+        (
+            "maxPerHourTotal",
+            g.max_per_hour_playbook,
+            ledger.actions_since(since, playbook=playbook),
+            "by this playbook",
+        ),
+        ("agent.max_per_hour_total", g.max_per_hour_total, ledger.actions_since(since), "by the agent"),
+    )
+    for name, limit, times, scope in checks:
+        held = _rate(name, limit, times, planned, scope, now)
+        if held is not None:
+            return held
+    return ALLOW
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleVerdict:
+    """The replica count a scale may set, and which guardrails changed or held it."""
+
+    allowed: bool
+    replicas: int
+    limited_by: tuple[str, ...]
+    reason: str
+
+
+def check_scale(g: RequestGuardrails | EffectiveGuardrails, current: int, desired: int) -> ScaleVerdict:
+    """Clamp ``desired`` to the replica bounds and the step; held when nothing would change."""
+    limited: list[str] = []
+    replicas = desired
+    low = g.min_replicas if g.min_replicas is not None else 0
+    if replicas < low:
+        replicas = low
+        limited.append("minReplicas")
+    if g.max_replicas is not None and replicas > g.max_replicas:
+        replicas = g.max_replicas
+        limited.append("maxReplicas")
+    if g.max_step is not None and abs(replicas - current) > g.max_step:
+        replicas = current + int(math.copysign(g.max_step, replicas - current))
+        limited.append("maxStep")
+    if replicas == current:
+        why = (
+            f"already at {current} replicas" if desired == current else f"{desired} replicas is out of bounds"
+        )
+        return ScaleVerdict(False, current, tuple(limited), f"{why}; nothing to change")
+    reason = f"scale {current} -> {replicas}"
+    if limited:
+        reason += f" (asked {desired}; limited by {', '.join(limited)})"
+    return ScaleVerdict(True, replicas, tuple(limited), reason)
+
+
+def format_seconds(seconds: float) -> str:
+    """``90`` -> ``1m30s``: durations the way playbooks write them."""
+    total = round(seconds)
+    if total <= 0:
+        return f"{seconds:.3g}s" if seconds > 0 else "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return "".join(parts)
+
+
+def describe(g: EffectiveGuardrails, playbook: PlaybookGuardrails, *, scales: bool = True) -> list[str]:
+    """Each guardrail in plain words, saying whether it comes from the playbook or the agent.
+
+    ``scales``: whether the playbook scales (the replica bounds are only mentioned then).
+    """
+
+    def origin(mine: object, theirs: object) -> str:
+        return "this playbook" if mine == theirs else "the agent's default"
+
+    lines = [
+        f"cooldown {format_seconds(g.cooldown)} between remediations of one target "
+        f"(from {origin(playbook.cooldown, g.cooldown)})"
+    ]
+    if g.max_per_hour is not None:
+        lines.append(
+            f"at most {g.max_per_hour} workload-changing actions per target per hour "
+            f"(from {origin(playbook.max_per_hour, g.max_per_hour)})"
+        )
+    if g.max_per_hour_playbook is not None:
+        lines.append(f"at most {g.max_per_hour_playbook} actions per hour by this playbook, all targets")
+    if g.max_per_hour_total is not None:
+        lines.append(f"at most {g.max_per_hour_total} workload-changing actions per hour by the whole agent")
+    if scales:
+        lines.append(_bounds_text(g))
+    if g.namespaces is not None:
+        lines.append(f"acts only in namespaces: {', '.join(sorted(g.namespaces)) or '(none: never acts)'}")
+    if g.dry_run:
+        lines.append(
+            f"dry run: plans and audits, writes nothing (from {origin(playbook.dry_run, g.dry_run)})"
+        )
+    if g.approval is Approval.REQUIRED:
+        lines.append("every action waits for a person to approve it")
+    return lines
+
+
+def _bounds_text(g: EffectiveGuardrails) -> str:
+    text = f"scaling keeps replicas at least {g.min_replicas}"
+    if g.max_replicas is not None:
+        text += f" and at most {g.max_replicas}"
+    if g.max_step is not None:
+        text += f", changing by at most {g.max_step} at a time"
+    return text
+
+
+def namespaces_outside(playbook: Iterable[str] | None, defaults: GuardrailDefaults) -> list[str]:
+    """Namespaces a playbook names that the agent's allow-list excludes (they can never be acted in)."""
+    if playbook is None or defaults.namespaces is None:
+        return []
+    return sorted(set(playbook) - set(defaults.namespaces))

@@ -1,0 +1,196 @@
+"""`aiops playbook validate | explain | test | schema | status`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.playbook.schema import schema_text
+from agent.playbook.watcher import PlaybookStatus, write_status
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOKS = REPO / "playbooks"
+
+
+def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["playbook", "validate", str(PLAYBOOKS)]) == 0
+    out = capsys.readouterr().out
+    assert "5 playbook(s) valid in 5 file(s)" in out
+    assert f"ok: {PLAYBOOKS / 'rollback-on-error-spike.yaml'}:4: rollback-on-error-spike" in out
+
+
+def test_validate_errors_exit_1_located(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((PLAYBOOKS / "scale-out-on-latency.yaml").read_text().replace("for: 3m", "for: soon"))
+    assert main(["playbook", "validate", str(bad)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"error: {bad}:17:10: spec.trigger.for: expected a duration")
+    assert err[-1] == "1 error(s)"
+
+
+def test_validate_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["playbook", "validate", "--json", str(PLAYBOOKS / "retrain-on-drift.yaml")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["valid"] is True
+    assert out["playbooks"] == [
+        {"name": "retrain-on-drift", "file": str(PLAYBOOKS / "retrain-on-drift.yaml"), "line": 4}
+    ]
+    dup = tmp_path / "dup.yaml"
+    dup.write_text((PLAYBOOKS / "retrain-on-drift.yaml").read_text())
+    assert main(["playbook", "validate", "--json", str(PLAYBOOKS), str(dup)]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["valid"] is False
+    assert out["errors"][0]["field"] == "metadata.name"
+    assert out["errors"][0]["file"] == str(dup)
+
+
+def test_explain_in_plain_words(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["playbook", "explain", str(PLAYBOOKS / "scale-out-on-latency.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "When it fires:" in out
+    metrics = "http_request_duration_p99_seconds|container_cpu_usage_ratio"
+    assert f"on anomaly signals for metric that matches /{metrics}/ (whole value)" in out
+    assert "once such signals have lasted 3m (a silence of 5m starts over)" in out
+    assert "1. add 2 replicas" in out
+    assert "it is resolved once no matching signal has come for 5m, if that happens within 15m" in out
+    assert "cooldown 10m between remediations of one target (from this playbook)" in out
+    assert "scaling keeps replicas at least 2 and at most 20, changing by at most 4 at a time" in out
+
+
+def test_explain_shows_where_the_agent_default_is_stricter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("log: {level: INFO}\n")
+    assert (
+        main(["playbook", "explain", "--config", str(config), str(PLAYBOOKS / "restart-on-memory-leak.yaml")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "cooldown 2h between remediations of one target (from this playbook)" in out
+    assert "restart the target's pods, rolling" in out
+
+
+def test_explain_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["playbook", "explain", "--name", "nope", str(PLAYBOOKS / "retrain-on-drift.yaml")]) == 1
+    assert "no playbook named 'nope'" in capsys.readouterr().err
+
+
+def write_signals(path: Path, lines: list[dict[str, object]]) -> Path:
+    path.write_text("# recorded\n" + "\n".join(json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+ERRORS = {
+    "kind": "anomaly",
+    "metric": "http_requests_error_ratio",
+    "labels": {"namespace": "shop", "deployment": "checkout"},
+    "value": 0.2,
+    "score": 0.995,
+}
+
+
+def test_test_prints_which_actions_would_run_and_why_others_did_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines: list[dict[str, object]] = [
+        {
+            "fact": "rollout",
+            "target": {"kind": "Deployment", "namespace": "shop", "name": "checkout"},
+            "timestamp": "2024-05-01T09:50:00Z",
+        }
+    ]
+    lines += [{**ERRORS, "timestamp": 1714557600 + 30 * i} for i in range(8)]
+    latency = {
+        "kind": "anomaly",
+        "metric": "http_request_duration_p99_seconds",
+        "labels": {"namespace": "shop", "deployment": "checkout"},
+        "score": 0.999,
+    }
+    lines += [{**latency, "timestamp": 1714557600 + 60 + 30 * i} for i in range(8)]
+    signals = write_signals(tmp_path / "s.jsonl", lines)
+    assert main(["playbook", "test", str(PLAYBOOKS), "--signals", str(signals)]) == 0
+    out = capsys.readouterr().out
+    assert "actions that would run: 2" in out
+    assert "+12m      rollback Deployment/shop/checkout {}  (rollback-on-error-spike)" in out
+    assert "held back or suppressed: 1" in out
+    assert "scale-out-on-latency Deployment/shop/checkout: suppressed by priority" in out
+    assert "pending -> firing" in out
+
+
+def test_test_json_and_a_failing_action(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines: list[dict[str, object]] = [
+        {
+            "fact": "rollout",
+            "target": {"kind": "Deployment", "namespace": "shop", "name": "checkout"},
+            "timestamp": 0,
+        }
+    ]
+    lines += [{**ERRORS, "timestamp": 60 + 30 * i} for i in range(6)]
+    signals = write_signals(tmp_path / "s.jsonl", lines)
+    assert (
+        main(["playbook", "test", str(PLAYBOOKS), "--signals", str(signals), "--json", "--fail", "rollback"])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    statuses = [(a["request"]["action"], a["result"]["status"]) for a in out["actions"]]
+    assert statuses == [("rollback", "failed"), ("notify", "succeeded")]
+    assert out["actions"][1]["request"]["step"] == "onFailure[0]"
+    assert any(e["state"] == "failed" and e.get("previous") == "acting" for e in out["events"])
+
+
+def test_test_rejects_bad_signal_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    signals = tmp_path / "s.jsonl"
+    good = '{"kind": "anomaly", "metric": "m", "timestamp": 1}'
+    signals.write_text(f"{good}\n{good.replace('anomaly', 'guess')}\nnot json\n")
+    assert main(["playbook", "test", str(PLAYBOOKS), "--signals", str(signals)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"error: {signals}:2:1: kind: Input should be 'anomaly'")
+    assert err[1] == f"error: {signals}:3:1: invalid JSON: Expecting value"
+
+
+def test_schema_prints_the_committed_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["playbook", "schema"]) == 0
+    assert capsys.readouterr().out == schema_text() == (PLAYBOOKS / "schema.json").read_text()
+
+
+def test_status_ok_and_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "status.json"
+    status = PlaybookStatus(
+        directory="/etc/aiops/playbooks",
+        digest="a" * 64,
+        loaded_at=1714557600.0,
+        playbooks=["one"],
+        checked_at=1714557660.0,
+    )
+    write_status(path, status)
+    assert main(["playbook", "status", "--file", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "running:   set aaaaaaaaaaaa loaded 2024-05-01T10:00:00Z: 1 playbook(s)" in out
+    assert "state:     ok" in out
+    status.rejected_digest = "b" * 64
+    status.rejected_at = 1714557700.0
+    status.errors = [
+        {
+            "file": "/etc/aiops/playbooks/a.yaml",
+            "line": 7,
+            "column": 5,
+            "field": "spec.actions[0].restrat",
+            "message": "unknown action",
+        }
+    ]
+    write_status(path, status)
+    assert main(["playbook", "status", "--file", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "REJECTED set bbbbbbbbbbbb at 2024-05-01T10:01:40Z, 1 error(s):" in out
+    assert "  /etc/aiops/playbooks/a.yaml:7:5: spec.actions[0].restrat: unknown action" in out
+    assert main(["playbook", "status", "--file", str(path), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["healthy"] is False
+
+
+def test_status_without_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["playbook", "status", "--file", str(tmp_path / "none.json")]) == 1
+    assert "cannot read the playbook status" in capsys.readouterr().err

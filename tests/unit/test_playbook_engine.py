@@ -1,0 +1,529 @@
+"""The playbook engine: incident lifecycle, priority, one remediation per target, guardrails, audit."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.clock import ManualClock
+from agent.metrics import AgentMetrics
+from agent.playbook.engine import PlaybookEngine, RecordedFacts, incident_id
+from agent.playbook.events import AuditLog, IncidentEvent, IncidentState, SignalRejected
+from agent.playbook.guardrails import GuardrailDefaults
+from agent.playbook.loader import PlaybookSet, load_sources
+from agent.playbook.requests import ActionResult, ActionStatus, RecordingExecutor, TargetRef
+from detectors.series import SeriesKey
+from detectors.signal import Signal, SignalKind
+
+T0 = 1_700_000_000.0
+WEB = TargetRef("Deployment", "shop", "web")
+
+BASE: dict[str, Any] = {
+    "apiVersion": "aiops/v1",
+    "kind": "Playbook",
+    "metadata": {"name": "restart-web"},
+    "spec": {
+        "trigger": {
+            "signal": "anomaly",
+            "metric": "errors",
+            "match": {"deployment": ".+"},
+            "minScore": 0.9,
+            "for": "2m",
+        },
+        "target": {
+            "kind": "Deployment",
+            "namespace": "{{ labels.namespace }}",
+            "name": "{{ labels.deployment }}",
+        },
+        "actions": [{"restart": {}}],
+        "verify": {"within": "10m", "quiet": "2m"},
+        "onFailure": [
+            {"notify": {"webhook": "https://hooks.example/x", "message": "failed {{ target.name }}"}}
+        ],
+        "guardrails": {"cooldown": "30m"},
+    },
+}
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def playbook(name: str = "restart-web", **spec: Any) -> str:
+    return yaml.safe_dump(merge(BASE, {"metadata": {"name": name}, "spec": spec}), sort_keys=False)
+
+
+def load(*texts: str) -> PlaybookSet:
+    return load_sources([(f"p{i}.yaml", t) for i, t in enumerate(texts)])
+
+
+class Harness:
+    """An engine on a ManualClock; times are seconds after T0."""
+
+    def __init__(
+        self,
+        *texts: str,
+        defaults: GuardrailDefaults | None = None,
+        fail: frozenset[str] = frozenset(),
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        self.clock = ManualClock(T0)
+        self.executor = RecordingExecutor(fail=fail)
+        self.audit = AuditLog()
+        self.facts = RecordedFacts()
+        self.engine = PlaybookEngine(
+            load(*texts),
+            self.executor,
+            self.clock,
+            self.audit,
+            defaults=defaults,
+            facts=self.facts,
+            metrics=metrics,
+        )
+
+    def run_until(self, at: float) -> None:
+        while (d := self.engine.next_deadline()) is not None and d <= T0 + at:
+            self.clock.set(d)
+            self.engine.tick()
+        self.clock.set(T0 + at)
+
+    def signal(
+        self,
+        at: float,
+        *,
+        metric: str = "errors",
+        score: float = 0.99,
+        value: float = 0.3,
+        kind: SignalKind = SignalKind.ANOMALY,
+        timestamp: float | None = None,
+        details: dict[str, Any] | None = None,
+        **labels: str,
+    ) -> None:
+        self.run_until(at)
+        labels = {"namespace": "shop", "deployment": "web", **labels}
+        ts = T0 + at if timestamp is None else timestamp
+        sig = Signal(kind, SeriesKey.of(metric, labels), ts, value, score, "test", details or {})
+        self.engine.emit([sig])
+
+    def every(self, start: float, stop: float, step: float = 30.0, **kw: Any) -> None:
+        t = start
+        while t <= stop:
+            self.signal(t, **kw)
+            t += step
+
+    def transitions(self, playbook: str | None = None, *, first: bool = False) -> list[tuple[float, str]]:
+        events = [
+            e
+            for e in self.audit.incident_events()
+            if e.is_transition and (playbook is None or e.playbook == playbook)
+        ]
+        if first and events:
+            events = [e for e in events if e.incident == events[0].incident]
+        return [(e.time - T0, e.state.value) for e in events]
+
+    def requests(self) -> list[tuple[float, str, str]]:
+        return [(r.time - T0, r.playbook, r.action) for r in self.executor.requests]
+
+    def held(self) -> list[IncidentEvent]:
+        return [e for e in self.audit.incident_events() if e.guardrail is not None]
+
+
+def test_lifecycle_pending_firing_acting_verifying_resolved() -> None:
+    h = Harness(playbook())
+    h.every(0, 150)
+    h.run_until(3600)
+    assert h.transitions() == [
+        (0, "pending"),
+        (120, "firing"),
+        (120, "acting"),
+        (120, "verifying"),
+        (270, "resolved"),  # last signal at 150, then 2m quiet
+    ]
+    (req,) = h.executor.requests
+    assert (req.action, req.target, req.step, req.time) == ("restart", WEB, "actions[0]", T0 + 120)
+    assert req.key == f"restart-web/Deployment/shop/web/{req.incident}/actions[0]"
+    assert req.incident == incident_id("restart-web", WEB, T0)
+
+
+def test_every_event_has_a_reason_and_the_clock_time() -> None:
+    h = Harness(playbook())
+    h.every(0, 150)
+    h.run_until(3600)
+    events = h.audit.incident_events()
+    assert events
+    assert all(e.reason for e in events)
+    resolved = [e for e in events if e.state is IncidentState.RESOLVED]
+    assert resolved[0].time == T0 + 270
+    assert "no matching signal for 2m" in resolved[0].reason
+
+
+def test_pending_expires_when_signals_stop_before_for() -> None:
+    h = Harness(playbook())
+    h.signal(0)
+    h.signal(30)  # for: 2m has not elapsed when the signals stop
+    h.run_until(3600)
+    assert h.transitions() == [(0, "pending"), (330, "expired")]  # maxGap 5m after the last
+    assert h.executor.requests == []
+    assert "before for: 2m elapsed" in h.audit.incident_events()[-1].reason
+
+
+def test_firing_needs_a_signal_after_for_has_elapsed() -> None:
+    h = Harness(playbook())
+    h.signal(0)
+    h.signal(90)
+    h.run_until(200)
+    assert h.transitions() == [(0, "pending")]  # nothing seen since the window ended at 120
+    h.signal(200)
+    assert h.transitions()[:2] == [(0, "pending"), (200, "firing")]
+
+
+def test_for_zero_fires_at_the_first_signal() -> None:
+    h = Harness(playbook(trigger={"for": 0}))
+    h.signal(5)
+    assert h.transitions()[:3] == [(5, "pending"), (5, "firing"), (5, "acting")]
+    assert h.requests() == [(5, "restart-web", "restart")]
+
+
+def test_scores_below_min_score_and_other_metrics_do_not_match() -> None:
+    h = Harness(playbook(trigger={"for": 0}))
+    h.signal(0, score=0.5)
+    h.signal(1, metric="latency")
+    h.signal(2, deployment="")  # match: deployment .+ needs a value
+    assert h.audit.events == []
+
+
+def test_escalates_and_runs_on_failure_when_the_condition_persists() -> None:
+    h = Harness(playbook())
+    h.every(0, 1200)
+    h.run_until(1300)
+    assert (720, "escalated") in h.transitions()  # acted at 120, within 10m
+    assert h.requests()[:2] == [(120, "restart-web", "restart"), (720, "restart-web", "notify")]
+    notify = h.executor.requests[1]
+    assert notify.params["message"] == "failed web"
+    assert notify.step == "onFailure[0]"
+    escalated = next(e for e in h.audit.incident_events() if e.state is IncidentState.ESCALATED)
+    assert "did not clear within 10m" in escalated.reason
+
+
+def test_a_failed_action_ends_failed_and_runs_on_failure() -> None:
+    h = Harness(playbook(), fail=frozenset({"restart"}))
+    h.every(0, 150)
+    h.run_until(3600)
+    assert h.transitions(first=True) == [(0, "pending"), (120, "firing"), (120, "acting"), (120, "failed")]
+    assert [r.action for r in h.executor.requests] == ["restart", "notify"]
+    failed = next(e for e in h.audit.incident_events() if e.state is IncidentState.FAILED and e.is_transition)
+    assert "actions[0] (restart) failed" in failed.reason
+
+
+def test_priority_decides_and_the_other_playbook_is_suppressed() -> None:
+    high = playbook("rollback-web", priority=100, actions=[{"rollback": {}}])
+    low = playbook("restart-web", priority=10)
+    h = Harness(high, low)
+    h.every(0, 150)
+    h.run_until(3600)
+    assert h.requests() == [(120, "rollback-web", "rollback")]
+    assert h.transitions("restart-web") == [(0, "pending"), (120, "firing"), (120, "suppressed")]
+    (supp,) = [e for e in h.held() if e.playbook == "restart-web"]
+    assert supp.guardrail == "priority"
+    assert "rollback-web (priority 100" in supp.reason
+
+
+def test_a_suppressed_incident_stays_muted_until_its_condition_clears() -> None:
+    h = Harness(playbook("rollback-web", priority=100, actions=[{"rollback": {}}]), playbook("restart-web"))
+    h.every(0, 600)  # keeps both conditions alive; the winner escalates at 720
+    assert [s for _, s in h.transitions("restart-web")].count("pending") == 1
+    h.run_until(1000)  # silence since 600 > maxGap: the mute lifts
+    h.signal(1000)
+    assert [s for _, s in h.transitions("restart-web")].count("pending") == 2
+
+
+def test_one_remediation_in_flight_per_target_a_higher_priority_waits() -> None:
+    low = playbook(
+        "scale-web",
+        priority=10,
+        trigger={"metric": "cpu", "for": 0},
+        actions=[{"scale": {"by": 1}}],
+        verify={"within": "10m", "quiet": "5m"},
+    )
+    high = playbook("restart-web", priority=100)
+    h = Harness(low, high)
+    h.signal(0, metric="cpu")  # scale-web acts at 0 and verifies until 300
+    h.every(10, 400)  # restart-web fires at 130, waits for the target
+    h.run_until(3600)
+    assert h.requests() == [(0, "scale-web", "scale"), (300, "restart-web", "restart")]
+    (wait,) = [e for e in h.held() if e.playbook == "restart-web"]
+    assert wait.guardrail == "targetBusy"
+    assert wait.time == T0 + 130
+
+
+def test_cooldown_holds_a_new_incident_then_lets_it_act() -> None:
+    h = Harness(playbook())
+    h.every(0, 2100)
+    # first remediation at 120, escalated at 720; the next incident opens with the signal at 720,
+    # fires at 840, and the cooldown (30m from 120) holds it until 1920
+    assert h.requests() == [
+        (120, "restart-web", "restart"),
+        (720, "restart-web", "notify"),
+        (1920, "restart-web", "restart"),
+    ]
+    cooldown = [e for e in h.held() if e.guardrail == "cooldown"]
+    assert len(cooldown) == 1  # one event per hold, not one per signal
+    assert cooldown[0].time == T0 + 840
+    assert "cooldown 30m" in cooldown[0].reason
+
+
+def test_the_agent_default_is_stricter_than_the_playbook() -> None:
+    defaults = GuardrailDefaults(cooldown=3600.0)
+    h = Harness(playbook(), defaults=defaults)
+    h.every(0, 3800)
+    restarts = [t for t, _, a in h.requests() if a == "restart"]
+    assert restarts == [120, 3720]
+
+
+def test_max_per_hour_per_target() -> None:
+    h = Harness(
+        playbook(trigger={"for": 0}, guardrails={"cooldown": 0, "maxPerHour": 2}),
+        defaults=GuardrailDefaults(cooldown=0),
+    )
+    h.signal(0)  # two short incidents, each resolved before the next
+    h.signal(600)
+    h.every(1200, 3700, step=60)  # a third, long one
+    restarts = [t for t, _, a in h.requests() if a == "restart"]
+    assert restarts == [0, 600, 3600]  # the third waited for the first to leave the hour
+    (rate,) = [e for e in h.held() if e.guardrail == "maxPerHour"]
+    assert "2 actions in the last hour on this target, limit 2" in rate.reason
+
+
+def test_namespace_outside_the_allow_list_is_suppressed() -> None:
+    h = Harness(playbook(trigger={"for": 0}), defaults=GuardrailDefaults(namespaces=["shop"]))
+    h.signal(0, namespace="kube-system")
+    assert h.executor.requests == []
+    (e,) = h.held()
+    assert (e.state, e.guardrail) == (IncidentState.SUPPRESSED, "namespaces")
+    assert "'kube-system' is not in the allow-list (shop)" in e.reason
+
+
+def test_when_condition_holds_until_a_rollout_is_known() -> None:
+    h = Harness(playbook(trigger={"for": 0}, when=[{"rolloutWithin": "30m"}]))
+    h.signal(0)
+    assert h.executor.requests == []
+    (e,) = h.held()
+    assert e.guardrail == "when.rolloutWithin"
+    assert "no rollout known" in e.reason
+    h.facts.record_rollout(WEB, T0 - 60)
+    h.signal(30)
+    assert h.requests() == [(30, "restart-web", "restart")]
+
+
+def test_approval_pauses_the_incident_until_the_result_is_reported() -> None:
+    pb = playbook(
+        trigger={"for": 0},
+        actions=[{"restart": {}}, {"notify": {"webhook": "https://hooks.example/x", "message": "done"}}],
+        guardrails={"approval": "required"},
+    )
+    h = Harness(pb)
+    h.signal(0)
+    (req,) = h.executor.requests
+    assert h.executor.results[0].status is ActionStatus.PENDING_APPROVAL
+    assert h.transitions()[-1] == (0, "acting")
+    h.run_until(100)
+    h.engine.report(ActionResult(req.key, ActionStatus.SUCCEEDED, "approved by ops", T0 + 100))
+    assert [r.action for r in h.executor.requests] == ["restart", "notify"]
+    assert h.transitions()[-1] == (100, "verifying")
+
+
+def test_dry_run_reaches_the_executor() -> None:
+    h = Harness(playbook(trigger={"for": 0}, guardrails={"dryRun": True}))
+    h.signal(0)
+    (req,) = h.executor.requests
+    assert req.guardrails.dry_run
+    assert h.executor.results[0].status is ActionStatus.DRY_RUN
+
+
+@pytest.mark.parametrize(
+    ("label", "value", "problem"),
+    [
+        ("deployment", "{{ labels.secret }}", "template braces"),
+        ("deployment", "../kube-system", "path element"),
+        ("namespace", "shop\nkube-system", "control character"),
+        ("deployment", "Web", "not a valid Kubernetes name"),
+        ("namespace", "a.b", "not a valid Kubernetes name"),  # a namespace is a DNS label: no dots
+    ],
+)
+def test_a_label_that_is_not_a_name_is_rejected_never_expanded(label: str, value: str, problem: str) -> None:
+    h = Harness(playbook(trigger={"for": 0}))
+    labels: dict[str, Any] = {label: value, "secret": "oops"}
+    h.signal(0, **labels)
+    assert h.executor.requests == []
+    (e,) = h.audit.events
+    assert isinstance(e, SignalRejected)
+    assert problem in e.reason
+    assert "oops" not in e.reason
+
+
+def test_a_label_with_braces_in_a_message_stays_literal() -> None:
+    pb = playbook(
+        trigger={"for": 0},
+        actions=[{"notify": {"webhook": "https://hooks.example/x", "message": "note: {{ labels.note }}"}}],
+    )
+    h = Harness(pb)
+    h.signal(0, note="{{ incident.id }}")
+    assert h.executor.requests[0].params["message"] == "note: {{ incident.id }}"
+
+
+def test_stale_signals_open_nothing() -> None:
+    h = Harness(playbook(trigger={"for": 0}))
+    h.signal(3600, timestamp=T0)  # an hour old on arrival: a backfill, a lagging consumer
+    assert h.audit.events == []
+
+
+def test_an_alert_holds_until_resolved_then_verification_counts_quiet() -> None:
+    alert = playbook(trigger={"signal": "alert", "metric": "HighErrorRate", "for": 0})
+    h = Harness(alert)
+    firing = {"status": "firing", "fingerprint": "abc"}
+    h.signal(0, kind=SignalKind.ALERT, metric="HighErrorRate", score=1.0, details=firing)
+    h.run_until(400)
+    assert h.transitions()[-1] == (0, "verifying")  # no notification since, but the alert still fires
+    h.signal(
+        400,
+        kind=SignalKind.ALERT,
+        metric="HighErrorRate",
+        score=0.0,
+        details={**firing, "status": "resolved"},
+    )
+    h.run_until(3600)
+    assert h.transitions()[-1] == (520, "resolved")  # 2m quiet after the resolve, within 10m
+
+
+def test_an_alert_still_firing_at_the_deadline_escalates() -> None:
+    h = Harness(playbook(trigger={"signal": "alert", "metric": "HighErrorRate", "for": 0}))
+    h.signal(
+        0,
+        kind=SignalKind.ALERT,
+        metric="HighErrorRate",
+        score=1.0,
+        details={"status": "firing", "fingerprint": "f"},
+    )
+    h.run_until(3600)
+    assert (600, "escalated") in h.transitions()
+    assert "an alert is still firing" in next(
+        e.reason for e in h.audit.incident_events() if e.state is IncidentState.ESCALATED
+    )
+
+
+def test_a_resolved_alert_ends_a_pending_incident() -> None:
+    h = Harness(playbook(trigger={"signal": "alert", "metric": "HighErrorRate", "for": "5m"}))
+    details = {"status": "firing", "fingerprint": "f"}
+    h.signal(0, kind=SignalKind.ALERT, metric="HighErrorRate", score=1.0, details=details)
+    h.signal(
+        60,
+        kind=SignalKind.ALERT,
+        metric="HighErrorRate",
+        score=0.0,
+        details={**details, "status": "resolved"},
+    )
+    assert h.transitions() == [(0, "pending"), (60, "expired")]
+
+
+def test_the_same_signals_give_the_same_keys_after_a_restart() -> None:
+    keys = []
+    for _ in range(2):
+        h = Harness(playbook())
+        h.every(0, 150)
+        keys.append([r.key for r in h.executor.requests])
+    assert keys[0] == keys[1]
+    assert keys[0]
+
+
+def test_a_reload_expires_waiting_incidents_of_changed_playbooks_and_keeps_acting_ones() -> None:
+    h = Harness(
+        playbook("restart-web"), playbook("slow-web", trigger={"for": "10m"}, actions=[{"rollback": {}}])
+    )
+    h.every(0, 150)  # restart-web is verifying at 150, slow-web pending
+    h.engine.replace_playbooks(
+        load(
+            playbook("restart-web"), playbook("slow-web", trigger={"for": "20m"}, actions=[{"rollback": {}}])
+        )
+    )
+    assert h.transitions("slow-web") == [(0, "pending"), (150, "expired")]
+    expired = [e for e in h.audit.incident_events() if e.playbook == "slow-web"][-1]
+    assert expired.reason == "playbook changed by a reload"
+    h.run_until(3600)
+    assert h.transitions("restart-web")[-1] == (270, "resolved")
+
+
+def test_metrics_count_transitions_actions_and_open_incidents() -> None:
+    metrics = AgentMetrics()
+    h = Harness(playbook(), metrics=metrics)
+    h.every(0, 150)
+    reg = metrics.registry
+    assert (
+        reg.get_sample_value(
+            "aiops_incident_transitions_total", {"playbook": "restart-web", "state": "acting"}
+        )
+        == 1
+    )
+    assert (
+        reg.get_sample_value(
+            "aiops_playbook_actions_total",
+            {"playbook": "restart-web", "action": "restart", "status": "succeeded"},
+        )
+        == 1
+    )
+    assert reg.get_sample_value("aiops_incidents_open") == 1
+    h.run_until(3600)
+    assert reg.get_sample_value("aiops_incidents_open") == 0
+
+
+def test_an_executor_that_raises_fails_the_step_not_the_engine() -> None:
+    class Broken:
+        def submit(self, request: Any) -> ActionResult:
+            raise RuntimeError("boom")
+
+    clock = ManualClock(T0)
+    audit = AuditLog()
+    engine = PlaybookEngine(load(playbook(trigger={"for": 0})), Broken(), clock, audit)
+    engine.emit(
+        [
+            Signal(
+                SignalKind.ANOMALY,
+                SeriesKey.of("errors", {"namespace": "shop", "deployment": "web"}),
+                T0,
+                1,
+                1,
+                "t",
+            )
+        ]
+    )
+    states = [e.state for e in audit.incident_events() if e.is_transition]
+    assert states[-1] is IncidentState.FAILED
+    assert any("executor error: boom" in e.reason for e in audit.incident_events())
+
+
+def test_open_incidents_are_bounded() -> None:
+    clock = ManualClock(T0)
+    audit = AuditLog()
+    engine = PlaybookEngine(load(playbook()), RecordingExecutor(), clock, audit, max_incidents=3)
+    engine.emit(
+        [
+            Signal(
+                SignalKind.ANOMALY,
+                SeriesKey.of("errors", {"namespace": "shop", "deployment": f"w{i}"}),
+                T0,
+                1,
+                1,
+                "t",
+            )
+            for i in range(10)
+        ]
+    )
+    assert len(engine.incidents()) == 3
+    rejected = [e for e in audit.events if isinstance(e, SignalRejected)]
+    assert rejected
+    assert "3 incidents open" in rejected[0].reason

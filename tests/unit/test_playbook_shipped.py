@@ -1,0 +1,201 @@
+"""Each shipped playbook, rehearsed on recorded signals the way `aiops playbook test` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.playbook.actions import ScaleParams
+from agent.playbook.events import IncidentEvent
+from agent.playbook.loader import PlaybookSet, load_paths
+from agent.playbook.rehearsal import Record, RecordedFact, RecordedSignal, Rehearsal, rehearse
+from agent.playbook.requests import TargetRef
+
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture(scope="module")
+def shipped() -> PlaybookSet:
+    return load_paths([PLAYBOOKS])
+
+
+def sig(
+    at: float, kind: str, metric: str, score: float = 0.995, value: float = 1.0, **labels: str
+) -> RecordedSignal:
+    return RecordedSignal.model_validate(
+        {
+            "kind": kind,
+            "metric": metric,
+            "labels": labels,
+            "timestamp": T0 + at,
+            "score": score,
+            "value": value,
+        }
+    )
+
+
+def series(start: float, stop: float, step: float, **kw: Any) -> list[Record]:
+    out: list[Record] = []
+    t = start
+    while t <= stop:
+        out.append(sig(t, **kw))
+        t += step
+    return out
+
+
+def rollout(at: float, namespace: str, name: str) -> RecordedFact:
+    return RecordedFact.model_validate(
+        {
+            "fact": "rollout",
+            "target": {"kind": "Deployment", "namespace": namespace, "name": name},
+            "timestamp": T0 + at,
+        }
+    )
+
+
+def ran(r: Rehearsal) -> list[tuple[float, str, str, TargetRef]]:
+    return [(q.time - T0, q.playbook, q.action, q.target) for q in r.ran()]
+
+
+CHECKOUT = TargetRef("Deployment", "shop", "checkout")
+ERRORS = {
+    "kind": "anomaly",
+    "metric": "http_requests_error_ratio",
+    "namespace": "shop",
+    "deployment": "checkout",
+}
+
+
+def test_rollback_on_an_error_spike_after_a_rollout(shipped: PlaybookSet) -> None:
+    records = [rollout(-600, "shop", "checkout"), *series(0, 240, 30, **ERRORS, value=0.2)]
+    r = rehearse(shipped, records)
+    assert ran(r) == [
+        (120, "rollback-on-error-spike", "rollback", CHECKOUT),
+        (120, "rollback-on-error-spike", "notify", CHECKOUT),
+    ]
+    notify = r.ran()[1]
+    assert notify.params["webhookEnv"] == "AIOPS_OPS_WEBHOOK"
+    assert "Rolled back shop/checkout: error ratio 0.2 after a rollout" in notify.params["message"]
+    states = [e.state.value for e in r.events if isinstance(e, IncidentEvent) and e.is_transition]
+    assert states[-1] == "resolved"
+
+
+def test_no_rollback_without_a_recent_rollout(shipped: PlaybookSet) -> None:
+    r = rehearse(shipped, [rollout(-7200, "shop", "checkout"), *series(0, 240, 30, **ERRORS)])
+    assert ran(r) == []
+    (held,) = r.held()
+    assert held.guardrail == "when.rolloutWithin"
+    assert "last rollout 2h2m ago" in held.reason
+
+
+def test_restart_on_a_memory_leak_before_oom(shipped: PlaybookSet) -> None:
+    leak = {
+        "kind": "forecast",
+        "metric": "container_memory_working_set_ratio",
+        "namespace": "shop",
+        "deployment": "cart",
+        "score": 0.95,
+    }
+    r = rehearse(shipped, series(0, 900, 60, **leak, value=1.04))
+    assert ran(r) == [
+        (600, "restart-on-memory-leak", "restart", TargetRef("Deployment", "shop", "cart")),
+        (600, "restart-on-memory-leak", "notify", TargetRef("Deployment", "shop", "cart")),
+    ]
+    assert "forecast 1.04 of the limit" in r.ran()[1].params["message"]
+
+
+def test_a_short_memory_spike_is_not_a_leak(shipped: PlaybookSet) -> None:
+    spike = {
+        "kind": "forecast",
+        "metric": "container_memory_working_set_ratio",
+        "namespace": "shop",
+        "deployment": "cart",
+    }
+    assert ran(rehearse(shipped, series(0, 240, 60, **spike))) == []
+
+
+@pytest.mark.parametrize("metric", ["http_request_duration_p99_seconds", "container_cpu_usage_ratio"])
+def test_scale_out_on_a_latency_or_cpu_anomaly(shipped: PlaybookSet, metric: str) -> None:
+    r = rehearse(
+        shipped, series(0, 300, 30, kind="anomaly", metric=metric, namespace="shop", deployment="search")
+    )
+    assert ran(r) == [(180, "scale-out-on-latency", "scale", TargetRef("Deployment", "shop", "search"))]
+    req = r.ran()[0]
+    assert req.params == {"by": 2}
+    g = req.guardrails
+    assert (g.min_replicas, g.max_replicas, g.max_step) == (2, 20, 4)
+
+
+def test_scale_ahead_of_forecast_demand(shipped: PlaybookSet) -> None:
+    demand = {
+        "kind": "forecast",
+        "metric": "http_requests_per_second",
+        "namespace": "shop",
+        "deployment": "web",
+    }
+    r = rehearse(shipped, [sig(0, **demand, score=0.9, value=600.0)])
+    assert ran(r) == [(0, "scale-ahead-of-forecast", "scale", TargetRef("Deployment", "shop", "web"))]
+    req = r.ran()[0]
+    assert req.signal_value == 600.0
+    params = ScaleParams.model_validate(req.params)
+    assert params.desired(current=4, signal_value=req.signal_value) == 15  # 600 x 1.2 / 50
+    states = [e.state.value for e in r.events if isinstance(e, IncidentEvent) and e.is_transition]
+    assert states == ["pending", "firing", "acting", "resolved"]  # verify.clears: false
+
+
+def test_retrain_a_model_on_drift(shipped: PlaybookSet) -> None:
+    drift = {
+        "kind": "drift",
+        "metric": "model_prediction_psi",
+        "namespace": "ml",
+        "model": "churn",
+        "score": 0.99,
+    }
+    r = rehearse(shipped, series(0, 1500, 300, **drift))
+    assert ran(r)[0] == (900, "retrain-on-drift", "retrain", TargetRef("CronJob", "ml", "train-churn"))
+    assert r.ran()[0].params == {"model": "churn"}
+    assert [q.action for q in r.ran()] == ["retrain", "notify"]
+
+
+def test_retrain_on_an_accuracy_drop(shipped: PlaybookSet) -> None:
+    drop = {"kind": "drift", "metric": "model_accuracy", "namespace": "ml", "model": "fraud", "score": 0.999}
+    r = rehearse(shipped, series(0, 1200, 300, **drop))
+    assert ran(r)[0] == (900, "retrain-on-drift", "retrain", TargetRef("CronJob", "ml", "train-fraud"))
+
+
+def test_a_model_label_that_is_not_a_name_never_reaches_a_job(shipped: PlaybookSet) -> None:
+    bad = {
+        "kind": "drift",
+        "metric": "model_accuracy",
+        "namespace": "ml",
+        "model": "../../etc",
+        "score": 0.999,
+    }
+    r = rehearse(shipped, series(0, 1200, 300, **bad))
+    assert ran(r) == []  # the trigger's matcher only accepts name-shaped model labels
+
+
+def test_rollback_wins_the_target_and_scale_out_is_suppressed(shipped: PlaybookSet) -> None:
+    latency = {
+        "kind": "anomaly",
+        "metric": "http_request_duration_p99_seconds",
+        "namespace": "shop",
+        "deployment": "checkout",
+    }
+    records = [
+        rollout(-600, "shop", "checkout"),
+        *series(0, 400, 30, **ERRORS),
+        *series(60, 400, 30, **latency),
+    ]
+    r = rehearse(shipped, records)
+    assert [(t, p, a) for t, p, a, _ in ran(r)] == [
+        (120, "rollback-on-error-spike", "rollback"),
+        (120, "rollback-on-error-spike", "notify"),
+    ]
+    suppressed = [e for e in r.held() if e.playbook == "scale-out-on-latency"]
+    assert suppressed
+    assert suppressed[0].guardrail == "priority"
+    assert "rollback-on-error-spike (priority 100" in suppressed[0].reason
