@@ -10,10 +10,12 @@ from collections.abc import Mapping
 from types import FrameType
 
 from agent.clock import Clock
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ConfigError
 from agent.engine import Engine
 from agent.http import HttpServer
 from agent.metrics import AgentMetrics
+from agent.playbook.loader import PlaybookLoadError
+from agent.playbook.runtime import PlaybookRuntime
 from agent.sinks import LogSink, SignalSink
 from agent.sources.base import Source
 from detectors import DetectorBank, DetectorSpec, SeriesRegistry, build_detector
@@ -44,7 +46,12 @@ class Agent:
         ]
         self.bank = DetectorBank(self.series, specs)
         self.sources = self._build_sources()
-        self.sinks = self._build_sinks() + list(extra_sinks or [])
+        self.playbooks = PlaybookRuntime(config.playbooks, clock, self.metrics)
+        try:
+            self.playbooks.load()  # an invalid playbook set at start is as fatal as a bad config
+        except PlaybookLoadError as exc:
+            raise ConfigError(exc.errors) from exc
+        self.sinks = [*self._build_sinks(), self.playbooks.engine, *(extra_sinks or [])]
         self.engine = Engine(self.sources, self.bank, self.sinks, clock, self.metrics, self.stop)
         self.http: HttpServer | None = None
 
@@ -103,8 +110,18 @@ class Agent:
 
     def start_http(self) -> int:
         """Serve /metrics, /healthz and /readyz; return the bound port."""
+        routes = (
+            {"/alertmanager": self.playbooks.alertmanager_route()}
+            if self.config.playbooks.alertmanager
+            else {}
+        )
         self.http = HttpServer(
-            self.config.http.host, self.config.http.port, self.metrics.registry, self.healthy, self.ready
+            self.config.http.host,
+            self.config.http.port,
+            self.metrics.registry,
+            self.healthy,
+            self.ready,
+            routes,
         )
         self.http.start()
         return self.http.port
@@ -113,6 +130,7 @@ class Agent:
         """Start the sources and loop until :attr:`stop` is set; always releases everything."""
         try:
             self.engine.start()
+            self.playbooks.start(self.stop)
             log.info(
                 "agent running: %d source(s), %d detector(s), %d sink(s)",
                 len(self.sources),
@@ -121,6 +139,8 @@ class Agent:
             )
             self.engine.run()
         finally:
+            self.stop.set()
+            self.playbooks.join()
             self.engine.close()
             if self.http is not None:
                 self.http.close()

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.durations import Duration
+from agent.playbook.settings import PlaybooksConfig
 from agent.yamlloc import LocatedError, Location, YamlValidationError, read_documents, validate_document
 
 
@@ -189,6 +190,7 @@ class AgentConfig(_Model):
     http: HttpConfig = Field(default_factory=HttpConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    playbooks: PlaybooksConfig = Field(default_factory=PlaybooksConfig)
 
     @property
     def kafka_source_enabled(self) -> bool:

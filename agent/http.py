@@ -15,6 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 log = logging.getLogger("aiops.http")
 
+#: The largest request body read; larger ones get 413 without being read.
+MAX_BODY = 8 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Response:
@@ -53,7 +56,14 @@ class HttpServer:
 
             def do_POST(self) -> None:
                 route = server._post.get(self.path.split("?", 1)[0])
-                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    server._respond(self, Response(400, b"invalid Content-Length\n"))
+                    return
+                if length > MAX_BODY:
+                    server._respond(self, Response(413, f"body over {MAX_BODY} bytes\n".encode()))
+                    return
                 body = self.rfile.read(length) if length > 0 else b""
                 server._respond(self, route(body) if route else Response(404, b"not found\n"))
 

@@ -1,0 +1,85 @@
+"""``aiops run`` with the shipped playbooks: Alertmanager webhook in, incidents on the audit log."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.daemon import Daemon
+from tests.servers.common import eventually
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def post(port: int, path: str, body: bytes) -> tuple[int, str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST")
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def alert(status: str) -> bytes:
+    return json.dumps(
+        {
+            "version": "4",
+            "groupKey": '{}:{alertname="HighErrorRate"}',
+            "truncatedAlerts": 0,
+            "status": status,
+            "receiver": "aiops",
+            "groupLabels": {"alertname": "HighErrorRate"},
+            "commonLabels": {},
+            "commonAnnotations": {},
+            "externalURL": "http://am:9093",
+            "alerts": [
+                {
+                    "status": status,
+                    "labels": {"alertname": "HighErrorRate", "namespace": "shop", "deployment": "checkout"},
+                    "annotations": {"summary": "5xx above 5%"},
+                    "startsAt": "2026-01-01T00:00:00Z",
+                    "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prom/graph",
+                    "fingerprint": "abc123",
+                }
+            ],
+        }
+    ).encode()
+
+
+def test_alertmanager_webhook_and_playbooks_in_the_daemon(tmp_path: Path) -> None:
+    cfg = {"playbooks": {"directory": str(REPO / "playbooks"), "status_file": str(tmp_path / "status.json")}}
+    with Daemon(tmp_path, cfg) as d:
+        d.wait_http("/readyz", 200)
+        assert post(d.port, "/alertmanager", alert("firing"))[0] == 200
+        status, body = post(d.port, "/alertmanager", b'{"version": "4", "alerts": "nope"}')
+        assert status == 400
+        assert "alerts" in body
+        metrics = d.wait_http("/metrics", 200)
+        assert 'aiops_alertmanager_requests_total{outcome="ok"} 1.0' in metrics
+        assert 'aiops_alertmanager_requests_total{outcome="malformed"} 1.0' in metrics
+        status_file = tmp_path / "status.json"
+        eventually(status_file.exists, timeout=10, what="the playbook status file")
+        assert json.loads(status_file.read_text())
+        code, _ = d.terminate()
+        assert code == 0
+
+
+def test_an_invalid_playbook_set_at_start_exits_2_with_the_location(tmp_path: Path) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "bad.yaml").write_text(
+        "apiVersion: aiops/v1\nkind: Playbook\nmetadata: {name: x}\nspec:\n  priority: high\n"
+    )
+    with Daemon(
+        tmp_path, {"playbooks": {"directory": str(books), "status_file": str(tmp_path / "s.json")}}
+    ) as d:
+        assert d.proc.wait(timeout=60) == 2
+        assert f"{books / 'bad.yaml'}:" in d.output()
