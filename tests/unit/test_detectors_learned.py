@@ -1,0 +1,155 @@
+"""What each learned detector catches on planted anomalies, and what it leaves alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors import SampleBatch
+from detectors.calibration import TailCalibrator
+from detectors.registry import build_learned
+from detectors.streaming import ArraySpec, SeriesState, p_to_score, rounds, score_to_p
+
+STEP = 300.0  # five-minute samples
+DAY = 288
+ONSET = 9 * DAY + 37
+ALARM = 0.5  # p <= 1e-5
+
+
+def planted(kind: str, seed: int = 1, days: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy daily curve with one planted anomaly starting at ONSET."""
+    rng = np.random.default_rng(seed)
+    n = days * DAY
+    t = 1.7e9 + STEP * np.arange(n)
+    x = 100 + 20 * np.sin(2 * np.pi * np.arange(n) / DAY) + rng.normal(0, 2, n)
+    after = np.arange(n - ONSET, dtype=float)
+    if kind == "spike":
+        x[ONSET] += 60
+    elif kind == "shift":
+        x[ONSET:] += 15
+    elif kind == "trend":  # the slope turns steep: +4 noise sd per sample
+        x[ONSET:] += 8 * after
+    elif kind == "drift":  # a slow move to a new level over two hours
+        x[ONSET:] += np.minimum(after, 24) * 2.5
+    return t, x
+
+
+def scores_of(name: str, kind: str, seed: int = 1) -> np.ndarray:
+    t, x = planted(kind, seed)
+    return build_learned(name, {}).update(SampleBatch.from_arrays(np.zeros(t.size, int), t, x))
+
+
+CATCHES = {
+    "ensemble": ["spike", "shift", "trend", "drift"],
+    "seasonal": ["spike", "shift", "trend", "drift"],
+    "ewma": ["spike", "trend"],
+    "robust_z": ["spike", "trend"],
+    "cusum": ["shift", "drift"],
+    "pyod_iforest": ["spike", "trend"],
+}
+
+#: Known gaps (see the issue note): the calibrator's tail widens while a ramp is flagged, so
+#: ramps and slow drifts peak below the alarm level, and the calibrated CUSUM is too weak.
+GAPS = {
+    ("ensemble", "trend"),
+    ("ensemble", "drift"),
+    ("seasonal", "trend"),
+    ("seasonal", "drift"),
+    ("ewma", "trend"),
+    ("robust_z", "trend"),
+    ("cusum", "shift"),
+    ("cusum", "drift"),
+    ("pyod_iforest", "trend"),
+}
+
+
+def _cases() -> list[object]:
+    return [
+        pytest.param(n, k, marks=pytest.mark.xfail(reason="known gap", strict=True))
+        if (n, k) in GAPS
+        else (n, k)
+        for n, kinds in CATCHES.items()
+        for k in kinds
+    ]
+
+
+@pytest.mark.parametrize(("name", "kind"), _cases())
+def test_planted_anomaly_is_caught_within_an_hour(name: str, kind: str) -> None:
+    scores = scores_of(name, kind)
+    assert scores[ONSET : ONSET + 12].max() >= ALARM
+    assert scores[3 * DAY : ONSET].max() < ALARM  # and nothing before it
+
+
+@pytest.mark.parametrize("name", ["ensemble", "seasonal", "ewma", "robust_z", "cusum", "pyod_iforest"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_clean_seasonal_series_is_not_flagged(name: str, seed: int) -> None:
+    scores = scores_of(name, "clean", seed)
+    assert scores[DAY:].max() < ALARM
+
+
+def test_persistent_shift_is_relearned_not_alarmed_forever() -> None:
+    scores = scores_of("ensemble", "shift")
+    assert scores[ONSET : ONSET + 3].max() >= ALARM
+    assert scores[ONSET + DAY // 2 :].max() < ALARM
+
+
+def test_an_outage_does_not_become_the_new_normal() -> None:
+    t, x = planted("clean")
+    x[ONSET : ONSET + 6] = 0.0  # half an hour of zeros
+    det = build_learned("ensemble", {})
+    scores = det.update(SampleBatch.from_arrays(np.zeros(t.size, int), t, x))
+    assert scores[ONSET : ONSET + 4].min() >= ALARM  # flagged, not learned as normal
+    assert scores[ONSET + 12 : ONSET + DAY].max() < ALARM  # back to normal without a relapse
+
+
+def test_weekly_profile_learns_a_busy_weekday() -> None:
+    # every Monday 09:00-12:00 UTC carries +30; four weeks to learn, then the fifth is normal
+    n = 35 * DAY
+    t = 1_700_438_400.0 + STEP * np.arange(n)  # 2023-11-20, a Monday, 00:00 UTC
+    rng = np.random.default_rng(0)
+    x = 50 + rng.normal(0, 1, n)
+    dow = ((t // 86_400 + 3) % 7).astype(int)  # 0 = Monday
+    hour = (t % 86_400) // 3600
+    x[(dow == 0) & (hour >= 9) & (hour < 12)] += 30
+    weekly = build_learned("seasonal", {"weekly": True})
+    daily = build_learned("seasonal", {})
+    batch = SampleBatch.from_arrays(np.zeros(n, int), t, x)
+    last_monday = slice(28 * DAY, 29 * DAY)
+    assert weekly.update(batch)[last_monday].max() < ALARM
+    assert daily.update(batch)[last_monday].max() >= ALARM
+
+
+def test_rounds_hold_each_series_once_in_time_order() -> None:
+    series = np.array([1, 0, 1, 1, 0, 2])
+    ts = np.array([3.0, 1.0, 1.0, 2.0, 2.0, 9.0])
+    out = rounds(series, ts, np.arange(6), 3)
+    assert [r.tolist() for r in out] == [[1, 2, 5], [4, 3], [0]]
+    assert [r.tolist() for r in rounds(np.array([2, 0]), np.array([1.0, 1.0]), np.arange(2), 3)] == [[0, 1]]
+
+
+def test_scores_are_log_tail_probabilities() -> None:
+    assert p_to_score(np.array([1.0, 1e-5, 1e-10, 1e-30, 0.0])).tolist() == [0.0, 0.5, 1.0, 1.0, 1.0]
+    assert score_to_p(0.3) == pytest.approx(1e-3)
+
+
+def test_calibrator_makes_one_threshold_mean_the_same_on_different_scales() -> None:
+    # two series whose raw scores differ by a factor of 100 get the same tail probabilities
+    rng = np.random.default_rng(0)
+    state = SeriesState([ArraySpec("x", np.float32, 0.0)])
+    cal = TailCalibrator("c_", tail=0.05, rate=0.002, prior_q=2.0, prior_e=1.0, warmup=10)
+    state.specs.update({s.name: s for s in cal.array_specs()})
+    state.arrays.update({s.name: np.full(0, s.fill, s.dtype) for s in cal.array_specs()})
+    cal.bind(state)
+    state.ensure(2)
+    ids = np.array([0, 1])
+    exceed = np.zeros(2)
+    for i in range(6000):
+        z = np.abs(rng.normal(size=1))[0]
+        raw = np.array([z, 100 * z])
+        p = cal.p_value(ids, raw)
+        if i >= 1000:  # after the prior has faded
+            exceed += p <= 0.01
+        cal.learn(ids, raw, p <= 1e-3, 1e-3)
+    rates = exceed / 5000
+    assert rates[0] == pytest.approx(rates[1], abs=0.003)
+    assert 0.003 < rates[0] < 0.03  # p <= 1% happens about 1% of the time
