@@ -1,0 +1,385 @@
+"""The Kafka source: samples from topics in a consumer group, committed only once processed.
+
+Each :meth:`KafkaSource.poll` returns the samples of one ``KafkaConsumer.poll`` as a
+:class:`~detectors.SampleBatch`, with the offsets after its last record of each partition as the
+commit token; the engine commits them once every signal of the batch is delivered, so delivery
+is at least once. Messages that do not decode go to the dead-letter topic, raw (original value,
+key and headers) with the reason in the ``aiops-error`` header, and the dead-letter producer is
+flushed before the batch is handed out: a commit never covers a message that was neither
+processed nor dead-lettered. When the dead-letter topic cannot be written, the consumer seeks
+back and the whole poll is read again later.
+
+Nothing here blocks for long or raises when the broker is away: the consumer is created lazily
+and re-created when it breaks, with exponential backoff on the injected clock; meanwhile
+:attr:`KafkaSource.ready` is false and ``aiops_source_errors{source="kafka"}`` counts why. The
+consumer lag of every assigned partition is measured every ``lag_interval``; that round trip to
+the broker is also the health probe, since kafka-python's ``poll`` keeps returning nothing
+rather than raising while the broker is unreachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
+from kafka.structs import OffsetAndMetadata
+
+from agent.backoff import Backoff
+from agent.clock import Clock
+from agent.config import ConfigError, KafkaConnection, KafkaSourceConfig
+from agent.kafka_client import KafkaDeliveryError, ResilientProducer, consumer_kwargs, create_consumer
+from agent.metrics import AgentMetrics
+from agent.sources.base import Polled, SourceStartupError
+from agent.sources.kafka_formats import Malformed, SampleDecoder
+from detectors import SeriesRegistry
+
+log = logging.getLogger("aiops.sources.kafka")
+
+SOURCE = "kafka"
+
+#: Headers added to every dead-lettered record.
+ERROR_HEADER = "aiops-error"
+TOPIC_HEADER = "aiops-source-topic"
+PARTITION_HEADER = "aiops-source-partition"
+OFFSET_HEADER = "aiops-source-offset"
+#: Set (to the original size) when a value was cut to fit the producer's request size limit.
+TRUNCATED_HEADER = "aiops-truncated-from"
+
+#: The largest value dead-lettered as is (the producer's default request limit is 1 MiB).
+MAX_DEAD_LETTER_VALUE = 900_000
+#: Consecutive poll failures after which the consumer is closed and created anew.
+RECREATE_AFTER = 3
+#: kafka-python's default fetch_max_wait_ms; its request timeout must be longer.
+_FETCH_MAX_WAIT_MS = 500
+
+
+class KafkaSource:
+    """Consumes samples from ``config.topics`` in the consumer group ``config.group_id``."""
+
+    name = SOURCE
+
+    def __init__(
+        self,
+        config: KafkaSourceConfig,
+        connection: KafkaConnection,
+        series: SeriesRegistry,
+        metrics: AgentMetrics,
+        clock: Clock,
+        stop: threading.Event,
+        environ: Mapping[str, str] | None = None,
+        dead_letter: ResilientProducer | None = None,
+    ) -> None:
+        self.config = config
+        self.connection = connection
+        self.series = series
+        self.metrics = metrics
+        self.clock = clock
+        self.stop = stop
+        self.environ = environ
+        self.decoder = SampleDecoder(series, config.format)
+        self._dead_letter = dead_letter
+        self._consumer: KafkaConsumer | None = None
+        self._kwargs: dict[str, Any] | None = None
+        self._backoff = Backoff(initial=0.5, maximum=15.0)
+        self._pause_until = 0.0
+        self._next_lag = 0.0
+        self._failures = 0
+        self._ready = False
+        self._closed = False
+        self._lag_labels: set[tuple[str, str]] = set()
+        timeout = min(connection.request_timeout, 5.0)
+        self._probe_timeout_ms = max(100, int(timeout * 1000))
+        self._flush_timeout = min(connection.request_timeout, 10.0)
+        #: How many consumers were created (the first one included).
+        self.consumers_created = 0
+        #: Commits refused because the group rebalanced (their records will be read again).
+        self.commit_failures = 0
+        metrics.source_ready.labels(SOURCE).set(0)
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def ready(self) -> bool:
+        """Whether the broker answered the last time it was asked."""
+        return self._ready
+
+    def start(self) -> None:
+        """Check the configuration; connecting happens in :meth:`poll`, so this never waits for the broker."""
+        cfg = self.config
+        if cfg.heartbeat_interval >= cfg.session_timeout:
+            msg = (
+                f"kafka: heartbeat_interval ({cfg.heartbeat_interval} s) must be shorter than "
+                f"session_timeout ({cfg.session_timeout} s)"
+            )
+            raise SourceStartupError(msg)
+        if self.connection.request_timeout * 1000 <= _FETCH_MAX_WAIT_MS:
+            msg = f"kafka: request_timeout must be longer than {_FETCH_MAX_WAIT_MS} ms"
+            raise SourceStartupError(msg)
+        try:
+            self._kwargs = consumer_kwargs(
+                self.connection,
+                self.environ,
+                group_id=cfg.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset=cfg.auto_offset_reset,
+                max_poll_records=cfg.max_poll_records,
+                session_timeout_ms=int(cfg.session_timeout * 1000),
+                heartbeat_interval_ms=int(cfg.heartbeat_interval * 1000),
+            )
+            if self._dead_letter is None:
+                self._dead_letter = ResilientProducer(
+                    self.connection,
+                    self.clock,
+                    self.stop,
+                    name="dead-letter",
+                    environ=self.environ,
+                    connect_timeout=self._flush_timeout,  # a poll must not hang on a broker that is away
+                )
+        except ConfigError as exc:
+            raise SourceStartupError(f"kafka: {exc}") from exc
+        log.info(
+            "kafka source: topics %s, group %s, format %s, dead letters to %s",
+            ", ".join(cfg.topics),
+            cfg.group_id,
+            cfg.format,
+            cfg.dead_letter_topic,
+        )
+
+    def poll(self, timeout: float) -> Polled | None:
+        """The samples of the next records, waiting at most about ``timeout`` seconds for them."""
+        if self._closed or self.stop.is_set():
+            return None
+        now = self.clock.now()
+        if now < self._pause_until:
+            self.clock.wait(min(timeout, self._pause_until - now), self.stop)
+            return None
+        consumer = self._consumer if self._consumer is not None else self._connect()
+        if consumer is None:
+            return None
+        try:
+            records = consumer.poll(
+                timeout_ms=max(0, int(timeout * 1000)), max_records=self.config.max_poll_records
+            )
+        except Exception as exc:  # KafkaError, or a client bug during a fault: never kill the loop
+            if not isinstance(exc, KafkaError):
+                log.exception("kafka source: unexpected error from the consumer")
+            self._poll_failed(exc)
+            return None
+        self._failures = 0
+        healthy = self._measure_lag(consumer) if self.clock.now() >= self._next_lag else True
+        if not records:
+            return None
+        if healthy:
+            self._backoff.reset()
+            self._set_ready(True, "records received")
+        return self._decode(consumer, records)
+
+    def commit(self, polled: Polled) -> None:
+        """Commit the offsets of ``polled`` synchronously; a refused commit is logged and counted."""
+        offsets = polled.token
+        if not offsets or not isinstance(offsets, dict):
+            return
+        consumer = self._consumer
+        if consumer is None:
+            log.warning(
+                "kafka source: consumer was re-created since this batch; its records will be read again"
+            )
+            self.metrics.source_errors.labels(SOURCE, "commit").inc()
+            return
+        try:
+            consumer.commit(offsets=offsets, timeout_ms=self._probe_timeout_ms)
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            self.commit_failures += 1
+            self.metrics.source_errors.labels(SOURCE, "commit_failed").inc()
+            log.warning("kafka source: commit refused after a rebalance, records will be read again: %s", exc)
+        except Exception as exc:  # the records stay uncommitted: read again later, never lost
+            if not isinstance(exc, KafkaError):
+                log.exception("kafka source: unexpected error while committing")
+            self.metrics.source_errors.labels(SOURCE, "commit").inc()
+            self._set_ready(False, f"commit failed: {exc}")
+
+    def close(self) -> None:
+        """Close the consumer (leaving the group, committing nothing) and the dead-letter producer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_consumer()
+        if self._dead_letter is not None:
+            self._dead_letter.close(timeout=self._flush_timeout)
+        self._set_ready(False, "closed")
+
+    # ------------------------------------------------------------------ connection
+    def _connect(self) -> KafkaConsumer | None:
+        if self._kwargs is None:
+            self.start()
+        assert self._kwargs is not None  # set by start()
+        try:
+            consumer = create_consumer(**self._kwargs)
+        except KafkaError as exc:
+            self._failed("connect", exc)
+            return None
+        try:
+            consumer.subscribe(topics=list(self.config.topics))
+        except KafkaError as exc:  # pragma: no cover - subscribe is local bookkeeping
+            consumer.close(autocommit=False, timeout_ms=0)
+            self._failed("connect", exc)
+            return None
+        self._consumer = consumer
+        self.consumers_created += 1
+        self._failures = 0
+        self._backoff.reset()
+        self._next_lag = self.clock.now() + self.config.lag_interval
+        self._set_ready(True, "connected")
+        return consumer
+
+    def _close_consumer(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            consumer.close(autocommit=False, timeout_ms=self._probe_timeout_ms)
+        except Exception:  # closing a broken consumer is best effort
+            log.debug("kafka source: error while closing the consumer", exc_info=True)
+
+    def _failed(self, kind: str, exc: BaseException) -> None:
+        """Count a failure, mark not ready and pause polling for the next backoff delay."""
+        self.metrics.source_errors.labels(SOURCE, kind).inc()
+        delay = self._backoff.next_delay()
+        self._pause_until = self.clock.now() + delay
+        self._next_lag = min(self._next_lag, self._pause_until)
+        self._set_ready(False, f"{kind}: {exc}; retrying in {delay:.1f} s")
+
+    def _poll_failed(self, exc: Exception) -> None:
+        self._failures += 1
+        self._failed("poll", exc)
+        broken = isinstance(exc, IllegalStateError) or not isinstance(exc, KafkaError)
+        if broken or self._failures >= RECREATE_AFTER:
+            log.warning(
+                "kafka source: re-creating the consumer after %d failed poll(s); "
+                "it resumes from the committed offsets",
+                self._failures,
+            )
+            self._close_consumer()
+            self._failures = 0
+
+    def _set_ready(self, ready: bool, why: str) -> None:
+        if ready != self._ready:
+            if ready:
+                log.info("kafka source ready: %s", why)
+            else:
+                log.warning("kafka source not ready: %s", why)
+        elif not ready:
+            log.debug("kafka source still not ready: %s", why)
+        self._ready = ready
+        self.metrics.source_ready.labels(SOURCE).set(1 if ready else 0)
+
+    # ------------------------------------------------------------------ lag (and health)
+    def _measure_lag(self, consumer: KafkaConsumer) -> bool:
+        """Set the lag gauge of every assigned partition; False (not ready) when the broker did not answer."""
+        self._next_lag = self.clock.now() + self.config.lag_interval
+        timeout_ms = self._probe_timeout_ms
+        try:
+            assigned = list(consumer.assignment())
+            if not assigned:
+                # nothing to measure: ask for the end of each topic's first partition as a probe
+                consumer.end_offsets(
+                    [TopicPartition(t, 0) for t in self.config.topics], timeout_ms=timeout_ms
+                )
+                labels: set[tuple[str, str]] = set()
+            else:
+                ends = consumer.end_offsets(assigned, timeout_ms=timeout_ms)
+                labels = set()
+                for tp in assigned:
+                    position = consumer.position(tp, timeout_ms=timeout_ms)
+                    if position is None:
+                        continue
+                    # Some brokers (tansu 0.6) answer ListOffsets with the last batch's base
+                    # offset + 1; the high watermark of the last fetch is never behind it.
+                    end = max(int(ends.get(tp) or 0), int(consumer.highwater(tp) or 0))
+                    label = (tp.topic, str(tp.partition))
+                    self.metrics.consumer_lag.labels(*label).set(max(0, end - int(position)))
+                    labels.add(label)
+        except Exception as exc:
+            if not isinstance(exc, KafkaError):
+                log.exception("kafka source: unexpected error while measuring the lag")
+            self._failed("lag", exc)
+            return False
+        for gone in self._lag_labels - labels:
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(*gone)
+        self._lag_labels = labels
+        self._backoff.reset()
+        self._set_ready(True, "broker answered")
+        return True
+
+    # ------------------------------------------------------------------ records
+    def _decode(self, consumer: KafkaConsumer, records: dict[TopicPartition, list[Any]]) -> Polled | None:
+        values: list[bytes | None] = []
+        token: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, recs in records.items():
+            values.extend([r.value for r in recs])
+            last = recs[-1]
+            epoch = last.leader_epoch if last.leader_epoch is not None else -1
+            token[tp] = OffsetAndMetadata(last.offset + 1, "", epoch)
+        samples, malformed = self.decoder.decode(values)
+        if malformed:
+            flat = [r for recs in records.values() for r in recs]
+            if not self._send_dead_letters(flat, malformed):
+                for tp, recs in records.items():
+                    try:
+                        consumer.seek(tp, recs[0].offset)  # read the whole poll again later
+                    except KafkaError:  # no longer ours: its new owner starts from the commit
+                        log.debug("kafka source: cannot seek %s back", tp, exc_info=True)
+                return None
+        return Polled(SOURCE, samples, token)
+
+    def _send_dead_letters(self, records: list[Any], malformed: list[Malformed]) -> bool:
+        """Send the malformed records to the dead-letter topic and wait for the broker; False on failure."""
+        producer = self._dead_letter
+        assert producer is not None  # created by start()
+        topic = self.config.dead_letter_topic
+        try:
+            for bad in malformed:
+                rec = records[bad.position]
+                value, key, headers = _dead_letter_record(rec, bad.reason)
+                producer.send(topic, value, key=key, headers=headers)
+            producer.flush(self._flush_timeout)
+        except KafkaDeliveryError as exc:
+            log.warning(
+                "kafka source: cannot write %d record(s) to the dead-letter topic %s (%s); "
+                "the batch will be read again",
+                len(malformed),
+                topic,
+                exc,
+            )
+            self._failed("dead_letter", exc)
+            return False
+        for bad in malformed:
+            self.metrics.dead_lettered.labels(SOURCE, bad.kind).inc()
+        log.warning(
+            "kafka source: %d malformed message(s) sent to %s; first: %s",
+            len(malformed),
+            topic,
+            malformed[0].reason,
+        )
+        return True
+
+
+def _dead_letter_record(rec: Any, reason: str) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+    """The value, key and headers to dead-letter ``rec`` with: its own, plus where it came from and why."""
+    value: bytes = rec.value if rec.value is not None else b""
+    headers = [(str(k), bytes(v) if v is not None else b"") for k, v in (rec.headers or [])]
+    headers += [
+        (ERROR_HEADER, reason.encode("utf-8", "replace")),
+        (TOPIC_HEADER, rec.topic.encode()),
+        (PARTITION_HEADER, str(rec.partition).encode()),
+        (OFFSET_HEADER, str(rec.offset).encode()),
+    ]
+    if len(value) > MAX_DEAD_LETTER_VALUE:
+        headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
+        value = value[:MAX_DEAD_LETTER_VALUE]
+    return value, rec.key, headers

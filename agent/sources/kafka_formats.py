@@ -1,0 +1,720 @@
+"""Decode Kafka message values into a columnar :class:`~detectors.SampleBatch`, fast.
+
+Three wire formats, each a JSON document per message:
+
+``adapter``
+    prometheus-kafka-adapter, one sample per message::
+
+        {"timestamp": "2020-01-01T00:00:00Z", "value": "1.5", "name": "up",
+         "labels": {"__name__": "up", "job": "api"}}
+
+``batch``
+    a JSON array of such samples (how producers get past the per-message cost of the client),
+    or a JSON array of series, each carrying many points as parallel arrays, the columnar form
+    that costs the agent least per sample::
+
+        [{"name": "up", "labels": {"job": "api"}, "timestamps": [1767225600, 1767225615],
+          "values": [1, 0]}]
+
+``otlp``
+    OpenTelemetry OTLP/JSON metrics (``resourceMetrics[].scopeMetrics[].metrics[]``); the data
+    points of ``gauge`` and ``sum`` metrics become samples, their labels the resource attributes
+    plus the data point attributes (the point wins on a clash). Histograms, exponential
+    histograms and summaries are not samples: they are skipped and counted in
+    :attr:`SampleDecoder.skipped_points`.
+
+``auto`` picks the format of each message from its shape: an array is ``batch``, an object
+with ``resourceMetrics`` is ``otlp``, any other object is ``adapter``.
+
+Values are numbers or numeric strings; ``NaN``, ``+Inf`` and ``-Inf`` are valid samples
+(Prometheus emits them, stale markers included). Timestamps are RFC 3339 strings (a missing
+offset means UTC) or numbers in seconds, milliseconds, microseconds or nanoseconds since the
+epoch, told apart by magnitude (below 1e11 seconds, below 1e14 milliseconds, below 1e17
+microseconds, above that nanoseconds). They come out as float Unix seconds.
+
+A message is malformed as a whole when any part of it is invalid; the reason names what and
+where, e.g. ``sample 3: field 'value': expected a number, got 'abc'``. Its samples are not
+used, and its series are not registered.
+
+Speed: per sample the decoder does a handful of dict lookups. Series ids are cached by
+``(name, tuple(labels.items()))`` in a bounded dict in front of :meth:`SeriesKey.of` and
+:meth:`SeriesRegistry.id_for`, which sort and register keys only the first time a series is
+seen; timestamps, often shared by all samples of a batch, are cached the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from itertools import repeat
+from operator import itemgetter
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import orjson
+
+from detectors.batch import SampleBatch
+from detectors.series import DROPPED, SeriesKey, SeriesRegistry
+
+Format = Literal["auto", "adapter", "batch", "otlp"]
+FORMATS: tuple[Format, ...] = ("auto", "adapter", "batch", "otlp")
+
+#: Kinds of malformed messages, short and stable: they label the dead-letter metric.
+KINDS = ("empty", "not_json", "bad_shape", "missing_field", "bad_value", "bad_timestamp", "bad_labels")
+
+_TS_CACHE_SIZE = 4096
+_PENDING = -2
+_NO_VALUE_FLAG = 1  # OTLP DataPointFlags.FLAG_NO_RECORDED_VALUE
+_SKIPPED_METRIC_TYPES = ("histogram", "exponentialHistogram", "summary")
+_NO_LABELS: dict[str, Any] = {}  # shared, never mutated
+_FIELDS = itemgetter("name", "labels", "value", "timestamp")
+_ITEMS = dict.items
+_NUMBER_TYPES = frozenset({str, float, int})
+_STR_ONLY = {str}
+_JSON_NUMBER_TYPES = frozenset({float, int})
+
+
+class Malformed(NamedTuple):
+    """A message that could not be decoded: its position in the input, why, and a short kind."""
+
+    position: int
+    reason: str
+    kind: str
+
+
+class _Bad(Exception):  # noqa: N818 - internal control flow, never escapes this module
+    """One message is malformed."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short repr of a JSON value for error messages."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if value is None:
+        return "null"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    return "number"
+
+
+def _number(value: Any, where: str, field: str) -> float:
+    """A sample value: a JSON number or a numeric string (NaN and infinities included)."""
+    t = type(value)
+    if t is float:
+        return float(value)
+    if t is int:
+        try:
+            return float(value)
+        except OverflowError:
+            pass
+    elif t is str:
+        try:
+            return float(value)  # also "NaN", "+Inf", "-Inf"
+        except ValueError:
+            pass
+    raise _Bad("bad_value", f"{where}field {field!r}: expected a number, got {_show(value)}")
+
+
+def _numeric_strings(values: Sequence[str]) -> list[float]:
+    """``[float(v) for v in values]``, about five times faster for the common case.
+
+    Values that are JSON numbers (``"1.5"``, ``"2"``, ``"1e3"``) are parsed in one go by orjson
+    from ``"[v1,v2,...]"``: that text is a flat array of exactly ``len(values)`` numbers only
+    when every value is a JSON number (any comma, bracket or quote inside a value changes the
+    count or the element types). Anything else (``"NaN"``, ``"+Inf"``) goes through ``float``,
+    which raises ``ValueError`` for a value that is not a number at all.
+    """
+    try:
+        numbers = orjson.loads("[" + ",".join(values) + "]")
+    except orjson.JSONDecodeError:
+        numbers = None
+    if (
+        type(numbers) is list
+        and len(numbers) == len(values)
+        and _JSON_NUMBER_TYPES.issuperset(set(map(type, numbers)))
+    ):
+        return numbers  # ints among them are converted when the batch becomes a float array
+    return list(map(float, values))
+
+
+def _scale_seconds(x: float) -> float:
+    """Epoch seconds from a number in seconds, milliseconds, microseconds or nanoseconds."""
+    a = abs(x)
+    if a < 1e11:
+        return x
+    if a < 1e14:
+        return x / 1e3
+    if a < 1e17:
+        return x / 1e6
+    return x / 1e9
+
+
+def _timestamp(value: Any, where: str, field: str = "timestamp") -> float:
+    """Epoch seconds from an RFC 3339 string or a number (unit told by magnitude)."""
+    t = type(value)
+    result: float | None = None
+    if t is str:
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            try:
+                result = _scale_seconds(float(value))
+            except ValueError:
+                result = None
+        else:
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+            result = dt.timestamp()
+    elif t is int or t is float:
+        try:
+            result = _scale_seconds(float(value))
+        except OverflowError:
+            result = None
+    if result is None or not math.isfinite(result):
+        raise _Bad(
+            "bad_timestamp",
+            f"{where}field {field!r}: expected an RFC 3339 time or epoch number, got {_show(value)}",
+        )
+    return result
+
+
+def _check_series(name: Any, labels: Any, where: str) -> None:
+    """Validate a series name and its labels (only done the first time a series is seen)."""
+    if type(name) is not str or not name:
+        raise _Bad("bad_value", f"{where}field 'name': expected a non-empty string, got {_show(name)}")
+    for k, v in labels:
+        if type(k) is not str or type(v) is not str:
+            raise _Bad(
+                "bad_labels",
+                f"{where}field 'labels': label {_show(k)} must map a string to a string, got {_show(v)}",
+            )
+
+
+def _any_value(value: Any, where: str) -> str:
+    """An OTLP AnyValue as a label string."""
+    if type(value) is not dict:
+        raise _Bad("bad_labels", f"{where}: expected an AnyValue object, got {_show(value)}")
+    if not value:
+        return ""
+    (kind, inner), *rest = value.items()
+    if rest:
+        raise _Bad("bad_labels", f"{where}: an AnyValue holds one field, got {sorted(value)}")
+    if kind == "stringValue" and type(inner) is str:
+        return str(inner)
+    if kind == "intValue":
+        if type(inner) is int:
+            return str(inner)
+        if type(inner) is str:
+            try:
+                return str(int(inner))
+            except ValueError:
+                pass
+    elif kind == "doubleValue":
+        if type(inner) in (int, float, str):
+            return repr(_number(inner, f"{where}: ", "doubleValue"))
+    elif kind == "boolValue" and type(inner) is bool:
+        return "true" if inner else "false"
+    elif kind == "bytesValue" and type(inner) is str:
+        return str(inner)
+    elif kind == "arrayValue" and type(inner) is dict:
+        items = inner.get("values", [])
+        if type(items) is list:
+            flat = [_any_value(v, f"{where}.arrayValue.values[{i}]") for i, v in enumerate(items)]
+            return orjson.dumps(flat).decode()
+    elif kind == "kvlistValue" and type(inner) is dict:
+        items = inner.get("values", [])
+        if type(items) is list:
+            return orjson.dumps(dict(_attributes(items, f"{where}.kvlistValue"))).decode()
+    raise _Bad("bad_labels", f"{where}: unsupported or invalid AnyValue {{{kind!r}: {_show(inner)}}}")
+
+
+def _attributes(attrs: Any, where: str) -> list[tuple[str, str]]:
+    """OTLP ``attributes`` (a list of ``{"key", "value"}``) as label pairs."""
+    if type(attrs) is not list:
+        raise _Bad("bad_shape", f"{where}.attributes: expected an array, got {_show(attrs)}")
+    out: list[tuple[str, str]] = []
+    for i, a in enumerate(attrs):
+        if type(a) is not dict or type(a.get("key")) is not str:
+            raise _Bad("bad_labels", f"{where}.attributes[{i}]: expected {{'key': string, 'value': ...}}")
+        v = a.get("value")
+        sv = v.get("stringValue") if type(v) is dict and len(v) == 1 else None
+        out.append((a["key"], sv if type(sv) is str else _any_value(v, f"{where}.attributes[{i}].value")))
+    return out
+
+
+def _list(obj: dict[str, Any], field: str, where: str, required: bool = True) -> list[Any]:
+    value = obj.get(field)
+    if value is None and not required:
+        return []
+    if type(value) is not list:
+        if value is None:
+            raise _Bad("missing_field", f"{where}: missing field {field!r}")
+        raise _Bad("bad_shape", f"{where}.{field}: expected an array, got {_json_type(value)}")
+    return value
+
+
+class SampleDecoder:
+    """Decodes message values into samples, with series ids cached across calls.
+
+    One decoder per source: it is not thread-safe. ``cache_size`` bounds the series cache
+    (default: twice the registry's limit, at least 1024 and at most one million entries);
+    when it is full it starts over, so memory stays bounded whatever the input.
+    """
+
+    def __init__(
+        self, registry: SeriesRegistry, format: Format = "auto", cache_size: int | None = None
+    ) -> None:
+        if format not in FORMATS:
+            msg = f"unknown sample format {format!r}; expected one of {FORMATS}"
+            raise ValueError(msg)
+        self.registry = registry
+        self.format: Format = format
+        self.cache_size = (
+            cache_size if cache_size is not None else min(1_000_000, max(1024, 2 * registry.limit))
+        )
+        if self.cache_size < 1:
+            msg = f"cache_size must be at least 1, got {self.cache_size}"
+            raise ValueError(msg)
+        self.skipped_points = 0
+        self._ids: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+        self._refused: dict[tuple[str, tuple[tuple[str, str], ...]], SeriesKey] = {}
+        self._ts: dict[str, float] = {}
+        self._ns: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ entry point
+    def decode(self, values: Sequence[bytes | None]) -> tuple[SampleBatch, list[Malformed]]:
+        """Decode every message; return the samples of the good ones and the bad ones' reasons.
+
+        Samples keep message order. Samples of series refused by the registry's cardinality
+        limit carry :data:`~detectors.series.DROPPED` (the registry counts them).
+        """
+        sids: list[int] = []
+        times: list[float] = []
+        vals: list[float] = []
+        errors: list[Malformed] = []
+        loads = orjson.loads
+        fmt = self.format
+        for i, raw in enumerate(values):
+            if raw is None:
+                errors.append(Malformed(i, "empty message (null value)", "empty"))
+                continue
+            try:
+                doc = loads(raw)
+            except orjson.JSONDecodeError as exc:
+                errors.append(Malformed(i, f"not JSON: {exc}", "not_json"))
+                continue
+            try:
+                kind = fmt
+                if kind == "auto":
+                    if type(doc) is list:
+                        kind = "batch"
+                    elif type(doc) is dict and "resourceMetrics" in doc:
+                        kind = "otlp"
+                    else:
+                        kind = "adapter"
+                if kind == "batch":
+                    if type(doc) is not list:
+                        raise _Bad("bad_shape", f"expected a JSON array of samples, got {_json_type(doc)}")
+                    if doc and type(doc[0]) is dict and "values" in doc[0]:
+                        self._series_columns(doc, sids, times, vals)
+                    elif not self._fast_samples(doc, sids, times, vals):
+                        self._samples(doc, "sample ", sids, times, vals)
+                elif kind == "adapter":
+                    if type(doc) is not dict:
+                        raise _Bad("bad_shape", f"expected a JSON object (one sample), got {_json_type(doc)}")
+                    self._samples([doc], "", sids, times, vals)
+                else:
+                    self._otlp(doc, sids, times, vals)
+            except _Bad as exc:
+                errors.append(Malformed(i, exc.reason, exc.kind))
+            except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a safety net
+                errors.append(Malformed(i, f"cannot decode: {type(exc).__name__}: {exc}", "bad_value"))
+        batch = SampleBatch(
+            np.array(sids, dtype=np.int64),
+            np.array(times, dtype=np.float64),
+            np.array(vals, dtype=np.float64),
+        )
+        return batch, errors
+
+    # ------------------------------------------------------------------ series ids
+    def _resolve(self, key: tuple[str, tuple[tuple[str, str], ...]]) -> int:
+        """The id of a series not in the fast cache: register it, or count a refused sample."""
+        ids = self._ids
+        sid = ids.get(key)
+        if sid is not None:
+            return sid
+        refused = self._refused.get(key)
+        if refused is not None:
+            return self.registry.id_for(refused)  # counts the dropped sample
+        series_key = SeriesKey.of(key[0], key[1])
+        sid = self.registry.id_for(series_key)
+        if sid == DROPPED:
+            if len(self._refused) >= self.cache_size:
+                self._refused.clear()
+            self._refused[key] = series_key
+        else:
+            if len(ids) >= self.cache_size:
+                ids.clear()
+            ids[key] = sid
+        return sid
+
+    def _commit(
+        self,
+        sids: list[int],
+        pending: list[tuple[int, tuple[str, tuple[tuple[str, str], ...]]]],
+        out: list[int],
+    ) -> None:
+        """Resolve the series first seen in a valid message and append its ids to ``out``."""
+        for pos, key in pending:
+            sids[pos] = self._resolve(key)
+        out.extend(sids)
+
+    def _time(self, value: Any, where: str) -> float:
+        """Seconds from a sample's timestamp; strings are cached (a batch often shares one)."""
+        result = _timestamp(value, where)
+        if type(value) is str:
+            ts_cache = self._ts
+            if len(ts_cache) >= _TS_CACHE_SIZE:
+                ts_cache.clear()
+            ts_cache[value] = result
+        return result
+
+    # ------------------------------------------------------------------ adapter and batch
+    def _fast_samples(
+        self, items: list[Any], out_sids: list[int], out_ts: list[float], out_vals: list[float]
+    ) -> bool:
+        """A batch column by column, in C-level loops; False sends it to the checking slow path.
+
+        Taken when every sample has all four fields with well-typed values, which is what
+        producers send; anything else goes to :meth:`_samples`, which checks sample by sample
+        and names the first problem. New series and new timestamps are resolved here, after the
+        values passed, so a malformed message never registers a series.
+        """
+        if not items:
+            return True
+        ts_get = self._ts.get
+        try:
+            names, labels, values, stamps = zip(*map(_FIELDS, items), strict=True)
+            sids = list(
+                map(self._ids.get, zip(names, map(tuple, map(_ITEMS, labels)), strict=True), repeat(_PENDING))
+            )
+            value_types = set(map(type, values))
+            if value_types == _STR_ONLY:
+                vals = _numeric_strings(values)
+            elif _NUMBER_TYPES.issuperset(value_types):
+                vals = list(map(float, values))
+            else:
+                return False
+            times: list[float | None] = list(map(ts_get, stamps))
+        except (KeyError, TypeError, ValueError, OverflowError):
+            return False
+        try:
+            if None in times:
+                for k in [k for k, t in enumerate(times) if t is None]:
+                    t = ts_get(stamps[k])
+                    times[k] = t if t is not None else self._time(stamps[k], "")
+            if _PENDING in sids:
+                pending = [k for k, sid in enumerate(sids) if sid == _PENDING]
+                keys = [(names[k], tuple(labels[k].items())) for k in pending]
+                for key in keys:
+                    _check_series(key[0], key[1], "")
+                for k, key in zip(pending, keys, strict=True):
+                    sids[k] = self._resolve(key)
+        except _Bad:
+            return False
+        out_sids.extend(sids)
+        out_ts.extend(times)  # type: ignore[arg-type]  # every None was resolved above
+        out_vals.extend(vals)
+        return True
+
+    def _samples(
+        self, items: list[Any], prefix: str, out_sids: list[int], out_ts: list[float], out_vals: list[float]
+    ) -> None:
+        """prometheus-kafka-adapter samples; all valid or :class:`_Bad` naming the first problem."""
+        ids = self._ids
+        ts_cache = self._ts
+        sids: list[int] = []
+        times: list[float] = []
+        vals: list[float] = []
+        pending: list[tuple[int, tuple[str, tuple[tuple[str, str], ...]]]] = []
+        j = 0
+        try:
+            for j, s in enumerate(items):
+                labels = s.get("labels", _NO_LABELS)
+                name = s.get("name")
+                if name is None:
+                    name = labels.get("__name__")
+                key = (name, tuple(labels.items()))
+                sid = ids.get(key)
+                if sid is None:
+                    where = f"{prefix}{j}: " if prefix else ""
+                    if type(labels) is not dict:
+                        raise _Bad(
+                            "bad_shape",
+                            f"{where}field 'labels': expected an object, got {_json_type(labels)}",
+                        )
+                    if name is None:
+                        raise _Bad("missing_field", f"{where}missing field 'name' (and no labels.__name__)")
+                    _check_series(name, key[1], where)
+                    pending.append((len(sids), key))
+                    sid = _PENDING
+                v = s["value"]
+                t = type(v)
+                if t is str:
+                    v = float(v)
+                elif t is not float:
+                    if t is not int:
+                        raise TypeError(v)
+                    v = float(v)
+                ts = s["timestamp"]
+                tsf = ts_cache.get(ts) if type(ts) is str else None
+                if tsf is None:
+                    tsf = self._time(ts, f"{prefix}{j}: " if prefix else "")
+                sids.append(sid)
+                times.append(tsf)
+                vals.append(v)
+        except _Bad:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            self._explain_sample(items[j], f"{prefix}{j}: " if prefix else "")
+        self._commit(sids, pending, out_sids)
+        out_ts.extend(times)
+        out_vals.extend(vals)
+
+    def _series_columns(
+        self, items: list[Any], out_sids: list[int], out_ts: list[float], out_vals: list[float]
+    ) -> None:
+        """The columnar batch form: series with parallel ``timestamps`` and ``values`` arrays.
+
+        All valid or :class:`_Bad` naming the first problem; series are registered only after
+        the whole message passed.
+        """
+        keys: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+        counts: list[int] = []
+        stamps: list[float] = []
+        values: list[float] = []
+        for j, s in enumerate(items):
+            where = f"series {j}: "
+            if type(s) is not dict:
+                raise _Bad("bad_shape", f"{where}expected an object, got {_json_type(s)}")
+            unknown = set(s) - {"name", "labels", "timestamps", "values"}
+            if unknown:
+                raise _Bad("bad_shape", f"{where}unknown field(s) {sorted(unknown)}")
+            labels = s.get("labels", _NO_LABELS)
+            if type(labels) is not dict:
+                raise _Bad(
+                    "bad_shape", f"{where}field 'labels': expected an object, got {_json_type(labels)}"
+                )
+            name = s.get("name", labels.get("__name__"))
+            if name is None:
+                raise _Bad("missing_field", f"{where}missing field 'name' (and no labels.__name__)")
+            key = (name, tuple(labels.items()))
+            _check_series(name, key[1], where)
+            ts_raw = _list(s, "timestamps", f"series {j}")
+            val_raw = _list(s, "values", f"series {j}")
+            if len(ts_raw) != len(val_raw):
+                raise _Bad(
+                    "bad_shape",
+                    f"{where}'timestamps' has {len(ts_raw)} entries but 'values' has {len(val_raw)}",
+                )
+            types = set(map(type, val_raw))
+            if types <= _JSON_NUMBER_TYPES:
+                values.extend(map(float, val_raw))
+            elif types == _STR_ONLY:
+                try:
+                    values.extend(_numeric_strings(val_raw))
+                except (ValueError, TypeError, orjson.JSONDecodeError):
+                    for k, v in enumerate(val_raw):
+                        _number(v, f"{where}values[{k}]", "value")
+            else:
+                for k, v in enumerate(val_raw):
+                    values.append(_number(v, f"{where}values[{k}]", "value"))
+            if set(map(type, ts_raw)) <= _JSON_NUMBER_TYPES:
+                seconds = list(map(_scale_seconds, map(float, ts_raw)))
+                if not all(map(math.isfinite, seconds)):
+                    raise _Bad(
+                        "bad_timestamp", f"{where}'timestamps' holds a value that is not a finite number"
+                    )
+                stamps.extend(seconds)
+            else:
+                stamps.extend(self._time(t, f"{where}timestamps[{k}]: ") for k, t in enumerate(ts_raw))
+            keys.append(key)
+            counts.append(len(ts_raw))
+        for key, n in zip(keys, counts, strict=True):
+            sid = self._ids.get(key)
+            out_sids.extend(repeat(sid if sid is not None else self._resolve(key), n))
+        out_ts.extend(stamps)
+        out_vals.extend(values)
+
+    def _explain_sample(self, s: Any, where: str) -> None:
+        """Raise :class:`_Bad` with a precise reason for a sample the fast path rejected."""
+        if type(s) is not dict:
+            raise _Bad("bad_shape", f"{where}expected a JSON object, got {_json_type(s)}")
+        labels = s.get("labels", _NO_LABELS)
+        if type(labels) is not dict:
+            raise _Bad("bad_shape", f"{where}field 'labels': expected an object, got {_json_type(labels)}")
+        for field in ("value", "timestamp"):
+            if field not in s:
+                raise _Bad("missing_field", f"{where}missing field {field!r}")
+        _number(s["value"], where, "value")
+        _timestamp(s["timestamp"], where)
+        # The fast path failed for a reason the checks above do not name; say what it was.
+        name = s.get("name", labels.get("__name__"))
+        _check_series(name, tuple(labels.items()), where)
+        raise _Bad("bad_value", f"{where}invalid sample")  # pragma: no cover - defensive
+
+    # ------------------------------------------------------------------ OTLP
+    def _otlp(self, doc: Any, out_sids: list[int], out_ts: list[float], out_vals: list[float]) -> None:
+        if type(doc) is not dict:
+            raise _Bad(
+                "bad_shape", f"expected an OTLP/JSON object with 'resourceMetrics', got {_json_type(doc)}"
+            )
+        ids = self._ids
+        sids: list[int] = []
+        times: list[float] = []
+        vals: list[float] = []
+        pending: list[tuple[int, tuple[str, tuple[tuple[str, str], ...]]]] = []
+        skipped = 0
+        for r, rm in enumerate(_list(doc, "resourceMetrics", "message")):
+            rwhere = f"resourceMetrics[{r}]"
+            if type(rm) is not dict:
+                raise _Bad("bad_shape", f"{rwhere}: expected an object, got {_json_type(rm)}")
+            resource = rm.get("resource") or {}
+            if type(resource) is not dict:
+                raise _Bad("bad_shape", f"{rwhere}.resource: expected an object, got {_json_type(resource)}")
+            base = dict(_attributes(resource.get("attributes", []), f"{rwhere}.resource"))
+            for s, sm in enumerate(_list(rm, "scopeMetrics", rwhere, required=False)):
+                swhere = f"{rwhere}.scopeMetrics[{s}]"
+                if type(sm) is not dict:
+                    raise _Bad("bad_shape", f"{swhere}: expected an object, got {_json_type(sm)}")
+                for m, metric in enumerate(_list(sm, "metrics", swhere, required=False)):
+                    mwhere = f"{swhere}.metrics[{m}]"
+                    if type(metric) is not dict:
+                        raise _Bad("bad_shape", f"{mwhere}: expected an object, got {_json_type(metric)}")
+                    name = metric.get("name")
+                    if type(name) is not str or not name:
+                        raise _Bad(
+                            "missing_field" if name is None else "bad_value",
+                            f"{mwhere}: field 'name': expected a non-empty string, got {_show(name)}",
+                        )
+                    data = metric.get("gauge")
+                    dkind = "gauge"
+                    if data is None:
+                        data = metric.get("sum")
+                        dkind = "sum"
+                    if data is None:
+                        for other in _SKIPPED_METRIC_TYPES:
+                            body = metric.get(other)
+                            if type(body) is dict and type(body.get("dataPoints")) is list:
+                                skipped += len(body["dataPoints"])
+                                break
+                        else:
+                            raise _Bad(
+                                "missing_field",
+                                f"{mwhere}: expected one of 'gauge', 'sum', 'histogram', "
+                                "'exponentialHistogram', 'summary'",
+                            )
+                        continue
+                    if type(data) is not dict:
+                        raise _Bad(
+                            "bad_shape", f"{mwhere}.{dkind}: expected an object, got {_json_type(data)}"
+                        )
+                    dwhere = f"{mwhere}.{dkind}"
+                    for p, point in enumerate(_list(data, "dataPoints", dwhere)):
+                        pwhere = f"{dwhere}.dataPoints[{p}]"
+                        if type(point) is not dict:
+                            raise _Bad("bad_shape", f"{pwhere}: expected an object, got {_json_type(point)}")
+                        attrs = point.get("attributes")
+                        if attrs:
+                            labels = dict(base)
+                            labels.update(_attributes(attrs, pwhere))
+                        else:
+                            labels = base
+                        key = (name, tuple(labels.items()))
+                        sid = ids.get(key)
+                        if sid is None:
+                            pending.append((len(sids), key))
+                            sid = _PENDING
+                        ts = point.get("timeUnixNano")
+                        if ts is None:
+                            raise _Bad("missing_field", f"{pwhere}: missing field 'timeUnixNano'")
+                        tsf = self._otlp_time(ts, pwhere)
+                        if "asDouble" in point:
+                            value = _number(point["asDouble"], f"{pwhere}: ", "asDouble")
+                        elif "asInt" in point:
+                            value = self._otlp_int(point["asInt"], pwhere)
+                        elif type(point.get("flags")) is int and point["flags"] & _NO_VALUE_FLAG:
+                            value = math.nan
+                        else:
+                            raise _Bad("missing_field", f"{pwhere}: missing field 'asDouble' or 'asInt'")
+                        sids.append(sid)
+                        times.append(tsf)
+                        vals.append(value)
+        self.skipped_points += skipped
+        self._commit(sids, pending, out_sids)
+        out_ts.extend(times)
+        out_vals.extend(vals)
+
+    def _otlp_time(self, value: Any, where: str) -> float:
+        """Seconds from ``timeUnixNano`` (an integer, as a JSON string or number)."""
+        t = type(value)
+        if t is str:
+            cached = self._ns.get(value)
+            if cached is not None:
+                return cached
+            try:
+                nanos = int(value)
+            except ValueError:
+                nanos = -1
+        else:
+            nanos = int(value) if t is int else -1
+        if not 0 <= nanos < 2**64:
+            raise _Bad(
+                "bad_timestamp",
+                f"{where}: field 'timeUnixNano': expected nanoseconds since the epoch, got {_show(value)}",
+            )
+        result = nanos / 1_000_000_000
+        if t is str:
+            if len(self._ns) >= _TS_CACHE_SIZE:
+                self._ns.clear()
+            self._ns[value] = result
+        return result
+
+    @staticmethod
+    def _otlp_int(value: Any, where: str) -> float:
+        if type(value) is int:
+            return float(value)
+        if type(value) is str:
+            try:
+                return float(int(value))
+            except (ValueError, OverflowError):
+                pass
+        raise _Bad("bad_value", f"{where}: field 'asInt': expected an int64, got {_show(value)}")
+
+
+def decode_messages(
+    values: Sequence[bytes | None], registry: SeriesRegistry, format: Format = "auto"
+) -> tuple[SampleBatch, list[Malformed]]:
+    """Decode ``values`` once with a fresh :class:`SampleDecoder` (sources keep one instead)."""
+    return SampleDecoder(registry, format).decode(values)
