@@ -1,0 +1,253 @@
+"""``rollback``: put a Deployment's previous pod template back, as ``kubectl rollout undo`` does.
+
+The history of a Deployment is its ReplicaSets: those it controls (an ownerReference with its
+uid, found through its selector), each with a ``deployment.kubernetes.io/revision``. Undo takes
+the ReplicaSet of the highest revision below the current one (or the one of ``toRevision``),
+copies its pod template into the Deployment without the ``pod-template-hash`` label, and takes
+its annotations (but keeps the Deployment's own revision bookkeeping, as kubectl does, and the
+agent's ``aiops.dev/`` state). The Deployment controller then rolls the old ReplicaSet forward
+again under a new revision number.
+
+Unlike kubectl, the JSON patch carries the resourceVersion read, so a concurrent change gives a
+409 Conflict and the rollback is recomputed from a fresh read instead of overwriting it. It refuses
+clearly when there is no earlier revision, when ``toRevision`` is not in the history, and when
+the Deployment is paused.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from remediations import state as notes
+from remediations.base import BaseAction
+from remediations.diff import render
+from remediations.errors import ActionRefused, TemporaryError
+from remediations.kube import KubeClients, PatchType
+from remediations.names import selector_from_label_selector
+from remediations.params import ActionParams
+from remediations.types import ActionContext, ActionResult, ActionStatus, Plan
+
+REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
+POD_TEMPLATE_HASH = "pod-template-hash"
+SKIP_ANNOTATIONS = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        REVISION_HISTORY,
+        "deployment.kubernetes.io/desired-replicas",
+        "deployment.kubernetes.io/max-replicas",
+    }
+)
+"""The Deployment's annotations a rollback keeps instead of taking the ReplicaSet's (kubectl's list)."""
+
+Obj = dict[str, Any]
+
+
+class RollbackParams(ActionParams):
+    """Parameters of ``rollback``: the revision to go back to (default: the previous one)."""
+
+    action: ClassVar[str] = "rollback"
+
+    to_revision: int | None = Field(
+        None, alias="toRevision", ge=1, description="the revision to go back to; default: the previous one"
+    )
+
+    def describe(self) -> str:
+        """Plain words."""
+        if self.to_revision is None:
+            return "roll back to the previous revision"
+        return f"roll back to revision {self.to_revision}"
+
+
+def revision_of(obj: Obj) -> int:
+    """The ``deployment.kubernetes.io/revision`` of an object (0 when absent or not a number)."""
+    try:
+        return int(notes.annotations_of(obj).get(REVISION, "0"))
+    except ValueError:
+        return 0
+
+
+def without_hash(template: Obj | None) -> Obj:
+    """A pod template without the ``pod-template-hash`` label the controller adds to ReplicaSets."""
+    copied = copy.deepcopy(template or {})
+    labels = (copied.get("metadata") or {}).get("labels")
+    if isinstance(labels, dict):
+        labels.pop(POD_TEMPLATE_HASH, None)
+    return copied
+
+
+def _same_template(a: Obj | None, b: Obj | None) -> bool:
+    def normal(t: Obj | None) -> Obj:
+        t = without_hash(t)
+        meta = t.get("metadata")
+        if isinstance(meta, dict):
+            for key in ("labels", "annotations"):
+                if meta.get(key) == {}:
+                    meta.pop(key)
+            if not meta:
+                t.pop("metadata")
+        return t
+
+    return normal(a) == normal(b)
+
+
+def _template(obj: Obj) -> Obj:
+    template = (obj.get("spec") or {}).get("template")
+    return template if isinstance(template, dict) else {}
+
+
+def history(kube: KubeClients, deployment: Obj) -> list[Obj]:
+    """The ReplicaSets the Deployment controls, oldest revision first."""
+    meta = deployment.get("metadata") or {}
+    selector = selector_from_label_selector((deployment.get("spec") or {}).get("selector"))
+    found = kube.list_objects("ReplicaSet", str(meta.get("namespace") or ""), label_selector=selector or None)
+    uid = meta.get("uid")
+    owned = [
+        rs
+        for rs in found
+        if any(
+            ref.get("uid") == uid and ref.get("controller") is True
+            for ref in (rs.get("metadata") or {}).get("ownerReferences") or []
+        )
+    ]
+    return sorted(owned, key=revision_of)
+
+
+def choose(deployment: Obj, replica_sets: list[Obj], to_revision: int | None) -> tuple[int, Obj]:
+    """``(current revision, the ReplicaSet to go back to)``; refuses when there is none."""
+    name = str((deployment.get("metadata") or {}).get("name"))
+    current_rs = next(
+        (rs for rs in replica_sets if _same_template(_template(rs), _template(deployment))), None
+    )
+    if current_rs is None:
+        msg = (
+            f"Deployment {name}: its current pod template has no ReplicaSet yet (a rollout is just "
+            "starting); try again when the controller has caught up"
+        )
+        raise TemporaryError(msg, delay=5.0)
+    current = revision_of(current_rs)
+    if to_revision is not None:
+        chosen = next((rs for rs in replica_sets if revision_of(rs) == to_revision), None)
+        if chosen is None:
+            known = ", ".join(str(revision_of(rs)) for rs in replica_sets) or "none"
+            msg = f"Deployment {name}: revision {to_revision} is not in its history (revisions: {known})"
+            raise ActionRefused(msg)
+        return current, chosen
+    earlier = [rs for rs in replica_sets if 0 < revision_of(rs) < current]
+    if not earlier:
+        msg = f"Deployment {name} has no earlier revision to roll back to (current revision {current})"
+        raise ActionRefused(msg)
+    return current, max(earlier, key=revision_of)
+
+
+def rolled_back_annotations(deployment: Obj, rs: Obj) -> dict[str, str]:
+    """The Deployment's annotations after the rollback (kubectl's rule, plus the agent's state kept)."""
+    kept = {
+        k: v
+        for k, v in notes.annotations_of(deployment).items()
+        if k in SKIP_ANNOTATIONS or k.startswith(notes.PREFIX)
+    }
+    taken = {
+        k: v
+        for k, v in notes.annotations_of(rs).items()
+        if k not in SKIP_ANNOTATIONS and not k.startswith(notes.PREFIX)
+    }
+    return {**taken, **kept}
+
+
+class RollbackAction(BaseAction[RollbackParams]):
+    """Roll a Deployment back to its previous (or a named) revision."""
+
+    name: ClassVar[str] = "rollback"
+    params_model: ClassVar[type[ActionParams]] = RollbackParams
+    target_kinds: ClassVar[frozenset[str]] = frozenset({"Deployment"})
+
+    def _decide(self, ctx: ActionContext, deployment: Obj) -> tuple[int, Obj] | None:
+        """The current revision and the ReplicaSet to go back to; None when it is already there."""
+        if (deployment.get("spec") or {}).get("paused"):
+            msg = f"{ctx.target} is paused: a rollback would not roll out; resume it first"
+            raise ActionRefused(msg)
+        current, chosen = choose(deployment, history(ctx.kube, deployment), self.params(ctx).to_revision)
+        if _same_template(_template(chosen), _template(deployment)):
+            return None
+        return current, chosen
+
+    def _plan(self, ctx: ActionContext) -> Plan:
+        target = ctx.target
+        deployment = self.read_target(ctx)
+        if notes.was_executed(deployment, ctx.request.key):
+            return Plan(
+                self.name, target, f"nothing to do: {ctx.request.key} already executed", changes=False
+            )
+        decided = self._decide(ctx, deployment)
+        if decided is None:
+            summary = f"nothing to do: {target} already runs the template of the revision asked for"
+            return Plan(self.name, target, summary, changes=False)
+        current, chosen = decided
+        revision = revision_of(chosen)
+        summary = f"roll back {target} from revision {current} to revision {revision}"
+        diff = render(
+            f"{target.kind} {target.namespace}/{target.name}",
+            {"spec": {"template": _template(deployment)}},
+            {"spec": {"template": without_hash(_template(chosen))}},
+        )
+        return Plan(self.name, target, summary, diff, details={"from": current, "to": revision})
+
+    def _execute(self, ctx: ActionContext) -> ActionResult:
+        target, kube, key = ctx.target, ctx.kube, ctx.request.key
+        outcome: dict[str, Any] = {}
+
+        def undo(deployment: Obj) -> list[Obj] | None:
+            outcome.clear()
+            if notes.was_executed(deployment, key):
+                outcome["done"] = True
+                return None
+            decided = self._decide(ctx, deployment)
+            if decided is None:
+                return None
+            current, chosen = decided
+            template = without_hash(_template(chosen))
+            annotations = rolled_back_annotations(deployment, chosen)
+            annotations[notes.EXECUTED_KEYS] = notes.with_key(deployment, key)
+            outcome.update(
+                current=current,
+                revision=revision_of(chosen),
+                diff=render(
+                    f"{target.kind} {target.namespace}/{target.name}",
+                    {"spec": {"template": _template(deployment)}},
+                    {"spec": {"template": template}},
+                ),
+            )
+            return [
+                # Carrying the resourceVersion read makes the write conditional: 409 if it moved.
+                {
+                    "op": "replace",
+                    "path": "/metadata/resourceVersion",
+                    "value": notes.resource_version(deployment),
+                },
+                {"op": "replace", "path": "/spec/template", "value": template},
+                {"op": "add", "path": "/metadata/annotations", "value": annotations},
+            ]
+
+        _, written = kube.read_modify_write(
+            lambda: self.read_target(ctx),
+            undo,
+            lambda _, body: kube.patch(target.kind, target.namespace, target.name, body, PatchType.JSON),
+        )
+        if outcome.get("done"):
+            return self.result(ctx, ActionStatus.NOOP, f"already executed: {key}")
+        if written is None:
+            message = f"{target} already runs the template of the revision asked for"
+            return self.result(ctx, ActionStatus.NOOP, message)
+        current, revision = outcome["current"], outcome["revision"]
+        message = f"rolled back {target} from revision {current} to revision {revision}"
+        details = {
+            "from": current,
+            "to": revision,
+            "event": self.event(ctx, written, "AiopsRolledBack", message),
+        }
+        return self.result(ctx, ActionStatus.EXECUTED, message, diff=outcome["diff"], details=details)

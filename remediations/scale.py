@@ -1,0 +1,533 @@
+"""``scale``: set the replicas of a Deployment or StatefulSet, or raise its HPA's floor.
+
+Exactly one way to say how many: ``replicas`` (absolute), ``by`` (relative), ``factor``
+(relative, rounding up) or ``toForecast`` (``ceil(forecast x (1 + headroom) / capacityPerPod)``).
+The result is clamped by ``minReplicas`` / ``maxReplicas`` and limited to ``maxStep`` away from
+where it started, with the parameters' bounds and the guardrails' (:class:`~remediations.types.Limits`)
+combined, the tighter winning. An absolute ``replicas`` outside the bounds is refused rather than
+quietly changed: it says the playbook contradicts itself.
+
+Writes go through the ``scale`` subresource. A relative scale first records its starting point
+on the workload (``aiops.dev/scale-origin``), so executing it again after a crash computes from
+the same start instead of scaling twice; the key is then recorded in ``aiops.dev/executed-keys``.
+
+When a HorizontalPodAutoscaler (autoscaling/v2) targets the workload, writing replicas would
+fight it: the action raises the HPA's ``minReplicas`` instead (a predictive floor, never above
+the HPA's ``maxReplicas``), keeping the original value in ``aiops.dev/original-min-replicas`` on
+the HPA. :meth:`ScaleAction.restore` puts it back when the incident resolves, unless someone
+changed the floor since.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from remediations import state as notes
+from remediations.base import BaseAction
+from remediations.diff import render
+from remediations.errors import ActionRefused
+from remediations.kube import PatchType
+from remediations.params import ActionParams
+from remediations.types import ActionContext, ActionRequest, ActionResult, ActionStatus, Plan
+
+SCALE_ORIGIN = notes.PREFIX + "scale-origin"
+ORIGINAL_MIN = notes.PREFIX + "original-min-replicas"
+RAISED_MIN = notes.PREFIX + "raised-min-replicas"
+RAISED_BY = notes.PREFIX + "raised-by"
+MAX_REPLICAS = 10_000
+
+Obj = dict[str, Any]
+
+
+class ForecastTarget(BaseModel):
+    """Replicas from a forecast: ``ceil(value x (1 + headroom) / capacityPerPod)``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_by_name=False)
+
+    value: float | None = Field(
+        None,
+        ge=0,
+        description="the forecast (its upper bound), e.g. '{{ signal.value }}'; default: the signal's value",
+    )
+    capacity_per_pod: float = Field(
+        alias="capacityPerPod", gt=0, description="how much of the forecast metric one pod serves"
+    )
+    headroom: float = Field(0.0, ge=0, le=10, description="extra capacity on top, as a fraction (0.2 = 20%)")
+
+    def replicas(self, forecast: float) -> int:
+        """The replica count that serves ``forecast`` with the headroom."""
+        # Rounded before ceil so 2.0000000001 (float noise) does not become 3.
+        return max(0, math.ceil(round(forecast * (1.0 + self.headroom) / self.capacity_per_pod, 9)))
+
+
+class ScaleParams(ActionParams):
+    """Parameters of ``scale``: exactly one of replicas, by, factor, toForecast; optional bounds."""
+
+    action: ClassVar[str] = "scale"
+
+    replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS, description="set this many replicas")
+    by: int | None = Field(None, ge=-1000, le=1000, description="add (or, if negative, remove) replicas")
+    factor: float | None = Field(None, gt=0, le=100, description="multiply the replicas, rounding up")
+    to_forecast: ForecastTarget | None = Field(
+        None, alias="toForecast", description="replicas from a forecast and the capacity of one pod"
+    )
+    min_replicas: int | None = Field(
+        None, alias="minReplicas", ge=0, le=MAX_REPLICAS, description="lower bound"
+    )
+    max_replicas: int | None = Field(
+        None, alias="maxReplicas", ge=0, le=MAX_REPLICAS, description="upper bound"
+    )
+    max_step: int | None = Field(
+        None, alias="maxStep", ge=1, le=MAX_REPLICAS, description="change the replicas by at most this much"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScaleParams:
+        modes = [m for m, v in self._modes().items() if v is not None]
+        if len(modes) != 1:
+            found = ", ".join(modes) if modes else "none"
+            msg = f"scale takes exactly one of replicas, by, factor, toForecast; found {found}"
+            raise ValueError(msg)
+        if self.by == 0:
+            msg = "scale by 0 does nothing"
+            raise ValueError(msg)
+        low, high = self.min_replicas, self.max_replicas
+        if low is not None and high is not None and low > high:
+            msg = f"minReplicas ({low}) is greater than maxReplicas ({high})"
+            raise ValueError(msg)
+        if self.replicas is not None:
+            if low is not None and self.replicas < low:
+                msg = f"replicas ({self.replicas}) is below minReplicas ({low})"
+                raise ValueError(msg)
+            if high is not None and self.replicas > high:
+                msg = f"replicas ({self.replicas}) is above maxReplicas ({high})"
+                raise ValueError(msg)
+        return self
+
+    def _modes(self) -> dict[str, object]:
+        return {
+            "replicas": self.replicas,
+            "by": self.by,
+            "factor": self.factor,
+            "toForecast": self.to_forecast,
+        }
+
+    @property
+    def relative(self) -> bool:
+        """Whether the count depends on where the workload starts (``by``, ``factor``)."""
+        return self.by is not None or self.factor is not None
+
+    def describe(self) -> str:
+        """Plain words."""
+        if self.replicas is not None:
+            return f"scale to {self.replicas} replicas"
+        if self.by is not None:
+            return f"{'add' if self.by > 0 else 'remove'} {abs(self.by)} replica(s)"
+        if self.factor is not None:
+            return f"multiply the replicas by {self.factor:g}, rounding up"
+        assert self.to_forecast is not None  # exactly one mode: checked above
+        return f"scale to the forecast at {self.to_forecast.capacity_per_pod:g} per pod"
+
+
+# ---------------------------------------------------------------- the decision, pure
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """How many replicas, from where, and which bound or step limit changed the number asked for."""
+
+    current: int
+    base: int
+    requested: int
+    desired: int
+    notes: tuple[str, ...] = field(default=())
+
+    def explain(self) -> str:
+        """``4 (asked 9; clamped to maxReplicas 4)``."""
+        if not self.notes:
+            return str(self.desired)
+        return f"{self.desired} (asked {self.requested}; {'; '.join(self.notes)})"
+
+
+def bounds(params: ScaleParams, request: ActionRequest) -> tuple[int | None, int | None, int | None]:
+    """``(min, max, maxStep)`` from the parameters and the request's limits; the tighter one wins."""
+    limits = request.limits
+
+    def tight(a: int | None, b: int | None, pick: Any) -> int | None:
+        values = [v for v in (a, b) if v is not None]
+        return pick(values) if values else None
+
+    low = tight(params.min_replicas, limits.min_replicas, max)
+    high = tight(params.max_replicas, limits.max_replicas, min)
+    step = tight(params.max_step, limits.max_step, min)
+    if low is not None and high is not None and low > high:
+        msg = f"scale bounds contradict each other: minReplicas {low} > maxReplicas {high}"
+        raise ActionRefused(msg)
+    return low, high, step
+
+
+def decide(params: ScaleParams, request: ActionRequest, current: int, base: int | None = None) -> Decision:
+    """The replica count to set: from ``base`` (relative modes) or absolute, then bounds and maxStep.
+
+    ``base`` is the recorded starting point of a relative scale (default: ``current``). The step
+    limit applies against the base, so re-executing a relative scale gives the same number.
+    """
+    start = current if base is None else base
+    if params.replicas is not None:
+        requested = params.replicas
+    elif params.by is not None:
+        requested = max(0, start + params.by)
+    elif params.factor is not None:
+        requested = max(0, math.ceil(round(start * params.factor, 9)))
+    else:
+        assert params.to_forecast is not None  # exactly one mode: checked when validated
+        value = params.to_forecast.value if params.to_forecast.value is not None else request.signal_value
+        if value is None or not math.isfinite(value) or value < 0:
+            msg = "scale toForecast needs a forecast: set toForecast.value or send the signal's value"
+            raise ActionRefused(msg)
+        requested = params.to_forecast.replicas(value)
+    low, high, step = bounds(params, request)
+    if params.replicas is not None and (
+        (low is not None and params.replicas < low) or (high is not None and params.replicas > high)
+    ):
+        msg = f"scale to {params.replicas} replicas violates the bounds [{low}, {high}]: refused, not clamped"
+        raise ActionRefused(msg)
+    desired, why = requested, []
+    if high is not None and desired > high:
+        desired = high
+        why.append(f"clamped to maxReplicas {high}")
+    if low is not None and desired < low:
+        desired = low
+        why.append(f"raised to minReplicas {low}")
+    origin = start if params.relative else current
+    if step is not None and abs(desired - origin) > step:
+        desired = origin + step if desired > origin else origin - step
+        why.append(f"limited to maxStep {step} from {origin}")
+    return Decision(current, start, requested, desired, tuple(why))
+
+
+# ---------------------------------------------------------------- the action
+
+
+def targeting_hpa(objects: list[Obj], kind: str, name: str) -> Obj | None:
+    """The HPA (autoscaling/v2) among ``objects`` whose scaleTargetRef is ``kind/name`` (apps group)."""
+    for hpa in sorted(objects, key=lambda h: str((h.get("metadata") or {}).get("name"))):
+        ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+        group = str(ref.get("apiVersion") or "apps/v1").split("/")[0]
+        if ref.get("kind") == kind and ref.get("name") == name and group in {"apps", "extensions"}:
+            return hpa
+    return None
+
+
+def _replicas_of(scale: Obj) -> int:
+    return int((scale.get("spec") or {}).get("replicas") or 0)
+
+
+def _min_of(hpa: Obj) -> int:
+    return int((hpa.get("spec") or {}).get("minReplicas") or 1)
+
+
+def _max_of(hpa: Obj) -> int:
+    return int((hpa.get("spec") or {}).get("maxReplicas") or 1)
+
+
+def _name(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+class ScaleAction(BaseAction[ScaleParams]):
+    """Scale a Deployment or StatefulSet, or raise the floor of the HPA that scales it."""
+
+    name: ClassVar[str] = "scale"
+    params_model: ClassVar[type[ActionParams]] = ScaleParams
+    target_kinds: ClassVar[frozenset[str]] = frozenset({"Deployment", "StatefulSet"})
+
+    # ------------------------------------------------------------ reading
+
+    def _hpa(self, ctx: ActionContext) -> Obj | None:
+        target = ctx.target
+        hpas = ctx.kube.list_objects("HorizontalPodAutoscaler", target.namespace)
+        return targeting_hpa(hpas, target.kind, target.name)
+
+    def _origin(self, ctx: ActionContext, workload: Obj) -> int | None:
+        recorded = notes.read_json(workload, SCALE_ORIGIN)
+        if isinstance(recorded, dict) and recorded.get("key") == notes.stored_key(ctx.request.key):
+            replicas = recorded.get("replicas")
+            if isinstance(replicas, int) and replicas >= 0:
+                return replicas
+        return None
+
+    def _floor(self, ctx: ActionContext, hpa: Obj, decision: Decision) -> tuple[int, tuple[str, ...]]:
+        ceiling = _max_of(hpa)
+        if decision.desired > ceiling:
+            return ceiling, (*decision.notes, f"capped at the HPA's maxReplicas {ceiling}")
+        return decision.desired, decision.notes
+
+    # ------------------------------------------------------------ plan
+
+    def _plan(self, ctx: ActionContext) -> Plan:
+        target, params = ctx.target, self.params(ctx)
+        workload = self.read_target(ctx)
+        if notes.was_executed(workload, ctx.request.key):
+            return Plan(
+                self.name, target, f"nothing to do: {ctx.request.key} already executed", changes=False
+            )
+        hpa = self._hpa(ctx)
+        if hpa is not None and notes.was_executed(hpa, ctx.request.key):
+            return Plan(
+                self.name, target, f"nothing to do: {ctx.request.key} already executed", changes=False
+            )
+        current = _replicas_of(ctx.kube.get_scale(target.kind, target.namespace, target.name))
+        decision = decide(params, ctx.request, current, self._origin(ctx, workload))
+        details: dict[str, Any] = {
+            "current": current,
+            "requested": decision.requested,
+            "desired": decision.desired,
+            "notes": list(decision.notes),
+        }
+        if hpa is not None:
+            floor, why = self._floor(ctx, hpa, decision)
+            now_min = _min_of(hpa)
+            details.update({"hpa": _name(hpa), "floor": floor, "minReplicas": now_min})
+            title = f"HorizontalPodAutoscaler {target.namespace}/{_name(hpa)}"
+            if floor <= now_min:
+                summary = f"nothing to do: the HPA {_name(hpa)} already keeps at least {now_min} replicas"
+                return Plan(self.name, target, summary, changes=False, details=details)
+            summary = (
+                f"raise the floor of HPA {_name(hpa)} (which scales {target}) from {now_min} to {floor}"
+                + (f" ({'; '.join(why)})" if why else "")
+            )
+            diff = render(title, {"spec": {"minReplicas": now_min}}, {"spec": {"minReplicas": floor}})
+            return Plan(self.name, target, summary, diff, details=details)
+        if decision.desired == current:
+            summary = f"nothing to do: {target} already has {current} replicas"
+            return Plan(self.name, target, summary, changes=False, details=details)
+        summary = f"scale {target} from {current} to {decision.explain()} replicas"
+        diff = render(
+            f"{target.kind} {target.namespace}/{target.name}",
+            {"spec": {"replicas": current}},
+            {"spec": {"replicas": decision.desired}},
+        )
+        return Plan(self.name, target, summary, diff, details=details)
+
+    # ------------------------------------------------------------ execute
+
+    def _execute(self, ctx: ActionContext) -> ActionResult:
+        workload = self.read_target(ctx)
+        key = ctx.request.key
+        if notes.was_executed(workload, key):
+            return self.result(ctx, ActionStatus.NOOP, f"already executed: {key}")
+        hpa = self._hpa(ctx)
+        if hpa is not None:
+            return self._raise_floor(ctx, workload)
+        return self._scale(ctx, workload)
+
+    def _scale(self, ctx: ActionContext, workload: Obj) -> ActionResult:
+        target, params, kube, key = ctx.target, self.params(ctx), ctx.kube, ctx.request.key
+        base = self._origin(ctx, workload)
+        if params.relative and base is None:
+            # Record where a relative scale starts before writing it: a re-execution after a crash
+            # then computes from the same start instead of adding `by` twice.
+            def note_origin(current: Obj) -> Obj | None:
+                if notes.was_executed(current, key) or self._origin(ctx, current) is not None:
+                    return None
+                scale = kube.get_scale(target.kind, target.namespace, target.name)
+                origin = {"key": notes.stored_key(key), "replicas": _replicas_of(scale)}
+                return {
+                    "metadata": {
+                        "resourceVersion": notes.resource_version(current),
+                        "annotations": {SCALE_ORIGIN: notes.dump_json(origin)},
+                    }
+                }
+
+            workload, _ = kube.read_modify_write(
+                lambda: self.read_target(ctx),
+                note_origin,
+                lambda _, body: kube.patch(target.kind, target.namespace, target.name, body, PatchType.MERGE),
+            )
+            if notes.was_executed(workload, key):
+                return self.result(ctx, ActionStatus.NOOP, f"already executed: {key}")
+            workload = self.read_target(ctx)
+            base = self._origin(ctx, workload)
+        decisions: list[Decision] = []
+
+        def resize(scale: Obj) -> Obj | None:
+            decision = decide(params, ctx.request, _replicas_of(scale), base)
+            decisions.append(decision)
+            if decision.desired == decision.current:
+                return None
+            return {
+                "metadata": {"resourceVersion": notes.resource_version(scale)},
+                "spec": {"replicas": decision.desired},
+            }
+
+        _, written = kube.read_modify_write(
+            lambda: kube.get_scale(target.kind, target.namespace, target.name),
+            resize,
+            lambda _, body: kube.patch_scale(target.kind, target.namespace, target.name, body),
+        )
+        decision = decisions[-1]
+        details = {
+            "from": decision.current,
+            "to": decision.desired,
+            "requested": decision.requested,
+            "notes": list(decision.notes),
+        }
+        if written is None and base is None:
+            message = f"{target} already has {decision.current} replicas"
+            return self.result(ctx, ActionStatus.NOOP, message, details=details)
+
+        def record(current: Obj) -> Obj:
+            return notes.record_key_patch(current, key, {SCALE_ORIGIN: None})
+
+        workload, _ = kube.read_modify_write(
+            lambda: self.read_target(ctx),
+            record,
+            lambda _, body: kube.patch(target.kind, target.namespace, target.name, body, PatchType.MERGE),
+        )
+        diff = render(
+            f"{target.kind} {target.namespace}/{target.name}",
+            {"spec": {"replicas": decision.current}},
+            {"spec": {"replicas": decision.desired}},
+        )
+        if written is None:
+            # A relative scale that had been written before a crash: now recorded as done.
+            message = f"{target} already has {decision.current} replicas; recorded {key} as executed"
+            return self.result(ctx, ActionStatus.NOOP, message, details=details)
+        message = f"scaled {target} from {decision.current} to {decision.explain()} replicas"
+        details["event"] = self.event(ctx, workload, "AiopsScaled", message)
+        return self.result(ctx, ActionStatus.EXECUTED, message, diff=diff, details=details)
+
+    def _raise_floor(self, ctx: ActionContext, workload: Obj) -> ActionResult:
+        target, params, kube, key = ctx.target, self.params(ctx), ctx.kube, ctx.request.key
+        current = _replicas_of(kube.get_scale(target.kind, target.namespace, target.name))
+        base = self._origin(ctx, workload)
+        outcome: dict[str, Any] = {}
+
+        def read_hpa() -> Obj:
+            hpa = self._hpa(ctx)
+            if hpa is None:
+                msg = f"the HPA that scaled {target} is gone"
+                raise ActionRefused(msg)
+            return hpa
+
+        def raise_min(hpa: Obj) -> Obj | None:
+            if notes.was_executed(hpa, key):
+                outcome.update(done=True)
+                return None
+            decision = decide(params, ctx.request, current, base)
+            floor, why = self._floor(ctx, hpa, decision)
+            now_min = _min_of(hpa)
+            outcome.update(hpa=_name(hpa), floor=floor, before=now_min, notes=list(why), done=False)
+            if floor <= now_min:
+                return None
+            changes: dict[str, str | None] = {RAISED_MIN: str(floor), RAISED_BY: notes.stored_key(key)}
+            if ORIGINAL_MIN not in notes.annotations_of(hpa):
+                changes[ORIGINAL_MIN] = str(now_min)
+            body = notes.record_key_patch(hpa, key, changes)
+            body["spec"] = {"minReplicas": floor}
+            return body
+
+        _, written = kube.read_modify_write(
+            read_hpa,
+            raise_min,
+            lambda current_hpa, body: kube.patch(
+                "HorizontalPodAutoscaler", target.namespace, _name(current_hpa), body, PatchType.MERGE
+            ),
+        )
+        if outcome.get("done"):
+            return self.result(ctx, ActionStatus.NOOP, f"already executed: {key}")
+        name, floor, before = outcome["hpa"], outcome["floor"], outcome["before"]
+        details = {"hpa": name, "from": before, "to": floor, "replicas": current, "notes": outcome["notes"]}
+        diff = render(
+            f"HorizontalPodAutoscaler {target.namespace}/{name}",
+            {"spec": {"minReplicas": before}},
+            {"spec": {"minReplicas": floor}},
+        )
+        if written is None:
+            message = f"the HPA {name} already keeps at least {before} replicas of {target}; left as is"
+            return self.result(ctx, ActionStatus.NOOP, message, details=details)
+        message = f"raised the floor of HPA {name} for {target} from {before} to {floor} replicas"
+        if outcome["notes"]:
+            message += f" ({'; '.join(outcome['notes'])})"
+        details["event"] = self.event(ctx, workload, "AiopsScaleFloorRaised", message)
+        return self.result(ctx, ActionStatus.EXECUTED, message, diff=diff, details=details)
+
+    # ------------------------------------------------------------ restore
+
+    def restore(self, ctx: ActionContext) -> ActionResult:
+        """Put back the HPA floor this action raised (when the incident resolves); idempotent.
+
+        If someone changed ``minReplicas`` since the agent raised it, their value stays and only
+        the agent's annotations are removed (status ``skipped``).
+        """
+        try:
+            self.check(ctx)
+            return self._restore(ctx)
+        except Exception as error:  # same contract as execute: failures are results
+            return self.failure(ctx, error)
+
+    def _restore(self, ctx: ActionContext) -> ActionResult:
+        target, kube = ctx.target, ctx.kube
+        hpa = self._hpa(ctx)
+        if hpa is None or ORIGINAL_MIN not in notes.annotations_of(hpa):
+            return self.result(ctx, ActionStatus.NOOP, f"no raised HPA floor to restore for {target}")
+        name = _name(hpa)
+        try:
+            original = int(notes.annotations_of(hpa)[ORIGINAL_MIN])
+        except ValueError:
+            original = 0
+        title = f"HorizontalPodAutoscaler {target.namespace}/{name}"
+        if ctx.request.dry_run:
+            diff = render(title, {"spec": {"minReplicas": _min_of(hpa)}}, {"spec": {"minReplicas": original}})
+            return self.result(
+                ctx, ActionStatus.DRY_RUN, f"dry run: restore the floor of HPA {name}", diff=diff
+            )
+        outcome: dict[str, Any] = {}
+
+        def put_back(current: Obj) -> Obj | None:
+            found = notes.annotations_of(current)
+            if ORIGINAL_MIN not in found:
+                return None
+            now_min, raised = _min_of(current), found.get(RAISED_MIN)
+            cleanup: Obj = {
+                "metadata": {
+                    "resourceVersion": notes.resource_version(current),
+                    "annotations": {ORIGINAL_MIN: None, RAISED_MIN: None, RAISED_BY: None},
+                }
+            }
+            outcome.update(before=now_min, raised=raised)
+            if raised != str(now_min) or original < 1:
+                outcome["kept"] = True
+                return cleanup
+            cleanup["spec"] = {"minReplicas": original}
+            return cleanup
+
+        _, written = kube.read_modify_write(
+            lambda: kube.get("HorizontalPodAutoscaler", target.namespace, name),
+            put_back,
+            lambda _, body: kube.patch(
+                "HorizontalPodAutoscaler", target.namespace, name, body, PatchType.MERGE
+            ),
+        )
+        if written is None:
+            return self.result(ctx, ActionStatus.NOOP, f"no raised HPA floor to restore for {target}")
+        before = outcome["before"]
+        if outcome.get("kept"):
+            message = (
+                f"left the floor of HPA {name} at {before}: it was changed after the agent set it to "
+                f"{outcome['raised']}; removed the agent's annotations only"
+            )
+            return self.result(
+                ctx, ActionStatus.SKIPPED, message, details={"hpa": name, "minReplicas": before}
+            )
+        message = f"restored the floor of HPA {name} for {target} from {before} to {original} replicas"
+        diff = render(title, {"spec": {"minReplicas": before}}, {"spec": {"minReplicas": original}})
+        workload = self.read_target(ctx)
+        details = {"hpa": name, "from": before, "to": original}
+        details["event"] = self.event(ctx, workload, "AiopsScaleFloorRestored", message)
+        return self.result(ctx, ActionStatus.EXECUTED, message, diff=diff, details=details)

@@ -1,0 +1,301 @@
+"""``scale`` against a Kubernetes API over HTTP: the twin, or a real cluster with AIOPS_TEST_KUBECONFIG."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from remediations import ActionStatus, KubeSettings, Limits
+from remediations.registry import ACTIONS
+from remediations.scale import ORIGINAL_MIN, SCALE_ORIGIN, ScaleAction
+from remediations.state import EXECUTED_KEYS, dump_json, stored_key
+from tests.integration.test_remediation_support import Cluster, hpa_body, open_cluster, statefulset_body
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cluster(kube_env) -> Iterator[Cluster]:
+    with open_cluster(kube_env) as opened:
+        yield opened
+
+
+@pytest.fixture
+def twin(twin_cluster) -> Iterator[Cluster]:
+    with open_cluster(twin_cluster) as opened:
+        yield opened
+
+
+def replicas(cluster: Cluster, name: str = "web", kind: str = "Deployment") -> int:
+    return int(cluster.read(kind, name)["spec"]["replicas"])
+
+
+def test_scale_to_an_absolute_count_writes_the_scale_subresource_records_the_key_and_an_event(cluster):
+    cluster.deployment("web", replicas=2)
+    request = cluster.request("scale", "Deployment", "web", {"replicas": 4})
+
+    result = cluster.run(request)
+
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert result.message == f"scaled Deployment/{cluster.ns}/web from 2 to 4 replicas"
+    assert replicas(cluster) == 4
+    deployment = cluster.read("Deployment", "web")
+    assert json.loads(deployment["metadata"]["annotations"][EXECUTED_KEYS]) == [request.key]
+    (event,) = cluster.events("Deployment", "web", "AiopsScaled")
+    assert event.involved_object.uid == deployment["metadata"]["uid"]
+    assert event.involved_object.resource_version
+    assert (event.type, event.source.component, event.reporting_component) == (
+        "Normal",
+        "aiops-agent",
+        "aiops-agent",
+    )
+    assert "from 2 to 4" in event.message
+    assert "incident inc-1" in event.message
+    if cluster.twin is not None:
+        assert ("patch", "deployments/scale", "web") in cluster.writes()
+
+
+def test_the_same_request_twice_scales_once(cluster):
+    cluster.deployment("web", replicas=2)
+    request = cluster.request("scale", "Deployment", "web", {"by": 2})
+
+    first, second = cluster.run(request), cluster.run(request)
+
+    assert first.status is ActionStatus.EXECUTED, first.message
+    assert second.status is ActionStatus.NOOP
+    assert second.message == f"already executed: {request.key}"
+    assert replicas(cluster) == 4
+    assert len(cluster.events("Deployment", "web", "AiopsScaled")) == 1
+
+
+def test_a_relative_scale_interrupted_after_the_write_resumes_from_its_recorded_start(cluster):
+    # As if an earlier execution recorded its start (2), scaled to 4 and crashed before recording the key.
+    cluster.deployment("web", replicas=4)
+    request = cluster.request("scale", "Deployment", "web", {"by": 2})
+    origin = dump_json({"key": stored_key(request.key), "replicas": 2})
+    cluster.apps.patch_namespaced_deployment(
+        "web", cluster.ns, {"metadata": {"annotations": {SCALE_ORIGIN: origin}}}
+    )
+
+    result = cluster.run(request)
+
+    assert result.status is ActionStatus.NOOP, result.message
+    assert replicas(cluster) == 4, "2 + 2 from the recorded start, not 4 + 2"
+    notes = cluster.read("Deployment", "web")["metadata"]["annotations"]
+    assert SCALE_ORIGIN not in notes
+    assert request.key in json.loads(notes[EXECUTED_KEYS])
+
+
+def test_scale_is_clamped_by_max_replicas_and_max_step(cluster):
+    cluster.deployment("web", replicas=2)
+    request = cluster.request(
+        "scale",
+        "Deployment",
+        "web",
+        {"by": 10, "maxReplicas": 9, "maxStep": 3},
+        limits=Limits(max_replicas=20),
+    )
+
+    result = cluster.run(request)
+
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert replicas(cluster) == 5
+    assert result.details["notes"] == ["clamped to maxReplicas 9", "limited to maxStep 3 from 2"]
+    assert "asked 12" in result.message
+
+
+def test_scale_to_a_forecast_is_clamped_by_the_guardrail_limits(cluster):
+    cluster.deployment("web", replicas=2)
+    params = {"toForecast": {"capacityPerPod": 50, "headroom": 0.2}}
+    request = cluster.request(
+        "scale", "Deployment", "web", params, signal_value=400.0, limits=Limits(max_replicas=6)
+    )
+
+    result = cluster.run(request)
+
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert result.details["requested"] == 10  # ceil(400 x 1.2 / 50)
+    assert replicas(cluster) == 6
+
+
+def test_scale_down_stops_at_min_replicas(cluster):
+    cluster.deployment("web", replicas=3)
+    result = cluster.run(cluster.request("scale", "Deployment", "web", {"by": -3, "minReplicas": 2}))
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert replicas(cluster) == 2
+    assert result.details["notes"] == ["raised to minReplicas 2"]
+
+
+def test_an_absolute_count_outside_the_bounds_is_refused_and_nothing_is_written(cluster):
+    cluster.deployment("web", replicas=2, settled=True)
+    before = cluster.rv("Deployment", "web")
+    request = cluster.request("scale", "Deployment", "web", {"replicas": 50}, limits=Limits(max_replicas=10))
+
+    result = cluster.run(request)
+
+    assert result.status is ActionStatus.FAILED
+    assert result.error == "ActionRefused"
+    assert "violates the bounds [None, 10]" in result.message
+    assert cluster.rv("Deployment", "web") == before
+    assert replicas(cluster) == 2
+
+
+def test_plan_and_dry_run_show_a_diff_and_write_nothing(cluster):
+    cluster.deployment("web", replicas=2, settled=True)
+    before = cluster.rv("Deployment", "web")
+    request = cluster.request("scale", "Deployment", "web", {"by": 2}, dry_run=True)
+
+    plan = ACTIONS["scale"].plan(cluster.ctx(request))
+    result = cluster.run(request)
+
+    assert plan.changes
+    assert plan.summary == f"scale Deployment/{cluster.ns}/web from 2 to 4 replicas"
+    assert "-spec.replicas: 2" in plan.diff.splitlines()
+    assert "+spec.replicas: 4" in plan.diff.splitlines()
+    assert result.status is ActionStatus.DRY_RUN
+    assert result.diff == plan.diff
+    assert cluster.rv("Deployment", "web") == before
+    assert cluster.events("Deployment", "web", "AiopsScaled") == []
+    if cluster.twin is not None:
+        assert cluster.writes() == [("create", "deployments", "")]
+
+
+def test_a_statefulset_scales_through_its_scale_subresource(cluster):
+    cluster.apps.create_namespaced_stateful_set(cluster.ns, statefulset_body("db", replicas=1))
+    result = cluster.run(cluster.request("scale", "StatefulSet", "db", {"replicas": 3}))
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert replicas(cluster, "db", "StatefulSet") == 3
+
+
+def test_with_an_hpa_the_floor_is_raised_instead_of_the_replicas_and_restore_puts_it_back(cluster):
+    cluster.deployment("web", replicas=2)
+    cluster.autoscaling.create_namespaced_horizontal_pod_autoscaler(
+        cluster.ns, hpa_body("web", low=2, high=8)
+    )
+    request = cluster.request("scale", "Deployment", "web", {"replicas": 5})
+
+    result = cluster.run(request)
+
+    assert result.status is ActionStatus.EXECUTED, result.message
+    hpa = cluster.read("HorizontalPodAutoscaler", "web")
+    assert hpa["spec"]["minReplicas"] == 5
+    assert hpa["metadata"]["annotations"][ORIGINAL_MIN] == "2"
+    assert "-spec.minReplicas: 2" in result.diff
+    assert "+spec.minReplicas: 5" in result.diff
+    assert cluster.run(request).status is ActionStatus.NOOP
+    if cluster.twin is not None:
+        assert not [w for w in cluster.writes() if w[1] == "deployments/scale"], (
+            "replicas written behind the HPA"
+        )
+        cluster.wait(lambda: replicas(cluster) == 5, "the HPA scaling web up to its new floor")
+
+    action = ACTIONS["scale"]
+    assert isinstance(action, ScaleAction)
+    restored = action.restore(cluster.ctx(request))
+
+    assert restored.status is ActionStatus.EXECUTED, restored.message
+    hpa = cluster.read("HorizontalPodAutoscaler", "web")
+    assert hpa["spec"]["minReplicas"] == 2
+    assert ORIGINAL_MIN not in (hpa["metadata"].get("annotations") or {})
+    assert action.restore(cluster.ctx(request)).status is ActionStatus.NOOP
+    assert len(cluster.events("Deployment", "web", "AiopsScaleFloorRestored")) == 1
+
+
+def test_the_hpa_floor_never_goes_above_its_max_replicas(cluster):
+    cluster.deployment("web", replicas=2)
+    cluster.autoscaling.create_namespaced_horizontal_pod_autoscaler(
+        cluster.ns, hpa_body("web", low=1, high=8)
+    )
+    result = cluster.run(cluster.request("scale", "Deployment", "web", {"replicas": 20}))
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert cluster.read("HorizontalPodAutoscaler", "web")["spec"]["minReplicas"] == 8
+    assert "capped at the HPA's maxReplicas 8" in result.message
+
+
+def test_restore_leaves_a_floor_someone_changed_since(cluster):
+    cluster.deployment("web", replicas=2)
+    cluster.autoscaling.create_namespaced_horizontal_pod_autoscaler(
+        cluster.ns, hpa_body("web", low=2, high=8)
+    )
+    request = cluster.request("scale", "Deployment", "web", {"replicas": 4})
+    assert cluster.run(request).status is ActionStatus.EXECUTED
+    cluster.autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+        "web", cluster.ns, {"spec": {"minReplicas": 7}}
+    )
+
+    action = ACTIONS["scale"]
+    assert isinstance(action, ScaleAction)
+    restored = action.restore(cluster.ctx(request))
+
+    assert restored.status is ActionStatus.SKIPPED, restored.message
+    hpa = cluster.read("HorizontalPodAutoscaler", "web")
+    assert hpa["spec"]["minReplicas"] == 7
+    assert ORIGINAL_MIN not in (hpa["metadata"].get("annotations") or {})
+
+
+def test_scale_of_a_missing_deployment_fails_naming_it(cluster):
+    result = cluster.run(cluster.request("scale", "Deployment", "nope", {"replicas": 3}))
+    assert result.status is ActionStatus.FAILED
+    assert result.error == "NotFoundError"
+    assert result.message.startswith(f"get Deployment {cluster.ns}/nope: not found")
+    assert not result.retryable
+
+
+def test_a_namespace_outside_the_allow_list_is_refused_before_any_call(twin):
+    twin.deployment("web", replicas=2)
+    assert twin.twin is not None
+    twin.twin.server.clear_requests()
+    request = twin.request(
+        "scale", "Deployment", "web", {"replicas": 3}, limits=Limits(namespaces=frozenset({"shop"}))
+    )
+
+    result = twin.run(request)
+
+    assert result.status is ActionStatus.FAILED
+    assert result.error == "ActionRefused"
+    assert f"namespace '{twin.ns}' is not in the allowed namespaces (shop)" in result.message
+    assert twin.twin.server.requests == []
+
+
+def test_a_500_on_the_scale_write_is_retried_and_scales_once(twin):
+    twin.deployment("web", replicas=2)
+    assert twin.twin is not None
+    twin.twin.server.faults.error(500, verb="patch", resource="deployments/scale", count=1)
+
+    result = twin.run(twin.request("scale", "Deployment", "web", {"by": 2}))
+
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert replicas(twin) == 4
+    codes = [
+        r.code
+        for r in twin.twin.server.requests
+        if r.info.resource_path == "deployments/scale" and r.info.verb == "patch"
+    ]
+    assert codes == [500, 200]
+    assert twin.clock.waits == [0.5]
+
+
+def test_a_scale_write_whose_answer_is_lost_is_not_applied_twice(twin_cluster):
+    # The first PATCH is slow: the client gives up (read timeout) while the server still applies it.
+    # The retry carries the same resourceVersion as the first, so only one of the two can land.
+    with open_cluster(twin_cluster, KubeSettings(read_timeout=0.1)) as slow:
+        slow.deployment("web", replicas=2)
+        twin_cluster.server.faults.latency(0.3, verb="patch", resource="deployments/scale", count=1)
+
+        result = slow.run(slow.request("scale", "Deployment", "web", {"by": 2}))
+
+        assert result.status is ActionStatus.EXECUTED, result.message
+
+        def scale_patches() -> list[int]:
+            return [
+                r.code
+                for r in twin_cluster.server.requests
+                if r.info.resource_path == "deployments/scale" and r.info.verb == "patch"
+            ]
+
+        slow.wait(lambda: len(scale_patches()) == 2, "both PATCHes answered")
+        assert sorted(scale_patches()) == [200, 409]
+        assert replicas(slow) == 4
+        assert [type(e.error).__name__ for e in slow.retries] == ["ConnectionKubeError"]

@@ -1,0 +1,351 @@
+"""Parameters models, Target name rules, idempotency keys and the registry: no cluster needed."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from remediations import (
+    ACTIONS,
+    PARAMS,
+    ActionRefused,
+    Limits,
+    ParamsError,
+    ScaleParams,
+    Target,
+    idempotency_key,
+    make_request,
+    parse_params,
+)
+from remediations.names import check_selector, selector_from_label_selector
+from remediations.params import parse_duration
+from remediations.retrain import job_name
+from remediations.scale import decide
+from remediations.state import EXECUTED_KEYS, MAX_KEYS, executed_keys, stored_key, was_executed, with_key
+
+# ---------------------------------------------------------------- Target
+
+
+@pytest.mark.parametrize(
+    ("field", "kind", "namespace", "name", "why"),
+    [
+        ("target name", "Deployment", "shop", "{{ labels.deployment }}", "not a valid Kubernetes name"),
+        ("target name", "Deployment", "shop", "../etc", "not a valid Kubernetes name"),
+        ("target name", "Deployment", "shop", "web\n", "not a valid Kubernetes name"),
+        ("target name", "Deployment", "shop", "Web", "not a valid Kubernetes name"),
+        ("target name", "Deployment", "shop", "a" * 254, "longer than 253 characters"),
+        ("target name", "Deployment", "shop", "", "must be a non-empty string"),
+        ("target namespace", "Deployment", "a" * 64, "web", "longer than 63 characters"),
+        ("target namespace", "Deployment", "shop.eu", "web", "not a valid Kubernetes name"),
+        ("target namespace", "Deployment", "../kube-system", "web", "not a valid Kubernetes name"),
+        ("target kind", "deployment", "shop", "web", "is not a Kubernetes kind"),
+        ("target kind", "Deploy/ment", "shop", "web", "is not a Kubernetes kind"),
+    ],
+)
+def test_target_names_follow_the_kubernetes_rules(field, kind, namespace, name, why):
+    with pytest.raises(ValueError, match=why) as caught:
+        Target(kind, namespace, name)
+    assert str(caught.value).startswith(field)
+
+
+def test_valid_targets_and_their_string_form():
+    assert str(Target("Deployment", "shop", "web-1.v2")) == "Deployment/shop/web-1.v2"
+    assert Target("Deployment", "a" * 63, "b" * 253).name == "b" * 253
+
+
+def test_the_idempotency_key_is_stable_and_names_its_parts():
+    target = Target("Deployment", "shop", "web")
+    key = idempotency_key("scale-out", target, "inc-42", "actions[0]")
+    assert key == "scale-out/Deployment/shop/web/inc-42/actions[0]"
+    assert key == idempotency_key("scale-out", Target("Deployment", "shop", "web"), "inc-42", "actions[0]")
+    assert key != idempotency_key("scale-out", target, "inc-42", "actions[1]")
+    with pytest.raises(ValueError, match="incident must be a non-empty single-line string"):
+        idempotency_key("scale-out", target, "inc\n42", "actions[0]")
+
+
+def test_a_request_is_frozen_and_carries_validated_params():
+    request = make_request(
+        "scale", Target("Deployment", "shop", "web"), {"by": 2}, playbook="p", incident="i", step="s"
+    )
+    assert isinstance(request.params, ScaleParams)
+    assert request.params.by == 2
+    assert len(request.key_digest) == 16
+    with pytest.raises(AttributeError):
+        request.key = "other"  # type: ignore[misc]
+    with pytest.raises(ParamsError):
+        make_request("scale", request.target, {"bye": 2}, playbook="p", incident="i", step="s")
+
+
+# ---------------------------------------------------------------- params
+
+
+@pytest.mark.parametrize(
+    ("action", "raw", "message"),
+    [
+        ("scale", {}, "scale takes exactly one of replicas, by, factor, toForecast; found none"),
+        ("scale", {"replicas": 3, "by": 1}, "found replicas, by"),
+        ("scale", {"by": 0}, "scale by 0 does nothing"),
+        ("scale", {"replicas": -1}, "scale.replicas: Input should be greater than or equal to 0"),
+        ("scale", {"replicas": 3, "maxReplica": 4}, "scale.maxReplica: Extra inputs are not permitted"),
+        (
+            "scale",
+            {"by": 1, "minReplicas": 5, "maxReplicas": 3},
+            "minReplicas (5) is greater than maxReplicas (3)",
+        ),
+        ("scale", {"replicas": 30, "maxReplicas": 20}, "replicas (30) is above maxReplicas (20)"),
+        ("scale", {"by": 1, "maxStep": 0}, "scale.maxStep: Input should be greater than or equal to 1"),
+        (
+            "scale",
+            {"toForecast": {"capacityPerPod": 0}},
+            "scale.toForecast.capacityPerPod: Input should be greater than 0",
+        ),
+        (
+            "scale",
+            {"toForecast": {"perReplica": 5}},
+            "scale.toForecast.perReplica: Extra inputs are not permitted",
+        ),
+        ("scale", {"by": 1, "min_replicas": 2}, "scale.min_replicas: Extra inputs are not permitted"),
+        ("rollback", {"toRevision": 0}, "rollback.toRevision: Input should be greater than or equal to 1"),
+        ("rollback", {"revision": 2}, "rollback.revision: Extra inputs are not permitted"),
+        ("restart", {"force": True}, "restart.force: Extra inputs are not permitted"),
+        (
+            "delete_pod",
+            {"pod": "Web_1"},
+            "delete_pod.pod: Value error, name 'Web_1' is not a valid Kubernetes name",
+        ),
+        ("delete_pod", {"pod": "../etc"}, "is not a valid Kubernetes name"),
+        ("delete_pod", {"pod": "web", "selector": "app=web"}, "at most one of pod, selector"),
+        ("delete_pod", {"selector": "app==web,tier in (a,"}, "is not a label selector requirement"),
+        ("delete_pod", {"selector": "app=we b"}, "is not a label selector requirement"),
+        (
+            "delete_pod",
+            {"maxPerWindow": 0},
+            "delete_pod.maxPerWindow: Input should be greater than or equal to 1",
+        ),
+        ("delete_pod", {"window": "ten minutes"}, "is not a duration"),
+        (
+            "retrain",
+            {"cronJob": "Train_Model"},
+            "retrain.cronJob: Value error, name 'Train_Model' is not a valid",
+        ),
+        (
+            "retrain",
+            {"cronJob": "a", "jobTemplate": {"spec": {"template": {}}}},
+            "at most one of cronJob, jobTemplate",
+        ),
+        (
+            "retrain",
+            {"jobTemplate": {"spec": {}}},
+            "jobTemplate.spec.template (the pod template) is required",
+        ),
+        (
+            "retrain",
+            {"jobTemplate": {"metadata": {"name": "x"}, "spec": {"template": {}}}},
+            "the agent names the Job",
+        ),
+        ("retrain", {"topic": "no spaces"}, "is not a Kafka topic name"),
+        ("notify", {"message": "hi"}, "notify takes exactly one of webhook, webhookEnv"),
+        ("notify", {"webhook": "ftp://x", "message": "hi"}, "notify.webhook: String should match pattern"),
+        ("notify", {"webhookEnv": "1BAD", "message": "hi"}, "is not an environment variable name"),
+        (
+            "notify",
+            {"webhookEnv": "HOOK", "message": ""},
+            "notify.message: String should have at least 1 character",
+        ),
+        (
+            "notify",
+            {"webhookEnv": "HOOK", "message": "hi", "timeout": 0},
+            "notify.timeout: Input should be greater than 0",
+        ),
+        (
+            "notify",
+            {"webhookEnv": "HOOK", "message": "hi", "headersEnv": {"Bad Header": "X"}},
+            "is not an HTTP header name",
+        ),
+    ],
+)
+def test_invalid_params_give_errors_naming_the_field(action, raw, message):
+    with pytest.raises(ParamsError) as caught:
+        parse_params(action, raw)
+    assert message in str(caught.value)
+    assert str(caught.value).startswith(f"invalid parameters for action {action!r}:")
+
+
+@pytest.mark.parametrize(
+    ("action", "raw"),
+    [
+        ("scale", {"replicas": 3, "minReplicas": 1, "maxReplicas": 5, "maxStep": 2}),
+        ("scale", {"by": -2}),
+        ("scale", {"factor": 1.5}),
+        ("scale", {"toForecast": {"value": "120.5", "capacityPerPod": 50, "headroom": 0.2}}),
+        ("rollback", {}),
+        ("rollback", {"toRevision": 3}),
+        ("restart", {}),
+        ("restart", None),
+        ("delete_pod", {"selector": "app=web,tier in (a, b),!canary,track!=beta", "window": "1h30m"}),
+        ("delete_pod", {"pod": "web-7d4b9-abcde", "maxPerWindow": 3, "gracePeriod": "30s"}),
+        ("retrain", {"cronJob": "train-churn", "topic": "aiops.retrain", "model": "churn"}),
+        (
+            "retrain",
+            {"jobTemplate": {"metadata": {"labels": {"a": "b"}}, "spec": {"template": {"spec": {}}}}},
+        ),
+        (
+            "notify",
+            {"webhook": "https://hooks.example.com/x", "message": "hi", "timeout": "5s", "retries": 0},
+        ),
+        (
+            "notify",
+            {"webhookEnv": "OPS_WEBHOOK", "message": "hi", "tokenEnv": "TOKEN", "headersEnv": {"X-A": "A"}},
+        ),
+    ],
+)
+def test_valid_params_load(action, raw):
+    params = parse_params(action, raw)
+    assert type(params) is PARAMS[action]
+    assert params.describe()
+
+
+def test_params_round_trip_in_playbook_spelling():
+    params = parse_params("delete_pod", {"pod": "web-1", "window": "10m", "gracePeriod": 5})
+    assert params.to_yaml_dict() == {"pod": "web-1", "maxPerWindow": 1, "window": 600.0, "gracePeriod": 5.0}
+
+
+def test_durations():
+    assert parse_duration("90") == 90.0
+    assert parse_duration("1h30m") == 5400.0
+    assert parse_duration("0.5s") == 0.5
+    assert parse_duration(12) == 12
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("soon")
+
+
+def test_the_registry_is_built_once_and_read_only():
+    assert list(ACTIONS) == ["scale", "rollback", "restart", "delete_pod", "retrain", "notify"]
+    assert isinstance(ACTIONS, MappingProxyType)
+    with pytest.raises(TypeError):
+        ACTIONS["evil"] = ACTIONS["scale"]  # type: ignore[index]
+    for name, action in ACTIONS.items():
+        assert action.name == name
+        assert PARAMS[name] is action.params_model
+        assert action.params_model.model_config["extra"] == "forbid"
+    with pytest.raises(ValueError, match="unknown action 'reboot'; the actions are: scale, rollback"):
+        parse_params("reboot", {})
+
+
+# ---------------------------------------------------------------- scale decisions
+
+
+def request(params: dict[str, Any], limits: Limits | None = None, signal: float | None = None):
+    return make_request(
+        "scale",
+        Target("Deployment", "shop", "web"),
+        params,
+        playbook="p",
+        incident="i",
+        step="s",
+        limits=limits,
+        signal_value=signal,
+    )
+
+
+def test_decide_clamps_then_limits_the_step():
+    r = request({"by": 10, "maxReplicas": 9, "maxStep": 3})
+    decision = decide(r.params, r, current=2)
+    assert (decision.requested, decision.desired) == (12, 5)
+    assert decision.explain() == "5 (asked 12; clamped to maxReplicas 9; limited to maxStep 3 from 2)"
+
+
+def test_decide_takes_the_tighter_of_params_and_guardrails():
+    r = request({"by": 10, "maxReplicas": 9}, Limits(max_replicas=6, max_step=10))
+    assert decide(r.params, r, current=2).desired == 6
+    r = request({"by": 1, "minReplicas": 1}, Limits(min_replicas=4))
+    assert decide(r.params, r, current=2).desired == 4
+
+
+def test_a_relative_scale_computes_from_its_recorded_start():
+    r = request({"by": 2, "maxStep": 2})
+    assert decide(r.params, r, current=4, base=2).desired == 4
+    assert decide(r.params, r, current=2).desired == 4
+
+
+def test_forecast_replicas_use_the_signal_value_and_round_up():
+    r = request({"toForecast": {"capacityPerPod": 50, "headroom": 0.2}}, signal=400.0)
+    assert decide(r.params, r, current=1).desired == 10
+    r = request({"toForecast": {"value": 100, "capacityPerPod": 50}}, signal=999.0)
+    assert decide(r.params, r, current=1).desired == 2
+    r = request({"toForecast": {"capacityPerPod": 50}})
+    with pytest.raises(ActionRefused, match="toForecast needs a forecast"):
+        decide(r.params, r, current=1)
+
+
+def test_contradicting_bounds_and_absolute_counts_outside_them_are_refused():
+    r = request({"by": 1, "minReplicas": 5}, Limits(max_replicas=3))
+    with pytest.raises(ActionRefused, match="minReplicas 5 > maxReplicas 3"):
+        decide(r.params, r, current=2)
+    r = request({"replicas": 1}, Limits(min_replicas=2))
+    with pytest.raises(ActionRefused, match="refused, not clamped"):
+        decide(r.params, r, current=2)
+    with pytest.raises(ValueError, match="max_step must be >= 1"):
+        Limits(max_step=0)
+
+
+# ---------------------------------------------------------------- state, names
+
+
+def test_executed_keys_are_bounded_and_long_keys_stored_as_digests():
+    obj: dict[str, Any] = {"metadata": {"annotations": {}}}
+    for i in range(MAX_KEYS + 5):
+        obj["metadata"]["annotations"][EXECUTED_KEYS] = with_key(obj, f"k{i}")
+    assert executed_keys(obj) == [f"k{i}" for i in range(5, MAX_KEYS + 5)]
+    assert not was_executed(obj, "k0")
+    long_key = "x" * 1000
+    assert stored_key(long_key).startswith("sha256:")
+    obj["metadata"]["annotations"][EXECUTED_KEYS] = with_key(obj, long_key)
+    assert was_executed(obj, long_key)
+    assert executed_keys({"metadata": {"annotations": {EXECUTED_KEYS: "not json"}}}) == []
+
+
+def test_label_selectors():
+    assert (
+        check_selector("s", "app=web, tier in (a,b), !canary, env") == "app=web, tier in (a,b), !canary, env"
+    )
+    with pytest.raises(ValueError, match="needs at least one value"):
+        check_selector("s", "tier in ()")
+    selector = {
+        "matchLabels": {"app": "web"},
+        "matchExpressions": [{"key": "t", "operator": "In", "values": ["b", "a"]}],
+    }
+    assert selector_from_label_selector(selector) == "app=web,t in (a,b)"
+
+
+def test_job_names_fit_63_characters():
+    name = job_name("a" * 52, "0123456789abcdef")
+    assert name == "a" * 48 + "-aiops-01234567"
+    assert len(name) == 63
+    assert job_name("train.x-", "ffffffff") == "train.x-aiops-ffffffff"
+
+
+def test_api_failures_map_to_one_class_each():
+    from kubernetes.client.exceptions import ApiException
+
+    from remediations import AlreadyExistsError, ConflictError, InvalidError, ObjectRef, ServerError
+    from remediations.kube import error_from_api
+
+    def api_error(code: int, reason: str, headers: dict[str, str] | None = None) -> ApiException:
+        error = ApiException(status=code, reason=reason)
+        error.body = f'{{"kind":"Status","reason":"{reason}","message":"m"}}'
+        error.headers = headers or {}
+        return error
+
+    ref = ObjectRef("Job", "ml", "train")
+    assert isinstance(error_from_api("create", ref, api_error(409, "AlreadyExists")), AlreadyExistsError)
+    conflict = error_from_api("patch", ref, api_error(409, "Conflict"))
+    assert isinstance(conflict, ConflictError)
+    assert conflict.retryable
+    assert isinstance(error_from_api("create", ref, api_error(422, "Invalid")), InvalidError)
+    busy = error_from_api("get", ref, api_error(503, "ServiceUnavailable", {"Retry-After": "2"}))
+    assert isinstance(busy, ServerError)
+    assert busy.delay == 2.0
+    assert str(busy) == "get Job ml/train: server error: m (HTTP 503 ServiceUnavailable)"
