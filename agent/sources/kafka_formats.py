@@ -73,6 +73,7 @@ _ITEMS = dict.items
 _NUMBER_TYPES = frozenset({str, float, int})
 _STR_ONLY = {str}
 _JSON_NUMBER_TYPES = frozenset({float, int})
+_SERIES_FIELDS = frozenset({"name", "labels", "timestamps", "values"})
 
 
 class Malformed(NamedTuple):
@@ -508,64 +509,83 @@ class SampleDecoder:
         """The columnar batch form: series with parallel ``timestamps`` and ``values`` arrays.
 
         All valid or :class:`_Bad` naming the first problem; series are registered only after
-        the whole message passed.
+        the whole message passed. Numbers are converted and checked once per message with
+        numpy; only a message that fails that is walked point by point to name the culprit.
         """
+        ids_get = self._ids.get
         keys: list[tuple[str, tuple[tuple[str, str], ...]]] = []
         counts: list[int] = []
-        stamps: list[float] = []
-        values: list[float] = []
+        ts_all: list[Any] = []
+        val_all: list[Any] = []
         for j, s in enumerate(items):
-            where = f"series {j}: "
             if type(s) is not dict:
-                raise _Bad("bad_shape", f"{where}expected an object, got {_json_type(s)}")
-            unknown = set(s) - {"name", "labels", "timestamps", "values"}
-            if unknown:
-                raise _Bad("bad_shape", f"{where}unknown field(s) {sorted(unknown)}")
+                raise _Bad("bad_shape", f"series {j}: expected an object, got {_json_type(s)}")
+            if not s.keys() <= _SERIES_FIELDS:
+                raise _Bad("bad_shape", f"series {j}: unknown field(s) {sorted(set(s) - _SERIES_FIELDS)}")
             labels = s.get("labels", _NO_LABELS)
             if type(labels) is not dict:
                 raise _Bad(
-                    "bad_shape", f"{where}field 'labels': expected an object, got {_json_type(labels)}"
+                    "bad_shape", f"series {j}: field 'labels': expected an object, got {_json_type(labels)}"
                 )
-            name = s.get("name", labels.get("__name__"))
-            if name is None:
-                raise _Bad("missing_field", f"{where}missing field 'name' (and no labels.__name__)")
+            name = s.get("name") or labels.get("__name__")
             key = (name, tuple(labels.items()))
-            _check_series(name, key[1], where)
-            ts_raw = _list(s, "timestamps", f"series {j}")
-            val_raw = _list(s, "values", f"series {j}")
+            if ids_get(key) is None:
+                if name is None:
+                    raise _Bad("missing_field", f"series {j}: missing field 'name' (and no labels.__name__)")
+                _check_series(name, key[1], f"series {j}: ")
+            ts_raw = s.get("timestamps")
+            val_raw = s.get("values")
+            if type(ts_raw) is not list or type(val_raw) is not list:
+                _list(s, "timestamps", f"series {j}")
+                _list(s, "values", f"series {j}")
             if len(ts_raw) != len(val_raw):
                 raise _Bad(
                     "bad_shape",
-                    f"{where}'timestamps' has {len(ts_raw)} entries but 'values' has {len(val_raw)}",
+                    f"series {j}: 'timestamps' has {len(ts_raw)} entries but 'values' has {len(val_raw)}",
                 )
-            types = set(map(type, val_raw))
-            if types <= _JSON_NUMBER_TYPES:
-                values.extend(map(float, val_raw))
-            elif types == _STR_ONLY:
-                try:
-                    values.extend(_numeric_strings(val_raw))
-                except (ValueError, TypeError, orjson.JSONDecodeError):
-                    for k, v in enumerate(val_raw):
-                        _number(v, f"{where}values[{k}]", "value")
-            else:
-                for k, v in enumerate(val_raw):
-                    values.append(_number(v, f"{where}values[{k}]", "value"))
-            if set(map(type, ts_raw)) <= _JSON_NUMBER_TYPES:
-                seconds = list(map(_scale_seconds, map(float, ts_raw)))
-                if not all(map(math.isfinite, seconds)):
-                    raise _Bad(
-                        "bad_timestamp", f"{where}'timestamps' holds a value that is not a finite number"
-                    )
-                stamps.extend(seconds)
-            else:
-                stamps.extend(self._time(t, f"{where}timestamps[{k}]: ") for k, t in enumerate(ts_raw))
             keys.append(key)
             counts.append(len(ts_raw))
+            ts_all += ts_raw
+            val_all += val_raw
+        values = self._column_values(val_all, items)
+        stamps = self._column_times(ts_all, items)
         for key, n in zip(keys, counts, strict=True):
-            sid = self._ids.get(key)
+            sid = ids_get(key)
             out_sids.extend(repeat(sid if sid is not None else self._resolve(key), n))
         out_ts.extend(stamps)
         out_vals.extend(values)
+
+    def _column_values(self, raw: list[Any], items: list[Any]) -> list[float]:
+        types = set(map(type, raw))
+        if types <= _JSON_NUMBER_TYPES:
+            try:
+                return np.asarray(raw, dtype=np.float64).tolist()  # type: ignore[no-any-return]
+            except OverflowError:
+                pass
+        elif types == _STR_ONLY:
+            try:
+                return _numeric_strings(raw)
+            except ValueError:
+                pass
+        for j, s in enumerate(items):  # name the first bad value
+            for k, v in enumerate(s["values"]):
+                _number(v, f"series {j}: values[{k}]", "value")
+        return list(map(float, raw))  # unreachable in practice: _number raised above
+
+    def _column_times(self, raw: list[Any], items: list[Any]) -> list[float]:
+        if set(map(type, raw)) <= _JSON_NUMBER_TYPES:
+            try:
+                t = np.asarray(raw, dtype=np.float64)
+            except OverflowError:
+                t = np.full(1, np.nan)
+            a = np.abs(t)
+            t = np.where(a < 1e11, t, np.where(a < 1e14, t / 1e3, np.where(a < 1e17, t / 1e6, t / 1e9)))
+            if bool(np.isfinite(t).all()):
+                return t.tolist()  # type: ignore[no-any-return]
+        for j, s in enumerate(items):  # strings, or name the first bad timestamp
+            for k, v in enumerate(s["timestamps"]):
+                self._time(v, f"series {j}: timestamps[{k}]: ")
+        return [self._time(v, "") for v in raw]
 
     def _explain_sample(self, s: Any, where: str) -> None:
         """Raise :class:`_Bad` with a precise reason for a sample the fast path rejected."""
