@@ -527,14 +527,14 @@ class SampleDecoder:
                 raise _Bad(
                     "bad_shape", f"series {j}: field 'labels': expected an object, got {_json_type(labels)}"
                 )
-            name = s.get("name") or labels.get("__name__")
-            key = (name, tuple(labels.items()))
+            name: Any = s.get("name") or labels.get("__name__")
+            key: tuple[str, tuple[tuple[str, str], ...]] = (name, tuple(labels.items()))
             if ids_get(key) is None:
                 if name is None:
                     raise _Bad("missing_field", f"series {j}: missing field 'name' (and no labels.__name__)")
                 _check_series(name, key[1], f"series {j}: ")
-            ts_raw = s.get("timestamps")
-            val_raw = s.get("values")
+            ts_raw: Any = s.get("timestamps")
+            val_raw: Any = s.get("values")
             if type(ts_raw) is not list or type(val_raw) is not list:
                 _list(s, "timestamps", f"series {j}")
                 _list(s, "values", f"series {j}")
