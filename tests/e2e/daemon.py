@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -20,7 +21,7 @@ from tests.servers.common import free_port
 class Daemon:
     """An ``aiops run`` subprocess with its own config file and HTTP port."""
 
-    def __init__(self, tmp: Path, config: dict[str, object], *args: str) -> None:
+    def __init__(self, tmp: Path, config: Mapping[str, object], *args: str) -> None:
         self.port = free_port()
         config = {**config, "http": {"host": "127.0.0.1", "port": self.port}}
         self.config_path = tmp / "agent.yaml"
