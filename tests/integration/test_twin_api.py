@@ -4,15 +4,44 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client import ApiException
 
 pytestmark = pytest.mark.integration
 
 
-def deployment_body(name: str = "web", image: str = "web:1", replicas: int = 2) -> dict:
+class HasMetadata(Protocol):
+    @property
+    def metadata(self) -> client.V1ObjectMeta | None: ...
+
+
+def meta(obj: HasMetadata) -> client.V1ObjectMeta:
+    assert obj.metadata is not None, f"{type(obj).__name__} without metadata"
+    return obj.metadata
+
+
+def name_of(obj: HasMetadata) -> str:
+    name = meta(obj).name
+    assert name is not None
+    return name
+
+
+def lease_spec(lease: client.V1Lease) -> client.V1LeaseSpec:
+    assert lease.spec is not None
+    return lease.spec
+
+
+def status_body(error: ApiException) -> dict[str, Any]:
+    """The Status object the server sent with an error response."""
+    assert error.body is not None
+    body: dict[str, Any] = json.loads(error.body)
+    return body
+
+
+def deployment_body(name: str = "web", image: str = "web:1", replicas: int = 2) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -74,7 +103,7 @@ def test_not_found_status_body(twin_cluster, apps):
     error = caught.value
     assert error.status == 404
     assert error.reason == "Not Found"
-    body = json.loads(error.body)
+    body = status_body(error)
     assert body == {
         "kind": "Status",
         "apiVersion": "v1",
@@ -85,6 +114,7 @@ def test_not_found_status_body(twin_cluster, apps):
         "details": {"name": "missing", "group": "apps", "kind": "deployments"},
         "code": 404,
     }
+    assert error.headers is not None
     assert error.headers["Content-Type"] == "application/json"
 
 
@@ -99,7 +129,7 @@ def test_stale_resource_version_is_409(twin_cluster, apps):
     with pytest.raises(ApiException) as caught:
         apps.replace_namespaced_deployment("web", ns, second)
     assert caught.value.status == 409
-    assert json.loads(caught.value.body)["reason"] == "Conflict"
+    assert status_body(caught.value)["reason"] == "Conflict"
 
 
 def test_already_exists_is_409(twin_cluster, apps):
@@ -107,14 +137,14 @@ def test_already_exists_is_409(twin_cluster, apps):
     with pytest.raises(ApiException) as caught:
         apps.create_namespaced_deployment(twin_cluster.namespace, deployment_body())
     assert caught.value.status == 409
-    assert json.loads(caught.value.body)["reason"] == "AlreadyExists"
+    assert status_body(caught.value)["reason"] == "AlreadyExists"
 
 
 def test_invalid_name_is_422(twin_cluster, apps):
     with pytest.raises(ApiException) as caught:
         apps.create_namespaced_deployment(twin_cluster.namespace, deployment_body("Not_A_Name"))
     assert caught.value.status == 422
-    body = json.loads(caught.value.body)
+    body = status_body(caught.value)
     assert body["reason"] == "Invalid"
     assert body["details"]["causes"][0]["field"] == "metadata.name"
     assert "RFC 1123 subdomain" in body["message"]
@@ -133,7 +163,7 @@ def test_missing_required_fields_are_422(twin_cluster, apps):
             ],
         )
     assert caught.value.status == 422
-    causes = json.loads(caught.value.body)["details"]["causes"]
+    causes = status_body(caught.value)["details"]["causes"]
     assert {(c["field"], c["reason"]) for c in causes} >= {
         ("spec.selector", "FieldValueRequired"),
         ("spec.template.spec.containers[0].image", "FieldValueRequired"),
@@ -253,7 +283,7 @@ def test_statefulset_scale(twin_cluster, apps):
     apps.patch_namespaced_stateful_set_scale("db", ns, {"spec": {"replicas": 3}})
     twin_cluster.advance(10)
     pods = client.CoreV1Api(twin_cluster.api_client()).list_namespaced_pod(ns, label_selector="app=db")
-    assert sorted(p.metadata.name for p in pods.items) == ["db-0", "db-1", "db-2"]
+    assert sorted(name_of(p) for p in pods.items) == ["db-0", "db-1", "db-2"]
     assert apps.read_namespaced_stateful_set_scale("db", ns).status.replicas == 3
 
 
@@ -311,24 +341,31 @@ def test_events_created_and_listed_by_involved_object(twin_cluster, core):
     events_v1 = client.EventsV1Api(twin_cluster.api_client())
     created = events_v1.create_namespaced_event(
         ns,
-        {
-            "metadata": {"name": "web.v1"},
-            "eventTime": now.isoformat(),
-            "regarding": {"kind": "Deployment", "name": "web", "namespace": ns},
-            "reason": "Verified",
-            "note": "ok",
-            "type": "Normal",
-            "action": "Verify",
-            "reportingController": "aiops.dev/agent",
-            "reportingInstance": "agent-0",
-        },
+        client.EventsV1Event.model_validate(
+            {
+                "metadata": {"name": "web.v1"},
+                "eventTime": now.isoformat(),
+                "regarding": {"kind": "Deployment", "name": "web", "namespace": ns},
+                "reason": "Verified",
+                "note": "ok",
+                "type": "Normal",
+                "action": "Verify",
+                "reportingController": "aiops.dev/agent",
+                "reportingInstance": "agent-0",
+            }
+        ),
     )
+    assert created.regarding is not None
     assert created.regarding.name == "web"
     core_view = core.read_namespaced_event("web.v1", ns)
     assert (core_view.message, core_view.involved_object.name) == ("ok", "web")
     with pytest.raises(ApiException) as caught:
+        # Valid for the client's model; the server requires reason, action and the reporting fields.
         events_v1.create_namespaced_event(
-            ns, {"metadata": {"name": "bad"}, "eventTime": now.isoformat(), "type": "Normal"}
+            ns,
+            client.EventsV1Event.model_validate(
+                {"metadata": {"name": "bad"}, "eventTime": now.isoformat(), "type": "Normal"}
+            ),
         )
     assert caught.value.status == 422
 
@@ -346,20 +383,20 @@ def test_leases_with_optimistic_concurrency(twin_cluster):
             ),
         ),
     )
-    assert lease.spec.renew_time == now, "MicroTime keeps microseconds"
+    assert lease_spec(lease).renew_time == now, "MicroTime keeps microseconds"
     mine = coordination.read_namespaced_lease("aiops-leader", ns)
     theirs = coordination.read_namespaced_lease("aiops-leader", ns)
-    mine.spec.holder_identity = "b"
-    mine.spec.lease_transitions = 1
+    lease_spec(mine).holder_identity = "b"
+    lease_spec(mine).lease_transitions = 1
     updated = coordination.replace_namespaced_lease("aiops-leader", ns, mine)
-    assert updated.spec.holder_identity == "b"
-    assert updated.metadata.generation is None, "leases have no generation"
-    theirs.spec.holder_identity = "c"
+    assert lease_spec(updated).holder_identity == "b"
+    assert meta(updated).generation is None, "leases have no generation"
+    lease_spec(theirs).holder_identity = "c"
     with pytest.raises(ApiException) as caught:
         coordination.replace_namespaced_lease("aiops-leader", ns, theirs)
     assert caught.value.status == 409
     bad = coordination.read_namespaced_lease("aiops-leader", ns)
-    bad.spec.renew_time = None
+    lease_spec(bad).renew_time = None
     body = client.ApiClient().sanitize_for_serialization(bad)
     body["spec"]["renewTime"] = "2024-01-01T00:00:00"
     with pytest.raises(ApiException) as caught:
@@ -392,15 +429,18 @@ def test_hpa_v2_and_jobs_and_cronjobs(twin_cluster, apps):
     autoscaling = client.AutoscalingV2Api(twin_cluster.api_client())
     hpa = autoscaling.create_namespaced_horizontal_pod_autoscaler(
         ns,
-        {
-            "metadata": {"name": "web"},
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
-                "maxReplicas": 8,
-            },
-        },
+        client.V2HorizontalPodAutoscaler.model_validate(
+            {
+                "metadata": {"name": "web"},
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "maxReplicas": 8,
+                },
+            }
+        ),
     )
     assert hpa.spec.min_replicas == 1
+    assert hpa.status is not None
     assert hpa.status.desired_replicas == 0
     autoscaling.patch_namespaced_horizontal_pod_autoscaler("web", ns, {"spec": {"minReplicas": 4}})
     twin_cluster.step()
@@ -411,50 +451,61 @@ def test_hpa_v2_and_jobs_and_cronjobs(twin_cluster, apps):
     batch = client.BatchV1Api(twin_cluster.api_client())
     cron = batch.create_namespaced_cron_job(
         ns,
-        {
-            "metadata": {"name": "retrain"},
-            "spec": {
-                "schedule": "0 3 * * *",
-                "jobTemplate": {
-                    "metadata": {"labels": {"app": "retrain"}},
-                    "spec": {
-                        "template": {
-                            "spec": {"restartPolicy": "Never", "containers": [{"name": "t", "image": "t:1"}]}
-                        }
+        client.V1CronJob.model_validate(
+            {
+                "metadata": {"name": "retrain"},
+                "spec": {
+                    "schedule": "0 3 * * *",
+                    "jobTemplate": {
+                        "metadata": {"labels": {"app": "retrain"}},
+                        "spec": {
+                            "template": {
+                                "spec": {
+                                    "restartPolicy": "Never",
+                                    "containers": [{"name": "t", "image": "t:1"}],
+                                }
+                            }
+                        },
                     },
                 },
-            },
-        },
+            }
+        ),
     )
     # What `kubectl create job --from=cronjob/retrain` sends.
     job = batch.create_namespaced_job(
         ns,
-        {
-            "metadata": {
-                "name": "retrain-manual",
-                "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
-                "labels": cron.spec.job_template.metadata.labels,
-                "ownerReferences": [
-                    {
-                        "apiVersion": "batch/v1",
-                        "kind": "CronJob",
-                        "name": "retrain",
-                        "uid": cron.metadata.uid,
-                        "controller": True,
-                    }
-                ],
-            },
-            "spec": client.ApiClient().sanitize_for_serialization(cron.spec.job_template.spec),
-        },
+        client.V1Job.model_validate(
+            {
+                "metadata": {
+                    "name": "retrain-manual",
+                    "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+                    "labels": meta(cron.spec.job_template).labels,
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "batch/v1",
+                            "kind": "CronJob",
+                            "name": "retrain",
+                            "uid": meta(cron).uid,
+                            "controller": True,
+                        }
+                    ],
+                },
+                "spec": client.ApiClient().sanitize_for_serialization(cron.spec.job_template.spec),
+            }
+        ),
     )
+    assert job.spec is not None
     assert job.spec.backoff_limit == 6
     with pytest.raises(ApiException) as caught:
+        # Valid for the client's model; the server rejects the defaulted restartPolicy Always.
         batch.create_namespaced_job(
             ns,
-            {
-                "metadata": {"name": "always"},
-                "spec": {"template": {"spec": {"containers": [{"name": "t", "image": "t:1"}]}}},
-            },
+            client.V1Job.model_validate(
+                {
+                    "metadata": {"name": "always"},
+                    "spec": {"template": {"spec": {"containers": [{"name": "t", "image": "t:1"}]}}},
+                }
+            ),
         )
     assert caught.value.status == 422, "Jobs may not restart Always"
 

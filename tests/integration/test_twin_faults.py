@@ -4,26 +4,36 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 import urllib3
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client import ApiException
 
 pytestmark = pytest.mark.integration
 
 
-def deployment_body(name: str = "web") -> dict:
-    return {
-        "metadata": {"name": name},
-        "spec": {
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "web:1"}]},
+def deployment_body(name: str = "web") -> client.V1Deployment:
+    return client.V1Deployment.model_validate(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "web:1"}]},
+                },
             },
-        },
-    }
+        }
+    )
+
+
+def status_body(error: ApiException) -> dict[str, Any]:
+    """The Status object the server sent with an error response."""
+    assert error.body is not None
+    body: dict[str, Any] = json.loads(error.body)
+    return body
 
 
 @pytest.fixture
@@ -38,7 +48,7 @@ def test_500_for_the_next_request_only(twin_cluster, apps):
     with pytest.raises(ApiException) as caught:
         apps.read_namespaced_deployment("web", twin_cluster.namespace)
     assert caught.value.status == 500
-    body = json.loads(caught.value.body)
+    body = status_body(caught.value)
     assert (body["kind"], body["reason"], body["code"]) == ("Status", "InternalError", 500)
     assert fault.hits == 1
     assert apps.read_namespaced_deployment("web", twin_cluster.namespace).metadata.name == "web"
@@ -66,8 +76,9 @@ def test_429_carries_retry_after(twin_cluster, apps):
         with pytest.raises(ApiException) as caught:
             apps.patch_namespaced_deployment("web", twin_cluster.namespace, {"spec": {"replicas": 2}})
         assert caught.value.status == 429
+        assert caught.value.headers is not None
         assert caught.value.headers["Retry-After"] == "3"
-        body = json.loads(caught.value.body)
+        body = status_body(caught.value)
         assert (body["reason"], body["details"]["retryAfterSeconds"]) == ("TooManyRequests", 3)
     assert (
         apps.patch_namespaced_deployment(

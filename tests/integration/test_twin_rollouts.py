@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any, Protocol
 
 import pytest
 from kubernetes import client
@@ -15,7 +16,54 @@ pytestmark = pytest.mark.integration
 REVISION = "deployment.kubernetes.io/revision"
 
 
-def deployment_body(name: str = "web", image: str = "web:1", replicas: int = 3, **spec) -> dict:
+class HasMetadata(Protocol):
+    @property
+    def metadata(self) -> client.V1ObjectMeta | None: ...
+
+
+def meta(obj: HasMetadata) -> client.V1ObjectMeta:
+    assert obj.metadata is not None, f"{type(obj).__name__} without metadata"
+    return obj.metadata
+
+
+def annotations_of(obj: HasMetadata) -> dict[str, str]:
+    found = meta(obj).annotations
+    assert found is not None, f"{meta(obj).name} has no annotations"
+    return found
+
+
+def owners(obj: HasMetadata) -> list[client.V1OwnerReference]:
+    found = meta(obj).owner_references
+    assert found is not None, f"{meta(obj).name} has no owner references"
+    return found
+
+
+def phase(pod: client.V1Pod) -> str | None:
+    assert pod.status is not None
+    return pod.status.phase
+
+
+def image_of(rs: client.V1ReplicaSet) -> str | None:
+    """The image of the first container in a ReplicaSet's pod template."""
+    template = rs.spec.template
+    assert template is not None
+    assert template.spec is not None
+    return template.spec.containers[0].image
+
+
+def available_replicas(deployment: client.V1Deployment) -> int | None:
+    assert deployment.status is not None
+    return deployment.status.available_replicas
+
+
+def job_status(job: client.V1Job) -> client.V1JobStatus:
+    assert job.status is not None
+    return job.status
+
+
+def deployment_body(
+    name: str = "web", image: str = "web:1", replicas: int = 3, **spec: Any
+) -> dict[str, Any]:
     return {
         "metadata": {"name": name},
         "spec": {
@@ -38,7 +86,7 @@ def set_image(apps: client.AppsV1Api, ns: str, image: str, name: str = "web") ->
 
 def by_revision(apps: client.AppsV1Api, ns: str, app: str = "web") -> dict[int, client.V1ReplicaSet]:
     sets = apps.list_namespaced_replica_set(ns, label_selector=f"app={app}").items
-    return {int(rs.metadata.annotations[REVISION]): rs for rs in sets}
+    return {int(annotations_of(rs)[REVISION]): rs for rs in sets}
 
 
 @pytest.fixture
@@ -53,8 +101,8 @@ def test_pods_appear_after_the_start_delay(twin_cluster, apps):
     twin_cluster.step()
     pods = core.list_namespaced_pod(ns, label_selector="app=web").items
     assert len(pods) == 3
-    assert {p.status.phase for p in pods} == {"Pending"}
-    assert {p.metadata.owner_references[0].kind for p in pods} == {"ReplicaSet"}
+    assert {phase(p) for p in pods} == {"Pending"}
+    assert {owners(p)[0].kind for p in pods} == {"ReplicaSet"}
     twin_cluster.advance(1.5)
     assert apps.read_namespaced_deployment("web", ns).status.ready_replicas is None
     twin_cluster.advance(1.0)
@@ -66,9 +114,7 @@ def test_pods_appear_after_the_start_delay(twin_cluster, apps):
         3,
     )
     assert {c.type: c.status for c in status.conditions} == {"Available": "True", "Progressing": "True"}
-    assert {p.status.phase for p in core.list_namespaced_pod(ns, label_selector="app=web").items} == {
-        "Running"
-    }
+    assert {phase(p) for p in core.list_namespaced_pod(ns, label_selector="app=web").items} == {"Running"}
 
 
 def test_a_template_change_creates_revision_2_and_scales_the_old_one_to_zero(twin_cluster, apps):
@@ -79,10 +125,10 @@ def test_a_template_change_creates_revision_2_and_scales_the_old_one_to_zero(twi
     twin_cluster.advance(30)
     revisions = by_revision(apps, ns)
     assert sorted(revisions) == [1, 2]
-    assert revisions[2].spec.template.spec.containers[0].image == "web:2"
+    assert image_of(revisions[2]) == "web:2"
     assert revisions[2].spec.replicas == 3
     assert revisions[1].spec.replicas == 0
-    assert revisions[2].metadata.owner_references[0].name == "web"
+    assert owners(revisions[2])[0].name == "web"
     deployment = apps.read_namespaced_deployment("web", ns)
     assert deployment.metadata.annotations[REVISION] == "2"
     assert deployment.status.observed_generation == deployment.metadata.generation
@@ -96,7 +142,7 @@ def test_two_template_changes_keep_the_history_and_rollout_undo_restores_the_pre
         set_image(apps, ns, image)
     twin_cluster.advance(30)
     revisions = by_revision(apps, ns)
-    assert {n: rs.spec.template.spec.containers[0].image for n, rs in revisions.items()} == {
+    assert {n: image_of(rs) for n, rs in revisions.items()} == {
         1: "web:1",
         2: "web:2",
         3: "web:3",
@@ -111,8 +157,8 @@ def test_two_template_changes_keep_the_history_and_rollout_undo_restores_the_pre
     twin_cluster.advance(30)
     revisions = by_revision(apps, ns)
     assert sorted(revisions) == [1, 3, 4]
-    assert revisions[4].spec.template.spec.containers[0].image == "web:2"
-    assert revisions[4].metadata.annotations["deployment.kubernetes.io/revision-history"] == "2"
+    assert image_of(revisions[4]) == "web:2"
+    assert annotations_of(revisions[4])["deployment.kubernetes.io/revision-history"] == "2"
     assert revisions[4].spec.replicas == 3
     deployment = apps.read_namespaced_deployment("web", ns)
     assert deployment.metadata.annotations[REVISION] == "4"
@@ -124,7 +170,7 @@ def test_rollout_restart_annotation_rolls_new_pods(twin_cluster, apps):
     apps.create_namespaced_deployment(ns, deployment_body())
     twin_cluster.advance(5)
     old_pods = {
-        p.metadata.name for p in client.CoreV1Api(twin_cluster.api_client()).list_namespaced_pod(ns).items
+        meta(p).name for p in client.CoreV1Api(twin_cluster.api_client()).list_namespaced_pod(ns).items
     }
     apps.patch_namespaced_deployment(
         "web",
@@ -139,7 +185,7 @@ def test_rollout_restart_annotation_rolls_new_pods(twin_cluster, apps):
     )
     twin_cluster.advance(30)
     new_pods = {
-        p.metadata.name for p in client.CoreV1Api(twin_cluster.api_client()).list_namespaced_pod(ns).items
+        meta(p).name for p in client.CoreV1Api(twin_cluster.api_client()).list_namespaced_pod(ns).items
     }
     assert len(new_pods) == 3
     assert not old_pods & new_pods
@@ -161,42 +207,49 @@ def test_a_job_completes_after_its_time(twin_cluster):
     ns = twin_cluster.namespace
     batch.create_namespaced_job(
         ns,
-        {
-            "metadata": {"name": "retrain"},
-            "spec": {
-                "template": {
-                    "metadata": {"annotations": {"twin.aiops.dev/run-seconds": "20"}},
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "containers": [{"name": "train", "image": "trainer:1"}],
-                    },
-                }
-            },
-        },
+        client.V1Job.model_validate(
+            {
+                "metadata": {"name": "retrain"},
+                "spec": {
+                    "template": {
+                        "metadata": {"annotations": {"twin.aiops.dev/run-seconds": "20"}},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "train", "image": "trainer:1"}],
+                        },
+                    }
+                },
+            }
+        ),
     )
     twin_cluster.step()
-    job = batch.read_namespaced_job("retrain", ns)
-    assert job.status.active == 1
-    assert job.status.start_time is not None
+    status = job_status(batch.read_namespaced_job("retrain", ns))
+    assert status.active == 1
+    assert status.start_time is not None
     twin_cluster.advance(21)
-    assert batch.read_namespaced_job("retrain", ns).status.succeeded is None
+    assert job_status(batch.read_namespaced_job("retrain", ns)).succeeded is None
     twin_cluster.advance(1.5)
-    job = batch.read_namespaced_job("retrain", ns)
-    assert job.status.succeeded == 1
-    assert job.status.completion_time is not None
-    assert [c.type for c in job.status.conditions if c.status == "True"] == ["SuccessCriteriaMet", "Complete"]
+    status = job_status(batch.read_namespaced_job("retrain", ns))
+    assert status.succeeded == 1
+    assert status.completion_time is not None
+    assert status.conditions is not None
+    assert [c.type for c in status.conditions if c.status == "True"] == ["SuccessCriteriaMet", "Complete"]
 
 
 def test_background_controllers_converge_on_the_wall_clock(twin_factory):
     env = twin_factory(clock=WallClock(), config=TwinConfig(pod_start_seconds=0.05), background=True)
     apps = client.AppsV1Api(env.api_client())
-    apps.create_namespaced_deployment(env.namespace, deployment_body(replicas=2))
+    apps.create_namespaced_deployment(
+        env.namespace, client.V1Deployment.model_validate(deployment_body(replicas=2))
+    )
     deadline = time.monotonic() + 5
-    while (apps.read_namespaced_deployment("web", env.namespace).status.available_replicas or 0) < 2:
+    while (available_replicas(apps.read_namespaced_deployment("web", env.namespace)) or 0) < 2:
         assert time.monotonic() < deadline, "the deployment never became available"
         time.sleep(0.02)
 
 
 def test_kube_env_gives_a_namespace_and_clients(kube_env):
     core = client.CoreV1Api(kube_env.api_client())
-    assert core.read_namespace(kube_env.namespace).status.phase == "Active"
+    namespace = core.read_namespace(kube_env.namespace)
+    assert namespace.status is not None
+    assert namespace.status.phase == "Active"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agent.clock import ManualClock
@@ -21,7 +23,7 @@ def twin() -> TwinCluster:
     return TwinCluster(ManualClock(1_700_000_000), TwinConfig(pod_start_seconds=2, job_run_seconds=5))
 
 
-def deployment(name: str = "web", image: str = "web:1", replicas: int = 4, **spec) -> dict:
+def deployment(name: str = "web", image: str = "web:1", replicas: int = 4, **spec: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": name},
         "spec": {
@@ -42,15 +44,23 @@ def set_image(twin: TwinCluster, image: str, name: str = "web") -> None:
     twin.store.update(DEPLOYMENTS, NS, name, obj)
 
 
-def replica_sets(twin: TwinCluster) -> dict[int, dict]:
+def replica_sets(twin: TwinCluster) -> dict[int, dict[str, Any]]:
     return {int(rs["metadata"]["annotations"][REVISION]): rs for rs in twin.store.list(REPLICASETS, NS)[0]}
 
 
-def image_of(obj: dict) -> str:
-    return obj["spec"]["template"]["spec"]["containers"][0]["image"]
+def image_of(obj: dict[str, Any]) -> str:
+    image: str = obj["spec"]["template"]["spec"]["containers"][0]["image"]
+    return image
 
 
-def pods(twin: TwinCluster, **labels) -> list[dict]:
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The status condition of type ``kind``, which the caller expects to be there."""
+    found = find_condition(obj, kind)
+    assert found is not None, f"no {kind} condition in {obj.get('status')}"
+    return found
+
+
+def pods(twin: TwinCluster, **labels: str) -> list[dict[str, Any]]:
     return [
         p
         for p in twin.store.list(PODS, NS)[0]
@@ -81,8 +91,8 @@ def test_a_new_deployment_gets_revision_1_and_pods_after_the_start_delay(twin):
     assert dep["status"]["readyReplicas"] == 4
     assert dep["status"]["availableReplicas"] == 4
     assert dep["status"]["observedGeneration"] == 1
-    assert find_condition(dep, "Available")["status"] == "True"
-    assert find_condition(dep, "Progressing")["reason"] == "NewReplicaSetAvailable"
+    assert condition(dep, "Available")["status"] == "True"
+    assert condition(dep, "Progressing")["reason"] == "NewReplicaSetAvailable"
 
 
 def test_rolling_update_respects_surge_and_unavailability(twin):
@@ -173,11 +183,11 @@ def test_a_crash_looping_rollout_stalls_and_passes_its_progress_deadline(twin):
     status = bad[0]["status"]["containerStatuses"][0]
     assert status["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     assert status["restartCount"] >= 2
-    assert find_condition(twin.store.get(DEPLOYMENTS, NS, "web"), "Progressing")["status"] == "True"
+    assert condition(twin.store.get(DEPLOYMENTS, NS, "web"), "Progressing")["status"] == "True"
     twin.advance(60)
-    progressing = find_condition(twin.store.get(DEPLOYMENTS, NS, "web"), "Progressing")
+    progressing = condition(twin.store.get(DEPLOYMENTS, NS, "web"), "Progressing")
     assert (progressing["status"], progressing["reason"]) == ("False", "ProgressDeadlineExceeded")
-    assert find_condition(twin.store.get(DEPLOYMENTS, NS, "web"), "Available")["status"] == "True"
+    assert condition(twin.store.get(DEPLOYMENTS, NS, "web"), "Available")["status"] == "True"
 
 
 def test_a_paused_deployment_scales_but_does_not_roll_out(twin):
@@ -249,7 +259,7 @@ def test_a_job_completes_after_its_run_time(twin):
     assert job["status"]["succeeded"] == 1
     assert "active" not in job["status"]
     assert job["status"]["completionTime"]
-    assert find_condition(job, "Complete")["status"] == "True"
+    assert condition(job, "Complete")["status"] == "True"
     (pod,) = pods(twin, **{"job-name": "train"})
     assert pod["status"]["phase"] == "Succeeded"
 
@@ -269,7 +279,7 @@ def test_a_failing_job_fails_after_its_backoff_limit(twin):
     twin.advance(60)
     job = twin.store.get(JOBS, NS, "bad")
     assert job["status"]["failed"] == 2
-    assert find_condition(job, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert condition(job, "Failed")["reason"] == "BackoffLimitExceeded"
 
 
 def test_cronjobs_are_stored_with_defaults(twin):
@@ -327,9 +337,9 @@ def test_hpa_min_replicas_floor_scales_the_target(twin):
     twin.store.update(HORIZONTALPODAUTOSCALERS, NS, "web", hpa)
     twin.step()
     assert twin.store.get(DEPLOYMENTS, NS, "web")["spec"]["replicas"] == 6
-    assert find_condition(twin.store.get(HORIZONTALPODAUTOSCALERS, NS, "web"), "ScalingLimited")[
-        "reason"
-    ] == ("TooFewReplicas")
+    assert condition(twin.store.get(HORIZONTALPODAUTOSCALERS, NS, "web"), "ScalingLimited")["reason"] == (
+        "TooFewReplicas"
+    )
 
 
 def test_hpa_recommendation_hook_on_the_resync_period():
@@ -394,7 +404,7 @@ def test_pod_fate_hook_decides_readiness():
     twin.advance(10)
     (pod,) = pods(twin)
     assert pod["status"]["phase"] == "Running"
-    assert find_condition(pod, "Ready")["status"] == "False"
+    assert condition(pod, "Ready")["status"] == "False"
     assert "availableReplicas" not in twin.store.get(DEPLOYMENTS, NS, "web")["status"]
 
 

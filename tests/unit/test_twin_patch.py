@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from simulations.twin.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 
 
-def deployment() -> dict:
+def deployment() -> dict[str, Any]:
     return {
         "metadata": {"name": "web", "annotations": {"a": "1"}, "finalizers": ["x"]},
         "spec": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def call(api: KubeApi, method: str, path: str, body=None, content_type: str = "a
     return response.code, response.body
 
 
-def deployment(name: str = "web", image: str = "web:1") -> dict:
+def deployment(name: str = "web", image: str = "web:1") -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
