@@ -6,8 +6,9 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from agent.clock import Clock
 from agent.config import AgentConfig, ConfigError
@@ -15,10 +16,14 @@ from agent.engine import Engine
 from agent.http import HttpServer
 from agent.metrics import AgentMetrics
 from agent.playbook.loader import PlaybookLoadError
+from agent.playbook.requests import Executor
 from agent.playbook.runtime import PlaybookRuntime
 from agent.sinks import LogSink, SignalSink
 from agent.sources.base import Source
 from detectors import DetectorBank, DetectorSpec, SeriesRegistry, build_detector
+
+if TYPE_CHECKING:
+    from agent.leader import LeaseLeader
 
 log = logging.getLogger("aiops.agent")
 
@@ -46,7 +51,10 @@ class Agent:
         ]
         self.bank = DetectorBank(self.series, specs)
         self.sources = self._build_sources()
-        self.playbooks = PlaybookRuntime(config.playbooks, clock, self.metrics)
+        self.leader: LeaseLeader | None = None
+        self._closers: list[Callable[[], None]] = []
+        executor = self._build_executor() if config.executor.enabled else None
+        self.playbooks = PlaybookRuntime(config.playbooks, clock, self.metrics, executor=executor)
         try:
             self.playbooks.load()  # an invalid playbook set at start is as fatal as a bad config
         except PlaybookLoadError as exc:
@@ -94,6 +102,43 @@ class Agent:
             sinks.append(KafkaSignalSink(producer, self.config.signals.topic))
         return sinks
 
+    def _build_executor(self) -> Executor:
+        """The executor on the cluster: clients, leader election, audit sinks (only when enabled)."""
+        from agent.audit import ActionAudit, AuditSink, KafkaAuditSink, LogAuditSink  # noqa: PLC0415
+        from agent.executor import KubeExecutor  # noqa: PLC0415
+        from agent.leader import AlwaysLeader, LeaderState, LeaseLeader, default_identity  # noqa: PLC0415
+        from remediations.kube import connect  # noqa: PLC0415
+
+        cfg = self.config.executor
+        kube = connect(
+            cfg.kubeconfig, context=cfg.context, clock=self.clock, environ=self.environ, stop=self.stop
+        )
+        self._closers.append(kube.close)
+        identity = cfg.instance or self.environ.get("POD_NAME") or default_identity()
+        leader: LeaderState = AlwaysLeader()
+        if cfg.leader_election:
+            self.leader = LeaseLeader(
+                kube.api_client,
+                name=cfg.lease_name,
+                namespace=cfg.lease_namespace or self.environ.get("POD_NAMESPACE") or "default",
+                identity=identity,
+                lease_duration=cfg.lease_duration,
+                renew_deadline=cfg.renew_deadline,
+                retry_period=cfg.retry_period,
+                metrics=self.metrics,
+            )
+            leader = self.leader
+        sinks: list[AuditSink] = [LogAuditSink(cfg.audit_file)]
+        if cfg.audit_topic:
+            from agent.kafka_client import ResilientProducer  # noqa: PLC0415
+
+            producer = ResilientProducer(self.config.kafka, self.clock, self.stop, name="audit")
+            self._closers.append(producer.close)
+            sinks.append(KafkaAuditSink(producer, cfg.audit_topic))
+        return KubeExecutor(
+            kube, cfg, self.clock, ActionAudit(sinks), leader=leader, metrics=self.metrics, instance=identity
+        )
+
     def healthy(self) -> tuple[bool, str]:
         """Live while the engine loop keeps turning."""
         idle = self.clock.now() - self.engine.last_turn
@@ -130,6 +175,8 @@ class Agent:
         """Start the sources and loop until :attr:`stop` is set; always releases everything."""
         try:
             self.engine.start()
+            if self.leader is not None:
+                self.leader.start()
             self.playbooks.start(self.stop)
             log.info(
                 "agent running: %d source(s), %d detector(s), %d sink(s)",
@@ -141,6 +188,13 @@ class Agent:
         finally:
             self.stop.set()
             self.playbooks.join()
+            if self.leader is not None:
+                self.leader.stop()
+            for close in self._closers:
+                try:
+                    close()
+                except Exception:  # closing must go on
+                    log.exception("closing %s failed", close)
             self.engine.close()
             if self.http is not None:
                 self.http.close()

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.commands.nab",
     "agent.commands.forecast",
     "agent.commands.playbook",
+    "agent.commands.approve",
 )
 
 EXIT_OK = 0

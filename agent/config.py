@@ -180,6 +180,59 @@ class EngineConfig(_Model):
     stall_after: Duration = Field(60.0, description="/healthz fails when the loop has not turned this long")
 
 
+class ExecutorConfig(_Model):
+    """The executor: whether actions really run, where, and under which guardrails.
+
+    Disabled (the default), the playbook engine plans and logs every action and writes nothing.
+    """
+
+    enabled: bool = Field(False, description="run actions against the cluster; off: plan and log only")
+    kubeconfig: Path | None = Field(
+        None, description="kubeconfig file; none: in-cluster service account, else KUBECONFIG"
+    )
+    context: str | None = Field(None, description="kubeconfig context; none: the current one")
+    dry_run: bool = Field(False, description="plan and audit every action, write nothing but Events")
+    approval: bool = Field(False, description="every workload-changing action waits for approval")
+    gitops: Literal["skip", "annotate", "act"] = Field(
+        "skip",
+        description=(
+            "targets managed by Argo CD or Flux: skip them with a reason, act and annotate them, or act"
+        ),
+    )
+    namespaces: list[str] | None = Field(None, description="namespace allow-list; none: any namespace")
+    min_replicas: int | None = Field(None, ge=0, description="replica floor for every scale")
+    max_replicas: int | None = Field(None, ge=0, description="replica ceiling for every scale")
+    max_step: int | None = Field(None, ge=1, description="largest replica change of one scale")
+    approvals_dir: Path = Field(
+        Path("/tmp/aiops-approvals"),  # noqa: S108 - approval records, not secrets
+        description="where pending approvals are kept (aiops approve/reject write here)",
+    )
+    approval_ttl: Duration = Field(3600.0, description="a pending approval expires after this long")
+    audit_file: Path | None = Field(
+        None, description="append audit JSON lines here too (and remember executed keys across restarts)"
+    )
+    audit_topic: str | None = Field(
+        "aiops.audit", description="Kafka topic of the audit trail; none: no Kafka audit"
+    )
+    events: bool = Field(True, description="write a Kubernetes Event on the target for each decision")
+    instance: str | None = Field(None, description="this replica's identity; default: $POD_NAME or hostname")
+    lease_name: str = Field("aiops-agent-leader", min_length=1)
+    lease_namespace: str | None = Field(None, description="default: $POD_NAMESPACE, else 'default'")
+    lease_duration: float = Field(15.0, gt=2, description="seconds a leader holds the lease unrenewed")
+    renew_deadline: float = Field(
+        10.0, gt=1, description="seconds a leader tries to renew before it steps down"
+    )
+    retry_period: float = Field(2.0, ge=1, description="seconds between lease attempts")
+    leader_election: bool = Field(True, description="elect a leader on a Lease; off: this replica acts alone")
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> ExecutorConfig:
+        if not self.lease_duration > self.renew_deadline > 1.2 * self.retry_period:
+            msg = "lease timing needs lease_duration > renew_deadline > 1.2 x retry_period"
+            raise ValueError(msg)
+        return self
+
+
 class AgentConfig(_Model):
     """The whole config file."""
 
@@ -191,6 +244,7 @@ class AgentConfig(_Model):
     log: LogConfig = Field(default_factory=LogConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     playbooks: PlaybooksConfig = Field(default_factory=PlaybooksConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
     @property
     def kafka_source_enabled(self) -> bool:

@@ -111,3 +111,13 @@ class AgentMetrics:
             ["status"],
             registry=r,
         )
+        self.leader = Gauge(
+            "aiops_leader", "1 while this replica holds the executor's leader Lease", registry=r
+        )
+        self.actions = Counter(
+            "aiops_actions_total",
+            "Executor decisions on action requests, by action and outcome "
+            "(executed | dry_run | skipped | failed | pending_approval | approved | rejected | expired)",
+            ["action", "outcome"],
+            registry=r,
+        )

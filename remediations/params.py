@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+)
 
 from remediations.names import check_label_key, check_selector, check_subdomain
 
@@ -50,12 +58,26 @@ Duration = Annotated[
 ]
 
 
-def _name(value: Any) -> Any:
-    return check_subdomain("name", value) if isinstance(value, str) else value
+#: Validation context key: parameters may still hold ``{{ ... }}`` templates (a playbook at load
+#: time). Name and selector checks then wait for the rendered value, which is validated again.
+TEMPLATES = "templates"
 
 
-def _selector(value: Any) -> Any:
-    return check_selector("selector", value) if isinstance(value, str) else value
+def _templated(value: str, info: ValidationInfo) -> bool:
+    context = info.context
+    return isinstance(context, dict) and bool(context.get(TEMPLATES)) and "{{" in value
+
+
+def _name(value: Any, info: ValidationInfo) -> Any:
+    if not isinstance(value, str) or _templated(value, info):
+        return value
+    return check_subdomain("name", value)
+
+
+def _selector(value: Any, info: ValidationInfo) -> Any:
+    if not isinstance(value, str) or _templated(value, info):
+        return value
+    return check_selector("selector", value)
 
 
 def _env_name(value: Any) -> Any:

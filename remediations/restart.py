@@ -31,7 +31,7 @@ class RestartParams(ActionParams):
 
     def describe(self) -> str:
         """Plain words."""
-        return "restart the pods, rolling, as kubectl rollout restart does"
+        return "restart the target's pods, rolling, as kubectl rollout restart does"
 
 
 def _restarted_at(obj: Obj) -> str | None:

@@ -126,7 +126,8 @@ class ScaleParams(ActionParams):
         if self.replicas is not None:
             return f"scale to {self.replicas} replicas"
         if self.by is not None:
-            return f"{'add' if self.by > 0 else 'remove'} {abs(self.by)} replica(s)"
+            plural = "s" if abs(self.by) != 1 else ""
+            return f"{'add' if self.by > 0 else 'remove'} {abs(self.by)} replica{plural}"
         if self.factor is not None:
             return f"multiply the replicas by {self.factor:g}, rounding up"
         assert self.to_forecast is not None  # exactly one mode: checked above

@@ -54,7 +54,7 @@ from typing import Protocol
 
 from agent.clock import Clock
 from agent.metrics import AgentMetrics
-from agent.playbook.actions import ActionParams
+from agent.playbook.actions import ActionParams, changes_workload
 from agent.playbook.events import (
     AuditEvent,
     AuditSink,
@@ -474,7 +474,7 @@ class PlaybookEngine:
             return
         verdict = self._when(inc, now)
         if verdict.allowed:
-            planned = sum(1 for s in inc.playbook.model.spec.actions if s.params.changes_workload)
+            planned = sum(1 for s in inc.playbook.model.spec.actions if changes_workload(s.params))
             verdict = check_action(inc.guardrails, self.ledger, inc.playbook.name, inc.target, planned, now)
         if not verdict.allowed:
             if verdict.guardrail == "namespaces":
@@ -591,7 +591,7 @@ class PlaybookEngine:
         except TemplateError as exc:
             return ActionResult(key, ActionStatus.FAILED, f"parameters did not render: {exc}", now)
         guardrails = inc.guardrails.for_request()
-        if not params.changes_workload:
+        if not changes_workload(params):
             # approval guards changes to workloads; a notification about them does not wait
             guardrails = dataclasses.replace(guardrails, approval=Approval.NONE)
         request = ActionRequest(
@@ -633,7 +633,7 @@ class PlaybookEngine:
         if self.metrics is not None:
             self.metrics.playbook_actions.labels(inc.playbook.name, action, result.status.value).inc()
         if result.status in DONE_STATUSES:
-            if params.changes_workload and result.status is not ActionStatus.SKIPPED:
+            if changes_workload(params) and result.status is not ActionStatus.SKIPPED:
                 self.ledger.record_action(inc.playbook.name, inc.target, now)
             inc.step_index += 1
             return

@@ -23,7 +23,14 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from agent.playbook.actions import ACTIONS, ActionParams, ScaleParams
+from agent.playbook.actions import (
+    ACTIONS,
+    LOAD_CONTEXT,
+    ActionParams,
+    ScaleParams,
+    kubernetes_names,
+    target_kinds,
+)
 from agent.playbook.models import UNKNOWN_ACTION, Playbook
 from agent.playbook.requests import TargetRef
 from agent.playbook.templating import (
@@ -265,7 +272,7 @@ def _validate(doc: YamlDocument) -> tuple[Playbook | None, list[LocatedError]]:
         return None, [LocatedError(doc.locate([]), "", msg)]
     problems = _content_errors(doc)
     try:
-        playbook = Playbook.model_validate(doc.data)
+        playbook = Playbook.model_validate(doc.data, context=dict(LOAD_CONTEXT))
     except ValidationError as exc:
         problems = _model_errors(doc, exc.errors(include_url=False)) + problems
         playbook = None
@@ -353,7 +360,7 @@ def _check_step(data: Any, section: str, index: int, step: Any, target_kind: Any
     if params is None:
         return  # the model reports an unknown action
     base: list[str | int] = ["spec", section, index, action]
-    kinds = params.target_kinds
+    kinds = target_kinds(params)
     if isinstance(target_kind, str) and kinds is not None and target_kind not in kinds:
         works_on = ", ".join(sorted(kinds))
         error(base, f"{action} cannot act on a {target_kind}; it works on: {works_on}", key=True)
@@ -363,7 +370,7 @@ def _check_step(data: Any, section: str, index: int, step: Any, target_kind: Any
         except TemplateError as exc:
             error([*base, *sub], str(exc))
             continue
-        if template.is_literal and len(sub) == 1 and sub[0] in params.kubernetes_names:
+        if template.is_literal and len(sub) == 1 and sub[0] in kubernetes_names(params):
             problem = kubernetes_name_problem(value, NameKind.SUBDOMAIN)
             if problem is not None:
                 error([*base, *sub], f"{value!r} {problem}")
@@ -432,7 +439,7 @@ def render_params(loaded: LoadedPlaybook, params: ActionParams, context: Mapping
     Raises TemplateError when a variable is missing or a name parameter renders to a bad name.
     """
     data = params.model_dump(by_alias=True, exclude_none=True, mode="json")
-    names = set(params.kubernetes_names)
+    names = set(kubernetes_names(params))
 
     def walk(value: Any, key: str | None) -> Any:
         if isinstance(value, str):

@@ -65,6 +65,10 @@ class PlaybookRuntime:
                 metrics=metrics,
                 status_file=config.status_file,
             )
+        self.executor = executor
+        bind = getattr(executor, "bind", None)
+        if callable(bind):  # executors with results that come later (approvals) report to the engine
+            bind(self.engine.report)
         self._thread: threading.Thread | None = None
 
     def load(self) -> None:
@@ -78,6 +82,9 @@ class PlaybookRuntime:
         while not stop.is_set():
             try:
                 self.engine.tick()
+                tick = getattr(self.executor, "tick", None)
+                if callable(tick):  # approvals decided and expired
+                    tick()
                 if self.watcher is not None and self.clock.now() >= next_poll:
                     next_poll = self.clock.now() + self.config.reload_interval
                     self.watcher.poll()

@@ -141,7 +141,8 @@ def test_scale_ahead_of_forecast_demand(shipped: PlaybookSet) -> None:
     req = r.ran()[0]
     assert req.signal_value == 600.0
     params = ScaleParams.model_validate(req.params)
-    assert params.desired(current=4, signal_value=req.signal_value) == 15  # 600 x 1.2 / 50
+    assert params.to_forecast is not None
+    assert params.to_forecast.replicas(req.signal_value) == 15  # 600 x 1.2 / 50
     states = [e.state.value for e in r.events if isinstance(e, IncidentEvent) and e.is_transition]
     assert states == ["pending", "firing", "acting", "resolved"]  # verify.clears: false
 

@@ -1,0 +1,313 @@
+"""The executor against the twin over HTTP: guardrails, idempotency, dry run, approval, GitOps, audit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.audit import ActionAudit, LogAuditSink, MemoryAuditSink, executed_keys_from_file
+from agent.config import ExecutorConfig
+from agent.executor import GITOPS_DRIFT, KubeExecutor
+from agent.leader import StaticLeader
+from agent.playbook.requests import (
+    ActionRequest,
+    ActionResult,
+    ActionStatus,
+    Approval,
+    RequestGuardrails,
+    TargetRef,
+)
+from remediations.state import EXECUTED_KEYS
+from tests.integration.test_remediation_support import Cluster, open_cluster
+
+
+@pytest.fixture
+def cluster(twin_cluster: Any) -> Iterator[Cluster]:
+    with open_cluster(twin_cluster) as c:
+        yield c
+
+
+def request(
+    cluster: Cluster,
+    action: str = "scale",
+    params: dict[str, Any] | None = None,
+    *,
+    name: str = "web",
+    kind: str = "Deployment",
+    namespace: str | None = None,
+    incident: str = "inc-1",
+    step: str = "actions[0]",
+    guardrails: RequestGuardrails | None = None,
+) -> ActionRequest:
+    target = TargetRef(kind, namespace or cluster.ns, name)
+    return ActionRequest(
+        key=f"pb/{target}/{incident}/{step}",
+        playbook="pb",
+        incident=incident,
+        step=step,
+        action=action,
+        target=target,
+        params=params if params is not None else {"by": 2},
+        guardrails=guardrails or RequestGuardrails(),
+        time=cluster.clock.now(),
+        signal_value=1.0,
+    )
+
+
+class Harness:
+    def __init__(self, cluster: Cluster, tmp: Path, **config: Any) -> None:
+        self.cluster = cluster
+        self.memory = MemoryAuditSink()
+        self.audit_file = tmp / "audit.jsonl"
+        config.setdefault("approvals_dir", tmp / "approvals")
+        config.setdefault("audit_file", self.audit_file)
+        self.config = ExecutorConfig(enabled=True, **config)
+        self.leader = StaticLeader(True)
+        self.reported: list[ActionResult] = []
+        self.executor = self.new()
+
+    def new(self) -> KubeExecutor:
+        audit = ActionAudit([LogAuditSink(self.config.audit_file), self.memory])
+        ex = KubeExecutor(
+            self.cluster.kube, self.config, self.cluster.clock, audit, leader=self.leader, instance="t"
+        )
+        ex.bind(self.reported.append)
+        return ex
+
+    def decisions(self) -> list[str]:
+        return self.memory.decisions()
+
+
+def replicas(cluster: Cluster, name: str = "web") -> int:
+    return int(cluster.read("Deployment", name)["spec"]["replicas"])
+
+
+def test_executes_once_records_the_key_and_audits(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.deployment("web", replicas=2)
+    h = Harness(cluster, tmp_path)
+    req = request(cluster)
+    result = h.executor.submit(req)
+    assert result.status is ActionStatus.SUCCEEDED, result
+    assert replicas(cluster) == 4
+    assert req.key in cluster.read("Deployment", "web")["metadata"]["annotations"][EXECUTED_KEYS]
+    assert h.executor.submit(req).status is ActionStatus.SKIPPED
+    assert replicas(cluster) == 4
+    assert h.decisions() == ["executed", "skipped"]
+    assert h.memory.records[1].guardrail == "idempotency"
+    assert req.key in executed_keys_from_file(h.audit_file)
+
+
+def test_a_restarted_executor_does_not_repeat_an_action(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.deployment("web", replicas=2)
+    h = Harness(cluster, tmp_path, audit_file=None)
+    req = request(cluster)
+    assert h.executor.submit(req).status is ActionStatus.SUCCEEDED
+    restarted = h.new()  # no audit file: only the target's annotation remembers
+    twin = cluster.twin
+    assert twin is not None
+    twin.server.clear_requests()
+    result = restarted.submit(req)
+    assert result.status is ActionStatus.SKIPPED
+    assert "target annotation" in result.message
+    assert replicas(cluster) == 4
+    assert cluster.writes() == []
+
+
+def test_non_leader_plans_only(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.deployment("web", replicas=2)
+    h = Harness(cluster, tmp_path)
+    h.leader.leading = False
+    result = h.executor.submit(request(cluster))
+    assert result.status is ActionStatus.SKIPPED
+    assert h.memory.records[-1].guardrail == "leader"
+    assert replicas(cluster) == 2
+
+
+def test_namespace_allow_list_holds_and_lets_through(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.deployment("web", replicas=2)
+    held = Harness(cluster, tmp_path / "a", namespaces=["prod"])
+    result = held.executor.submit(request(cluster))
+    assert result.status is ActionStatus.FAILED
+    assert held.memory.records[-1].guardrail == "namespace"
+    assert replicas(cluster) == 2
+    allowed = Harness(cluster, tmp_path / "b", namespaces=[cluster.ns])
+    assert allowed.executor.submit(request(cluster)).status is ActionStatus.SUCCEEDED
+    assert replicas(cluster) == 4
+
+
+def test_replica_bounds_clamp_and_refuse(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.deployment("web", replicas=2)
+    h = Harness(cluster, tmp_path, max_replicas=3, max_step=5)
+    assert h.executor.submit(request(cluster, params={"by": 5})).status is ActionStatus.SUCCEEDED
+    assert replicas(cluster) == 3  # clamped to the config's maxReplicas
+    refused = h.executor.submit(request(cluster, params={"replicas": 9}, incident="inc-2"))
+    assert refused.status is ActionStatus.FAILED
+    assert "violates the bounds" in refused.message
+    assert replicas(cluster) == 3
+
+
+def test_dry_run_writes_nothing_but_an_event(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.deployment("web", replicas=2)
+    h = Harness(cluster, tmp_path, dry_run=True)
+    twin = cluster.twin
+    assert twin is not None
+    twin.server.clear_requests()
+    result = h.executor.submit(request(cluster))
+    assert result.status is ActionStatus.DRY_RUN
+    assert replicas(cluster) == 2
+    assert {(verb, resource) for verb, resource, _ in cluster.writes()} == {("create", "events")}
+    assert cluster.events("Deployment", "web", "AiopsDryRun")
+    assert h.decisions() == ["dry_run"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "scaled"),
+    [
+        ("skip", ActionStatus.SKIPPED, False),
+        ("annotate", ActionStatus.SUCCEEDED, True),
+        ("act", ActionStatus.SUCCEEDED, True),
+    ],
+)
+def test_gitops_modes(
+    cluster: Cluster, tmp_path: Path, mode: str, status: ActionStatus, scaled: bool
+) -> None:
+    cluster.deployment("web", replicas=2)
+    cluster.apps.patch_namespaced_deployment(
+        "web", cluster.ns, {"metadata": {"labels": {"argocd.argoproj.io/instance": "shop"}}}
+    )
+    h = Harness(cluster, tmp_path, gitops=mode)
+    result = h.executor.submit(request(cluster))
+    assert result.status is status, result
+    assert replicas(cluster) == (4 if scaled else 2)
+    annotations = cluster.read("Deployment", "web")["metadata"].get("annotations") or {}
+    assert (GITOPS_DRIFT in annotations) is (mode == "annotate")
+    if mode == "skip":
+        assert h.memory.records[-1].guardrail == "gitops"
+        assert "argocd:shop" in result.message
+
+
+def test_approval_pending_then_approved_executes(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.deployment("web", replicas=2)
+    h = Harness(cluster, tmp_path)
+    req = request(cluster, guardrails=RequestGuardrails(approval=Approval.REQUIRED))
+    pending = h.executor.submit(req)
+    assert pending.status is ActionStatus.PENDING_APPROVAL
+    approval = str(pending.details["approval"])
+    assert replicas(cluster) == 2
+    h.executor.tick()
+    assert h.reported == []
+    h.executor.approvals.decide(approval, True, "alice", cluster.clock.now())
+    h.executor.tick()
+    assert [r.status for r in h.reported] == [ActionStatus.SUCCEEDED]
+    assert replicas(cluster) == 4
+    assert h.decisions() == ["pending_approval", "approved", "executed"]
+    h.executor.tick()  # done: nothing more
+    assert len(h.reported) == 1
+
+
+def test_approval_rejected_and_expired(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.deployment("web", replicas=2)
+    h = Harness(cluster, tmp_path, approval=True, approval_ttl=60)
+    rejected = h.executor.submit(request(cluster, incident="a"))
+    h.executor.approvals.decide(
+        str(rejected.details["approval"]), False, "bob", cluster.clock.now(), "not now"
+    )
+    h.executor.submit(request(cluster, incident="b"))
+    h.executor.tick()
+    cluster.clock.advance(61)
+    h.executor.tick()
+    assert sorted(r.status.value for r in h.reported) == ["failed", "skipped"]
+    assert sorted(h.decisions()) == sorted(["pending_approval", "pending_approval", "rejected", "expired"])
+    assert replicas(cluster) == 2
+
+
+@pytest.mark.parametrize(
+    ("req_kwargs", "error"),
+    [
+        ({"name": "missing"}, "NotFoundError"),
+        ({"name": "Bad_Name"}, "ValueError"),
+        ({"params": {"by": 0}}, "ParamsError"),
+    ],
+)
+def test_bad_input_is_a_clear_failure(
+    cluster: Cluster, tmp_path: Path, req_kwargs: dict[str, Any], error: str
+) -> None:
+    cluster.deployment("web", replicas=2)
+    h = Harness(cluster, tmp_path)
+    result = h.executor.submit(request(cluster, **req_kwargs))
+    assert result.status is ActionStatus.FAILED
+    assert h.memory.records[-1].decision.value == "failed"
+    assert h.memory.records[-1].error == error
+    assert replicas(cluster) == 2
+
+
+def test_a_webhook_that_hangs_fails_clearly(cluster: Cluster, tmp_path: Path) -> None:
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)  # accepts, never answers
+    try:
+        h = Harness(cluster, tmp_path)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+        result = h.executor.submit(
+            request(cluster, "notify", {"webhook": url, "message": "hi", "timeout": 0.2, "retries": 0})
+        )
+    finally:
+        sock.close()
+    assert result.status is ActionStatus.FAILED
+    assert h.memory.records[-1].decision.value == "failed"
+
+
+@pytest.mark.parametrize("code", [409, 500, 429])
+def test_api_faults_retry_without_double_action(cluster: Cluster, tmp_path: Path, code: int) -> None:
+    cluster.deployment("web", replicas=2)
+    twin = cluster.twin
+    assert twin is not None
+    twin.server.faults.error(code, verb="patch", resource="deployments", count=1)
+    h = Harness(cluster, tmp_path)
+    result = h.executor.submit(request(cluster))
+    assert result.status is ActionStatus.SUCCEEDED, result
+    assert replicas(cluster) == 4
+    assert h.executor.submit(request(cluster)).status is ActionStatus.SKIPPED
+    assert replicas(cluster) == 4
+
+
+def test_audit_lines_reach_the_kafka_topic(
+    cluster: Cluster, tmp_path: Path, kafka_bootstrap: str, kafka_topic: Any
+) -> None:
+    import json
+
+    from kafka import KafkaConsumer
+
+    from agent.audit import KafkaAuditSink
+    from agent.config import KafkaConnection
+    from agent.kafka_client import ResilientProducer
+
+    topic = kafka_topic()
+    producer = ResilientProducer(
+        KafkaConnection(bootstrap_servers=[kafka_bootstrap]), cluster.clock, name="audit"
+    )
+    try:
+        cluster.deployment("web", replicas=2)
+        h = Harness(cluster, tmp_path)
+        h.executor.audit.sinks.append(KafkaAuditSink(producer, topic))
+        req = request(cluster)
+        h.executor.submit(req)
+        h.executor.submit(req)
+    finally:
+        producer.close()
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=[kafka_bootstrap], auto_offset_reset="earliest", consumer_timeout_ms=5000
+    )
+    try:
+        lines = [json.loads(m.value) for m in consumer]
+    finally:
+        consumer.close()
+    assert [(line["key"], line["decision"]) for line in lines] == [
+        (req.key, "executed"),
+        (req.key, "skipped"),
+    ]

@@ -1,0 +1,79 @@
+"""Leader election on a Lease in the twin: one leader; when it stops renewing the other takes over
+within the lease duration, and the executor there does not repeat an executed key."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.audit import ActionAudit, MemoryAuditSink
+from agent.config import ExecutorConfig
+from agent.executor import KubeExecutor
+from agent.leader import LeaseLeader
+from agent.metrics import AgentMetrics
+from agent.playbook.requests import ActionRequest, ActionStatus, RequestGuardrails, TargetRef
+from tests.integration.test_remediation_support import open_cluster
+from tests.servers.common import eventually
+
+LEASE = 3.0
+
+
+def test_only_the_leader_acts_and_the_other_takes_over(kube_env: Any, tmp_path: Path) -> None:
+    with open_cluster(kube_env) as cluster:
+        cluster.deployment("web", replicas=2)
+        leaders = [
+            LeaseLeader(
+                kube_env.api_client(),
+                name="aiops-test",
+                namespace=cluster.ns,
+                identity=f"r{i}",
+                lease_duration=LEASE,
+                renew_deadline=2.0,
+                retry_period=1.0,
+                metrics=AgentMetrics(),
+            )
+            for i in range(2)
+        ]
+        config = ExecutorConfig(enabled=True, approvals_dir=tmp_path / "a")
+        executors = [
+            KubeExecutor(cluster.kube, config, cluster.clock, ActionAudit([MemoryAuditSink()]), leader=leader)
+            for leader in leaders
+        ]
+        target = TargetRef("Deployment", cluster.ns, "web")
+        req = ActionRequest(
+            key=f"pb/{target}/inc/actions[0]",
+            playbook="pb",
+            incident="inc",
+            step="actions[0]",
+            action="scale",
+            target=target,
+            params={"by": 2},
+            guardrails=RequestGuardrails(),
+            time=0.0,
+            signal_value=0.0,
+        )
+        for leader in leaders:
+            leader.start()
+        try:
+            eventually(lambda: any(le.is_leader() for le in leaders), timeout=10)
+            first = next(i for i, le in enumerate(leaders) if le.is_leader())
+            other = 1 - first
+            assert not leaders[other].is_leader()
+            assert executors[other].submit(req).status is ActionStatus.SKIPPED
+            assert executors[first].submit(req).status is ActionStatus.SUCCEEDED
+            metrics = leaders[first].metrics
+            assert metrics is not None
+            assert metrics.leader._value.get() == 1
+            stopped = time.monotonic()
+            leaders[first].stop()
+            eventually(leaders[other].is_leader, timeout=LEASE + 5)
+            assert time.monotonic() - stopped < LEASE + 3.0
+            result = executors[other].submit(req)
+            assert result.status is ActionStatus.SKIPPED
+            assert "annotation" in result.message
+            spec = cluster.read("Deployment", "web")["spec"]
+            assert spec["replicas"] == 4
+        finally:
+            for leader in leaders:
+                leader.stop()
