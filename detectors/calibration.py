@@ -31,6 +31,7 @@ import numpy as np
 
 from detectors.base import DetectorError
 from detectors.batch import FloatArray, IdArray
+from detectors.episodes import EPISODE_DEFAULTS, EpisodeStage, check_episodes
 from detectors.streaming import (
     ArraySpec,
     SeriesState,
@@ -219,6 +220,7 @@ CALIBRATION_DEFAULTS: dict[str, Any] = {
     "calibration_rate": 0.002,
     "warmup": 30,
     "flag_score": 0.3,
+    **EPISODE_DEFAULTS,
 }
 
 
@@ -233,7 +235,17 @@ def check_calibration(where: str, params: Mapping[str, Any]) -> dict[str, Any]:
         "flag_score": check_float(
             where, "flag_score", params["flag_score"], low=0.0, high=1.0, low_open=True
         ),
+        **check_episodes(where, params),
     }
+
+
+def episode_stage(calibration: Mapping[str, Any]) -> EpisodeStage:
+    """The :class:`~detectors.episodes.EpisodeStage` of validated calibration parameters."""
+    return EpisodeStage(
+        refractory_hours=float(calibration["refractory_hours"]),
+        damping=float(calibration["damping"]),
+        warmup_hours=float(calibration["warmup_hours"]),
+    )
 
 
 class CalibratedDetector(StreamingDetector):
@@ -265,10 +277,12 @@ class CalibratedDetector(StreamingDetector):
             for c in self.components
         ]
         self.flag_p = score_to_p(float(calibration["flag_score"]))
+        self.episodes = episode_stage(calibration)
         super().__init__(name)
         for c, cal in zip(self.components, self.calibrators, strict=True):
             c.bind(self.state)
             cal.bind(self.state)
+        self.episodes.bind(self.state)
         self._last_p: list[FloatArray] = []
 
     def array_specs(self) -> list[ArraySpec]:
@@ -277,7 +291,7 @@ class CalibratedDetector(StreamingDetector):
         for c, cal in zip(self.components, self.calibrators, strict=True):
             specs += c.array_specs()
             specs += cal.array_specs()
-        return specs
+        return specs + self.episodes.array_specs()
 
     def params(self) -> dict[str, Any]:
         """The parameters the detector was built with, defaults filled in."""
@@ -292,7 +306,7 @@ class CalibratedDetector(StreamingDetector):
         for c, cal, r in zip(self.components, self.calibrators, raws, strict=True):
             c.learn(ids, ts, values, flagged)
             cal.learn(ids, r, flagged, self.flag_p)
-        return p_to_score(p)
+        return self.episodes.apply(ids, ts, p_to_score(p))
 
     def signal_details(self, series_id: int) -> dict[str, Any]:
         """The detector kind and each component's view of the series."""

@@ -25,7 +25,7 @@ import numpy as np
 
 from detectors.base import DetectorError
 from detectors.batch import FloatArray, IdArray, SampleBatch
-from detectors.calibration import CALIBRATION_DEFAULTS, TailCalibrator, check_calibration
+from detectors.calibration import CALIBRATION_DEFAULTS, TailCalibrator, check_calibration, episode_stage
 from detectors.robust import spread_floor
 from detectors.seasonal import SEASONAL_DEFAULTS, seasonal_component
 from detectors.streaming import (
@@ -120,11 +120,13 @@ class PyodWindowDetector(StreamingDetector):
             warmup=int(calibration["warmup"]),
         )
         self.flag_p = score_to_p(float(calibration["flag_score"]))
+        self.episodes = episode_stage(calibration)
         self._params = p
         self.n_features = self.lags + 2
         super().__init__(name)
         self.seasonal.bind(self.state)
         self.calibrator.bind(self.state)
+        self.episodes.bind(self.state)
         self._train = np.zeros((self.window, self.n_features), dtype=np.float32)
         self._train_n = 0  # vectors ever added; the ring position is _train_n % window
         self._since_fit = 0
@@ -147,6 +149,7 @@ class PyodWindowDetector(StreamingDetector):
             ArraySpec("n", np.float32, 0.0),
             *self.seasonal.array_specs(),
             *self.calibrator.array_specs(),
+            *self.episodes.array_specs(),
         ]
 
     def params(self) -> dict[str, Any]:
@@ -209,10 +212,12 @@ class PyodWindowDetector(StreamingDetector):
         self._fit_x = x32
         self.fits += 1
 
-    def _score(self, chunk: list[tuple[IdArray, IdArray, FloatArray]], scores: FloatArray) -> None:
+    def _score(
+        self, chunk: list[tuple[IdArray, IdArray, FloatArray, FloatArray]], scores: FloatArray
+    ) -> None:
         if not chunk:
             return
-        x = np.vstack([f for _, _, f in chunk])
+        x = np.vstack([f for _, _, _, f in chunk])
         if self._model is None:
             raw = np.zeros(x.shape[0])
         else:
@@ -222,13 +227,13 @@ class PyodWindowDetector(StreamingDetector):
             )
         raw = np.nan_to_num(raw, nan=0.0, posinf=1e6)
         start = 0
-        for idx, ids, feats in chunk:
+        for idx, ids, ts, feats in chunk:
             r = raw[start : start + idx.size]
             start += idx.size
             p = self.calibrator.p_value(ids, r)
             flagged = p <= self.flag_p
             self.calibrator.learn(ids, r, flagged, self.flag_p)
-            scores[idx] = p_to_score(p)
+            scores[idx] = self.episodes.apply(ids, ts, p_to_score(p))
             self._remember(feats[~flagged])
 
     def _remember(self, feats: FloatArray) -> None:
@@ -246,9 +251,9 @@ class PyodWindowDetector(StreamingDetector):
     def update(self, batch: SampleBatch) -> FloatArray:
         """Score each sample in ``[0, 1]`` (batch order); refit at the scheduled sample counts."""
         scores = np.zeros(len(batch), dtype=np.float64)
-        chunk: list[tuple[IdArray, IdArray, FloatArray]] = []
+        chunk: list[tuple[IdArray, IdArray, FloatArray, FloatArray]] = []
         for idx, ids, ts, values in self.accepted_rounds(batch):
-            chunk.append((idx, ids, self._features(ids, ts, values)))
+            chunk.append((idx, ids, ts, self._features(ids, ts, values)))
             self._since_fit += idx.size
             due = self._since_fit >= self.refit_every
             first = self._model is None and self._train_n + sum(c[0].size for c in chunk) >= self.min_fit

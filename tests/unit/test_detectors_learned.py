@@ -96,10 +96,61 @@ def test_persistent_shift_is_relearned_not_alarmed_forever() -> None:
 def test_an_outage_does_not_become_the_new_normal() -> None:
     t, x = planted("clean")
     x[ONSET : ONSET + 6] = 0.0  # half an hour of zeros
-    det = build_learned("ensemble", {})
+    # what the detector learns, seen without the alert de-duplication of repeats (tested below)
+    det = build_learned("ensemble", {"refractory_hours": 0.0})
     scores = det.update(SampleBatch.from_arrays(np.zeros(t.size, int), t, x))
     assert scores[ONSET : ONSET + 4].min() >= ALARM  # flagged, not learned as normal
     assert scores[ONSET + 12 : ONSET + DAY].max() < ALARM  # back to normal without a relapse
+
+
+def test_an_alert_episode_is_reported_once_per_refractory_period() -> None:
+    t, x = planted("clean")
+    x[ONSET : ONSET + 6] = 0.0  # the same outage, reported with the default de-duplication
+    det = build_learned("ensemble", {})
+    assert det.params()["refractory_hours"] == 6.0
+    scores = det.update(SampleBatch.from_arrays(np.zeros(t.size, int), t, x))
+    undamped = build_learned("ensemble", {"refractory_hours": 0.0}).update(
+        SampleBatch.from_arrays(np.zeros(t.size, int), t, x)
+    )
+    assert scores[ONSET] == undamped[ONSET] >= ALARM  # the first sample of the episode passes
+    repeats = slice(ONSET + 1, ONSET + 6)
+    np.testing.assert_allclose(scores[repeats], 0.5 * undamped[repeats])  # repeats are damped
+    assert scores[ONSET + 1 : ONSET + 6].max() < ALARM
+
+
+def test_episode_stage_passes_records_and_renotifies_after_the_refractory_period() -> None:
+    from detectors.episodes import EpisodeStage
+
+    state = SeriesState([ArraySpec("last_ts", np.float64, -np.inf)])
+    stage = EpisodeStage(refractory_hours=1.0, damping=0.5, warmup_hours=0.0)
+    state.specs.update({s.name: s for s in stage.array_specs()})
+    state.arrays.update({s.name: np.full(0, s.fill, s.dtype) for s in stage.array_specs()})
+    stage.bind(state)
+    state.ensure(1)
+    ids = np.array([0])
+    got = [
+        float(stage.apply(ids, np.array([ts]), np.array([score]))[0])
+        for ts, score in [(0, 0.6), (600, 0.6), (1200, 0.4), (1800, 0.8), (3600, 0.7), (5400, 0.7)]
+    ]
+    # first passes; a repeat and a lower score are damped; a more extreme one passes and becomes
+    # the peak; an hour after that peak the episode is over and the next high score passes again
+    assert got == pytest.approx([0.6, 0.3, 0.2, 0.8, 0.35, 0.7])
+
+
+def test_scores_ramp_up_over_the_warmup_hours() -> None:
+    from detectors.episodes import EpisodeStage
+
+    state = SeriesState([ArraySpec("last_ts", np.float64, -np.inf)])
+    stage = EpisodeStage(refractory_hours=0.0, damping=0.5, warmup_hours=2.0)
+    state.specs.update({s.name: s for s in stage.array_specs()})
+    state.arrays.update({s.name: np.full(0, s.fill, s.dtype) for s in stage.array_specs()})
+    stage.bind(state)
+    state.ensure(2)
+    out = [
+        stage.apply(np.array([0, 1]), np.array([ts, ts + 9e3]), np.ones(2)).tolist() for ts in (0.0, 3600.0)
+    ]
+    assert out == [[0.0, 0.0], [0.5, 0.5]]
+    assert stage.apply(np.array([0]), np.array([7200.0]), np.ones(1)).tolist() == [1.0]
 
 
 def test_weekly_profile_learns_a_busy_weekday() -> None:
