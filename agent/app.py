@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from agent.playbook.requests import Executor
 from agent.playbook.runtime import PlaybookRuntime
 from agent.sinks import LogSink, SignalSink
 from agent.sources.base import Source
+from agent.yamlloc import LocatedError, Location
 from detectors import DetectorBank, DetectorSpec, SeriesRegistry, build_detector
 
 if TYPE_CHECKING:
@@ -37,10 +39,12 @@ class Agent:
         clock: Clock,
         environ: Mapping[str, str] | None = None,
         extra_sinks: list[SignalSink] | None = None,
+        kubeconfig: Path | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.environ = dict(os.environ if environ is None else environ)
+        self.kubeconfig = kubeconfig
         self.stop = threading.Event()
         self.metrics = AgentMetrics()
         if config.kafka_source_enabled or config.kafka_signals_enabled:
@@ -104,15 +108,23 @@ class Agent:
 
     def _build_executor(self) -> Executor:
         """The executor on the cluster: clients, leader election, audit sinks (only when enabled)."""
+        from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
+
         from agent.audit import ActionAudit, AuditSink, KafkaAuditSink, LogAuditSink  # noqa: PLC0415
         from agent.executor import KubeExecutor  # noqa: PLC0415
         from agent.leader import AlwaysLeader, LeaderState, LeaseLeader, default_identity  # noqa: PLC0415
         from remediations.kube import connect  # noqa: PLC0415
 
         cfg = self.config.executor
-        kube = connect(
-            cfg.kubeconfig, context=cfg.context, clock=self.clock, environ=self.environ, stop=self.stop
-        )
+        kubeconfig = self.kubeconfig if self.kubeconfig is not None else cfg.kubeconfig
+        try:
+            kube = connect(
+                kubeconfig, context=cfg.context, clock=self.clock, environ=self.environ, stop=self.stop
+            )
+        except ConfigException as exc:
+            where = Location("<kubernetes>", 0, 0)
+            msg = f"cannot load a Kubernetes configuration (in-cluster, --kubeconfig, KUBECONFIG): {exc}"
+            raise ConfigError([LocatedError(where, "executor", msg)]) from exc
         self._closers.append(kube.close)
         identity = cfg.instance or self.environ.get("POD_NAME") or default_identity()
         leader: LeaderState = AlwaysLeader()

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, required=True, help="the agent config YAML file")
     run.add_argument("--log-format", choices=["human", "json"], help="overrides log.format in the config")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides log.level")
+    run.add_argument(
+        "--kubeconfig", type=Path, help="kubeconfig for the executor (default: in-cluster, then KUBECONFIG)"
+    )
 
     config = sub.add_parser("config", help="work with config files")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
@@ -104,7 +107,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     setup_logging(args.log_format or config.log.format, args.log_level or config.log.level)
     try:
-        agent = Agent(config, WallClock())
+        agent = Agent(config, WallClock(), kubeconfig=args.kubeconfig)
     except ConfigError as exc:  # a secret named in the config is missing from the environment
         for err in exc.errors:
             log.error("%s", err)

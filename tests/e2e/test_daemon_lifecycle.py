@@ -58,3 +58,12 @@ def test_missing_secret_exits_2(tmp_path: Path) -> None:
     with Daemon(tmp_path, cfg) as d:
         assert d.proc.wait(timeout=60) == 2
         assert "AIOPS_TEST_UNSET_SECRET is not set" in d.output()
+
+
+def test_executor_without_a_cluster_config_exits_2_saying_so(tmp_path: Path) -> None:
+    with Daemon(tmp_path, {"executor": {"enabled": True}}, "--kubeconfig", str(tmp_path / "absent")) as d:
+        assert d.proc.wait(timeout=60) == 2
+        out = d.output()
+        assert "executor: cannot load a Kubernetes configuration" in out
+        assert "absent does not exist" in out
+        assert "Traceback" not in out
