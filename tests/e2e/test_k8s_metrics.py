@@ -66,6 +66,7 @@ def _in_cluster_config(tmp: Path) -> dict[str, Any]:
     config["kafka"]["bootstrap_servers"] = [f"127.0.0.1:{closed}"]
     config["kafka"]["request_timeout"] = "2s"
     config["sources"]["prometheus"]["url"] = f"http://127.0.0.1:{closed}"
+    config["executor"]["enabled"] = False  # no cluster here: the executor's metrics exist regardless
     config["playbooks"]["directory"] = str(books)
     config["playbooks"]["status_file"] = str(tmp / "status.json")
     return config
