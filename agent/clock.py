@@ -3,35 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
-from typing import Protocol
 
+# Where components read the time and wait: nothing on the data path calls ``time`` itself. The
+# protocol and the wall clock live in remediations, the lowest layer that needs them.
+from remediations.types import Clock
+from remediations.types import SystemClock as WallClock
 
-class Clock(Protocol):
-    """Where components read the time and wait; nothing on the data path calls ``time`` itself."""
-
-    def now(self) -> float:
-        """Seconds since the Unix epoch."""
-        ...
-
-    def wait(self, seconds: float, stop: threading.Event | None = None) -> bool:
-        """Wait ``seconds`` or until ``stop`` is set; return True if ``stop`` is set."""
-        ...
-
-
-class WallClock:
-    """The real clock."""
-
-    def now(self) -> float:
-        """The system time."""
-        return time.time()
-
-    def wait(self, seconds: float, stop: threading.Event | None = None) -> bool:
-        """Sleep, waking early when ``stop`` is set."""
-        if stop is None:
-            time.sleep(max(0.0, seconds))
-            return False
-        return stop.wait(max(0.0, seconds))
+__all__ = ["Clock", "ManualClock", "WallClock"]
 
 
 class ManualClock:
