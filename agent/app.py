@@ -16,6 +16,7 @@ from agent.config import AgentConfig, ConfigError
 from agent.engine import Engine
 from agent.http import HttpServer
 from agent.metrics import AgentMetrics
+from agent.playbook.engine import TargetFacts
 from agent.playbook.loader import PlaybookLoadError
 from agent.playbook.requests import Executor
 from agent.playbook.runtime import PlaybookRuntime
@@ -57,8 +58,11 @@ class Agent:
         self.sources = self._build_sources()
         self.leader: LeaseLeader | None = None
         self._closers: list[Callable[[], None]] = []
+        self.facts: TargetFacts | None = None
         executor = self._build_executor() if config.executor.enabled else None
-        self.playbooks = PlaybookRuntime(config.playbooks, clock, self.metrics, executor=executor)
+        self.playbooks = PlaybookRuntime(
+            config.playbooks, clock, self.metrics, executor=executor, facts=self.facts
+        )
         try:
             self.playbooks.load()  # an invalid playbook set at start is as fatal as a bad config
         except PlaybookLoadError as exc:
@@ -112,6 +116,7 @@ class Agent:
 
         from agent.audit import ActionAudit, AuditSink, KafkaAuditSink, LogAuditSink  # noqa: PLC0415
         from agent.executor import KubeExecutor  # noqa: PLC0415
+        from agent.facts import KubeFacts  # noqa: PLC0415
         from agent.leader import AlwaysLeader, LeaderState, LeaseLeader, default_identity  # noqa: PLC0415
         from remediations.kube import connect  # noqa: PLC0415
 
@@ -126,6 +131,7 @@ class Agent:
             msg = f"cannot load a Kubernetes configuration (in-cluster, --kubeconfig, KUBECONFIG): {exc}"
             raise ConfigError([LocatedError(where, "executor", msg)]) from exc
         self._closers.append(kube.close)
+        self.facts = KubeFacts(kube, self.clock)
         identity = cfg.instance or self.environ.get("POD_NAME") or default_identity()
         leader: LeaderState = AlwaysLeader()
         if cfg.leader_election:

@@ -1,0 +1,56 @@
+"""Facts about targets that playbook ``when`` conditions ask for, read from the cluster."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from agent.clock import Clock
+from agent.playbook.requests import TargetRef
+from remediations.errors import KubeError
+from remediations.kube import KubeClients
+from remediations.rollback import history
+
+log = logging.getLogger("aiops.facts")
+
+
+class KubeFacts:
+    """``last_rollout``: when the newest ReplicaSet of a Deployment was created (cached briefly).
+
+    A rollout creates a ReplicaSet for the new pod template; a rollback re-uses an old one, so a
+    rollback is not reported as a rollout (which is what ``rolloutWithin`` wants to know: whether a
+    new version went out recently). Unknown (None) for other kinds and on API errors.
+    """
+
+    def __init__(self, kube: KubeClients, clock: Clock, ttl: float = 30.0) -> None:
+        self.kube = kube
+        self.clock = clock
+        self.ttl = ttl
+        self._cache: dict[TargetRef, tuple[float, float | None]] = {}
+
+    def last_rollout(self, target: TargetRef) -> float | None:
+        """When the target's last rollout started, or None when unknown or never."""
+        if target.kind != "Deployment":
+            return None
+        now = self.clock.now()
+        cached = self._cache.get(target)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        try:
+            deployment = self.kube.get("Deployment", target.namespace, target.name)
+            created = [
+                (rs.get("metadata") or {}).get("creationTimestamp") for rs in history(self.kube, deployment)
+            ]
+        except KubeError as exc:
+            log.warning("cannot read the rollout history of %s: %s", target, exc)
+            return None
+        stamps = [_epoch(c) for c in created if isinstance(c, str)]
+        result = max(stamps) if stamps else None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[target] = (now, result)
+        return result
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

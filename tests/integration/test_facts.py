@@ -1,0 +1,58 @@
+"""KubeFacts: the last rollout of a Deployment, read from its ReplicaSets over HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+
+from agent.clock import ManualClock
+from agent.facts import KubeFacts
+from agent.playbook.requests import TargetRef
+from tests.integration.test_remediation_support import Cluster, open_cluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cluster(kube_env) -> Iterator[Cluster]:
+    with open_cluster(kube_env) as opened:
+        yield opened
+
+
+def _created(rs: dict[str, object]) -> float:
+    stamp = str(rs["metadata"]["creationTimestamp"])  # type: ignore[index]
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_last_rollout_is_the_newest_replicaset_and_follows_a_new_rollout(cluster: Cluster) -> None:
+    cluster.deployment("web", replicas=1, settled=True)
+    clock = ManualClock(1_000.0)
+    facts = KubeFacts(cluster.kube, clock, ttl=30.0)
+    target = TargetRef("Deployment", cluster.ns, "web")
+
+    first = facts.last_rollout(target)
+    assert first == _created(cluster.replica_sets()[1])
+
+    twin = cluster.twin
+    if twin is not None and isinstance(twin.clock, ManualClock):
+        twin.advance(60)  # the new ReplicaSet is created a minute later in event time
+    else:
+        time.sleep(1.5)  # creationTimestamp has one-second resolution
+    cluster.rollout("web", "2")
+    cluster.settle(lambda: sorted(cluster.replica_sets()) == [1, 2], "revision 2")
+    assert facts.last_rollout(target) == first  # cached within the ttl
+    clock.advance(31)
+    second = facts.last_rollout(target)
+    assert second == _created(cluster.replica_sets()[2])
+    assert first is not None
+    assert second is not None
+    assert second > first
+
+
+def test_unknown_for_other_kinds_and_missing_objects(cluster: Cluster) -> None:
+    facts = KubeFacts(cluster.kube, ManualClock())
+    assert facts.last_rollout(TargetRef("StatefulSet", cluster.ns, "db")) is None
+    assert facts.last_rollout(TargetRef("Deployment", cluster.ns, "absent")) is None
