@@ -1,0 +1,51 @@
+"""``aiops approvals`` / ``approve`` / ``reject`` over the approvals directory the executor reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.approvals import ApprovalState, ApprovalStore
+from agent.cli import EXIT_FAILURE, EXIT_OK, main
+
+REQUEST = {"action": "rollback", "target": {"kind": "Deployment", "namespace": "shop", "name": "checkout"}}
+
+
+def pending(directory: Path, key: str = "pb/Deployment/shop/checkout/inc-1/0") -> str:
+    store = ApprovalStore(directory)
+    return store.create(key, REQUEST, now=1000.0, ttl=1e12, plan="roll back to revision 1").id
+
+
+def test_list_approve_and_the_record_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    approval = pending(tmp_path)
+    assert main(["approvals", "--dir", str(tmp_path)]) == EXIT_OK
+    listed = capsys.readouterr().out
+    assert approval in listed
+    assert "rollback Deployment/shop/checkout" in listed
+
+    assert (
+        main(["approve", approval, "--dir", str(tmp_path), "--by", "alice", "--reason", "looks right"])
+        == EXIT_OK
+    )
+    assert capsys.readouterr().out.startswith("approved: rollback on Deployment/shop/checkout")
+    record = ApprovalStore(tmp_path).get(approval)
+    assert record.state is ApprovalState.APPROVED
+
+    assert main(["approvals", "--dir", str(tmp_path), "--all", "--json"]) == EXIT_OK
+    [shown] = json.loads(capsys.readouterr().out)
+    assert shown["state"] == "approved"
+
+    # a decided record cannot be decided again
+    assert main(["reject", approval, "--dir", str(tmp_path)]) == EXIT_FAILURE
+    assert "aiops reject:" in capsys.readouterr().err
+
+
+def test_reject_and_unknown_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    approval = pending(tmp_path)
+    assert main(["reject", approval, "--dir", str(tmp_path), "--by", "bob"]) == EXIT_OK
+    assert ApprovalStore(tmp_path).get(approval).state is ApprovalState.REJECTED
+    capsys.readouterr()
+    assert main(["approve", "no-such-id", "--dir", str(tmp_path)]) == EXIT_FAILURE
+    assert "no-such-id" in capsys.readouterr().err
