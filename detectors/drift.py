@@ -41,9 +41,10 @@ import numpy.typing as npt
 
 from detectors.base import DetectorError, grow
 from detectors.batch import FloatArray, IdArray, SampleBatch
-from detectors.forecast import ParamReader, check_state_version, order_batch, state_array
+from detectors.forecast import ParamReader, export_state, order_batch, restore_state
 from detectors.signal import SignalKind
 
+_COUNTERS = ("invalid", "out_of_order", "unreferenced", "tests_run")
 _STATE_VERSION = 1
 #: Bin fractions are floored at this before the PSI's logarithm (an empty bin would be infinite).
 PSI_FLOOR = 1e-4
@@ -461,45 +462,37 @@ class DriftDetector:
     )
     _INTS: ClassVar[frozenset[str]] = frozenset({"ref_n", "ref_state", "cur_pos", "cur_n", "since", "which"})
 
-    def state_dict(self) -> dict[str, Any]:
-        """Reference and current windows, bins and the latest results per series (copies)."""
-        state: dict[str, Any] = {
-            "kind": self.name,
-            "version": _STATE_VERSION,
+    def _config(self) -> dict[str, Any]:
+        return {
             "test": self.test,
             "reference_size": self.reference_size,
             "window": self.window,
             "bins": self.bins,
-            "invalid": self.invalid,
-            "out_of_order": self.out_of_order,
-            "unreferenced": self.unreferenced,
-            "tests_run": self.tests_run,
         }
-        for key, _ in self._ARRAYS:
-            state[key] = getattr(self, f"_{key}").copy()
-        return state
 
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` exported, for the same test, sizes and bins."""
-        check_state_version(state, self.name, _STATE_VERSION)
-        for key in ("test", "reference_size", "window", "bins"):
-            if state.get(key) != getattr(self, key):
-                raise DetectorError(
-                    f"drift: state has {key} {state.get(key)!r}, configured {getattr(self, key)!r}"
-                )
-        arrays = {key: state_array(state, key, self.name, ndim) for key, ndim in self._ARRAYS}
-        rows = arrays["ref_n"].shape[0]
+    def _shape(self, key: str, rows: int) -> tuple[int, ...]:
         widths = {
             "ref": self.reference_size,
             "edges": self.bins - 1,
             "ref_frac": self.bins,
             "cur": self.window,
         }
-        for key, array in arrays.items():
-            want = (rows, widths[key]) if key in widths else (rows,)
-            if array.shape != want:
-                raise DetectorError(f"drift: state {key!r} has shape {array.shape}, expected {want}")
-        for key, array in arrays.items():
-            setattr(self, f"_{key}", np.array(array, dtype=np.int64 if key in self._INTS else np.float64))
-        for key in ("invalid", "out_of_order", "unreferenced", "tests_run"):
-            setattr(self, key, int(state.get(key, 0)))
+        return (rows, widths[key]) if key in widths else (rows,)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Reference and current windows, bins and the latest results per series (copies)."""
+        return export_state(self, self.name, _STATE_VERSION, self._ARRAYS, self._config(), _COUNTERS)
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` exported, for the same test, sizes and bins."""
+        restore_state(
+            self,
+            state,
+            self.name,
+            _STATE_VERSION,
+            self._ARRAYS,
+            self._config(),
+            _COUNTERS,
+            self._shape,
+            self._INTS,
+        )

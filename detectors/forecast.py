@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -273,6 +273,55 @@ def state_array(state: Mapping[str, Any], key: str, owner: str, ndim: int) -> np
     if array.ndim != ndim:
         raise DetectorError(f"{owner}: state {key!r} must have {ndim} dimension(s), got {array.ndim}")
     return array
+
+
+def export_state(
+    owner: object,
+    name: str,
+    version: int,
+    arrays: Sequence[tuple[str, int]],
+    config: Mapping[str, Any],
+    counters: Sequence[str],
+) -> dict[str, Any]:
+    """A versioned checkpoint: kind, version, ``config``, the counters and copies of ``owner._<key>``."""
+    state: dict[str, Any] = {"kind": name, "version": version, **config}
+    for key in counters:
+        state[key] = getattr(owner, key)
+    for key, _ in arrays:
+        state[key] = getattr(owner, f"_{key}").copy()
+    return state
+
+
+def restore_state(
+    owner: object,
+    state: Mapping[str, Any],
+    name: str,
+    version: int,
+    arrays: Sequence[tuple[str, int]],
+    config: Mapping[str, Any],
+    counters: Sequence[str],
+    shape: Callable[[str, int], tuple[int, ...]],
+    ints: Collection[str],
+) -> None:
+    """Load what :func:`export_state` wrote, refusing another kind, version, config or shape.
+
+    ``shape(key, rows)`` is the shape array ``key`` must have when the state holds ``rows`` series
+    (taken from the first array); arrays named in ``ints`` are restored as int64, others float64.
+    """
+    check_state_version(state, name, version)
+    for key, value in config.items():
+        if state.get(key) != value:
+            raise DetectorError(f"{name}: state has {key} {state.get(key)!r}, configured {value!r}")
+    loaded = {key: state_array(state, key, name, ndim) for key, ndim in arrays}
+    rows = loaded[arrays[0][0]].shape[0]
+    for key, array in loaded.items():
+        want = shape(key, rows)
+        if array.shape != want:
+            raise DetectorError(f"{name}: state {key!r} has shape {array.shape}, expected {want}")
+    for key, array in loaded.items():
+        setattr(owner, f"_{key}", np.array(array, dtype=np.int64 if key in ints else np.float64))
+    for key in counters:
+        setattr(owner, key, int(state.get(key, 0)))
 
 
 def check_state_version(state: Mapping[str, Any], owner: str, version: int) -> None:

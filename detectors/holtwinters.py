@@ -43,13 +43,14 @@ from detectors.forecast import (
     Transform,
     as_ids,
     check_horizon,
-    check_state_version,
     daily_slots,
+    export_state,
     order_batch,
+    restore_state,
     slot_weights,
-    state_array,
 )
 
+_COUNTERS = ("invalid", "out_of_order")
 _STATE_VERSION = 1
 #: One-step errors of the first samples set the scale before the robust recursions take over.
 _WARMUP_ERRORS = 10
@@ -314,33 +315,18 @@ class HoltWintersForecaster:
 
     def state_dict(self) -> dict[str, Any]:
         """Per-series level, trend, scale, seasonal profile and counters (copies)."""
-        state: dict[str, Any] = {
-            "kind": self.name,
-            "version": _STATE_VERSION,
-            "slots": self.slots,
-            "invalid": self.invalid,
-            "out_of_order": self.out_of_order,
-        }
-        for key, _ in self._ARRAYS:
-            state[key] = getattr(self, f"_{key}").copy()
-        return state
+        return export_state(self, self.name, _STATE_VERSION, self._ARRAYS, {"slots": self.slots}, _COUNTERS)
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` exported, for the same slot count."""
-        check_state_version(state, self.name, _STATE_VERSION)
-        if state.get("slots") != self.slots:
-            raise DetectorError(
-                f"{self.name}: state has {state.get('slots')!r} seasonal slots, configured {self.slots}"
-            )
-        arrays = {key: state_array(state, key, self.name, ndim) for key, ndim in self._ARRAYS}
-        rows = arrays["count"].shape[0]
-        for key, array in arrays.items():
-            if array.shape[0] != rows or (array.ndim == 2 and array.shape[1] != self.slots):
-                raise DetectorError(
-                    f"{self.name}: state {key!r} has shape {array.shape}, expected {rows} rows"
-                )
-        for key, array in arrays.items():
-            dtype = np.int64 if key == "count" else np.float64
-            setattr(self, f"_{key}", np.array(array, dtype=dtype))
-        self.invalid = int(state.get("invalid", 0))
-        self.out_of_order = int(state.get("out_of_order", 0))
+        restore_state(
+            self,
+            state,
+            self.name,
+            _STATE_VERSION,
+            self._ARRAYS,
+            {"slots": self.slots},
+            _COUNTERS,
+            lambda key, rows: (rows, self.slots) if key in {"seasonal", "weight"} else (rows,),
+            {"count"},
+        )

@@ -40,11 +40,12 @@ from detectors.forecast import (
     Transform,
     as_ids,
     check_horizon,
-    check_state_version,
+    export_state,
     order_batch,
-    state_array,
+    restore_state,
 )
 
+_COUNTERS = ("invalid", "out_of_order", "refits")
 _STATE_VERSION = 1
 #: The first refit happens at this many samples; later ones as the ring doubles, up to refit_every.
 _FIRST_FIT = 16
@@ -329,48 +330,36 @@ class RegressionForecaster:
     )
     _INTS: ClassVar[frozenset[str]] = frozenset({"pos", "len", "since", "fit_len"})
 
+    def _config(self) -> dict[str, Any]:
+        return {"window": self.window, "max_horizon": self.max_horizon, "features": self.features}
+
+    def _shape(self, key: str, rows: int) -> tuple[int, ...]:
+        widths: dict[str, tuple[int, ...]] = {
+            "ring_t": (self.window,),
+            "ring_z": (self.window,),
+            "coef": (self.max_horizon, self.features),
+            "icpt": (self.max_horizon,),
+            "margin": (self.max_horizon,),
+        }
+        return (rows, *widths.get(key, ()))
+
     def state_dict(self) -> dict[str, Any]:
         """Rings, fitted coefficients and margins per series (copies)."""
-        state: dict[str, Any] = {
-            "kind": self.name,
-            "version": _STATE_VERSION,
-            "window": self.window,
-            "max_horizon": self.max_horizon,
-            "features": self.features,
-            "invalid": self.invalid,
-            "out_of_order": self.out_of_order,
-            "refits": self.refits,
-        }
-        for key, _ in self._ARRAYS:
-            state[key] = getattr(self, f"_{key}").copy()
-        return state
+        return export_state(self, self.name, _STATE_VERSION, self._ARRAYS, self._config(), _COUNTERS)
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` exported, for the same window, horizon and features."""
-        check_state_version(state, self.name, _STATE_VERSION)
-        for key in ("window", "max_horizon", "features"):
-            if state.get(key) != getattr(self, key):
-                raise DetectorError(
-                    f"{self.name}: state has {key} {state.get(key)!r}, configured {getattr(self, key)}"
-                )
-        arrays = {key: state_array(state, key, self.name, ndim) for key, ndim in self._ARRAYS}
-        rows = arrays["pos"].shape[0]
-        expected = {
-            "ring_t": (rows, self.window),
-            "ring_z": (rows, self.window),
-            "coef": (rows, self.max_horizon, self.features),
-            "icpt": (rows, self.max_horizon),
-            "margin": (rows, self.max_horizon),
-        }
-        for key, array in arrays.items():
-            want = expected.get(key, (rows,))
-            if array.shape != want:
-                raise DetectorError(f"{self.name}: state {key!r} has shape {array.shape}, expected {want}")
-        for key, array in arrays.items():
-            setattr(self, f"_{key}", np.array(array, dtype=np.int64 if key in self._INTS else np.float64))
-        self.invalid = int(state.get("invalid", 0))
-        self.out_of_order = int(state.get("out_of_order", 0))
-        self.refits = int(state.get("refits", 0))
+        restore_state(
+            self,
+            state,
+            self.name,
+            _STATE_VERSION,
+            self._ARRAYS,
+            self._config(),
+            _COUNTERS,
+            self._shape,
+            self._INTS,
+        )
 
 
 def _grow_rows(array: FloatArray, rows: int, fill: float) -> FloatArray:
