@@ -91,11 +91,16 @@ class Store:
         An empty ``namespace`` lists across all namespaces.
         """
         with self.lock:
+            # Labels first, on the stored object (storage never changes metadata.labels), so only
+            # the matches are copied: controllers list by selector many times per pass.
             items = [
                 obj
-                for obj in (self._view(rt, stored) for stored in self._iter(rt, namespace))
-                if labels.matches((obj.get("metadata") or {}).get("labels"))
-                and (fields is None or fields.matches(obj, rt.field_labels))
+                for obj in (
+                    self._view(rt, stored)
+                    for stored in self._iter(rt, namespace)
+                    if labels.matches((stored.get("metadata") or {}).get("labels"))
+                )
+                if fields is None or fields.matches(obj, rt.field_labels)
             ]
             return items, str(self._revision)
 

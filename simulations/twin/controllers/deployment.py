@@ -151,7 +151,11 @@ class DeploymentController:
                     self._recreate(ctx, deployment, new_rs, old)
                 else:
                     new_rs = self._rolling(ctx, deployment, new_rs, old)
-        owned = sorted(ctx.store.list(REPLICASETS, namespace_of(deployment))[0], key=_created)
+        # Re-read what this pass may have written: the owned sets and the new one (not the whole
+        # namespace, which made a pass quadratic in the number of Deployments).
+        names = {name_of(rs) for rs in owned} | ({name_of(new_rs)} if new_rs is not None else set())
+        fresh = (ctx.store.find(REPLICASETS, namespace_of(deployment), name) for name in sorted(names))
+        owned = sorted((rs for rs in fresh if rs is not None), key=_created)
         owned = [
             rs
             for rs in owned
