@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.commands.forecast",
     "agent.commands.playbook",
     "agent.commands.approve",
+    "agent.commands.replay",
 )
 
 EXIT_OK = 0

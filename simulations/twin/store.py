@@ -104,6 +104,19 @@ class Store:
             ]
             return items, str(self._revision)
 
+    def peek(self, rt: ResourceType, namespace: str = "") -> tuple[Obj, ...]:
+        """The stored objects themselves, not copies: READ ONLY, for simulations that read every step.
+
+        Fields the storage layer adds on the way out (``apiVersion``, ``kind``) may be missing.
+        """
+        with self.lock:
+            return tuple(self._iter(rt, namespace))
+
+    def peek_one(self, rt: ResourceType, namespace: str, name: str) -> Obj | None:
+        """One stored object itself (READ ONLY), or None."""
+        with self.lock:
+            return self._bucket(rt).get(self._key(rt, namespace, name))
+
     def uids(self) -> set[str]:
         """The uid of every stored object (for the garbage collector)."""
         with self.lock:

@@ -1,0 +1,554 @@
+"""The replay: a scenario run closed-loop against a twin cluster on virtual time, once per policy.
+
+For each policy the runner builds a fresh twin cluster (its API server on an ephemeral loopback
+port), creates the scenario's services, and steps virtual time. At each step the workload model
+reads the cluster and produces metrics; the policy reacts; the cluster reconciles:
+
+- ``agent``: the daemon's own components — the detector bank (learned detectors, forecasters,
+  drift), the playbook engine with the scenario's playbooks, and the executor, which acts through
+  the official ``kubernetes`` client over HTTP, with guardrails, idempotency keys and audit;
+- ``static``: the same engine and executor, but static threshold rules and the playbooks a team
+  would write around them (:data:`STATIC_PLAYBOOKS`);
+- ``hpa``: no agent; each service has a HorizontalPodAutoscaler on CPU that follows the
+  documented algorithm (:class:`HpaAlgorithm`);
+- ``none``: nothing reacts.
+
+Before the scenario starts, the agent's detectors learn from ``warmup`` of healthy history (what
+the Prometheus backfill gives the daemon). Same scenario and seed: the same run, sample for sample.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.audit import ActionAudit, AuditRecord
+from agent.clock import ManualClock
+from agent.config import ExecutorConfig
+from agent.executor import KubeExecutor
+from agent.facts import KubeFacts
+from agent.leader import AlwaysLeader
+from agent.playbook.engine import PlaybookEngine
+from agent.playbook.events import AuditEvent, IncidentEvent, IncidentState
+from agent.playbook.guardrails import GuardrailDefaults
+from agent.playbook.loader import LoadedPlaybook, PlaybookSet
+from detectors import DetectorBank, DetectorSpec, SampleBatch, SeriesRegistry, Signal, build_detector
+from remediations.kube import connect
+from simulations.bus import KafkaBus
+from simulations.exporter import MetricsExporter
+from simulations.result import (
+    AGENT,
+    CPU,
+    ERROR_RATIO,
+    HPA,
+    MEMORY,
+    NO_AGENT,
+    P99,
+    POLICIES,
+    REQUESTS,
+    STATIC,
+    ActionRecord,
+    Event,
+    FloatArray,
+    PolicyRun,
+    ScenarioResult,
+)
+from simulations.scenario import Scenario
+from simulations.scoring import evaluate, fault_windows, score_run
+from simulations.twin import TwinCluster, TwinConfig
+from simulations.twin.objects import Obj
+from simulations.twin.resources.autoscaling import HORIZONTALPODAUTOSCALERS
+from simulations.workload import Observation, Workload
+
+log = logging.getLogger("aiops.replay")
+
+#: Workload-changing actions (``notify`` is not one).
+WORKLOAD_ACTIONS = frozenset({"scale", "rollback", "restart", "retrain", "delete_pod"})
+
+#: The agent's detectors in a replay: the learned ensemble on the symptoms, forecasts of demand
+#: and memory, and the accuracy degradation test on models.
+AGENT_DETECTORS: tuple[dict[str, Any], ...] = (
+    {
+        "type": "ensemble",
+        "metrics": "http_requests_error_ratio|http_request_duration_p99_seconds|container_cpu_usage_ratio",
+        "min_score": 0.9,
+        "params": {},
+    },
+    {
+        "type": "forecast",
+        "metrics": "http_requests_per_second",
+        "min_score": 0.8,
+        "params": {"step": 15, "horizon": 900, "change": 0.1, "every": 60},
+    },
+    {
+        "type": "forecast",
+        "metrics": "container_memory_working_set_ratio",
+        "min_score": 0.9,
+        "params": {"step": 15, "horizon": 1800, "limit": 1.0, "every": 60},
+    },
+    {
+        "type": "drift",
+        "metrics": "model_accuracy",
+        "min_score": 0.95,
+        "params": {"test": "accuracy", "reference_size": 960, "window": 40, "alpha": 0.001},
+    },
+)
+
+#: The static-threshold baseline: limits a team would set by hand, the same for every service.
+STATIC_DETECTORS: tuple[dict[str, Any], ...] = (
+    {
+        "type": "threshold",
+        "min_score": 0.5,
+        "params": {
+            "rules": [
+                {"metric": "http_requests_error_ratio", "above": 0.05},
+                {"metric": "http_request_duration_p99_seconds", "above": 1.0},
+                {"metric": "container_cpu_usage_ratio", "above": 0.9},
+                {"metric": "container_memory_working_set_ratio", "above": 0.9},
+                {"metric": "model_accuracy", "below": 0.8},
+            ]
+        },
+    },
+)
+
+STATIC_PLAYBOOKS = Path(__file__).parent / "baselines" / "static-playbooks.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    """How to replay."""
+
+    playbooks: PlaybookSet
+    """Every playbook available; a scenario picks some by name (none named: all of them)."""
+    static_playbooks: PlaybookSet | None = None
+    policies: Sequence[str] = POLICIES
+    progress: Callable[[int], None] | None = None
+    """Called with the number of steps done since the last call."""
+    kafka: str | None = None
+    """Bootstrap servers: the agent consumes the metrics through this broker instead of in-process."""
+    metrics_port: int | None = None
+    """Serve the simulated metrics at /metrics on this port (0: any free port)."""
+
+
+def replay(scenario: Scenario, options: ReplayOptions) -> ScenarioResult:
+    """Replay ``scenario`` once per policy and score every run."""
+    spec = scenario.spec
+    runs: dict[str, PolicyRun] = {}
+    for policy in options.policies:
+        runs[policy] = run_policy(scenario, policy, options)
+    faults = fault_windows(scenario)
+    result = ScenarioResult(
+        name=scenario.name,
+        description=scenario.doc.metadata.description,
+        seed=spec.seed,
+        start=scenario.start,
+        duration=spec.duration,
+        step=spec.step,
+        services=[s.name for s in spec.services],
+        faults=faults,
+        runs=runs,
+        slo={"error_ratio": spec.slo.error_ratio, "p99_seconds": spec.slo.p99_seconds},
+    )
+    for run in runs.values():
+        score_run(scenario, run, faults)
+    result.expectations = evaluate(scenario, result)
+    return result
+
+
+def steps_of(scenario: Scenario) -> int:
+    """How many steps a run of ``scenario`` takes."""
+    return math.floor(scenario.spec.duration / scenario.spec.step + 1e-9)
+
+
+def select_playbooks(available: PlaybookSet, names: Sequence[str]) -> PlaybookSet:
+    """The playbooks named (all when ``names`` is empty), as one set."""
+    if not names:
+        return available
+    chosen: tuple[LoadedPlaybook, ...] = tuple(p for p in available.playbooks if p.name in set(names))
+    return PlaybookSet(chosen, available.digest, available.files)
+
+
+def run_policy(scenario: Scenario, policy: str, options: ReplayOptions) -> PolicyRun:
+    """One closed-loop run of ``scenario`` under ``policy``."""
+    if policy not in POLICIES:
+        msg = f"unknown policy {policy!r}; expected one of {list(POLICIES)}"
+        raise ValueError(msg)
+    spec = scenario.spec
+    start, step, n = scenario.start, spec.step, steps_of(scenario)
+    times = start + step * np.arange(n, dtype=np.float64)
+    clock = ManualClock(start - spec.warmup - step)
+    hpa = HpaAlgorithm(step) if policy == HPA else None
+    config = TwinConfig(
+        seed=spec.seed,
+        emit_events=policy in {AGENT, STATIC},
+        hpa_recommendation=hpa.recommend if hpa is not None else None,
+    )
+    series = SeriesRegistry(limit=max(1000, 20 * len(spec.services)))
+    recorder = Recorder(scenario, policy, times)
+    with TwinCluster(clock, config) as twin, tempfile.TemporaryDirectory(prefix="aiops-replay-") as tmp:
+        workload = Workload(scenario, twin.store, series, times)
+        if hpa is not None:
+            hpa.workload = workload
+        pipeline: Pipeline | None = None
+        if policy in {AGENT, STATIC}:
+            detectors = AGENT_DETECTORS if policy == AGENT else STATIC_DETECTORS
+            if policy == AGENT:
+                playbooks = select_playbooks(options.playbooks, spec.playbooks)
+            else:
+                if options.static_playbooks is None:
+                    msg = "the static baseline needs its playbooks (ReplayOptions.static_playbooks)"
+                    raise ValueError(msg)
+                playbooks = options.static_playbooks
+            bus = KafkaBus(options.kafka, series, clock) if options.kafka and policy == AGENT else None
+            pipeline = Pipeline(twin, clock, series, detectors, playbooks, Path(tmp), recorder, bus)
+            if spec.warmup > 0:
+                history = start - spec.warmup + step * np.arange(int(spec.warmup // step), dtype=np.float64)
+                pipeline.warm(workload.history(history))
+        clock.set(start - 300.0)
+        workload.setup()
+        if hpa is not None:
+            for service in spec.services:
+                twin.store.create(HORIZONTALPODAUTOSCALERS, service.namespace, hpa_object(service))
+        twin.advance(300.0 - step)
+        exporter = (
+            MetricsExporter(series, options.metrics_port)
+            if options.metrics_port is not None and policy == AGENT
+            else None
+        )
+        try:
+            for k in range(n):
+                now = float(times[k])
+                twin.advance(now - clock.now())
+                for text in workload.inject(now):
+                    recorder.events.append(Event(now, "fault", text.split(":")[0], text))
+                twin.step()
+                observation = workload.observe(k, now)
+                if exporter is not None:
+                    exporter.update(observation.batch)
+                if hpa is not None:
+                    hpa.observe(observation)
+                signals: list[Signal] = []
+                if pipeline is not None:
+                    signals = pipeline.process(observation.batch)
+                recorder.step(k, observation, signals, series)
+                if options.progress is not None:
+                    options.progress(1)
+        finally:
+            if pipeline is not None:
+                pipeline.close()
+            if exporter is not None:
+                exporter.close()
+    return recorder.run()
+
+
+class Pipeline:
+    """The daemon's components over a twin cluster: detector bank, playbook engine, executor."""
+
+    def __init__(
+        self,
+        twin: TwinCluster,
+        clock: ManualClock,
+        series: SeriesRegistry,
+        detectors: Sequence[dict[str, Any]],
+        playbooks: PlaybookSet,
+        workdir: Path,
+        recorder: Recorder,
+        bus: KafkaBus | None = None,
+    ) -> None:
+        self.clock = clock
+        self.bus = bus
+        self.recorder = recorder
+        specs = [
+            DetectorSpec(
+                build_detector(d["type"], d.get("params", {}), series),
+                d.get("min_score", 0.5),
+                metrics=d.get("metrics"),
+            )
+            for d in detectors
+        ]
+        self.bank = DetectorBank(series, specs)
+        kubeconfig = twin.write_kubeconfig(workdir / "kubeconfig")
+        self.stop = threading.Event()
+        self.kube = connect(kubeconfig, clock=clock, environ={}, stop=self.stop)
+        executor_config = ExecutorConfig(
+            enabled=True,
+            leader_election=False,
+            approvals_dir=workdir / "approvals",
+            audit_file=None,
+            audit_topic=None,
+            instance="replay",
+        )
+        self.executor = KubeExecutor(
+            self.kube,
+            executor_config,
+            clock,
+            ActionAudit([_ExecutorAudit(recorder)]),
+            leader=AlwaysLeader(),
+            instance="replay",
+            stop=self.stop,
+        )
+        self.engine = PlaybookEngine(
+            playbooks,
+            self.executor,
+            clock,
+            _EngineAudit(recorder),
+            defaults=GuardrailDefaults(),
+            facts=KubeFacts(self.kube, clock, ttl=0.0),
+        )
+        self.executor.bind(self.engine.report)
+
+    def warm(self, history: SampleBatch, chunk: int = 20_000) -> None:
+        """Let the detectors learn ``history``; its signals are history too and are dropped."""
+        for lo in range(0, len(history), chunk):
+            idx = np.arange(lo, min(lo + chunk, len(history)))
+            self.bank.process(SampleBatch(history.series[idx], history.timestamps[idx], history.values[idx]))
+
+    def process(self, batch: SampleBatch) -> list[Signal]:
+        """One step: score, hand signals to the engine, run its timers.
+
+        With a Kafka bus the batch goes through the broker and the agent's Kafka source first; its
+        pieces are scored as one batch, then committed (after processing, as the daemon does).
+        """
+        if self.bus is not None:
+            pieces = self.bus.roundtrip(batch)
+            batch = SampleBatch.concat([p for p, _ in pieces]) if pieces else SampleBatch.empty()
+            signals = self.bank.process(batch)
+            for _, polled in pieces:
+                self.bus.commit(polled)
+        else:
+            signals = self.bank.process(batch)
+        if signals:
+            self.engine.emit(signals)
+        self.engine.tick()
+        self.executor.tick()
+        return signals
+
+    def close(self) -> None:
+        """Release the client."""
+        self.stop.set()
+        self.kube.close()
+        if self.bus is not None:
+            self.bus.close()
+
+
+@dataclass
+class HpaAlgorithm:
+    """The HorizontalPodAutoscaler as documented, on CPU utilisation.
+
+    ``desired = ceil(ready * utilisation / target)``, no change within a 10 % tolerance, and a
+    5-minute stabilisation window for scale-down (the highest recommendation of the window wins).
+    The twin's HPA controller calls :meth:`recommend` every sync period (15 s) and clamps to the
+    HPA's bounds.
+    """
+
+    step: float
+    target: float = 0.7
+    tolerance: float = 0.1
+    stabilisation: float = 300.0
+    workload: Workload | None = None
+    _cpu: dict[str, float] = field(default_factory=dict)
+    _ready: dict[str, float] = field(default_factory=dict)
+    _history: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    _now: float = 0.0
+
+    def observe(self, observation: Observation) -> None:
+        """The metrics the HPA reads (what metrics-server would report)."""
+        for service, values in observation.values.items():
+            self._cpu[service] = values[CPU]
+            self._ready[service] = values["kube_deployment_status_replicas_ready"]
+        self._now = float(observation.batch.timestamps[0]) if len(observation.batch) else self._now
+
+    def recommend(self, hpa: Obj, target: Obj) -> int | None:
+        """The replica count for ``target`` (None: keep)."""
+        name = str(target["metadata"]["name"])
+        current = int((target.get("spec") or {}).get("replicas") or 0)
+        cpu = self._cpu.get(name)
+        ready = self._ready.get(name, 0.0)
+        if cpu is None or ready <= 0:
+            return None
+        ratio = cpu / self.target
+        desired = current if abs(ratio - 1.0) <= self.tolerance else math.ceil(ready * ratio)
+        history = self._history.setdefault(name, [])
+        history.append((self._now, desired))
+        cutoff = self._now - self.stabilisation
+        history[:] = [(t, d) for t, d in history if t >= cutoff]
+        if desired < current:
+            desired = min(current, max(d for _, d in history))
+        return desired
+
+
+def hpa_object(service: Any) -> Obj:
+    """The autoscaling/v2 HPA of a service: CPU at 70 %, from 2 (or its replicas if 1) to its max."""
+    floor = 1 if service.replicas == 1 else 2
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": service.name, "namespace": service.namespace},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": service.name},
+            "minReplicas": floor,
+            "maxReplicas": max(floor, service.max_replicas),
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                }
+            ],
+        },
+    }
+
+
+class Recorder:
+    """Collects a run's per-step metrics, signals, incident changes and actions."""
+
+    def __init__(self, scenario: Scenario, policy: str, times: FloatArray) -> None:
+        self.scenario = scenario
+        self.policy = policy
+        self.times = times
+        n = times.size
+        names = [s.name for s in scenario.spec.services]
+        self.metrics: dict[str, dict[str, FloatArray]] = {s: {} for s in names}
+        self.replicas = {s: np.zeros(n) for s in names}
+        self.requests = {s: np.zeros(n) for s in names}
+        self.errors = {s: np.zeros(n) for s in names}
+        self.score = {s: np.zeros(n) for s in names}
+        self.upper = {s: np.full(n, np.nan) for s in names}
+        self.mean = {s: np.full(n, np.nan) for s in names}
+        self.events: list[Event] = []
+        self.actions: list[ActionRecord] = []
+        self._signalling: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def on_decision(self, record: AuditRecord) -> None:
+        """An executor decision: an action taken, skipped, failed ..."""
+        service = str(record.target.get("name", ""))
+        with self._lock:
+            self.actions.append(
+                ActionRecord(record.time, service, record.action, str(record.decision.value), record.message)
+            )
+            self.events.append(
+                Event(
+                    record.time,
+                    "action",
+                    service,
+                    f"{record.action} {record.decision.value}: {record.message}",
+                )
+            )
+
+    def on_incident(self, event: AuditEvent) -> None:
+        """A playbook engine event (incident transitions; rejected signals)."""
+        if isinstance(event, IncidentEvent):
+            if not event.is_transition:
+                return
+            kind = "verification" if event.previous == IncidentState.VERIFYING else "incident"
+            text = f"{event.playbook}: {event.state.value} ({event.reason})"
+            self.events.append(Event(event.time, kind, event.target.name, text))
+        else:
+            self.events.append(Event(event.time, "incident", "", f"{event.playbook}: {event.reason}"))
+
+    def step(
+        self, k: int, observation: Observation, signals: Sequence[Signal], series: SeriesRegistry
+    ) -> None:
+        """Step ``k``: metric values, replicas, signals."""
+        n = self.times.size
+        for service, values in observation.values.items():
+            bucket = self.metrics[service]
+            for metric, value in values.items():
+                arr = bucket.get(metric)
+                if arr is None:
+                    arr = bucket[metric] = np.full(n, np.nan)
+                arr[k] = value
+            self.replicas[service][k] = observation.replicas[service]
+            self.requests[service][k] = observation.requests[service]
+            self.errors[service][k] = observation.errors[service]
+        for kill in observation.oom_kills:
+            service = kill.split("/")[0]
+            self.events.append(Event(float(self.times[k]), "oom", service, f"pod {kill} OOM-killed"))
+        now_signalling: set[tuple[str, str]] = set()
+        for signal in signals:
+            labels = signal.series.label_dict
+            service = labels.get("deployment", "")
+            if service not in self.score:
+                continue
+            if signal.kind.value == "forecast" and signal.series.name == REQUESTS:
+                upper = signal.details.get("forecast_upper")
+                mean = signal.details.get("forecast_mean")
+                if upper is not None:
+                    self.upper[service][k] = float(upper)
+                if mean is not None:
+                    self.mean[service][k] = float(mean)
+            else:
+                self.score[service][k] = max(self.score[service][k], signal.score)
+            ident = (signal.detector, str(signal.series))
+            now_signalling.add(ident)
+            if ident not in self._signalling:
+                text = (
+                    f"{signal.kind.value} {signal.series.name} value {signal.value:.4g} "
+                    f"score {signal.score:.3f}"
+                )
+                self.events.append(Event(signal.timestamp, "signal", service, text))
+        self._signalling = now_signalling
+
+    def run(self) -> PolicyRun:
+        """The finished run (scored later)."""
+        slo = self.scenario.spec.slo
+        breach = {}
+        for service, bucket in self.metrics.items():
+            err = bucket.get(ERROR_RATIO, np.zeros(self.times.size))
+            p99 = bucket.get(P99, np.zeros(self.times.size))
+            breach[service] = (np.nan_to_num(err) > slo.error_ratio) | (np.nan_to_num(p99) > slo.p99_seconds)
+        return PolicyRun(
+            policy=self.policy,
+            times=self.times,
+            metrics=self.metrics,
+            replicas=self.replicas,
+            slo_breach=breach,
+            anomaly_score=self.score if self.policy in {AGENT, STATIC} else {},
+            forecast_upper=self.upper if self.policy == AGENT else {},
+            forecast_mean=self.mean if self.policy == AGENT else {},
+            events=sorted(self.events, key=lambda e: (e.time, e.kind, e.service, e.text)),
+            actions=sorted(self.actions, key=lambda a: (a.time, a.service, a.action)),
+            requests=self.requests,
+            errors=self.errors,
+        )
+
+
+class _EngineAudit:
+    """The playbook engine's audit sink, into the recorder."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def record(self, event: AuditEvent) -> None:
+        self.recorder.on_incident(event)
+
+
+class _ExecutorAudit:
+    """The executor's audit sink, into the recorder."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def write(self, record: AuditRecord) -> None:
+        self.recorder.on_decision(record)
+
+
+__all__ = [
+    "AGENT_DETECTORS",
+    "MEMORY",
+    "NO_AGENT",
+    "STATIC_DETECTORS",
+    "HpaAlgorithm",
+    "Pipeline",
+    "ReplayOptions",
+    "replay",
+    "run_policy",
+]

@@ -1,0 +1,143 @@
+"""``aiops replay``: validate every scenario first, replay each, print the timeline and scores.
+
+Everything is checked before anything runs: the playbooks (file and line of each error), every
+scenario (unknown services, playbooks or faults, colliding faults, trace gaps) — one bad file
+and nothing is replayed. Then each scenario is replayed per policy with a progress bar on a
+terminal, its timeline and the score table are printed, and with ``--report DIR`` the PNGs,
+summary JSON and the HTML page are written.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from agent.playbook.loader import PlaybookLoadError, PlaybookSet, load_paths
+from agent.yamlloc import YamlValidationError
+from simulations.replay import ReplayOptions, replay, steps_of
+from simulations.result import POLICIES, ScenarioResult
+from simulations.scenario import Scenario, load_scenario
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+#: Where the shipped playbooks and scenarios live (the source tree, or the installed package).
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_PLAYBOOKS = ROOT / "playbooks"
+SHIPPED_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+STATIC_PLAYBOOKS = Path(__file__).resolve().parent / "baselines" / "static-playbooks.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """The command line, parsed."""
+
+    scenarios: Sequence[Path]
+    playbooks: Path | None = None
+    policies: Sequence[str] = POLICIES
+    report: Path | None = None
+    kafka: str | None = None
+    metrics_port: int | None = None
+    progress: bool | None = None
+    """None: when stderr is a terminal."""
+    timeline: bool = True
+    speed: float | None = None
+    """None: as fast as it computes; else a factor of real time (60: an hour of scenario a minute)."""
+
+
+def scenario_paths(paths: Sequence[Path]) -> list[Path]:
+    """Files as given; directories expand to their ``*.yaml`` files (sorted)."""
+    out: list[Path] = []
+    for path in paths or [SHIPPED_SCENARIOS]:
+        out.extend(sorted(path.glob("*.yaml")) if path.is_dir() else [path])
+    return out
+
+
+def load_all(settings: RunSettings, err: TextIO) -> tuple[PlaybookSet, PlaybookSet, list[Scenario]] | None:
+    """Load the playbooks and every scenario; print every error and return None if any."""
+    playbook_dir = settings.playbooks or SHIPPED_PLAYBOOKS
+    try:
+        playbooks = load_paths([playbook_dir])
+        static = load_paths([STATIC_PLAYBOOKS])
+    except PlaybookLoadError as exc:
+        for e in exc.errors:
+            print(f"error: {e}", file=err)
+        return None
+    names = [p.name for p in playbooks.playbooks]
+    scenarios: list[Scenario] = []
+    failed = False
+    for path in scenario_paths(settings.scenarios):
+        try:
+            scenarios.append(load_scenario(path, playbook_names=names))
+        except YamlValidationError as exc:
+            failed = True
+            for e in exc.errors:
+                print(f"error: {e}", file=err)
+    if not scenarios and not failed:
+        print("error: no scenario files found", file=err)
+        return None
+    unknown = [p for p in settings.policies if p not in POLICIES]
+    if unknown:
+        print(f"error: --policies: unknown {unknown}; expected some of {list(POLICIES)}", file=err)
+        return None
+    return None if failed else (playbooks, static, scenarios)
+
+
+def _paced(update: Callable[[int], object], step: float, speed: float | None) -> Callable[[int], None]:
+    """The progress callback; with a ``speed``, it also holds each step to ``step / speed`` wall seconds.
+
+    Pacing is for people watching a replay (dashboards on ``--prometheus-port``); the replay's
+    own time is virtual either way.
+    """
+    started = time.monotonic()
+    done = [0]
+
+    def progress(n: int) -> None:
+        update(n)
+        done[0] += n
+        if speed is not None:
+            ahead = started + done[0] * step / speed - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+
+    return progress
+
+
+def run(settings: RunSettings, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Replay every scenario; exit 0 when all expectations are met, 1 if not, 2 on invalid input."""
+    loaded = load_all(settings, err)
+    if loaded is None:
+        return EXIT_INVALID
+    playbooks, static, scenarios = loaded
+    show = err.isatty() if settings.progress is None else settings.progress
+    total = sum(steps_of(s) * len(settings.policies) for s in scenarios)
+    results: list[ScenarioResult] = []
+    from tqdm import tqdm  # noqa: PLC0415 - only for the command line
+
+    with tqdm(total=total, disable=not show, file=err, unit="step", dynamic_ncols=True) as bar:
+        for scenario in scenarios:
+            bar.set_description(scenario.name)
+            options = ReplayOptions(
+                playbooks,
+                static,
+                policies=settings.policies,
+                progress=_paced(bar.update, scenario.spec.step, settings.speed),
+                kafka=settings.kafka,
+                metrics_port=settings.metrics_port,
+            )
+            results.append(replay(scenario, options))
+    from simulations.report import format_scores, format_timeline, write_report  # noqa: PLC0415
+
+    for result in results:
+        if settings.timeline and "agent" in result.runs:
+            print(f"== {result.name}: {result.description}", file=out)
+            print(format_timeline(result), file=out)
+            print(file=out)
+    print(format_scores(results), file=out)
+    if settings.report is not None:
+        files = write_report(results, settings.report)
+        print(f"\nreport: {files.index}", file=out)
+    return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED

@@ -1,0 +1,280 @@
+"""The replay report: score table, timeline, plots, summary JSON and the self-contained HTML page."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simulations.report import (
+    ReportFiles,
+    dumps_json,
+    format_scores,
+    format_timeline,
+    json_safe,
+    plot_scenario,
+    write_report,
+)
+from simulations.result import (
+    AGENT,
+    ERROR_RATIO,
+    HPA,
+    NO_AGENT,
+    P99,
+    REQUESTS,
+    ActionRecord,
+    Event,
+    Expectation,
+    FaultWindow,
+    PolicyRun,
+    ScenarioResult,
+    Score,
+)
+
+START = 1_700_000_000.0
+STEP = 15.0
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EVIL = "<script>alert(1)</script>"
+
+
+def make_run(policy: str, services: list[str], steps: int, score: Score | None, seed: int) -> PolicyRun:
+    rng = np.random.default_rng(seed)
+    times = START + STEP * np.arange(steps, dtype=np.float64)
+    phase = np.linspace(0.0, 2 * np.pi, steps)
+    metrics: dict[str, dict[str, np.ndarray]] = {}
+    replicas: dict[str, np.ndarray] = {}
+    breach: dict[str, np.ndarray] = {}
+    for i, service in enumerate(services):
+        requests = 100 + 50 * np.sin(phase + i) + rng.normal(0, 3, steps)
+        errors = np.clip(rng.normal(0.002, 0.001, steps), 0, None)
+        errors[steps // 3 : steps // 2] += 0.05
+        p99 = 0.2 + rng.normal(0, 0.01, steps)
+        requests[10:20] = np.nan  # a scrape gap
+        metrics[service] = {REQUESTS: requests, ERROR_RATIO: errors, P99: p99}
+        replicas[service] = np.where(np.arange(steps) > steps // 2, 4.0, 2.0)
+        breach[service] = errors > 0.01
+    run = PolicyRun(policy, times, metrics, replicas, breach, score=score)
+    if policy == AGENT:
+        first = services[0]
+        run.anomaly_score = {first: np.clip(rng.random(steps), 0, 1)}
+        upper = np.full(steps, np.nan)
+        upper[steps // 2 :] = 180.0
+        mean = np.full(steps, np.nan)
+        mean[steps // 2 :] = 140.0
+        run.forecast_upper = {first: upper}
+        run.forecast_mean = {first: mean}
+        run.forecast_upper[services[1]] = np.full(steps, np.nan)  # NaN only: no band
+        run.events = [
+            Event(START + 600, "action", first, "scale to 4"),
+            Event(START + 120, "signal", first, "error ratio anomalous"),
+            Event(START + 120, "incident", first, "incident opened"),
+            Event(START + 900, "verification", first, "error ratio back within SLO"),
+            Event(START + 30, "slo", services[1], f"breach: {EVIL}"),
+        ]
+        run.actions = [
+            ActionRecord(START + 600, first, "scale", "executed", "2 -> 4"),
+            ActionRecord(START + 1200, services[1], "restart", "dry_run", necessary=False),
+        ]
+    return run
+
+
+def make_result(
+    name: str = "error-burst", services: list[str] | None = None, steps: int = 240
+) -> ScenarioResult:
+    services = services or ["checkout", EVIL]
+    scores = {
+        AGENT: Score(90.0, 900.0, 12.5, 0.1234, 1, 2, 10.256),
+        NO_AGENT: Score(None, None, 45.0, 0.8, 0, 0, 8.0),
+        HPA: Score(None, 3600.0, 30.25, 0.5, 0, 0, 14.5),
+    }
+    runs = {
+        policy: make_run(policy, services, steps, scores[policy], seed)
+        for seed, policy in enumerate((NO_AGENT, HPA, AGENT))  # not in report order
+    }
+    return ScenarioResult(
+        name=name,
+        description=f"An error burst on checkout ({EVIL})",
+        seed=7,
+        start=START,
+        duration=steps * STEP,
+        step=STEP,
+        services=services,
+        faults=[FaultWindow(services[0], "error_burst", START + 60, START + 1500, "5% errors")],
+        runs=runs,
+        expectations=[
+            Expectation("detects the burst within 5 minutes", True),
+            Expectation("no unnecessary actions", False, "1 unnecessary restart"),
+        ],
+        slo={"p99_seconds": 0.5, "error_ratio": 0.01},
+    )
+
+
+def table_row(table: str, scenario: str, policy: str) -> list[str]:
+    rows = [line.split() for line in table.splitlines() if line.split()[:2] == [scenario, policy]]
+    assert len(rows) == 1, table
+    return rows[0][2:]
+
+
+def test_score_table_has_every_policy_with_its_numbers() -> None:
+    table = format_scores([make_result()])
+    assert table_row(table, "error-burst", AGENT) == ["1.5", "15.0", "12.5", "12.3", "2", "1", "10.26"]
+    assert table_row(table, "error-burst", NO_AGENT) == ["-", "-", "45.0", "80.0", "0", "0", "8.00"]
+    assert table_row(table, "error-burst", HPA) == ["-", "60.0", "30.2", "50.0", "0", "0", "14.50"]
+    lines = table.splitlines()
+    policies = [line.split()[1] for line in lines if line.startswith("error-burst")]
+    assert policies == [AGENT, NO_AGENT, HPA]
+    assert "expectations: 1/2 met" in table
+    assert "no unnecessary actions" in table
+    assert "detects the burst" not in table  # met expectations are not listed
+    # columns aligned: the last column is right-aligned, so every row ends where the header does
+    rows = [line for line in lines if line.startswith(("scenario", "error-burst"))]
+    assert len(rows) == 4
+    assert {len(row) for row in rows} == {len(lines[0])}, table
+    assert len({row.index(row.split()[1]) for row in rows}) == 1  # the policy column starts once
+
+
+def test_score_table_aligns_across_scenarios_and_tolerates_missing_scores() -> None:
+    long = make_result(name="a-much-longer-scenario-name")
+    long.runs[AGENT].score = None
+    table = format_scores([make_result(), long])
+    assert table_row(table, "a-much-longer-scenario-name", AGENT) == ["-"] * 7
+    policy_columns = {
+        line.index(AGENT) for line in table.splitlines() if line.split() and line.split()[1:2] == [AGENT]
+    }
+    assert len(policy_columns) == 1
+
+
+def test_timeline_is_sorted_relative_and_includes_fault_windows() -> None:
+    text = format_timeline(make_result())
+    lines = text.splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "+00:00:30",
+        "+00:01:00",
+        "+00:02:00",
+        "+00:02:00",
+        "+00:10:00",
+        "+00:15:00",
+    ]
+    assert lines[1].split()[1:3] == ["fault", "checkout"]
+    assert "error_burst: 5% errors" in lines[1]
+    # stable: the signal came before the incident in the run's list
+    assert "error ratio anomalous" in lines[2]
+    assert "incident opened" in lines[3]
+    # aligned kind and service columns
+    assert len({line.index("checkout") for line in lines if "checkout" in line}) == 1
+
+
+def test_timeline_truncates_with_a_count() -> None:
+    result = make_result()
+    lines = format_timeline(result, limit=4).splitlines()
+    assert len(lines) == 5
+    assert lines[-1] == "... 2 more"
+    assert format_timeline(result, limit=None).count("\n") == 5
+    assert "... " not in format_timeline(result, limit=6)
+    assert format_timeline(result, policy=HPA).splitlines()[0].startswith("+00:01:00  fault")
+
+
+@pytest.fixture(scope="module")
+def reports(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[list[ScenarioResult], ReportFiles, ReportFiles]:
+    results = [make_result(), make_result(name="second <one>", services=["a", "b", "c", "d", "e"])]
+    first = write_report(results, tmp_path_factory.mktemp("one") / "report")
+    second = write_report(results, tmp_path_factory.mktemp("two"))
+    return results, first, second
+
+
+def test_write_report_writes_pngs(reports: tuple[list[ScenarioResult], ReportFiles, ReportFiles]) -> None:
+    _, files, _ = reports
+    assert [p.name for p in files.plots] == ["error-burst.png", "second_one.png"]
+    for plot in files.plots:
+        data = plot.read_bytes()
+        assert data.startswith(PNG_SIGNATURE)
+        assert len(data) > 10_000
+        assert b"Software" not in data  # no matplotlib version in the metadata
+
+
+def test_summary_json_is_stable_and_equals_the_summaries(
+    reports: tuple[list[ScenarioResult], ReportFiles, ReportFiles],
+) -> None:
+    results, first, second = reports
+    text = first.summary.read_text(encoding="utf-8")
+    assert text.endswith("}\n")
+    assert json.loads(text) == {"scenarios": [r.summary() for r in results], "passed": False}
+    assert first.summary.read_bytes() == second.summary.read_bytes()
+    for one, two, result in zip(first.summaries, second.summaries, results, strict=True):
+        assert json.loads(one.read_text(encoding="utf-8")) == result.summary()
+        assert one.read_bytes() == two.read_bytes()
+    # the same result rebuilt from scratch gives the same bytes
+    assert dumps_json(make_result().summary()) == first.summaries[0].read_text(encoding="utf-8")
+
+
+def test_index_html_is_self_contained_and_escaped(
+    reports: tuple[list[ScenarioResult], ReportFiles, ReportFiles],
+) -> None:
+    _, files, _ = reports
+    page = files.index.read_text(encoding="utf-8")
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.IGNORECASE)
+    assert "http://" not in page
+    assert "https://" not in page
+    assert page.count('src="data:image/png;base64,') == 2
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "second &lt;one&gt;" in page
+    assert "<details>" in page
+    assert "\u2713" in page
+    assert "\u2717" in page
+    assert "<td>agent</td>" in page
+
+
+def test_json_safe_turns_nan_and_inf_into_none() -> None:
+    value = {"a": math.nan, "b": [math.inf, np.float64(1.5), np.int64(3)], "c": (np.bool_(True),)}
+    assert json_safe(value) == {"a": None, "b": [None, 1.5, 3], "c": [True]}
+    assert dumps_json({"b": 1, "a": -math.inf}) == '{\n  "a": null,\n  "b": 1\n}\n'
+
+
+def test_plot_survives_empty_and_partial_results(tmp_path: Path) -> None:
+    empty = ScenarioResult(
+        name="empty",
+        description="",
+        seed=0,
+        start=START,
+        duration=0.0,
+        step=STEP,
+        services=[],
+        faults=[],
+        runs={},
+    )
+    assert plot_scenario(empty, tmp_path / "empty.png").read_bytes().startswith(PNG_SIGNATURE)
+
+    steps = 50
+    times = START + STEP * np.arange(steps, dtype=np.float64)
+    nan = np.full(steps, np.nan)
+    bare = PolicyRun(AGENT, times, {"web": {REQUESTS: nan}, "db": {}}, {}, {"web": np.zeros(steps, bool)})
+    bare.anomaly_score = {"web": nan}
+    bare.forecast_upper = {"web": nan}
+    partial = ScenarioResult(
+        name="partial",
+        description="services without metrics",
+        seed=1,
+        start=START,
+        duration=steps * STEP,
+        step=STEP,
+        services=["web", "db"],
+        faults=[FaultWindow("web", "crash", START + 100, None, "crash loop")],
+        runs={AGENT: bare, NO_AGENT: PolicyRun(NO_AGENT, times[:0], {}, {}, {})},
+    )
+    assert plot_scenario(partial, tmp_path / "partial.png").read_bytes().startswith(PNG_SIGNATURE)
+    # texts with unbalanced "$" must not be taken for mathtext
+    dollars = make_result(name="cost", services=["$web", "b$\\frac$d"])
+    dollars.description = "costs $\\frac$ and $"
+    dollars.runs[AGENT].actions.append(ActionRecord(START + 60, "$web", "scale $\\frac$ up", "executed"))
+    assert plot_scenario(dollars, tmp_path / "cost.png").read_bytes().startswith(PNG_SIGNATURE)
+    files = write_report([empty, partial], tmp_path / "report")
+    assert json.loads(files.summary.read_text(encoding="utf-8"))["passed"] is True
+    assert format_scores([empty, partial]).count("expectations: 0/0 met") == 2
+    assert format_timeline(empty) == "(no events)"

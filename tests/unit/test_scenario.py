@@ -1,0 +1,167 @@
+"""Scenario files: the shipped ones are valid; bad ones get located errors before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.playbook.loader import load_paths
+from agent.yamlloc import YamlValidationError
+from simulations.runner import SHIPPED_PLAYBOOKS, SHIPPED_SCENARIOS, RunSettings, load_all
+from simulations.scenario import SurgeFault, load_scenario, parse_scenario
+from simulations.workload import surge_factor
+
+PLAYBOOKS = [p.name for p in load_paths([SHIPPED_PLAYBOOKS]).playbooks]
+
+BASE = """\
+apiVersion: aiops/v1
+kind: Scenario
+metadata: {name: s}
+spec:
+  duration: 2h
+  playbooks: [rollback-on-error-spike]
+  services:
+    - name: checkout
+      traffic: {base: 100}
+    - name: recommender
+      model: {name: ranker}
+  faults:
+FAULTS
+"""
+
+
+def errors_of(text: str, tmp: Path | None = None) -> list[str]:
+    with pytest.raises(YamlValidationError) as info:
+        parse_scenario(text, "s.yaml", base=tmp, playbook_names=PLAYBOOKS)
+    return [str(e) for e in info.value.errors]
+
+
+def with_faults(*lines: str) -> str:
+    return BASE.replace("FAULTS", "\n".join(f"    - {line}" for line in lines) or "    []")
+
+
+def test_every_shipped_scenario_is_valid() -> None:
+    paths = sorted(SHIPPED_SCENARIOS.glob("*.yaml"))
+    assert len(paths) >= 7
+    kinds: set[str] = set()
+    for path in paths:
+        scenario = load_scenario(path, playbook_names=PLAYBOOKS)
+        assert scenario.spec.services
+        kinds |= {f.type for f in scenario.spec.faults}
+    assert kinds == {"rollout", "surge", "drift"}
+
+
+def test_a_valid_scenario_parses() -> None:
+    scenario = parse_scenario(
+        with_faults("{type: rollout, service: checkout, at: 1h, version: v2, errorRatio: 0.1}"),
+        "s.yaml",
+        playbook_names=PLAYBOOKS,
+    )
+    assert scenario.spec.duration == 7200.0
+    assert scenario.spec.faults[0].at == 3600.0
+
+
+def test_unknown_service_is_located() -> None:
+    errors = errors_of(with_faults("{type: rollout, service: nope, at: 1h, version: v2}"))
+    assert errors == [
+        "s.yaml:13:32: spec.faults[0].service: unknown service 'nope'; known: ['checkout', 'recommender']"
+    ]
+
+
+def test_unknown_fault_type_is_located() -> None:
+    (error,) = errors_of(with_faults("{type: meteor, service: checkout, at: 1h}"))
+    assert error.startswith("s.yaml:13:7: spec.faults[0]")
+    assert "meteor" in error
+
+
+def test_unknown_playbook_is_located() -> None:
+    text = with_faults("{type: surge, service: checkout, at: 1h, factor: 2}").replace(
+        "[rollback-on-error-spike]", "[rollback-on-error-spike, no-such-playbook]"
+    )
+    (error,) = errors_of(text)
+    assert error.startswith("s.yaml:6:40: spec.playbooks[1]: unknown playbook 'no-such-playbook'")
+
+
+def test_two_rollouts_of_one_service_at_once_collide() -> None:
+    (error,) = errors_of(
+        with_faults(
+            "{type: rollout, service: checkout, at: 1h, version: v2}",
+            "{type: rollout, service: checkout, at: 1h, version: v3}",
+        )
+    )
+    assert error == (
+        "s.yaml:14:46: spec.faults[1].at: overlaps faults[0]: two rollouts of checkout at the same time"
+    )
+
+
+def test_overlapping_surges_and_drifts_collide() -> None:
+    errors = errors_of(
+        with_faults(
+            "{type: surge, service: checkout, at: 1h, factor: 2, rise: 10m, hold: 30m}",
+            "{type: surge, service: checkout, at: 1h20m, factor: 3}",
+            "{type: drift, service: recommender, at: 10m}",
+            "{type: drift, service: recommender, at: 50m}",
+            "{type: drift, service: checkout, at: 50m}",
+        )
+    )
+    assert any("spec.faults[1].at: overlaps faults[0]: one surge at a time" in e for e in errors)
+    assert any("spec.faults[3].at: overlaps faults[2]: recommender's inputs already drift" in e for e in errors)
+    assert any("spec.faults[4].service: checkout serves no model to drift" in e for e in errors)
+
+
+def test_fault_after_the_end_and_bad_fields() -> None:
+    errors = errors_of(with_faults("{type: surge, service: checkout, at: 3h, factor: 0.5, color: red}"))
+    assert any("spec.faults[0].factor" in e and "greater than 1" in e for e in errors)
+    assert any("spec.faults[0].color: unknown field" in e for e in errors)
+
+
+def test_trace_with_a_gap_is_located(tmp_path: Path) -> None:
+    rows = [f"{t},{100 + t % 7}" for t in range(0, 7200 + 15, 15) if not 3000 <= t < 3600]
+    (tmp_path / "trace.csv").write_text("seconds,rps\n" + "\n".join(rows) + "\n")
+    text = with_faults().replace("traffic: {base: 100}", "traffic: {trace: trace.csv}")
+    (error,) = errors_of(text, tmp_path)
+    assert error.startswith("s.yaml:9:24: spec.services[0].traffic.trace: trace 'trace.csv' has a gap of 615 s")
+
+
+def test_trace_is_read(tmp_path: Path) -> None:
+    rows = [f"{t},{100 + t % 7}" for t in range(0, 7200 + 15, 15)]
+    (tmp_path / "trace.csv").write_text("\n".join(rows) + "\n")
+    text = with_faults().replace("traffic: {base: 100}", "traffic: {trace: trace.csv}")
+    scenario = parse_scenario(text, "s.yaml", base=tmp_path, playbook_names=PLAYBOOKS)
+    times, values = scenario.traces["checkout"]
+    assert times.size == 481
+    assert values[1] == 100 + 15 % 7
+
+
+def test_missing_trace_and_bad_rows(tmp_path: Path) -> None:
+    text = with_faults().replace("traffic: {base: 100}", "traffic: {trace: none.csv}")
+    (error,) = errors_of(text, tmp_path)
+    assert "cannot read trace 'none.csv'" in error
+    (tmp_path / "bad.csv").write_text("0,1\n15,x\n")
+    (error,) = errors_of(text.replace("none.csv", "bad.csv"), tmp_path)
+    assert "bad.csv:2: expected seconds,requests_per_second" in error
+
+
+def test_run_refuses_every_bad_file_before_replaying(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(with_faults())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(with_faults("{type: rollout, service: ghost, at: 1h, version: v2}"))
+    import io
+
+    err = io.StringIO()
+    assert load_all(RunSettings(scenarios=[good, bad]), err) is None
+    assert "bad.yaml:13:32: spec.faults[0].service: unknown service 'ghost'" in err.getvalue()
+    err = io.StringIO()
+    assert load_all(RunSettings(scenarios=[good], policies=["agent", "magic"]), err) is None
+    assert "unknown ['magic']" in err.getvalue()
+
+
+def test_surge_factor_shape() -> None:
+    fault = SurgeFault(type="surge", service="x", at=100.0, factor=3.0, rise=100.0, hold=100.0, fall=100.0)
+    t = np.array([0.0, 100.0, 150.0, 200.0, 250.0, 300.0, 350.0, 400.0, 500.0])
+    assert surge_factor(fault, t).tolist() == [1.0, 1.0, 2.0, 3.0, 3.0, 3.0, 2.0, 1.0, 1.0]
+    daily = fault.model_copy(update={"daily": True})
+    assert surge_factor(daily, t - 86400.0).tolist() == surge_factor(fault, t).tolist()
