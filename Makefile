@@ -27,8 +27,11 @@ prometheus:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	else echo "prometheus not installed and not root: Prometheus integration tests will be skipped"; fi
 
+# Replays the shipped incident scenarios against the twin cluster (no external services) and
+# writes the report to ./report/ (index.html, a PNG and summary JSON per scenario). Exit 1 from
+# the replay means some expectation was not met: the table says which; only invalid input fails.
 demo: $(STAMP)
-	$(BIN)/aiops demo
+	$(BIN)/aiops replay --report report; test $$? -le 1
 
 test: setup
 	$(BIN)/pytest -m "not bench" tests
@@ -53,4 +56,4 @@ nab: $(STAMP)
 	$(BIN)/aiops nab $(NAB_DATA)
 
 clean:
-	rm -rf $(VENV) bench-results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) bench-results report .pytest_cache .mypy_cache .ruff_cache

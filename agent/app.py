@@ -24,6 +24,7 @@ from agent.sinks import LogSink, SignalSink
 from agent.sources.base import Source
 from agent.yamlloc import LocatedError, Location
 from detectors import DetectorBank, DetectorSpec, SeriesRegistry, build_detector
+from detectors.hold import AlarmHold
 
 if TYPE_CHECKING:
     from agent.leader import LeaseLeader
@@ -52,7 +53,13 @@ class Agent:
             config.kafka.client_kwargs(self.environ)  # a missing secret fails now, not at first connect
         self.series = SeriesRegistry(limit=config.engine.series_limit)
         specs = [
-            DetectorSpec(build_detector(d.type, d.params, self.series), d.min_score) for d in config.detectors
+            DetectorSpec(
+                build_detector(d.type, d.params, self.series),
+                d.min_score,
+                metrics=d.metrics,
+                hold=AlarmHold() if d.hold else None,
+            )
+            for d in config.detectors
         ]
         self.bank = DetectorBank(self.series, specs)
         self.sources = self._build_sources()

@@ -8,6 +8,7 @@ environment variable that holds them.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -146,6 +147,23 @@ class DetectorConfig(_Model):
     type: str = "threshold"
     min_score: float = Field(0.5, gt=0.0, le=1.0)
     params: dict[str, Any] = Field(default_factory=dict)
+    metrics: str | None = Field(
+        None, description="regular expression full-matched against metric names: the series it runs on"
+    )
+    hold: bool = Field(
+        False, description="keep an alarm up while the series stays away from its pre-alarm level"
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                msg = f"not a valid regular expression: {exc}"
+                raise ValueError(msg) from exc
+        return value
 
 
 class SignalsConfig(_Model):

@@ -208,6 +208,7 @@ class KubeExecutor:
         actions: Mapping[str, Action] = ACTIONS,
         publisher: RetrainPublisher | None = None,
         stop: threading.Event | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
@@ -219,6 +220,8 @@ class KubeExecutor:
         self.actions = actions
         self.publisher = publisher
         self.stop = stop
+        self.environ = environ
+        """Where actions read secrets named in their parameters (None: ``os.environ``)."""
         self.approvals = ApprovalStore(Path(config.approvals_dir))
         self.report: Callable[[EngineResult], None] | None = None
         """Where results of approved (or rejected, expired) requests go: the engine's ``report``."""
@@ -390,6 +393,7 @@ class KubeExecutor:
             publisher=self.publisher,
             instance=self.instance,
             stop=self.stop,
+            environ=self.environ,
         )
 
     def _failed(self, request: EngineRequest, result: ActionResult, obj: Obj | None) -> EngineResult:

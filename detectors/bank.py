@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from detectors.base import Detector, DetectorError
 from detectors.batch import SampleBatch
 from detectors.drift import DriftDetector
+from detectors.forecast_detector import ForecastDetector
+from detectors.hold import AlarmHold
 from detectors.registry import DEFAULT, LEARNED, build_learned
 from detectors.series import SeriesRegistry
 from detectors.signal import Signal
@@ -19,15 +23,84 @@ from detectors.threshold import ThresholdDetector
 
 @dataclass(frozen=True, slots=True)
 class DetectorSpec:
-    """A detector and the score at or above which a sample raises a signal."""
+    """A detector, the score at or above which a sample raises a signal, and the metrics it runs on.
+
+    ``metrics`` is a regular expression full-matched against each series' metric name
+    (:attr:`SeriesKey.name`); the detector is given only the samples of matching series, and is
+    not called for a batch that holds none. None runs the detector on every series.
+    """
 
     detector: Detector
     min_score: float = 0.5
+    metrics: str | None = None
+    hold: AlarmHold | None = None
+    """Keep an alarm up while its series stays away from its pre-alarm level (see detectors/hold.py)."""
+    pattern: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_score <= 1.0:
             msg = f"{self.detector.name}: min_score must be in (0, 1], got {self.min_score}"
             raise DetectorError(msg)
+        if self.metrics is not None:
+            object.__setattr__(self, "pattern", compile_metrics(self.detector.name, self.metrics))
+
+
+def compile_metrics(owner: str, metrics: object) -> re.Pattern[str]:
+    """``metrics`` compiled as a regular expression; a DetectorError naming ``owner`` otherwise."""
+    if not isinstance(metrics, str):
+        msg = f"{owner}: metrics must be a regular expression string, got {metrics!r}"
+        raise DetectorError(msg)
+    try:
+        return re.compile(metrics)
+    except re.error as exc:
+        msg = f"{owner}: metrics {metrics!r} is not a valid regular expression: {exc}"
+        raise DetectorError(msg) from exc
+
+
+class MetricFilter:
+    """Which series' metric name full-matches a pattern, cached as a boolean mask by series id.
+
+    The mask grows as the registry does: each new series is classified once (through a cache by
+    metric name, so many series of one metric cost one regex match), and a batch is filtered
+    with one numpy lookup, never a Python object per sample.
+    """
+
+    def __init__(self, series: SeriesRegistry, pattern: re.Pattern[str]) -> None:
+        self.series = series
+        self.pattern = pattern
+        self._by_name: dict[str, bool] = {}
+        self._mask = np.zeros(0, dtype=bool)
+        self._known = 0
+
+    def _extend(self) -> None:
+        n = len(self.series)
+        if n <= self._known:
+            return
+        if n > self._mask.shape[0]:
+            mask = np.zeros(max(n, 2 * self._mask.shape[0], 64), dtype=bool)
+            mask[: self._known] = self._mask[: self._known]
+            self._mask = mask
+        by_name, fullmatch = self._by_name, self.pattern.fullmatch
+        for sid in range(self._known, n):
+            name = self.series.key(sid).name
+            hit = by_name.get(name)
+            if hit is None:
+                hit = by_name[name] = fullmatch(name) is not None
+            self._mask[sid] = hit
+        self._known = n
+
+    def select(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """True where the series of ``ids`` (registered, non-negative ids) matches the pattern."""
+        if ids.size == 0:
+            return np.zeros(0, dtype=bool)
+        if int(ids.max()) >= self._known:
+            self._extend()
+            if int(ids.max()) >= self._known:  # ids the registry does not know match nothing
+                inside = ids < self._known
+                out = np.zeros(ids.size, dtype=bool)
+                out[inside] = self._mask[ids[inside]]
+                return out
+        return self._mask[ids]
 
 
 #: The detector ``aiops detect`` uses when none is named: the calibrated ensemble.
@@ -44,6 +117,10 @@ def build_detector(name: str, params: Mapping[str, Any], series: SeriesRegistry)
     # so it is left out of detector_names() and of the NAB table.
     if name == DriftDetector.name:
         return DriftDetector.from_params(params, series)
+    # Forecasts (detectors/forecast_detector.py): signals of kind forecast, not anomalies; also
+    # left out of detector_names() and the NAB table.
+    if name == ForecastDetector.name:
+        return ForecastDetector.from_params(params, series)
     msg = f"unknown detector {name!r}; built-in detectors: {detector_names()}"
     raise DetectorError(msg)
 
@@ -58,12 +135,16 @@ class DetectorBank:
     """Runs detectors over batches; at most one signal per detector and series per batch.
 
     When several samples of a series cross the bar in one batch, the newest one is reported
-    (its score is the highest among them where scores tie).
+    (its score is the highest among them where scores tie). A spec with ``metrics`` sees only
+    the samples of the series whose metric name matches. A signal's value is the sample's,
+    unless the detector has the optional ``signal_value(series_id)`` hook (see
+    :class:`~detectors.base.Detector`) and it returns a number: a forecast's upper bound, say.
     """
 
     series: SeriesRegistry
     specs: Sequence[DetectorSpec]
     signals_out: dict[str, int] = field(default_factory=dict)
+    _filters: dict[str, MetricFilter] = field(default_factory=dict, init=False, repr=False)
 
     def process(self, batch: SampleBatch) -> list[Signal]:
         """Score ``batch`` with every detector and return the resulting signals."""
@@ -71,29 +152,57 @@ class DetectorBank:
         if len(batch) == 0:
             return []
         signals: list[Signal] = []
+        subsets: dict[str, SampleBatch] = {}
         for spec in self.specs:
-            scores = spec.detector.update(batch)
-            hit = np.flatnonzero(scores >= spec.min_score)
-            if hit.size == 0:
-                continue
-            # newest hit per series: sort hits by (series, timestamp) and keep each group's last
-            order = hit[np.lexsort((batch.timestamps[hit], batch.series[hit]))]
-            s = batch.series[order]
-            last = np.ones(order.size, dtype=bool)
-            last[:-1] = s[1:] != s[:-1]
-            for i in order[last].tolist():
-                sid = int(batch.series[i])
-                signals.append(
-                    Signal(
-                        kind=spec.detector.signal_kind,
-                        series=self.series.key(sid),
-                        timestamp=float(batch.timestamps[i]),
-                        value=float(batch.values[i]),
-                        score=float(scores[i]),
-                        detector=spec.detector.name,
-                        details=spec.detector.signal_details(sid),
-                    )
+            seen = batch if spec.metrics is None else self._subset(spec, spec.metrics, batch, subsets)
+            if len(seen):
+                signals.extend(self._signals(spec, seen))
+        return signals
+
+    def _subset(
+        self, spec: DetectorSpec, metrics: str, batch: SampleBatch, subsets: dict[str, SampleBatch]
+    ) -> SampleBatch:
+        """The samples of ``batch`` whose metric matches ``metrics`` (once per pattern and batch)."""
+        subset = subsets.get(metrics)
+        if subset is not None:
+            return subset
+        metric_filter = self._filters.get(metrics)
+        if metric_filter is None:  # specs with the same pattern share one mask
+            pattern = spec.pattern or compile_metrics(spec.detector.name, metrics)
+            metric_filter = self._filters[metrics] = MetricFilter(self.series, pattern)
+        keep = metric_filter.select(batch.series)
+        subset = batch if int(np.count_nonzero(keep)) == len(batch) else batch.select(keep)
+        subsets[metrics] = subset
+        return subset
+
+    def _signals(self, spec: DetectorSpec, batch: SampleBatch) -> list[Signal]:
+        scores = spec.detector.update(batch)
+        if spec.hold is not None:
+            scores = spec.hold.apply(batch.series, batch.timestamps, batch.values, scores, spec.min_score)
+        hit = np.flatnonzero(scores >= spec.min_score)
+        if hit.size == 0:
+            return []
+        # newest hit per series: sort hits by (series, timestamp) and keep each group's last
+        order = hit[np.lexsort((batch.timestamps[hit], batch.series[hit]))]
+        s = batch.series[order]
+        last = np.ones(order.size, dtype=bool)
+        last[:-1] = s[1:] != s[:-1]
+        hook: Callable[[int], float | None] | None = getattr(spec.detector, "signal_value", None)
+        signals: list[Signal] = []
+        for i in order[last].tolist():
+            sid = int(batch.series[i])
+            value = hook(sid) if hook is not None else None
+            signals.append(
+                Signal(
+                    kind=spec.detector.signal_kind,
+                    series=self.series.key(sid),
+                    timestamp=float(batch.timestamps[i]),
+                    value=float(batch.values[i]) if value is None else float(value),
+                    score=float(scores[i]),
+                    detector=spec.detector.name,
+                    details=spec.detector.signal_details(sid),
                 )
-            name = spec.detector.name
-            self.signals_out[name] = self.signals_out.get(name, 0) + int(last.sum())
+            )
+        name = spec.detector.name
+        self.signals_out[name] = self.signals_out.get(name, 0) + len(signals)
         return signals

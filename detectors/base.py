@@ -23,7 +23,14 @@ class DetectorError(ValueError):
 
 @runtime_checkable
 class Detector(Protocol):
-    """Scores samples of many series at once."""
+    """Scores samples of many series at once.
+
+    Optional hook, not part of the protocol (so existing detectors need not define it): a
+    detector may have ``signal_value(series_id: int) -> float | None``. The
+    :class:`~detectors.bank.DetectorBank` then calls it for each signal it raises from the
+    detector's latest :meth:`update` and, when it returns a number, uses that as the signal's
+    value instead of the sample's (the forecast detector reports its forecast's upper bound).
+    """
 
     name: str
     signal_kind: SignalKind

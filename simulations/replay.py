@@ -41,9 +41,11 @@ from agent.playbook.events import AuditEvent, IncidentEvent, IncidentState
 from agent.playbook.guardrails import GuardrailDefaults
 from agent.playbook.loader import LoadedPlaybook, PlaybookSet
 from detectors import DetectorBank, DetectorSpec, SampleBatch, SeriesRegistry, Signal, build_detector
+from detectors.hold import AlarmHold
 from remediations.kube import connect
 from simulations.bus import KafkaBus
 from simulations.exporter import MetricsExporter
+from simulations.pager import Pager
 from simulations.result import (
     AGENT,
     CPU,
@@ -70,6 +72,9 @@ from simulations.workload import Observation, Workload
 
 log = logging.getLogger("aiops.replay")
 
+#: A series signalling again within this many seconds is the same episode on the timeline.
+SIGNAL_QUIET = 600.0
+
 #: Workload-changing actions (``notify`` is not one).
 WORKLOAD_ACTIONS = frozenset({"scale", "rollback", "restart", "retrain", "delete_pod"})
 
@@ -80,13 +85,16 @@ AGENT_DETECTORS: tuple[dict[str, Any], ...] = (
         "type": "ensemble",
         "metrics": "http_requests_error_ratio|http_request_duration_p99_seconds|container_cpu_usage_ratio",
         "min_score": 0.9,
-        "params": {},
+        # an incident lasts: keep reporting it while the series stays away from its pre-alarm
+        # level, so playbooks' `for:` windows see it go on
+        "hold": True,
+        "params": {"refractory_hours": 0.0},
     },
     {
         "type": "forecast",
         "metrics": "http_requests_per_second",
         "min_score": 0.8,
-        "params": {"step": 15, "horizon": 900, "change": 0.1, "every": 60},
+        "params": {"forecaster": "holt_winters", "step": 15, "horizon": 900, "change": 0.1, "every": 60},
     },
     {
         "type": "forecast",
@@ -98,7 +106,15 @@ AGENT_DETECTORS: tuple[dict[str, Any], ...] = (
         "type": "drift",
         "metrics": "model_accuracy",
         "min_score": 0.95,
-        "params": {"test": "accuracy", "reference_size": 960, "window": 40, "alpha": 0.001},
+        # accuracy per step is already a mean over many predictions: compare the distribution of
+        # those measurements (KS) with the reference's, rather than treating each as one outcome
+        "params": {
+            "test": "distribution",
+            "tests": ["ks"],
+            "reference_size": 960,
+            "window": 40,
+            "alpha": 0.001,
+        },
     },
 )
 
@@ -271,11 +287,13 @@ class Pipeline:
                 build_detector(d["type"], d.get("params", {}), series),
                 d.get("min_score", 0.5),
                 metrics=d.get("metrics"),
+                hold=AlarmHold() if d.get("hold") else None,
             )
             for d in detectors
         ]
         self.bank = DetectorBank(series, specs)
         kubeconfig = twin.write_kubeconfig(workdir / "kubeconfig")
+        self.pager = Pager()
         self.stop = threading.Event()
         self.kube = connect(kubeconfig, clock=clock, environ={}, stop=self.stop)
         executor_config = ExecutorConfig(
@@ -294,6 +312,7 @@ class Pipeline:
             leader=AlwaysLeader(),
             instance="replay",
             stop=self.stop,
+            environ=self.pager.environ(),
         )
         self.engine = PlaybookEngine(
             playbooks,
@@ -335,6 +354,7 @@ class Pipeline:
         """Release the client."""
         self.stop.set()
         self.kube.close()
+        self.pager.close()
         if self.bus is not None:
             self.bus.close()
 
@@ -424,12 +444,17 @@ class Recorder:
         self.mean = {s: np.full(n, np.nan) for s in names}
         self.events: list[Event] = []
         self.actions: list[ActionRecord] = []
-        self._signalling: set[tuple[str, str]] = set()
+        self._last_signal: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
+        # actions on a model's training CronJob belong to the service that serves the model
+        self._owners = {
+            f"train-{s.model.name}": s.name for s in scenario.spec.services if s.model is not None
+        }
 
     def on_decision(self, record: AuditRecord) -> None:
         """An executor decision: an action taken, skipped, failed ..."""
-        service = str(record.target.get("name", ""))
+        name = str(record.target.get("name", ""))
+        service = self._owners.get(name, name)
         with self._lock:
             self.actions.append(
                 ActionRecord(record.time, service, record.action, str(record.decision.value), record.message)
@@ -450,7 +475,8 @@ class Recorder:
                 return
             kind = "verification" if event.previous == IncidentState.VERIFYING else "incident"
             text = f"{event.playbook}: {event.state.value} ({event.reason})"
-            self.events.append(Event(event.time, kind, event.target.name, text))
+            service = self._owners.get(event.target.name, event.target.name)
+            self.events.append(Event(event.time, kind, service, text))
         else:
             self.events.append(Event(event.time, "incident", "", f"{event.playbook}: {event.reason}"))
 
@@ -472,7 +498,6 @@ class Recorder:
         for kill in observation.oom_kills:
             service = kill.split("/")[0]
             self.events.append(Event(float(self.times[k]), "oom", service, f"pod {kill} OOM-killed"))
-        now_signalling: set[tuple[str, str]] = set()
         for signal in signals:
             labels = signal.series.label_dict
             service = labels.get("deployment", "")
@@ -488,14 +513,15 @@ class Recorder:
             else:
                 self.score[service][k] = max(self.score[service][k], signal.score)
             ident = (signal.detector, str(signal.series))
-            now_signalling.add(ident)
-            if ident not in self._signalling:
+            last = self._last_signal.get(ident)
+            self._last_signal[ident] = signal.timestamp
+            # the timeline shows when a series starts signalling, not every repeat of it
+            if last is None or signal.timestamp - last > SIGNAL_QUIET:
                 text = (
                     f"{signal.kind.value} {signal.series.name} value {signal.value:.4g} "
                     f"score {signal.score:.3f}"
                 )
                 self.events.append(Event(signal.timestamp, "signal", service, text))
-        self._signalling = now_signalling
 
     def run(self) -> PolicyRun:
         """The finished run (scored later)."""

@@ -256,9 +256,9 @@ class Scenario:
     def start(self) -> float:
         return parse_start(self.doc.spec.start)
 
-    def service(self, name: str) -> Service:
-        """The service called ``name``."""
-        return next(s for s in self.doc.spec.services if s.name == name)
+    def service(self, name: str) -> Service | None:
+        """The service called ``name``, if there is one."""
+        return next((s for s in self.doc.spec.services if s.name == name), None)
 
 
 def load_scenario(path: Path, *, playbook_names: Sequence[str] | None = None) -> Scenario:

@@ -80,7 +80,8 @@ def symptoms(scenario: Scenario, run: PolicyRun, service: str) -> BoolArray:
     out = run.slo_breach.get(service, np.zeros(n, dtype=bool)).copy()
     out |= np.nan_to_num(bucket.get(RESTARTS, np.zeros(n))) > 0
     out |= np.nan_to_num(bucket.get(MEMORY, np.zeros(n))) >= 0.9
-    model = scenario.service(service).model
+    found = scenario.service(service)
+    model = found.model if found is not None else None
     if model is not None and ACCURACY in bucket:
         drops = [
             f.accuracy_drop

@@ -107,7 +107,9 @@ def test_overlapping_surges_and_drifts_collide() -> None:
         )
     )
     assert any("spec.faults[1].at: overlaps faults[0]: one surge at a time" in e for e in errors)
-    assert any("spec.faults[3].at: overlaps faults[2]: recommender's inputs already drift" in e for e in errors)
+    assert any(
+        "spec.faults[3].at: overlaps faults[2]: recommender's inputs already drift" in e for e in errors
+    )
     assert any("spec.faults[4].service: checkout serves no model to drift" in e for e in errors)
 
 
@@ -122,7 +124,9 @@ def test_trace_with_a_gap_is_located(tmp_path: Path) -> None:
     (tmp_path / "trace.csv").write_text("seconds,rps\n" + "\n".join(rows) + "\n")
     text = with_faults().replace("traffic: {base: 100}", "traffic: {trace: trace.csv}")
     (error,) = errors_of(text, tmp_path)
-    assert error.startswith("s.yaml:9:24: spec.services[0].traffic.trace: trace 'trace.csv' has a gap of 615 s")
+    assert error.startswith(
+        "s.yaml:9:24: spec.services[0].traffic.trace: trace 'trace.csv' has a gap of 615 s"
+    )
 
 
 def test_trace_is_read(tmp_path: Path) -> None:

@@ -1,0 +1,276 @@
+"""Forecast signals: a forecaster's upper bound turned into scores the DetectorBank can signal.
+
+The :class:`ForecastDetector` wraps a built-in forecaster (:mod:`detectors.forecasters`) and,
+per series, at most once every ``every`` seconds of event time, forecasts ``horizon`` seconds
+ahead (``ceil(horizon / step)`` steps of ``step`` seconds). Of that forecast it keeps
+
+- ``U``, the largest upper bound over the horizon (the demand to provision for, or the highest
+  the value may reach), and
+- ``M``, the point forecast at the step where ``U`` is reached.
+
+Only the newest sample of a forecast series in a batch gets a score; every other sample scores
+0, as do series whose forecaster has not learned enough for a full-horizon forecast yet (NaN).
+Two modes:
+
+- **With a** ``limit`` (e.g. 1.0 for a memory working set as a ratio of its limit): the score is
+  ``clip(U / limit, 0, 1)``, so 1 means the upper bound reaches the limit within the horizon
+  and a bank ``min_score`` of 0.9 signals when it reaches 90 % of it.
+- **Without one** (e.g. requests per second, to scale ahead of demand): the score is 1 when ``U``
+  differs from the ``U`` of the series' last *signalled* forecast by at least ``change``
+  relatively (or none was signalled yet), else 0: a new forecast worth acting on. The detector
+  records a forecast as signalled when it scores 1, so it assumes the bank's ``min_score``
+  (which is at most 1) lets every such score through.
+
+The signal's value is ``U`` (the bank asks :meth:`ForecastDetector.signal_value`), not the
+sample's value, and its details carry ``M``, ``U``, the horizon and the forecaster's name.
+Scores are causal: a forecast uses only samples up to the newest one of its series, which is the
+sample that carries its score. Samples the forecaster refuses (not finite, out of order) are
+counted by the forecaster; :attr:`ForecastDetector.invalid` and
+:attr:`ForecastDetector.out_of_order` read its counters.
+
+Configured in the agent like any detector, typically limited to the metrics it forecasts::
+
+    detectors:
+      - type: forecast
+        metrics: container_memory_working_set_ratio
+        min_score: 0.9
+        params: {limit: 1.0, step: 60, horizon: 1800}      # seconds
+      - type: forecast
+        metrics: http_requests_per_second
+        min_score: 0.8
+        params: {step: 30, horizon: 900, change: 0.1, forecaster: holt_winters}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detectors.base import DetectorError, grow
+from detectors.batch import FloatArray, SampleBatch
+from detectors.forecast import Forecaster, ParamReader, export_state, order_batch, restore_state
+from detectors.forecasters import DEFAULT_FORECASTER, FORECASTERS, build_forecaster
+from detectors.signal import SignalKind
+
+_STATE_VERSION = 1
+_FORECASTER_STATE = "forecaster_state"
+
+
+class ForecastDetector:
+    """Scores each series' newest sample by its forecast: ``U / limit``, or 1 for a new forecast."""
+
+    name = "forecast"
+    signal_kind = SignalKind.FORECAST
+    PARAMS: ClassVar[frozenset[str]] = frozenset(
+        {"forecaster", "forecaster_params", "step", "horizon", "limit", "change", "every"}
+    )
+
+    def __init__(
+        self,
+        forecaster: Forecaster,
+        *,
+        step: float = 60.0,
+        horizon: float = 900.0,
+        limit: float | None = None,
+        change: float = 0.1,
+        every: float | None = None,
+    ) -> None:
+        self.forecaster = forecaster
+        self.step = step
+        self.horizon = horizon
+        # a hair under the exact ratio, so 900 / 60 is 15 steps however the floats round
+        self.horizon_steps = max(1, math.ceil(horizon / step - 1e-9))
+        self.limit = limit
+        self.change = change
+        self.every = step if every is None else every
+        self._last_ts = np.zeros(0, np.float64)
+        self._forecast_ts = np.zeros(0, np.float64)
+        self._upper = np.zeros(0, np.float64)
+        self._mean = np.zeros(0, np.float64)
+        self._peak = np.zeros(0, np.int64)
+        self._signalled = np.zeros(0, np.float64)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], series: object = None) -> ForecastDetector:
+        """Build from a parameter mapping; every error names the parameter.
+
+        ``series`` (the registry) is accepted for symmetry with the other detectors and unused.
+        """
+        del series
+        p = ParamReader(cls.name, params, cls.PARAMS)
+        name = p.choice("forecaster", DEFAULT_FORECASTER, sorted(FORECASTERS))
+        raw = params.get("forecaster_params", {})
+        if not isinstance(raw, Mapping):
+            raise DetectorError(f"{cls.name}.forecaster_params: expected a mapping, got {raw!r}")
+        step = p.number("step", 60.0, low=0.0, low_open=True)
+        horizon = p.number("horizon", 900.0, low=0.0, low_open=True)
+        limit = p.optional_number("limit", None, low=0.0, low_open=True)
+        if limit is not None and "change" in params:
+            raise DetectorError(f"{cls.name}.change: applies without a limit only")
+        change = p.number("change", 0.1, low=0.0)
+        every = p.number("every", step, low=0.0)
+        if "step" in raw and raw["step"] != step:
+            raise DetectorError(
+                f"{cls.name}.forecaster_params.step: set step on the forecast detector "
+                f"(it is {step:g}), not on its forecaster"
+            )
+        steps = max(1, math.ceil(horizon / step - 1e-9))
+        try:
+            forecaster = build_forecaster(name, raw, {"step": step, "max_horizon": steps})
+        except DetectorError as exc:
+            raise DetectorError(f"{cls.name}.forecaster_params: {exc}") from exc
+        try:  # a horizon the forecaster cannot serve fails now, not at the first forecast
+            forecaster.forecast(np.zeros(0, np.int64), steps)
+        except DetectorError as exc:
+            raise DetectorError(f"{cls.name}.horizon: {horizon:g} s is {steps} steps; {exc}") from exc
+        return cls(forecaster, step=step, horizon=horizon, limit=limit, change=change, every=every)
+
+    @property
+    def invalid(self) -> int:
+        """Samples the forecaster refused as not finite."""
+        return self.forecaster.invalid
+
+    @property
+    def out_of_order(self) -> int:
+        """Samples the forecaster refused as not newer than their series' newest."""
+        return self.forecaster.out_of_order
+
+    # ------------------------------------------------------------------ state arrays
+
+    def _ensure(self, size: int) -> None:
+        if size <= self._last_ts.shape[0]:
+            return
+        self._last_ts = grow(self._last_ts, size, -np.inf)
+        rows = self._last_ts.shape[0]
+        self._forecast_ts = grow(self._forecast_ts, rows, -np.inf)
+        self._upper = grow(self._upper, rows, np.nan)
+        self._mean = grow(self._mean, rows, np.nan)
+        self._peak = grow(self._peak, rows, 0)
+        self._signalled = grow(self._signalled, rows, np.nan)
+
+    # ------------------------------------------------------------------ streaming
+
+    def update(self, batch: SampleBatch) -> FloatArray:
+        """Feed ``batch`` to the forecaster and score the newest sample of each series due a forecast."""
+        scores = np.zeros(len(batch), dtype=np.float64)
+        if len(batch) == 0:
+            return scores
+        if int(batch.series.min()) < 0:
+            raise DetectorError(f"{self.name}: batch holds unregistered series ids; drop them first")
+        self._ensure(int(batch.series.max()) + 1)
+        # the samples the forecaster will learn (the same rule, against the same newest times),
+        # tagged with their batch positions so the scores can be put back in batch order
+        positions = np.arange(len(batch), dtype=np.float64)
+        tagged = SampleBatch(
+            batch.series, batch.timestamps, np.where(np.isfinite(batch.values), positions, np.nan)
+        )
+        samples = order_batch(tagged, self._last_ts)
+        self.forecaster.update(batch)
+        if len(samples) == 0:
+            return scores
+        newest = samples.newest()
+        s, t = samples.series[newest], samples.timestamps[newest]
+        pos = samples.values[newest].astype(np.int64)
+        self._last_ts[s] = t
+        due = t - self._forecast_ts[s] >= self.every
+        if not due.any():
+            return scores
+        s, t, pos = s[due], t[due], pos[due]
+        mean, upper = self.forecaster.forecast(s, self.horizon_steps)
+        learned = np.isfinite(upper).all(axis=1) & np.isfinite(mean).all(axis=1)
+        if not learned.any():
+            return scores
+        s, t, pos = s[learned], t[learned], pos[learned]
+        mean, upper = mean[learned], upper[learned]
+        peak = np.argmax(upper, axis=1)
+        rows = np.arange(s.size)
+        u, m = upper[rows, peak], mean[rows, peak]
+        self._forecast_ts[s] = t
+        self._upper[s] = u
+        self._mean[s] = m
+        self._peak[s] = peak + 1
+        if self.limit is not None:
+            scores[pos] = np.clip(u / self.limit, 0.0, 1.0)
+            return scores
+        ref = self._signalled[s]
+        with np.errstate(invalid="ignore"):
+            moved = (np.abs(u - ref) >= self.change * np.abs(ref)) & (u != ref)
+        new = np.isnan(ref) | moved
+        self._signalled[s[new]] = u[new]
+        scores[pos] = new.astype(np.float64)
+        return scores
+
+    # ------------------------------------------------------------------ signals and checkpoints
+
+    def signal_value(self, series_id: int) -> float | None:
+        """The upper bound ``U`` of the latest forecast of ``series_id``; None before the first."""
+        if series_id >= self._upper.shape[0] or not math.isfinite(self._upper[series_id]):
+            return None
+        return float(self._upper[series_id])
+
+    def signal_details(self, series_id: int) -> dict[str, Any]:
+        """The latest forecast of ``series_id``: its mean and upper bound at the peak, and the horizon."""
+        if series_id >= self._upper.shape[0] or not math.isfinite(self._upper[series_id]):
+            return {}
+        details: dict[str, Any] = {
+            "forecast_mean": float(self._mean[series_id]),
+            "forecast_upper": float(self._upper[series_id]),
+            "horizon_seconds": self.horizon_steps * self.step,
+            "peak_in_seconds": int(self._peak[series_id]) * self.step,
+            "forecaster": self.forecaster.name,
+        }
+        if self.limit is not None:
+            details["limit"] = self.limit
+        return details
+
+    _ARRAYS: ClassVar[tuple[tuple[str, int], ...]] = (
+        ("last_ts", 1),
+        ("forecast_ts", 1),
+        ("upper", 1),
+        ("mean", 1),
+        ("peak", 1),
+        ("signalled", 1),
+    )
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "forecaster": self.forecaster.name,
+            "step": self.step,
+            "horizon_steps": self.horizon_steps,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Per-series forecast times and results (copies), and the forecaster's own state."""
+        state = export_state(self, self.name, _STATE_VERSION, self._ARRAYS, self._config(), ())
+        state[_FORECASTER_STATE] = self.forecaster.state_dict()
+        return state
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` exported, for the same forecaster, step and horizon.
+
+        Either all of the state is loaded, or (on a DetectorError) none of it.
+        """
+        inner = state.get(_FORECASTER_STATE)
+        if not isinstance(inner, Mapping):
+            raise DetectorError(f"{self.name}: state lacks {_FORECASTER_STATE!r}")
+        before = {key: getattr(self, f"_{key}") for key, _ in self._ARRAYS}
+        restore_state(
+            self,
+            state,
+            self.name,
+            _STATE_VERSION,
+            self._ARRAYS,
+            self._config(),
+            (),
+            lambda _key, rows: (rows,),
+            {"peak"},
+        )
+        try:
+            self.forecaster.load_state(inner)
+        except DetectorError:
+            for key, array in before.items():
+                setattr(self, f"_{key}", array)
+            raise

@@ -1,0 +1,121 @@
+"""Replays of the shipped scenarios, closed loop against the twin cluster over HTTP.
+
+Each scenario's expected outcome is asserted end to end, the same scenario and seed give the same
+summary JSON byte for byte, and a replay through the real broker (the agent's Kafka source in a
+consumer group) takes the same actions as the in-process one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.playbook.loader import load_paths
+from simulations.replay import ReplayOptions, replay
+from simulations.report import dumps_json
+from simulations.result import AGENT, HPA, NO_AGENT, STATIC, ScenarioResult
+from simulations.runner import SHIPPED_PLAYBOOKS, SHIPPED_SCENARIOS, STATIC_PLAYBOOKS
+from simulations.scenario import load_scenario
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+PLAYBOOKS = load_paths([SHIPPED_PLAYBOOKS])
+STATIC_SET = load_paths([STATIC_PLAYBOOKS])
+
+
+def run(name: str, *policies: str, kafka: str | None = None) -> ScenarioResult:
+    scenario = load_scenario(
+        SHIPPED_SCENARIOS / f"{name}.yaml", playbook_names=[p.name for p in PLAYBOOKS.playbooks]
+    )
+    return replay(scenario, ReplayOptions(PLAYBOOKS, STATIC_SET, policies=policies or (AGENT,), kafka=kafka))
+
+
+def executed(result: ScenarioResult, policy: str = AGENT) -> list[tuple[str, str]]:
+    return [(a.service, a.action) for a in result.runs[policy].actions if a.outcome == "executed"]
+
+
+def unmet(result: ScenarioResult) -> list[str]:
+    return [f"{e.text}: {e.detail}" for e in result.expectations if not e.met]
+
+
+def test_bad_rollout_is_rolled_back_and_errors_recover() -> None:
+    result = run("bad-rollout", AGENT, NO_AGENT, STATIC)
+    assert unmet(result) == []
+    assert ("checkout", "rollback") in executed(result)
+    assert not [a for a in executed(result) if a[0] == "catalog"]
+    agent, none, static = (result.runs[p].score for p in (AGENT, NO_AGENT, STATIC))
+    assert agent is not None
+    assert none is not None
+    assert static is not None
+    assert none.time_to_mitigate is None  # nobody fixes it without the agent
+    assert agent.slo_violation_minutes < static.slo_violation_minutes < none.slo_violation_minutes
+    # the rollback happened on the cluster: checkout runs v1 again
+    err = result.runs[AGENT].metrics["checkout"]["http_requests_error_ratio"]
+    assert err[-40:].max() < 0.02
+
+
+def test_noisy_healthy_service_gets_no_action() -> None:
+    result = run("noisy-healthy")
+    assert unmet(result) == []
+    assert [a for a in result.runs[AGENT].actions if a.action != "notify"] == []
+
+
+def test_model_drift_is_retrained_and_accuracy_recovers() -> None:
+    result = run("model-drift", AGENT, NO_AGENT)
+    assert unmet(result) == []
+    assert ("recommender", "retrain") in executed(result)
+    accuracy = result.runs[AGENT].metrics["recommender"]["model_accuracy"]
+    assert accuracy[-40:].mean() > 0.88
+    assert result.runs[NO_AGENT].metrics["recommender"]["model_accuracy"][-40:].mean() < 0.8
+
+
+def test_memory_leak_is_restarted_before_the_oom_killer() -> None:
+    result = run("memory-leak", AGENT, NO_AGENT)
+    assert unmet(result) == []
+    ooms = [e for e in result.runs[NO_AGENT].events if e.kind == "oom"]
+    assert ooms, "without the agent the leak ends in OOM kills"
+    assert len([e for e in result.runs[AGENT].events if e.kind == "oom"]) < len(ooms)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: predictive scaling comes close to the HPA on the daily surge (1.5 vs 0.8 SLO "
+    "minutes, 58 vs 55 replica-hours) but does not beat it yet",
+)
+def test_traffic_surge_predictive_scaling_against_the_hpa() -> None:
+    result = run("traffic-surge", AGENT, HPA)
+    agent, hpa = result.runs[AGENT].score, result.runs[HPA].score
+    assert agent is not None
+    assert hpa is not None
+    assert unmet(result) == [], (agent, hpa)
+
+
+def test_cpu_saturation_is_scaled_ahead() -> None:
+    result = run("cpu-saturation", AGENT, NO_AGENT)
+    assert unmet(result) == []
+
+
+def test_two_faults_each_get_their_fix() -> None:
+    result = run("two-faults")
+    assert unmet(result) == []
+    assert ("checkout", "rollback") in executed(result)
+    assert ("cart", "restart") in executed(result)
+
+
+def test_same_scenario_and_seed_give_identical_summary_json() -> None:
+    first = dumps_json(run("bad-rollout").summary())
+    second = dumps_json(run("bad-rollout").summary())
+    assert first == second
+
+
+def test_through_the_broker_the_agent_takes_the_same_actions(kafka_bootstrap: str) -> None:
+    local = run("bad-rollout")
+    remote = run("bad-rollout", kafka=kafka_bootstrap)
+    key = [(a.time, a.service, a.action, a.outcome) for a in local.runs[AGENT].actions]
+    assert key == [(a.time, a.service, a.action, a.outcome) for a in remote.runs[AGENT].actions]
+    assert dumps_json(local.summary()) == dumps_json(remote.summary())
+
+
+def test_shipped_scenarios_exist() -> None:
+    assert len(list(Path(SHIPPED_SCENARIOS).glob("*.yaml"))) >= 7

@@ -1,0 +1,88 @@
+"""The replay's parts on their own: the HPA algorithm, the alarm hold, the latency curve, scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors.base import DetectorError
+from detectors.hold import AlarmHold
+from simulations.replay import HpaAlgorithm
+from simulations.workload import TIMEOUT_SECONDS, latency
+
+
+def deployment(name: str, replicas: int) -> dict[str, object]:
+    return {"metadata": {"name": name}, "spec": {"replicas": replicas}}
+
+
+def hpa_at(algo: HpaAlgorithm, now: float, cpu: float, ready: float) -> None:
+    algo._now = now
+    algo._cpu["web"] = cpu
+    algo._ready["web"] = ready
+
+
+def test_hpa_scales_up_by_the_documented_formula() -> None:
+    algo = HpaAlgorithm(step=15.0)
+    hpa_at(algo, 0.0, 0.95, 4)
+    assert algo.recommend({}, deployment("web", 4)) == 6  # ceil(4 * 0.95 / 0.7)
+
+
+def test_hpa_holds_within_the_tolerance() -> None:
+    algo = HpaAlgorithm(step=15.0)
+    hpa_at(algo, 0.0, 0.75, 4)  # 0.75 / 0.7 = 1.07: within 10 %
+    assert algo.recommend({}, deployment("web", 4)) == 4
+
+
+def test_hpa_scale_down_waits_for_the_stabilisation_window() -> None:
+    algo = HpaAlgorithm(step=15.0)
+    hpa_at(algo, 0.0, 0.95, 4)
+    assert algo.recommend({}, deployment("web", 4)) == 6
+    hpa_at(algo, 60.0, 0.2, 6)  # ceil(6 * 0.2 / 0.7) = 2, but 6 was recommended 60 s ago
+    assert algo.recommend({}, deployment("web", 6)) == 6
+    hpa_at(algo, 400.0, 0.2, 6)  # the high recommendation left the 5-minute window
+    assert algo.recommend({}, deployment("web", 6)) == 2
+
+
+def test_hpa_without_metrics_keeps_the_count() -> None:
+    assert HpaAlgorithm(step=15.0).recommend({}, deployment("web", 3)) is None
+
+
+def test_alarm_hold_keeps_a_shift_up_and_ends_when_it_recovers() -> None:
+    hold = AlarmHold()
+    ids = np.zeros(1, dtype=np.int64)
+    out = []
+    values = [0.001] * 50 + [0.09] * 20 + [0.001] * 5
+    scores = [0.0] * 50 + [1.0, 0.7, 0.4] + [0.2] * 17 + [0.0] * 5
+    for t, (v, s) in enumerate(zip(values, scores, strict=True)):
+        out.append(float(hold.apply(ids, np.array([t * 15.0]), np.array([v]), np.array([s]), 0.9)[0]))
+    assert out[:50] == [0.0] * 50
+    assert out[50:70] == [1.0] * 20  # held while the error ratio stays up
+    assert out[70:] == [0.0] * 5  # released as soon as it is back
+    state = hold.state_dict()
+    again = AlarmHold()
+    again.load_state(state)
+    np.testing.assert_array_equal(again.state_dict()["level"], state["level"])
+
+
+def test_alarm_hold_gives_up_after_max_seconds() -> None:
+    hold = AlarmHold(max_seconds=60.0)
+    ids = np.zeros(1, dtype=np.int64)
+    for t in range(10):
+        hold.apply(ids, np.array([t * 15.0]), np.array([1.0]), np.array([0.0]), 0.9)
+    first = hold.apply(ids, np.array([150.0]), np.array([5.0]), np.array([1.0]), 0.9)
+    later = hold.apply(ids, np.array([300.0]), np.array([5.0]), np.array([0.1]), 0.9)
+    assert first[0] == 1.0
+    assert later[0] == pytest.approx(0.1)
+
+
+def test_alarm_hold_bad_parameters() -> None:
+    with pytest.raises(DetectorError, match="fraction"):
+        AlarmHold(fraction=0.0)
+    with pytest.raises(DetectorError, match="max_seconds"):
+        AlarmHold(max_seconds=0.0)
+
+
+def test_latency_grows_with_utilisation_and_times_out_past_capacity() -> None:
+    idle, busy, full = latency(0.04, 0.3), latency(0.04, 0.9), latency(0.04, 3.0)
+    assert idle[1] < busy[1] < full[1] <= TIMEOUT_SECONDS
+    assert idle[0] < idle[1]
