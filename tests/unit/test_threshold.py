@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.config import ConfigError, load_config
 from detectors import (
     DetectorBank,
     DetectorError,
@@ -17,6 +21,7 @@ from detectors import (
     SignalKind,
 )
 from detectors.bank import build_detector
+from detectors.batch import FloatArray
 from detectors.threshold import ThresholdDetector
 
 LAT = SeriesKey.of("latency", {"svc": "a"})
@@ -162,3 +167,97 @@ def test_scores_are_always_zero_or_one_and_aligned(rows: list[tuple[int, float, 
     scores = det.update(batch)
     assert scores.shape == (len(rows),)
     assert set(scores.tolist()) <= {0.0, 1.0}
+
+
+class Recorder:
+    """A detector that flags every sample and remembers the series ids it was given."""
+
+    name = "recorder"
+    signal_kind = SignalKind.FORECAST
+
+    def __init__(self, value: float | None = 42.0) -> None:
+        self.seen: list[list[int]] = []
+        self.value = value
+
+    def update(self, batch: SampleBatch) -> FloatArray:
+        self.seen.append(batch.series.tolist())
+        return np.ones(len(batch))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: object) -> None:
+        del state
+
+    def signal_details(self, series_id: int) -> dict[str, Any]:
+        return {"sid": series_id}
+
+    def signal_value(self, series_id: int) -> float | None:
+        del series_id
+        return self.value
+
+
+def test_bank_runs_a_detector_only_on_the_metrics_it_matches() -> None:
+    reg = SeriesRegistry()
+    rec = Recorder()
+    bank = DetectorBank(reg, [DetectorSpec(rec, metrics="http_.*")])
+    web, cpu = reg.id_for(SeriesKey.of("http_requests_per_second")), reg.id_for(SeriesKey.of("cpu"))
+    bank.process(SampleBatch.from_arrays([web, cpu, web], [1, 1, 2], [1.0, 2.0, 3.0]))
+    assert rec.seen == [[web, web]]
+    bank.process(SampleBatch.from_arrays([cpu, cpu], [2, 3], [1.0, 1.0]))
+    assert len(rec.seen) == 1  # a batch of no matching series does not call the detector
+    # series registered later are classified too; the pattern must match the whole name
+    api = reg.id_for(SeriesKey.of("http_errors", {"code": "500"}))
+    partial = reg.id_for(SeriesKey.of("xhttp_requests"))
+    signals = bank.process(SampleBatch.from_arrays([partial, api, cpu], [5, 5, 5], [1.0, 7.0, 1.0]))
+    assert rec.seen[-1] == [api]
+    assert [(s.series.name, s.value, s.details) for s in signals] == [("http_errors", 42.0, {"sid": api})]
+
+
+def test_bank_without_metrics_gives_the_detector_the_whole_batch() -> None:
+    reg = SeriesRegistry()
+    rec = Recorder(value=None)
+    bank = DetectorBank(reg, [DetectorSpec(rec)])
+    a, b = reg.id_for(LAT), reg.id_for(ERR)
+    signals = bank.process(SampleBatch.from_arrays([a, b], [1, 1], [1.5, 2.5]))
+    assert rec.seen == [[a, b]]
+    assert [s.value for s in signals] == [1.5, 2.5]  # signal_value None: the sample's value
+
+
+def test_specs_sharing_a_pattern_share_its_filter() -> None:
+    reg = SeriesRegistry()
+    first, second = Recorder(), Recorder()
+    bank = DetectorBank(reg, [DetectorSpec(first, metrics="lat.*"), DetectorSpec(second, metrics="lat.*")])
+    a, b = reg.id_for(LAT), reg.id_for(ERR)
+    bank.process(SampleBatch.from_arrays([a, b, a], [1, 1, 2], [1.0, 1.0, 1.0]))
+    assert first.seen == second.seen == [[a, a]]
+
+
+def test_invalid_metrics_regex_names_detector_and_pattern() -> None:
+    with pytest.raises(DetectorError) as info:
+        DetectorSpec(Recorder(), metrics="http_(.*")
+    assert "recorder" in str(info.value)
+    assert "'http_(.*'" in str(info.value)
+
+
+def test_invalid_metrics_regex_is_a_located_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text('detectors:\n  - type: forecast\n    metrics: "http_(.*"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    [error] = info.value.errors
+    assert (error.location.line, error.field) == (3, "detectors[0].metrics")
+    assert "regular expression" in error.message
+
+
+def test_metric_filter_on_a_large_batch_matches_a_plain_python_filter() -> None:
+    reg = SeriesRegistry()
+    names = ["http_requests_per_second", "cpu", "http_errors", "memory"]
+    ids = [reg.id_for(SeriesKey.of(names[i % 4], {"pod": str(i)})) for i in range(2000)]
+    rec = Recorder()
+    bank = DetectorBank(reg, [DetectorSpec(rec, metrics="http_.*")])
+    rng = np.random.default_rng(0)
+    sample_ids = rng.choice(ids, 10_000)
+    bank.process(SampleBatch.from_arrays(sample_ids, np.zeros(10_000), np.ones(10_000)))
+    expected = [i for i in sample_ids.tolist() if reg.key(i).name.startswith("http_")]
+    assert rec.seen == [expected]

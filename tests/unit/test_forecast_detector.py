@@ -1,0 +1,237 @@
+"""The forecast detector: forecasts of a forecaster turned into signals of kind ``forecast``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from detectors import (
+    DetectorBank,
+    DetectorError,
+    DetectorSpec,
+    SampleBatch,
+    SeriesKey,
+    SeriesRegistry,
+    SignalKind,
+    build_detector,
+    detector_names,
+)
+from detectors.forecast_detector import ForecastDetector
+
+MEMORY = SeriesKey.of("container_memory_working_set_ratio", {"namespace": "shop", "deployment": "cart"})
+REQUESTS = SeriesKey.of("http_requests_per_second", {"namespace": "shop", "deployment": "web"})
+#: Holt-Winters with a trend: the forecaster that follows a linear memory leak (see the report).
+TRENDING = {"forecaster": "holt_winters", "forecaster_params": {"beta": 0.1, "phi": 1.0}}
+
+
+def one(sid: int, t: float, v: float) -> SampleBatch:
+    return SampleBatch.from_arrays([sid], [t], [v])
+
+
+def test_registered_as_forecast_but_not_as_anomaly_detector() -> None:
+    det = build_detector("forecast", {}, SeriesRegistry())
+    assert isinstance(det, ForecastDetector)
+    assert det.signal_kind is SignalKind.FORECAST
+    assert "forecast" not in detector_names()
+    assert det.forecaster.name == "regression"
+    assert det.horizon_steps == 15  # 900 s of 60 s steps
+
+
+def test_memory_ramp_signals_before_the_series_reaches_ninety_percent() -> None:
+    reg = SeriesRegistry()
+    sid = reg.id_for(MEMORY)
+    other = reg.id_for(REQUESTS)
+    det = ForecastDetector.from_params({"limit": 1.0, **TRENDING})
+    bank = DetectorBank(reg, [DetectorSpec(det, 0.9, metrics="container_memory_.*")])
+    rng = np.random.default_rng(0)
+    minutes = np.arange(12 * 60)
+    # flat at 0.4 for an hour, then a leak of 0.1 of the limit per hour
+    values = 0.4 + np.clip(minutes / 60 - 1.0, 0.0, None) * 0.1 + 0.005 * rng.standard_normal(minutes.size)
+    first = None
+    for i, v in enumerate(values.tolist()):
+        signals = bank.process(SampleBatch.from_arrays([sid, other], [60.0 * i] * 2, [v, 500.0]))
+        if signals:
+            first = (i, signals[0])
+            break
+    assert first is not None
+    i, signal = first
+    assert values[: i + 1].max() < 0.9
+    assert signal.kind is SignalKind.FORECAST
+    assert signal.series == MEMORY
+    assert signal.value == det.signal_details(sid)["forecast_upper"] >= 0.9
+    assert signal.value > values[i]
+    assert signal.details["forecaster"] == "holt_winters"
+    assert signal.details["horizon_seconds"] == 900.0
+    assert signal.details["forecast_mean"] <= signal.value
+    assert signal.score == pytest.approx(min(signal.value, 1.0))
+
+
+def test_steady_series_signals_once_then_again_only_after_the_level_moves() -> None:
+    det = ForecastDetector.from_params({})
+    rng = np.random.default_rng(2)
+    values = np.where(np.arange(700) < 500, 100.0, 130.0) + 0.5 * rng.standard_normal(700)
+    hits: list[tuple[int, float]] = []
+    for i, v in enumerate(values.tolist()):
+        score = det.update(one(0, 60.0 * i, v))
+        assert score[0] in {0.0, 1.0}
+        if score[0] == 1.0:
+            value = det.signal_value(0)
+            assert value is not None
+            hits.append((i, value))
+    steady = [h for h in hits if h[0] < 500]
+    assert len(steady) == 1
+    assert steady[0][1] == pytest.approx(101.0, abs=3.0)
+    moved = [h for h in hits if h[0] >= 500]
+    assert moved
+    assert moved[0][0] < 530
+    assert moved[0][1] >= 1.1 * steady[0][1]
+
+
+def test_a_forecast_that_did_not_move_enough_is_not_signalled_again() -> None:
+    det = ForecastDetector.from_params({"forecaster": "holt_winters", "change": 0.5})
+    for i in range(50):
+        det.update(one(0, 60.0 * i, 100.0 + (i % 2)))
+    # +30 % is less than the configured 50 % change
+    scores = [float(det.update(one(0, 60.0 * (50 + i), 130.0))[0]) for i in range(5)]
+    assert scores == [0.0] * 5
+
+
+def test_daily_cycle_signals_track_the_coming_peak() -> None:
+    det = ForecastDetector.from_params({"step": 300, "horizon": 3600})
+    step, n = 300.0, 3 * 288
+    t = np.arange(n) * step
+    rng = np.random.default_rng(1)
+
+    def truth(x: np.ndarray) -> np.ndarray:
+        return 500.0 + 400.0 * np.sin(2 * np.pi * (x - 6 * 3600) / 86400)  # peak of 900 at noon
+
+    values = truth(t) * (1 + 0.03 * rng.standard_normal(n))
+    seen: list[tuple[int, float, float]] = []
+    for i in range(n):
+        if det.update(one(0, t[i], values[i]))[0] >= 0.8:
+            value = det.signal_value(0)
+            assert value is not None
+            coming = float(truth(t[i] + step * np.arange(1, 13)).max())
+            seen.append((i, value, coming))
+    last_day = [(i, v, c) for i, v, c in seen if i >= 2 * 288]
+    assert len(last_day) >= 10
+    for _, value, coming in last_day:
+        assert 0.95 * coming <= value <= 1.3 * coming
+    # the signals before noon climb towards the peak
+    morning = [v for i, v, _ in last_day if 0 <= (i % 288) * step / 3600 < 12]
+    assert max(morning) >= 900.0
+    assert morning[-1] > morning[0]
+
+
+def test_only_the_newest_sample_of_a_series_scores_and_only_every_seconds() -> None:
+    det = ForecastDetector.from_params({"limit": 10.0, "every": 300, **TRENDING})
+    det.update(SampleBatch.from_arrays([0] * 20, np.arange(20) * 60.0, np.full(20, 5.0)))  # forecast at 1140
+    batch = SampleBatch.from_arrays([0, 1, 0, 0], [1260.0, 0.0, 1440.0, 1320.0], [5.0, 1.0, 5.0, 5.0])
+    scores = det.update(batch)
+    assert scores[[0, 3]].tolist() == [0.0, 0.0]  # older samples of series 0
+    upper = det.signal_value(0)
+    assert upper is not None
+    assert scores[2] == pytest.approx(upper / 10.0)
+    assert scores[1] == pytest.approx(0.1)  # series 1: Holt-Winters forecasts its one sample's level
+    assert det.update(one(0, 1500.0, 5.0))[0] == 0.0  # 60 s after the last forecast
+    assert det.update(one(0, 1740.0, 5.0))[0] > 0.0  # 300 s after it
+
+
+def test_nan_forecast_scores_zero_and_has_no_signal_value() -> None:
+    det = ForecastDetector.from_params({"limit": 1.0})
+    assert det.update(one(0, 0.0, 0.5)).tolist() == [0.0]
+    assert det.signal_value(0) is None
+    assert det.signal_value(99) is None
+    assert det.signal_details(0) == {}
+
+
+def test_refused_samples_are_counted_by_the_forecaster() -> None:
+    det = ForecastDetector.from_params({"forecaster": "holt_winters"})
+    det.update(SampleBatch.from_arrays([0, 0, 0], [60.0, 120.0, 180.0], [1.0, float("nan"), 2.0]))
+    scores = det.update(SampleBatch.from_arrays([0, 0], [100.0, 180.0], [1.0, 1.0]))
+    assert scores.tolist() == [0.0, 0.0]
+    assert (det.invalid, det.out_of_order) == (1, 2)
+    assert (det.forecaster.invalid, det.forecaster.out_of_order) == (1, 2)
+
+
+def test_causal_scores_do_not_depend_on_later_batches() -> None:
+    rng = np.random.default_rng(4)
+    values = 10.0 + rng.standard_normal(300)
+    a = ForecastDetector.from_params({"forecaster": "holt_winters"})
+    b = ForecastDetector.from_params({"forecaster": "holt_winters"})
+    early = [float(a.update(one(0, 60.0 * i, v))[0]) for i, v in enumerate(values[:200].tolist())]
+    full = [float(b.update(one(0, 60.0 * i, v))[0]) for i, v in enumerate(values.tolist())]
+    assert early == full[:200]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 1.0, **TRENDING},
+        {"forecaster": "regression", "forecaster_params": {"harmonics": 0}},
+    ],
+)
+def test_state_round_trip_gives_identical_scores(params: dict[str, Any]) -> None:
+    rng = np.random.default_rng(5)
+    n, ids = 400, np.array([0, 1, 2])
+    ramp = 0.3 + np.arange(n)[:, None] * np.array([0.001, 0.0005, 0.0]) + 0.01 * rng.standard_normal((n, 3))
+    batches = [SampleBatch.from_arrays(ids, np.full(3, 60.0 * i), ramp[i]) for i in range(n)]
+    first = ForecastDetector.from_params(params)
+    for batch in batches[:250]:
+        first.update(batch)
+    second = ForecastDetector.from_params(params)
+    second.load_state(first.state_dict())
+    a = np.concatenate([first.update(b) for b in batches[250:]])
+    b = np.concatenate([second.update(b) for b in batches[250:]])
+    np.testing.assert_array_equal(a, b)
+    assert a.max() > 0.0
+    assert first.signal_details(0) == second.signal_details(0)
+
+
+def test_load_state_refuses_another_configuration_and_keeps_its_own() -> None:
+    det = ForecastDetector.from_params({"forecaster": "holt_winters"})
+    for i in range(30):
+        det.update(one(0, 60.0 * i, 5.0))
+    state = det.state_dict()
+    with pytest.raises(DetectorError, match="horizon_steps"):
+        ForecastDetector.from_params({"forecaster": "holt_winters", "horizon": 600}).load_state(state)
+    with pytest.raises(DetectorError, match="forecaster_state"):
+        det.load_state({k: v for k, v in state.items() if k != "forecaster_state"})
+    broken = {**state, "forecaster_state": {**state["forecaster_state"], "version": 99}}
+    fresh = ForecastDetector.from_params({"forecaster": "holt_winters"})
+    with pytest.raises(DetectorError, match="holt_winters"):
+        fresh.load_state(broken)
+    assert fresh.signal_value(0) is None  # nothing of the refused state was loaded
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"forecaster": "crystal_ball"}, "forecast.forecaster"),
+        ({"forecaster_params": [1]}, "forecast.forecaster_params"),
+        ({"forecaster_params": {"lags": 0}}, "forecast.forecaster_params: regression.lags"),
+        ({"forecaster_params": {"step": 30}}, "forecast.forecaster_params.step"),
+        ({"step": 0}, "forecast.step"),
+        ({"horizon": -1}, "forecast.horizon"),
+        ({"horizon": 3600, "forecaster_params": {"max_horizon": 12}}, "forecast.horizon"),
+        ({"limit": 0}, "forecast.limit"),
+        ({"limit": "high"}, "forecast.limit"),
+        ({"change": -0.1}, "forecast.change"),
+        ({"limit": 1.0, "change": 0.2}, "forecast.change"),
+        ({"every": -5}, "forecast.every"),
+        ({"horizn": 900}, "horizn"),
+    ],
+)
+def test_bad_params_name_the_parameter(params: dict[str, Any], named: str) -> None:
+    with pytest.raises(DetectorError) as info:
+        ForecastDetector.from_params(params)
+    assert named in str(info.value)
+
+
+def test_unregistered_ids_are_refused() -> None:
+    det = ForecastDetector.from_params({})
+    with pytest.raises(DetectorError, match="unregistered"):
+        det.update(one(-1, 0.0, 1.0))
+    assert det.update(SampleBatch.empty()).shape == (0,)
