@@ -34,7 +34,12 @@ Configured in the agent like any detector, typically limited to the metrics it f
       - type: forecast
         metrics: container_memory_working_set_ratio
         min_score: 0.9
-        params: {limit: 1.0, step: 60, horizon: 1800}      # seconds
+        params:                   # times in seconds
+          limit: 1.0
+          step: 60
+          horizon: 1800
+          forecaster: holt_winters    # with a trend: follows a leak's linear ramp
+          forecaster_params: {beta: 0.1, phi: 1.0}
       - type: forecast
         metrics: http_requests_per_second
         min_score: 0.8
