@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import Detector, DetectorError
-from detectors.batch import SampleBatch
+from detectors.batch import SampleBatch, newest_per_series
 from detectors.drift import DriftDetector
 from detectors.forecast_detector import ForecastDetector
 from detectors.hold import AlarmHold
@@ -182,14 +182,10 @@ class DetectorBank:
         hit = np.flatnonzero(scores >= spec.min_score)
         if hit.size == 0:
             return []
-        # newest hit per series: sort hits by (series, timestamp) and keep each group's last
-        order = hit[np.lexsort((batch.timestamps[hit], batch.series[hit]))]
-        s = batch.series[order]
-        last = np.ones(order.size, dtype=bool)
-        last[:-1] = s[1:] != s[:-1]
+        newest = hit[newest_per_series(batch.series[hit], batch.timestamps[hit])]
         hook: Callable[[int], float | None] | None = getattr(spec.detector, "signal_value", None)
         signals: list[Signal] = []
-        for i in order[last].tolist():
+        for i in newest.tolist():
             sid = int(batch.series[i])
             value = hook(sid) if hook is not None else None
             signals.append(

@@ -14,6 +14,15 @@ IdArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 
+def newest_per_series(series: IdArray, timestamps: FloatArray) -> IdArray:
+    """Positions of each series' newest sample, in series order (a tie: the later in the arrays)."""
+    order = np.lexsort((timestamps, series))  # stable: equal (series, time) keep their order
+    s = series[order]
+    last = np.ones(order.size, dtype=bool)
+    last[:-1] = s[1:] != s[:-1]
+    return np.asarray(order[last], dtype=np.int64)
+
+
 @dataclass(frozen=True, slots=True)
 class SampleBatch:
     """Samples as three parallel arrays: series id, timestamp (Unix seconds), value.

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from detectors.base import DetectorError, grow
-from detectors.batch import FloatArray, IdArray
+from detectors.batch import FloatArray, IdArray, newest_per_series
 
 #: How fast the pre-alarm level follows the values (per sample, while no alarm is up).
 LEVEL_RATE = 0.02
@@ -76,10 +76,7 @@ class AlarmHold:
         out = np.where(held & (scores < self._score[ids]), self._score[ids], scores)
         self.held += int((held & (scores < self._score[ids])).sum())
         # state moves on the newest sample of each series in the batch
-        order = np.lexsort((ts, ids))
-        last = np.ones(order.size, dtype=bool)
-        last[:-1] = ids[order][1:] != ids[order][:-1]
-        pick = order[last]
+        pick = newest_per_series(ids, ts)
         sid, v, t, raw, h = ids[pick], values[pick], ts[pick], scores[pick], held[pick]
         was = self._active[sid]
         new = (raw >= bar) & ~was & np.isfinite(v)

@@ -14,10 +14,9 @@ import threading
 import time
 import uuid
 
-import numpy as np
 import orjson
 
-from agent.clock import Clock
+from agent.clock import WallClock
 from agent.config import KafkaConnection, KafkaSourceConfig
 from agent.metrics import AgentMetrics
 from agent.sources.base import Polled
@@ -35,9 +34,7 @@ class BusError(RuntimeError):
 class KafkaBus:
     """Publishes batches to a fresh topic and reads them back through the agent's Kafka source."""
 
-    def __init__(
-        self, bootstrap: str, series: SeriesRegistry, clock: Clock, topic: str | None = None
-    ) -> None:
+    def __init__(self, bootstrap: str, series: SeriesRegistry, topic: str | None = None) -> None:
         from kafka import KafkaProducer  # noqa: PLC0415 - only with --kafka
 
         self.series = series
@@ -55,9 +52,6 @@ class KafkaBus:
             poll_timeout=0.2,
         )
         # The source's own waits (backoff, pauses) run on a wall clock: the broker lives in real time.
-        from agent.clock import WallClock  # noqa: PLC0415
-
-        del clock
         self.source = KafkaSource(
             config, connection, series, AgentMetrics(), WallClock(), self.stop, environ={}
         )
@@ -104,12 +98,3 @@ class KafkaBus:
         self.stop.set()
         self.source.close()
         self.producer.close(timeout=5)
-
-
-def same_order(a: SampleBatch, b: SampleBatch) -> bool:
-    """Whether two batches hold the same samples in the same order (for tests)."""
-    return bool(
-        np.array_equal(a.series, b.series)
-        and np.array_equal(a.timestamps, b.timestamps)
-        and np.array_equal(a.values, b.values)
-    )

@@ -8,7 +8,7 @@ reads the cluster and produces metrics; the policy reacts; the cluster reconcile
   drift), the playbook engine with the scenario's playbooks, and the executor, which acts through
   the official ``kubernetes`` client over HTTP, with guardrails, idempotency keys and audit;
 - ``static``: the same engine and executor, but static threshold rules and the playbooks a team
-  would write around them (:data:`STATIC_PLAYBOOKS`);
+  would write around them (``simulations/baselines/static-playbooks.yaml``);
 - ``hpa``: no agent; each service has a HorizontalPodAutoscaler on CPU that follows the
   documented algorithm (:class:`HpaAlgorithm`);
 - ``none``: nothing reacts.
@@ -51,10 +51,9 @@ from simulations.result import (
     CPU,
     ERROR_RATIO,
     HPA,
-    MEMORY,
-    NO_AGENT,
     P99,
     POLICIES,
+    READY,
     REQUESTS,
     STATIC,
     ActionRecord,
@@ -63,7 +62,7 @@ from simulations.result import (
     PolicyRun,
     ScenarioResult,
 )
-from simulations.scenario import Scenario
+from simulations.scenario import Scenario, Service
 from simulations.scoring import evaluate, fault_windows, score_run
 from simulations.twin import TwinCluster, TwinConfig
 from simulations.twin.objects import Obj
@@ -75,8 +74,6 @@ log = logging.getLogger("aiops.replay")
 #: A series signalling again within this many seconds is the same episode on the timeline.
 SIGNAL_QUIET = 600.0
 
-#: Workload-changing actions (``notify`` is not one).
-WORKLOAD_ACTIONS = frozenset({"scale", "rollback", "restart", "retrain", "delete_pod"})
 
 #: The agent's detectors in a replay: the learned ensemble on the symptoms, forecasts of demand
 #: and memory, and the accuracy degradation test on models.
@@ -134,8 +131,6 @@ STATIC_DETECTORS: tuple[dict[str, Any], ...] = (
         },
     },
 )
-
-STATIC_PLAYBOOKS = Path(__file__).parent / "baselines" / "static-playbooks.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +218,7 @@ def run_policy(scenario: Scenario, policy: str, options: ReplayOptions) -> Polic
                     msg = "the static baseline needs its playbooks (ReplayOptions.static_playbooks)"
                     raise ValueError(msg)
                 playbooks = options.static_playbooks
-            bus = KafkaBus(options.kafka, series, clock) if options.kafka and policy == AGENT else None
+            bus = KafkaBus(options.kafka, series) if options.kafka and policy == AGENT else None
             pipeline = Pipeline(twin, clock, series, detectors, playbooks, Path(tmp), recorder, bus)
             if spec.warmup > 0:
                 history = start - spec.warmup + step * np.arange(int(spec.warmup // step), dtype=np.float64)
@@ -327,8 +322,10 @@ class Pipeline:
     def warm(self, history: SampleBatch, chunk: int = 20_000) -> None:
         """Let the detectors learn ``history``; its signals are history too and are dropped."""
         for lo in range(0, len(history), chunk):
-            idx = np.arange(lo, min(lo + chunk, len(history)))
-            self.bank.process(SampleBatch(history.series[idx], history.timestamps[idx], history.values[idx]))
+            hi = lo + chunk
+            self.bank.process(
+                SampleBatch(history.series[lo:hi], history.timestamps[lo:hi], history.values[lo:hi])
+            )
 
     def process(self, batch: SampleBatch) -> list[Signal]:
         """One step: score, hand signals to the engine, run its timers.
@@ -383,7 +380,7 @@ class HpaAlgorithm:
         """The metrics the HPA reads (what metrics-server would report)."""
         for service, values in observation.values.items():
             self._cpu[service] = values[CPU]
-            self._ready[service] = values["kube_deployment_status_replicas_ready"]
+            self._ready[service] = values[READY]
         self._now = float(observation.batch.timestamps[0]) if len(observation.batch) else self._now
 
     def recommend(self, hpa: Obj, target: Obj) -> int | None:
@@ -405,7 +402,7 @@ class HpaAlgorithm:
         return desired
 
 
-def hpa_object(service: Any) -> Obj:
+def hpa_object(service: Service) -> Obj:
     """The autoscaling/v2 HPA of a service: CPU at 70 %, from 2 (or its replicas if 1) to its max."""
     floor = 1 if service.replicas == 1 else 2
     return {
@@ -569,8 +566,6 @@ class _ExecutorAudit:
 
 __all__ = [
     "AGENT_DETECTORS",
-    "MEMORY",
-    "NO_AGENT",
     "STATIC_DETECTORS",
     "HpaAlgorithm",
     "Pipeline",

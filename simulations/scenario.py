@@ -40,6 +40,7 @@ from agent.yamlloc import (
     Location,
     YamlDocument,
     YamlValidationError,
+    field_path,
     parse_documents,
     pydantic_errors,
     read_text,
@@ -300,8 +301,6 @@ def parse_scenario(
 
 
 def _err(doc: YamlDocument, path: list[str | int], message: str) -> LocatedError:
-    from agent.yamlloc import field_path  # noqa: PLC0415 - keeps the import list short above
-
     return LocatedError(doc.locate(path), field_path(path), message)
 
 

@@ -33,6 +33,7 @@ from simulations.result import (
     MEMORY,
     REQUESTS,
     RESTARTS,
+    ActionRecord,
     BoolArray,
     Expectation,
     FaultWindow,
@@ -111,13 +112,14 @@ def score_run(scenario: Scenario, run: PolicyRun, faults: list[FaultWindow]) -> 
     if faults and any(e.kind == "signal" for e in run.events):
         found = [_detected(run, f) for f in faults]
         detect = None if any(d is None for d in found) else max(d for d in found if d is not None)
+    sick = {service: symptoms(scenario, run, service) for service in run.metrics}
     mitigate: float | None = None
     faulted = sorted({f.service for f in faults})
     if faulted:
         worst: float | None = 0.0
         for service in faulted:
             first = min(f.start for f in faults if f.service == service)
-            sym = symptoms(scenario, run, service) & (times >= first)
+            sym = sick[service] & (times >= first)
             idx = np.flatnonzero(sym)
             if idx.size == 0:
                 took = 0.0
@@ -136,7 +138,7 @@ def score_run(scenario: Scenario, run: PolicyRun, faults: list[FaultWindow]) -> 
     marked = []
     for taken in run.actions:
         if taken.action in WORKLOAD_ACTIONS and taken.outcome == "executed":
-            needed = _necessary(scenario, run, faults, taken.service, taken.time, taken)
+            needed = _necessary(run, faults, taken, sick.get(taken.service))
             taken = replace(taken, necessary=needed)  # noqa: PLW2901 - marking a copy of each in turn
         marked.append(taken)
     run.actions = marked
@@ -155,15 +157,16 @@ def score_run(scenario: Scenario, run: PolicyRun, faults: list[FaultWindow]) -> 
 
 
 def _necessary(
-    scenario: Scenario, run: PolicyRun, faults: list[FaultWindow], service: str, when: float, action: object
+    run: PolicyRun, faults: list[FaultWindow], action: ActionRecord, sick: BoolArray | None
 ) -> bool:
+    service, when = action.service, action.time
     for f in faults:
         if f.service == service and f.start - NEAR <= when and (f.end is None or when <= f.end + NEAR):
             return True
     near = (run.times >= when - NEAR) & (run.times <= when + NEAR)
-    if (symptoms(scenario, run, service) & near).any():
+    if sick is not None and (sick & near).any():
         return True
-    if getattr(action, "action", "") == "scale":
+    if action.action == "scale":
         replicas = run.replicas.get(service)
         if replicas is not None:
             k = int(np.searchsorted(run.times, when))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -509,8 +508,3 @@ def training_cronjob(s: Service) -> Obj:
             },
         },
     }
-
-
-def describe(state: ServiceState) -> dict[str, Any]:
-    """A short description of a service's state (for debugging and the timeline)."""
-    return {"pods": len(state.pods), "restarts": state.restarts}
