@@ -32,6 +32,7 @@ figures: 12 KiB at the defaults), so memory is bounded whatever the stream.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -95,8 +96,20 @@ def ks_two_sample(
     d = np.max(np.where(end_of_tie, np.abs(cdf_gap), 0.0), axis=1)
     n = ref_count.astype(np.float64)
     en = np.round(n * m / (n + m))
-    p = np.clip(np.asarray(_stats().kstwo.sf(d, en), dtype=np.float64), 0.0, 1.0)
+    # d is a difference of two ECDF steps, i / n - j / m: rounded, the float noise of the sums
+    # does not make the same statistic a cache miss
+    p = np.array([_kolmogorov_sf(round(float(di), 12), float(ei)) for di, ei in zip(d, en, strict=True)])
     return d, p
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _kolmogorov_sf(d: float, n: float) -> float:
+    """``kstwo.sf(d, n)``, memoised: with fixed window sizes ``d`` takes few distinct values.
+
+    scipy computes it exactly, which costs about a millisecond a call; a streaming test asks for
+    the same few hundred values over and over.
+    """
+    return min(1.0, max(0.0, float(_stats().kstwo.sf(d, n))))
 
 
 def proportion_z_test(

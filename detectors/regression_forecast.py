@@ -16,7 +16,8 @@ model). The upper bound is split-conformal: the model is first fit on the older 
 window, the ``quantile`` of its residuals on the newest ``calibration`` part is each horizon's
 margin, and the model is then refit on the whole window. Targets are the samples nearest to
 ``origin + h * step`` within half a step, so irregular series train only on real lead times;
-when too few origins have every target, each horizon is fit on its own rows.
+when too few origins have every target, the horizons are split in halves, each fit on the
+origins that have all of its targets (a few fits for a young series, not one per horizon).
 
 Fitted coefficients are stored per series in arrays, so forecasting is numpy over all series at
 once and checkpoints are plain arrays (no pickled estimators). Until a series has ``min_train``
@@ -31,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from detectors.base import DetectorError, grow
 from detectors.batch import FloatArray, IdArray, SampleBatch
@@ -249,19 +251,30 @@ class RegressionForecaster:
         j = np.where(np.abs(t[j - 1] - target) <= np.abs(t[j] - target), j - 1, j)
         valid = (np.abs(t[j] - target) <= self.step / 2) & (j > origins[:, None])
         y = z[j] - z[:, None]
-        complete = valid.all(axis=1)
-        if np.count_nonzero(complete) >= self.min_train:
-            # one multi-output ridge for all horizons, on the origins that have every target
-            self._fit_horizons(sid, np.arange(self.max_horizon), x[complete], y[complete])
-            return
-        for h in range(self.max_horizon):  # irregular series: each horizon on its own rows
-            rows = valid[:, h]
-            if np.count_nonzero(rows) >= self.min_train:
-                self._fit_horizons(sid, np.array([h]), x[rows], y[rows, h : h + 1])
-            else:  # too little history: persistence, with the margin of its own errors
-                self._coef[sid, h] = 0.0
-                self._icpt[sid, h] = 0.0
-                self._margin[sid, h] = conformal_quantile(y[rows, h], self.quantile)
+        self._fit_block(sid, np.arange(self.max_horizon), x, y, valid)
+
+    def _fit_block(
+        self, sid: int, horizons: IdArray, x: FloatArray, y: FloatArray, valid: npt.NDArray[np.bool_]
+    ) -> None:
+        """One multi-output ridge for ``horizons`` on the origins that have every one of their targets.
+
+        When fewer than ``min_train`` origins have them all (a young or irregular series), the
+        horizons are split in halves and each half tried the same way, so a series that is young
+        takes a few fits, not one per horizon; a single horizon with too few rows falls back to
+        persistence, with the margin of its own errors.
+        """
+        rows = valid[:, horizons].all(axis=1)
+        if np.count_nonzero(rows) >= self.min_train:
+            self._fit_horizons(sid, horizons, x[rows], y[np.ix_(rows, horizons)])
+        elif horizons.size > 1:
+            half = horizons.size // 2
+            self._fit_block(sid, horizons[:half], x, y, valid)
+            self._fit_block(sid, horizons[half:], x, y, valid)
+        else:
+            h = int(horizons[0])
+            self._coef[sid, h] = 0.0
+            self._icpt[sid, h] = 0.0
+            self._margin[sid, h] = conformal_quantile(y[valid[:, h], h], self.quantile)
 
     def _fit_horizons(self, sid: int, horizons: IdArray, x: FloatArray, y: FloatArray) -> None:
         """Split-conformal margins from a fit on the older rows, then the model fit on all rows."""
@@ -275,12 +288,16 @@ class RegressionForecaster:
 
     def _fit(self, x: FloatArray, y: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Ridge on standardised features; coefficients ``(outputs, features)`` of the raw features."""
-        from sklearn.linear_model import Ridge  # noqa: PLC0415 - a slow import, needed only to fit
+        from sklearn import config_context  # noqa: PLC0415 - a slow import, needed only to fit
+        from sklearn.linear_model import Ridge  # noqa: PLC0415
 
         mu = x.mean(axis=0)
         sd = x.std(axis=0)
         sd = np.where(sd > 1e-12, sd, 1.0)
-        model = Ridge(alpha=self.ridge_alpha).fit((x - mu) / sd, y)
+        # the inputs are finite by construction and the parameters checked at construction:
+        # sklearn's own per-call checks would cost more than the fit of these small matrices
+        with config_context(assume_finite=True, skip_parameter_validation=True):
+            model = Ridge(alpha=self.ridge_alpha).fit((x - mu) / sd, y)
         coef = np.asarray(model.coef_, dtype=np.float64).reshape(y.shape[1], -1) / sd
         icpt = np.asarray(model.intercept_, dtype=np.float64).reshape(-1) - coef @ mu
         return coef, icpt

@@ -185,6 +185,8 @@ class Workload:
         self._pending = sorted(
             (f for f in scenario.spec.faults if not isinstance(f, SurgeFault)), key=lambda f: f.at
         )
+        self._pods_revision = -1  # the store revision _pods_by_app was read at
+        self._pods_by_app: dict[str, list[tuple[Obj, bool]]] = {}
 
     def _id(self, metric: str, labels: dict[str, str]) -> int:
         sid = self.series.id_for(SeriesKey.of(metric, labels))
@@ -226,6 +228,10 @@ class Workload:
         return started
 
     def _read_pods(self) -> dict[str, list[tuple[Obj, bool]]]:
+        """Live pods by ``namespace/app``, with readiness; re-read only when the cluster changed."""
+        revision = self.store.revision
+        if revision == self._pods_revision:
+            return self._pods_by_app
         by_app: dict[str, list[tuple[Obj, bool]]] = {}
         for pod in self.store.peek(PODS):
             meta = pod["metadata"]
@@ -239,6 +245,7 @@ class Workload:
                 for c in (pod.get("status") or {}).get("conditions") or ()
             )
             by_app.setdefault(f"{meta.get('namespace')}/{app}", []).append((pod, ready))
+        self._pods_revision, self._pods_by_app = revision, by_app
         return by_app
 
     def _completed_training(self, state: ServiceState) -> float | None:

@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 Obj = dict[str, Any]
 """A Kubernetes object (or any JSON object) as decoded from JSON."""
 
@@ -14,8 +16,17 @@ OWNER_CONTROLLER_KEYS = ("apiVersion", "kind", "name", "uid")
 
 
 def clone(value: Obj) -> Obj:
-    """A deep copy of a JSON object, so the store never shares structure with a caller."""
-    return _copy(value)  # type: ignore[no-any-return]
+    """A deep copy of a JSON object, so the store never shares structure with a caller.
+
+    Through orjson (about three times faster than walking the dicts in Python, which matters in
+    long replays); a value orjson cannot encode (a non-string key, an integer past 64 bits, a
+    non-JSON type) is copied by :func:`_copy` instead. Tuples come back as lists and NaN as null,
+    as they would from the wire.
+    """
+    try:
+        return orjson.loads(orjson.dumps(value))  # type: ignore[no-any-return]
+    except (TypeError, orjson.JSONEncodeError):
+        return _copy(value)  # type: ignore[no-any-return]
 
 
 def _copy(value: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -123,7 +123,7 @@ class Controller(Protocol):
         ...
 
 
-def owned_by(objects: list[Obj]) -> dict[str, list[Obj]]:
+def owned_by(objects: Iterable[Obj]) -> dict[str, list[Obj]]:
     """Objects grouped by the uid of their controlling owner."""
     grouped: dict[str, list[Obj]] = {}
     for obj in objects:

@@ -19,7 +19,7 @@ class GarbageCollector:
             if rt.storage_key in seen_storage or rt.from_storage is not None:
                 continue
             seen_storage.add(rt.storage_key)
-            for obj in ctx.store.list(rt)[0]:
+            for obj in ctx.store.peek(rt):  # read only: most sweeps delete nothing
                 refs = obj["metadata"].get("ownerReferences") or []
                 if refs and not any(ref.get("uid") in alive for ref in refs):
                     ctx.store.remove(rt, namespace_of(obj), name_of(obj))

@@ -44,10 +44,12 @@ class JobController:
         jobs, _ = ctx.store.list(JOBS)
         if not jobs:
             return
-        pods_by_owner = owned_by(ctx.store.list(PODS)[0])
+        pods_by_owner = owned_by(ctx.store.peek(PODS))  # read only: copies of the ones synced below
         for job in jobs:
             if not job["metadata"].get("deletionTimestamp") and not is_finished(job):
-                self._sync_one(ctx, job, pods_by_owner.get(job["metadata"]["uid"], []))
+                stored = pods_by_owner.get(job["metadata"]["uid"], [])
+                pods = (ctx.store.find(PODS, namespace_of(p), name_of(p)) for p in stored)
+                self._sync_one(ctx, job, [p for p in pods if p is not None])
 
     def next_due(self, ctx: Context) -> float | None:
         """When a running Job passes its ``activeDeadlineSeconds``."""

@@ -102,7 +102,7 @@ class Kubelet:
 
     def sync(self, ctx: Context) -> None:
         """Bind unscheduled pods and write each pod's status for the current time."""
-        pods, _ = ctx.store.list(PODS)
+        pods = ctx.store.peek(PODS)  # read only: every write below goes through the store
         seen: set[str] = set()
         for pod in pods:
             uid = uid_of(pod)
@@ -128,8 +128,8 @@ class Kubelet:
 
     def _bind(self, ctx: Context, pod: Obj) -> None:
         """Bind the pod to the node (the scheduler), then write its status (the kubelet)."""
-        pod["spec"]["nodeName"] = ctx.config.node_name
-        bound = ctx.store.update(PODS, namespace_of(pod), name_of(pod), pod)
+        body = {**pod, "spec": {**pod["spec"], "nodeName": ctx.config.node_name}}
+        bound = ctx.store.update(PODS, namespace_of(pod), name_of(pod), body)
         timeline = self._timelines[uid_of(bound)]
         status = self._status(bound, timeline, ctx.now, ctx.config.crash_restart_seconds)
         if status != bound.get("status"):

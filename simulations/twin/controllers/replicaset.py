@@ -91,7 +91,7 @@ class ReplicaSetController:
         sets, _ = ctx.store.list(REPLICASETS)
         if not sets:
             return
-        pods_by_owner = owned_by(ctx.store.list(PODS)[0])
+        pods_by_owner = owned_by(ctx.store.peek(PODS))  # read only: the stored pods
         for rs in sets:
             if rs["metadata"].get("deletionTimestamp"):
                 continue
@@ -101,7 +101,7 @@ class ReplicaSetController:
         """When a ready pod becomes available (``minReadySeconds``)."""
         due: list[float] = []
         sets, _ = ctx.store.list(REPLICASETS)
-        pods_by_owner = owned_by(ctx.store.list(PODS)[0])
+        pods_by_owner = owned_by(ctx.store.peek(PODS))  # read only: the stored pods
         for rs in sets:
             wait = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
             if wait <= 0:
