@@ -92,7 +92,17 @@ AGENT_DETECTORS: tuple[dict[str, Any], ...] = (
         "type": "forecast",
         "metrics": "http_requests_per_second",
         "min_score": 0.8,
-        "params": {"forecaster": "holt_winters", "step": 15, "horizon": 900, "change": 0.1, "every": 60},
+        # Five-minute slots in the daily profile (the default 30-minute ones smear a sharp daily
+        # peak over an hour); a ten-minute horizon covers what one decision must: the playbook's
+        # 5-minute cooldown, a pod's start and the minute between forecasts
+        "params": {
+            "forecaster": "holt_winters",
+            "forecaster_params": {"resolution": 300},
+            "step": 15,
+            "horizon": 600,
+            "change": 0.1,
+            "every": 60,
+        },
     },
     {
         "type": "forecast",

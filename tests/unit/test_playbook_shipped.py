@@ -142,7 +142,7 @@ def test_scale_ahead_of_forecast_demand(shipped: PlaybookSet) -> None:
     assert req.signal_value == 600.0
     params = ScaleParams.model_validate(req.params)
     assert params.to_forecast is not None
-    assert params.to_forecast.replicas(req.signal_value) == 15  # 600 x 1.2 / 50
+    assert params.to_forecast.replicas(req.signal_value) == 14  # ceil(600 x 1.1 / 50)
     states = [e.state.value for e in r.events if isinstance(e, IncidentEvent) and e.is_transition]
     assert states == ["pending", "firing", "acting", "resolved"]  # verify.clears: false
 

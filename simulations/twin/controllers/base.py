@@ -123,6 +123,18 @@ class Controller(Protocol):
         ...
 
 
+Signature = tuple[str, tuple[str, ...]]
+"""An object's resourceVersion and those of the objects it owns: what a controller's sync of it reads."""
+
+
+def versions_of(owner: Obj, owned: Iterable[Obj]) -> Signature:
+    """The :data:`Signature` of ``owner`` and ``owned`` (in the order given)."""
+    return (
+        str(owner["metadata"].get("resourceVersion")),
+        tuple(str(o["metadata"].get("resourceVersion")) for o in owned),
+    )
+
+
 def owned_by(objects: Iterable[Obj]) -> dict[str, list[Obj]]:
     """Objects grouped by the uid of their controlling owner."""
     grouped: dict[str, list[Obj]] = {}

@@ -14,7 +14,9 @@
 
 from __future__ import annotations
 
-from simulations.twin.controllers.base import Context, owned_by, strip_zeros
+import math
+
+from simulations.twin.controllers.base import Context, Signature, owned_by, strip_zeros, versions_of
 from simulations.twin.errors import ApiError
 from simulations.twin.objects import (
     Obj,
@@ -94,33 +96,64 @@ def _created(obj: Obj) -> tuple[float, str]:
     return (parse_time(str(obj["metadata"]["creationTimestamp"])), name_of(obj))
 
 
+def _deadline(deployment: Obj, now: float) -> float | None:
+    """When an unfinished rollout of ``deployment`` passes its progress deadline, if after ``now``."""
+    deadline = (deployment.get("spec") or {}).get("progressDeadlineSeconds")
+    condition = find_condition(deployment, "Progressing")
+    if deadline is None or condition is None or condition.get("status") != "True":
+        return None
+    if condition.get("reason") == "NewReplicaSetAvailable":
+        return None
+    when = parse_time(str(condition.get("lastUpdateTime"))) + int(deadline) + 1
+    return when if when > now else None
+
+
 class DeploymentController:
     """Rolls Deployments out through ReplicaSets."""
 
+    def __init__(self) -> None:
+        self._settled: dict[str, tuple[Signature, float]] = {}
+
     def sync(self, ctx: Context) -> None:
-        """One pass over all Deployments."""
-        deployments, _ = ctx.store.list(DEPLOYMENTS)
+        """One pass over all Deployments.
+
+        A Deployment whose own version and its ReplicaSets' versions are what they were when a
+        sync of it last wrote nothing is skipped until its progress deadline (if it has one):
+        the sync is a function of those objects and of the time only through that deadline.
+        """
+        deployments = ctx.store.peek(DEPLOYMENTS)  # read only: copies of the ones synced below
         if not deployments:
             return
-        by_owner = owned_by(ctx.store.list(REPLICASETS)[0])
-        for deployment in deployments:
-            if deployment["metadata"].get("deletionTimestamp"):
+        by_owner = owned_by(ctx.store.peek(REPLICASETS))
+        alive: set[str] = set()
+        for stored in deployments:
+            meta = stored["metadata"]
+            if meta.get("deletionTimestamp"):
                 continue
-            self._sync_one(ctx, deployment, by_owner.get(deployment["metadata"]["uid"], []))
+            uid = str(meta["uid"])
+            alive.add(uid)
+            owned = by_owner.get(uid, [])
+            signature = versions_of(stored, owned)
+            known = self._settled.get(uid)
+            if known is not None and known[0] == signature and ctx.now < known[1]:
+                continue
+            deployment = ctx.store.find(DEPLOYMENTS, namespace_of(stored), name_of(stored))
+            if deployment is None:
+                continue
+            copies = (ctx.store.find(REPLICASETS, namespace_of(rs), name_of(rs)) for rs in owned)
+            revision = ctx.store.revision
+            self._sync_one(ctx, deployment, [rs for rs in copies if rs is not None])
+            if ctx.store.revision == revision:
+                deadline = _deadline(deployment, ctx.now)
+                self._settled[uid] = (signature, deadline if deadline is not None else math.inf)
+            else:
+                self._settled.pop(uid, None)
+        for uid in set(self._settled) - alive:
+            del self._settled[uid]
 
     def next_due(self, ctx: Context) -> float | None:
         """When an unfinished rollout passes its progress deadline."""
-        due: list[float] = []
-        for deployment in ctx.store.list(DEPLOYMENTS)[0]:
-            deadline = (deployment.get("spec") or {}).get("progressDeadlineSeconds")
-            condition = find_condition(deployment, "Progressing")
-            if deadline is None or condition is None or condition.get("status") != "True":
-                continue
-            if condition.get("reason") == "NewReplicaSetAvailable":
-                continue
-            when = parse_time(str(condition.get("lastUpdateTime"))) + int(deadline) + 1
-            if when > ctx.now:
-                due.append(when)
+        due = [t for t in (_deadline(d, ctx.now) for d in ctx.store.peek(DEPLOYMENTS)) if t is not None]
         return min(due) if due else None
 
     # ------------------------------------------------------------ one deployment

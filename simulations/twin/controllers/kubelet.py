@@ -10,6 +10,7 @@ its timeline, so repeated passes write nothing new.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 from simulations.twin.controllers.base import ANNOTATION_PREFIX, Context, PodFate, TwinConfig
@@ -99,6 +100,9 @@ class Kubelet:
 
     def __init__(self) -> None:
         self._timelines: dict[str, _Timeline] = {}
+        # uid -> (resourceVersion, until): the pod's status was current at that version and
+        # stays so until its timeline's next event, so a pass skips it until either changes
+        self._current: dict[str, tuple[str, float]] = {}
 
     def sync(self, ctx: Context) -> None:
         """Bind unscheduled pods and write each pod's status for the current time."""
@@ -118,13 +122,22 @@ class Kubelet:
             if not (pod.get("spec") or {}).get("nodeName"):
                 self._bind(ctx, pod)
                 continue
+            version = str(pod["metadata"].get("resourceVersion"))
+            known = self._current.get(uid)
+            if known is not None and known[0] == version and ctx.now < known[1]:
+                continue
             status = self._status(pod, timeline, ctx.now, ctx.config.crash_restart_seconds)
             if status != pod.get("status"):
-                ctx.store.update(
+                written = ctx.store.update(
                     PODS, namespace_of(pod), name_of(pod), {**pod, "status": status}, subresource="status"
                 )
+                version = str(written["metadata"].get("resourceVersion"))
+            until = self._next_event(timeline, ctx)
+            self._current[uid] = (version, until if until is not None else math.inf)
         for uid in set(self._timelines) - seen:
             del self._timelines[uid]
+        for uid in set(self._current) - seen:
+            del self._current[uid]
 
     def _bind(self, ctx: Context, pod: Obj) -> None:
         """Bind the pod to the node (the scheduler), then write its status (the kubelet)."""
@@ -139,16 +152,21 @@ class Kubelet:
 
     def next_due(self, ctx: Context) -> float | None:
         """The next start, exit or crash-loop restart of a pod."""
-        due: list[float] = []
-        for timeline in self._timelines.values():
-            fate, start = timeline.fate, timeline.created + timeline.fate.start_seconds
-            if ctx.now < start:
-                due.append(start)
-            elif fate.run_seconds is not None and not fate.crash and ctx.now < start + fate.run_seconds:
-                due.append(start + fate.run_seconds)
-            elif timeline.loops:
-                due.append(start + crash_restarts(ctx.now - start, ctx.config.crash_restart_seconds)[2])
+        events = (self._next_event(timeline, ctx) for timeline in self._timelines.values())
+        due = [t for t in events if t is not None]
         return min(due) if due else None
+
+    @staticmethod
+    def _next_event(timeline: _Timeline, ctx: Context) -> float | None:
+        """When the pod's status next changes by itself (start, exit, crash-loop restart), if ever."""
+        fate, start = timeline.fate, timeline.created + timeline.fate.start_seconds
+        if ctx.now < start:
+            return start
+        if fate.run_seconds is not None and not fate.crash and ctx.now < start + fate.run_seconds:
+            return start + fate.run_seconds
+        if timeline.loops:
+            return start + crash_restarts(ctx.now - start, ctx.config.crash_restart_seconds)[2]
+        return None
 
     # ------------------------------------------------------------ status
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from simulations.twin.controllers.base import Context, owned_by, strip_zeros
+import math
+
+from simulations.twin.controllers.base import Context, Signature, owned_by, strip_zeros, versions_of
 from simulations.twin.objects import (
     Obj,
     clone,
@@ -83,33 +85,65 @@ def _deletion_rank(pod: Obj) -> tuple[int, int, int, float, int, float]:
     )
 
 
+def _next_available(rs: Obj, pods: list[Obj], now: float) -> float | None:
+    """When the next of ``pods`` that is ready becomes available (``minReadySeconds``), if after ``now``."""
+    wait = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
+    if wait <= 0:
+        return None
+    due = [since + wait for since in map(ready_since, pods) if since is not None and since + wait > now]
+    return min(due) if due else None
+
+
 class ReplicaSetController:
     """Creates and deletes pods of every ReplicaSet; writes ``status``."""
 
+    def __init__(self) -> None:
+        self._settled: dict[str, tuple[Signature, float]] = {}
+
     def sync(self, ctx: Context) -> None:
-        """One pass over all ReplicaSets."""
-        sets, _ = ctx.store.list(REPLICASETS)
+        """One pass over all ReplicaSets.
+
+        A ReplicaSet whose own version and its pods' versions are what they were when a sync of
+        it last wrote nothing is skipped until one of its pods becomes available
+        (``minReadySeconds``): the sync reads nothing else, and the time only through that.
+        """
+        sets = ctx.store.peek(REPLICASETS)  # read only: copies of the ones synced below
         if not sets:
             return
         pods_by_owner = owned_by(ctx.store.peek(PODS))  # read only: the stored pods
-        for rs in sets:
-            if rs["metadata"].get("deletionTimestamp"):
+        alive: set[str] = set()
+        for stored in sets:
+            meta = stored["metadata"]
+            if meta.get("deletionTimestamp"):
                 continue
-            self._sync_one(ctx, rs, pods_by_owner.get(rs["metadata"]["uid"], []))
+            uid = str(meta["uid"])
+            alive.add(uid)
+            pods = pods_by_owner.get(uid, [])
+            signature = versions_of(stored, pods)
+            known = self._settled.get(uid)
+            if known is not None and known[0] == signature and ctx.now < known[1]:
+                continue
+            rs = ctx.store.find(REPLICASETS, namespace_of(stored), name_of(stored))
+            if rs is None:
+                continue
+            revision = ctx.store.revision
+            self._sync_one(ctx, rs, pods)
+            if ctx.store.revision == revision:
+                available = _next_available(rs, pods, ctx.now)
+                self._settled[uid] = (signature, available if available is not None else math.inf)
+            else:
+                self._settled.pop(uid, None)
+        for uid in set(self._settled) - alive:
+            del self._settled[uid]
 
     def next_due(self, ctx: Context) -> float | None:
         """When a ready pod becomes available (``minReadySeconds``)."""
-        due: list[float] = []
-        sets, _ = ctx.store.list(REPLICASETS)
         pods_by_owner = owned_by(ctx.store.peek(PODS))  # read only: the stored pods
-        for rs in sets:
-            wait = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
-            if wait <= 0:
-                continue
-            for pod in pods_by_owner.get(rs["metadata"]["uid"], []):
-                since = ready_since(pod)
-                if since is not None and since + wait > ctx.now:
-                    due.append(since + wait)
+        times = (
+            _next_available(rs, pods_by_owner.get(rs["metadata"]["uid"], []), ctx.now)
+            for rs in ctx.store.peek(REPLICASETS)
+        )
+        due = [t for t in times if t is not None]
         return min(due) if due else None
 
     def _sync_one(self, ctx: Context, rs: Obj, pods: list[Obj]) -> None:
