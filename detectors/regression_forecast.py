@@ -246,10 +246,17 @@ class RegressionForecaster:
         t_prev = np.where(origins > 0, t[np.maximum(origins - 1, 0)], t - self.step)
         x = self._design(z[back], t, t_prev)
         # the target of each origin and horizon: the sample nearest to origin + h * step
-        target = t[:, None] + self.step * np.arange(1, self.max_horizon + 1)[None, :]
-        j = np.clip(np.searchsorted(t, target), 1, n - 1)
-        j = np.where(np.abs(t[j - 1] - target) <= np.abs(t[j] - target), j - 1, j)
-        valid = (np.abs(t[j] - target) <= self.step / 2) & (j > origins[:, None])
+        ahead = np.arange(1, self.max_horizon + 1)[None, :]
+        if np.all(np.abs(np.diff(t) - self.step) <= 1e-6 * self.step):
+            # evenly spaced (the usual case): the target h steps ahead is the sample h places on
+            j = origins[:, None] + ahead
+            valid = j < n
+            j = np.minimum(j, n - 1)
+        else:
+            target = t[:, None] + self.step * ahead
+            j = np.clip(np.searchsorted(t, target), 1, n - 1)
+            j = np.where(np.abs(t[j - 1] - target) <= np.abs(t[j] - target), j - 1, j)
+            valid = (np.abs(t[j] - target) <= self.step / 2) & (j > origins[:, None])
         y = z[j] - z[:, None]
         self._fit_block(sid, np.arange(self.max_horizon), x, y, valid)
 
