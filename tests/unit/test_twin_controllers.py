@@ -8,6 +8,7 @@ import pytest
 
 from agent.clock import ManualClock
 from simulations.twin import PodFate, TwinCluster, TwinConfig
+from simulations.twin.controllers.base import Context, SettledObjects, owned_by
 from simulations.twin.controllers.deployment import REVISION, REVISION_HISTORY, without_hash
 from simulations.twin.objects import find_condition
 from simulations.twin.resources.apps import DEPLOYMENTS, REPLICASETS, STATEFULSETS
@@ -434,3 +435,51 @@ def test_crash_loop_back_off_doubles_up_to_five_minutes():
     count, since, upcoming = crash_restarts(3600, 10)
     assert upcoming - since == 300
     assert (count, since) == (16, 3310), "restarts at 10, 30, 70, 150, 310, then every 300 s"
+
+
+def test_min_ready_seconds_makes_pods_available_later_with_settled_objects_skipped(twin):
+    twin.store.create(DEPLOYMENTS, NS, deployment(replicas=2, minReadySeconds=10))
+    twin.step()
+    twin.advance(2.5)  # pods ready at +2 s, available at +12 s
+    dep = twin.store.get(DEPLOYMENTS, NS, "web")
+    assert dep["status"]["readyReplicas"] == 2
+    assert "availableReplicas" not in dep["status"]
+    twin.advance(9.0)
+    assert "availableReplicas" not in twin.store.get(DEPLOYMENTS, NS, "web")["status"]
+    twin.advance(1.0)
+    dep = twin.store.get(DEPLOYMENTS, NS, "web")
+    assert dep["status"]["availableReplicas"] == 2
+    assert condition(dep, "Available")["status"] == "True"
+
+
+def test_settled_objects_are_skipped_until_they_or_what_they_own_change(twin):
+    twin.store.create(DEPLOYMENTS, NS, deployment(replicas=2))
+    twin.advance(5.0)
+    synced: list[str] = []
+    settled = SettledObjects()
+
+    def run(until: float | None = None) -> list[str]:
+        synced.clear()
+        ctx = Context(twin.store, twin.clock, twin.config, now=twin.clock.now())
+        settled.sync_all(
+            ctx,
+            REPLICASETS,
+            twin.store.peek(REPLICASETS),
+            owned_by(twin.store.peek(PODS)),
+            lambda rs, pods: synced.append(f"{rs['metadata']['name']}:{len(pods)}"),
+            lambda rs, pods: until,
+        )
+        return list(synced)
+
+    (rs,) = twin.store.list(REPLICASETS, NS)[0]
+    name = rs["metadata"]["name"]
+    assert run() == [f"{name}:2"], "the first pass syncs"
+    assert run() == [], "nothing changed and the sync wrote nothing: skipped"
+    pod = pods(twin)[0]
+    twin.store.delete(PODS, NS, pod["metadata"]["name"])  # an owned object changes
+    assert run(until=twin.clock.now() + 5) == [f"{name}:1"]
+    assert run() == []
+    twin.clock.set(twin.clock.now() + 4)
+    assert run() == [], "before its deadline: still settled"
+    twin.clock.set(twin.clock.now() + 2)
+    assert run() == [f"{name}:1"], "its deadline passed: synced again"

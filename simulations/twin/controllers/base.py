@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -10,6 +11,7 @@ from typing import Protocol
 from agent.clock import Clock
 from simulations.twin.errors import ApiError
 from simulations.twin.objects import Obj, format_time, name_of, namespace_of, uid_of
+from simulations.twin.resources.base import ResourceType
 from simulations.twin.resources.core import EVENTS
 from simulations.twin.store import Store
 
@@ -133,6 +135,57 @@ def versions_of(owner: Obj, owned: Iterable[Obj]) -> Signature:
         str(owner["metadata"].get("resourceVersion")),
         tuple(str(o["metadata"].get("resourceVersion")) for o in owned),
     )
+
+
+class SettledObjects:
+    """Syncs a controller's objects, skipping those its last sync of them left as they were.
+
+    For controllers whose sync of an object reads only that object and the objects it owns, and
+    the time only through one deadline (``until``): when a sync wrote nothing, the object is
+    settled until its :data:`Signature` changes or the deadline comes.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[Signature, float]] = {}
+
+    def sync_all(
+        self,
+        ctx: Context,
+        rt: ResourceType,
+        stored: Iterable[Obj],
+        owned: dict[str, list[Obj]],
+        sync: Callable[[Obj, list[Obj]], None],
+        until: Callable[[Obj, list[Obj]], float | None],
+    ) -> None:
+        """Sync each of ``stored`` (read-only store objects) that is not settled, on a copy of it.
+
+        ``owned`` maps an owner's uid to its (stored) objects; ``sync`` and ``until`` get the
+        copy and those.
+        """
+        alive: set[str] = set()
+        for obj in stored:
+            meta = obj["metadata"]
+            if meta.get("deletionTimestamp"):
+                continue
+            uid = str(meta["uid"])
+            alive.add(uid)
+            children = owned.get(uid, [])
+            signature = versions_of(obj, children)
+            known = self._known.get(uid)
+            if known is not None and known[0] == signature and ctx.now < known[1]:
+                continue
+            current = ctx.store.find(rt, namespace_of(obj), name_of(obj))
+            if current is None:
+                continue
+            revision = ctx.store.revision
+            sync(current, children)
+            if ctx.store.revision == revision:
+                when = until(current, children)
+                self._known[uid] = (signature, when if when is not None else math.inf)
+            else:
+                self._known.pop(uid, None)
+        for uid in set(self._known) - alive:
+            del self._known[uid]
 
 
 def owned_by(objects: Iterable[Obj]) -> dict[str, list[Obj]]:

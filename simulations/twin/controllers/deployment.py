@@ -14,9 +14,7 @@
 
 from __future__ import annotations
 
-import math
-
-from simulations.twin.controllers.base import Context, Signature, owned_by, strip_zeros, versions_of
+from simulations.twin.controllers.base import Context, SettledObjects, owned_by, strip_zeros
 from simulations.twin.errors import ApiError
 from simulations.twin.objects import (
     Obj,
@@ -112,44 +110,27 @@ class DeploymentController:
     """Rolls Deployments out through ReplicaSets."""
 
     def __init__(self) -> None:
-        self._settled: dict[str, tuple[Signature, float]] = {}
+        self._settled = SettledObjects()
 
     def sync(self, ctx: Context) -> None:
         """One pass over all Deployments.
 
-        A Deployment whose own version and its ReplicaSets' versions are what they were when a
-        sync of it last wrote nothing is skipped until its progress deadline (if it has one):
-        the sync is a function of those objects and of the time only through that deadline.
+        A Deployment is skipped while it and its ReplicaSets are as a sync of it that wrote
+        nothing left them, until its progress deadline: the sync reads nothing else, and the time
+        only through that deadline.
         """
-        deployments = ctx.store.peek(DEPLOYMENTS)  # read only: copies of the ones synced below
+        deployments = ctx.store.peek(DEPLOYMENTS)  # read only: copies of the ones synced
         if not deployments:
             return
-        by_owner = owned_by(ctx.store.peek(REPLICASETS))
-        alive: set[str] = set()
-        for stored in deployments:
-            meta = stored["metadata"]
-            if meta.get("deletionTimestamp"):
-                continue
-            uid = str(meta["uid"])
-            alive.add(uid)
-            owned = by_owner.get(uid, [])
-            signature = versions_of(stored, owned)
-            known = self._settled.get(uid)
-            if known is not None and known[0] == signature and ctx.now < known[1]:
-                continue
-            deployment = ctx.store.find(DEPLOYMENTS, namespace_of(stored), name_of(stored))
-            if deployment is None:
-                continue
+
+        def sync(deployment: Obj, owned: list[Obj]) -> None:
             copies = (ctx.store.find(REPLICASETS, namespace_of(rs), name_of(rs)) for rs in owned)
-            revision = ctx.store.revision
             self._sync_one(ctx, deployment, [rs for rs in copies if rs is not None])
-            if ctx.store.revision == revision:
-                deadline = _deadline(deployment, ctx.now)
-                self._settled[uid] = (signature, deadline if deadline is not None else math.inf)
-            else:
-                self._settled.pop(uid, None)
-        for uid in set(self._settled) - alive:
-            del self._settled[uid]
+
+        by_owner = owned_by(ctx.store.peek(REPLICASETS))
+        self._settled.sync_all(
+            ctx, DEPLOYMENTS, deployments, by_owner, sync, lambda d, _: _deadline(d, ctx.now)
+        )
 
     def next_due(self, ctx: Context) -> float | None:
         """When an unfinished rollout passes its progress deadline."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
-
-from simulations.twin.controllers.base import Context, Signature, owned_by, strip_zeros, versions_of
+from simulations.twin.controllers.base import Context, SettledObjects, owned_by, strip_zeros
 from simulations.twin.objects import (
     Obj,
     clone,
@@ -98,43 +96,27 @@ class ReplicaSetController:
     """Creates and deletes pods of every ReplicaSet; writes ``status``."""
 
     def __init__(self) -> None:
-        self._settled: dict[str, tuple[Signature, float]] = {}
+        self._settled = SettledObjects()
 
     def sync(self, ctx: Context) -> None:
         """One pass over all ReplicaSets.
 
-        A ReplicaSet whose own version and its pods' versions are what they were when a sync of
-        it last wrote nothing is skipped until one of its pods becomes available
-        (``minReadySeconds``): the sync reads nothing else, and the time only through that.
+        A ReplicaSet is skipped while it and its pods are as a sync of it that wrote nothing left
+        them, until one of its pods becomes available (``minReadySeconds``): the sync reads
+        nothing else, and the time only through that.
         """
-        sets = ctx.store.peek(REPLICASETS)  # read only: copies of the ones synced below
+        sets = ctx.store.peek(REPLICASETS)  # read only: copies of the ones synced
         if not sets:
             return
         pods_by_owner = owned_by(ctx.store.peek(PODS))  # read only: the stored pods
-        alive: set[str] = set()
-        for stored in sets:
-            meta = stored["metadata"]
-            if meta.get("deletionTimestamp"):
-                continue
-            uid = str(meta["uid"])
-            alive.add(uid)
-            pods = pods_by_owner.get(uid, [])
-            signature = versions_of(stored, pods)
-            known = self._settled.get(uid)
-            if known is not None and known[0] == signature and ctx.now < known[1]:
-                continue
-            rs = ctx.store.find(REPLICASETS, namespace_of(stored), name_of(stored))
-            if rs is None:
-                continue
-            revision = ctx.store.revision
-            self._sync_one(ctx, rs, pods)
-            if ctx.store.revision == revision:
-                available = _next_available(rs, pods, ctx.now)
-                self._settled[uid] = (signature, available if available is not None else math.inf)
-            else:
-                self._settled.pop(uid, None)
-        for uid in set(self._settled) - alive:
-            del self._settled[uid]
+        self._settled.sync_all(
+            ctx,
+            REPLICASETS,
+            sets,
+            pods_by_owner,
+            lambda rs, pods: self._sync_one(ctx, rs, pods),
+            lambda rs, pods: _next_available(rs, pods, ctx.now),
+        )
 
     def next_due(self, ctx: Context) -> float | None:
         """When a ready pod becomes available (``minReadySeconds``)."""
