@@ -100,6 +100,10 @@ class KafkaSourceConfig(_Model):
     session_timeout: Duration = 10.0
     heartbeat_interval: Duration = 3.0
     lag_interval: Duration = Field(5.0, description="how often consumer lag is measured")
+    decode_worker: bool = Field(
+        True,
+        description="decode messages in a child process, beside the consumer (false: in the agent's thread)",
+    )
 
 
 class PrometheusQuery(_Model):

@@ -9,6 +9,14 @@ flushed before the batch is handed out: a commit never covers a message that was
 processed nor dead-lettered. When the dead-letter topic cannot be written, the consumer seeks
 back and the whole poll is read again later.
 
+Decoding runs in a child process by default (``decode_worker``, see kafka_worker.py): while it
+decodes one poll, this side hands out the previous one and fetches the next, and kafka-python's
+network thread, which a decoding thread would starve of the GIL, keeps reading. At most one poll
+is in the worker and one more held here; a poll's samples come out of the call that fetched
+it or of the next one, in order. Polls not yet handed out are never committed: when the worker
+dies or the dead letters cannot be written, the consumer seeks back to the first of them, and
+a re-created consumer starts from the committed offsets, so they are read again.
+
 Nothing here blocks for long or raises when the broker is away: the consumer is created lazily
 and re-created when it breaks, with exponential backoff on the injected clock; meanwhile
 :attr:`KafkaSource.ready` is false and ``aiops_source_errors{source="kafka"}`` counts why. The
@@ -36,7 +44,8 @@ from agent.kafka_client import KafkaDeliveryError, ResilientProducer, consumer_k
 from agent.metrics import AgentMetrics
 from agent.sources.base import Polled, SourceStartupError
 from agent.sources.kafka_formats import Malformed, SampleDecoder
-from detectors import SeriesRegistry
+from agent.sources.kafka_worker import DecodeWorker, DecodeWorkerError
+from detectors import SampleBatch, SeriesRegistry
 
 log = logging.getLogger("aiops.sources.kafka")
 
@@ -56,6 +65,11 @@ MAX_DEAD_LETTER_VALUE = 900_000
 RECREATE_AFTER = 3
 #: kafka-python's default fetch_max_wait_ms; its request timeout must be longer.
 _FETCH_MAX_WAIT_MS = 500
+#: How long closing waits for the decode worker to exit before terminating it.
+WORKER_CLOSE_TIMEOUT = 1.0
+
+#: The records of one ``KafkaConsumer.poll``.
+Records = dict[TopicPartition, list[Any]]
 
 
 class KafkaSource:
@@ -82,6 +96,10 @@ class KafkaSource:
         self.stop = stop
         self.environ = environ
         self.decoder = SampleDecoder(series, config.format)
+        #: Decodes in a child process when ``config.decode_worker`` is on (see kafka_worker.py).
+        self.worker = DecodeWorker(series, config.format) if config.decode_worker else None
+        self._decoding: Records | None = None  # records whose values are in the worker
+        self._held: Records | None = None  # records polled while the worker was busy
         self._dead_letter = dead_letter
         self._consumer: KafkaConsumer | None = None
         self._kwargs: dict[str, Any] | None = None
@@ -142,12 +160,18 @@ class KafkaSource:
         except ConfigError as exc:
             raise SourceStartupError(f"kafka: {exc}") from exc
         log.info(
-            "kafka source: topics %s, group %s, format %s, dead letters to %s",
+            "kafka source: topics %s, group %s, format %s, decoding %s, dead letters to %s",
             ", ".join(cfg.topics),
             cfg.group_id,
             cfg.format,
+            "in a worker process" if self.worker is not None else "in process",
             cfg.dead_letter_topic,
         )
+        if self.worker is not None and not self.worker.alive:
+            try:  # it gets ready while the consumer joins its group
+                self.worker.start()
+            except DecodeWorkerError as exc:  # retried by poll
+                log.warning("kafka source: %s", exc)
 
     def poll(self, timeout: float) -> Polled | None:
         """The samples of the next records, waiting at most about ``timeout`` seconds for them."""
@@ -160,8 +184,18 @@ class KafkaSource:
         consumer = self._consumer if self._consumer is not None else self._connect()
         if consumer is None:
             return None
+        if self.worker is not None:
+            return self._poll_pipelined(consumer, self.worker, timeout)
+        records = self._fetch(consumer, timeout)
+        if not records:
+            return None
+        samples, malformed = self.decoder.decode(_values(records))
+        return self._finish(consumer, records, samples, malformed)
+
+    def _fetch(self, consumer: KafkaConsumer, timeout: float) -> Records | None:
+        """One ``consumer.poll``: its records (None on failure), with the lag measured when due."""
         try:
-            records = consumer.poll(
+            records: Records = consumer.poll(
                 timeout_ms=max(0, int(timeout * 1000)), max_records=self.config.max_poll_records
             )
         except Exception as exc:  # KafkaError, or a client bug during a fault: never kill the loop
@@ -171,12 +205,86 @@ class KafkaSource:
             return None
         self._failures = 0
         healthy = self._measure_lag(consumer) if self.clock.now() >= self._next_lag else True
-        if not records:
-            return None
-        if healthy:
+        if records and healthy:
             self._backoff.reset()
             self._set_ready(True, "records received")
-        return self._decode(consumer, records)
+        return records
+
+    def _poll_pipelined(self, consumer: KafkaConsumer, worker: DecodeWorker, timeout: float) -> Polled | None:
+        """Poll with decoding in the worker: while it decodes one poll, the next one is fetched.
+
+        At most one poll is in the worker and one more is held here; each call hands out the
+        oldest, so a poll's samples come out of the call that fetched them or of the next one.
+        """
+        if not worker.alive:
+            if worker.pid is not None:  # it died since the last call, maybe holding a poll
+                exited = DecodeWorkerError(f"the decode worker exited with code {worker.exit_code}")
+                self._worker_failed(consumer, worker, exited)
+                return None
+            try:  # never started, or closed after it failed
+                worker.start()
+            except DecodeWorkerError as exc:
+                self._failed("decode_worker", exc)
+                return None
+        if self._decoding is None:
+            records = self._fetch(consumer, timeout)
+            if not records or not self._submit(consumer, worker, records):
+                return None
+        if self._held is None:  # what is buffered already, without waiting
+            self._held = self._fetch(consumer, 0.0) or None
+            if self._consumer is not consumer:  # that poll broke the consumer: closed, batches dropped
+                return None
+        try:
+            decoded = worker.result(self.stop)
+        except DecodeWorkerError as exc:
+            self._worker_failed(consumer, worker, exc)
+            return None
+        if decoded is None:  # stopping: leave the batches to be read again
+            self._drop_in_flight(consumer)
+            return None
+        if self._held is None:  # what arrived while the worker decoded: decoded next, meanwhile
+            self._held = self._fetch(consumer, 0.0) or None
+            if self._consumer is not consumer:  # that poll broke the consumer: closed, batches dropped
+                return None
+        records, self._decoding = self._decoding, None
+        assert records is not None  # submitted above, or by the previous call
+        held, self._held = self._held, None
+        if held is not None:
+            self._submit(consumer, worker, held)
+        samples, malformed = decoded
+        return self._finish(consumer, records, samples, malformed)
+
+    def _submit(self, consumer: KafkaConsumer, worker: DecodeWorker, records: Records) -> bool:
+        try:
+            worker.submit(_values(records))
+        except DecodeWorkerError as exc:
+            self._worker_failed(consumer, worker, exc, records)
+            return False
+        self._decoding = records
+        return True
+
+    def _worker_failed(
+        self,
+        consumer: KafkaConsumer,
+        worker: DecodeWorker,
+        exc: DecodeWorkerError,
+        unsent: Records | None = None,
+    ) -> None:
+        """The worker died: read its batches (and ``unsent``) again, from a new worker after a backoff."""
+        log.error("kafka source: %s; its records will be read again", exc)
+        self._drop_in_flight(consumer, unsent)
+        worker.close(0)
+        self._failed("decode_worker", exc)
+
+    def _drop_in_flight(self, consumer: KafkaConsumer | None, older: Records | None = None) -> None:
+        """Forget the polls in the worker and held here (and ``older``, polled before them), seeking back
+        so that they are read again."""
+        batches = [b for b in (older, self._decoding, self._held) if b]
+        self._decoding = self._held = None
+        if self.worker is not None:
+            self.worker.discard()
+        if consumer is not None:
+            _seek_back(consumer, batches)
 
     def commit(self, polled: Polled) -> None:
         """Commit the offsets of ``polled`` synchronously; a refused commit is logged and counted."""
@@ -208,6 +316,8 @@ class KafkaSource:
             return
         self._closed = True
         self._close_consumer()
+        if self.worker is not None:
+            self.worker.close(WORKER_CLOSE_TIMEOUT)
         if self._dead_letter is not None:
             self._dead_letter.close(timeout=self._flush_timeout)
         self._set_ready(False, "closed")
@@ -238,6 +348,7 @@ class KafkaSource:
 
     def _close_consumer(self) -> None:
         consumer, self._consumer = self._consumer, None
+        self._drop_in_flight(None)  # a new consumer starts from the committed offsets
         if consumer is None:
             return
         try:
@@ -317,23 +428,20 @@ class KafkaSource:
         return True
 
     # ------------------------------------------------------------------ records
-    def _decode(self, consumer: KafkaConsumer, records: dict[TopicPartition, list[Any]]) -> Polled | None:
-        values: list[bytes | None] = []
+    def _finish(
+        self, consumer: KafkaConsumer, records: Records, samples: SampleBatch, malformed: list[Malformed]
+    ) -> Polled | None:
+        """The decoded poll with its commit token, once its malformed records are dead-lettered."""
         token: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, recs in records.items():
-            values.extend([r.value for r in recs])
             last = recs[-1]
             epoch = last.leader_epoch if last.leader_epoch is not None else -1
             token[tp] = OffsetAndMetadata(last.offset + 1, "", epoch)
-        samples, malformed = self.decoder.decode(values)
         if malformed:
             flat = [r for recs in records.values() for r in recs]
             if not self._send_dead_letters(flat, malformed):
-                for tp, recs in records.items():
-                    try:
-                        consumer.seek(tp, recs[0].offset)  # read the whole poll again later
-                    except KafkaError:  # no longer ours: its new owner starts from the commit
-                        log.debug("kafka source: cannot seek %s back", tp, exc_info=True)
+                # read the whole poll again later, and whatever was polled after it
+                self._drop_in_flight(consumer, records)
                 return None
         return Polled(SOURCE, samples, token)
 
@@ -383,3 +491,24 @@ def _dead_letter_record(rec: Any, reason: str) -> tuple[bytes, bytes | None, lis
         headers.append((TRUNCATED_HEADER, str(len(value)).encode()))
         value = value[:MAX_DEAD_LETTER_VALUE]
     return value, rec.key, headers
+
+
+def _values(records: Records) -> list[bytes | None]:
+    values: list[bytes | None] = []
+    for recs in records.values():
+        values.extend([r.value for r in recs])
+    return values
+
+
+def _seek_back(consumer: KafkaConsumer, batches: list[Records]) -> None:
+    """Seek each partition to its first record in ``batches`` (oldest first)."""
+    first: dict[TopicPartition, int] = {}
+    for records in batches:
+        for tp, recs in records.items():
+            if recs and tp not in first:
+                first[tp] = recs[0].offset
+    for tp, offset in first.items():
+        try:
+            consumer.seek(tp, offset)
+        except KafkaError:  # no longer ours: its new owner starts from the commit
+            log.debug("kafka source: cannot seek %s back", tp, exc_info=True)

@@ -36,21 +36,27 @@ A message is malformed as a whole when any part of it is invalid; the reason nam
 where, e.g. ``sample 3: field 'value': expected a number, got 'abc'``. Its samples are not
 used, and its series are not registered.
 
-Speed: per sample the decoder does a handful of dict lookups. Series ids are cached by
-``(name, tuple(labels.items()))`` in a bounded dict in front of :meth:`SeriesKey.of` and
-:meth:`SeriesRegistry.id_for`, which sort and register keys only the first time a series is
-seen; timestamps, often shared by all samples of a batch, are cached the same way.
+Speed: adapter samples, batched or not, are first read by msgspec into their four fields kept
+as JSON text: a series is cached by the text of its name and labels, which orjson parses only
+the first time that text is seen, and the values and timestamps of a message are parsed in one
+orjson call each. Anything else, or anything that needs a closer look, is parsed by orjson as a
+whole, where per sample the decoder does a handful of dict lookups in C-level ``map`` loops and
+caches series by ``(name, label names, label values)``. The caches are bounded dicts in front of
+:class:`SeriesKey` and :meth:`SeriesRegistry.id_for`, which sort and register keys only the
+first time a series is seen; timestamps, often shared by all samples of a batch, are cached the
+same way.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from itertools import repeat
-from operator import itemgetter
+from itertools import chain, repeat
+from operator import attrgetter, itemgetter
 from typing import Any, Literal, NamedTuple
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -68,12 +74,96 @@ _PENDING = -2
 _NO_VALUE_FLAG = 1  # OTLP DataPointFlags.FLAG_NO_RECORDED_VALUE
 _SKIPPED_METRIC_TYPES = ("histogram", "exponentialHistogram", "summary")
 _NO_LABELS: dict[str, Any] = {}  # shared, never mutated
-_FIELDS = itemgetter("name", "labels", "value", "timestamp")
-_ITEMS = dict.items
+_NAME = itemgetter("name")
+_LABELS = itemgetter("labels")
+_VALUE = itemgetter("value")
+_TIMESTAMP = itemgetter("timestamp")
+_LABEL_VALUES = dict.values
+_FIRST = itemgetter(0)
+_THIRD = itemgetter(2)
 _NUMBER_TYPES = frozenset({str, float, int})
 _STR_ONLY = {str}
+_DICT_ONLY = {dict}
 _JSON_NUMBER_TYPES = frozenset({float, int})
 _SERIES_FIELDS = frozenset({"name", "labels", "timestamps", "values"})
+
+#: What the series cache is keyed by: the name, the label names and the label values, each in
+#: the message's order (cheaper to build and hash per sample than a tuple of label pairs).
+RawKey = tuple[str, tuple[str, ...], tuple[str, ...]]
+
+
+def _raw_key(name: Any, labels: dict[str, Any]) -> RawKey:
+    return (name, tuple(labels), tuple(labels.values()))
+
+
+#: Label names, or label values, in the order of the other.
+Names = tuple[str, ...]
+
+
+class _LabelOrder(NamedTuple):
+    """How to put the labels of a key with given label names in :class:`SeriesKey` order."""
+
+    names: Names  # sorted, without __name__
+    pick: Callable[[Names], Names]  # the label values in that order
+
+
+def _label_order(names: Names) -> _LabelOrder:
+    keep = sorted((i for i, n in enumerate(names) if n != "__name__"), key=names.__getitem__)
+    if len(keep) >= 2:
+        pick: Callable[[Names], Names] = itemgetter(*keep)
+    elif keep:
+        only = keep[0]
+
+        def pick(values: Names) -> Names:
+            return (values[only],)
+    else:
+
+        def pick(values: Names) -> Names:
+            return ()
+
+    return _LabelOrder(tuple(names[i] for i in keep), pick)
+
+
+class _RawSample(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """An adapter sample whose fields are kept as their JSON text, for :meth:`SampleDecoder._raw_samples`.
+
+    msgspec checks the message's JSON syntax and shape without building a Python object per
+    label; the text of each field is parsed by orjson, as the rest of this module parses JSON.
+    """
+
+    name: msgspec.Raw
+    labels: msgspec.Raw
+    value: msgspec.Raw
+    timestamp: msgspec.Raw
+
+
+_RAW_BATCH = msgspec.json.Decoder(list[_RawSample])
+_RAW_ONE = msgspec.json.Decoder(_RawSample)
+_RAW_NAME = attrgetter("name")
+_RAW_LABELS = attrgetter("labels")
+_RAW_VALUE = attrgetter("value")
+_RAW_TIMESTAMP = attrgetter("timestamp")
+_JOIN = b"".join
+_COMMA = b",".join
+
+
+def _json_array(parts: list[Any]) -> Any:
+    """orjson's reading of JSON values given as text, all at once."""
+    return orjson.loads(b"[" + _COMMA(parts) + b"]")
+
+
+def _floats(values: list[Any]) -> list[float] | None:
+    """Sample values as floats (numbers or numeric strings, NaN and infinities included); None
+    when any is not one (the checking path then names it)."""
+    value_types = set(map(type, values))
+    try:
+        if value_types == _STR_ONLY:
+            return _numeric_strings(values)
+        if _NUMBER_TYPES.issuperset(value_types):
+            return list(map(float, values))
+    except (ValueError, OverflowError):
+        pass
+    return None
 
 
 class Malformed(NamedTuple):
@@ -275,6 +365,21 @@ def _list(obj: dict[str, Any], field: str, where: str, required: bool = True) ->
     return value
 
 
+def checked_settings(registry: SeriesRegistry, format: str, cache_size: int | None) -> int:
+    """Check a decoder's ``format``; return its series-cache size (``cache_size`` or the default).
+
+    The default is twice the registry's limit, at least 1024 and at most one million entries.
+    """
+    if format not in FORMATS:
+        msg = f"unknown sample format {format!r}; expected one of {FORMATS}"
+        raise ValueError(msg)
+    size = cache_size if cache_size is not None else min(1_000_000, max(1024, 2 * registry.limit))
+    if size < 1:
+        msg = f"cache_size must be at least 1, got {size}"
+        raise ValueError(msg)
+    return size
+
+
 class SampleDecoder:
     """Decodes message values into samples, with series ids cached across calls.
 
@@ -286,21 +391,15 @@ class SampleDecoder:
     def __init__(
         self, registry: SeriesRegistry, format: Format = "auto", cache_size: int | None = None
     ) -> None:
-        if format not in FORMATS:
-            msg = f"unknown sample format {format!r}; expected one of {FORMATS}"
-            raise ValueError(msg)
         self.registry = registry
         self.format: Format = format
-        self.cache_size = (
-            cache_size if cache_size is not None else min(1_000_000, max(1024, 2 * registry.limit))
-        )
-        if self.cache_size < 1:
-            msg = f"cache_size must be at least 1, got {self.cache_size}"
-            raise ValueError(msg)
+        self.cache_size = checked_settings(registry, format, cache_size)
         self.skipped_points = 0
-        self._ids: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
-        self._refused: dict[tuple[str, tuple[tuple[str, str], ...]], SeriesKey] = {}
+        # keyed by RawKey, or by the JSON text of a sample's name and labels (_raw_samples)
+        self._ids: dict[RawKey | bytes, int] = {}
+        self._refused: dict[RawKey | bytes, SeriesKey] = {}
         self._ts: dict[str, float] = {}
+        self._orders: dict[Names, _LabelOrder] = {}
         self._ns: dict[str, float] = {}
 
     # ------------------------------------------------------------------ entry point
@@ -319,6 +418,8 @@ class SampleDecoder:
         for i, raw in enumerate(values):
             if raw is None:
                 errors.append(Malformed(i, "empty message (null value)", "empty"))
+                continue
+            if self._raw_message(raw, sids, times, vals):
                 continue
             try:
                 doc = loads(raw)
@@ -359,36 +460,52 @@ class SampleDecoder:
         return batch, errors
 
     # ------------------------------------------------------------------ series ids
-    def _resolve(self, key: tuple[str, tuple[tuple[str, str], ...]]) -> int:
-        """The id of a series not in the fast cache: register it, or count a refused sample."""
+    def _resolve(self, cache_key: RawKey | bytes, name: str, names: Names, values: Names) -> int:
+        """The id of a series the fast cache does not know under ``cache_key``: register it (its
+        labels given as names and values, in any order), or count a refused sample."""
         ids = self._ids
-        sid = ids.get(key)
+        sid = ids.get(cache_key)  # a series new to a batch may be in it twice
         if sid is not None:
             return sid
-        refused = self._refused.get(key)
+        refused = self._refused.get(cache_key)
         if refused is not None:
             return self.registry.id_for(refused)  # counts the dropped sample
-        series_key = SeriesKey.of(key[0], key[1])
-        sid = self.registry.id_for(series_key)
-        if sid == DROPPED:
+        order = self._orders.get(names)
+        if order is None:  # worked out once per set of label names
+            if len(self._orders) >= _TS_CACHE_SIZE:
+                self._orders.clear()
+            order = self._orders[names] = _label_order(names)
+        sid, series_key = self._new_series(name, order.names, order.pick(values))
+        if series_key is not None:  # refused
             if len(self._refused) >= self.cache_size:
                 self._refused.clear()
-            self._refused[key] = series_key
+            self._refused[cache_key] = series_key
         else:
             if len(ids) >= self.cache_size:
                 ids.clear()
-            ids[key] = sid
+            ids[cache_key] = sid
         return sid
+
+    def _new_series(self, name: str, names: Names, values: Names) -> tuple[int, SeriesKey | None]:
+        """Register a series the cache does not know; ``names`` and ``values`` are its labels as
+        :class:`SeriesKey` keeps them (sorted by name, without ``__name__``).
+
+        Returns its id, or :data:`DROPPED` and the key to count its later samples against when
+        the registry refused it. The decode worker (kafka_worker.py) keeps local ids instead.
+        """
+        key = SeriesKey(name, tuple(zip(names, values, strict=True)))
+        sid = self.registry.id_for(key)
+        return sid, (key if sid == DROPPED else None)
 
     def _commit(
         self,
         sids: list[int],
-        pending: list[tuple[int, tuple[str, tuple[tuple[str, str], ...]]]],
+        pending: list[tuple[int, RawKey]],
         out: list[int],
     ) -> None:
         """Resolve the series first seen in a valid message and append its ids to ``out``."""
         for pos, key in pending:
-            sids[pos] = self._resolve(key)
+            sids[pos] = self._resolve(key, *key)
         out.extend(sids)
 
     def _time(self, value: Any, where: str) -> float:
@@ -402,6 +519,93 @@ class SampleDecoder:
         return result
 
     # ------------------------------------------------------------------ adapter and batch
+    def _raw_message(
+        self, raw: bytes, out_sids: list[int], out_ts: list[float], out_vals: list[float]
+    ) -> bool:
+        """Adapter samples (a batch, or one) through :meth:`_raw_samples`; False when the message is
+        anything else or anything in it needs a closer look: the orjson path then decodes it (or
+        names what is wrong) from scratch."""
+        if type(raw) is not bytes:  # what Kafka gives; anything else orjson reads takes its path
+            return False
+        fmt = self.format
+        head = raw[:1]
+        try:
+            if head == b"[" and fmt in ("auto", "batch"):
+                items = _RAW_BATCH.decode(raw)
+            elif head == b"{" and fmt in ("auto", "adapter"):
+                items = [_RAW_ONE.decode(raw)]
+            else:
+                return False
+            if not raw.isascii():
+                str(raw, "utf-8")  # msgspec does not check the UTF-8 of the text it keeps raw; orjson does
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+            return False
+        return self._raw_samples(items, out_sids, out_ts, out_vals)
+
+    def _raw_samples(
+        self, items: list[_RawSample], out_sids: list[int], out_ts: list[float], out_vals: list[float]
+    ) -> bool:
+        """Adapter samples with fields as JSON text: series are cached by the text of their name and
+        labels, which are parsed only the first time that text is seen; values and timestamps are
+        parsed in one orjson call each. False (nothing added) when anything is not as expected.
+
+        What is accepted decodes exactly as on the orjson path, since each field is orjson's
+        reading of the same text. (A field given twice in one sample counts once, the last one,
+        as orjson does; the earlier one is checked by msgspec only.)
+        """
+        if not items:
+            return True
+        try:
+            names = list(map(_RAW_NAME, items))
+            labels = list(map(_RAW_LABELS, items))
+            keys = list(map(_JOIN, zip(names, labels, strict=True)))
+            sids = list(map(self._ids.get, keys, repeat(_PENDING)))
+            values = _json_array(list(map(_RAW_VALUE, items)))
+            stamps = _json_array(list(map(_RAW_TIMESTAMP, items)))
+        except orjson.JSONDecodeError:
+            return False
+        if len(values) != len(items) or len(stamps) != len(items):  # pragma: no cover - one value each
+            return False
+        vals = _floats(values)
+        times = self._times(stamps)
+        if vals is None or times is None:
+            return False
+        if _PENDING in sids:
+            pending = [k for k, sid in enumerate(sids) if sid == _PENDING]
+            try:  # every new series is checked before any is registered
+                new_names = _json_array([names[k] for k in pending])
+                new_labels = _json_array([labels[k] for k in pending])
+            except orjson.JSONDecodeError:
+                return False
+            if set(map(type, new_names)) != _STR_ONLY or "" in new_names:
+                return False
+            if set(map(type, new_labels)) != _DICT_ONLY:
+                return False
+            if set(map(type, chain.from_iterable(map(_LABEL_VALUES, new_labels)))) - _STR_ONLY:
+                return False  # (JSON object keys are strings)
+            resolve = self._resolve
+            for k, name, lab in zip(pending, new_names, new_labels, strict=True):
+                sids[k] = resolve(keys[k], name, tuple(lab), tuple(lab.values()))
+        out_sids.extend(sids)
+        out_ts.extend(times)
+        out_vals.extend(vals)
+        return True
+
+    def _times(self, stamps: list[Any]) -> list[float] | None:
+        """Timestamps as float seconds, each distinct one converted once (a batch shares a few; an
+        int and a float of equal value share an entry, and their time); None when any is invalid."""
+        if not _NUMBER_TYPES.issuperset(set(map(type, stamps))):
+            return None
+        ts_get = self._ts.get
+        try:
+            distinct: dict[Any, float] = dict.fromkeys(stamps, 0.0)
+            for stamp in distinct:
+                t = ts_get(stamp) if type(stamp) is str else None
+                distinct[stamp] = t if t is not None else self._time(stamp, "")
+        except _Bad:
+            return None
+        return list(map(distinct.__getitem__, stamps))
+
     def _fast_samples(
         self, items: list[Any], out_sids: list[int], out_ts: list[float], out_vals: list[float]
     ) -> bool:
@@ -414,38 +618,37 @@ class SampleDecoder:
         """
         if not items:
             return True
-        ts_get = self._ts.get
         try:
-            names, labels, values, stamps = zip(*map(_FIELDS, items), strict=True)
-            sids = list(
-                map(self._ids.get, zip(names, map(tuple, map(_ITEMS, labels)), strict=True), repeat(_PENDING))
+            labels = list(map(_LABELS, items))
+            keys = list(
+                zip(
+                    map(_NAME, items), map(tuple, labels), map(tuple, map(_LABEL_VALUES, labels)), strict=True
+                )
             )
-            value_types = set(map(type, values))
-            if value_types == _STR_ONLY:
-                vals = _numeric_strings(values)
-            elif _NUMBER_TYPES.issuperset(value_types):
-                vals = list(map(float, values))
-            else:
-                return False
-            times: list[float | None] = list(map(ts_get, stamps))
-        except (KeyError, TypeError, ValueError, OverflowError):
+            sids = list(map(self._ids.get, keys, repeat(_PENDING)))
+            vals = _floats(list(map(_VALUE, items)))
+            times = self._times(list(map(_TIMESTAMP, items)))
+        except (KeyError, TypeError):
+            return False
+        if vals is None or times is None:
             return False
         try:
-            if None in times:
-                for k in [k for k, t in enumerate(times) if t is None]:
-                    t = ts_get(stamps[k])
-                    times[k] = t if t is not None else self._time(stamps[k], "")
             if _PENDING in sids:
                 pending = [k for k, sid in enumerate(sids) if sid == _PENDING]
-                keys = [(names[k], tuple(labels[k].items())) for k in pending]
-                for key in keys:
-                    _check_series(key[0], key[1], "")
-                for k, key in zip(pending, keys, strict=True):
-                    sids[k] = self._resolve(key)
+                new = [keys[k] for k in pending]
+                # names non-empty strings, label values strings (JSON object keys always are)
+                names = set(map(_FIRST, new))
+                if set(map(type, names)) != _STR_ONLY or "" in names:
+                    return False
+                if set(map(type, chain.from_iterable(map(_THIRD, new)))) - _STR_ONLY:
+                    return False
+                resolve = self._resolve
+                for k, key in zip(pending, new, strict=True):
+                    sids[k] = resolve(key, *key)
         except _Bad:
             return False
         out_sids.extend(sids)
-        out_ts.extend(times)  # type: ignore[arg-type]  # every None was resolved above
+        out_ts.extend(times)
         out_vals.extend(vals)
         return True
 
@@ -458,7 +661,7 @@ class SampleDecoder:
         sids: list[int] = []
         times: list[float] = []
         vals: list[float] = []
-        pending: list[tuple[int, tuple[str, tuple[tuple[str, str], ...]]]] = []
+        pending: list[tuple[int, RawKey]] = []
         j = 0
         try:
             for j, s in enumerate(items):
@@ -466,7 +669,7 @@ class SampleDecoder:
                 name = s.get("name")
                 if name is None:
                     name = labels.get("__name__")
-                key = (name, tuple(labels.items()))
+                key = _raw_key(name, labels)
                 sid = ids.get(key)
                 if sid is None:
                     where = f"{prefix}{j}: " if prefix else ""
@@ -477,7 +680,7 @@ class SampleDecoder:
                         )
                     if name is None:
                         raise _Bad("missing_field", f"{where}missing field 'name' (and no labels.__name__)")
-                    _check_series(name, key[1], where)
+                    _check_series(name, zip(key[1], key[2], strict=True), where)
                     pending.append((len(sids), key))
                     sid = _PENDING
                 v = s["value"]
@@ -513,7 +716,7 @@ class SampleDecoder:
         numpy; only a message that fails that is walked point by point to name the culprit.
         """
         ids_get = self._ids.get
-        keys: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+        keys: list[RawKey] = []
         counts: list[int] = []
         ts_all: list[Any] = []
         val_all: list[Any] = []
@@ -528,11 +731,11 @@ class SampleDecoder:
                     "bad_shape", f"series {j}: field 'labels': expected an object, got {_json_type(labels)}"
                 )
             name: Any = s.get("name") or labels.get("__name__")
-            key: tuple[str, tuple[tuple[str, str], ...]] = (name, tuple(labels.items()))
+            key = _raw_key(name, labels)
             if ids_get(key) is None:
                 if name is None:
                     raise _Bad("missing_field", f"series {j}: missing field 'name' (and no labels.__name__)")
-                _check_series(name, key[1], f"series {j}: ")
+                _check_series(name, zip(key[1], key[2], strict=True), f"series {j}: ")
             ts_raw: Any = s.get("timestamps")
             val_raw: Any = s.get("values")
             if type(ts_raw) is not list or type(val_raw) is not list:
@@ -551,7 +754,7 @@ class SampleDecoder:
         stamps = self._column_times(ts_all, items)
         for key, n in zip(keys, counts, strict=True):
             sid = ids_get(key)
-            out_sids.extend(repeat(sid if sid is not None else self._resolve(key), n))
+            out_sids.extend(repeat(sid if sid is not None else self._resolve(key, *key), n))
         out_ts.extend(stamps)
         out_vals.extend(values)
 
@@ -614,7 +817,7 @@ class SampleDecoder:
         sids: list[int] = []
         times: list[float] = []
         vals: list[float] = []
-        pending: list[tuple[int, tuple[str, tuple[tuple[str, str], ...]]]] = []
+        pending: list[tuple[int, RawKey]] = []
         skipped = 0
         for r, rm in enumerate(_list(doc, "resourceMetrics", "message")):
             rwhere = f"resourceMetrics[{r}]"
@@ -671,7 +874,7 @@ class SampleDecoder:
                             labels.update(_attributes(attrs, pwhere))
                         else:
                             labels = base
-                        key = (name, tuple(labels.items()))
+                        key = _raw_key(name, labels)
                         sid = ids.get(key)
                         if sid is None:
                             pending.append((len(sids), key))

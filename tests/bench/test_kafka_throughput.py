@@ -7,7 +7,8 @@ fresh consumer group every time:
 - bare: a kafka-python ``KafkaConsumer`` poll loop with the source's own client settings, no
   parsing (what the client alone can do);
 - engine: ``KafkaSource`` + ``Engine`` + ``DetectorBank`` with a ``ThresholdDetector`` that has a
-  rule for the metric, committing every batch (what the agent does).
+  rule for the metric, committing every batch (what the agent does, with the source's default
+  configuration: decoding in its worker process).
 
 Rates are samples per second from the first batch to the last (the group join is not counted),
 the best of two alternating rounds. The engine's "warm" rate starts once every series is
@@ -253,6 +254,7 @@ def bench_bootstrap(tansu_factory: Callable[..., Tansu]) -> str:
 
 
 def test_kafka_ingest_throughput(bench_bootstrap: str) -> None:
+    load_before = os.getloadavg()[0]  # other work on the machine skews the figures: say how much
     rows: list[dict[str, Any]] = []
     for n_series in SERIES:
         for layout in LAYOUTS:
@@ -323,6 +325,8 @@ def test_kafka_ingest_throughput(bench_bootstrap: str) -> None:
                     "broker": os.environ.get(KAFKA_ENV) or "tansu (memory)",
                     "crc32c_extension": FAST_CRC32C,
                     "check_crcs": FAST_CRC32C,
+                    "decode_worker": KafkaSourceConfig().decode_worker,
+                    "load_average_before": load_before,
                 },
                 "rows": rows,
             },

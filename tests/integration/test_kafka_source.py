@@ -7,6 +7,8 @@ about a second. The wall clock is used throughout: the broker runs in real time.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import threading
 import time
 import uuid
@@ -40,6 +42,9 @@ from tests.servers.kafka import FaultyKafka, Tansu, create_topic
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 T0 = 1_700_000_000.0
+
+#: Tests that hold for both ways of decoding run with each (``sources.kafka.decode_worker``).
+both_decoders = pytest.mark.parametrize("decode_worker", [True, False], ids=["worker", "inline"])
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -146,8 +151,9 @@ def counter(metrics: AgentMetrics, family: str, *labels: str) -> float:
 # ---------------------------------------------------------------------------- (a) formats to signals
 
 
+@both_decoders
 def test_each_format_becomes_signals_through_the_engine(
-    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], decode_worker: bool
 ) -> None:
     topic = kafka_topic(partitions=3)
     adapter_msgs = [orjson.dumps(sample(v, T0 + i, fmt="adapter")) for i, v in enumerate([10, 20, 99, 30])]
@@ -200,7 +206,9 @@ def test_each_format_becomes_signals_through_the_engine(
 
     series = SeriesRegistry()
     metrics = AgentMetrics()
-    source = make_source(kafka_bootstrap, topic, series=series, metrics=metrics, format="auto")
+    source = make_source(
+        kafka_bootstrap, topic, series=series, metrics=metrics, format="auto", decode_worker=decode_worker
+    )
     rule = ThresholdDetector.from_params({"rules": [{"metric": "temp", "above": 50}]}, series)
     sink = CollectingSink()
     engine = Engine(
@@ -226,14 +234,15 @@ def test_each_format_becomes_signals_through_the_engine(
 # ---------------------------------------------------------------------------- (b) crash before commit
 
 
+@both_decoders
 def test_a_consumer_killed_before_commit_loses_nothing(
-    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], decode_worker: bool
 ) -> None:
     topic = kafka_topic(partitions=2)
     produce(kafka_bootstrap, topic, one_per_message(range(60), job="b"))
     group = f"g-{uuid.uuid4().hex[:8]}"
 
-    first = make_source(kafka_bootstrap, topic, group=group, max_poll_records=7)
+    first = make_source(kafka_bootstrap, topic, group=group, max_poll_records=7, decode_worker=decode_worker)
     seen_first: list[float] = []
     committed_values: list[float] = []
     try:
@@ -251,7 +260,7 @@ def test_a_consumer_killed_before_commit_loses_nothing(
     assert sorted(seen_first) == [float(v) for v in range(60)], "the first consumer read everything"
     assert committed_values, "it committed one batch"
 
-    second = make_source(kafka_bootstrap, topic, group=group)
+    second = make_source(kafka_bootstrap, topic, group=group, decode_worker=decode_worker)
     seen_second: list[float] = []
     try:
         deadline = time.monotonic() + 20
@@ -269,8 +278,9 @@ def test_a_consumer_killed_before_commit_loses_nothing(
 # ---------------------------------------------------------------------------- (c) dead letters
 
 
+@both_decoders
 def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_through(
-    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], decode_worker: bool
 ) -> None:
     topic = kafka_topic()
     dlq = f"{topic}.dlq"
@@ -287,7 +297,9 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_good_ones_through(
     produce(kafka_bootstrap, topic, values, keys)
 
     metrics = AgentMetrics()
-    source = make_source(kafka_bootstrap, topic, metrics=metrics, dead_letter_topic=dlq)
+    source = make_source(
+        kafka_bootstrap, topic, metrics=metrics, dead_letter_topic=dlq, decode_worker=decode_worker
+    )
     good: list[float] = []
     try:
         deadline = time.monotonic() + 20
@@ -345,8 +357,12 @@ def test_a_poll_of_only_malformed_messages_is_still_committed(
     assert len(consume_all(kafka_bootstrap, f"{topic}.dlq", 3)) == 3
 
 
+@both_decoders
 def test_nothing_is_handed_out_until_the_dead_letters_are_written(
-    kafka_bootstrap: str, kafka_topic: Callable[..., str], tansu_factory: Callable[..., Tansu]
+    kafka_bootstrap: str,
+    kafka_topic: Callable[..., str],
+    tansu_factory: Callable[..., Tansu],
+    decode_worker: bool,
 ) -> None:
     """With the dead-letter topic unwritable the poll is read again later, never skipped."""
     topic = kafka_topic()
@@ -363,6 +379,7 @@ def test_nothing_is_handed_out_until_the_dead_letters_are_written(
             session_timeout=2.0,
             heartbeat_interval=0.5,
             lag_interval=0.5,
+            decode_worker=decode_worker,
         ),
         connection(kafka_bootstrap),
         SeriesRegistry(),
@@ -399,6 +416,115 @@ def test_nothing_is_handed_out_until_the_dead_letters_are_written(
     assert [r.value for r in consume_all(dlq_broker.bootstrap, "dead", 1)] == [b"garbage"]
     assert committed(kafka_bootstrap, group, topic) == [3]
     assert counter(metrics, "dead_lettered", "kafka", "not_json") == 1
+
+
+# ---------------------------------------------------------------------------- the decode worker
+
+
+def batched(first: int, count: int, per_message: int = 10) -> list[bytes]:
+    """``count`` values from ``first`` on, ``per_message`` samples (of as many series) per message."""
+    return [
+        orjson.dumps(
+            [
+                sample(v, T0 + v, pod=f"p{v % per_message}")
+                for v in range(start, min(first + count, start + per_message))
+            ]
+        )
+        for start in range(first, first + count, per_message)
+    ]
+
+
+def test_polls_come_out_in_order_once_each_with_the_worker(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """Decoding one poll while fetching the next hands every poll out once, in order, committed."""
+    topic = kafka_topic()
+    total = 3000
+    produce(kafka_bootstrap, topic, batched(0, total))
+    series = SeriesRegistry()
+    source = make_source(kafka_bootstrap, topic, series=series, max_poll_records=7)
+    seen: list[float] = []
+    polls = 0
+    try:
+        deadline = time.monotonic() + 30
+        while len(seen) < total and time.monotonic() < deadline:
+            polled, values = poll_values(source)
+            if polled is not None:
+                polls += 1
+                seen += values
+                source.commit(polled)
+        group = source.config.group_id
+    finally:
+        source.close()
+    assert seen == [float(v) for v in range(total)], "every sample once, in order"
+    assert polls >= total // 70, "many polls (7 messages each at most)"
+    assert len(series) == 10
+    assert committed(kafka_bootstrap, group, topic) == [total // 10]
+
+
+def test_a_worker_that_dies_loses_nothing_and_is_replaced(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    topic = kafka_topic(partitions=2)
+    total = 2000
+    produce(kafka_bootstrap, topic, batched(0, total))
+    metrics = AgentMetrics()
+    source = make_source(kafka_bootstrap, topic, metrics=metrics, max_poll_records=5)
+    assert source.worker is not None
+    seen: list[float] = []
+    readiness: list[bool] = []
+    try:
+        drain_until(source, seen, readiness, lambda: len(seen) >= 200, "samples before the kill")
+        first = source.worker.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        drain_until(
+            source,
+            seen,
+            readiness,
+            lambda: set(seen) == set(map(float, range(total))) and source.ready,
+            "every sample after the kill",
+            timeout=30,
+        )
+        second = source.worker.pid
+        group = source.config.group_id
+    finally:
+        source.close()
+    assert set(seen) == {float(v) for v in range(total)}, "no sample lost"
+    assert counter(metrics, "source_errors", "kafka", "decode_worker") >= 1
+    assert second is not None
+    assert second != first, "a new worker took over"
+    assert False in readiness, "not ready while the worker was down"
+    assert sum(c or 0 for c in committed(kafka_bootstrap, group, topic, 2)) == total // 10
+
+
+def test_close_ends_the_worker_process(kafka_bootstrap: str, kafka_topic: Callable[..., str]) -> None:
+    topic = kafka_topic()
+    produce(kafka_bootstrap, topic, batched(0, 100))
+    source = make_source(kafka_bootstrap, topic)
+    assert source.worker is not None
+    pid = source.worker.pid
+    assert pid is not None
+    try:
+        eventually(lambda: source.poll(0.2) is not None, what="a batch")
+    finally:
+        started = time.monotonic()
+        source.close()
+    assert time.monotonic() - started < 5
+    assert source.worker.pid is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped: not a child any more
+
+
+def test_without_the_worker_no_process_is_started(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    source = make_source(kafka_bootstrap, kafka_topic(), decode_worker=False)
+    try:
+        assert source.worker is None
+        assert source.poll(0.1) is None
+    finally:
+        source.close()
 
 
 # ---------------------------------------------------------------------------- configuration

@@ -734,3 +734,107 @@ def test_columnar_message_with_one_bad_series_registers_none() -> None:
     assert len(batch) == 0
     assert errors[0].reason.startswith("series 1: ")
     assert len(reg) == 0
+
+
+# ---------------------------------------------------------------------------- the raw-text fast path
+
+
+class _OrjsonOnly(SampleDecoder):
+    """The decoder without its msgspec path: every message parsed by orjson as a whole."""
+
+    def _raw_message(
+        self, raw: bytes, out_sids: list[int], out_ts: list[float], out_vals: list[float]
+    ) -> bool:
+        return False
+
+
+def assert_decoded_alike(values: list[bytes | None], fmt: Any = "auto", limit: int = 100) -> None:
+    """The msgspec path gives what parsing each message with orjson gives: samples, ids, reasons."""
+    reg, ref_reg = SeriesRegistry(limit=limit), SeriesRegistry(limit=limit)
+    dec, ref = SampleDecoder(reg, fmt), _OrjsonOnly(ref_reg, fmt)
+    for _ in range(2):  # cold, then with every cache warm
+        batch, errors = dec.decode(values)
+        want, want_errors = ref.decode(values)
+        assert batch.series.tolist() == want.series.tolist()
+        np.testing.assert_array_equal(batch.timestamps, want.timestamps)
+        np.testing.assert_array_equal(batch.values, want.values)
+        assert errors == want_errors
+    assert reg.keys() == ref_reg.keys()
+    assert reg.dropped == ref_reg.dropped
+
+
+def test_the_raw_path_takes_batches_and_single_samples() -> None:
+    dec = SampleDecoder(SeriesRegistry())
+    out: tuple[list[int], list[float], list[float]] = ([], [], [])
+    assert dec._raw_message(enc([adapter(pod="a"), adapter(pod="b")]), *out)
+    assert dec._raw_message(enc(adapter(pod="c")), *out)
+    assert len(out[0]) == 3
+    for other in (
+        enc([{"name": "m", "timestamps": [1], "values": [1]}]),  # columnar
+        enc(otlp([])),
+        enc([{**adapter(), "unit": "s"}]),  # a field the adapter does not send
+        enc([adapter(name="")]),
+        b"[1, 2]",
+        b"{not json",
+    ):
+        assert not dec._raw_message(other, *out)
+    assert len(out[0]) == 3, "a message the raw path leaves adds nothing"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [enc([adapter(pod="a", value=v) for v in ("1", 2, 2.5, "NaN", "+Inf", "-Inf", "1e3", "-0")])],
+        [enc([adapter(pod=p, ts=t) for p in ("a", "b") for t in (T0, T0 * 1000, "2020-01-01T00:00:00.5Z")])],
+        [enc([adapter(pod="é", job="日本")]), enc([adapter(job="\u65e5\u672c", pod="\u00e9")])],
+        [b'[{"name":"up","labels":{"pod":"a\\u00e9"},"value":"1","timestamp":1}]', enc([adapter(pod="aé")])],
+        [
+            enc(
+                [
+                    {"labels": {"b": "2", "a": "1"}, "name": "m", "value": 1, "timestamp": T0},
+                    adapter("m", a="1", b="2"),
+                ]
+            )
+        ],
+        [enc([{**adapter(), "unit": "s"}]), enc([adapter()])],  # an unknown field: orjson's path
+        [b'[{"name":"up","labels":{},"value":"1","value":"2","timestamp":1}]'],  # the last counts
+        [b'[{"name":"up","labels":{"a":"\xff"},"value":"1","timestamp":1}]', enc([adapter()])],  # not UTF-8
+        [b'[{"name":"up","labels":{"a":"b"},"value":1e400,"timestamp":1}]'],
+        [b'[{"name":"up","labels":{"a":"b"},"value":"1","timestamp":123456789012345678901234567890}]'],
+        [enc([adapter(pod="new"), adapter(pod="x", value="zz")]), enc([adapter(pod="new")])],
+        [enc([adapter(pod="a"), adapter(pod="b", ts=None)]), enc([adapter(pod="b")])],
+        [enc([adapter(name=5)]), enc([adapter(pod=["x"])]), enc([adapter(labels_are="ok")])],  # type: ignore[arg-type]
+        [enc({**adapter(), "labels": None}), enc([{**adapter(), "labels": [1]}])],
+        [enc([adapter(pod=f"p{i}") for i in range(8)]), enc([adapter(pod=f"p{i}") for i in range(4, 12)])],
+    ],
+)
+def test_the_raw_path_decodes_as_orjson_does(values: list[bytes | None]) -> None:
+    for fmt in ("auto", "batch", "adapter"):
+        assert_decoded_alike(values, fmt)
+    assert_decoded_alike(values, limit=3)
+
+
+raw_samples = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.sampled_from(["up", "cpu", "", "é"]) | json_values,
+            "value": st.sampled_from(["1.5", 2, "NaN", "x", 1e300]) | json_values,
+            "timestamp": st.sampled_from(["2020-01-01T00:00:00Z", T0, T0 * 1e6, "nope"]) | json_values,
+            "labels": st.dictionaries(
+                st.sampled_from(["a", "b", "__name__", "ü"]),
+                st.sampled_from(["x", "y", "up"]) | json_values,
+                max_size=3,
+            ),
+        },
+        optional={"extra": json_values},
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(raw_samples | sample_fields, min_size=1, max_size=4), st.integers(1, 4))
+def test_any_adapter_batch_decodes_as_orjson_does(batches: list[Any], limit: int) -> None:
+    values: list[bytes | None] = [enc(b if isinstance(b, list) else [b]) for b in batches]
+    values += [enc(b[0]) for b in batches if isinstance(b, list) and b]  # single samples too
+    assert_decoded_alike(values, limit=limit)

@@ -1,0 +1,522 @@
+"""Decoding Kafka message values in a child process, beside the consumer instead of in turn with it.
+
+Why: kafka-python reads the network in a background thread that needs the GIL for every 4 KiB it
+receives. While the consuming thread decodes JSON (CPU-bound, holding the GIL), that thread
+hardly runs, so fetching and decoding take turns instead of overlapping, and the agent consumed
+batched messages at a quarter of the rate of a bare poll loop. A :class:`DecodeWorker` moves
+decoding into a child process: the Kafka source hands it the values of one poll and, while the
+child decodes them, the source's own thread hands out the previous batch and polls again; the
+network thread runs whenever the source waits for the child.
+
+The child runs the same :class:`~agent.sources.kafka_formats.SampleDecoder` as the in-process
+path, against a series table of its own, so malformed messages, their reasons and the order of
+samples are the same by construction. It answers each batch with local series ids, timestamps
+and values as arrays, the malformed messages, and only the series it had not seen before. This
+side maps local ids to the real :class:`~detectors.SeriesRegistry` with one numpy lookup,
+registering a series (or refusing it at the cardinality limit: its samples carry
+:data:`~detectors.series.DROPPED` and the registry counts them, once per sample) when the first
+batch holding it is handed out. The child's table is bounded like the decoder's cache: past
+``cache_size`` series it starts over, between two batches, and says so.
+
+One batch at a time is in the child: :meth:`DecodeWorker.submit` is only called when the
+previous batch's result was taken (or discarded), so neither side ever blocks writing to the
+other. The child is a plain Python process running :func:`main`, talking over a socket pair (no
+multiprocessing helper processes). It ignores SIGINT (the agent decides when to stop), exits
+when the socket closes (the agent closed it, or died), and is terminated, then killed, if it
+does not exit within the close timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import logging
+import pickle
+import select
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.sources.kafka_formats import FORMATS, Format, Malformed, Names, SampleDecoder, checked_settings
+from detectors.batch import SampleBatch
+from detectors.series import DROPPED, SeriesKey, SeriesRegistry
+
+log = logging.getLogger("aiops.sources.kafka.worker")
+
+#: A local id whose series has not been looked up in the registry yet.
+_UNRESOLVED = -2
+#: Frame header of a reply: the pickled payload's length.
+_HEADER = struct.Struct("!Q")
+#: Header of a batch of values: how many, and their total length.
+_REQUEST = struct.Struct("!QQ")
+#: Buffers per sendmsg call (the usual IOV_MAX is 1024).
+_IOV_MAX = 512
+#: How often a wait for the child checks that it is alive and that the agent is not stopping.
+_WAIT_SLICE = 0.05
+#: The child collects cyclic garbage after this many batches, and whenever it has been idle
+#: this long (decoding JSON makes no reference cycles; the automatic collector only slowed it
+#: down, scanning the growing series table again and again).
+_COLLECT_EVERY = 1000
+_IDLE = 1.0
+#: What the child runs: this module's :func:`main`, imported from where the agent imported it.
+_CHILD = (
+    "import sys; r = {root!r}; r in sys.path or sys.path.insert(0, r); "
+    "from agent.sources.kafka_worker import main; main()"
+)
+#: Socket buffer size asked for on both ends (the kernel may cap it): fewer wake-ups per batch.
+_SOCKET_BUFFER = 4 << 20
+
+
+class DecodeWorkerError(RuntimeError):
+    """The decode worker died or failed; the batches it held were not decoded."""
+
+
+class _Reply(NamedTuple):
+    """What the child sends back for one batch."""
+
+    reset: bool  # the child started its series table over before this batch
+    first_new: int  # local id of the first new series (the table's size before the batch)
+    new_series: list[tuple[str, Names, Names]]  # by local id: name, label names and values (as in SeriesKey)
+    series: npt.NDArray[np.int64]  # local ids
+    timestamps: npt.NDArray[np.float64]
+    values: npt.NDArray[np.float64]
+    malformed: list[tuple[int, str, str]]  # position, reason, kind
+    skipped_points: int
+
+
+class _Failure(NamedTuple):
+    """The child could not decode a batch (a bug): its traceback; the child exits after sending it."""
+
+    traceback: str
+
+
+# ---------------------------------------------------------------------------- framing
+
+
+def _send(sock: socket.socket, obj: object) -> None:
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_HEADER.pack(len(payload)))
+    sock.sendall(payload)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise EOFError("the other end closed the socket")
+        got += k
+    return buf
+
+
+def _recv(sock: socket.socket) -> Any:
+    (n,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
+    return pickle.loads(_recv_exact(sock, n))  # noqa: S301 - our own child process, over a private socket pair
+
+
+def _send_values(sock: socket.socket, values: Sequence[bytes | None]) -> None:
+    """A batch of message values, sent as they are (no copy on this side): their count, each one's
+    length (-1 for None), then the values one after the other."""
+    lengths = np.fromiter((-1 if v is None else len(v) for v in values), dtype=np.int64, count=len(values))
+    present = [v for v in values if v]
+    total = int(lengths[lengths > 0].sum())
+    _send_buffers(sock, [_REQUEST.pack(len(values), total), lengths.tobytes(), *present])
+
+
+def _send_buffers(sock: socket.socket, buffers: list[Any]) -> None:
+    views = [memoryview(b).cast("B") for b in buffers]
+    while views:
+        sent = sock.sendmsg(views[:_IOV_MAX])
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if sent:
+            views[0] = views[0][sent:]
+
+
+def _recv_values(sock: socket.socket) -> list[bytes | None]:
+    """What :func:`_send_values` sent."""
+    count, total = _REQUEST.unpack(_recv_exact(sock, _REQUEST.size))
+    lengths = np.frombuffer(_recv_exact(sock, 8 * count), dtype=np.int64).tolist()
+    payload = memoryview(_recv_exact(sock, total))
+    values: list[bytes | None] = []
+    at = 0
+    for n in lengths:
+        if n < 0:
+            values.append(None)
+        else:
+            values.append(bytes(payload[at : at + n]))
+            at += n
+    return values
+
+
+def _tune(sock: socket.socket) -> None:
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+
+
+# ---------------------------------------------------------------------------- the child
+
+
+class _LocalDecoder(SampleDecoder):
+    """The in-process decoder, with series ids of its own: every series gets one, none is refused."""
+
+    def __init__(self, format: Format, cache_size: int) -> None:
+        super().__init__(SeriesRegistry(limit=1), format, cache_size=cache_size)  # registry unused
+        #: Name, label names and label values of each series (as SeriesKey keeps them), by local id.
+        self.series: list[tuple[str, Names, Names]] = []
+        self._local: dict[tuple[str, Names, Names], int] = {}
+
+    def _new_series(self, name: str, names: Names, values: Names) -> tuple[int, SeriesKey | None]:
+        key = (name, names, values)
+        sid = self._local.get(key)
+        if sid is None:
+            sid = self._local[key] = len(self.series)
+            self.series.append(key)
+        return sid, None
+
+
+class _Table:
+    """The child's decoder and its series, started over when it knows ``cache_size`` series."""
+
+    def __init__(self, format: Format, cache_size: int) -> None:
+        self.format = format
+        self.cache_size = cache_size
+        self.decoder = _LocalDecoder(format, cache_size)
+
+    def decode(self, values: Sequence[bytes | None]) -> _Reply:
+        reset = len(self.decoder.series) >= self.cache_size
+        if reset:
+            self.decoder = _LocalDecoder(self.format, self.cache_size)
+            gc.collect()
+        decoder = self.decoder
+        first_new = len(decoder.series)
+        skipped = decoder.skipped_points
+        batch, malformed = decoder.decode(values)
+        return _Reply(
+            reset=reset,
+            first_new=first_new,
+            new_series=decoder.series[first_new:],
+            series=batch.series,
+            timestamps=batch.timestamps,
+            values=batch.values,
+            malformed=[(m.position, m.reason, m.kind) for m in malformed],
+            skipped_points=decoder.skipped_points - skipped,
+        )
+
+
+def serve(sock: socket.socket, format: Format, cache_size: int) -> None:
+    """The child's loop: decode each batch received on ``sock`` and answer it, until the socket closes."""
+    table = _Table(format, cache_size)
+    batches = 0
+    while True:
+        idle, _, _ = select.select([sock], [], [], _IDLE)
+        if not idle:
+            gc.collect()
+            continue
+        try:
+            values = _recv_values(sock)
+        except (EOFError, OSError):
+            return
+        try:
+            reply: _Reply | _Failure = table.decode(values)
+        except Exception:  # a bug: report it and stop, the agent starts a fresh child
+            reply = _Failure(traceback.format_exc())
+        try:
+            _send(sock, reply)
+        except OSError:
+            return
+        if isinstance(reply, _Failure):
+            return
+        batches += 1
+        if batches % _COLLECT_EVERY == 0:
+            gc.collect()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the child process (``main --fd N --format F --cache-size C``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.disable()  # serve() collects between batches instead (see _COLLECT_EVERY)
+    parser = argparse.ArgumentParser(description="aiops-agent Kafka decode worker (started by the agent)")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--format", choices=FORMATS, default="auto")
+    parser.add_argument("--cache-size", type=int, required=True)
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    try:
+        serve(sock, args.format, args.cache_size)
+    finally:
+        sock.close()
+
+
+# ---------------------------------------------------------------------------- the agent's side
+
+
+class DecodeWorker:
+    """Decodes batches of message values in a child process, one batch at a time.
+
+    ``submit(values)`` then ``result()`` gives what ``SampleDecoder(registry, format).decode(values)``
+    would, series ids of ``registry`` included. Not thread-safe: one worker per source.
+    """
+
+    def __init__(
+        self,
+        registry: SeriesRegistry,
+        format: Format = "auto",
+        cache_size: int | None = None,
+    ) -> None:
+        self.registry = registry
+        self.format: Format = format
+        self.cache_size = checked_settings(registry, format, cache_size)
+        #: Data points skipped as not samples (OTLP histograms and summaries), as the decoder counts them.
+        self.skipped_points = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._pending = False  # a batch is in the child, its result not taken
+        self._discarded = False  # ... and it is to be dropped
+        self._broken: str | None = None  # why the child cannot be used any more (until close and start)
+        self._known = 0  # how many series the child has told of
+        self._unresolved: dict[int, tuple[str, Names, Names]] = {}  # local id -> name, label names, values
+        self._ids = np.full(1024, _UNRESOLVED, dtype=np.int64)  # local id -> registry id
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, None before :meth:`start` and after :meth:`close`."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The child's exit status once it has exited (negative: killed by that signal), else None."""
+        return self._process.poll() if self._process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the child is running."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pending(self) -> bool:
+        """Whether a submitted batch's result has not been taken (nor discarded) yet."""
+        return self._pending and not self._discarded
+
+    def start(self) -> None:
+        """Start the child; returns at once (the child gets ready while the consumer joins its group).
+
+        After :meth:`close` this starts a new child (with an empty series table).
+        """
+        if self._process is not None:
+            return
+        ours, theirs = socket.socketpair()
+        _tune(ours)
+        _tune(theirs)
+        # the child imports this package from where the agent did, installed or not
+        root = str(Path(__file__).resolve().parents[2])
+        try:
+            self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+                [
+                    sys.executable,
+                    "-c",
+                    _CHILD.format(root=root),
+                    "--fd",
+                    str(theirs.fileno()),
+                    "--format",
+                    self.format,
+                    "--cache-size",
+                    str(self.cache_size),
+                ],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            ours.close()
+            raise DecodeWorkerError(f"cannot start the decode worker: {exc}") from exc
+        finally:
+            theirs.close()
+        self._sock = ours
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(ours, selectors.EVENT_READ)
+        # a new child knows no series: start the local table over
+        self._known = 0
+        self._unresolved.clear()
+        self._ids.fill(_UNRESOLVED)
+        log.info("kafka decode worker started (pid %d)", self._process.pid)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the child: close its socket, wait ``timeout`` s, then terminate, then kill. Safe twice."""
+        sock, self._sock = self._sock, None
+        selector, self._selector = self._selector, None
+        process, self._process = self._process, None
+        self._pending = self._discarded = False
+        self._broken = None
+        if selector is not None:
+            selector.close()
+        if sock is not None:
+            sock.close()  # the child reads EOF (or fails writing) and exits
+        if process is None:
+            return
+        for step in ("wait", "terminate", "kill"):
+            if step == "terminate":
+                process.terminate()
+            elif step == "kill":
+                process.kill()
+            try:
+                process.wait(timeout if step == "wait" else 1.0)
+                break
+            except subprocess.TimeoutExpired:
+                log.warning("kafka decode worker (pid %d) did not exit after %s", process.pid, step)
+
+    # ------------------------------------------------------------------ batches
+    def submit(self, values: Sequence[bytes | None]) -> None:
+        """Hand the values of one poll to the child; the previous batch's result must have been taken.
+
+        A discarded batch still in the child is waited for (it takes what decoding it takes).
+        Raises :class:`DecodeWorkerError` when the child died.
+        """
+        if self._pending and self._discarded:
+            self._receive(None)  # dropped
+            self._pending = self._discarded = False
+        if self._pending:
+            msg = "submit() before the previous batch's result() was taken"
+            raise RuntimeError(msg)
+        sock = self._socket()
+        try:
+            _send_values(sock, values)
+        except OSError as exc:
+            raise self._died(exc) from exc
+        self._pending = True
+
+    def result(self, stop: threading.Event | None = None) -> tuple[SampleBatch, list[Malformed]] | None:
+        """The submitted batch, decoded, with registry ids; None when ``stop`` was set first.
+
+        After None the batch is still in the child: take it with another call or :meth:`discard` it.
+        Raises :class:`DecodeWorkerError` when the child died or failed.
+        """
+        if not self.pending:
+            msg = "result() without a submitted batch"
+            raise RuntimeError(msg)
+        reply = self._receive(stop)
+        if reply is None:
+            return None
+        self._pending = False
+        self.skipped_points += reply.skipped_points
+        ids = self._registry_ids(reply.series)
+        return (
+            SampleBatch(ids, reply.timestamps, reply.values),
+            [Malformed(*m) for m in reply.malformed],
+        )
+
+    def discard(self) -> None:
+        """Forget the submitted batch; its result is read and dropped before the next submit."""
+        if self._pending:
+            self._discarded = True
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            raise DecodeWorkerError("the decode worker is not running")
+        if self._broken is not None:
+            raise DecodeWorkerError(
+                f"the decode worker is unusable (close and start it again): {self._broken}"
+            )
+        return self._sock
+
+    def _failed(self, why: str) -> DecodeWorkerError:
+        """Mark the child unusable: what it held is lost, it has to be closed and started again."""
+        self._broken = why
+        self._pending = self._discarded = False
+        return DecodeWorkerError(f"the decode worker {why}")
+
+    def _died(self, exc: BaseException | None = None) -> DecodeWorkerError:
+        process = self._process
+        code = None
+        if process is not None:  # its socket closes a moment before it can be waited for
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = process.wait(0.5)
+        return self._failed(f"exited with code {code}" if code is not None else f"connection lost ({exc})")
+
+    def _receive(self, stop: threading.Event | None) -> _Reply | None:
+        """The child's next reply (its series table updates applied); None when ``stop`` was set first."""
+        sock = self._socket()
+        selector = self._selector
+        assert selector is not None  # set with the socket
+        while True:
+            try:
+                ready = selector.select(_WAIT_SLICE)
+            except (OSError, ValueError) as exc:
+                raise self._died(exc) from exc
+            if ready:
+                break
+            if not self.alive:
+                raise self._died()
+            if stop is not None and stop.is_set():
+                return None
+        try:
+            reply = _recv(sock)
+        except (EOFError, OSError, pickle.UnpicklingError) as exc:
+            raise self._died(exc) from exc
+        if isinstance(reply, _Failure):
+            raise self._failed(f"failed:\n{reply.traceback}")
+        if not isinstance(reply, _Reply):
+            raise self._failed(f"sent an unexpected reply: {type(reply).__name__}")
+        self._learn(reply)
+        return reply
+
+    # ------------------------------------------------------------------ series ids
+    def _learn(self, reply: _Reply) -> None:
+        """Record the series the child saw for the first time (resolved lazily, see _registry_ids)."""
+        if reply.reset:
+            self._known = 0
+            self._unresolved.clear()
+            self._ids.fill(_UNRESOLVED)
+        if reply.first_new != self._known:
+            raise self._failed(f"is out of step: series {reply.first_new} != {self._known}")
+        n = self._known = reply.first_new + len(reply.new_series)
+        self._unresolved.update(zip(range(reply.first_new, n), reply.new_series, strict=True))
+        if n > self._ids.shape[0]:
+            grown = np.full(max(n, 2 * self._ids.shape[0]), _UNRESOLVED, dtype=np.int64)
+            grown[: self._ids.shape[0]] = self._ids
+            self._ids = grown
+
+    def _registry_ids(self, local: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Registry ids for the child's local ids, registering series seen for the first time."""
+        if local.size == 0:
+            return local.astype(np.int64, copy=False)
+        ids = self._ids[local]
+        if int(ids.min()) >= 0:
+            return ids
+        unresolved = ids == _UNRESOLVED
+        if unresolved.any():
+            # in the order the child first saw them, as the in-process decoder registers them
+            new = np.unique(local[unresolved])
+            pop, register = self._unresolved.pop, self._register
+            self._ids[new] = [register(*pop(lid)) for lid in new.tolist()]
+            ids = self._ids[local]
+        dropped = int(np.count_nonzero(ids == DROPPED))
+        if dropped:
+            self.registry.dropped += dropped  # as SeriesRegistry.id_for counts them: once per sample
+        return ids
+
+    def _register(self, name: str, names: Names, values: Names) -> int:
+        registry = self.registry
+        key = SeriesKey(name, tuple(zip(names, values, strict=True)))  # sorted already, by the child
+        if len(registry) < registry.limit:
+            return registry.id_for(key)  # a known key's id, or a new one
+        sid = registry.lookup(key)
+        return DROPPED if sid is None else sid  # the refused samples are counted by the caller
