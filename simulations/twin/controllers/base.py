@@ -137,6 +137,35 @@ def versions_of(owner: Obj, owned: Iterable[Obj]) -> Signature:
     )
 
 
+class Freshness:
+    """Which objects a controller knows to be current: at which signature, and until when.
+
+    An object is current while its signature (e.g. its resourceVersion) is the one recorded and
+    the time is before the recorded deadline (``None``: none); a pass can skip it meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[object, float]] = {}
+
+    def current(self, uid: str, signature: object, now: float) -> bool:
+        """Whether ``uid`` was recorded at ``signature`` and its deadline is still ahead."""
+        known = self._known.get(uid)
+        return known is not None and known[0] == signature and now < known[1]
+
+    def record(self, uid: str, signature: object, until: float | None) -> None:
+        """``uid`` is current at ``signature`` until ``until``."""
+        self._known[uid] = (signature, until if until is not None else math.inf)
+
+    def forget(self, uid: str) -> None:
+        """``uid`` must be looked at again."""
+        self._known.pop(uid, None)
+
+    def keep_only(self, alive: set[str]) -> None:
+        """Drop what is recorded of objects not in ``alive`` (deleted ones)."""
+        for uid in set(self._known) - alive:
+            del self._known[uid]
+
+
 class SettledObjects:
     """Syncs a controller's objects, skipping those its last sync of them left as they were.
 
@@ -146,7 +175,7 @@ class SettledObjects:
     """
 
     def __init__(self) -> None:
-        self._known: dict[str, tuple[Signature, float]] = {}
+        self._fresh = Freshness()
 
     def sync_all(
         self,
@@ -171,8 +200,7 @@ class SettledObjects:
             alive.add(uid)
             children = owned.get(uid, [])
             signature = versions_of(obj, children)
-            known = self._known.get(uid)
-            if known is not None and known[0] == signature and ctx.now < known[1]:
+            if self._fresh.current(uid, signature, ctx.now):
                 continue
             current = ctx.store.find(rt, namespace_of(obj), name_of(obj))
             if current is None:
@@ -180,12 +208,16 @@ class SettledObjects:
             revision = ctx.store.revision
             sync(current, children)
             if ctx.store.revision == revision:
-                when = until(current, children)
-                self._known[uid] = (signature, when if when is not None else math.inf)
+                self._fresh.record(uid, signature, until(current, children))
             else:
-                self._known.pop(uid, None)
-        for uid in set(self._known) - alive:
-            del self._known[uid]
+                self._fresh.forget(uid)
+        self._fresh.keep_only(alive)
+
+
+def copies(ctx: Context, rt: ResourceType, stored: Iterable[Obj]) -> list[Obj]:
+    """Copies of the read-only store objects ``stored`` (see ``Store.peek``) still in the store."""
+    found = (ctx.store.find(rt, namespace_of(obj), name_of(obj)) for obj in stored)
+    return [obj for obj in found if obj is not None]
 
 
 def owned_by(objects: Iterable[Obj]) -> dict[str, list[Obj]]:

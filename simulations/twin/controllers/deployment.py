@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from simulations.twin.controllers.base import Context, SettledObjects, owned_by, strip_zeros
+from simulations.twin.controllers.base import Context, SettledObjects, copies, owned_by, strip_zeros
 from simulations.twin.errors import ApiError
 from simulations.twin.objects import (
     Obj,
@@ -123,13 +123,13 @@ class DeploymentController:
         if not deployments:
             return
 
-        def sync(deployment: Obj, owned: list[Obj]) -> None:
-            copies = (ctx.store.find(REPLICASETS, namespace_of(rs), name_of(rs)) for rs in owned)
-            self._sync_one(ctx, deployment, [rs for rs in copies if rs is not None])
-
-        by_owner = owned_by(ctx.store.peek(REPLICASETS))
         self._settled.sync_all(
-            ctx, DEPLOYMENTS, deployments, by_owner, sync, lambda d, _: _deadline(d, ctx.now)
+            ctx,
+            DEPLOYMENTS,
+            deployments,
+            owned_by(ctx.store.peek(REPLICASETS)),
+            lambda d, owned: self._sync_one(ctx, d, copies(ctx, REPLICASETS, owned)),
+            lambda d, _: _deadline(d, ctx.now),
         )
 
     def next_due(self, ctx: Context) -> float | None:

@@ -8,7 +8,7 @@ controller: ``SuccessCriteriaMet`` then ``Complete``, or ``FailureTarget`` then 
 
 from __future__ import annotations
 
-from simulations.twin.controllers.base import Context, owned_by
+from simulations.twin.controllers.base import Context, copies, owned_by
 from simulations.twin.controllers.replicaset import is_active, is_ready, pod_from_template
 from simulations.twin.objects import Obj, find_condition, format_time, name_of, namespace_of, parse_time
 from simulations.twin.resources.batch import JOBS
@@ -47,9 +47,7 @@ class JobController:
         pods_by_owner = owned_by(ctx.store.peek(PODS))  # read only: copies of the ones synced below
         for job in jobs:
             if not job["metadata"].get("deletionTimestamp") and not is_finished(job):
-                stored = pods_by_owner.get(job["metadata"]["uid"], [])
-                pods = (ctx.store.find(PODS, namespace_of(p), name_of(p)) for p in stored)
-                self._sync_one(ctx, job, [p for p in pods if p is not None])
+                self._sync_one(ctx, job, copies(ctx, PODS, pods_by_owner.get(job["metadata"]["uid"], [])))
 
     def next_due(self, ctx: Context) -> float | None:
         """When a running Job passes its ``activeDeadlineSeconds``."""

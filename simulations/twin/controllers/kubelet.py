@@ -10,10 +10,9 @@ its timeline, so repeated passes write nothing new.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 
-from simulations.twin.controllers.base import ANNOTATION_PREFIX, Context, PodFate, TwinConfig
+from simulations.twin.controllers.base import ANNOTATION_PREFIX, Context, Freshness, PodFate, TwinConfig
 from simulations.twin.objects import (
     Obj,
     annotations_of,
@@ -100,9 +99,9 @@ class Kubelet:
 
     def __init__(self) -> None:
         self._timelines: dict[str, _Timeline] = {}
-        # uid -> (resourceVersion, until): the pod's status was current at that version and
-        # stays so until its timeline's next event, so a pass skips it until either changes
-        self._current: dict[str, tuple[str, float]] = {}
+        # a pod's status is current at the resourceVersion it was checked or written at, until
+        # its timeline's next event: a pass skips it until either changes
+        self._fresh = Freshness()
 
     def sync(self, ctx: Context) -> None:
         """Bind unscheduled pods and write each pod's status for the current time."""
@@ -123,8 +122,7 @@ class Kubelet:
                 self._bind(ctx, pod)
                 continue
             version = str(pod["metadata"].get("resourceVersion"))
-            known = self._current.get(uid)
-            if known is not None and known[0] == version and ctx.now < known[1]:
+            if self._fresh.current(uid, version, ctx.now):
                 continue
             status = self._status(pod, timeline, ctx.now, ctx.config.crash_restart_seconds)
             if status != pod.get("status"):
@@ -132,12 +130,10 @@ class Kubelet:
                     PODS, namespace_of(pod), name_of(pod), {**pod, "status": status}, subresource="status"
                 )
                 version = str(written["metadata"].get("resourceVersion"))
-            until = self._next_event(timeline, ctx)
-            self._current[uid] = (version, until if until is not None else math.inf)
+            self._fresh.record(uid, version, self._next_event(timeline, ctx))
         for uid in set(self._timelines) - seen:
             del self._timelines[uid]
-        for uid in set(self._current) - seen:
-            del self._current[uid]
+        self._fresh.keep_only(seen)
 
     def _bind(self, ctx: Context, pod: Obj) -> None:
         """Bind the pod to the node (the scheduler), then write its status (the kubelet)."""
