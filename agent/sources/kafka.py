@@ -230,10 +230,8 @@ class KafkaSource:
             records = self._fetch(consumer, timeout)
             if not records or not self._submit(consumer, worker, records):
                 return None
-        if self._held is None:  # what is buffered already, without waiting
-            self._held = self._fetch(consumer, 0.0) or None
-            if self._consumer is not consumer:  # that poll broke the consumer: closed, batches dropped
-                return None
+        if not self._hold(consumer):  # what is buffered already, without waiting
+            return None
         try:
             decoded = worker.result(self.stop)
         except DecodeWorkerError as exc:
@@ -242,10 +240,8 @@ class KafkaSource:
         if decoded is None:  # stopping: leave the batches to be read again
             self._drop_in_flight(consumer)
             return None
-        if self._held is None:  # what arrived while the worker decoded: decoded next, meanwhile
-            self._held = self._fetch(consumer, 0.0) or None
-            if self._consumer is not consumer:  # that poll broke the consumer: closed, batches dropped
-                return None
+        if not self._hold(consumer):  # what arrived while the worker decoded: decoded next, meanwhile
+            return None
         records, self._decoding = self._decoding, None
         assert records is not None  # submitted above, or by the previous call
         held, self._held = self._held, None
@@ -253,6 +249,15 @@ class KafkaSource:
             self._submit(consumer, worker, held)
         samples, malformed = decoded
         return self._finish(consumer, records, samples, malformed)
+
+    def _hold(self, consumer: KafkaConsumer) -> bool:
+        """Unless a poll is held already, hold what the consumer has buffered (without waiting).
+
+        False when that poll broke the consumer (it is closed and the batches in flight dropped).
+        """
+        if self._held is None:
+            self._held = self._fetch(consumer, 0.0) or None
+        return self._consumer is consumer
 
     def _submit(self, consumer: KafkaConsumer, worker: DecodeWorker, records: Records) -> bool:
         try:
