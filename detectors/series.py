@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+_new = object.__new__
+_set = object.__setattr__  # what the frozen dataclass's __init__ calls, without its checks
+
 #: The id given to samples whose series could not be registered (cardinality limit reached).
 DROPPED = -1
 
@@ -21,6 +24,16 @@ class SeriesKey:
         """Build a key from a name and labels in any order; ``__name__`` is not kept as a label."""
         items = labels.items() if isinstance(labels, Mapping) else labels
         return cls(name, tuple(sorted((str(k), str(v)) for k, v in items if k != "__name__")))
+
+    @classmethod
+    def presorted(cls, name: str, labels: tuple[tuple[str, str], ...]) -> SeriesKey:
+        """A key from labels already as :meth:`of` leaves them (sorted by name, strings, no
+        ``__name__``), without the dataclass ``__init__``: for decoders that register many
+        series at once (about a third faster)."""
+        key = _new(cls)
+        _set(key, "name", name)
+        _set(key, "labels", labels)
+        return key
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -65,6 +78,26 @@ class SeriesRegistry:
         self._ids[key] = sid
         self._keys.append(key)
         return sid
+
+    def ids_for(self, keys: Iterable[SeriesKey]) -> list[int]:
+        """The id of each of ``keys``, registering new ones in order while there is room.
+
+        A key refused at the limit gets :data:`DROPPED` and is *not* counted in :attr:`dropped`:
+        the caller counts refused samples (one key may stand for many). Registers in bulk what
+        :meth:`id_for` would one by one.
+        """
+        ids, order, limit = self._ids, self._keys, self.limit
+        out: list[int] = []
+        for key in keys:
+            sid = ids.get(key)
+            if sid is None:
+                if len(order) >= limit:
+                    out.append(DROPPED)
+                    continue
+                sid = ids[key] = len(order)
+                order.append(key)
+            out.append(sid)
+        return out
 
     def lookup(self, key: SeriesKey) -> int | None:
         """The id of an already registered key, or None; never registers."""

@@ -38,6 +38,8 @@ class ThresholdRule:
         """Whether this rule governs the series ``key``."""
         if key.name != self.metric:
             return False
+        if not self.match:
+            return True
         labels = key.label_dict
         return all(pattern.fullmatch(labels.get(name, "")) for name, pattern in self.match)
 
@@ -96,6 +98,22 @@ class ThresholdDetector:
     _above: FloatArray = field(default_factory=lambda: np.empty(0, np.float64))
     _below: FloatArray = field(default_factory=lambda: np.empty(0, np.float64))
     _rate: FloatArray = field(default_factory=lambda: np.empty(0, np.float64))
+    _by_name: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _limits: FloatArray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # (above, below, max_rate) per rule, an absent limit as the infinity that never breaks it
+        self._limits = np.array(
+            [
+                [
+                    np.inf if r.above is None else r.above,
+                    -np.inf if r.below is None else r.below,
+                    np.inf if r.max_rate is None else r.max_rate,
+                ]
+                for r in self.rules
+            ],
+            dtype=np.float64,
+        ).reshape(len(self.rules), 3)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], series: SeriesRegistry) -> ThresholdDetector:
@@ -122,15 +140,34 @@ class ThresholdDetector:
         self._rate = grow(self._rate, size, np.inf)
 
     def _resolve(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> None:
-        for sid in ids.tolist():
-            key = self.series.key(sid)
-            index = next((i for i, r in enumerate(self.rules) if r.applies_to(key)), _NO_RULE)
-            self._rule[sid] = index
-            if index >= 0:
-                rule = self.rules[index]
-                self._above[sid] = np.inf if rule.above is None else rule.above
-                self._below[sid] = -np.inf if rule.below is None else rule.below
-                self._rate[sid] = np.inf if rule.max_rate is None else rule.max_rate
+        """Find the governing rule of each series of ``ids`` (registered, not resolved yet).
+
+        When no rule naming a series' metric has label matchers, the metric name alone decides
+        (memoised per name), so registering many series of one metric costs a dict lookup each.
+        """
+        index = np.empty(ids.shape[0], dtype=np.int64)
+        by_name = self._by_name
+        key_of = self.series.key
+        for j, sid in enumerate(ids.tolist()):
+            key = key_of(sid)
+            found = by_name.get(key.name)
+            if found is None:
+                found = self._first_rule(key)
+            index[j] = found
+        self._rule[ids] = index
+        governed = index >= 0
+        if governed.any():
+            limits = self._limits[index[governed]]
+            gov = ids[governed]
+            self._above[gov], self._below[gov], self._rate[gov] = limits[:, 0], limits[:, 1], limits[:, 2]
+
+    def _first_rule(self, key: SeriesKey) -> int:
+        """The index of the first rule that governs ``key`` (or _NO_RULE), memoised by name if it can be."""
+        candidates = [i for i, r in enumerate(self.rules) if r.metric == key.name]
+        if not any(self.rules[i].match for i in candidates):
+            found = self._by_name[key.name] = candidates[0] if candidates else _NO_RULE
+            return found
+        return next((i for i in candidates if self.rules[i].applies_to(key)), _NO_RULE)
 
     def update(self, batch: SampleBatch) -> FloatArray:
         """Score each sample 1 if it breaks its series' rule, else 0."""

@@ -42,7 +42,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -505,18 +505,32 @@ class DecodeWorker:
         if unresolved.any():
             # in the order the child first saw them, as the in-process decoder registers them
             new = np.unique(local[unresolved])
-            pop, register = self._unresolved.pop, self._register
-            self._ids[new] = [register(*pop(lid)) for lid in new.tolist()]
+            with _collector_paused():
+                keys = [
+                    SeriesKey.presorted(name, tuple(zip(names, values, strict=True)))  # sorted by the child
+                    for name, names, values in map(self._unresolved.pop, new.tolist())
+                ]
+                self._ids[new] = self.registry.ids_for(keys)
             ids = self._ids[local]
         dropped = int(np.count_nonzero(ids == DROPPED))
         if dropped:
             self.registry.dropped += dropped  # as SeriesRegistry.id_for counts them: once per sample
         return ids
 
-    def _register(self, name: str, names: Names, values: Names) -> int:
-        registry = self.registry
-        key = SeriesKey(name, tuple(zip(names, values, strict=True)))  # sorted already, by the child
-        if len(registry) < registry.limit:
-            return registry.id_for(key)  # a known key's id, or a new one
-        sid = registry.lookup(key)
-        return DROPPED if sid is None else sid  # the refused samples are counted by the caller
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while series are registered in bulk.
+
+    Registering allocates only keys and tuples of strings, which form no cycles; with the
+    collector on, every 700 of them start a pass that finds nothing to free (100k new series
+    in batches of 25k: 0.29 s -> 0.21 s, with SeriesKey.presorted and the bulk ids_for).
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

@@ -42,6 +42,27 @@ def test_registry_drops_and_counts_past_the_limit() -> None:
     assert reg.lookup(SeriesKey.of("m", {"i": "9"})) is None
 
 
+def test_bulk_registration_matches_one_by_one_and_leaves_drops_to_the_caller() -> None:
+    keys = [SeriesKey.of("m", {"i": str(i % 4)}) for i in range(8)] + [SeriesKey.of("m", {"i": "x"})]
+    one = SeriesRegistry(limit=3)
+    bulk = SeriesRegistry(limit=3)
+    expected = [one.id_for(k) for k in keys]
+    assert bulk.ids_for(keys) == expected == [0, 1, 2, DROPPED, 0, 1, 2, DROPPED, DROPPED]
+    assert bulk.keys() == one.keys()
+    assert bulk.dropped == 0  # the caller counts refused samples; id_for counted them one by one
+    assert one.dropped == 3
+
+
+def test_presorted_key_equals_the_key_of_the_same_labels() -> None:
+    key = SeriesKey.presorted("up", (("instance", "a:1"), ("job", "api")))
+    same = SeriesKey.of("up", {"job": "api", "instance": "a:1"})
+    assert key == same
+    assert hash(key) == hash(same)
+    assert {same: 1}[key] == 1
+    with pytest.raises(AttributeError):
+        key.name = "down"  # type: ignore[misc]  # still frozen
+
+
 def test_registry_rejects_a_zero_limit() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         SeriesRegistry(limit=0)

@@ -76,6 +76,28 @@ def test_label_matchers_are_full_match_regexes() -> None:
     assert det.update(SampleBatch.from_arrays([a, b], [1, 1], [5.0, 5.0])).tolist() == [1.0, 0.0]
 
 
+def test_the_first_matching_rule_governs_with_label_rules_before_name_rules() -> None:
+    reg = SeriesRegistry()
+    det = ThresholdDetector.from_params(
+        {
+            "rules": [
+                {"metric": "errors", "above": 100.0},
+                {"metric": "latency", "above": 10.0, "match": {"svc": "a"}},
+                {"metric": "latency", "above": 1.0},
+                {"metric": "errors", "above": 0.0},  # shadowed by the first rule
+            ]
+        },
+        reg,
+    )
+    lat_a, lat_b, err = reg.id_for(LAT), reg.id_for(OTHER), reg.id_for(ERR)
+    more = [reg.id_for(SeriesKey.of("errors", {"svc": str(i)})) for i in range(3)]
+    ids = [lat_a, lat_b, err, *more]
+    scores = det.update(SampleBatch.from_arrays(ids, [1.0] * len(ids), [5.0] * len(ids)))
+    assert scores.tolist() == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert [det.signal_details(i)["rule"] for i in ids] == [1, 2, 0, 0, 0, 0]
+    assert det.update(SampleBatch.from_arrays([lat_a, err], [2.0, 2.0], [11.0, 101.0])).tolist() == [1.0, 1.0]
+
+
 def test_bad_samples_are_counted_not_scored() -> None:
     reg = SeriesRegistry()
     det = _detector(reg, above=1.0, max_rate=1.0)
