@@ -3,13 +3,16 @@
 Each component sees every sample of a series and gives a raw score; each raw score is turned
 into a tail probability by its own per-series :class:`~detectors.calibration.TailCalibrator`; the
 ensemble's probability is the smallest one times the number of components (Bonferroni), reported
-as ``-log10(p) / 10``. What one component misses another catches: ``ewma`` a spike against the
-recent level, ``seasonal`` a value wrong for its time of day, ``cusum`` a small sustained shift.
+as ``-log10(p) / 10``. What one component misses another catches: ``seasonal`` a spike or a
+value wrong for its time of day (a daily profile in 48 half-hour bins), ``cusum`` a small
+sustained shift, ``burst`` a series turning erratic. ``ewma`` (a spike against the recent level)
+can be added; on nab-dev it added false alarms more than detections.
 A sample the ensemble flags is learned by no component as normal.
 
-Parameters: ``components`` (names, default all three), a mapping per component of its own
-parameters (``{"seasonal": {"bins": 48}}``, see each family's defaults), and the calibration
-parameters of :data:`~detectors.calibration.CALIBRATION_DEFAULTS`.
+Parameters: ``components`` (names, default ``["seasonal", "cusum", "burst"]``, any of
+``ewma``, ``seasonal``, ``cusum``, ``burst``), a mapping per component of its own parameters
+(``{"seasonal": {"bins": 24}}``, see each family's defaults), and the calibration parameters of
+:data:`~detectors.calibration.CALIBRATION_DEFAULTS`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from detectors.base import DetectorError
 from detectors.calibration import CALIBRATION_DEFAULTS, CalibratedDetector, Component
-from detectors.changepoint import CUSUM_DEFAULTS, cusum_component
+from detectors.changepoint import BURST_DEFAULTS, CUSUM_DEFAULTS, burst_component, cusum_component
 from detectors.robust import EWMA_DEFAULTS, ewma_component
 from detectors.seasonal import SEASONAL_DEFAULTS, seasonal_component
 from detectors.streaming import merge_params
@@ -32,19 +35,20 @@ def _own(defaults: Mapping[str, Any]) -> dict[str, Any]:
 #: Each component's own parameters inside the ensemble, and how to build it.
 _COMPONENTS: dict[str, tuple[dict[str, Any], Callable[[str, Mapping[str, Any]], Component]]] = {
     "ewma": ({**_own(EWMA_DEFAULTS), "alpha": 0.01}, ewma_component),
-    "seasonal": (_own(SEASONAL_DEFAULTS), seasonal_component),
+    "seasonal": ({**_own(SEASONAL_DEFAULTS), "bins": 48}, seasonal_component),
     "cusum": (_own(CUSUM_DEFAULTS), cusum_component),
+    "burst": (_own(BURST_DEFAULTS), burst_component),
 }
 
 ENSEMBLE_DEFAULTS: dict[str, Any] = {
-    "components": ["seasonal", "cusum", "ewma"],
+    "components": ["seasonal", "cusum", "burst"],
     **{name: {} for name in _COMPONENTS},
     **CALIBRATION_DEFAULTS,
 }
 
 
 class EnsembleDetector(CalibratedDetector):
-    """Calibrated EWMA, seasonal and CUSUM components combined by the smallest tail probability."""
+    """Calibrated components (seasonal, CUSUM, burst by default) combined by the smallest tail p."""
 
     kind = "ensemble"
 

@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from detectors.base import DetectorError
-from detectors.changepoint import CusumDetector
+from detectors.changepoint import BurstDetector, CusumDetector
 from detectors.ensemble import EnsembleDetector
 from detectors.pyod_window import MODELS, PyodWindowDetector
 from detectors.robust import EwmaDetector, RobustZDetector
@@ -41,6 +41,7 @@ LEARNED: Mapping[str, Factory] = MappingProxyType(
         "robust_z": RobustZDetector.from_params,
         "seasonal": SeasonalDetector.from_params,
         "cusum": CusumDetector.from_params,
+        "burst": BurstDetector.from_params,
         "pyod": PyodWindowDetector.from_params,
         **{f"pyod_{m.lower()}": _pyod_named(m) for m in MODELS},
     }

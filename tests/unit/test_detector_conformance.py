@@ -200,7 +200,7 @@ def test_constant_series_and_a_single_huge_outlier(name: str) -> None:
     scores = _score(det, t, x)
     assert np.isfinite(scores).all()
     assert scores[:300].max() < 0.5  # MAD = 0 is no reason to alarm
-    if name in STREAMING and name != "cusum":
+    if name in STREAMING and name not in ("cusum", "burst"):  # those clip one sample by design
         assert scores[300] >= 0.5
 
 

@@ -31,6 +31,8 @@ def planted(kind: str, seed: int = 1, days: int = 12) -> tuple[np.ndarray, np.nd
         x[ONSET:] += 8 * after
     elif kind == "drift":  # a slow move to a new level over two hours
         x[ONSET:] += np.minimum(after, 24) * 2.5
+    elif kind == "erratic":  # two hours of noise five times as wide
+        x[ONSET : ONSET + 24] += rng.normal(0, 10, 24)
     return t, x
 
 
@@ -40,8 +42,8 @@ def scores_of(name: str, kind: str, seed: int = 1) -> np.ndarray:
 
 
 CATCHES = {
-    "ensemble": ["spike", "shift", "trend", "drift"],
-    "seasonal": ["spike", "shift", "trend", "drift"],
+    "ensemble": ["spike", "shift", "trend", "drift", "erratic"],
+    "seasonal": ["spike", "shift", "trend", "drift", "erratic"],
     "ewma": ["spike", "trend"],
     "robust_z": ["spike", "trend"],
     "cusum": ["shift", "drift"],
@@ -49,10 +51,13 @@ CATCHES = {
 }
 
 #: Known gaps (see the issue note): the calibrator's tail widens while a ramp is flagged, so
-#: ramps and slow drifts peak below the alarm level, and the calibrated CUSUM is too weak.
+#: ramps and slow drifts peak below the alarm level, and the calibrated CUSUM is too weak; on a
+#: strongly seasonal series, two hours of wider noise peak just below it in the three-component
+#: ensemble (its Bonferroni factor is 3; seasonal alone reaches it).
 GAPS = {
     ("ensemble", "trend"),
     ("ensemble", "drift"),
+    ("ensemble", "erratic"),  # p ~ 3e-5: seen at NAB's thresholds (~1e-2), not at the 1e-5 alarm
     ("seasonal", "trend"),
     ("seasonal", "drift"),
     ("ewma", "trend"),
@@ -85,6 +90,31 @@ def test_planted_anomaly_is_caught_within_an_hour(name: str, kind: str) -> None:
 def test_clean_seasonal_series_is_not_flagged(name: str, seed: int) -> None:
     scores = scores_of(name, "clean", seed)
     assert scores[DAY:].max() < ALARM
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_burst_scores_a_series_turning_erratic_above_its_usual_noise(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 6 * DAY
+    t = 1.7e9 + STEP * np.arange(n)
+    x = 50 + rng.normal(0, 2, n)  # a level with noise, no daily cycle
+    onset = 4 * DAY + 11
+    x[onset : onset + 36] += rng.normal(0, 10, 36)  # three hours of noise five times as wide
+    scores = build_learned("burst", {}).update(SampleBatch.from_arrays(np.zeros(n, int), t, x))
+    during = scores[onset : onset + 36].max()
+    assert during >= 0.3  # p <= 1e-3
+    assert scores[2 * DAY : onset].max() < during  # a threshold catches it without a false alarm
+    assert scores[2 * DAY : onset].max() < 0.3
+
+
+def test_burst_reports_its_short_term_spread() -> None:
+    det = build_learned("burst", {})
+    t = 1.7e9 + STEP * np.arange(400)
+    x = np.r_[np.tile([10.0, 12.0], 190), np.tile([0.0, 22.0], 10)]  # the swings grow tenfold
+    det.update(SampleBatch.from_arrays(np.zeros(t.size, int), t, x))
+    details = det.signal_details(0)
+    assert details["burst_mean"] == pytest.approx(11.0, abs=0.5)
+    assert details["burst_spread"] > 2.0  # in baseline spreads; 1 while the series is as usual
 
 
 def test_persistent_shift_is_relearned_not_alarmed_forever() -> None:
