@@ -45,6 +45,7 @@ class SlowBaselineComponent(Component):
         self.z_clip = z_clip
         self.relearn_after = relearn_after
         self._z: FloatArray = np.empty(0)
+        self._sd: FloatArray = np.empty(0)
 
     def baseline_specs(self) -> list[ArraySpec]:
         """Baseline mean, variance, count and the flagged-run tracker."""
@@ -64,7 +65,7 @@ class SlowBaselineComponent(Component):
         var = self.s[f"{p}var"][ids].astype(np.float64)
         warm: BoolArray = self.s[f"{p}n"][ids] >= 2
         floor = spread_floor(mean)
-        sd = np.sqrt(var + floor * floor)
+        self._sd = sd = np.sqrt(var + floor * floor)
         self._z = np.where(warm, np.clip((values - mean) / sd, -self.z_clip, self.z_clip), 0.0)
         return self._z, warm
 
@@ -76,9 +77,7 @@ class SlowBaselineComponent(Component):
         mean = s[f"{p}mean"][ids]
         var = s[f"{p}var"][ids].astype(np.float64)
         a = np.maximum(self.alpha, 1.0 / (n + 1.0))
-        floor = spread_floor(mean)
-        sd = np.sqrt(var + floor * floor)
-        r = np.where(n >= 2, self._z * sd, values - mean)  # the clipped deviation
+        r = np.where(n >= 2, self._z * self._sd, values - mean)  # the clipped deviation
         r = np.where(flagged, r * 0.1, r)
         relearn, run_mean = track_runs(s, p, ids, values, flagged, self.relearn_after)
         s[f"{p}mean"][ids] = np.where(relearn, run_mean, mean + a * r)
