@@ -87,15 +87,16 @@ class SeriesRegistry:
         :meth:`id_for` would one by one.
         """
         ids, order, limit = self._ids, self._keys, self.limit
+        known, add, lookup = ids.setdefault, order.append, ids.get
         out: list[int] = []
         for key in keys:
-            sid = ids.get(key)
-            if sid is None:
-                if len(order) >= limit:
-                    out.append(DROPPED)
-                    continue
-                sid = ids[key] = len(order)
-                order.append(key)
+            n = len(order)
+            if n < limit:
+                sid = known(key, n)  # one hash of the key, new or not
+                if sid == n:
+                    add(key)
+            else:
+                sid = lookup(key, DROPPED)
             out.append(sid)
         return out
 

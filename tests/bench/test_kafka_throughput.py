@@ -11,8 +11,11 @@ fresh consumer group every time:
   configuration: decoding in its worker process).
 
 Rates are samples per second from the first batch to the last (the group join is not counted),
-the best of two alternating rounds. The engine's "warm" rate starts once every series is
-registered (registering a new series costs far more than scoring a sample of a known one). The
+the best of two alternating rounds. Every series is scraped at least ten times (with 100k
+series, a backlog of 2.5 minutes of a 15 s scrape interval; with fewer series, more scrapes), so
+that the figure is a stream's and not only its first scrape's. That first scrape is also timed
+alone: the engine's "first pass" rate runs until every series is registered (registering a new
+series costs far more than scoring a sample of a known one), its "warm" rate from then on. The
 table is printed, and written to ``bench-results/kafka_throughput.json``. Run with
 ``make bench`` (``pytest -m bench -s tests/bench``).
 """
@@ -71,8 +74,8 @@ def samples_for(series: int, layout: str) -> int:
     if layout == "columnar":
         block = series * COLUMNAR_POINTS
         return max(1, -(-250_000 // block)) * block
-    if layout == "batched":
-        return max(250_000, 3 * series)
+    if layout == "batched":  # as columnar: every series scraped at least COLUMNAR_POINTS times
+        return max(250_000, COLUMNAR_POINTS * series)
     return max(50_000, series)
 
 
@@ -239,9 +242,11 @@ def engine_rate(bootstrap: str, topic: str, total: int, n_series: int) -> dict[s
     assert len(series) == n_series
     assert series.dropped == 0
     warm = (total - warm_from) / (ended - warm_at) if warm_at and total > warm_from else math.nan
+    cold = (warm_from - first) / (warm_at - started) if warm_at > started else math.nan
     return {
         "rate": (total - first) / (ended - started),
         "seconds": ended - started,
+        "first_pass_rate": cold,
         "warm_rate": warm,
         "signals": len(sink.signals),
     }
@@ -289,6 +294,9 @@ def test_kafka_ingest_throughput(bench_bootstrap: str) -> None:
                 "engine_samples_per_s": round(engine),
                 "engine_s": round(result["seconds"], 2),
                 "ratio": round(engine / bare, 3),
+                "first_pass_ratio": (
+                    round(result["first_pass_rate"] / bare, 3) if result["first_pass_rate"] > 0 else None
+                ),
                 "engine_warm_samples_per_s": round(result["warm_rate"]) if result["warm_rate"] > 0 else None,
                 "warm_ratio": round(result["warm_rate"] / bare, 3) if result["warm_rate"] > 0 else None,
                 "signals": int(result["signals"]),
@@ -296,21 +304,23 @@ def test_kafka_ingest_throughput(bench_bootstrap: str) -> None:
             rows.append(row)
             print(
                 f"\n{n_series:>7} series {row['layout']:>16}: bare {bare:>10,.0f}/s  "
-                f"engine {engine:>10,.0f}/s  ratio {engine / bare:.2f}  (warm {row['warm_ratio']})",
+                f"engine {engine:>10,.0f}/s  ratio {engine / bare:.2f}  "
+                f"(first pass {row['first_pass_ratio']}, warm {row['warm_ratio']})",
                 flush=True,
             )
 
     header = (
         f"{'series':>7} {'layout':>16} {'samples':>8} {'bare/s':>11} {'engine/s':>11} {'ratio':>6}"
-        f" {'warm engine/s':>14} {'warm ratio':>10}"
+        f" {'first pass':>10} {'warm engine/s':>14} {'warm ratio':>10}"
     )
     print("\n" + header)
     for r in rows:
         warm = f"{r['engine_warm_samples_per_s']:>14,}" if r["engine_warm_samples_per_s"] else f"{'-':>14}"
         warm_ratio = f"{r['warm_ratio']:>10.2f}" if r["warm_ratio"] else f"{'-':>10}"
+        cold = f"{r['first_pass_ratio']:>10.2f}" if r["first_pass_ratio"] else f"{'-':>10}"
         print(
             f"{r['series']:>7} {r['layout']:>16} {r['samples']:>8} {r['bare_samples_per_s']:>11,} "
-            f"{r['engine_samples_per_s']:>11,} {r['ratio']:>6.2f} {warm} {warm_ratio}"
+            f"{r['engine_samples_per_s']:>11,} {r['ratio']:>6.2f} {cold} {warm} {warm_ratio}"
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
