@@ -6,12 +6,13 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from agent.clock import ManualClock, WallClock
-from agent.config import PrometheusQuery, PrometheusSourceConfig
+from agent.config import PrometheusQuery, PrometheusSourceConfig, load_config
 from agent.engine import Engine
 from agent.metrics import AgentMetrics
 from agent.sinks import CollectingSink
@@ -264,3 +265,83 @@ def test_server_slower_than_timeout_is_not_ready_and_never_raises(http_stub: Htt
     assert errors(metrics, "timeout") >= 2
     assert not source.ready
     source.close()
+
+
+def test_shipped_queries_give_one_series_per_deployment(prometheus_factory: Factory) -> None:
+    """k8s/agent-config.yaml's PromQL on cluster-shaped metrics (cAdvisor, kube-state-metrics, an
+    instrumented app): Prometheus accepts every query, and each gives the figure its name says per
+    (namespace, deployment), with the deployment taken from the pod's name."""
+    end = float(int(time.time()))
+    stamps = [end - 15 * (119 - j) for j in range(120)]  # 30 minutes at 15 s, ending now
+    pods = {"checkout-7d9f8b6c5d-x2k4q": 1.0, "checkout-7d9f8b6c5d-9zz8m": 3.0, "db-0": 2.0}
+
+    def counter(name: str, labels: dict[str, str], per_second: float) -> str:
+        return openmetrics(name, labels, [(t, per_second * (t - stamps[0])) for t in stamps])
+
+    def gauge(name: str, labels: dict[str, str], value: float) -> str:
+        return openmetrics(name, labels, [(t, value) for t in stamps])
+
+    parts: dict[str, list[str]] = {}  # OpenMetrics wants a metric's series together, one TYPE line
+
+    def add(text: str) -> None:
+        head, _, body = text.partition("\n")
+        parts.setdefault(head, []).append(body)
+
+    mib = 1024.0 * 1024.0
+    for pod, scale in pods.items():
+        base = {"namespace": "shop", "pod": pod}
+        add(counter("http_requests_total", {**base, "code": "200"}, 10.0 * scale))
+        add(counter("http_requests_total", {**base, "code": "503"}, 0.5 * scale))
+        # every request between 0.1 s and 0.5 s
+        for le, share in (("0.1", 0.0), ("0.5", 1.0), ("+Inf", 1.0)):
+            add(counter("http_request_duration_seconds_bucket", {**base, "le": le}, 10.5 * scale * share))
+        container = {**base, "container": "app"}
+        add(counter("container_cpu_usage_seconds_total", container, 0.25 * scale))
+        add(counter("container_cpu_usage_seconds_total", {**base, "container": "POD"}, 0.01))
+        add(counter("container_cpu_usage_seconds_total", {**base, "container": ""}, 0.3 * scale))
+        add(gauge("kube_pod_container_resource_limits", {**container, "resource": "cpu"}, 1.0))
+        add(gauge("kube_pod_container_resource_limits", {**container, "resource": "memory"}, 512 * mib))
+        add(gauge("container_memory_working_set_bytes", container, 100 * mib * scale))
+        add(gauge("container_memory_working_set_bytes", {**base, "container": ""}, 400 * mib * scale))
+        add(gauge("model_accuracy", {**base, "model": "ranker"}, 0.9 + 0.01 * scale))
+    history = "".join(head + "\n" + "".join(bodies) for head, bodies in parts.items())
+    prom = prometheus_factory(history=history)
+
+    shipped = load_config(Path(__file__).resolve().parents[2] / "k8s" / "agent-config.yaml")
+    assert shipped.sources.prometheus is not None
+    config = shipped.sources.prometheus.model_copy(update={"url": prom.url, "backfill": 600.0})
+    series = SeriesRegistry()
+    source = PrometheusSource(
+        config, series, AgentMetrics(), ManualClock(start=end), threading.Event(), environ={}
+    )
+    try:
+        source.start()  # every query accepted
+        polled = source.poll(0.0)
+    finally:
+        source.close()
+    assert polled is not None
+    batch = polled.samples
+    last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    at_end = batch.timestamps == end
+    for sid, v in zip(batch.series[at_end].tolist(), batch.values[at_end].tolist(), strict=True):
+        key = series.key(sid)
+        last[(key.name, key.labels)] = v
+    checkout = (("deployment", "checkout"), ("namespace", "shop"))
+    stateful = (("namespace", "shop"),)  # db-0 belongs to no Deployment: no deployment label
+    expected = {
+        ("http_requests_error_ratio", checkout): 0.5 / 10.5,
+        ("http_requests_error_ratio", stateful): 0.5 / 10.5,
+        ("http_requests_per_second", checkout): 10.5 * 4.0,
+        ("http_requests_per_second", stateful): 10.5 * 2.0,
+        ("http_request_duration_p99_seconds", checkout): 0.1 + 0.99 * 0.4,
+        ("http_request_duration_p99_seconds", stateful): 0.1 + 0.99 * 0.4,
+        ("container_cpu_usage_ratio", checkout): 0.25 * 4.0 / 2.0,  # the POD and "" series left out
+        ("container_cpu_usage_ratio", stateful): 0.25 * 2.0 / 1.0,
+        ("container_memory_working_set_ratio", checkout): 300.0 / 512.0,  # the fullest pod
+        ("container_memory_working_set_ratio", stateful): 200.0 / 512.0,
+        ("model_accuracy", (("deployment", "checkout"), ("model", "ranker"), ("namespace", "shop"))): 0.92,
+        ("model_accuracy", (("model", "ranker"), ("namespace", "shop"))): 0.92,
+    }
+    assert set(last) == set(expected)
+    for where, value in expected.items():
+        assert last[where] == pytest.approx(value, rel=1e-6), where

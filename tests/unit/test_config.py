@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agent.cli import EXIT_INVALID, EXIT_OK, main
 from agent.config import AgentConfig, ConfigError, KafkaConnection, load_config
 from agent.durations import parse_duration
+from detectors import SeriesRegistry, build_detector
+from simulations.replay import AGENT_DETECTORS
+from simulations.scenario import Spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,9 +41,44 @@ def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
 def test_shipped_config_is_valid() -> None:
     config = load_config(REPO / "k8s" / "agent-config.yaml")
     assert config.sources.prometheus is not None
-    assert config.sources.prometheus.interval == 30.0
+    assert config.sources.prometheus.interval == 15.0
     assert config.sources.prometheus.backfill == 3600.0
     assert config.kafka_signals_enabled
+
+
+def test_shipped_config_runs_what_replays_run() -> None:
+    """A replay shows what the shipped config would do: same detectors, same step."""
+    config = load_config(REPO / "k8s" / "agent-config.yaml")
+    shipped = [
+        {"type": d.type, "metrics": d.metrics, "min_score": d.min_score, "hold": d.hold, "params": d.params}
+        for d in config.detectors
+    ]
+    assert shipped == [{"hold": False, **d} for d in AGENT_DETECTORS]
+    assert config.sources.prometheus is not None
+    assert config.sources.prometheus.interval == Spec.model_fields["step"].default
+
+
+def test_every_shipped_playbook_is_fed_by_the_shipped_config() -> None:
+    """Each playbook's trigger (signal kind, metric) is produced by a query and a detector of the
+    shipped config: no playbook waits for a signal the daemon never emits."""
+    config = load_config(REPO / "k8s" / "agent-config.yaml")
+    assert config.sources.prometheus is not None
+    queries = [q.name for q in config.sources.prometheus.queries]
+    series = SeriesRegistry()
+    kinds = {
+        name: {
+            build_detector(d.type, d.params, series).signal_kind.value
+            for d in config.detectors
+            if d.metrics is None or re.fullmatch(d.metrics, name)
+        }
+        for name in queries
+    }
+    playbooks = sorted((REPO / "playbooks").glob("*.yaml"))
+    assert len(playbooks) >= 5
+    for path in playbooks:
+        trigger = yaml.safe_load(path.read_text())["spec"]["trigger"]
+        fed = [q for q in queries if re.fullmatch(trigger["metric"], q) and trigger["signal"] in kinds[q]]
+        assert fed, f"{path.name}: no query gives {trigger['metric']!r} a {trigger['signal']} detector"
 
 
 def test_wrong_type_names_line_column_and_field(tmp_path: Path) -> None:
