@@ -233,11 +233,11 @@ class KafkaSource:
         if not self._hold(consumer):  # what is buffered already, without waiting
             return None
         try:
-            decoded = worker.result(self.stop)
+            taken = worker.take(self.stop)
         except DecodeWorkerError as exc:
             self._worker_failed(consumer, worker, exc)
             return None
-        if decoded is None:  # stopping: leave the batches to be read again
+        if taken is None:  # stopping: leave the batches to be read again
             self._drop_in_flight(consumer)
             return None
         if not self._hold(consumer):  # what arrived while the worker decoded: decoded next, meanwhile
@@ -247,7 +247,8 @@ class KafkaSource:
         held, self._held = self._held, None
         if held is not None:
             self._submit(consumer, worker, held)
-        samples, malformed = decoded
+        # registering the batch's new series while the worker decodes the next one
+        samples, malformed = worker.finish(taken)
         return self._finish(consumer, records, samples, malformed)
 
     def _hold(self, consumer: KafkaConsumer) -> bool:

@@ -249,6 +249,30 @@ def test_one_batch_at_a_time(make_worker: Any) -> None:
     assert worker.result() is not None
 
 
+def test_a_taken_batch_is_finished_while_the_next_one_decodes(make_worker: Any) -> None:
+    """take() frees the child for the next batch; finish() registers in the child's order."""
+    reg = SeriesRegistry()
+    worker = make_worker(reg)
+    worker.submit([enc(adapter(pod="a", value=1)), enc(adapter(pod="b", value=2))])
+    first = worker.take()
+    assert first is not None
+    assert not worker.pending
+    assert len(reg) == 0, "nothing registered before finish()"
+    worker.submit([enc(adapter(pod="c", value=3)), enc(adapter(pod="a", value=4))])
+    batch, malformed = worker.finish(first)
+    assert malformed == []
+    assert batch.values.tolist() == [1.0, 2.0]
+    assert [reg.key(int(i)).label_dict["pod"] for i in batch.series] == ["a", "b"]
+    second = worker.take()
+    assert second is not None
+    batch, _ = worker.finish(second)
+    assert batch.values.tolist() == [3.0, 4.0]
+    assert [reg.key(int(i)).label_dict["pod"] for i in batch.series] == ["c", "a"]
+    assert [reg.key(i).label_dict["pod"] for i in range(len(reg))] == ["a", "b", "c"]
+    with pytest.raises(RuntimeError, match="take"):
+        worker.take()
+
+
 def test_result_returns_none_when_stopped_and_the_batch_later(make_worker: Any) -> None:
     worker = make_worker(SeriesRegistry())
     through(worker, [enc(adapter())])  # the child is up
