@@ -247,8 +247,11 @@ class KafkaSource:
         held, self._held = self._held, None
         if held is not None:
             self._submit(consumer, worker, held)
-        # registering the batch's new series while the worker decodes the next one
-        samples, malformed = worker.finish(taken)
+        try:  # unpickled, and its new series registered, while the worker decodes the next one
+            samples, malformed = worker.finish(taken)
+        except DecodeWorkerError as exc:  # it failed on this batch: read it again, and what followed
+            self._worker_failed(consumer, worker, exc, records)
+            return None
         return self._finish(consumer, records, samples, malformed)
 
     def _hold(self, consumer: KafkaConsumer) -> bool:

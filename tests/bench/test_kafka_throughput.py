@@ -22,6 +22,7 @@ table is printed, and written to ``bench-results/kafka_throughput.json``. Run wi
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -206,6 +207,7 @@ def bare_rate(bootstrap: str, topic: str, n_messages: int, samples_per_message: 
 
 def engine_rate(bootstrap: str, topic: str, total: int, n_series: int) -> dict[str, float]:
     """Samples/s through KafkaSource + Engine + DetectorBank, overall and once every series is known."""
+    gc.collect()  # the previous case's engine (its registry, 100k keys) is not this one's to scan
     series = SeriesRegistry(limit=200_000)
     metrics = AgentMetrics()
     stop = threading.Event()

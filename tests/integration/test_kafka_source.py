@@ -34,7 +34,9 @@ from agent.sources.kafka import (
     TOPIC_HEADER,
     KafkaSource,
 )
-from detectors import DetectorBank, DetectorSpec, SeriesRegistry
+from agent.sources.kafka_formats import Malformed
+from agent.sources.kafka_worker import DecodeWorker, Taken
+from detectors import DetectorBank, DetectorSpec, SampleBatch, SeriesRegistry
 from detectors.threshold import ThresholdDetector
 from tests.servers.common import eventually
 from tests.servers.kafka import FaultyKafka, Tansu, create_topic
@@ -495,6 +497,60 @@ def test_a_worker_that_dies_loses_nothing_and_is_replaced(
     assert second is not None
     assert second != first, "a new worker took over"
     assert False in readiness, "not ready while the worker was down"
+    assert sum(c or 0 for c in committed(kafka_bootstrap, group, topic, 2)) == total // 10
+
+
+def test_a_worker_failing_on_a_batch_loses_nothing(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's answer is checked after the next batch went to it (DecodeWorker.finish): a
+    failure found then drops both, the batches are read again, and a new worker takes over."""
+    topic = kafka_topic(partitions=2)
+    total = 2000
+    produce(kafka_bootstrap, topic, batched(0, total))
+    metrics = AgentMetrics()
+    source = make_source(kafka_bootstrap, topic, metrics=metrics, max_poll_records=5)
+    worker = source.worker
+    assert worker is not None
+    real = DecodeWorker.finish
+    finished = 0
+
+    def finish(self: DecodeWorker, taken: Taken) -> tuple[SampleBatch, list[Malformed]]:
+        nonlocal finished
+        finished += 1
+        if finished == 20:  # as a _Failure answer does: the worker is unusable from here
+            raise self._failed("failed:\nTraceback ...: injected")
+        return real(self, taken)
+
+    monkeypatch.setattr(DecodeWorker, "finish", finish)
+    seen: list[float] = []
+    readiness: list[bool] = []
+    try:
+        first = None
+        deadline = time.monotonic() + 30
+        while finished < 20 and time.monotonic() < deadline:
+            polled, values = poll_values(source)
+            first = first or worker.pid
+            if polled is not None:
+                seen += values
+                source.commit(polled)
+        assert finished >= 20
+        drain_until(
+            source,
+            seen,
+            readiness,
+            lambda: set(seen) == set(map(float, range(total))) and source.ready,
+            "every sample after the failure",
+            timeout=30,
+        )
+        second = worker.pid
+        group = source.config.group_id
+    finally:
+        source.close()
+    assert set(seen) == {float(v) for v in range(total)}, "no sample lost"
+    assert counter(metrics, "source_errors", "kafka", "decode_worker") >= 1
+    assert second is not None
+    assert second != first, "a new worker took over"
     assert sum(c or 0 for c in committed(kafka_bootstrap, group, topic, 2)) == total // 10
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from agent.sources.kafka_worker import (
     DecodeWorker,
     DecodeWorkerError,
     _Failure,
-    _recv,
+    _recv_frame,
     _recv_values,
     _send_values,
     _Table,
@@ -341,9 +342,9 @@ def test_a_bug_in_the_child_is_reported_with_its_traceback(monkeypatch: pytest.M
     child.start()
     try:
         _send_values(ours, [enc(adapter())])
-        assert not isinstance(_recv(ours), _Failure)
+        assert not isinstance(pickle.loads(_recv_frame(ours)), _Failure)
         _send_values(ours, [b"boom"])
-        reply = _recv(ours)
+        reply = pickle.loads(_recv_frame(ours))
         assert isinstance(reply, _Failure)
         assert "TypeError: a bug" in reply.traceback
         child.join(5)
