@@ -20,7 +20,9 @@ batch holding it is handed out. The child's table is bounded like the decoder's 
 
 One batch at a time is in the child: :meth:`DecodeWorker.submit` is only called when the
 previous batch's result was taken (or discarded), so neither side ever blocks writing to the
-other. The child is a plain Python process running :func:`main`, talking over a socket pair (no
+other. Taking an answer (:meth:`DecodeWorker.take`) only reads it off the socket; the source
+hands the child its next batch before it unpickles the answer and registers its new series
+(:meth:`DecodeWorker.finish`), so that the agent's part and the child's overlap. The child is a plain Python process running :func:`main`, talking over a socket pair (no
 multiprocessing helper processes). It ignores SIGINT (the agent decides when to stop), exits
 when the socket closes (the agent closed it, or died), and is terminated, then killed, if it
 does not exit within the close timeout.
