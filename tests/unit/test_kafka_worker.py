@@ -432,3 +432,22 @@ def test_bad_arguments_are_refused() -> None:
         DecodeWorker(SeriesRegistry(), cache_size=0)
     with pytest.raises(DecodeWorkerError, match="not running"):
         DecodeWorker(SeriesRegistry()).submit([b"{}"])
+
+
+def test_new_series_share_their_metric_name_and_label_values() -> None:
+    """A reply names each distinct string once (pickled once, shared by the agent's keys)."""
+    table = _Table("auto", 100)
+    docs = [adapter(name="cpu", ns="shop", pod=f"web-{i}") for i in range(3)]
+    docs.append(adapter(name="cpu", ns="shop", pod="web-0", zone="a"))
+    reply = table.decode([orjson.dumps(docs)])
+    assert [values for _, _, values in reply.new_series] == [
+        ("shop", "web-0"),
+        ("shop", "web-1"),
+        ("shop", "web-2"),
+        ("shop", "web-0", "a"),
+    ]
+    assert len({id(name) for name, _, _ in reply.new_series}) == 1
+    assert len({id(values[0]) for _, _, values in reply.new_series}) == 1
+    assert reply.new_series[0][2][1] is reply.new_series[3][2][1]
+    again = pickle.loads(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+    assert len({id(values[0]) for _, _, values in again.new_series}) == 1, "one object after unpickling"
