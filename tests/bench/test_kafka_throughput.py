@@ -254,6 +254,11 @@ def engine_rate(bootstrap: str, topic: str, total: int, n_series: int) -> dict[s
     }
 
 
+def ratio_or_none(rate: float, bare: float) -> float | None:
+    """``rate / bare`` to three places; None when the rate was not measured (NaN or 0)."""
+    return round(rate / bare, 3) if rate > 0 else None
+
+
 @pytest.fixture
 def bench_bootstrap(tansu_factory: Callable[..., Tansu]) -> str:
     external = os.environ.get(KAFKA_ENV, "").strip()
@@ -296,11 +301,9 @@ def test_kafka_ingest_throughput(bench_bootstrap: str) -> None:
                 "engine_samples_per_s": round(engine),
                 "engine_s": round(result["seconds"], 2),
                 "ratio": round(engine / bare, 3),
-                "first_pass_ratio": (
-                    round(result["first_pass_rate"] / bare, 3) if result["first_pass_rate"] > 0 else None
-                ),
+                "first_pass_ratio": ratio_or_none(result["first_pass_rate"], bare),
                 "engine_warm_samples_per_s": round(result["warm_rate"]) if result["warm_rate"] > 0 else None,
-                "warm_ratio": round(result["warm_rate"] / bare, 3) if result["warm_rate"] > 0 else None,
+                "warm_ratio": ratio_or_none(result["warm_rate"], bare),
                 "signals": int(result["signals"]),
             }
             rows.append(row)

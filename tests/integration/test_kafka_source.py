@@ -464,83 +464,31 @@ def test_polls_come_out_in_order_once_each_with_the_worker(
     assert committed(kafka_bootstrap, group, topic) == [total // 10]
 
 
-def test_a_worker_that_dies_loses_nothing_and_is_replaced(
-    kafka_bootstrap: str, kafka_topic: Callable[..., str]
-) -> None:
-    topic = kafka_topic(partitions=2)
+def survives_losing_the_worker(
+    bootstrap: str,
+    kafka_topic: Callable[..., str],
+    lose: Callable[[KafkaSource, list[float], list[bool]], int | None],
+) -> list[bool]:
+    """A source with the decode worker, small polls, on a 2-partition topic: ``lose(source, seen,
+    readiness)`` drains it until its worker is lost and returns that worker's pid; then every
+    sample must come out, committed, through a new worker. Returns the readiness seen."""
     total = 2000
-    produce(kafka_bootstrap, topic, batched(0, total))
-    metrics = AgentMetrics()
-    source = make_source(kafka_bootstrap, topic, metrics=metrics, max_poll_records=5)
-    assert source.worker is not None
-    seen: list[float] = []
-    readiness: list[bool] = []
-    try:
-        drain_until(source, seen, readiness, lambda: len(seen) >= 200, "samples before the kill")
-        first = source.worker.pid
-        assert first is not None
-        os.kill(first, signal.SIGKILL)
-        drain_until(
-            source,
-            seen,
-            readiness,
-            lambda: set(seen) == set(map(float, range(total))) and source.ready,
-            "every sample after the kill",
-            timeout=30,
-        )
-        second = source.worker.pid
-        group = source.config.group_id
-    finally:
-        source.close()
-    assert set(seen) == {float(v) for v in range(total)}, "no sample lost"
-    assert counter(metrics, "source_errors", "kafka", "decode_worker") >= 1
-    assert second is not None
-    assert second != first, "a new worker took over"
-    assert False in readiness, "not ready while the worker was down"
-    assert sum(c or 0 for c in committed(kafka_bootstrap, group, topic, 2)) == total // 10
-
-
-def test_a_worker_failing_on_a_batch_loses_nothing(
-    kafka_bootstrap: str, kafka_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The worker's answer is checked after the next batch went to it (DecodeWorker.finish): a
-    failure found then drops both, the batches are read again, and a new worker takes over."""
     topic = kafka_topic(partitions=2)
-    total = 2000
-    produce(kafka_bootstrap, topic, batched(0, total))
+    produce(bootstrap, topic, batched(0, total))
     metrics = AgentMetrics()
-    source = make_source(kafka_bootstrap, topic, metrics=metrics, max_poll_records=5)
+    source = make_source(bootstrap, topic, metrics=metrics, max_poll_records=5)
     worker = source.worker
     assert worker is not None
-    real = DecodeWorker.finish
-    finished = 0
-
-    def finish(self: DecodeWorker, taken: Taken) -> tuple[SampleBatch, list[Malformed]]:
-        nonlocal finished
-        finished += 1
-        if finished == 20:  # as a _Failure answer does: the worker is unusable from here
-            raise self._failed("failed:\nTraceback ...: injected")
-        return real(self, taken)
-
-    monkeypatch.setattr(DecodeWorker, "finish", finish)
     seen: list[float] = []
     readiness: list[bool] = []
     try:
-        first = None
-        deadline = time.monotonic() + 30
-        while finished < 20 and time.monotonic() < deadline:
-            polled, values = poll_values(source)
-            first = first or worker.pid
-            if polled is not None:
-                seen += values
-                source.commit(polled)
-        assert finished >= 20
+        lost = lose(source, seen, readiness)
         drain_until(
             source,
             seen,
             readiness,
             lambda: set(seen) == set(map(float, range(total))) and source.ready,
-            "every sample after the failure",
+            "every sample after the worker was lost",
             timeout=30,
         )
         second = worker.pid
@@ -549,9 +497,52 @@ def test_a_worker_failing_on_a_batch_loses_nothing(
         source.close()
     assert set(seen) == {float(v) for v in range(total)}, "no sample lost"
     assert counter(metrics, "source_errors", "kafka", "decode_worker") >= 1
+    assert lost is not None
     assert second is not None
-    assert second != first, "a new worker took over"
-    assert sum(c or 0 for c in committed(kafka_bootstrap, group, topic, 2)) == total // 10
+    assert second != lost, "a new worker took over"
+    assert sum(c or 0 for c in committed(bootstrap, group, topic, 2)) == total // 10
+    return readiness
+
+
+def test_a_worker_that_dies_loses_nothing_and_is_replaced(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    def kill(source: KafkaSource, seen: list[float], readiness: list[bool]) -> int | None:
+        drain_until(source, seen, readiness, lambda: len(seen) >= 200, "samples before the kill")
+        assert source.worker is not None
+        pid = source.worker.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    readiness = survives_losing_the_worker(kafka_bootstrap, kafka_topic, kill)
+    assert False in readiness, "not ready while the worker was down"
+
+
+def test_a_worker_failing_on_a_batch_loses_nothing(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's answer is checked after the next batch went to it (DecodeWorker.finish): a
+    failure found then drops both, the batches are read again, and a new worker takes over."""
+    real = DecodeWorker.finish
+    finished = 0
+    failed: int | None = None
+
+    def finish(self: DecodeWorker, taken: Taken) -> tuple[SampleBatch, list[Malformed]]:
+        nonlocal finished, failed
+        finished += 1
+        if finished == 20:  # as a _Failure answer does: the worker is unusable from here
+            failed = self.pid
+            raise self._failed("failed:\nTraceback ...: injected")
+        return real(self, taken)
+
+    monkeypatch.setattr(DecodeWorker, "finish", finish)
+
+    def fail(source: KafkaSource, seen: list[float], readiness: list[bool]) -> int | None:
+        drain_until(source, seen, readiness, lambda: finished >= 20, "batches up to the failure")
+        return failed
+
+    survives_losing_the_worker(kafka_bootstrap, kafka_topic, fail)
 
 
 def test_close_ends_the_worker_process(kafka_bootstrap: str, kafka_topic: Callable[..., str]) -> None:

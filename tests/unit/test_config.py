@@ -65,12 +65,11 @@ def test_every_shipped_playbook_is_fed_by_the_shipped_config() -> None:
     assert config.sources.prometheus is not None
     queries = [q.name for q in config.sources.prometheus.queries]
     series = SeriesRegistry()
+    detectors = [
+        (d.metrics, build_detector(d.type, d.params, series).signal_kind.value) for d in config.detectors
+    ]
     kinds = {
-        name: {
-            build_detector(d.type, d.params, series).signal_kind.value
-            for d in config.detectors
-            if d.metrics is None or re.fullmatch(d.metrics, name)
-        }
+        name: {kind for metrics, kind in detectors if metrics is None or re.fullmatch(metrics, name)}
         for name in queries
     }
     playbooks = sorted((REPO / "playbooks").glob("*.yaml"))
