@@ -15,10 +15,12 @@ detectors report ``-log10(p) / 10`` clipped to ``[0, 1]``, so one threshold mean
 probability on every series (0.5 is ``p = 1e-5``, see :data:`~detectors.streaming.LOG10_P_AT_ONE`).
 
 :class:`Component` is the raw-score half of a learned detector (a residual and its scale, a
-CUSUM statistic, ...). :class:`CalibratedDetector` runs one or more components, calibrates each,
-combines their tail probabilities (the smallest one times the number of components, a
-Bonferroni bound, so adding components does not add false alarms) and tells every component
-whether the sample was flagged, so no component learns from what the detector flags.
+CUSUM statistic, ...). :class:`CalibratedDetector` runs one or more components, calibrates each
+(a component whose raw score is a probability already, :attr:`Component.self_calibrated`, is
+used as it is), combines their tail probabilities (a Bonferroni bound: the smallest one times
+the number of components, or with weights ``min_i p_i * sum(w) / w_i``, so adding components
+does not add false alarms) and tells every component whether the sample was flagged, so no
+component learns from what the detector flags.
 """
 
 from __future__ import annotations
@@ -158,6 +160,9 @@ class Component(ABC):
 
     #: Names this component's arrays and parameters inside a detector.
     prefix: str = ""
+    #: True when :meth:`raw` is already a tail probability (the component has its own
+    #: probability model): it is combined as it is, without a :class:`TailCalibrator`.
+    self_calibrated: bool = False
     #: Prior 1 - tail quantile and mean excess of the raw score, for the calibrator.
     prior_q: float = 2.2
     prior_e: float = 0.5
@@ -257,16 +262,28 @@ class CalibratedDetector(StreamingDetector):
     """
 
     def __init__(
-        self, components: Sequence[Component], params: Mapping[str, Any], name: str | None = None
+        self,
+        components: Sequence[Component],
+        params: Mapping[str, Any],
+        name: str | None = None,
+        weights: Sequence[float] | None = None,
     ) -> None:
         self.components = list(components)
         if not self.components:
             msg = "a calibrated detector needs at least one component"
             raise DetectorError(msg)
+        w = np.ones(len(self.components)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (len(self.components),) or not np.all(np.isfinite(w)) or np.any(w <= 0.0):
+            msg = f"weights: expected one positive weight per component, got {list(weights or [])}"
+            raise DetectorError(msg)
+        # Weighted Bonferroni: component i is tested at level alpha * w_i / sum(w).
+        self._inflation = w.sum() / w
         self._params = dict(params)
         calibration = check_calibration(name or self.kind, params)
-        self.calibrators = [
-            TailCalibrator(
+        self.calibrators: list[TailCalibrator | None] = [
+            None
+            if c.self_calibrated
+            else TailCalibrator(
                 c.prefix,
                 tail=float(calibration["tail"]),
                 rate=float(calibration["calibration_rate"]),
@@ -281,7 +298,8 @@ class CalibratedDetector(StreamingDetector):
         super().__init__(name)
         for c, cal in zip(self.components, self.calibrators, strict=True):
             c.bind(self.state)
-            cal.bind(self.state)
+            if cal is not None:
+                cal.bind(self.state)
         self.episodes.bind(self.state)
         self._last_p: list[FloatArray] = []
 
@@ -290,7 +308,8 @@ class CalibratedDetector(StreamingDetector):
         specs: list[ArraySpec] = []
         for c, cal in zip(self.components, self.calibrators, strict=True):
             specs += c.array_specs()
-            specs += cal.array_specs()
+            if cal is not None:
+                specs += cal.array_specs()
         return specs + self.episodes.array_specs()
 
     def params(self) -> dict[str, Any]:
@@ -300,12 +319,18 @@ class CalibratedDetector(StreamingDetector):
     def step(self, ids: IdArray, ts: FloatArray, values: FloatArray) -> FloatArray:
         """Raw scores, calibrated, combined; then every part learns with the flag."""
         raws = [c.raw(ids, ts, values) for c in self.components]
-        ps = [cal.p_value(ids, r) for cal, r in zip(self.calibrators, raws, strict=True)]
-        p = ps[0] if len(ps) == 1 else np.minimum(np.minimum.reduce(ps) * len(ps), 1.0)
+        ps = [
+            r if cal is None else cal.p_value(ids, r) for cal, r in zip(self.calibrators, raws, strict=True)
+        ]
+        if len(ps) == 1:
+            p = ps[0]
+        else:
+            p = np.minimum(np.minimum.reduce([q * f for q, f in zip(ps, self._inflation, strict=True)]), 1.0)
         flagged = p <= self.flag_p
         for c, cal, r in zip(self.components, self.calibrators, raws, strict=True):
             c.learn(ids, ts, values, flagged)
-            cal.learn(ids, r, flagged, self.flag_p)
+            if cal is not None:
+                cal.learn(ids, r, flagged, self.flag_p)
         return self.episodes.apply(ids, ts, p_to_score(p))
 
     def signal_details(self, series_id: int) -> dict[str, Any]:

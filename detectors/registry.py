@@ -14,6 +14,7 @@ from typing import Any
 from detectors.base import DetectorError
 from detectors.changepoint import BurstDetector, CusumDetector
 from detectors.ensemble import EnsembleDetector
+from detectors.novelty import NoveltyDetector
 from detectors.pyod_window import MODELS, PyodWindowDetector
 from detectors.robust import EwmaDetector, RobustZDetector
 from detectors.seasonal import SeasonalDetector
@@ -42,6 +43,7 @@ LEARNED: Mapping[str, Factory] = MappingProxyType(
         "seasonal": SeasonalDetector.from_params,
         "cusum": CusumDetector.from_params,
         "burst": BurstDetector.from_params,
+        "novelty": NoveltyDetector.from_params,
         "pyod": PyodWindowDetector.from_params,
         **{f"pyod_{m.lower()}": _pyod_named(m) for m in MODELS},
     }

@@ -86,7 +86,10 @@ AGENT_DETECTORS: tuple[dict[str, Any], ...] = (
         # an incident lasts: keep reporting it while the series stays away from its pre-alarm
         # level, so playbooks' `for:` windows see it go on
         "hold": True,
-        "params": {"refractory_hours": 0.0},
+        # the residual components: at this alarm level (p <= 1e-9) they report an incident for as
+        # long as it lasts; the default's novelty component speaks once, when a series first
+        # leaves its range, and its probabilities never reach this level
+        "params": {"components": ["seasonal", "cusum", "burst"], "refractory_hours": 0.0},
     },
     {
         "type": "forecast",

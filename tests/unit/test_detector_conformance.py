@@ -200,7 +200,9 @@ def test_constant_series_and_a_single_huge_outlier(name: str) -> None:
     scores = _score(det, t, x)
     assert np.isfinite(scores).all()
     assert scores[:300].max() < 0.5  # MAD = 0 is no reason to alarm
-    if name in STREAMING and name not in ("cusum", "burst"):  # those clip one sample by design
+    # cusum and burst clip one sample by design; novelty's lattice waits six hours (here 400
+    # minutes in all) and its p is never below 1 / (samples seen + 2): tested in test_novelty.py
+    if name in STREAMING and name not in ("cusum", "burst", "novelty"):
         assert scores[300] >= 0.5
 
 

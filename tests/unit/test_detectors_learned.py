@@ -52,8 +52,10 @@ CATCHES = {
 
 #: Known gaps (see the issue note): the calibrator's tail widens while a ramp is flagged, so
 #: ramps and slow drifts peak below the alarm level, and the calibrated CUSUM is too weak; on a
-#: strongly seasonal series, two hours of wider noise peak just below it in the three-component
-#: ensemble (its Bonferroni factor is 3; seasonal alone reaches it).
+#: strongly seasonal series, two hours of wider noise peak just below it in the ensemble (its
+#: residual components share the test, a thousandth of it by default; seasonal alone reaches
+#: it). The default ensemble's novelty component flags the trend and the drift when they leave
+#: the range (test_novelty.py), at its own probabilities (~5e-3 here), not at the alarm level.
 GAPS = {
     ("ensemble", "trend"),
     ("ensemble", "drift"),
@@ -123,13 +125,22 @@ def test_persistent_shift_is_relearned_not_alarmed_forever() -> None:
     assert scores[ONSET + DAY // 2 :].max() < ALARM
 
 
-def test_an_outage_does_not_become_the_new_normal() -> None:
+#: The residual components alone, equally weighted: what the in-cluster configuration runs.
+RESIDUAL = {"components": ["seasonal", "cusum", "burst"]}
+
+
+@pytest.mark.parametrize("params", [{}, RESIDUAL], ids=["default", "residual"])
+def test_an_outage_does_not_become_the_new_normal(params: dict[str, object]) -> None:
     t, x = planted("clean")
     x[ONSET : ONSET + 6] = 0.0  # half an hour of zeros
     # what the detector learns, seen without the alert de-duplication of repeats (tested below)
-    det = build_learned("ensemble", {"refractory_hours": 0.0})
+    det = build_learned("ensemble", {**params, "refractory_hours": 0.0})
     scores = det.update(SampleBatch.from_arrays(np.zeros(t.size, int), t, x))
-    assert scores[ONSET : ONSET + 4].min() >= ALARM  # flagged, not learned as normal
+    assert scores[ONSET] >= ALARM
+    # flagged, not learned as normal: at the alarm level with the residual components' share
+    # of the test; the default gives them a thousandth of it (p x 1000: 0.3 lower), still
+    # above the flagging level
+    assert scores[ONSET : ONSET + 4].min() >= (ALARM if params else 0.3)
     assert scores[ONSET + 12 : ONSET + DAY].max() < ALARM  # back to normal without a relapse
 
 

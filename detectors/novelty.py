@@ -1,0 +1,209 @@
+"""Novelty: a value in a part of its series' range never visited before.
+
+Most incidents take a metric where it has not been: a latency no request has had, a CPU level
+the pod never reached, a queue depth above every earlier one, a request rate fallen to a level
+it never showed. A detector of residuals from a learned baseline sees such a value only as "far
+from expected" and pays for it in false alarms on every noisy series; this component asks the
+other question, *has this series ever been here?*, and answers with a probability instead of a
+distance.
+
+Per series, the first ``range_samples`` samples (and at least ``range_hours`` of series time) set
+a lattice of bins: ``levels`` bins across the range they spanned, extending on both sides by the
+same width (kept modulo ``bins`` slots, so the state has a fixed size). From then on every sample
+falls in one bin, and a sample in a bin never visited is new in one of two ways:
+
+- *beyond*: past every bin the series has visited, the range grows. Its probability under the
+  series' behaviour so far is estimated by the rule of succession on how often that happened:
+  ``(E + 1) / (N + 2)``, with ``E`` the samples that widened the range among ``N`` samples since
+  the lattice was set;
+- *a gap*: a bin inside the visited range never visited before. Its probability is the
+  Good-Turing estimate of an unseen bin, ``(N1 + 1) / (N + 2)``, with ``N1`` the bins visited
+  exactly once so far.
+
+The two are one test at a weighted Bonferroni level: a gap is tested at ``gap_weight`` of it and a
+widening at the rest, so ``p = p_beyond / (1 - gap_weight)`` or ``p_gap / gap_weight`` (1 for a
+bin seen before). Gaps get the small share because a series' range fills in as it is observed
+(a bursty series keeps visiting bins between its level and its peaks) while a value beyond
+everything seen is the rarer and the more telling event. On a series that has settled, both are
+small probabilities; on a series that keeps wandering, ``E`` and ``N1`` grow with every new place
+it visits and a new one is unremarkable. Early on, with ``N`` small, ``p`` is large: the lattice's
+first visits are not alarms. ``p`` is a tail probability already, so the component is not
+calibrated further (:attr:`self_calibrated`).
+
+Every sample is learned, flagged or not: a new level visited once is known the second time, so a
+level shift is reported when it happens and not for as long as it lasts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from detectors.batch import FloatArray, IdArray
+from detectors.calibration import CALIBRATION_DEFAULTS, BoolArray, CalibratedDetector, Component
+from detectors.streaming import ArraySpec, check_float, check_int, merge_params
+
+HOUR = 3600.0
+
+#: Bin indices are computed in float and clipped here first, so a huge value cannot overflow.
+_MAX_INDEX = float(2**52)
+
+
+class NoveltyComponent(Component):
+    """Per-series bins of the value's range; the Good-Turing probability of a new one."""
+
+    self_calibrated = True
+
+    def __init__(
+        self,
+        *,
+        levels: int,
+        range_samples: int,
+        range_hours: float,
+        bins: int,
+        gap_weight: float,
+        prefix: str = "novelty_",
+    ) -> None:
+        self.prefix = prefix
+        self.levels = levels
+        self.gap_weight = gap_weight
+        self.range_samples = range_samples
+        self.range_seconds = range_hours * HOUR
+        self.bins = bins
+        self._slot: IdArray = np.empty(0, dtype=np.int64)
+        self._index: FloatArray = np.empty(0)
+        self._count: np.ndarray[Any, np.dtype[np.uint8]] = np.empty(0, dtype=np.uint8)
+
+    def array_specs(self) -> list[ArraySpec]:
+        """Range learning (count, first time, min, max), bin width, visited bins, E, N and N1."""
+        p = self.prefix
+        return [
+            ArraySpec(f"{p}n", np.float64, 0.0),
+            ArraySpec(f"{p}first", np.float64, 0.0),
+            ArraySpec(f"{p}lo", np.float64, 0.0),
+            ArraySpec(f"{p}hi", np.float64, 0.0),
+            ArraySpec(f"{p}width", np.float64, 0.0),
+            ArraySpec(f"{p}total", np.float64, 0.0),
+            ArraySpec(f"{p}widened", np.float64, 0.0),
+            # The lowest and highest bin index visited (none while total is 0).
+            ArraySpec(f"{p}low_bin", np.float64, 0.0),
+            ArraySpec(f"{p}high_bin", np.float64, 0.0),
+            ArraySpec(f"{p}once", np.float64, 0.0),
+            # Visits per bin slot, saturating at 2: unseen, seen once, seen more.
+            ArraySpec(f"{p}visits", np.uint8, 0.0, width=self.bins),
+        ]
+
+    def raw(self, ids: IdArray, ts: FloatArray, values: FloatArray) -> FloatArray:
+        """The probability of each sample's bin being new (1 if not new, or no lattice yet)."""
+        del ts
+        s, p = self.s, self.prefix
+        width = s[f"{p}width"][ids]
+        ready = width > 0.0
+        position = (values - s[f"{p}lo"][ids]) / np.where(ready, width, 1.0)
+        self._index = np.floor(np.clip(np.nan_to_num(position), -_MAX_INDEX, _MAX_INDEX))
+        self._slot = np.mod(self._index, self.bins).astype(np.int64)
+        self._count = s[f"{p}visits"][ids, self._slot]
+        total = s[f"{p}total"][ids]
+        beyond = self._beyond(ids, self._index, total)
+        p_beyond = (s[f"{p}widened"][ids] + 1.0) / (total + 2.0) / (1.0 - self.gap_weight)
+        p_gap = (s[f"{p}once"][ids] + 1.0) / (total + 2.0) / self.gap_weight
+        p_new = np.where(beyond, p_beyond, np.where(self._count == 0, p_gap, 1.0))
+        out: FloatArray = np.where(ready, np.minimum(p_new, 1.0), 1.0)
+        return out
+
+    def learn(self, ids: IdArray, ts: FloatArray, values: FloatArray, flagged: BoolArray) -> None:
+        """Count the visit (flagged or not); series without a lattice learn their range."""
+        del flagged
+        s, p = self.s, self.prefix
+        ready = s[f"{p}width"][ids] > 0.0
+        if ready.any():
+            r_ids, slot, count = ids[ready], self._slot[ready], self._count[ready]
+            index, total = self._index[ready], s[f"{p}total"][r_ids]
+            first = total == 0.0
+            s[f"{p}widened"][r_ids] += self._beyond(r_ids, index, total)
+            s[f"{p}low_bin"][r_ids] = np.where(first, index, np.minimum(s[f"{p}low_bin"][r_ids], index))
+            s[f"{p}high_bin"][r_ids] = np.where(first, index, np.maximum(s[f"{p}high_bin"][r_ids], index))
+            s[f"{p}visits"][r_ids, slot] = np.minimum(count, 1) + 1
+            s[f"{p}total"][r_ids] += 1.0
+            s[f"{p}once"][r_ids] += (count == 0).astype(np.float64) - (count == 1)
+        if not ready.all():
+            self._learn_range(ids[~ready], ts[~ready], values[~ready])
+
+    def _beyond(self, ids: IdArray, index: FloatArray, total: FloatArray) -> BoolArray:
+        """Whether bin ``index`` is past every bin visited (any bin, before the first visit)."""
+        s, p = self.s, self.prefix
+        out: BoolArray = (total == 0.0) | (index < s[f"{p}low_bin"][ids]) | (index > s[f"{p}high_bin"][ids])
+        return out
+
+    def _learn_range(self, ids: IdArray, ts: FloatArray, values: FloatArray) -> None:
+        s, p = self.s, self.prefix
+        n = s[f"{p}n"][ids]
+        unset = n == 0.0
+        first = np.where(unset, ts, s[f"{p}first"][ids])
+        lo = np.where(unset, values, np.minimum(s[f"{p}lo"][ids], values))
+        hi = np.where(unset, values, np.maximum(s[f"{p}hi"][ids], values))
+        n += 1.0
+        s[f"{p}n"][ids], s[f"{p}first"][ids] = n, first
+        s[f"{p}lo"][ids], s[f"{p}hi"][ids] = lo, hi
+        done = (n >= self.range_samples) & (ts - first >= self.range_seconds)
+        if done.any():
+            span = hi[done] - lo[done]
+            magnitude = np.maximum(np.abs(lo[done]), np.abs(hi[done]))
+            # A constant range: a tenth of its magnitude (1 around zero) across the levels.
+            flat = span <= 1e-9 * magnitude
+            span = np.where(flat, np.where(magnitude > 0.0, 0.1 * magnitude, 1.0), span)
+            s[f"{p}width"][ids[done]] = span / self.levels
+
+    def details(self, series_id: int) -> dict[str, Any]:
+        """The learned range and how many samples showed a new bin since."""
+        s, p = self.s, self.prefix
+        out: dict[str, Any] = {f"{p}samples": float(s[f"{p}total"][series_id])}
+        if s[f"{p}width"][series_id] > 0.0:
+            out[f"{p}range"] = [float(s[f"{p}lo"][series_id]), float(s[f"{p}hi"][series_id])]
+            out[f"{p}bins_seen"] = int(np.count_nonzero(s[f"{p}visits"][series_id]))
+        return out
+
+
+NOVELTY_DEFAULTS: dict[str, Any] = {
+    "levels": 8,
+    "range_samples": 150,
+    "range_hours": 6.0,
+    "bins": 128,
+    "gap_weight": 0.1,
+    **CALIBRATION_DEFAULTS,
+}
+
+
+def novelty_component(where: str, p: Mapping[str, Any], prefix: str = "novelty_") -> NoveltyComponent:
+    """A :class:`NoveltyComponent` from validated parameters (see :data:`NOVELTY_DEFAULTS`)."""
+    return NoveltyComponent(
+        levels=check_int(where, "levels", p["levels"], low=1, high=1024),
+        range_samples=check_int(where, "range_samples", p["range_samples"], low=1),
+        range_hours=check_float(where, "range_hours", p["range_hours"], low=0.0),
+        bins=check_int(where, "bins", p["bins"], low=1, high=65536),
+        gap_weight=check_float(
+            where, "gap_weight", p["gap_weight"], low=0.0, high=1.0, low_open=True, high_open=True
+        ),
+        prefix=prefix,
+    )
+
+
+class NoveltyDetector(CalibratedDetector):
+    """The Good-Turing probability of a sample landing where its series has never been.
+
+    Parameters: ``levels`` (bins across the learned range, 8), ``range_samples`` (samples that
+    set the range, 150), ``range_hours`` (series time that must pass too, 6), ``bins`` (slots of
+    the lattice per series, 128), ``gap_weight`` (share of the test for a new bin inside the
+    visited range, 0.1), and the calibration parameters of
+    :data:`~detectors.calibration.CALIBRATION_DEFAULTS` (only the flag and episode ones apply).
+    """
+
+    kind = "novelty"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> NoveltyDetector:
+        """Build from parameters; errors name the parameter."""
+        p = merge_params(cls.kind, NOVELTY_DEFAULTS, params)
+        return cls([novelty_component(cls.kind, p)], p)
