@@ -80,6 +80,8 @@ class DetectorResult:
     results: list[ProfileResult]
     detect_seconds: float
     score_seconds: float
+    #: The scored files (scores and windows), for a closer look at where the score comes from.
+    files: tuple[NabFile, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping; an infinite threshold (never detect) and a NaN score become null."""
@@ -162,7 +164,9 @@ def run_detector(corpus: Corpus, detector: str, params: dict[str, Any]) -> Detec
         files.append(NabFile(rel, scored.scores, corpus.windows[rel]))
     detected = time.perf_counter()
     results = evaluate(files)
-    return DetectorResult(detector, "ours", results, detected - started, time.perf_counter() - detected)
+    return DetectorResult(
+        detector, "ours", results, detected - started, time.perf_counter() - detected, tuple(files)
+    )
 
 
 def score_reference(corpus: Corpus, results_dir: Path, detector: str) -> DetectorResult:
