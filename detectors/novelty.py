@@ -9,8 +9,11 @@ distance.
 
 Per series, the first ``range_samples`` samples (and at least ``range_hours`` of series time) set
 a lattice of bins: ``levels`` bins across the range they spanned, extending on both sides by the
-same width (kept modulo ``bins`` slots, so the state has a fixed size). From then on every sample
-falls in one bin, and a sample in a bin never visited is new in one of two ways:
+same width (kept modulo ``bins`` slots, so the state has a fixed size). The lattice follows the
+range the series goes on to show: when the bins it has visited span more than ``max_span``, bins
+double in width (pairs merge) until they fit, so a series whose first hours were quiet is not
+judged forever on bins far finer than its real spread. From then on every sample falls in one
+bin, and a sample in a bin never visited is new in one of two ways:
 
 - *beyond*: past every bin the series has visited, the range grows. Its probability under the
   series' behaviour so far is estimated by the rule of succession on how often that happened:
@@ -41,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors.base import DetectorError
 from detectors.batch import FloatArray, IdArray
 from detectors.calibration import CALIBRATION_DEFAULTS, BoolArray, CalibratedDetector, Component
 from detectors.streaming import ArraySpec, check_float, check_int, merge_params
@@ -64,9 +68,14 @@ class NoveltyComponent(Component):
         range_hours: float,
         bins: int,
         gap_weight: float,
+        max_span: int,
         prefix: str = "novelty_",
     ) -> None:
+        if max_span > bins:
+            msg = f"novelty: max_span ({max_span}) must not exceed bins ({bins}): the visited range must fit"
+            raise DetectorError(msg)
         self.prefix = prefix
+        self.max_span = max_span
         self.levels = levels
         self.gap_weight = gap_weight
         self.range_samples = range_samples
@@ -122,14 +131,47 @@ class NoveltyComponent(Component):
             r_ids, slot, count = ids[ready], self._slot[ready], self._count[ready]
             index, total = self._index[ready], s[f"{p}total"][r_ids]
             first = total == 0.0
+            low = np.where(first, index, np.minimum(s[f"{p}low_bin"][r_ids], index))
+            high = np.where(first, index, np.maximum(s[f"{p}high_bin"][r_ids], index))
+            wide = high - low + 1.0 > self.max_span
+            for series, bin_index in zip(r_ids[wide].tolist(), index[wide].tolist(), strict=True):
+                self._coarsen(series, int(bin_index))
+            keep = ~wide
+            r_ids, slot, count, index, total = r_ids[keep], slot[keep], count[keep], index[keep], total[keep]
             s[f"{p}widened"][r_ids] += self._beyond(r_ids, index, total)
-            s[f"{p}low_bin"][r_ids] = np.where(first, index, np.minimum(s[f"{p}low_bin"][r_ids], index))
-            s[f"{p}high_bin"][r_ids] = np.where(first, index, np.maximum(s[f"{p}high_bin"][r_ids], index))
+            s[f"{p}low_bin"][r_ids], s[f"{p}high_bin"][r_ids] = low[keep], high[keep]
             s[f"{p}visits"][r_ids, slot] = np.minimum(count, 1) + 1
             s[f"{p}total"][r_ids] += 1.0
             s[f"{p}once"][r_ids] += (count == 0).astype(np.float64) - (count == 1)
         if not ready.all():
             self._learn_range(ids[~ready], ts[~ready], values[~ready])
+
+    def _coarsen(self, series: int, index: int) -> None:
+        """Visit bin ``index`` of ``series``, which widens its visited range past ``max_span``
+        bins: bins double in width (pairs merge) until the range fits again.
+
+        Rare (a series' range must double for it to happen again) and per series: a loop.
+        """
+        s, p = self.s, self.prefix
+        row = s[f"{p}visits"][series]
+        low, high = int(s[f"{p}low_bin"][series]), int(s[f"{p}high_bin"][series])
+        # the visited range so far spans at most max_span <= bins slots: read back exactly
+        counts = {i: int(row[i % self.bins]) for i in range(low, high + 1) if row[i % self.bins]}
+        counts[index] = 1  # outside the visited range: a first visit
+        width = float(s[f"{p}width"][series])
+        while max(counts) - min(counts) + 1 > self.max_span:
+            merged: dict[int, int] = {}
+            for i, c in counts.items():
+                merged[i // 2] = min(merged.get(i // 2, 0) + c, 2)  # // floors: bin k of 2w
+            counts, width = merged, 2.0 * width
+        row[:] = 0
+        for i, c in counts.items():
+            row[i % self.bins] = c
+        s[f"{p}width"][series] = width
+        s[f"{p}low_bin"][series], s[f"{p}high_bin"][series] = min(counts), max(counts)
+        s[f"{p}once"][series] = sum(c == 1 for c in counts.values())
+        s[f"{p}total"][series] += 1.0
+        s[f"{p}widened"][series] += 1.0
 
     def _beyond(self, ids: IdArray, index: FloatArray, total: FloatArray) -> BoolArray:
         """Whether bin ``index`` is past every bin visited (any bin, before the first visit)."""
@@ -162,6 +204,7 @@ class NoveltyComponent(Component):
         out: dict[str, Any] = {f"{p}samples": float(s[f"{p}total"][series_id])}
         if s[f"{p}width"][series_id] > 0.0:
             out[f"{p}range"] = [float(s[f"{p}lo"][series_id]), float(s[f"{p}hi"][series_id])]
+            out[f"{p}bin_width"] = float(s[f"{p}width"][series_id])
             out[f"{p}bins_seen"] = int(np.count_nonzero(s[f"{p}visits"][series_id]))
         return out
 
@@ -172,6 +215,7 @@ NOVELTY_DEFAULTS: dict[str, Any] = {
     "range_hours": 6.0,
     "bins": 128,
     "gap_weight": 0.1,
+    "max_span": 32,
     **CALIBRATION_DEFAULTS,
 }
 
@@ -186,6 +230,7 @@ def novelty_component(where: str, p: Mapping[str, Any], prefix: str = "novelty_"
         gap_weight=check_float(
             where, "gap_weight", p["gap_weight"], low=0.0, high=1.0, low_open=True, high_open=True
         ),
+        max_span=check_int(where, "max_span", p["max_span"], low=2),
         prefix=prefix,
     )
 
@@ -196,7 +241,8 @@ class NoveltyDetector(CalibratedDetector):
     Parameters: ``levels`` (bins across the learned range, 8), ``range_samples`` (samples that
     set the range, 150), ``range_hours`` (series time that must pass too, 6), ``bins`` (slots of
     the lattice per series, 128), ``gap_weight`` (share of the test for a new bin inside the
-    visited range, 0.1), and the calibration parameters of
+    visited range, 0.1), ``max_span`` (bins the visited range may span before bins double in
+    width, 32, at most ``bins``), and the calibration parameters of
     :data:`~detectors.calibration.CALIBRATION_DEFAULTS` (only the flag and episode ones apply).
     """
 

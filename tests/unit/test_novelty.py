@@ -54,6 +54,29 @@ def test_probabilities_follow_the_rule_of_succession_and_good_turing_by_hand() -
     assert got.tolist() == pytest.approx(expected, abs=1e-12)
 
 
+def test_bins_double_in_width_when_the_visited_range_outgrows_max_span() -> None:
+    det = build_learned(
+        "novelty",
+        {**BARE, "levels": 4, "range_samples": 4, "range_hours": 0.0, "gap_weight": 0.25, "max_span": 8},
+    )
+    values = [0.0, 4.0, 1.0, 3.0, 0.5, 1.5, 2.5, 3.5, 8.5, 9.9, 7.0]
+    x = np.asarray(values)
+    scores = det.update(SampleBatch.from_arrays(np.zeros(x.size, int), 1.7e9 + 60.0 * np.arange(x.size), x))
+    details = det.signal_details(0)
+    # 8.5 fell in bin 8: bins 0 - 8 are nine, past eight, so pairs merged: bins of width 2, with
+    # bins 0 and 1 (0 - 4, each visited twice now) and 4 (8.5, then 9.9); then 7.0 in bin 3
+    assert details["novelty_bin_width"] == 2.0
+    assert details["novelty_bins_seen"] == 4
+    assert scores[9] == 0.0  # 9.9: bin 4 of width 2, seen
+    # 7.0: bin 3, a gap; no bin seen once (bin 4 twice now) among six samples since the lattice
+    assert scores[10] == pytest.approx(-math.log10((0 + 1) / (6 + 2) / 0.25) / 10, abs=1e-12)
+
+
+def test_max_span_must_fit_in_the_bins() -> None:
+    with pytest.raises(DetectorError, match=r"max_span \(64\) must not exceed bins \(32\)"):
+        build_learned("novelty", {"bins": 32, "max_span": 64})
+
+
 @pytest.mark.parametrize("kind", ["spike", "shift", "trend", "drift"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_series_leaving_its_range_is_flagged_and_nothing_before(kind: str, seed: int) -> None:
@@ -129,6 +152,7 @@ def test_signal_details_name_the_range() -> None:
         ({"bins": 0}, "novelty.bins"),
         ({"gap_weight": 1.0}, "novelty.gap_weight"),
         ({"gap_weight": 0.0}, "novelty.gap_weight"),
+        ({"max_span": 1}, "novelty.max_span"),
         ({"levles": 8}, "levles"),
     ],
 )
