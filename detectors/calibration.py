@@ -323,10 +323,13 @@ class CalibratedDetector(StreamingDetector):
             r if cal is None else cal.p_value(ids, r) for cal, r in zip(self.calibrators, raws, strict=True)
         ]
         if len(ps) == 1:
-            p = ps[0]
+            p = flag_p = ps[0]
         else:
             p = np.minimum(np.minimum.reduce([q * f for q, f in zip(ps, self._inflation, strict=True)]), 1.0)
-        flagged = p <= self.flag_p
+            # What no component may learn as normal is decided with equal shares: the weights
+            # share out the alarms, not what each component judges anomalous.
+            flag_p = np.minimum.reduce(ps) * len(ps)
+        flagged = flag_p <= self.flag_p
         for c, cal, r in zip(self.components, self.calibrators, raws, strict=True):
             c.learn(ids, ts, values, flagged)
             if cal is not None:

@@ -4,14 +4,15 @@ Each component sees every sample of a series and gives a tail probability: the r
 components (``seasonal``: a spike or a value wrong for its time of day, from a daily profile in 48
 half-hour bins; ``cusum``: a small sustained shift; ``burst``: a series turning erratic; ``ewma``,
 a spike against the recent level, can be added) through their own per-series
-:class:`~detectors.calibration.TailCalibrator`, ``novelty`` (a value where the series has never
-been) from its own probability model. The ensemble's probability is a weighted Bonferroni bound,
-``min_i p_i * W / w_i`` with ``W`` the sum of the weights ``w_i`` (equal weights: the smallest p
-times the number of components), reported as ``-log10(p) / 10``; a sample it flags is learned by
-no residual component as normal.
+:class:`~detectors.calibration.TailCalibrator`, ``novelty`` (a value, or a recent level, where the
+series has never been) from its own probability model. The ensemble's probability is a weighted
+Bonferroni bound, ``min_i p_i * W / w_i`` with ``W`` the sum of the weights ``w_i`` (equal
+weights: the smallest p times the number of components), reported as ``-log10(p) / 10``. What a
+component may not learn as normal is decided with equal shares (the smallest p times the number
+of components against ``flag_score``), so the weights change what is reported, not what is learned.
 
 The weights share out the false-alarm budget. By default novelty holds nearly all of it
-(``{"novelty": 1000}`` against 1 for each residual component): on nab-dev, outside the labeled
+(``{"novelty": 10000}`` against 1 for each residual component): on nab-dev, outside the labeled
 windows, the residual components' probabilities are about as small as they say (p <= 0.01 on
 0.4 - 1 % of the samples), but what they flag there is mostly not what was labeled; novelty's
 (p <= 0.01 on 0.02 %) mostly is. So the residual components speak only on extreme evidence, where
@@ -20,7 +21,7 @@ The in-cluster configuration, which alarms at p <= 1e-9, runs the residual compo
 
 Parameters: ``components`` (names, default ``["seasonal", "cusum", "burst", "novelty"]``, any of
 ``ewma``, ``seasonal``, ``cusum``, ``burst``, ``novelty``), ``weights`` (a mapping of component
-name to a positive weight, 1 for a component not named; default ``{"novelty": 1000}``), a mapping
+name to a positive weight, 1 for a component not named; default ``{"novelty": 10000}``), a mapping
 per component of its own parameters (``{"seasonal": {"bins": 24}}``, see each family's defaults),
 and the calibration parameters of :data:`~detectors.calibration.CALIBRATION_DEFAULTS`.
 """
@@ -54,7 +55,7 @@ _COMPONENTS: dict[str, tuple[dict[str, Any], Callable[[str, Mapping[str, Any]], 
 
 ENSEMBLE_DEFAULTS: dict[str, Any] = {
     "components": ["seasonal", "cusum", "burst", "novelty"],
-    "weights": {"novelty": 1000.0},
+    "weights": {"novelty": 10000.0},
     **{name: {} for name in _COMPONENTS},
     **CALIBRATION_DEFAULTS,
 }

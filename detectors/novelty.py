@@ -1,4 +1,4 @@
-"""Novelty: a value in a part of its series' range never visited before.
+"""Novelty: a value, or a recent level, where its series has never been.
 
 Most incidents take a metric where it has not been: a latency no request has had, a CPU level
 the pod never reached, a queue depth above every earlier one, a request rate fallen to a level
@@ -7,13 +7,13 @@ from expected" and pays for it in false alarms on every noisy series; this compo
 other question, *has this series ever been here?*, and answers with a probability instead of a
 distance.
 
-Per series, the first ``range_samples`` samples (and at least ``range_hours`` of series time) set
-a lattice of bins: ``levels`` bins across the range they spanned, extending on both sides by the
+A :class:`Lattice` per series: the first ``range_samples`` samples (and at least ``range_hours``
+of series time) set ``levels`` bins across the range they spanned, extending on both sides by the
 same width (kept modulo ``bins`` slots, so the state has a fixed size). The lattice follows the
 range the series goes on to show: when the bins it has visited span more than ``max_span``, bins
 double in width (pairs merge) until they fit, so a series whose first hours were quiet is not
-judged forever on bins far finer than its real spread. From then on every sample falls in one
-bin, and a sample in a bin never visited is new in one of two ways:
+judged forever on bins far finer than its real spread. Every later sample falls in one bin, and a
+sample in a bin never visited is new in one of two ways:
 
 - *beyond*: past every bin the series has visited, the range grows. Its probability under the
   series' behaviour so far is estimated by the rule of succession on how often that happened:
@@ -30,8 +30,14 @@ bin seen before). Gaps get the small share because a series' range fills in as i
 everything seen is the rarer and the more telling event. On a series that has settled, both are
 small probabilities; on a series that keeps wandering, ``E`` and ``N1`` grow with every new place
 it visits and a new one is unremarkable. Early on, with ``N`` small, ``p`` is large: the lattice's
-first visits are not alarms. ``p`` is a tail probability already, so the component is not
-calibrated further (:attr:`self_calibrated`).
+first visits are not alarms.
+
+Two lattices per series: one over the values, one over their recent level (an exponentially
+weighted mean, weight ``level_alpha`` per sample: about ``2 / level_alpha`` samples), which
+moves where the values' noise hides it: a sustained shift inside the noisy range. The level's
+lattice holds ``level_weight`` of the test, the values' the rest. The result is a tail
+probability already, so the component is not calibrated further (:attr:`self_calibrated`); it is
+an estimate from the samples seen, never below ``1 / (N + 2)``.
 
 Every sample is learned, flagged or not: a new level visited once is known the second time, so a
 level shift is reported when it happens and not for as long as it lasts.
@@ -47,7 +53,7 @@ import numpy as np
 from detectors.base import DetectorError
 from detectors.batch import FloatArray, IdArray
 from detectors.calibration import CALIBRATION_DEFAULTS, BoolArray, CalibratedDetector, Component
-from detectors.streaming import ArraySpec, check_float, check_int, merge_params
+from detectors.streaming import ArraySpec, SeriesState, check_float, check_int, merge_params
 
 HOUR = 3600.0
 
@@ -55,32 +61,32 @@ HOUR = 3600.0
 _MAX_INDEX = float(2**52)
 
 
-class NoveltyComponent(Component):
-    """Per-series bins of the value's range; the Good-Turing probability of a new one."""
+class Lattice:
+    """Bins over one quantity per series (arrays named ``prefix*`` in a SeriesState).
 
-    self_calibrated = True
+    :meth:`p_new` gives each sample's probability of falling in a new bin and keeps what it found
+    for :meth:`learn`, which must follow with the same samples.
+    """
 
     def __init__(
         self,
+        prefix: str,
         *,
         levels: int,
         range_samples: int,
-        range_hours: float,
+        range_seconds: float,
         bins: int,
         gap_weight: float,
         max_span: int,
-        prefix: str = "novelty_",
     ) -> None:
-        if max_span > bins:
-            msg = f"novelty: max_span ({max_span}) must not exceed bins ({bins}): the visited range must fit"
-            raise DetectorError(msg)
         self.prefix = prefix
-        self.max_span = max_span
         self.levels = levels
-        self.gap_weight = gap_weight
         self.range_samples = range_samples
-        self.range_seconds = range_hours * HOUR
+        self.range_seconds = range_seconds
         self.bins = bins
+        self.gap_weight = gap_weight
+        self.max_span = max_span
+        self._state: SeriesState | None = None
         self._slot: IdArray = np.empty(0, dtype=np.int64)
         self._index: FloatArray = np.empty(0)
         self._count: np.ndarray[Any, np.dtype[np.uint8]] = np.empty(0, dtype=np.uint8)
@@ -104,13 +110,24 @@ class NoveltyComponent(Component):
             ArraySpec(f"{p}visits", np.uint8, 0.0, width=self.bins),
         ]
 
-    def raw(self, ids: IdArray, ts: FloatArray, values: FloatArray) -> FloatArray:
+    def bind(self, state: SeriesState) -> None:
+        """Use the arrays of ``state``."""
+        self._state = state
+
+    @property
+    def s(self) -> SeriesState:
+        """The bound state."""
+        if self._state is None:
+            msg = "lattice used before bind()"
+            raise RuntimeError(msg)
+        return self._state
+
+    def p_new(self, ids: IdArray, x: FloatArray) -> FloatArray:
         """The probability of each sample's bin being new (1 if not new, or no lattice yet)."""
-        del ts
         s, p = self.s, self.prefix
         width = s[f"{p}width"][ids]
         ready = width > 0.0
-        position = (values - s[f"{p}lo"][ids]) / np.where(ready, width, 1.0)
+        position = (x - s[f"{p}lo"][ids]) / np.where(ready, width, 1.0)
         self._index = np.floor(np.clip(np.nan_to_num(position), -_MAX_INDEX, _MAX_INDEX))
         self._slot = np.mod(self._index, self.bins).astype(np.int64)
         self._count = s[f"{p}visits"][ids, self._slot]
@@ -122,9 +139,8 @@ class NoveltyComponent(Component):
         out: FloatArray = np.where(ready, np.minimum(p_new, 1.0), 1.0)
         return out
 
-    def learn(self, ids: IdArray, ts: FloatArray, values: FloatArray, flagged: BoolArray) -> None:
-        """Count the visit (flagged or not); series without a lattice learn their range."""
-        del flagged
+    def learn(self, ids: IdArray, ts: FloatArray, x: FloatArray) -> None:
+        """Count the visits :meth:`p_new` found; series without a lattice learn their range."""
         s, p = self.s, self.prefix
         ready = s[f"{p}width"][ids] > 0.0
         if ready.any():
@@ -144,7 +160,7 @@ class NoveltyComponent(Component):
             s[f"{p}total"][r_ids] += 1.0
             s[f"{p}once"][r_ids] += (count == 0).astype(np.float64) - (count == 1)
         if not ready.all():
-            self._learn_range(ids[~ready], ts[~ready], values[~ready])
+            self._learn_range(ids[~ready], ts[~ready], x[~ready])
 
     def _coarsen(self, series: int, index: int) -> None:
         """Visit bin ``index`` of ``series``, which widens its visited range past ``max_span``
@@ -179,13 +195,13 @@ class NoveltyComponent(Component):
         out: BoolArray = (total == 0.0) | (index < s[f"{p}low_bin"][ids]) | (index > s[f"{p}high_bin"][ids])
         return out
 
-    def _learn_range(self, ids: IdArray, ts: FloatArray, values: FloatArray) -> None:
+    def _learn_range(self, ids: IdArray, ts: FloatArray, x: FloatArray) -> None:
         s, p = self.s, self.prefix
         n = s[f"{p}n"][ids]
         unset = n == 0.0
         first = np.where(unset, ts, s[f"{p}first"][ids])
-        lo = np.where(unset, values, np.minimum(s[f"{p}lo"][ids], values))
-        hi = np.where(unset, values, np.maximum(s[f"{p}hi"][ids], values))
+        lo = np.where(unset, x, np.minimum(s[f"{p}lo"][ids], x))
+        hi = np.where(unset, x, np.maximum(s[f"{p}hi"][ids], x))
         n += 1.0
         s[f"{p}n"][ids], s[f"{p}first"][ids] = n, first
         s[f"{p}lo"][ids], s[f"{p}hi"][ids] = lo, hi
@@ -199,7 +215,7 @@ class NoveltyComponent(Component):
             s[f"{p}width"][ids[done]] = span / self.levels
 
     def details(self, series_id: int) -> dict[str, Any]:
-        """The learned range and how many samples showed a new bin since."""
+        """The learned range, the bins' width and how many are visited, samples since."""
         s, p = self.s, self.prefix
         out: dict[str, Any] = {f"{p}samples": float(s[f"{p}total"][series_id])}
         if s[f"{p}width"][series_id] > 0.0:
@@ -209,6 +225,91 @@ class NoveltyComponent(Component):
         return out
 
 
+class NoveltyComponent(Component):
+    """Bins over each series' values and over its recent level; the probability of a new one."""
+
+    self_calibrated = True
+
+    def __init__(
+        self,
+        *,
+        levels: int,
+        range_samples: int,
+        range_hours: float,
+        bins: int,
+        gap_weight: float,
+        max_span: int,
+        level_alpha: float,
+        level_weight: float,
+        prefix: str = "novelty_",
+    ) -> None:
+        if max_span > bins:
+            msg = f"novelty: max_span ({max_span}) must not exceed bins ({bins}): the visited range must fit"
+            raise DetectorError(msg)
+        self.prefix = prefix
+        self.level_alpha = level_alpha
+        self.level_weight = level_weight
+
+        def lattice(name: str) -> Lattice:
+            return Lattice(
+                name,
+                levels=levels,
+                range_samples=range_samples,
+                range_seconds=range_hours * HOUR,
+                bins=bins,
+                gap_weight=gap_weight,
+                max_span=max_span,
+            )
+
+        self.values = lattice(prefix)
+        self.level = lattice(f"{prefix}level_")
+        self._level: FloatArray = np.empty(0)
+
+    def array_specs(self) -> list[ArraySpec]:
+        """Both lattices and the recent level (an exponentially weighted mean)."""
+        p = self.prefix
+        return [
+            *self.values.array_specs(),
+            *self.level.array_specs(),
+            ArraySpec(f"{p}mean", np.float64, 0.0),
+            ArraySpec(f"{p}seen", np.float64, 0.0),
+        ]
+
+    def bind(self, state: SeriesState) -> None:
+        """Use the arrays of ``state``."""
+        super().bind(state)
+        self.values.bind(state)
+        self.level.bind(state)
+
+    def raw(self, ids: IdArray, ts: FloatArray, values: FloatArray) -> FloatArray:
+        """The smaller of the two lattices' probabilities, each divided by its share of the test."""
+        del ts
+        s, p = self.s, self.prefix
+        mean = np.where(s[f"{p}seen"][ids] > 0.0, s[f"{p}mean"][ids], values)
+        self._level = mean + self.level_alpha * (values - mean)
+        p_values = self.values.p_new(ids, values) / (1.0 - self.level_weight)
+        p_level = self.level.p_new(ids, self._level) / self.level_weight
+        out: FloatArray = np.minimum(np.minimum(p_values, p_level), 1.0)
+        return out
+
+    def learn(self, ids: IdArray, ts: FloatArray, values: FloatArray, flagged: BoolArray) -> None:
+        """Count the visits (flagged or not); move the level; series without lattices learn ranges."""
+        del flagged
+        s, p = self.s, self.prefix
+        self.values.learn(ids, ts, values)
+        self.level.learn(ids, ts, self._level)
+        s[f"{p}mean"][ids] = self._level
+        s[f"{p}seen"][ids] = 1.0
+
+    def details(self, series_id: int) -> dict[str, Any]:
+        """Both lattices' ranges and visited bins, and the recent level."""
+        return {
+            **self.values.details(series_id),
+            **self.level.details(series_id),
+            f"{self.prefix}level": float(self.s[f"{self.prefix}mean"][series_id]),
+        }
+
+
 NOVELTY_DEFAULTS: dict[str, Any] = {
     "levels": 8,
     "range_samples": 150,
@@ -216,6 +317,8 @@ NOVELTY_DEFAULTS: dict[str, Any] = {
     "bins": 128,
     "gap_weight": 0.1,
     "max_span": 32,
+    "level_alpha": 0.1,
+    "level_weight": 0.1,
     **CALIBRATION_DEFAULTS,
 }
 
@@ -231,18 +334,23 @@ def novelty_component(where: str, p: Mapping[str, Any], prefix: str = "novelty_"
             where, "gap_weight", p["gap_weight"], low=0.0, high=1.0, low_open=True, high_open=True
         ),
         max_span=check_int(where, "max_span", p["max_span"], low=2),
+        level_alpha=check_float(where, "level_alpha", p["level_alpha"], low=0.0, high=1.0, low_open=True),
+        level_weight=check_float(
+            where, "level_weight", p["level_weight"], low=0.0, high=1.0, low_open=True, high_open=True
+        ),
         prefix=prefix,
     )
 
 
 class NoveltyDetector(CalibratedDetector):
-    """The Good-Turing probability of a sample landing where its series has never been.
+    """The probability of a sample, or its series' recent level, landing where it has never been.
 
     Parameters: ``levels`` (bins across the learned range, 8), ``range_samples`` (samples that
     set the range, 150), ``range_hours`` (series time that must pass too, 6), ``bins`` (slots of
     the lattice per series, 128), ``gap_weight`` (share of the test for a new bin inside the
     visited range, 0.1), ``max_span`` (bins the visited range may span before bins double in
-    width, 32, at most ``bins``), and the calibration parameters of
+    width, 32, at most ``bins``), ``level_alpha`` (weight of a sample in the recent level, 0.1),
+    ``level_weight`` (share of the test for the level's lattice, 0.1), and the calibration parameters of
     :data:`~detectors.calibration.CALIBRATION_DEFAULTS` (only the flag and episode ones apply).
     """
 

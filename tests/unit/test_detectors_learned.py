@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -129,19 +131,29 @@ def test_persistent_shift_is_relearned_not_alarmed_forever() -> None:
 RESIDUAL = {"components": ["seasonal", "cusum", "burst"]}
 
 
-@pytest.mark.parametrize("params", [{}, RESIDUAL], ids=["default", "residual"])
-def test_an_outage_does_not_become_the_new_normal(params: dict[str, object]) -> None:
+def _outage_scores(params: dict[str, object]) -> np.ndarray:
     t, x = planted("clean")
     x[ONSET : ONSET + 6] = 0.0  # half an hour of zeros
     # what the detector learns, seen without the alert de-duplication of repeats (tested below)
     det = build_learned("ensemble", {**params, "refractory_hours": 0.0})
-    scores = det.update(SampleBatch.from_arrays(np.zeros(t.size, int), t, x))
-    assert scores[ONSET] >= ALARM
-    # flagged, not learned as normal: at the alarm level with the residual components' share
-    # of the test; the default gives them a thousandth of it (p x 1000: 0.3 lower), still
-    # above the flagging level
-    assert scores[ONSET : ONSET + 4].min() >= (ALARM if params else 0.3)
+    return det.update(SampleBatch.from_arrays(np.zeros(t.size, int), t, x))
+
+
+def test_an_outage_does_not_become_the_new_normal() -> None:
+    scores = _outage_scores(RESIDUAL)
+    assert scores[ONSET : ONSET + 4].min() >= ALARM  # flagged, not learned as normal
     assert scores[ONSET + 12 : ONSET + DAY].max() < ALARM  # back to normal without a relapse
+
+
+def test_the_default_learns_an_outage_as_the_residual_components_do_and_reports_it_at_their_share() -> None:
+    residual, default = _outage_scores(RESIDUAL), _outage_scores({})
+    assert default[ONSET] >= ALARM
+    # what is flagged (and so not learned) is decided with equal shares, so the residual
+    # components learn exactly as they do alone; their share of the default's test is
+    # 1 / 10003 instead of 1 / 3, so the same probabilities score log10(10003 / 3) / 10 lower
+    shift = math.log10(10003 / 3) / 10
+    assert default[ONSET + 1 : ONSET + 6] == pytest.approx(residual[ONSET + 1 : ONSET + 6] - shift, abs=1e-9)
+    assert default[ONSET + 12 : ONSET + DAY].max() < ALARM
 
 
 def test_an_alert_episode_is_reported_once_per_refractory_period() -> None:

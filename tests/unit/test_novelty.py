@@ -32,7 +32,9 @@ def test_probabilities_follow_the_rule_of_succession_and_good_turing_by_hand() -
     # four samples set the lattice: range [0, 4] in four levels of width 1 (bin k: [k, k + 1))
     lattice = [0.0, 4.0, 1.0, 3.0]
     values = [*lattice, *[0.5] * 8, 1.2, 3.5, *[1.1, 3.4] * 5, 2.5, 2.6, -3.0]
-    got = _scores(values, {"levels": 4, "range_samples": 4, "range_hours": 0.0, "gap_weight": 0.25})
+    # the level lattice given a billionth of the test: the values' lattice alone (p / (1 - 1e-9))
+    params = {"levels": 4, "range_samples": 4, "range_hours": 0.0, "gap_weight": 0.25, "level_weight": 1e-9}
+    got = _scores(values, params)
 
     def beyond(widened: int, total: int) -> float:  # rule of succession, 3/4 of the test
         return -math.log10((widened + 1) / (total + 2) / 0.75) / 10
@@ -51,13 +53,21 @@ def test_probabilities_follow_the_rule_of_succession_and_good_turing_by_hand() -
         0.0,  # 2.6 -> bin 2: seen
         beyond(3, 22),  # -3.0 -> bin -3 widens [0, 3] downwards
     ]
-    assert got.tolist() == pytest.approx(expected, abs=1e-12)
+    assert got.tolist() == pytest.approx(expected, abs=1e-9)
 
 
 def test_bins_double_in_width_when_the_visited_range_outgrows_max_span() -> None:
     det = build_learned(
         "novelty",
-        {**BARE, "levels": 4, "range_samples": 4, "range_hours": 0.0, "gap_weight": 0.25, "max_span": 8},
+        {
+            **BARE,
+            "levels": 4,
+            "range_samples": 4,
+            "range_hours": 0.0,
+            "gap_weight": 0.25,
+            "max_span": 8,
+            "level_weight": 1e-9,
+        },
     )
     values = [0.0, 4.0, 1.0, 3.0, 0.5, 1.5, 2.5, 3.5, 8.5, 9.9, 7.0]
     x = np.asarray(values)
@@ -69,7 +79,24 @@ def test_bins_double_in_width_when_the_visited_range_outgrows_max_span() -> None
     assert details["novelty_bins_seen"] == 4
     assert scores[9] == 0.0  # 9.9: bin 4 of width 2, seen
     # 7.0: bin 3, a gap; no bin seen once (bin 4 twice now) among six samples since the lattice
-    assert scores[10] == pytest.approx(-math.log10((0 + 1) / (6 + 2) / 0.25) / 10, abs=1e-12)
+    assert scores[10] == pytest.approx(-math.log10((0 + 1) / (6 + 2) / 0.25) / 10, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_a_level_shift_inside_the_noise_is_found_by_the_level_lattice(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, onset = 20_000, 18_000
+    x = 100.0 + rng.uniform(-10.0, 10.0, n)  # the values span [90, 110] from the start
+    x[onset:] = 108.0 + rng.uniform(-2.0, 2.0, n - onset)  # still inside it, but the level moved
+    scores = _scores(x, {"range_hours": 0.0})
+    # the level lattice holds a tenth of the test: p >= 10 (E + 1) / (N + 2) (~6e-3 here); the
+    # noise's own level sets records now and then (ever rarer), below the shift's
+    during = scores[onset : onset + 60].max()
+    assert during >= 0.15
+    assert scores[6000:onset].max() < during  # a threshold flags the shift alone
+    # the values' lattice alone does not see it: nothing of the values is new
+    values_only = _scores(x, {"range_hours": 0.0, "level_weight": 1e-9})
+    assert values_only[onset:].max() < 0.05
 
 
 def test_max_span_must_fit_in_the_bins() -> None:
@@ -153,6 +180,8 @@ def test_signal_details_name_the_range() -> None:
         ({"gap_weight": 1.0}, "novelty.gap_weight"),
         ({"gap_weight": 0.0}, "novelty.gap_weight"),
         ({"max_span": 1}, "novelty.max_span"),
+        ({"level_alpha": 0.0}, "novelty.level_alpha"),
+        ({"level_weight": 1.0}, "novelty.level_weight"),
         ({"levles": 8}, "levles"),
     ],
 )
@@ -233,4 +262,4 @@ def test_ensemble_weights_are_validated(weights: object, message: str) -> None:
 
 def test_ensemble_weights_may_name_components_it_does_not_run() -> None:
     det = build_learned("ensemble", {"components": ["seasonal", "cusum"]})  # default names novelty
-    assert det.params()["weights"] == {"novelty": 1000.0}
+    assert det.params()["weights"] == {"novelty": 10000.0}
