@@ -94,9 +94,7 @@ def test_planted_anomaly_is_caught_within_an_hour(name: str, kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["spike", "shift", "trend", "drift"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_the_default_flags_each_planted_change_above_its_clean_days(
-    kind: str, seed: int
-) -> None:
+def test_the_default_flags_each_planted_change_above_its_clean_days(kind: str, seed: int) -> None:
     # below the alarm level for the trend and the drift (GAPS), but at a level the clean days
     # before never reach: novelty's first sample off the range (p ~ 5e-3 on twelve days)
     scores = scores_of("ensemble", kind, seed)
