@@ -144,7 +144,7 @@ def test_persistent_shift_is_relearned_not_alarmed_forever() -> None:
 
 
 #: The residual components alone, equally weighted: what the in-cluster configuration runs.
-RESIDUAL = {"components": ["seasonal", "cusum", "burst"]}
+RESIDUAL: dict[str, object] = {"components": ["seasonal", "cusum", "burst"]}
 
 
 def _outage_scores(params: dict[str, object]) -> np.ndarray:

@@ -33,7 +33,13 @@ def test_probabilities_follow_the_rule_of_succession_and_good_turing_by_hand() -
     lattice = [0.0, 4.0, 1.0, 3.0]
     values = [*lattice, *[0.5] * 8, 1.2, 3.5, *[1.1, 3.4] * 5, 2.5, 2.6, -3.0]
     # the level lattice given a billionth of the test: the values' lattice alone (p / (1 - 1e-9))
-    params = {"levels": 4, "range_samples": 4, "range_hours": 0.0, "gap_weight": 0.25, "level_weight": 1e-9}
+    params: dict[str, object] = {
+        "levels": 4,
+        "range_samples": 4,
+        "range_hours": 0.0,
+        "gap_weight": 0.25,
+        "level_weight": 1e-9,
+    }
     got = _scores(values, params)
 
     def beyond(widened: int, total: int) -> float:  # rule of succession, 3/4 of the test
