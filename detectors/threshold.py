@@ -205,9 +205,10 @@ class ThresholdDetector:
         dt = t - prev_t
         stale = ok & first & (t <= self._last_ts[s])
         self.out_of_order += int(np.count_nonzero(stale))
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             rate = np.where(dt > 0, np.abs(v - prev_v) / np.where(dt > 0, dt, 1.0), 0.0)
-        rate = np.nan_to_num(rate, nan=0.0, posinf=0.0)
+        # no previous sample: no rate; a change too large for a float is past every limit
+        rate = np.nan_to_num(rate, nan=0.0, posinf=np.inf)
         broken = ok & ((v > self._above[s]) | (v < self._below[s]) | (rate > self._rate[s]))
         scores[order] = broken.astype(np.float64)
 

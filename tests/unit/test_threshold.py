@@ -53,6 +53,15 @@ def test_rate_of_change_uses_state_across_batches() -> None:
     assert det.update(SampleBatch.from_arrays([sid], [31.0], [0.0])).tolist() == [1.0]
 
 
+def test_a_rate_too_large_for_a_float_is_past_the_limit() -> None:
+    reg = SeriesRegistry()
+    det = _detector(reg, max_rate=1.0)
+    sid = reg.id_for(LAT)
+    # |(-1e308) - 1e308| overflows to inf: the largest change there is, not none
+    scores = det.update(SampleBatch.from_arrays([sid] * 3, [1.0, 2.0, 3.0], [1e308, -1e308, -1e308]))
+    assert scores.tolist() == [0.0, 1.0, 0.0]
+
+
 def test_rate_within_one_batch_handles_interleaved_series_and_unsorted_time() -> None:
     reg = SeriesRegistry()
     det = _detector(reg, max_rate=1.0)
