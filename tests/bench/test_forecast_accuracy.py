@@ -15,7 +15,6 @@ is reported too). Every built-in forecaster is reported. The table is printed an
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from datetime import UTC, datetime
@@ -29,12 +28,10 @@ from agent.commands.detect import read_series
 from agent.commands.forecast import median_step
 from detectors.backtest import BacktestRun, backtest, horizon_steps, smape
 from detectors.forecasters import DEFAULT_FORECASTER, FORECASTERS, build_forecaster
+from tests.nab_corpus import NAB_DATA, requires_nab
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(900)]
 
-NAB_DATA = Path(
-    os.environ.get("AIOPS_NAB_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data" / "nab-dev"
-)
 LEAD_TIME = 900.0
 TARGET_RATIO = 0.8
 RESULTS = Path("bench-results") / "forecast.json"
@@ -59,9 +56,7 @@ def _run(name: str, path: Path) -> tuple[BacktestRun, float, int, float]:
     return run, step, horizon, time.perf_counter() - started
 
 
-@pytest.mark.skipif(
-    not (NAB_DATA / "data").is_dir(), reason=f"nab-dev not found at {NAB_DATA} (set AIOPS_NAB_DATA)"
-)
+@requires_nab("data")
 def test_default_forecaster_beats_seasonal_naive_by_20_percent_at_15_minutes() -> None:
     names = [DEFAULT_FORECASTER, *sorted(n for n in FORECASTERS if n != DEFAULT_FORECASTER)]
     files: list[dict[str, Any]] = []

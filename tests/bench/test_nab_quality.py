@@ -10,7 +10,6 @@ is a standard score above CAD OSE's. The detectors are deterministic: so is the 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,9 @@ import pytest
 from agent.commands.nab import PUBLISHED_SCORES, load_corpus, run_detector
 from detectors.nab import score_file
 from detectors.registry import DEFAULT
+from tests.nab_corpus import NAB_DATA, requires_nab
 
-NAB_DATA = Path(
-    os.environ.get("AIOPS_NAB_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data" / "nab-dev"
-)
-pytestmark = [
-    pytest.mark.bench,
-    pytest.mark.skipif(not (NAB_DATA / "data").is_dir(), reason=f"nab-dev not found at {NAB_DATA}"),
-]
+pytestmark = [pytest.mark.bench, requires_nab("data")]
 OUT = Path("bench-results/nab.json")
 CAD_OSE = dict(PUBLISHED_SCORES)["CAD OSE"]
 

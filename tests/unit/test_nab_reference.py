@@ -8,7 +8,6 @@ command users run (``aiops nab DATA_DIR --reference DIR``).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,9 @@ import pytest
 
 from agent.cli import main
 from agent.commands.nab import PUBLISHED_SCORES
+from tests.nab_corpus import NAB_DATA, requires_nab
 
-NAB_DATA = Path(
-    os.environ.get("AIOPS_NAB_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data" / "nab-dev"
-)
-needs_data = pytest.mark.skipif(
-    not (NAB_DATA / "reference-results").is_dir(),
-    reason=f"NAB corpus not found at {NAB_DATA} (set AIOPS_NAB_DATA to the nab-dev directory)",
-)
+needs_data = requires_nab("reference-results")
 
 PUBLISHED = dict(PUBLISHED_SCORES)
 PROFILE_NAMES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
