@@ -53,9 +53,8 @@ import numpy as np
 from detectors.base import DetectorError
 from detectors.batch import FloatArray, IdArray
 from detectors.calibration import CALIBRATION_DEFAULTS, BoolArray, CalibratedDetector, Component
+from detectors.episodes import HOUR
 from detectors.streaming import ArraySpec, SeriesState, check_float, check_int, merge_params
-
-HOUR = 3600.0
 
 #: Bin indices are computed in float and clipped here first, so a huge value cannot overflow.
 _MAX_INDEX = float(2**52)
@@ -89,6 +88,7 @@ class Lattice:
         self._state: SeriesState | None = None
         self._slot: IdArray = np.empty(0, dtype=np.int64)
         self._index: FloatArray = np.empty(0)
+        self._beyond: BoolArray = np.empty(0, dtype=bool)
         self._count: np.ndarray[Any, np.dtype[np.uint8]] = np.empty(0, dtype=np.uint8)
 
     def array_specs(self) -> list[ArraySpec]:
@@ -132,7 +132,10 @@ class Lattice:
         self._slot = np.mod(self._index, self.bins).astype(np.int64)
         self._count = s[f"{p}visits"][ids, self._slot]
         total = s[f"{p}total"][ids]
-        beyond = self._beyond(ids, self._index, total)
+        # past every bin visited (any bin, before the first visit)
+        index = self._index
+        beyond = (total == 0.0) | (index < s[f"{p}low_bin"][ids]) | (index > s[f"{p}high_bin"][ids])
+        self._beyond = beyond
         p_beyond = (s[f"{p}widened"][ids] + 1.0) / (total + 2.0) / (1.0 - self.gap_weight)
         p_gap = (s[f"{p}once"][ids] + 1.0) / (total + 2.0) / self.gap_weight
         p_new = np.where(beyond, p_beyond, np.where(self._count == 0, p_gap, 1.0))
@@ -140,21 +143,22 @@ class Lattice:
         return out
 
     def learn(self, ids: IdArray, ts: FloatArray, x: FloatArray) -> None:
-        """Count the visits :meth:`p_new` found; series without a lattice learn their range."""
+        """Count the visits :meth:`p_new` found (which bins, which widen the range); series
+        without a lattice learn their range."""
         s, p = self.s, self.prefix
         ready = s[f"{p}width"][ids] > 0.0
         if ready.any():
             r_ids, slot, count = ids[ready], self._slot[ready], self._count[ready]
-            index, total = self._index[ready], s[f"{p}total"][r_ids]
-            first = total == 0.0
+            index, beyond = self._index[ready], self._beyond[ready]
+            first = s[f"{p}total"][r_ids] == 0.0
             low = np.where(first, index, np.minimum(s[f"{p}low_bin"][r_ids], index))
             high = np.where(first, index, np.maximum(s[f"{p}high_bin"][r_ids], index))
             wide = high - low + 1.0 > self.max_span
             for series, bin_index in zip(r_ids[wide].tolist(), index[wide].tolist(), strict=True):
                 self._coarsen(series, int(bin_index))
             keep = ~wide
-            r_ids, slot, count, index, total = r_ids[keep], slot[keep], count[keep], index[keep], total[keep]
-            s[f"{p}widened"][r_ids] += self._beyond(r_ids, index, total)
+            r_ids, slot, count = r_ids[keep], slot[keep], count[keep]
+            s[f"{p}widened"][r_ids] += beyond[keep]
             s[f"{p}low_bin"][r_ids], s[f"{p}high_bin"][r_ids] = low[keep], high[keep]
             s[f"{p}visits"][r_ids, slot] = np.minimum(count, 1) + 1
             s[f"{p}total"][r_ids] += 1.0
@@ -188,12 +192,6 @@ class Lattice:
         s[f"{p}once"][series] = sum(c == 1 for c in counts.values())
         s[f"{p}total"][series] += 1.0
         s[f"{p}widened"][series] += 1.0
-
-    def _beyond(self, ids: IdArray, index: FloatArray, total: FloatArray) -> BoolArray:
-        """Whether bin ``index`` is past every bin visited (any bin, before the first visit)."""
-        s, p = self.s, self.prefix
-        out: BoolArray = (total == 0.0) | (index < s[f"{p}low_bin"][ids]) | (index > s[f"{p}high_bin"][ids])
-        return out
 
     def _learn_range(self, ids: IdArray, ts: FloatArray, x: FloatArray) -> None:
         s, p = self.s, self.prefix
