@@ -9,17 +9,18 @@ from agent.clock import Clock
 from agent.playbook.requests import TargetRef
 from remediations.errors import KubeError
 from remediations.kube import KubeClients
-from remediations.rollback import history
+from remediations.rollback import history, rollbacks_of
 
 log = logging.getLogger("aiops.facts")
 
 
 class KubeFacts:
-    """``last_rollout``: when the newest ReplicaSet of a Deployment was created (cached briefly).
+    """``last_rollout``: when a Deployment last changed version (cached briefly).
 
-    A rollout creates a ReplicaSet for the new pod template; a rollback re-uses an old one, so a
-    rollback is not reported as a rollout (which is what ``rolloutWithin`` wants to know: whether a
-    new version went out recently). Unknown (None) for other kinds and on API errors.
+    A rollout creates a ReplicaSet for the new pod template; a rollback by the agent re-uses an old
+    one and is recorded on the Deployment (``aiops.dev/rollbacks``). Both count: an error spike
+    soon after a rollback is as much the change's doing as one after a rollout. Unknown (None) for
+    other kinds and on API errors.
     """
 
     def __init__(self, kube: KubeClients, clock: Clock, ttl: float = 30.0) -> None:
@@ -45,6 +46,7 @@ class KubeFacts:
             log.warning("cannot read the rollout history of %s: %s", target, exc)
             return None
         stamps = [_epoch(c) for c in created if isinstance(c, str)]
+        stamps += [r.time for r in rollbacks_of(deployment)]
         result = max(stamps) if stamps else None
         if len(self._cache) > 10_000:
             self._cache.clear()

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 from remediations.errors import ActionRefused, RemediationError
 from remediations.events import EventType, try_record_event
 from remediations.params import ActionParams
-from remediations.types import ActionContext, ActionResult, ActionStatus, Plan
+from remediations.types import ActionClass, ActionContext, ActionResult, ActionStatus, Plan
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class BaseAction(Generic[P]):
     name: ClassVar[str] = ""
     params_model: ClassVar[type[ActionParams]] = ActionParams
     target_kinds: ClassVar[frozenset[str]] = frozenset()
+    action_class: ClassVar[ActionClass] = ActionClass.CORRECTIVE
 
     # ------------------------------------------------------------ the protocol
 
@@ -128,6 +129,7 @@ class BaseAction(Generic[P]):
             target=ctx.request.target,
             error=type(error).__name__,
             retryable=retryable,
+            retry_after=getattr(error, "delay", None) if retryable else None,
         )
 
     def event(

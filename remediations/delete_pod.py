@@ -27,7 +27,7 @@ from remediations.events import timestamp
 from remediations.kube import KubeClients, PatchType
 from remediations.names import selector_from_label_selector
 from remediations.params import ActionParams, Duration, KubernetesName, LabelSelector
-from remediations.types import ActionContext, ActionResult, ActionStatus, Plan, Target
+from remediations.types import ActionClass, ActionContext, ActionResult, ActionStatus, Plan, Target
 
 DELETIONS = notes.PREFIX + "pod-deletions"
 KEEP_SECONDS = 86_400.0
@@ -193,6 +193,7 @@ class DeletePodAction(BaseAction[DeletePodParams]):
     name: ClassVar[str] = "delete_pod"
     params_model: ClassVar[type[ActionParams]] = DeletePodParams
     target_kinds: ClassVar[frozenset[str]] = WORKLOAD_KINDS | {"Pod"}
+    action_class: ClassVar[ActionClass] = ActionClass.CORRECTIVE
 
     def _candidates(self, ctx: ActionContext, owner: _Owner, pod: Obj | None) -> list[Obj]:
         params = self.params(ctx)

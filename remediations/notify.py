@@ -26,7 +26,7 @@ from remediations.base import BaseAction
 from remediations.diff import render
 from remediations.errors import ActionRefused, PermanentError, RemediationError, TemporaryError
 from remediations.params import ActionParams, Duration, EnvName, HeaderName
-from remediations.types import ActionContext, ActionResult, ActionStatus, Plan
+from remediations.types import ActionClass, ActionContext, ActionResult, ActionStatus, Plan
 
 BACKOFF = 0.5
 BACKOFF_MAX = 10.0
@@ -97,6 +97,7 @@ class NotifyAction(BaseAction[NotifyParams]):
     name: ClassVar[str] = "notify"
     params_model: ClassVar[type[ActionParams]] = NotifyParams
     target_kinds: ClassVar[frozenset[str]] = frozenset()
+    action_class: ClassVar[ActionClass] = ActionClass.NOTIFY
 
     def body(self, ctx: ActionContext) -> dict[str, Any]:
         """The JSON body posted."""

@@ -17,7 +17,7 @@ from remediations.diff import render
 from remediations.events import timestamp
 from remediations.kube import PatchType
 from remediations.params import ActionParams
-from remediations.types import ActionContext, ActionResult, ActionStatus, Plan
+from remediations.types import ActionClass, ActionContext, ActionResult, ActionStatus, Plan
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
@@ -46,6 +46,7 @@ class RestartAction(BaseAction[RestartParams]):
     name: ClassVar[str] = "restart"
     params_model: ClassVar[type[ActionParams]] = RestartParams
     target_kinds: ClassVar[frozenset[str]] = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
+    action_class: ClassVar[ActionClass] = ActionClass.CORRECTIVE
 
     def _diff(self, ctx: ActionContext, obj: Obj, when: str) -> str:
         target = ctx.target

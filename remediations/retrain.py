@@ -29,7 +29,7 @@ from remediations.events import timestamp
 from remediations.kube import PatchType
 from remediations.names import LABEL_VALUE_MAX, check_label_value, check_subdomain
 from remediations.params import ActionParams, KubernetesName
-from remediations.types import ActionContext, ActionResult, ActionStatus, Plan, RetrainPublisher
+from remediations.types import ActionClass, ActionContext, ActionResult, ActionStatus, Plan, RetrainPublisher
 
 __all__ = ["RetrainAction", "RetrainParams", "RetrainPublisher", "job_name"]
 
@@ -140,6 +140,7 @@ class RetrainAction(BaseAction[RetrainParams]):
     name: ClassVar[str] = "retrain"
     params_model: ClassVar[type[ActionParams]] = RetrainParams
     target_kinds: ClassVar[frozenset[str]] = frozenset({"CronJob", "Job", "Deployment", "StatefulSet"})
+    action_class: ClassVar[ActionClass] = ActionClass.CORRECTIVE
 
     def _job(self, ctx: ActionContext) -> tuple[Obj, Obj | None]:
         """The Job to create, and the CronJob it comes from (None for a template)."""

@@ -8,6 +8,15 @@ its annotations (but keeps the Deployment's own revision bookkeeping, as kubectl
 agent's ``aiops.dev/`` state). The Deployment controller then rolls the old ReplicaSet forward
 again under a new revision number.
 
+Which revision: without ``toRevision``, the newest earlier revision that was live and healthy:
+live for at least ``healthyFor`` (default 15 min) without an incident on the target (the
+request's ``unhealthy`` windows), and not one the agent rolled the target back *from* within
+``avoidWithin`` (default 24 h). Each rollback is recorded on the Deployment
+(``aiops.dev/rollbacks``: when, from which pod template, to which), which is how a revision
+reused by an earlier rollback knows when it went live again, and how a rollback back to the bad
+version is refused after a restart too. When no revision qualifies the rollback refuses and says
+why for each one, and a person decides.
+
 Unlike kubectl, the JSON patch carries the resourceVersion read, so a concurrent change gives a
 409 Conflict and the rollback is recomputed from a fresh read instead of overwriting it. It refuses
 clearly when there is no earlier revision, when ``toRevision`` is not in the history, and when
@@ -17,6 +26,9 @@ the Deployment is paused.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -27,12 +39,15 @@ from remediations.diff import render
 from remediations.errors import ActionRefused, TemporaryError
 from remediations.kube import KubeClients, PatchType
 from remediations.names import selector_from_label_selector
-from remediations.params import ActionParams
-from remediations.types import ActionContext, ActionResult, ActionStatus, Plan
+from remediations.params import ActionParams, Duration
+from remediations.types import ActionClass, ActionContext, ActionResult, ActionStatus, Plan
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 POD_TEMPLATE_HASH = "pod-template-hash"
+ROLLBACKS = "aiops.dev/rollbacks"
+MAX_ROLLBACKS = 20
+"""Rollbacks kept in the record on the Deployment (the newest)."""
 SKIP_ANNOTATIONS = frozenset(
     {
         "kubectl.kubernetes.io/last-applied-configuration",
@@ -56,10 +71,25 @@ class RollbackParams(ActionParams):
         None, alias="toRevision", ge=1, description="the revision to go back to; default: the previous one"
     )
 
+    healthy_for: Duration = Field(
+        900.0,
+        alias="healthyFor",
+        ge=0,
+        le=30 * 86400,
+        description="a revision qualifies when it was live this long without an incident (default 15m)",
+    )
+    avoid_within: Duration = Field(
+        86400.0,
+        alias="avoidWithin",
+        ge=0,
+        le=365 * 86400,
+        description="never go back to a revision rolled back from within this long (default 24h)",
+    )
+
     def describe(self) -> str:
         """Plain words."""
         if self.to_revision is None:
-            return "roll back to the previous revision"
+            return "roll back to the newest earlier revision that was live and healthy"
         return f"roll back to revision {self.to_revision}"
 
 
@@ -117,8 +147,84 @@ def history(kube: KubeClients, deployment: Obj) -> list[Obj]:
     return sorted(owned, key=revision_of)
 
 
-def choose(deployment: Obj, replica_sets: list[Obj], to_revision: int | None) -> tuple[int, Obj]:
-    """``(current revision, the ReplicaSet to go back to)``; refuses when there is none."""
+@dataclass(frozen=True, slots=True)
+class Rollback:
+    """One rollback the agent did: when, from which pod template hash, to which."""
+
+    time: float
+    source: str
+    to: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the ``aiops.dev/rollbacks`` record)."""
+        return {"time": self.time, "from": self.source, "to": self.to}
+
+
+def rollbacks_of(deployment: Obj) -> list[Rollback]:
+    """The rollbacks recorded on the Deployment, oldest first (entries that do not parse are left out)."""
+    data = notes.read_json(deployment, ROLLBACKS)
+    out: list[Rollback] = []
+    for item in data if isinstance(data, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("time"), int | float):
+            out.append(Rollback(float(item["time"]), str(item.get("from", "")), str(item.get("to", ""))))
+    return sorted(out, key=lambda r: r.time)
+
+
+def template_hash(rs: Obj) -> str:
+    """The ReplicaSet's ``pod-template-hash`` label ("" when absent)."""
+    return str(((rs.get("metadata") or {}).get("labels") or {}).get(POD_TEMPLATE_HASH, ""))
+
+
+def _created(rs: Obj) -> float:
+    stamp = (rs.get("metadata") or {}).get("creationTimestamp")
+    if not isinstance(stamp, str):
+        return 0.0
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def live_spans(
+    replica_sets: list[Obj], rollbacks: Sequence[Rollback], now: float
+) -> dict[int, tuple[float, float]]:
+    """When each revision was last live: ``revision -> (start, end)``.
+
+    Revisions number the templates in the order they went live (a rollback gives the reused
+    ReplicaSet the next number), so a revision went live when its ReplicaSet was created or, if
+    the agent rolled back to it later, at that rollback; it stayed live until the next revision
+    went live (the newest until ``now``).
+    """
+    starts: dict[int, float] = {}
+    for rs in replica_sets:
+        start = _created(rs)
+        back = [r.time for r in rollbacks if r.to == template_hash(rs) and r.to]
+        starts[revision_of(rs)] = max([start, *back])
+    order = sorted(starts)
+    spans: dict[int, tuple[float, float]] = {}
+    for i, revision in enumerate(order):
+        end = starts[order[i + 1]] if i + 1 < len(order) else now
+        spans[revision] = (starts[revision], max(end, starts[revision]))
+    return spans
+
+
+def healthy_stretch(span: tuple[float, float], unhealthy: Sequence[tuple[float, float]]) -> float:
+    """The longest time inside ``span`` without an incident."""
+    start, end = span
+    cuts = sorted((max(a, start), min(b, end)) for a, b in unhealthy if b > start and a < end)
+    longest, cursor = 0.0, start
+    for a, b in cuts:
+        longest = max(longest, a - cursor)
+        cursor = max(cursor, b)
+    return max(longest, end - cursor)
+
+
+def choose(
+    deployment: Obj,
+    replica_sets: list[Obj],
+    params: RollbackParams,
+    *,
+    now: float,
+    unhealthy: Sequence[tuple[float, float]] = (),
+) -> tuple[int, Obj]:
+    """``(current revision, the ReplicaSet to go back to)``; refuses, saying why, when there is none."""
     name = str((deployment.get("metadata") or {}).get("name"))
     current_rs = next(
         (rs for rs in replica_sets if _same_template(_template(rs), _template(deployment))), None
@@ -130,18 +236,42 @@ def choose(deployment: Obj, replica_sets: list[Obj], to_revision: int | None) ->
         )
         raise TemporaryError(msg, delay=5.0)
     current = revision_of(current_rs)
-    if to_revision is not None:
-        chosen = next((rs for rs in replica_sets if revision_of(rs) == to_revision), None)
+    if params.to_revision is not None:
+        chosen = next((rs for rs in replica_sets if revision_of(rs) == params.to_revision), None)
         if chosen is None:
             known = ", ".join(str(revision_of(rs)) for rs in replica_sets) or "none"
-            msg = f"Deployment {name}: revision {to_revision} is not in its history (revisions: {known})"
+            msg = (
+                f"Deployment {name}: revision {params.to_revision} is not in its history (revisions: {known})"
+            )
             raise ActionRefused(msg)
         return current, chosen
     earlier = [rs for rs in replica_sets if 0 < revision_of(rs) < current]
     if not earlier:
         msg = f"Deployment {name} has no earlier revision to roll back to (current revision {current})"
         raise ActionRefused(msg)
-    return current, max(earlier, key=revision_of)
+    rollbacks = rollbacks_of(deployment)
+    avoided = {r.source for r in rollbacks if now - r.time < params.avoid_within and r.source}
+    spans = live_spans(replica_sets, rollbacks, now)
+    why: list[str] = []
+    for rs in sorted(earlier, key=revision_of, reverse=True):
+        revision = revision_of(rs)
+        if template_hash(rs) in avoided:
+            why.append(f"revision {revision} was rolled back from within {_hours(params.avoid_within)}")
+            continue
+        stretch = healthy_stretch(spans[revision], unhealthy)
+        if stretch < params.healthy_for:
+            why.append(
+                f"revision {revision} was live without an incident for {stretch:.0f} s at most "
+                f"(needs {params.healthy_for:.0f} s)"
+            )
+            continue
+        return current, rs
+    msg = f"Deployment {name}: no earlier revision was live and healthy ({'; '.join(why)}); a person decides"
+    raise ActionRefused(msg)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:g}h"
 
 
 def rolled_back_annotations(deployment: Obj, rs: Obj) -> dict[str, str]:
@@ -165,16 +295,23 @@ class RollbackAction(BaseAction[RollbackParams]):
     name: ClassVar[str] = "rollback"
     params_model: ClassVar[type[ActionParams]] = RollbackParams
     target_kinds: ClassVar[frozenset[str]] = frozenset({"Deployment"})
+    action_class: ClassVar[ActionClass] = ActionClass.CORRECTIVE
 
-    def _decide(self, ctx: ActionContext, deployment: Obj) -> tuple[int, Obj] | None:
-        """The current revision and the ReplicaSet to go back to; None when it is already there."""
+    def _decide(self, ctx: ActionContext, deployment: Obj) -> tuple[int, Obj, Rollback] | None:
+        """The current revision, the ReplicaSet to go back to and the record of the move; None
+        when the Deployment already runs that template."""
         if (deployment.get("spec") or {}).get("paused"):
             msg = f"{ctx.target} is paused: a rollback would not roll out; resume it first"
             raise ActionRefused(msg)
-        current, chosen = choose(deployment, history(ctx.kube, deployment), self.params(ctx).to_revision)
+        replica_sets = history(ctx.kube, deployment)
+        now = ctx.clock.now()
+        current, chosen = choose(
+            deployment, replica_sets, self.params(ctx), now=now, unhealthy=ctx.request.unhealthy
+        )
         if _same_template(_template(chosen), _template(deployment)):
             return None
-        return current, chosen
+        source = next((template_hash(rs) for rs in replica_sets if revision_of(rs) == current), "")
+        return current, chosen, Rollback(now, source, template_hash(chosen))
 
     def _plan(self, ctx: ActionContext) -> Plan:
         target = ctx.target
@@ -187,7 +324,7 @@ class RollbackAction(BaseAction[RollbackParams]):
         if decided is None:
             summary = f"nothing to do: {target} already runs the template of the revision asked for"
             return Plan(self.name, target, summary, changes=False)
-        current, chosen = decided
+        current, chosen, _ = decided
         revision = revision_of(chosen)
         summary = f"roll back {target} from revision {current} to revision {revision}"
         diff = render(
@@ -209,10 +346,12 @@ class RollbackAction(BaseAction[RollbackParams]):
             decided = self._decide(ctx, deployment)
             if decided is None:
                 return None
-            current, chosen = decided
+            current, chosen, done = decided
             template = without_hash(_template(chosen))
             annotations = rolled_back_annotations(deployment, chosen)
             annotations[notes.EXECUTED_KEYS] = notes.with_key(deployment, key)
+            record = [r.to_dict() for r in rollbacks_of(deployment)] + [done.to_dict()]
+            annotations[ROLLBACKS] = notes.dump_json(record[-MAX_ROLLBACKS:])
             outcome.update(
                 current=current,
                 revision=revision_of(chosen),

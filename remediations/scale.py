@@ -13,9 +13,15 @@ the same start instead of scaling twice; the key is then recorded in ``aiops.dev
 
 When a HorizontalPodAutoscaler (autoscaling/v2) targets the workload, writing replicas would
 fight it: the action raises the HPA's ``minReplicas`` instead (a predictive floor, never above
-the HPA's ``maxReplicas``), keeping the original value in ``aiops.dev/original-min-replicas`` on
-the HPA. :meth:`ScaleAction.restore` puts it back when the incident resolves, unless someone
-changed the floor since.
+the HPA's ``maxReplicas``).
+
+Every raise (of replicas, or of an HPA's floor) is recorded on the object it changed, in
+``aiops.dev/capacity-raise``: the value before the first raise still outstanding, the value the
+agent last set, and each incident holding a raise with the value it asked for.
+:meth:`ScaleAction.restore` releases one incident's hold: the value drops to the highest hold
+left, or back to the original when none is left, and stays where it is when someone changed it
+since the agent set it. So two incidents raising one floor never undo each other. While a
+corrective incident is open on the target (``Limits.scale_down`` false) a scale never goes down.
 """
 
 from __future__ import annotations
@@ -32,12 +38,10 @@ from remediations.diff import render
 from remediations.errors import ActionRefused
 from remediations.kube import PatchType
 from remediations.params import ActionParams
-from remediations.types import ActionContext, ActionRequest, ActionResult, ActionStatus, Plan
+from remediations.types import ActionClass, ActionContext, ActionRequest, ActionResult, ActionStatus, Plan
 
 SCALE_ORIGIN = notes.PREFIX + "scale-origin"
-ORIGINAL_MIN = notes.PREFIX + "original-min-replicas"
-RAISED_MIN = notes.PREFIX + "raised-min-replicas"
-RAISED_BY = notes.PREFIX + "raised-by"
+CAPACITY_RAISE = notes.PREFIX + "capacity-raise"
 MAX_REPLICAS = 10_000
 
 Obj = dict[str, Any]
@@ -208,7 +212,73 @@ def decide(params: ScaleParams, request: ActionRequest, current: int, base: int 
     if step is not None and abs(desired - origin) > step:
         desired = origin + step if desired > origin else origin - step
         why.append(f"limited to maxStep {step} from {origin}")
+    if not request.limits.scale_down and desired < current:
+        desired = current
+        why.append("not scaled down: a corrective incident is open on the target")
     return Decision(current, start, requested, desired, tuple(why))
+
+
+# ---------------------------------------------------------------- raises and their release, pure
+
+
+@dataclass(frozen=True, slots=True)
+class Raise:
+    """What the agent raised on one object: the value before, the value it set, who holds it."""
+
+    original: int
+    set_to: int
+    holders: dict[str, int]
+
+    def to_json(self) -> str:
+        """The annotation's value."""
+        return notes.dump_json({"original": self.original, "set": self.set_to, "holders": self.holders})
+
+
+def raise_of(obj: Obj) -> Raise | None:
+    """The raise recorded on ``obj``, or None (also for a record that does not parse)."""
+    data = notes.read_json(obj, CAPACITY_RAISE)
+    if not isinstance(data, dict):
+        return None
+    original, set_to, holders = data.get("original"), data.get("set"), data.get("holders")
+    if not isinstance(original, int) or not isinstance(set_to, int) or not isinstance(holders, dict):
+        return None
+    return Raise(original, set_to, {str(k): int(v) for k, v in holders.items() if isinstance(v, int)})
+
+
+def raised(record: Raise | None, incident: str, before: int, to: int) -> Raise:
+    """The record after ``incident`` raised the value from ``before`` to ``to``."""
+    if record is None or record.set_to != before:
+        # first raise, or someone changed the value since the agent set it: start from theirs
+        return Raise(before, to, {incident: to})
+    return Raise(record.original, to, {**record.holders, incident: to})
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """What releasing one incident's hold does: the value to write (None: keep) and the record after."""
+
+    value: int | None
+    record: Raise | None
+    why: str
+    changed_by_someone: bool = False
+
+
+def release(record: Raise | None, incident: str, current: int) -> Release | None:
+    """Release ``incident``'s hold; None when it holds nothing here."""
+    if record is None or incident not in record.holders:
+        return None
+    if current != record.set_to:
+        why = f"it was changed to {current} after the agent set {record.set_to}; left as it is"
+        return Release(None, None, why, changed_by_someone=True)
+    rest = {k: v for k, v in record.holders.items() if k != incident}
+    if not rest:
+        value = record.original
+        return Release(value if value != current else None, None, f"back to {value}, as before the raise")
+    value = max(record.original, *rest.values())
+    others = ", ".join(sorted(rest))
+    if value >= current:
+        return Release(None, Raise(record.original, current, rest), f"kept at {current}: held by {others}")
+    return Release(value, Raise(record.original, value, rest), f"down to {value}: still held by {others}")
 
 
 # ---------------------------------------------------------------- the action
@@ -246,6 +316,7 @@ class ScaleAction(BaseAction[ScaleParams]):
     name: ClassVar[str] = "scale"
     params_model: ClassVar[type[ActionParams]] = ScaleParams
     target_kinds: ClassVar[frozenset[str]] = frozenset({"Deployment", "StatefulSet"})
+    action_class: ClassVar[ActionClass] = ActionClass.CAPACITY
 
     # ------------------------------------------------------------ reading
 
@@ -383,7 +454,16 @@ class ScaleAction(BaseAction[ScaleParams]):
             return self.result(ctx, ActionStatus.NOOP, message, details=details)
 
         def record(current: Obj) -> Obj:
-            return notes.record_key_patch(current, key, {SCALE_ORIGIN: None})
+            changes: dict[str, str | None] = {SCALE_ORIGIN: None}
+            if written is not None:
+                held = raise_of(current)
+                if decision.desired > decision.current:
+                    held = raised(held, ctx.request.incident, decision.current, decision.desired)
+                elif held is not None:  # the agent lowered it: what it set is still the agent's
+                    held = Raise(held.original, decision.desired, held.holders)
+                if held is not None:
+                    changes[CAPACITY_RAISE] = held.to_json()
+            return notes.record_key_patch(current, key, changes)
 
         workload, _ = kube.read_modify_write(
             lambda: self.read_target(ctx),
@@ -426,10 +506,8 @@ class ScaleAction(BaseAction[ScaleParams]):
             outcome.update(hpa=_name(hpa), floor=floor, before=now_min, notes=list(why), done=False)
             if floor <= now_min:
                 return None
-            changes: dict[str, str | None] = {RAISED_MIN: str(floor), RAISED_BY: notes.stored_key(key)}
-            if ORIGINAL_MIN not in notes.annotations_of(hpa):
-                changes[ORIGINAL_MIN] = str(now_min)
-            body = notes.record_key_patch(hpa, key, changes)
+            held = raised(raise_of(hpa), ctx.request.incident, now_min, floor)
+            body = notes.record_key_patch(hpa, key, {CAPACITY_RAISE: held.to_json()})
             body["spec"] = {"minReplicas": floor}
             return body
 
@@ -461,10 +539,11 @@ class ScaleAction(BaseAction[ScaleParams]):
     # ------------------------------------------------------------ restore
 
     def restore(self, ctx: ActionContext) -> ActionResult:
-        """Put back the HPA floor this action raised (when the incident resolves); idempotent.
+        """Release what the request's incident raised (when it resolves); idempotent.
 
-        If someone changed ``minReplicas`` since the agent raised it, their value stays and only
-        the agent's annotations are removed (status ``skipped``).
+        The replicas (or the HPA's floor) go down to the highest raise another incident still
+        holds, or back to the value before the first raise. If someone changed the value since the
+        agent set it, their value stays and only the agent's record is removed (``skipped``).
         """
         try:
             self.check(ctx)
@@ -473,62 +552,67 @@ class ScaleAction(BaseAction[ScaleParams]):
             return self.failure(ctx, error)
 
     def _restore(self, ctx: ActionContext) -> ActionResult:
-        target, kube = ctx.target, ctx.kube
+        target, kube, incident = ctx.target, ctx.kube, ctx.request.incident
         hpa = self._hpa(ctx)
-        if hpa is None or ORIGINAL_MIN not in notes.annotations_of(hpa):
-            return self.result(ctx, ActionStatus.NOOP, f"no raised HPA floor to restore for {target}")
-        name = _name(hpa)
-        try:
-            original = int(notes.annotations_of(hpa)[ORIGINAL_MIN])
-        except ValueError:
-            original = 0
-        title = f"HorizontalPodAutoscaler {target.namespace}/{name}"
+        if hpa is not None and raise_of(hpa) is not None:
+            kind, name, what = "HorizontalPodAutoscaler", _name(hpa), f"the floor of HPA {_name(hpa)}"
+            read: Any = lambda: kube.get(kind, target.namespace, name)  # noqa: E731
+            value_of: Any = _min_of
+        else:
+            kind, name, what = target.kind, target.name, f"the replicas of {target}"
+            read = lambda: self.read_target(ctx)  # noqa: E731
+
+            def value_of(_: Obj) -> int:
+                return _replicas_of(kube.get_scale(target.kind, target.namespace, target.name))
+
+        obj = read()
+        plan = release(raise_of(obj), incident, value_of(obj))
+        if plan is None:
+            return self.result(ctx, ActionStatus.NOOP, f"{incident} holds no raise of {what}")
+        title = f"{kind} {target.namespace}/{name}"
+        field_name = "minReplicas" if kind == "HorizontalPodAutoscaler" else "replicas"
+        before = value_of(obj)
+        diff = (
+            render(title, {"spec": {field_name: before}}, {"spec": {field_name: plan.value}})
+            if plan.value is not None
+            else ""
+        )
         if ctx.request.dry_run:
-            diff = render(title, {"spec": {"minReplicas": _min_of(hpa)}}, {"spec": {"minReplicas": original}})
-            return self.result(
-                ctx, ActionStatus.DRY_RUN, f"dry run: restore the floor of HPA {name}", diff=diff
-            )
-        outcome: dict[str, Any] = {}
+            return self.result(ctx, ActionStatus.DRY_RUN, f"dry run: release {what}: {plan.why}", diff=diff)
+        outcome: dict[str, Release] = {}
 
         def put_back(current: Obj) -> Obj | None:
-            found = notes.annotations_of(current)
-            if ORIGINAL_MIN not in found:
+            now = release(raise_of(current), incident, value_of(current))
+            if now is None:
                 return None
-            now_min, raised = _min_of(current), found.get(RAISED_MIN)
-            cleanup: Obj = {
+            outcome["release"] = now
+            annotation = None if now.record is None else now.record.to_json()
+            body: Obj = {
                 "metadata": {
                     "resourceVersion": notes.resource_version(current),
-                    "annotations": {ORIGINAL_MIN: None, RAISED_MIN: None, RAISED_BY: None},
+                    "annotations": {CAPACITY_RAISE: annotation},
                 }
             }
-            outcome.update(before=now_min, raised=raised)
-            if raised != str(now_min) or original < 1:
-                outcome["kept"] = True
-                return cleanup
-            cleanup["spec"] = {"minReplicas": original}
-            return cleanup
+            if now.value is not None and kind == "HorizontalPodAutoscaler":
+                body["spec"] = {"minReplicas": now.value}
+            return body
 
         _, written = kube.read_modify_write(
-            lambda: kube.get("HorizontalPodAutoscaler", target.namespace, name),
+            read,
             put_back,
-            lambda _, body: kube.patch(
-                "HorizontalPodAutoscaler", target.namespace, name, body, PatchType.MERGE
-            ),
+            lambda _, body: kube.patch(kind, target.namespace, name, body, PatchType.MERGE),
         )
-        if written is None:
-            return self.result(ctx, ActionStatus.NOOP, f"no raised HPA floor to restore for {target}")
-        before = outcome["before"]
-        if outcome.get("kept"):
-            message = (
-                f"left the floor of HPA {name} at {before}: it was changed after the agent set it to "
-                f"{outcome['raised']}; removed the agent's annotations only"
-            )
-            return self.result(
-                ctx, ActionStatus.SKIPPED, message, details={"hpa": name, "minReplicas": before}
-            )
-        message = f"restored the floor of HPA {name} for {target} from {before} to {original} replicas"
-        diff = render(title, {"spec": {"minReplicas": before}}, {"spec": {"minReplicas": original}})
-        workload = self.read_target(ctx)
-        details = {"hpa": name, "from": before, "to": original}
-        details["event"] = self.event(ctx, workload, "AiopsScaleFloorRestored", message)
+        done = outcome.get("release")
+        if written is None or done is None:
+            return self.result(ctx, ActionStatus.NOOP, f"{incident} holds no raise of {what}")
+        if done.value is not None and kind != "HorizontalPodAutoscaler":
+            kube.patch_scale(target.kind, target.namespace, target.name, {"spec": {"replicas": done.value}})
+        details = {"kind": kind, "name": name, "from": before, "to": done.value}
+        if done.changed_by_someone:
+            message = f"left {what} at {before}: {done.why}; removed the agent's record only"
+            return self.result(ctx, ActionStatus.SKIPPED, message, details=details)
+        if done.value is None:
+            return self.result(ctx, ActionStatus.NOOP, f"{what}: {done.why}", details=details)
+        message = f"restored {what} from {before} to {done.value} ({done.why})"
+        details["event"] = self.event(ctx, self.read_target(ctx), "AiopsScaleRestored", message)
         return self.result(ctx, ActionStatus.EXECUTED, message, diff=diff, details=details)

@@ -31,6 +31,19 @@ if TYPE_CHECKING:
 KEY_DIGEST_LENGTH = 16
 
 
+class ActionClass(enum.StrEnum):
+    """What an action is for; each class has its own budgets and cooldowns in the guardrails.
+
+    Capacity actions (``scale``) work around a problem; corrective ones (``rollback``,
+    ``restart``, ``delete_pod``, ``retrain``) fix its cause. Capacity never spends the budget a fix
+    needs. Notifications change nothing and count against no budget.
+    """
+
+    CAPACITY = "capacity"
+    CORRECTIVE = "corrective"
+    NOTIFY = "notify"
+
+
 class Clock(Protocol):
     """Where actions read the time and wait (the agent's clock fits: ``now()`` and ``wait()``)."""
 
@@ -110,6 +123,8 @@ class Limits:
     max_replicas: int | None = None
     max_step: int | None = None
     namespaces: frozenset[str] | None = None
+    scale_down: bool = True
+    """False while a corrective incident is open on the target: capacity may go up, never down."""
 
     def __post_init__(self) -> None:
         for name in ("min_replicas", "max_replicas"):
@@ -142,6 +157,10 @@ class ActionRequest:
     signal_value: float | None = None
     """The triggering signal's value (a forecast's upper bound for ``scale: toForecast``)."""
     limits: Limits = field(default_factory=Limits)
+    unhealthy: tuple[tuple[float, float], ...] = ()
+    """Times (start, end) when the target had an incident: a rollback avoids revisions live then."""
+    restore: bool = False
+    """Put back what the incident's earlier steps raised (``scale``), instead of acting."""
 
     def __post_init__(self) -> None:
         if not self.key or "\n" in self.key:
@@ -173,6 +192,7 @@ class ActionRequest:
             "dryRun": self.dry_run,
             "reason": self.reason,
             "signalValue": self.signal_value,
+            **({"restore": True} if self.restore else {}),
         }
 
 
@@ -229,6 +249,8 @@ class ActionResult:
     """For ``failed``: the error's class name (``NotFoundError``, ``ActionRefused`` ...)."""
     retryable: bool = False
     """For ``failed``: whether trying again later may succeed."""
+    retry_after: float | None = None
+    """For a retryable failure: how long to wait before trying again (None: the caller decides)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "details", _frozen(self.details))
@@ -250,6 +272,7 @@ class ActionResult:
             "details": dict(self.details),
             "error": self.error,
             "retryable": self.retryable,
+            "retryAfter": self.retry_after,
         }
 
 
@@ -304,6 +327,11 @@ class Action(Protocol):
     @property
     def target_kinds(self) -> frozenset[str]:
         """The kinds of target it acts on."""
+        ...
+
+    @property
+    def action_class(self) -> ActionClass:
+        """Capacity, corrective or notify: which budgets it spends."""
         ...
 
     def plan(self, ctx: ActionContext) -> Plan:

@@ -56,3 +56,20 @@ def test_unknown_for_other_kinds_and_missing_objects(cluster: Cluster) -> None:
     facts = KubeFacts(cluster.kube, ManualClock())
     assert facts.last_rollout(TargetRef("StatefulSet", cluster.ns, "db")) is None
     assert facts.last_rollout(TargetRef("Deployment", cluster.ns, "absent")) is None
+
+
+def test_a_rollback_by_the_agent_counts_as_a_change(cluster: Cluster) -> None:
+    cluster.deployment("web", replicas=1, settled=True)
+    cluster.rollout("web", "2")
+    cluster.settle(lambda: sorted(cluster.replica_sets()) == [1, 2], "revision 2")
+    facts = KubeFacts(cluster.kube, ManualClock(1_000.0), ttl=0.0)
+    target = TargetRef("Deployment", cluster.ns, "web")
+    before = facts.last_rollout(target)
+    assert before is not None
+    request = cluster.request("rollback", "Deployment", "web", {"healthyFor": 0})
+    result = cluster.run(request)
+    assert result.status.value == "executed", result.message
+    rolled_back_at = cluster.clock.now()
+    # a rollback re-uses the old ReplicaSet (no new creationTimestamp), yet it is a change
+    assert facts.last_rollout(target) == pytest.approx(rolled_back_at, abs=1.0)
+    assert rolled_back_at > before

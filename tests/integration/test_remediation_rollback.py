@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +29,11 @@ def twin(twin_cluster) -> Iterator[Cluster]:
         yield opened
 
 
+#: These tests are about undo's mechanics, on revisions seconds apart: any earlier revision
+#: qualifies. Which revision the default rule picks is tested with the twin's clock below.
+ANY_EARLIER = {"healthyFor": 0}
+
+
 def version_of(template: dict[str, Any]) -> str:
     (env,) = template["spec"]["containers"][0]["env"]
     return str(env["value"])
@@ -47,7 +53,7 @@ def three_revisions(cluster: Cluster) -> None:
 
 def test_rollback_after_two_template_changes_restores_the_revision_2_template(cluster):
     three_revisions(cluster)
-    request = cluster.request("rollback", "Deployment", "web")
+    request = cluster.request("rollback", "Deployment", "web", ANY_EARLIER)
 
     result = cluster.run(request)
 
@@ -81,7 +87,7 @@ def test_rollback_without_an_earlier_revision_refuses_and_writes_nothing(cluster
     cluster.deployment("web", replicas=1, settled=True)
     before = cluster.rv("Deployment", "web")
 
-    result = cluster.run(cluster.request("rollback", "Deployment", "web"))
+    result = cluster.run(cluster.request("rollback", "Deployment", "web", ANY_EARLIER))
 
     assert result.status is ActionStatus.FAILED
     assert result.error == "ActionRefused"
@@ -103,7 +109,7 @@ def test_the_plan_is_the_template_diff_and_writes_nothing(twin):
     assert twin.twin is not None
     twin.twin.server.clear_requests()
 
-    plan = ACTIONS["rollback"].plan(twin.ctx(twin.request("rollback", "Deployment", "web")))
+    plan = ACTIONS["rollback"].plan(twin.ctx(twin.request("rollback", "Deployment", "web", ANY_EARLIER)))
 
     assert plan.summary == f"roll back Deployment/{twin.ns}/web from revision 3 to revision 2"
     lines = plan.diff.splitlines()
@@ -119,7 +125,7 @@ def test_a_409_on_the_write_rereads_and_rolls_back_once(twin):
     twin.twin.server.clear_requests()
     fault = twin.twin.server.faults.error(409, verb="patch", resource="deployments", name="web", count=1)
 
-    result = twin.run(twin.request("rollback", "Deployment", "web"))
+    result = twin.run(twin.request("rollback", "Deployment", "web", ANY_EARLIER))
 
     assert result.status is ActionStatus.EXECUTED, result.message
     assert fault.hits == 1
@@ -143,7 +149,7 @@ def test_a_concurrent_change_between_read_and_write_is_not_overwritten(twin):
     # Someone changes the Deployment (a new image) while the rollback computes its patch: the
     # rollback's write carries the old resourceVersion, gets 409, re-reads and decides again.
     action = ACTIONS["rollback"]
-    request = twin.request("rollback", "Deployment", "web")
+    request = twin.request("rollback", "Deployment", "web", ANY_EARLIER)
     original_get = twin.kube.get
     calls = {"n": 0}
 
@@ -176,3 +182,74 @@ def test_rollback_of_a_missing_deployment_fails_naming_it(cluster):
     assert result.status is ActionStatus.FAILED
     assert result.error == "NotFoundError"
     assert f"get Deployment {cluster.ns}/gone: not found" in result.message
+
+
+@pytest.fixture
+def timed(twin: Cluster) -> Cluster:
+    """The twin with the actions on its clock: when revisions went live is read on that clock."""
+    assert twin.twin is not None
+    twin.clock = twin.twin.clock  # type: ignore[assignment]
+    return twin
+
+
+def live(twin: Cluster, seconds: float) -> None:
+    """Let ``seconds`` of the twin's time pass (the current revision stays live)."""
+    assert twin.twin is not None
+    twin.twin.advance(seconds)
+
+
+def test_a_second_rollback_never_returns_to_the_version_rolled_back_from(timed):
+    twin = timed
+    twin.deployment("web", replicas=2, version="1")
+    twin.settle(lambda: len(twin.replica_sets()) == 1, "revision 1")
+    live(twin, 3600)
+    twin.rollout("web", "2")  # the bad version
+    live(twin, 300)
+    first = twin.run(twin.request("rollback", "Deployment", "web", incident="inc-1"))
+    assert first.status is ActionStatus.EXECUTED, first.message
+    assert "from revision 2 to revision 1" in first.message
+    twin.settle(lambda: sorted(twin.replica_sets()) == [2, 3], "v1 live again as revision 3")
+    assert version_of(twin.read("Deployment", "web")["spec"]["template"]) == "1"
+    live(twin, 1800)
+
+    # a new error spike on v1: the only earlier revision is v2, which the agent rolled back from
+    second = twin.run(twin.request("rollback", "Deployment", "web", incident="inc-2"))
+
+    assert second.status is ActionStatus.FAILED, second.message
+    assert second.error == "ActionRefused"
+    assert "revision 2 was rolled back from within 24h" in second.message
+    assert version_of(twin.read("Deployment", "web")["spec"]["template"]) == "1"
+
+
+def test_the_newest_revision_live_without_an_incident_is_chosen(timed):
+    twin = timed
+    clock = twin.clock
+    twin.deployment("web", replicas=2, version="1")
+    twin.settle(lambda: len(twin.replica_sets()) == 1, "revision 1")
+    live(twin, 3600)
+    twin.rollout("web", "2")
+    v2_live = clock.now()
+    live(twin, 1200)  # 20 min of v2, but an incident covered most of it
+    twin.rollout("web", "3")
+    live(twin, 300)
+    unhealthy = ((v2_live + 300, v2_live + 1100),)
+    request = twin.request("rollback", "Deployment", "web")
+    request = dataclasses.replace(request, unhealthy=unhealthy)
+
+    result = twin.run(request)
+
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert "from revision 3 to revision 1" in result.message
+    assert version_of(twin.read("Deployment", "web")["spec"]["template"]) == "1"
+
+
+def test_a_revision_live_less_than_healthy_for_does_not_qualify(timed):
+    twin = timed
+    twin.deployment("web", replicas=2, version="1")
+    twin.settle(lambda: len(twin.replica_sets()) == 1, "revision 1")
+    live(twin, 600)  # ten minutes: less than the default 15
+    twin.rollout("web", "2")
+    result = twin.run(twin.request("rollback", "Deployment", "web"))
+    assert result.status is ActionStatus.FAILED
+    assert "revision 1 was live without an incident for 6" in result.message
+    assert "(needs 900 s)" in result.message

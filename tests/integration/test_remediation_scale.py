@@ -9,7 +9,7 @@ import pytest
 
 from remediations import ActionStatus, KubeSettings, Limits
 from remediations.registry import ACTIONS
-from remediations.scale import ORIGINAL_MIN, SCALE_ORIGIN, ScaleAction
+from remediations.scale import CAPACITY_RAISE, SCALE_ORIGIN, ScaleAction, raise_of
 from remediations.state import EXECUTED_KEYS, dump_json, stored_key
 from tests.integration.test_remediation_support import Cluster, hpa_body, open_cluster, statefulset_body
 
@@ -181,7 +181,9 @@ def test_with_an_hpa_the_floor_is_raised_instead_of_the_replicas_and_restore_put
     assert result.status is ActionStatus.EXECUTED, result.message
     hpa = cluster.read("HorizontalPodAutoscaler", "web")
     assert hpa["spec"]["minReplicas"] == 5
-    assert hpa["metadata"]["annotations"][ORIGINAL_MIN] == "2"
+    held = raise_of(hpa)
+    assert held is not None
+    assert (held.original, held.set_to, list(held.holders.values())) == (2, 5, [5])
     assert "-spec.minReplicas: 2" in result.diff
     assert "+spec.minReplicas: 5" in result.diff
     assert cluster.run(request).status is ActionStatus.NOOP
@@ -198,9 +200,9 @@ def test_with_an_hpa_the_floor_is_raised_instead_of_the_replicas_and_restore_put
     assert restored.status is ActionStatus.EXECUTED, restored.message
     hpa = cluster.read("HorizontalPodAutoscaler", "web")
     assert hpa["spec"]["minReplicas"] == 2
-    assert ORIGINAL_MIN not in (hpa["metadata"].get("annotations") or {})
+    assert CAPACITY_RAISE not in (hpa["metadata"].get("annotations") or {})
     assert action.restore(cluster.ctx(request)).status is ActionStatus.NOOP
-    assert len(cluster.events("Deployment", "web", "AiopsScaleFloorRestored")) == 1
+    assert len(cluster.events("Deployment", "web", "AiopsScaleRestored")) == 1
 
 
 def test_the_hpa_floor_never_goes_above_its_max_replicas(cluster):
@@ -232,7 +234,7 @@ def test_restore_leaves_a_floor_someone_changed_since(cluster):
     assert restored.status is ActionStatus.SKIPPED, restored.message
     hpa = cluster.read("HorizontalPodAutoscaler", "web")
     assert hpa["spec"]["minReplicas"] == 7
-    assert ORIGINAL_MIN not in (hpa["metadata"].get("annotations") or {})
+    assert CAPACITY_RAISE not in (hpa["metadata"].get("annotations") or {})
 
 
 def test_scale_of_a_missing_deployment_fails_naming_it(cluster):
@@ -299,3 +301,81 @@ def test_a_scale_write_whose_answer_is_lost_is_not_applied_twice(twin_cluster):
         assert sorted(scale_patches()) == [200, 409]
         assert replicas(slow) == 4
         assert [type(e.error).__name__ for e in slow.retries] == ["ConnectionKubeError"]
+
+
+def test_two_incidents_raising_one_floor_do_not_undo_each_other(cluster):
+    cluster.deployment("web", replicas=2)
+    cluster.autoscaling.create_namespaced_horizontal_pod_autoscaler(
+        cluster.ns, hpa_body("web", low=2, high=9)
+    )
+    first = cluster.request("scale", "Deployment", "web", {"replicas": 5}, incident="inc-a")
+    second = cluster.request("scale", "Deployment", "web", {"replicas": 7}, incident="inc-b")
+    assert cluster.run(first).status is ActionStatus.EXECUTED
+    assert cluster.run(second).status is ActionStatus.EXECUTED
+    action = ACTIONS["scale"]
+    assert isinstance(action, ScaleAction)
+
+    # the first incident resolves: the second still holds 7
+    kept = action.restore(cluster.ctx(first))
+    assert kept.status is ActionStatus.NOOP, kept.message
+    assert "held by inc-b" in kept.message
+    assert cluster.read("HorizontalPodAutoscaler", "web")["spec"]["minReplicas"] == 7
+
+    # the second resolves: back to the floor before the first raise
+    back = action.restore(cluster.ctx(second))
+    assert back.status is ActionStatus.EXECUTED, back.message
+    hpa = cluster.read("HorizontalPodAutoscaler", "web")
+    assert hpa["spec"]["minReplicas"] == 2
+    assert CAPACITY_RAISE not in (hpa["metadata"].get("annotations") or {})
+
+
+def test_the_second_raise_released_first_drops_to_the_first_raise(cluster):
+    cluster.deployment("web", replicas=2)
+    cluster.autoscaling.create_namespaced_horizontal_pod_autoscaler(
+        cluster.ns, hpa_body("web", low=2, high=9)
+    )
+    first = cluster.request("scale", "Deployment", "web", {"replicas": 4}, incident="inc-a")
+    second = cluster.request("scale", "Deployment", "web", {"replicas": 8}, incident="inc-b")
+    cluster.run(first)
+    cluster.run(second)
+    action = ACTIONS["scale"]
+    assert isinstance(action, ScaleAction)
+    down = action.restore(cluster.ctx(second))
+    assert down.status is ActionStatus.EXECUTED, down.message
+    assert cluster.read("HorizontalPodAutoscaler", "web")["spec"]["minReplicas"] == 4
+    assert action.restore(cluster.ctx(first)).status is ActionStatus.EXECUTED
+    assert cluster.read("HorizontalPodAutoscaler", "web")["spec"]["minReplicas"] == 2
+
+
+def test_replicas_raised_without_an_hpa_are_put_back_unless_someone_changed_them(cluster):
+    cluster.deployment("web", replicas=2)
+    request = cluster.request("scale", "Deployment", "web", {"by": 3}, incident="inc-a")
+    assert cluster.run(request).status is ActionStatus.EXECUTED
+    assert replicas(cluster) == 5
+    action = ACTIONS["scale"]
+    assert isinstance(action, ScaleAction)
+    restored = action.restore(cluster.ctx(request))
+    assert restored.status is ActionStatus.EXECUTED, restored.message
+    assert replicas(cluster) == 2
+
+    again = cluster.request("scale", "Deployment", "web", {"by": 3}, incident="inc-b")
+    assert cluster.run(again).status is ActionStatus.EXECUTED
+    cluster.apps.patch_namespaced_deployment_scale("web", cluster.ns, {"spec": {"replicas": 9}})
+    left = action.restore(cluster.ctx(again))
+    assert left.status is ActionStatus.SKIPPED, left.message
+    assert replicas(cluster) == 9
+    annotations = cluster.read("Deployment", "web")["metadata"].get("annotations") or {}
+    assert CAPACITY_RAISE not in annotations
+
+
+def test_no_scale_down_while_a_corrective_incident_is_open(cluster):
+    cluster.deployment("web", replicas=6)
+    request = cluster.request("scale", "Deployment", "web", {"replicas": 3}, limits=Limits(scale_down=False))
+    result = cluster.run(request)
+    assert result.status is ActionStatus.NOOP, result.message
+    assert replicas(cluster) == 6
+    up = cluster.request(
+        "scale", "Deployment", "web", {"replicas": 8}, incident="inc-2", limits=Limits(scale_down=False)
+    )
+    assert cluster.run(up).status is ActionStatus.EXECUTED
+    assert replicas(cluster) == 8
