@@ -68,7 +68,12 @@ class Agent:
         self.facts: TargetFacts | None = None
         executor = self._build_executor() if config.executor.enabled else None
         self.playbooks = PlaybookRuntime(
-            config.playbooks, clock, self.metrics, executor=executor, facts=self.facts
+            config.playbooks,
+            clock,
+            self.metrics,
+            executor=executor,
+            facts=self.facts,
+            freshness=self.bank.freshness,
         )
         try:
             self.playbooks.load()  # an invalid playbook set at start is as fatal as a bad config

@@ -36,6 +36,7 @@ class Decision(enum.StrEnum):
     """What the executor decided about one request."""
 
     EXECUTED = "executed"
+    NOOP = "noop"
     DRY_RUN = "dry_run"
     SKIPPED = "skipped"
     FAILED = "failed"

@@ -110,6 +110,7 @@ def limits_for(request: EngineRequest, config: ExecutorConfig) -> Limits:
         max_replicas=_tighter(g.max_replicas, config.max_replicas, min),
         max_step=_tighter(g.max_step, config.max_step, min),
         namespaces=frozenset(config.namespaces) if config.namespaces is not None else None,
+        scale_down=g.scale_down,
     )
 
 
@@ -133,12 +134,12 @@ def to_remediation(request: EngineRequest, config: ExecutorConfig) -> ActionRequ
         limits=limits_for(request, config),
     )
     # The engine's key is the identity the engine tracks; the remediations record the same key.
-    return replace(converted, key=request.key)
+    return replace(converted, key=request.key, unhealthy=request.unhealthy, restore=request.restore)
 
 
 _STATUS = {
     ActionStatus.EXECUTED: EngineStatus.SUCCEEDED,
-    ActionStatus.NOOP: EngineStatus.SUCCEEDED,
+    ActionStatus.NOOP: EngineStatus.NOOP,
     ActionStatus.DRY_RUN: EngineStatus.DRY_RUN,
     ActionStatus.SKIPPED: EngineStatus.SKIPPED,
     ActionStatus.FAILED: EngineStatus.FAILED,
@@ -170,11 +171,26 @@ def request_from_dict(data: Mapping[str, Any]) -> EngineRequest:
             min_replicas=g.get("minReplicas"),
             max_replicas=g.get("maxReplicas"),
             max_step=g.get("maxStep"),
+            scale_down=bool(g.get("scaleDown", True)),
         ),
         time=float(data.get("time") or 0.0),
         signal_value=float(data.get("signalValue") or 0.0),
         reason=str(data.get("reason") or ""),
+        unhealthy=tuple((float(a), float(b)) for a, b in data.get("unhealthy") or ()),
+        restore=bool(data.get("restore", False)),
     )
+
+
+def _perform(action: Action, ctx: ActionContext) -> ActionResult:
+    """Run the action, or its ``restore`` for a request that releases what an incident raised."""
+    if not ctx.request.restore:
+        return action.execute(ctx)
+    restore: Callable[[ActionContext], ActionResult] | None = getattr(action, "restore", None)
+    if restore is None:
+        return ActionResult(
+            ActionStatus.FAILED, f"{action.name} has nothing to restore", action.name, ctx.request.key
+        )
+    return restore(ctx)
 
 
 # ---------------------------------------------------------------- the executor
@@ -346,7 +362,7 @@ class KubeExecutor:
                 )
         ctx = self._context(converted)
         if converted.dry_run:
-            result = action.execute(ctx)
+            result = _perform(action, ctx)
             if result.status is ActionStatus.FAILED:
                 return self._failed(request, result, obj)
             return self._finish(
@@ -366,7 +382,7 @@ class KubeExecutor:
         )
         if needs_approval and not approved:
             return self._pend(request, action, ctx, obj)
-        result = action.execute(ctx)
+        result = _perform(action, ctx)
         if result.status is ActionStatus.FAILED:
             return self._failed(request, result, obj)
         if result.status is ActionStatus.SKIPPED:
@@ -379,9 +395,15 @@ class KubeExecutor:
             details["diff"] = result.diff
         if manager is not None and self.config.gitops == "annotate" and obj is not None:
             details["gitops"] = self._annotate_drift(target, manager, request.key)
+        noop = result.status is ActionStatus.NOOP
         return self._finish(
             request,
-            _Outcome(Decision.EXECUTED, EngineStatus.SUCCEEDED, result.message, details=details),
+            _Outcome(
+                Decision.NOOP if noop else Decision.EXECUTED,
+                EngineStatus.NOOP if noop else EngineStatus.SUCCEEDED,
+                result.message,
+                details=details,
+            ),
             None,  # the action wrote its own Event
         )
 
@@ -397,7 +419,9 @@ class KubeExecutor:
         )
 
     def _failed(self, request: EngineRequest, result: ActionResult, obj: Obj | None) -> EngineResult:
-        details = {"retryable": result.retryable}
+        details: dict[str, Any] = {"retryable": result.retryable}
+        if result.retry_after is not None:
+            details["retryAfter"] = result.retry_after
         return self._finish(
             request,
             _Outcome(

@@ -14,6 +14,7 @@ from detectors.base import Detector, DetectorError
 from detectors.batch import SampleBatch, newest_per_series
 from detectors.drift import DriftDetector
 from detectors.forecast_detector import ForecastDetector
+from detectors.freshness import SeriesFreshness
 from detectors.hold import AlarmHold
 from detectors.registry import DEFAULT, LEARNED, build_learned
 from detectors.series import SeriesRegistry
@@ -144,13 +145,19 @@ class DetectorBank:
     series: SeriesRegistry
     specs: Sequence[DetectorSpec]
     signals_out: dict[str, int] = field(default_factory=dict)
+    freshness: SeriesFreshness = field(init=False)
+    """When each series last reported and how often: the evidence the playbook engine checks."""
     _filters: dict[str, MetricFilter] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.freshness = SeriesFreshness(self.series)
 
     def process(self, batch: SampleBatch) -> list[Signal]:
         """Score ``batch`` with every detector and return the resulting signals."""
         batch = batch.without_dropped()
         if len(batch) == 0:
             return []
+        self.freshness.observe(batch)
         signals: list[Signal] = []
         subsets: dict[str, SampleBatch] = {}
         for spec in self.specs:

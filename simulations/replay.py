@@ -338,6 +338,7 @@ class Pipeline:
             _EngineAudit(recorder),
             defaults=GuardrailDefaults(),
             facts=KubeFacts(self.kube, clock, ttl=0.0),
+            freshness=self.bank.freshness,
         )
         self.executor.bind(self.engine.report)
 

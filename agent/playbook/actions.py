@@ -18,7 +18,7 @@ remediations'.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
@@ -31,6 +31,7 @@ from remediations.restart import RestartParams
 from remediations.retrain import RetrainParams
 from remediations.rollback import RollbackParams
 from remediations.scale import ForecastTarget, ScaleParams
+from remediations.types import ActionClass
 
 __all__ = [
     "ACTIONS",
@@ -44,8 +45,10 @@ __all__ = [
     "RetrainParams",
     "RollbackParams",
     "ScaleParams",
+    "action_class",
     "changes_workload",
     "kubernetes_names",
+    "playbook_class",
     "target_kinds",
 ]
 
@@ -57,9 +60,6 @@ LOAD_CONTEXT: Final[Mapping[str, Any]] = MappingProxyType({TEMPLATES: True})
 
 #: The action names as a Literal, for places that need the type.
 ActionName = Literal["scale", "rollback", "restart", "delete_pod", "retrain", "notify"]
-
-#: Actions that do not change the workload (not counted by rate limits or the in-flight rule).
-_NO_WORKLOAD_CHANGE: Final = frozenset({"notify"})
 
 #: Parameters (YAML names) whose rendered value must be a Kubernetes object name.
 _KUBERNETES_NAMES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
@@ -79,7 +79,21 @@ def target_kinds(params: ActionParams | type[ActionParams]) -> frozenset[str] | 
 
 def changes_workload(params: ActionParams | type[ActionParams]) -> bool:
     """Whether the action changes the workload (counted by rate limits); ``notify`` does not."""
-    return _name(params) not in _NO_WORKLOAD_CHANGE
+    return action_class(params) is not ActionClass.NOTIFY
+
+
+def action_class(params: ActionParams | type[ActionParams]) -> ActionClass:
+    """Capacity, corrective or notify (the implementation's): which budgets the action spends."""
+    return _IMPLEMENTATIONS[_name(params)].action_class
+
+
+def playbook_class(steps: Iterable[ActionParams]) -> ActionClass:
+    """A playbook's class: corrective if any step is, else capacity if any step scales, else notify."""
+    classes = {action_class(p) for p in steps}
+    for cls in (ActionClass.CORRECTIVE, ActionClass.CAPACITY):
+        if cls in classes:
+            return cls
+    return ActionClass.NOTIFY
 
 
 def kubernetes_names(params: ActionParams | type[ActionParams]) -> tuple[str, ...]:

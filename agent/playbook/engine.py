@@ -26,9 +26,27 @@ injected clock's time:
     with ``verify.clears`` (the default): let T be the time the last step completed. The incident
     is *resolved* at the first moment at least ``verify.quiet`` has passed without a matching
     signal, counting from T or from the last matching signal after T, if that moment is no later
-    than T + ``verify.within``. Otherwise at T + ``within`` it is *escalated* and ``onFailure``
-    runs. For alert signals the condition holds from a firing alert until its resolved
-    notification. With ``clears: false`` the incident is resolved when the steps are done.
+    than T + ``verify.within`` and every series that fired has since sent at least
+    ``verify.samples`` fresh samples (under the bar: no signal). Otherwise at T + ``within`` it is
+    *escalated* and ``onFailure`` runs. For alert signals the condition holds from a firing alert
+    until its resolved notification. With ``clears: false`` the incident is resolved when the
+    steps are done.
+``stale``
+    a series that fired has sent nothing for :data:`STALE_INTERVALS` of its own scrape interval:
+    silence is not recovery. Fresh samples bring the incident back to verifying; at the deadline
+    it is escalated.
+
+Action classes. A playbook is corrective when it rolls back, restarts, deletes pods or retrains,
+capacity when it only scales. Each class has its own budgets (see the guardrails), and the
+"one remediation in flight per target" rule holds within a class: a capacity incident never
+makes a fix wait. While a corrective incident is open on a target, capacity playbooks may scale
+it up, never down. A corrective action of the same kind on the same target within
+``repeat_window`` waits for a person's approval instead of running again. When a capacity
+incident that raised replicas (or an HPA's floor) resolves, the raise is released after
+``restore_after``.
+
+A retryable failure (a conflict, a throttled or unavailable API) is tried again after the delay
+the action gave, until ``verify.within`` after the incident started acting; then it fails.
 
 Signals older than ``trigger.maxGap`` when they arrive (a backfill, a consumer far behind) open
 nothing: acting on stale evidence is worse than waiting for fresh. Alert signals are exempt:
@@ -36,7 +54,10 @@ their timestamp is when the alert started, and a firing alert is current until r
 
 Incident ids derive from (playbook, target, timestamp of the first matching signal), so a signal
 redelivered after a restart reopens the same incident id and the executor's idempotency keys
-stop a second execution.
+stop a second execution. An id is never given to two incidents: a new episode whose first signal
+has the timestamp of an earlier one (an alert re-sent with the same ``startsAt`` after it was
+resolved) gets the next id in sequence. A step skipped because its key had already executed is
+not a remediation: it starts no cooldown and spends no budget.
 """
 
 from __future__ import annotations
@@ -54,7 +75,7 @@ from typing import Protocol
 
 from agent.clock import Clock
 from agent.metrics import AgentMetrics
-from agent.playbook.actions import ActionParams, changes_workload
+from agent.playbook.actions import ActionParams, action_class, changes_workload, playbook_class
 from agent.playbook.events import (
     AuditEvent,
     AuditSink,
@@ -85,7 +106,10 @@ from agent.playbook.requests import (
     idempotency_key,
 )
 from agent.playbook.templating import TemplateError, format_number
+from detectors.freshness import Seen
+from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
+from remediations.types import ActionClass
 
 log = logging.getLogger("aiops.playbooks")
 
@@ -94,6 +118,20 @@ log = logging.getLogger("aiops.playbooks")
 ALERT_STALE_AFTER = 12 * 3600.0
 #: The same rejection (playbook, reason) is audited at most once per this long.
 REJECTION_QUIET = 300.0
+#: A series silent for this many of its scrape intervals is stale.
+STALE_INTERVALS = 3.0
+#: How long incident ids and a target's incident history are remembered.
+MEMORY = 86400.0
+#: A retryable failure without a delay of its own is tried again after this long.
+RETRY_DELAY = 30.0
+
+
+class Freshness(Protocol):
+    """When a series last reported and how often (the detector bank's :class:`SeriesFreshness`)."""
+
+    def seen(self, key: SeriesKey) -> Seen | None:
+        """The series' freshness; None for a series never seen."""
+        ...
 
 
 class TargetFacts(Protocol):
@@ -159,6 +197,12 @@ class Incident:
     phase: str = "actions"
     step_index: int = 0
     waiting_key: str | None = None
+    cls: ActionClass = ActionClass.CORRECTIVE
+    series: dict[SeriesKey, int] = field(default_factory=dict)  # fired series -> samples at last match
+    fired_at: float | None = None  # when it reached firing (the target's incident history)
+    acting_since: float | None = None
+    raised: bool = False  # a scale step executed: released when it resolves
+    remediated: bool = False  # a workload step ran: the cooldown started
 
     def condition_last(self, now: float) -> float:
         """The last time the condition was seen to hold (``now`` while an alert is firing)."""
@@ -185,6 +229,7 @@ class Incident:
             "signals": self.signals,
             "heldBy": self.held,
             "actedAt": self.acted_at,
+            "class": self.cls.value,
         }
 
 
@@ -208,8 +253,11 @@ class PlaybookEngine:
         facts: TargetFacts | None = None,
         metrics: AgentMetrics | None = None,
         max_incidents: int = 10_000,
+        freshness: Freshness | None = None,
     ) -> None:
         self.executor = executor
+        self.freshness = freshness
+        """Where fresh samples are counted; None: the engine sees signals only (quiet = cleared)."""
         self.clock = clock
         self.audit = audit
         self.defaults = defaults if defaults is not None else GuardrailDefaults()
@@ -221,9 +269,12 @@ class PlaybookEngine:
         self._set = EMPTY_SET
         self._guardrails: dict[str, EffectiveGuardrails] = {}
         self._active: dict[tuple[str, TargetRef], Incident] = {}
-        self._in_flight: dict[TargetRef, Incident] = {}
+        self._in_flight: dict[tuple[TargetRef, ActionClass], Incident] = {}
         self._waiting: dict[str, Incident] = {}
         self._rejections: dict[tuple[str, str], float] = {}
+        self._ids: dict[str, float] = {}  # every incident id given out, with when (bounded by MEMORY)
+        self._history: dict[TargetRef, list[tuple[float, float]]] = defaultdict(list)
+        self._restores: list[tuple[float, Incident]] = []
         self.replace_playbooks(playbooks)
 
     # ------------------------------------------------------------------ SignalSink
@@ -267,6 +318,7 @@ class PlaybookEngine:
             times: list[float] = []
             for inc in self._active.values():
                 times.extend(self._deadlines(inc, now))
+            times.extend(t for t, _ in self._restores)
             future = [t for t in times if t > now]
             return min(future) if future else None
 
@@ -351,16 +403,27 @@ class PlaybookEngine:
                 inc.alerts[str(signal.details.get("fingerprint") or signal.series)] = now
             else:
                 inc.last_point = now
+                seen = self.freshness.seen(signal.series) if self.freshness is not None else None
+                inc.series[signal.series] = seen.count if seen is not None else 0
+                if inc.state is IncidentState.STALE:
+                    self._transition(inc, IncidentState.VERIFYING, "fresh matching samples again", now)
 
     def _open(self, pb: LoadedPlaybook, target: TargetRef, signal: Signal, now: float) -> Incident:
+        base = incident_id(pb.name, target, signal.timestamp)
+        ident, n = base, 1
+        while ident in self._ids:  # a new episode, though its first signal has an old timestamp
+            n += 1
+            ident = f"{base}-{n}"
+        self._ids[ident] = now
         inc = Incident(
-            id=incident_id(pb.name, target, signal.timestamp),
+            id=ident,
             playbook=pb,
             guardrails=self._guardrails[pb.name],
             target=target,
             state=IncidentState.PENDING,
             started_at=now,
             signal=signal,
+            cls=playbook_class(s.params for s in pb.model.spec.actions),
         )
         self._active[(pb.name, target)] = inc
         reason = f"first matching signal: {signal.kind.value} {signal.series} score {signal.score:.3g}"
@@ -402,12 +465,32 @@ class PlaybookEngine:
             if inc.state is IncidentState.FIRING:
                 ready[inc.target].append(inc)
         for target in sorted(ready):
-            contenders = sorted(ready[target], key=lambda i: (-i.playbook.priority, i.started_at, i.id))
+            # fixes first, then by priority: a capacity incident never takes a fix's turn
+            contenders = sorted(
+                ready[target],
+                key=lambda i: (i.cls is not ActionClass.CORRECTIVE, -i.playbook.priority, i.started_at, i.id),
+            )
             for inc in contenders:
                 self._try_to_act(inc, now)
-        self.ledger.prune(now, keep=max([g.cooldown for g in self._guardrails.values()] + [3600.0]))
+        self._run_restores(now)
+        keep = max([g.cooldown for g in self._guardrails.values()] + [3600.0])
+        fixes = max([g.repeat_window for g in self._guardrails.values()] + [MEMORY])
+        self.ledger.prune(now, keep=keep, keep_fixes=fixes)
+        self._forget(now)
         if self.metrics is not None:
             self.metrics.incidents_open.set(len(self._active))
+
+    def _forget(self, now: float) -> None:
+        """Drop ids and incident history older than :data:`MEMORY` (bounded memory)."""
+        if len(self._ids) > 1000:
+            for ident in [i for i, t in self._ids.items() if t <= now - MEMORY]:
+                del self._ids[ident]
+        for target in list(self._history):
+            kept = [(a, b) for a, b in self._history[target] if b > now - MEMORY]
+            if kept:
+                self._history[target] = kept
+            else:
+                del self._history[target]
 
     def _advance(self, inc: Incident, now: float) -> None:
         spec = inc.playbook.model.spec
@@ -436,8 +519,28 @@ class PlaybookEngine:
             )
             self._transition(inc, IncidentState.FIRING, why, now)
             return
-        if inc.state is IncidentState.VERIFYING:
+        if inc.state in {IncidentState.VERIFYING, IncidentState.STALE}:
             self._verify(inc, now)
+        elif inc.state is IncidentState.ACTING and inc.retry_at is not None and now >= inc.retry_at:
+            inc.retry_at = None
+            self._run(inc, now)
+
+    def _evidence(self, inc: Incident, now: float) -> tuple[list[str], list[str]]:
+        """What stands between the incident and resolution: (stale series, series short of samples)."""
+        if self.freshness is None:
+            return [], []
+        need = inc.playbook.model.spec.verify.samples
+        stale: list[str] = []
+        short: list[str] = []
+        for key, at_match in inc.series.items():
+            seen = self.freshness.seen(key)
+            if seen is None or seen.stale(now, STALE_INTERVALS):
+                gone = "never reported" if seen is None else f"silent since {iso_time(seen.last)}"
+                interval = "" if seen is None else f", interval {format_seconds(seen.interval)}"
+                stale.append(f"{key} {gone}{interval}")
+            elif seen.count - at_match < need:
+                short.append(f"{key} {seen.count - at_match} of {need} fresh samples")
+        return stale, short
 
     def _verify(self, inc: Incident, now: float) -> None:
         verify = inc.playbook.model.spec.verify
@@ -445,13 +548,28 @@ class PlaybookEngine:
         quiet_since = max(inc.acted_at, inc.condition_last(now))
         resolve_at = quiet_since + verify.quiet
         deadline = inc.acted_at + verify.within
-        if resolve_at <= now and resolve_at <= deadline:
+        stale, short = self._evidence(inc, now)
+        if stale and inc.state is not IncidentState.STALE:
+            why = f"no fresh samples: {'; '.join(stale)}; silence is not recovery"
+            self._transition(inc, IncidentState.STALE, why, now)
+        elif not stale and inc.state is IncidentState.STALE:
+            self._transition(inc, IncidentState.VERIFYING, "the series report again", now)
+        if resolve_at <= now and resolve_at <= deadline and not stale and not short:
             after = format_seconds(resolve_at - inc.acted_at)
             why = f"no matching signal for {format_seconds(verify.quiet)}: cleared {after} after the actions"
+            if inc.series and self.freshness is not None:
+                why += f", on {verify.samples}+ fresh samples of each series that fired"
             self._finish(inc, IncidentState.RESOLVED, why, now)
         elif now >= deadline:
             last = inc.condition_last(now)
-            seen = "an alert is still firing" if inc.alerts else f"last matching signal at {iso_time(last)}"
+            if stale:
+                seen = f"stale: {'; '.join(stale)}"
+            elif resolve_at <= deadline and short:
+                seen = f"too few fresh samples: {'; '.join(short)}"
+            else:
+                seen = (
+                    "an alert is still firing" if inc.alerts else f"last matching signal at {iso_time(last)}"
+                )
             why = (
                 f"the condition did not clear within {format_seconds(verify.within)} of the actions "
                 f"({seen}); running onFailure"
@@ -461,7 +579,7 @@ class PlaybookEngine:
             self._run(inc, now)
 
     def _try_to_act(self, inc: Incident, now: float) -> None:
-        busy = self._in_flight.get(inc.target)
+        busy = self._in_flight.get((inc.target, inc.cls))
         if busy is not None and busy is not inc:
             owner = f"playbook {busy.playbook.name} (priority {busy.playbook.priority}, incident {busy.id})"
             if busy.playbook.priority >= inc.playbook.priority:
@@ -475,7 +593,9 @@ class PlaybookEngine:
         verdict = self._when(inc, now)
         if verdict.allowed:
             planned = sum(1 for s in inc.playbook.model.spec.actions if changes_workload(s.params))
-            verdict = check_action(inc.guardrails, self.ledger, inc.playbook.name, inc.target, planned, now)
+            verdict = check_action(
+                inc.guardrails, self.ledger, inc.playbook.name, inc.target, planned, now, inc.cls
+            )
         if not verdict.allowed:
             if verdict.guardrail == "namespaces":
                 self._suppress(inc, "namespaces", verdict.reason, now)
@@ -521,10 +641,16 @@ class PlaybookEngine:
     def _start(self, inc: Incident, now: float) -> None:
         inc.held, inc.retry_at = None, None
         n = len(inc.playbook.model.spec.actions)
-        self._transition(inc, IncidentState.ACTING, f"guardrails passed; running {n} step(s)", now)
-        self.ledger.record_remediation(inc.playbook.name, inc.target, now)
-        self._in_flight[inc.target] = inc
+        checked = (
+            f"namespace, cooldown {format_seconds(inc.guardrails.cooldown)}, "
+            f"{inc.cls.value} budgets and the target's other incidents"
+        )
+        self._transition(
+            inc, IncidentState.ACTING, f"guardrails passed ({checked}); running {n} step(s)", now
+        )
+        self._in_flight[(inc.target, inc.cls)] = inc
         inc.phase, inc.step_index = "actions", 0
+        inc.acting_since = now
         self._run(inc, now)
 
     def _steps(self, inc: Incident) -> Sequence[ActionStep]:
@@ -542,6 +668,8 @@ class PlaybookEngine:
             label = f"{inc.phase}[{inc.step_index}]"
             key = idempotency_key(inc.playbook.name, inc.target, inc.id, label)
             result = self._submit(inc, step.action, step.params, label, key, now)
+            if self._retry(inc, step.action, result, now):
+                return
             if result.status is ActionStatus.PENDING_APPROVAL:
                 self._event(
                     inc,
@@ -573,8 +701,49 @@ class PlaybookEngine:
         else:
             self._release(inc)
 
+    def _retry(self, inc: Incident, action: str, result: ActionResult, now: float) -> bool:
+        """Schedule a retryable failure again while the incident's deadline allows; True if so."""
+        if result.status is not ActionStatus.FAILED or not result.details.get("retryable"):
+            return False
+        delay = result.details.get("retryAfter")
+        at = now + (float(delay) if isinstance(delay, int | float) and delay > 0 else RETRY_DELAY)
+        started = inc.acting_since if inc.acting_since is not None else now
+        if at > started + inc.playbook.model.spec.verify.within:
+            return False
+        inc.retry_at = at
+        self._event(
+            inc,
+            inc.state,
+            inc.state,
+            f"{action} failed and may succeed later: trying again at {iso_time(at)} ({result.message})",
+            now,
+            action=action,
+            key=result.key,
+            status="retry",
+        )
+        return True
+
+    def _open_corrective(self, inc: Incident) -> bool:
+        """Whether another incident on the same target fixes it right now (capacity may not scale down)."""
+        return any(
+            o is not inc
+            and o.target == inc.target
+            and o.cls is ActionClass.CORRECTIVE
+            and o.state
+            in {IncidentState.FIRING, IncidentState.ACTING, IncidentState.VERIFYING, IncidentState.STALE}
+            for o in self._active.values()
+        )
+
     def _submit(
-        self, inc: Incident, action: str, params: ActionParams, label: str, key: str, now: float
+        self,
+        inc: Incident,
+        action: str,
+        params: ActionParams,
+        label: str,
+        key: str,
+        now: float,
+        *,
+        restore: bool = False,
     ) -> ActionResult:
         ctx = signal_context(inc.signal, inc.playbook.name)
         ctx.update(
@@ -591,9 +760,16 @@ class PlaybookEngine:
         except TemplateError as exc:
             return ActionResult(key, ActionStatus.FAILED, f"parameters did not render: {exc}", now)
         guardrails = inc.guardrails.for_request()
+        cls = action_class(params)
         if not changes_workload(params):
             # approval guards changes to workloads; a notification about them does not wait
             guardrails = dataclasses.replace(guardrails, approval=Approval.NONE)
+        if cls is ActionClass.CAPACITY and self._open_corrective(inc):
+            guardrails = dataclasses.replace(guardrails, scale_down=False)
+        repeat = None if restore else self._repeat(inc, action, now)
+        if repeat is not None:
+            guardrails = dataclasses.replace(guardrails, approval=Approval.REQUIRED)
+            self._event(inc, inc.state, inc.state, repeat, now, action=action, step=label, guardrail="repeat")
         request = ActionRequest(
             key=key,
             playbook=inc.playbook.name,
@@ -606,6 +782,8 @@ class PlaybookEngine:
             time=now,
             signal_value=inc.signal.value,
             reason=f"{inc.signal.kind.value} on {inc.signal.series} value {format_number(inc.signal.value)}",
+            unhealthy=self._unhealthy(inc.target, now),
+            restore=restore,
         )
         self._event(inc, inc.state, inc.state, f"submitted {action}", now, action=action, step=label, key=key)
         try:
@@ -613,6 +791,26 @@ class PlaybookEngine:
         except Exception as exc:  # an executor must not raise, but one that does must not stop the engine
             log.exception("executor raised for %s", key)
             return ActionResult(key, ActionStatus.FAILED, f"executor error: {exc}", now)
+
+    def _repeat(self, inc: Incident, action: str, now: float) -> str | None:
+        """Why this corrective action escalates to a person (it ran on the target recently), or None."""
+        window = inc.guardrails.repeat_window
+        last = self.ledger.last_fix(inc.target, action)
+        if last is None or now - last >= window:
+            return None
+        return (
+            f"escalated to a person: {action} already ran on {inc.target} "
+            f"{format_seconds(now - last)} ago (repeat window {format_seconds(window)}); "
+            "this one waits for approval"
+        )
+
+    def _unhealthy(self, target: TargetRef, now: float) -> tuple[tuple[float, float], ...]:
+        """When the target had incidents (fired ones, open ones until now)."""
+        spans = list(self._history.get(target, ()))
+        spans += [
+            (o.fired_at, now) for o in self._active.values() if o.target == target and o.fired_at is not None
+        ]
+        return tuple(sorted(spans))
 
     def _after_result(
         self, inc: Incident, action: str, params: ActionParams, result: ActionResult, now: float
@@ -633,8 +831,14 @@ class PlaybookEngine:
         if self.metrics is not None:
             self.metrics.playbook_actions.labels(inc.playbook.name, action, result.status.value).inc()
         if result.status in DONE_STATUSES:
-            if changes_workload(params) and result.status is not ActionStatus.SKIPPED:
-                self.ledger.record_action(inc.playbook.name, inc.target, now)
+            acted = result.status in {ActionStatus.SUCCEEDED, ActionStatus.DRY_RUN}
+            if changes_workload(params) and acted:
+                if not inc.remediated:
+                    inc.remediated = True
+                    self.ledger.record_remediation(inc.playbook.name, inc.target, now)
+                self.ledger.record_action(inc.playbook.name, inc.target, now, action_class(params), action)
+                if action_class(params) is ActionClass.CAPACITY and inc.phase == "actions":
+                    inc.raised = True
             inc.step_index += 1
             return
         # failed
@@ -647,14 +851,45 @@ class PlaybookEngine:
 
     def _finish(self, inc: Incident, state: IncidentState, reason: str, now: float) -> None:
         self._transition(inc, state, reason, now)
+        if state is IncidentState.RESOLVED and inc.raised:
+            due = now + inc.guardrails.restore_after
+            self._restores.append((due, inc))
+            self._event(inc, state, state, f"what it raised is released at {iso_time(due)}", now)
         self._release(inc)
 
     def _release(self, inc: Incident) -> None:
-        if self._in_flight.get(inc.target) is inc:
-            del self._in_flight[inc.target]
+        if self._in_flight.get((inc.target, inc.cls)) is inc:
+            del self._in_flight[(inc.target, inc.cls)]
         key = (inc.playbook.name, inc.target)
         if self._active.get(key) is inc:
             del self._active[key]
+            if inc.fired_at is not None:
+                self._history[inc.target].append((inc.fired_at, self.clock.now()))
+
+    def _run_restores(self, now: float) -> None:
+        """Release the raises of resolved capacity incidents whose stabilisation window passed."""
+        due = [(t, inc) for t, inc in self._restores if t <= now]
+        if not due:
+            return
+        self._restores = [(t, inc) for t, inc in self._restores if t > now]
+        for _, inc in due:
+            step = next(
+                s for s in inc.playbook.model.spec.actions if action_class(s.params) is ActionClass.CAPACITY
+            )
+            key = idempotency_key(inc.playbook.name, inc.target, inc.id, "restore")
+            result = self._submit(inc, step.action, step.params, "restore", key, now, restore=True)
+            message = f": {result.message}" if result.message else ""
+            self._event(
+                inc,
+                inc.state,
+                inc.state,
+                f"release {result.status.value}{message}",
+                now,
+                action=step.action,
+                step="restore",
+                key=key,
+                status=result.status.value,
+            )
 
     def _deadlines(self, inc: Incident, now: float) -> list[float]:
         spec = inc.playbook.model.spec
@@ -668,10 +903,12 @@ class PlaybookEngine:
                 out.append(inc.started_at + spec.trigger.for_)
             if inc.retry_at is not None:
                 out.append(inc.retry_at)
-        elif inc.state is IncidentState.VERIFYING and inc.acted_at is not None:
+        elif inc.state in {IncidentState.VERIFYING, IncidentState.STALE} and inc.acted_at is not None:
             if not inc.alerts:
                 out.append(max(inc.acted_at, inc.condition_last(now)) + spec.verify.quiet)
             out.append(inc.acted_at + spec.verify.within)
+        elif inc.state is IncidentState.ACTING and inc.retry_at is not None:
+            out.append(inc.retry_at)
         return out
 
     # ------------------------------------------------------------------ events
@@ -681,6 +918,8 @@ class PlaybookEngine:
     ) -> None:
         previous = inc.state
         inc.state = state
+        if state is IncidentState.FIRING and inc.fired_at is None:
+            inc.fired_at = now
         if state is not IncidentState.FIRING:
             inc.held = None
         self._event(inc, previous, state, reason, now, guardrail=guardrail)

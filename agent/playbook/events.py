@@ -25,13 +25,16 @@ class IncidentState(enum.StrEnum):
 
     pending -> firing -> acting -> verifying -> resolved | failed | escalated; an incident can
     also end suppressed (another playbook won the target, or its namespace is not allowed) or
-    expired (the condition went away before any action ran).
+    expired (the condition went away before any action ran). A verifying incident whose series
+    stopped reporting is stale: it goes back to verifying when fresh samples come, and is
+    escalated, never resolved, if none come in time.
     """
 
     PENDING = "pending"
     FIRING = "firing"
     ACTING = "acting"
     VERIFYING = "verifying"
+    STALE = "stale"
     RESOLVED = "resolved"
     FAILED = "failed"
     ESCALATED = "escalated"

@@ -6,7 +6,10 @@ effective value is the stricter of the two (:func:`effective`).
 
 The playbook engine checks what it can decide alone, before it asks for an action: the namespace
 allow-list, the cooldown per playbook and target, and the hourly rate limits
-(:func:`check_action`). The executor applies what needs the cluster or a person: dry-run,
+(:func:`check_action`). Budgets are kept per action class (:class:`~remediations.types.ActionClass`):
+capacity actions (scale) and corrective ones (rollback, restart, delete_pod, retrain) each have
+their own per-target and agent-wide hourly limits, so scaling never spends what a fix needs.
+The executor applies what needs the cluster or a person: dry-run,
 approval, and the replica bounds and step of a scale, with :func:`check_scale`.
 
 Every check takes the time as an argument and returns a :class:`Verdict`: allowed, or the name of
@@ -24,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.playbook.fields import Duration
 from agent.playbook.requests import Approval, RequestGuardrails, TargetRef
+from remediations.types import ActionClass
 
 HOUR = 3600.0
 
@@ -37,10 +41,26 @@ class GuardrailDefaults(BaseModel):
 
     cooldown: Duration = Field(300.0, description="least time between two remediations of one target")
     max_per_hour: int | None = Field(
-        6, ge=0, description="workload-changing actions per target per hour; null: no limit"
+        6,
+        ge=0,
+        description="workload-changing actions per target per hour, counted per action class "
+        "(capacity, corrective); null: no limit",
     )
     max_per_hour_total: int | None = Field(
-        30, ge=0, description="workload-changing actions per hour, all targets together; null: no limit"
+        30,
+        ge=0,
+        description="workload-changing actions per hour, all targets together, counted per action "
+        "class; null: no limit",
+    )
+    repeat_window: Duration = Field(
+        86400.0,
+        description="a second corrective action of the same kind on one target within this long "
+        "waits for a person's approval instead of running",
+    )
+    restore_after: Duration = Field(
+        600.0,
+        description="what a capacity incident raised is put back this long after it resolves "
+        "(unless a person changed it meanwhile)",
     )
     min_replicas: int = Field(1, ge=0, description="scale never goes below this")
     max_replicas: int | None = Field(None, ge=0, description="scale never goes above this")
@@ -121,6 +141,8 @@ class EffectiveGuardrails:
     namespaces: frozenset[str] | None
     dry_run: bool
     approval: Approval
+    repeat_window: float = 86400.0
+    restore_after: float = 600.0
 
     def for_request(self) -> RequestGuardrails:
         """The part the executor applies."""
@@ -158,6 +180,8 @@ def effective(playbook: PlaybookGuardrails, defaults: GuardrailDefaults) -> Effe
         approval=Approval.REQUIRED
         if Approval.REQUIRED in (playbook.approval, defaults.approval)
         else Approval.NONE,
+        repeat_window=defaults.repeat_window,
+        restore_after=defaults.restore_after,
     )
 
 
@@ -177,44 +201,70 @@ ALLOW = Verdict(True)
 class ActionLedger:
     """What was done recently, for cooldowns and rate limits; bounded in memory.
 
-    Holds the last remediation time per (playbook, target) and the workload-changing actions of
-    the last hour. The daemon's executor keeps the durable record (on the objects, in the audit
-    log); this is the engine's working memory.
+    Holds the last remediation time per (playbook, target), the workload-changing actions of the
+    last hour with their class, and the corrective actions of the repeat window by kind. Only
+    actions that ran (or were planned in dry-run) are recorded: a step skipped because its key
+    had already executed is no remediation and spends nothing.
     """
 
     def __init__(self) -> None:
         self._last: dict[tuple[str, TargetRef], float] = {}
-        self._actions: deque[tuple[float, str, TargetRef]] = deque()
+        self._actions: deque[tuple[float, str, TargetRef, ActionClass]] = deque()
+        self._fixes: dict[tuple[TargetRef, str], float] = {}
 
     def record_remediation(self, playbook: str, target: TargetRef, now: float) -> None:
-        """A remediation of ``target`` by ``playbook`` started at ``now`` (starts its cooldown)."""
+        """A remediation of ``target`` by ``playbook`` acted at ``now`` (starts its cooldown)."""
         self._last[(playbook, target)] = now
 
-    def record_action(self, playbook: str, target: TargetRef, now: float) -> None:
-        """One workload-changing action ran (or was planned in dry-run) at ``now``."""
-        self._actions.append((now, playbook, target))
+    def record_action(
+        self,
+        playbook: str,
+        target: TargetRef,
+        now: float,
+        cls: ActionClass = ActionClass.CORRECTIVE,
+        action: str = "",
+    ) -> None:
+        """One workload-changing action of class ``cls`` ran (or was planned in dry-run) at ``now``."""
+        self._actions.append((now, playbook, target, cls))
+        if cls is ActionClass.CORRECTIVE and action:
+            self._fixes[(target, action)] = now
 
     def last_remediation(self, playbook: str, target: TargetRef) -> float | None:
         """When ``playbook`` last started a remediation of ``target``."""
         return self._last.get((playbook, target))
 
+    def last_fix(self, target: TargetRef, action: str) -> float | None:
+        """When a corrective ``action`` last ran on ``target`` (within the kept window)."""
+        return self._fixes.get((target, action))
+
     def actions_since(
-        self, since: float, *, target: TargetRef | None = None, playbook: str | None = None
+        self,
+        since: float,
+        *,
+        target: TargetRef | None = None,
+        playbook: str | None = None,
+        cls: ActionClass | None = None,
     ) -> list[float]:
-        """Times of actions after ``since``, optionally for one target and/or playbook, oldest first."""
+        """Times of actions after ``since``, for one target, playbook and/or class; oldest first."""
         return [
             t
-            for t, p, tg in self._actions
-            if t > since and (target is None or tg == target) and (playbook is None or p == playbook)
+            for t, p, tg, c in self._actions
+            if t > since
+            and (target is None or tg == target)
+            and (playbook is None or p == playbook)
+            and (cls is None or c is cls)
         ]
 
-    def prune(self, now: float, keep: float) -> None:
-        """Forget actions older than an hour and remediations older than ``keep`` seconds."""
+    def prune(self, now: float, keep: float, keep_fixes: float = 86400.0) -> None:
+        """Forget actions older than an hour, remediations older than ``keep`` seconds and
+        corrective actions older than ``keep_fixes``."""
         while self._actions and self._actions[0][0] <= now - HOUR:
             self._actions.popleft()
         stale = [k for k, t in self._last.items() if t <= now - keep]
         for k in stale:
             del self._last[k]
+        for f in [f for f, t in self._fixes.items() if t <= now - keep_fixes]:
+            del self._fixes[f]
 
 
 def _rate(
@@ -223,11 +273,11 @@ def _rate(
     if limit is None or len(times) + planned <= limit:
         return None
     if planned > limit:
-        reason = f"{planned} actions exceed the limit of {limit} per hour {scope}"
+        reason = f"{planned} actions exceed the limit of {limit} per hour ({scope})"
         return Verdict(False, name, reason, None)
     # the hold lifts once enough of the counted actions have left the hour window
     free_at = times[len(times) + planned - limit - 1] + HOUR
-    reason = f"{len(times)} actions in the last hour {scope}, limit {limit}"
+    reason = f"{len(times)} {scope}, limit {limit}"
     return Verdict(False, name, reason, max(free_at, now))
 
 
@@ -238,8 +288,10 @@ def check_action(
     target: TargetRef,
     planned: int,
     now: float,
+    cls: ActionClass = ActionClass.CORRECTIVE,
 ) -> Verdict:
-    """May ``playbook`` start a remediation of ``target`` with ``planned`` workload actions now?"""
+    """May ``playbook`` start a remediation of ``target`` with ``planned`` workload actions of
+    class ``cls`` now? Rate limits count only actions of the same class."""
     if g.namespaces is not None and target.namespace not in g.namespaces:
         allowed = ", ".join(sorted(g.namespaces)) or "none"
         reason = f"namespace {target.namespace!r} is not in the allow-list ({allowed})"
@@ -249,15 +301,26 @@ def check_action(
         reason = f"last remediation {format_seconds(now - last)} ago, cooldown {format_seconds(g.cooldown)}"
         return Verdict(False, "cooldown", reason, last + g.cooldown)
     since = now - HOUR
+    what = f"{cls.value} actions in the last hour"
     checks = (
-        ("maxPerHour", g.max_per_hour, ledger.actions_since(since, target=target), "on this target"),
+        (
+            "maxPerHour",
+            g.max_per_hour,
+            ledger.actions_since(since, target=target, cls=cls),
+            f"{what} on this target",
+        ),
         (
             "maxPerHourTotal",
             g.max_per_hour_playbook,
             ledger.actions_since(since, playbook=playbook),
-            "by this playbook",
+            "actions in the last hour by this playbook",
         ),
-        ("agent.max_per_hour_total", g.max_per_hour_total, ledger.actions_since(since), "by the agent"),
+        (
+            "agent.max_per_hour_total",
+            g.max_per_hour_total,
+            ledger.actions_since(since, cls=cls),
+            f"{what} by the agent",
+        ),
     )
     for name, limit, times, scope in checks:
         held = _rate(name, limit, times, planned, scope, now)

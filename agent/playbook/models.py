@@ -167,7 +167,9 @@ class Verify(_Model):
 
     With ``clears: true`` the incident is resolved once no matching signal has arrived for
     ``quiet``, counted from the end of the last action, provided that quiet period is complete
-    within ``within`` of the last action. Otherwise, at ``within``, verification fails, the
+    within ``within`` of the last action and each series that fired has sent ``samples`` fresh
+    samples since its last matching one (a series that stops reporting makes the incident stale).
+    Otherwise, at ``within``, verification fails, the
     ``onFailure`` steps run and the incident is escalated. With ``clears: false`` the incident is
     resolved when the actions are done.
     """
@@ -176,6 +178,13 @@ class Verify(_Model):
     within: PositiveDuration = Field(600.0, description="how long the condition has to clear (default 10m)")
     quiet: PositiveDuration = Field(
         120.0, description="how long without a matching signal counts as cleared (default 2m)"
+    )
+    samples: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="fresh samples each series that fired must send, under the bar, before the "
+        "incident counts as resolved (default 3): silence is not recovery",
     )
 
     @model_validator(mode="after")

@@ -229,7 +229,8 @@ def format_rehearsal(r: Rehearsal) -> str:
     lines.append(f"actions that would run: {len(ran)}")
     for req in ran:
         params = json.dumps(dict(req.params), sort_keys=True)
-        lines.append(f"  {_when(req.time, r.start)} {req.action} {req.target} {params}  ({req.playbook})")
+        what = f"{req.action} (release what the incident raised)" if req.restore else req.action
+        lines.append(f"  {_when(req.time, r.start)} {what} {req.target} {params}  ({req.playbook})")
     held = r.held()
     if held:
         lines.append(f"held back or suppressed: {len(held)}")

@@ -53,6 +53,7 @@ class RequestGuardrails:
     min_replicas: int | None = None
     max_replicas: int | None = None
     max_step: int | None = None
+    scale_down: bool = True  # False while a corrective incident is open on the target
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -62,6 +63,7 @@ class RequestGuardrails:
             "minReplicas": self.min_replicas,
             "maxReplicas": self.max_replicas,
             "maxStep": self.max_step,
+            "scaleDown": self.scale_down,
         }
 
 
@@ -85,6 +87,8 @@ class ActionRequest:
     time: float
     signal_value: float
     reason: str = ""
+    unhealthy: tuple[tuple[float, float], ...] = ()  # the target's incidents (start, end)
+    restore: bool = False  # release what the incident raised instead of acting
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -100,6 +104,8 @@ class ActionRequest:
             "time": self.time,
             "signalValue": self.signal_value,
             "reason": self.reason,
+            "unhealthy": [list(span) for span in self.unhealthy],
+            "restore": self.restore,
         }
 
 
@@ -107,6 +113,7 @@ class ActionStatus(enum.StrEnum):
     """How a request ended (or that it has not ended yet)."""
 
     SUCCEEDED = "succeeded"
+    NOOP = "noop"  # nothing to do: already as wanted
     DRY_RUN = "dry_run"  # planned and audited, nothing written
     PENDING_APPROVAL = "pending_approval"  # waits for a person; reported later
     SKIPPED = "skipped"  # a guardrail in the executor held it, or this replica is not the leader
@@ -114,7 +121,9 @@ class ActionStatus(enum.StrEnum):
 
 
 #: Statuses after which the engine goes on with the next step.
-DONE_STATUSES = frozenset({ActionStatus.SUCCEEDED, ActionStatus.DRY_RUN, ActionStatus.SKIPPED})
+DONE_STATUSES = frozenset(
+    {ActionStatus.SUCCEEDED, ActionStatus.NOOP, ActionStatus.DRY_RUN, ActionStatus.SKIPPED}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import threading
 from agent.clock import Clock
 from agent.http import Route
 from agent.metrics import AgentMetrics
-from agent.playbook.engine import PlaybookEngine, TargetFacts
+from agent.playbook.engine import Freshness, PlaybookEngine, TargetFacts
 from agent.playbook.events import AuditSink, LogAudit
 from agent.playbook.loader import EMPTY_SET
 from agent.playbook.requests import DryRunExecutor, Executor
@@ -43,6 +43,7 @@ class PlaybookRuntime:
         executor: Executor | None = None,
         audit: AuditSink | None = None,
         facts: TargetFacts | None = None,
+        freshness: Freshness | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -55,6 +56,7 @@ class PlaybookRuntime:
             defaults=config.guardrails,
             facts=facts,
             metrics=metrics,
+            freshness=freshness,
         )
         self.watcher: PlaybookWatcher | None = None
         if config.directory is not None:

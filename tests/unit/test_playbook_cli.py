@@ -114,10 +114,18 @@ def test_test_prints_which_actions_would_run_and_why_others_did_not(
     signals = write_signals(tmp_path / "s.jsonl", lines)
     assert main(["playbook", "test", str(PLAYBOOKS), "--signals", str(signals)]) == 0
     out = capsys.readouterr().out
-    assert "actions that would run: 2" in out
-    assert "+12m      rollback Deployment/shop/checkout {}  (rollback-on-error-spike)" in out
-    assert "held back or suppressed: 1" in out
-    assert "scale-out-on-latency Deployment/shop/checkout: suppressed by priority" in out
+    # the rollback (corrective) and the scale-out (capacity) both act: a capacity playbook is
+    # neither suppressed by a fix nor in its way, and its raise is released after it resolves
+    assert "actions that would run: 4" in out
+    assert (
+        '+12m      rollback Deployment/shop/checkout {"avoidWithin": 86400.0, "healthyFor": 900.0}  '
+        "(rollback-on-error-spike)"
+    ) in out
+    assert '+14m      scale Deployment/shop/checkout {"by": 2}  (scale-out-on-latency)' in out
+    assert (
+        '+29m30s   scale (release what the incident raised) Deployment/shop/checkout {"by": 2}  '
+        "(scale-out-on-latency)"
+    ) in out
     assert "pending -> firing" in out
 
 

@@ -14,7 +14,8 @@ from agent.playbook.engine import PlaybookEngine, RecordedFacts, incident_id
 from agent.playbook.events import AuditLog, IncidentEvent, IncidentState, SignalRejected
 from agent.playbook.guardrails import GuardrailDefaults
 from agent.playbook.loader import PlaybookSet, load_sources
-from agent.playbook.requests import ActionResult, ActionStatus, RecordingExecutor, TargetRef
+from agent.playbook.requests import ActionRequest, ActionResult, ActionStatus, RecordingExecutor, TargetRef
+from detectors.freshness import Seen
 from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
 
@@ -63,6 +64,23 @@ def load(*texts: str) -> PlaybookSet:
     return load_sources([(f"p{i}.yaml", t) for i, t in enumerate(texts)])
 
 
+class FakeFreshness:
+    """Samples of series reported by hand: times after T0, one sample per call."""
+
+    def __init__(self) -> None:
+        self.samples: dict[SeriesKey, list[float]] = {}
+
+    def report(self, key: SeriesKey, *times: float) -> None:
+        self.samples.setdefault(key, []).extend(T0 + t for t in times)
+
+    def seen(self, key: SeriesKey) -> Seen | None:
+        times = self.samples.get(key)
+        if not times:
+            return None
+        interval = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
+        return Seen(times[-1], len(times), interval)
+
+
 class Harness:
     """An engine on a ManualClock; times are seconds after T0."""
 
@@ -72,6 +90,7 @@ class Harness:
         defaults: GuardrailDefaults | None = None,
         fail: frozenset[str] = frozenset(),
         metrics: AgentMetrics | None = None,
+        freshness: FakeFreshness | None = None,
     ) -> None:
         self.clock = ManualClock(T0)
         self.executor = RecordingExecutor(fail=fail)
@@ -85,6 +104,7 @@ class Harness:
             defaults=defaults,
             facts=self.facts,
             metrics=metrics,
+            freshness=freshness,
         )
 
     def run_until(self, at: float) -> None:
@@ -243,7 +263,26 @@ def test_a_suppressed_incident_stays_muted_until_its_condition_clears() -> None:
     assert [s for _, s in h.transitions("restart-web")].count("pending") == 2
 
 
-def test_one_remediation_in_flight_per_target_a_higher_priority_waits() -> None:
+def test_one_remediation_in_flight_per_target_and_class_a_higher_priority_waits() -> None:
+    low = playbook(
+        "delete-web-pods",
+        priority=10,
+        trigger={"metric": "cpu", "for": 0},
+        actions=[{"delete_pod": {"selector": "app=web"}}],
+        verify={"within": "10m", "quiet": "5m"},
+    )
+    high = playbook("restart-web", priority=100)
+    h = Harness(low, high)
+    h.signal(0, metric="cpu")  # delete-web-pods acts at 0 and verifies until 300
+    h.every(10, 400)  # restart-web fires at 130, waits for the target
+    h.run_until(3600)
+    assert h.requests() == [(0, "delete-web-pods", "delete_pod"), (300, "restart-web", "restart")]
+    (wait,) = [e for e in h.held() if e.playbook == "restart-web"]
+    assert wait.guardrail == "targetBusy"
+    assert wait.time == T0 + 130
+
+
+def test_a_fix_never_waits_for_a_capacity_incident_and_its_raise_is_released() -> None:
     low = playbook(
         "scale-web",
         priority=10,
@@ -254,12 +293,16 @@ def test_one_remediation_in_flight_per_target_a_higher_priority_waits() -> None:
     high = playbook("restart-web", priority=100)
     h = Harness(low, high)
     h.signal(0, metric="cpu")  # scale-web acts at 0 and verifies until 300
-    h.every(10, 400)  # restart-web fires at 130, waits for the target
+    h.every(10, 400)  # restart-web fires at 130: a fix, it does not wait for the scale
     h.run_until(3600)
-    assert h.requests() == [(0, "scale-web", "scale"), (300, "restart-web", "restart")]
-    (wait,) = [e for e in h.held() if e.playbook == "restart-web"]
-    assert wait.guardrail == "targetBusy"
-    assert wait.time == T0 + 130
+    # scale-web resolved at 300; its raise is released 10 min later
+    assert h.requests() == [
+        (0, "scale-web", "scale"),
+        (130, "restart-web", "restart"),
+        (900, "scale-web", "scale"),
+    ]
+    assert h.executor.requests[-1].restore
+    assert not [e for e in h.held() if e.playbook == "restart-web" and e.guardrail == "targetBusy"]
 
 
 def test_cooldown_holds_a_new_incident_then_lets_it_act() -> None:
@@ -289,7 +332,7 @@ def test_the_agent_default_is_stricter_than_the_playbook() -> None:
 def test_max_per_hour_per_target() -> None:
     h = Harness(
         playbook(trigger={"for": 0}, guardrails={"cooldown": 0, "maxPerHour": 2}),
-        defaults=GuardrailDefaults(cooldown=0),
+        defaults=GuardrailDefaults(cooldown=0, repeat_window=0),  # the rate limit alone
     )
     h.signal(0)  # two short incidents, each resolved before the next
     h.signal(600)
@@ -297,7 +340,7 @@ def test_max_per_hour_per_target() -> None:
     restarts = [t for t, _, a in h.requests() if a == "restart"]
     assert restarts == [0, 600, 3600]  # the third waited for the first to leave the hour
     (rate,) = [e for e in h.held() if e.guardrail == "maxPerHour"]
-    assert "2 actions in the last hour on this target, limit 2" in rate.reason
+    assert "2 corrective actions in the last hour on this target, limit 2" in rate.reason
 
 
 def test_namespace_outside_the_allow_list_is_suppressed() -> None:
@@ -527,3 +570,191 @@ def test_open_incidents_are_bounded() -> None:
     rejected = [e for e in audit.events if isinstance(e, SignalRejected)]
     assert rejected
     assert "3 incidents open" in rejected[0].reason
+
+
+# ---------------------------------------------------------------- classes, budgets, repeats
+
+
+def scale_playbook(name: str = "scale-web", **spec: Any) -> str:
+    return playbook(
+        name,
+        priority=10,
+        trigger={"metric": "rps", "for": 0},
+        actions=[{"scale": {"by": 1}}],
+        verify={"clears": False},
+        guardrails={"cooldown": 0},
+        **spec,
+    )
+
+
+def test_capacity_actions_never_spend_the_budget_a_fix_needs() -> None:
+    defaults = GuardrailDefaults(cooldown=0, max_per_hour=2, max_per_hour_total=2)
+    h = Harness(scale_playbook(), playbook(trigger={"for": 0}), defaults=defaults)
+    for t in (0, 60, 120, 180):  # the forecast scales every minute: held after two
+        h.signal(t, metric="rps")
+    h.signal(200)  # the fix
+    actions = [(t, a) for t, _, a in h.requests()]
+    assert actions == [(0, "scale"), (60, "scale"), (200, "restart")]
+    held = [e for e in h.held() if e.playbook == "scale-web"]
+    assert held
+    assert {e.guardrail for e in held} <= {"maxPerHour", "agent.max_per_hour_total"}
+    assert "capacity actions in the last hour" in held[0].reason
+    assert not [e for e in h.held() if e.playbook == "restart-web"]
+
+
+def test_while_a_fix_is_open_capacity_may_scale_up_not_down() -> None:
+    h = Harness(scale_playbook(), playbook(trigger={"for": 0}))
+    h.signal(0)  # restart-web acts and verifies for 10 minutes
+    h.signal(30, metric="rps")
+    scale = next(r for r in h.executor.requests if r.action == "scale")
+    assert scale.guardrails.scale_down is False
+    h.run_until(3600)  # the fix resolved
+    h.signal(3600, metric="rps")
+    later = [r for r in h.executor.requests if r.action == "scale" and not r.restore][-1]
+    assert later.guardrails.scale_down is True
+
+
+def test_a_second_fix_of_the_same_kind_within_the_window_waits_for_a_person() -> None:
+    h = Harness(
+        playbook(trigger={"for": 0}, guardrails={"cooldown": 0}), defaults=GuardrailDefaults(cooldown=0)
+    )
+    h.signal(0)
+    h.run_until(1000)  # resolved
+    h.signal(2000)  # a new spike: a second restart within 24h
+    first, second = [r for r in h.executor.requests if r.action == "restart"]
+    assert first.guardrails.approval.value == "none"
+    assert second.guardrails.approval.value == "required"
+    (repeat,) = [e for e in h.held() if e.guardrail == "repeat"]
+    assert "restart already ran on Deployment/shop/web 33m20s ago" in repeat.reason
+    assert [r.status for r in h.executor.results if r.key == second.key] == [ActionStatus.PENDING_APPROVAL]
+
+
+def test_a_skip_for_a_key_already_executed_starts_no_cooldown() -> None:
+    h = Harness(playbook(trigger={"for": 0}, guardrails={"cooldown": "30m"}))
+    sig_ts = T0 - 5.0
+    h.signal(0, timestamp=sig_ts)
+    h.run_until(1000)
+    # the same incident id after a restart: a fresh engine, an executor that executed the key
+    restarted = Harness(playbook(trigger={"for": 0}, guardrails={"cooldown": "30m"}))
+    restarted.executor = h.executor
+    restarted.engine.executor = h.executor
+    restarted.signal(0, timestamp=sig_ts)
+    (skip,) = [r for r in h.executor.results if r.status is ActionStatus.SKIPPED]
+    assert skip.key == h.executor.requests[0].key
+    assert restarted.engine.ledger.last_remediation("restart-web", WEB) is None
+    assert restarted.engine.ledger.actions_since(0.0) == []
+
+
+# ---------------------------------------------------------------- incident identity
+
+
+def test_a_resent_alert_joins_its_open_incident_and_a_new_episode_gets_a_new_id() -> None:
+    alert = playbook(
+        trigger={"signal": "alert", "metric": "HighErrorRate", "for": 0}, guardrails={"cooldown": 0}
+    )
+    h = Harness(alert, defaults=GuardrailDefaults(cooldown=0, repeat_window=0))
+    firing = {"status": "firing", "fingerprint": "abc"}
+    started = T0 - 60.0  # the alert's startsAt
+    kw: dict[str, Any] = {"kind": SignalKind.ALERT, "metric": "HighErrorRate", "timestamp": started}
+    h.signal(0, score=1.0, details=firing, **kw)
+    h.signal(60, score=1.0, details=firing, **kw)  # re-sent while firing: the same incident
+    assert len({r.incident for r in h.executor.requests}) == 1
+    h.signal(120, score=0.0, details={**firing, "status": "resolved"}, **kw)
+    h.run_until(1000)
+    assert h.transitions()[-1][1] == "resolved"
+    h.signal(1200, score=1.0, details=firing, **kw)  # the same startsAt, a new episode
+    ids = [r.incident for r in h.executor.requests if r.action == "restart"]
+    assert len(ids) == 2
+    assert ids[0] != ids[1]
+    assert ids[1] == f"{ids[0]}-2"
+    statuses = [r.status for r in h.executor.results if r.key.endswith("actions[0]")]
+    assert statuses == [ActionStatus.SUCCEEDED, ActionStatus.SUCCEEDED]
+
+
+# ---------------------------------------------------------------- fresh evidence
+
+
+ERRORS = SeriesKey.of("errors", {"namespace": "shop", "deployment": "web"})
+
+
+def test_silence_is_not_recovery_a_series_that_stops_reporting_goes_stale_then_escalates() -> None:
+    fresh = FakeFreshness()
+    h = Harness(playbook(trigger={"for": 0}), freshness=fresh)
+    fresh.report(ERRORS, *range(-150, 1, 15))
+    h.signal(0)  # acts at 0, verifies for 10m with 2m quiet
+    h.run_until(3600)  # the series never reports again
+    states = [st for _, st in h.transitions()]
+    assert "resolved" not in states
+    assert states[-2:] == ["stale", "escalated"]
+    stale = [e for e in h.audit.incident_events() if e.state is IncidentState.STALE and e.is_transition]
+    assert stale[0].time == T0 + 120  # the quiet period ends with a series 120 s silent at a 15 s interval
+    assert "silence is not recovery" in stale[0].reason
+
+
+def test_resolved_only_on_fresh_samples_under_the_bar() -> None:
+    fresh = FakeFreshness()
+    h = Harness(playbook(trigger={"for": 0}), freshness=fresh)
+    fresh.report(ERRORS, *range(-150, 1, 15))
+    h.signal(0)
+    for t in range(15, 400, 15):  # the series keeps reporting, no signal: under the bar
+        h.run_until(t)
+        fresh.report(ERRORS, t)
+    h.run_until(3600)
+    assert h.transitions()[-1] == (120, "resolved")
+
+
+def test_a_stale_incident_comes_back_when_samples_return() -> None:
+    fresh = FakeFreshness()
+    h = Harness(playbook(trigger={"for": 0}), freshness=fresh)
+    fresh.report(ERRORS, *range(-150, 1, 15))
+    h.signal(0)
+    h.run_until(200)  # stale since 120: nothing came
+    for t in range(210, 600, 15):
+        h.run_until(t)
+        fresh.report(ERRORS, t)
+    h.run_until(3600)
+    states = [st for _, st in h.transitions()]
+    assert states[-3:] == ["stale", "verifying", "resolved"]
+
+
+# ---------------------------------------------------------------- retries
+
+
+class FlakyExecutor(RecordingExecutor):
+    """Fails the first ``failures`` requests with a retryable error, then succeeds."""
+
+    def __init__(self, failures: int, retry_after: float | None) -> None:
+        super().__init__()
+        self.failures = failures
+        self.retry_after = retry_after
+
+    def submit(self, request: ActionRequest) -> ActionResult:
+        self.requests.append(request)
+        if self.failures > 0:
+            self.failures -= 1
+            details: dict[str, Any] = {"retryable": True}
+            if self.retry_after is not None:
+                details["retryAfter"] = self.retry_after
+            return ActionResult(request.key, ActionStatus.FAILED, "409 conflict", request.time, details)
+        return ActionResult(request.key, ActionStatus.SUCCEEDED, "ok", request.time)
+
+
+def test_a_retryable_failure_is_tried_again_after_the_delay_the_action_gave() -> None:
+    h = Harness(playbook(trigger={"for": 0}))
+    h.executor = FlakyExecutor(failures=2, retry_after=20.0)
+    h.engine.executor = h.executor
+    h.signal(0)
+    h.run_until(3600)
+    assert [t for t, _, a in h.requests() if a == "restart"] == [0, 20, 40]
+    assert h.transitions()[-1][1] == "resolved"
+
+
+def test_retries_stop_at_the_incident_deadline() -> None:
+    h = Harness(playbook(trigger={"for": 0}))
+    h.executor = FlakyExecutor(failures=1000, retry_after=None)
+    h.engine.executor = h.executor
+    h.signal(0)
+    h.run_until(3600)
+    restarts = [t for t, _, a in h.requests() if a == "restart"]
+    assert restarts == list(range(0, 601, 30))  # every 30 s until verify.within (10m)
+    assert "failed" in [st for _, st in h.transitions()]
