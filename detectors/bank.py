@@ -16,6 +16,7 @@ from detectors.drift import DriftDetector
 from detectors.forecast_detector import ForecastDetector
 from detectors.freshness import SeriesFreshness
 from detectors.hold import AlarmHold
+from detectors.ratio import RatioDetector
 from detectors.registry import DEFAULT, LEARNED, build_learned
 from detectors.series import SeriesRegistry
 from detectors.signal import Signal
@@ -122,6 +123,9 @@ def build_detector(name: str, params: Mapping[str, Any], series: SeriesRegistry)
     # left out of detector_names() and the NAB table.
     if name == ForecastDetector.name:
         return ForecastDetector.from_params(params, series)
+    # Ratios with their counts (detectors/ratio.py): a pair of series per signal; not in the table.
+    if name == RatioDetector.name:
+        return RatioDetector.from_params(params, series)
     msg = f"unknown detector {name!r}; built-in detectors: {detector_names()}"
     raise DetectorError(msg)
 

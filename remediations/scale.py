@@ -37,7 +37,7 @@ from remediations.base import BaseAction
 from remediations.diff import render
 from remediations.errors import ActionRefused
 from remediations.kube import PatchType
-from remediations.params import ActionParams
+from remediations.params import ActionParams, Duration
 from remediations.types import ActionClass, ActionContext, ActionRequest, ActionResult, ActionStatus, Plan
 
 SCALE_ORIGIN = notes.PREFIX + "scale-origin"
@@ -48,7 +48,12 @@ Obj = dict[str, Any]
 
 
 class ForecastTarget(BaseModel):
-    """Replicas from a forecast: ``ceil(value x (1 + headroom) / capacityPerPod)``."""
+    """Replicas from a forecast: ``ceil(value x (1 + headroom) / capacityPerPod)``, as a floor.
+
+    A forecast raises capacity above what the owner set and lowers only what it raised itself,
+    never below the owner's value, and not before ``hold`` has passed since its last change: the
+    forecast's noise does not make the replicas flap.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_by_name=False)
 
@@ -61,6 +66,12 @@ class ForecastTarget(BaseModel):
         alias="capacityPerPod", gt=0, description="how much of the forecast metric one pod serves"
     )
     headroom: float = Field(0.0, ge=0, le=10, description="extra capacity on top, as a fraction (0.2 = 20%)")
+    hold: Duration = Field(
+        1800.0,
+        ge=0,
+        le=86400,
+        description="least time between a forecast's change of capacity and its lowering (default 30m)",
+    )
 
     def replicas(self, forecast: float) -> int:
         """The replica count that serves ``forecast`` with the headroom."""
@@ -175,11 +186,19 @@ def bounds(params: ScaleParams, request: ActionRequest) -> tuple[int | None, int
     return low, high, step
 
 
-def decide(params: ScaleParams, request: ActionRequest, current: int, base: int | None = None) -> Decision:
+def decide(
+    params: ScaleParams,
+    request: ActionRequest,
+    current: int,
+    base: int | None = None,
+    record: Raise | None = None,
+    now: float = 0.0,
+) -> Decision:
     """The replica count to set: from ``base`` (relative modes) or absolute, then bounds and maxStep.
 
     ``base`` is the recorded starting point of a relative scale (default: ``current``). The step
-    limit applies against the base, so re-executing a relative scale gives the same number.
+    limit applies against the base, so re-executing a relative scale gives the same number. A
+    forecast (``toForecast``) lowers only what it raised (``record``), not before its hold.
     """
     start = current if base is None else base
     if params.replicas is not None:
@@ -212,10 +231,42 @@ def decide(params: ScaleParams, request: ActionRequest, current: int, base: int 
     if step is not None and abs(desired - origin) > step:
         desired = origin + step if desired > origin else origin - step
         why.append(f"limited to maxStep {step} from {origin}")
+    if params.to_forecast is not None and desired < current:
+        desired, note = _forecast_floor(params.to_forecast, request, current, desired, record, now)
+        if note:
+            why.append(note)
     if not request.limits.scale_down and desired < current:
         desired = current
         why.append("not scaled down: a corrective incident is open on the target")
     return Decision(current, start, requested, desired, tuple(why))
+
+
+def holder_of(request: ActionRequest) -> str:
+    """Who holds a raise: the incident, or for a forecast the playbook (one hold, moved each time)."""
+    if isinstance(request.params, ScaleParams) and request.params.to_forecast is not None:
+        return f"forecast:{request.playbook}"
+    return request.incident
+
+
+def _forecast_floor(
+    forecast: ForecastTarget,
+    request: ActionRequest,
+    current: int,
+    desired: int,
+    record: Raise | None,
+    now: float,
+) -> tuple[int, str]:
+    """How far a forecast that needs fewer replicas may lower them: only what it raised."""
+    holder = holder_of(request)
+    if record is None or holder not in record.holders or record.set_to != current:
+        return current, "the forecast needs fewer, but a forecast only lowers what it raised"
+    if now - record.at < forecast.hold:
+        return current, f"the forecast's raise is held until {record.at + forecast.hold:.0f} (hold)"
+    others = [v for k, v in record.holders.items() if k != holder]
+    floor = max([record.original, *others])
+    if desired < floor:
+        return floor, f"lowered no further than {floor} (the owner's value or another raise)"
+    return desired, ""
 
 
 # ---------------------------------------------------------------- raises and their release, pure
@@ -228,10 +279,14 @@ class Raise:
     original: int
     set_to: int
     holders: dict[str, int]
+    at: float = 0.0
+    """When the agent last changed the value."""
 
     def to_json(self) -> str:
         """The annotation's value."""
-        return notes.dump_json({"original": self.original, "set": self.set_to, "holders": self.holders})
+        return notes.dump_json(
+            {"original": self.original, "set": self.set_to, "holders": self.holders, "at": self.at}
+        )
 
 
 def raise_of(obj: Obj) -> Raise | None:
@@ -242,15 +297,21 @@ def raise_of(obj: Obj) -> Raise | None:
     original, set_to, holders = data.get("original"), data.get("set"), data.get("holders")
     if not isinstance(original, int) or not isinstance(set_to, int) or not isinstance(holders, dict):
         return None
-    return Raise(original, set_to, {str(k): int(v) for k, v in holders.items() if isinstance(v, int)})
+    at = data.get("at", 0.0)
+    holders_read = {str(k): int(v) for k, v in holders.items() if isinstance(v, int)}
+    return Raise(original, set_to, holders_read, float(at) if isinstance(at, int | float) else 0.0)
 
 
-def raised(record: Raise | None, incident: str, before: int, to: int) -> Raise:
-    """The record after ``incident`` raised the value from ``before`` to ``to``."""
+def raised(record: Raise | None, incident: str, before: int, to: int, now: float = 0.0) -> Raise | None:
+    """The record after ``incident`` moved the value from ``before`` to ``to`` (None: back to the
+    owner's value, nothing held)."""
     if record is None or record.set_to != before:
         # first raise, or someone changed the value since the agent set it: start from theirs
-        return Raise(before, to, {incident: to})
-    return Raise(record.original, to, {**record.holders, incident: to})
+        return Raise(before, to, {incident: to}, now) if to > before else None
+    holders = {**record.holders, incident: to}
+    if to <= record.original and len(holders) == 1:
+        return None
+    return Raise(record.original, to, holders, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,8 +338,12 @@ def release(record: Raise | None, incident: str, current: int) -> Release | None
     value = max(record.original, *rest.values())
     others = ", ".join(sorted(rest))
     if value >= current:
-        return Release(None, Raise(record.original, current, rest), f"kept at {current}: held by {others}")
-    return Release(value, Raise(record.original, value, rest), f"down to {value}: still held by {others}")
+        return Release(
+            None, Raise(record.original, current, rest, record.at), f"kept at {current}: held by {others}"
+        )
+    return Release(
+        value, Raise(record.original, value, rest, record.at), f"down to {value}: still held by {others}"
+    )
 
 
 # ---------------------------------------------------------------- the action
@@ -354,7 +419,9 @@ class ScaleAction(BaseAction[ScaleParams]):
                 self.name, target, f"nothing to do: {ctx.request.key} already executed", changes=False
             )
         current = _replicas_of(ctx.kube.get_scale(target.kind, target.namespace, target.name))
-        decision = decide(params, ctx.request, current, self._origin(ctx, workload))
+        decision = decide(
+            params, ctx.request, current, self._origin(ctx, workload), raise_of(workload), ctx.clock.now()
+        )
         details: dict[str, Any] = {
             "current": current,
             "requested": decision.requested,
@@ -427,8 +494,11 @@ class ScaleAction(BaseAction[ScaleParams]):
             base = self._origin(ctx, workload)
         decisions: list[Decision] = []
 
+        now = ctx.clock.now()
+        held_before = raise_of(workload)
+
         def resize(scale: Obj) -> Obj | None:
-            decision = decide(params, ctx.request, _replicas_of(scale), base)
+            decision = decide(params, ctx.request, _replicas_of(scale), base, held_before, now)
             decisions.append(decision)
             if decision.desired == decision.current:
                 return None
@@ -457,12 +527,16 @@ class ScaleAction(BaseAction[ScaleParams]):
             changes: dict[str, str | None] = {SCALE_ORIGIN: None}
             if written is not None:
                 held = raise_of(current)
-                if decision.desired > decision.current:
-                    held = raised(held, ctx.request.incident, decision.current, decision.desired)
+                holder = holder_of(ctx.request)
+                after: Raise | None
+                if decision.desired > decision.current or (held is not None and holder in held.holders):
+                    after = raised(held, holder, decision.current, decision.desired, now)
                 elif held is not None:  # the agent lowered it: what it set is still the agent's
-                    held = Raise(held.original, decision.desired, held.holders)
-                if held is not None:
-                    changes[CAPACITY_RAISE] = held.to_json()
+                    after = Raise(held.original, decision.desired, held.holders, now)
+                else:
+                    after = None
+                if held is not None or after is not None:
+                    changes[CAPACITY_RAISE] = None if after is None else after.to_json()
             return notes.record_key_patch(current, key, changes)
 
         workload, _ = kube.read_modify_write(
@@ -496,6 +570,8 @@ class ScaleAction(BaseAction[ScaleParams]):
                 raise ActionRefused(msg)
             return hpa
 
+        now = ctx.clock.now()
+
         def raise_min(hpa: Obj) -> Obj | None:
             if notes.was_executed(hpa, key):
                 outcome.update(done=True)
@@ -503,11 +579,21 @@ class ScaleAction(BaseAction[ScaleParams]):
             decision = decide(params, ctx.request, current, base)
             floor, why = self._floor(ctx, hpa, decision)
             now_min = _min_of(hpa)
+            if params.to_forecast is not None and floor < now_min:
+                # the HPA's floor is the forecast's knob: lowered only as far as it raised it
+                floor, note = _forecast_floor(
+                    params.to_forecast, ctx.request, now_min, floor, raise_of(hpa), now
+                )
+                why = (*why, note) if note else why
+                if not ctx.request.limits.scale_down:
+                    floor = now_min
             outcome.update(hpa=_name(hpa), floor=floor, before=now_min, notes=list(why), done=False)
-            if floor <= now_min:
+            if floor == now_min or (floor < now_min and params.to_forecast is None):
                 return None
-            held = raised(raise_of(hpa), ctx.request.incident, now_min, floor)
-            body = notes.record_key_patch(hpa, key, {CAPACITY_RAISE: held.to_json()})
+            held = raised(raise_of(hpa), holder_of(ctx.request), now_min, floor, now)
+            body = notes.record_key_patch(
+                hpa, key, {CAPACITY_RAISE: None if held is None else held.to_json()}
+            )
             body["spec"] = {"minReplicas": floor}
             return body
 
@@ -530,7 +616,8 @@ class ScaleAction(BaseAction[ScaleParams]):
         if written is None:
             message = f"the HPA {name} already keeps at least {before} replicas of {target}; left as is"
             return self.result(ctx, ActionStatus.NOOP, message, details=details)
-        message = f"raised the floor of HPA {name} for {target} from {before} to {floor} replicas"
+        verb = "raised" if floor > before else "lowered"
+        message = f"{verb} the floor of HPA {name} for {target} from {before} to {floor} replicas"
         if outcome["notes"]:
             message += f" ({'; '.join(outcome['notes'])})"
         details["event"] = self.event(ctx, workload, "AiopsScaleFloorRaised", message)

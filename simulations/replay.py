@@ -80,8 +80,16 @@ SIGNAL_QUIET = 600.0
 #: and memory, and the accuracy degradation test on models.
 AGENT_DETECTORS: tuple[dict[str, Any], ...] = (
     {
+        # error ratios judged with their request counts: 2 errors in 75 requests is no evidence,
+        # 12 % of 500 is; it learns only from what it does not flag, so it stays armed
+        "type": "ratio",
+        "metrics": "http_requests_error_ratio|http_requests_per_second",
+        "min_score": 0.9999,
+        "params": {"count_metric": "http_requests_per_second"},
+    },
+    {
         "type": "ensemble",
-        "metrics": "http_requests_error_ratio|http_request_duration_p99_seconds|container_cpu_usage_ratio",
+        "metrics": "http_request_duration_p99_seconds|container_cpu_usage_ratio",
         "min_score": 0.9,
         # an incident lasts: keep reporting it while the series stays away from its pre-alarm
         # level, so playbooks' `for:` windows see it go on

@@ -42,8 +42,8 @@ capacity when it only scales. Each class has its own budgets (see the guardrails
 makes a fix wait. While a corrective incident is open on a target, capacity playbooks may scale
 it up, never down. A corrective action of the same kind on the same target within
 ``repeat_window`` waits for a person's approval instead of running again. When a capacity
-incident that raised replicas (or an HPA's floor) resolves, the raise is released after
-``restore_after``.
+incident that raised replicas (or an HPA's floor) is resolved by verification (its condition
+cleared), the raise is released after ``restore_after``.
 
 A retryable failure (a conflict, a throttled or unavailable API) is tried again after the delay
 the action gave, until ``verify.within`` after the incident started acting; then it fails.
@@ -851,7 +851,9 @@ class PlaybookEngine:
 
     def _finish(self, inc: Incident, state: IncidentState, reason: str, now: float) -> None:
         self._transition(inc, state, reason, now)
-        if state is IncidentState.RESOLVED and inc.raised:
+        # a raise is released once the condition that needed it cleared; a playbook that does not
+        # verify (clears: false, e.g. scaling to a forecast) sets the level anew each time instead
+        if state is IncidentState.RESOLVED and inc.raised and inc.playbook.model.spec.verify.clears:
             due = now + inc.guardrails.restore_after
             self._restores.append((due, inc))
             self._event(inc, state, state, f"what it raised is released at {iso_time(due)}", now)

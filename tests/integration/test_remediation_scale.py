@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from collections.abc import Iterator
 
 import pytest
@@ -379,3 +380,38 @@ def test_no_scale_down_while_a_corrective_incident_is_open(cluster):
     )
     assert cluster.run(up).status is ActionStatus.EXECUTED
     assert replicas(cluster) == 8
+
+
+def test_a_forecast_raises_above_the_owner_and_lowers_only_what_it_raised_after_its_hold(twin):
+    clock = twin.twin.clock
+    twin.clock = clock
+    twin.deployment("web", replicas=4)
+
+    def forecast(value: float, incident: str) -> Any:
+        request = twin.request(
+            "scale",
+            "Deployment",
+            "web",
+            {"toForecast": {"capacityPerPod": 10, "hold": "30m"}},
+            incident=incident,
+            playbook="ahead",
+            signal_value=value,
+        )
+        return twin.run(request)
+
+    assert forecast(70.0, "inc-1").status is ActionStatus.EXECUTED
+    assert replicas(twin) == 7
+    twin.twin.advance(600)
+    held = forecast(30.0, "inc-2")  # within the hold: stays
+    assert held.status is ActionStatus.NOOP, held.message
+    assert replicas(twin) == 7
+    twin.twin.advance(1800)
+    lowered = forecast(30.0, "inc-3")  # after the hold: down, but not below the owner's 4
+    assert lowered.status is ActionStatus.EXECUTED, lowered.message
+    assert replicas(twin) == 4
+    assert "lowered no further than 4" in lowered.message
+    assert CAPACITY_RAISE not in (twin.read("Deployment", "web")["metadata"].get("annotations") or {})
+    twin.twin.advance(3600)
+    never = forecast(10.0, "inc-4")  # the owner's replicas are not the forecast's to lower
+    assert never.status is ActionStatus.NOOP, never.message
+    assert replicas(twin) == 4

@@ -122,9 +122,15 @@ def test_scale_out_on_a_latency_or_cpu_anomaly(shipped: PlaybookSet, metric: str
     r = rehearse(
         shipped, series(0, 300, 30, kind="anomaly", metric=metric, namespace="shop", deployment="search")
     )
-    assert ran(r) == [(180, "scale-out-on-latency", "scale", TargetRef("Deployment", "shop", "search"))]
-    req = r.ran()[0]
+    search = TargetRef("Deployment", "shop", "search")
+    # scaled at 180; the last signal at 300, 5m quiet: resolved at 600, the raise released 10m later
+    assert ran(r) == [
+        (180, "scale-out-on-latency", "scale", search),
+        (1200, "scale-out-on-latency", "scale", search),
+    ]
+    req, release = r.ran()
     assert req.params == {"by": 2}
+    assert (req.restore, release.restore) == (False, True)
     g = req.guardrails
     assert (g.min_replicas, g.max_replicas, g.max_step) == (2, 20, 4)
 
@@ -179,7 +185,7 @@ def test_a_model_label_that_is_not_a_name_never_reaches_a_job(shipped: PlaybookS
     assert ran(r) == []  # the trigger's matcher only accepts name-shaped model labels
 
 
-def test_rollback_wins_the_target_and_scale_out_is_suppressed(shipped: PlaybookSet) -> None:
+def test_the_rollback_acts_and_scale_out_may_only_scale_up_meanwhile(shipped: PlaybookSet) -> None:
     latency = {
         "kind": "anomaly",
         "metric": "http_request_duration_p99_seconds",
@@ -192,11 +198,12 @@ def test_rollback_wins_the_target_and_scale_out_is_suppressed(shipped: PlaybookS
         *series(60, 400, 30, **latency),
     ]
     r = rehearse(shipped, records)
-    assert [(t, p, a) for t, p, a, _ in ran(r)] == [
+    acted = [(t, p, a) for t, p, a, _ in ran(r)]
+    assert acted[:3] == [
         (120, "rollback-on-error-spike", "rollback"),
         (120, "rollback-on-error-spike", "notify"),
+        (240, "scale-out-on-latency", "scale"),
     ]
-    suppressed = [e for e in r.held() if e.playbook == "scale-out-on-latency"]
-    assert suppressed
-    assert suppressed[0].guardrail == "priority"
-    assert "rollback-on-error-spike (priority 100" in suppressed[0].reason
+    scale = r.ran()[2]
+    assert scale.guardrails.scale_down is False, "a fix is open on the target: capacity only goes up"
+    assert not [e for e in r.held() if e.playbook == "rollback-on-error-spike"]

@@ -1,0 +1,390 @@
+"""Decisions end to end over HTTP: every shipped playbook, the engine, the executor and the twin.
+
+Each test replays one sequence that made the agent act wrongly or not at all: a rollback back to
+the bad version, fixes starved by capacity actions, a series going silent, a re-sent alert, a
+raised floor never put back. Signals are given by hand (the detectors have their own tests);
+samples are counted by the same freshness tracker the daemon's detector bank keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from agent.audit import ActionAudit, MemoryAuditSink
+from agent.config import ExecutorConfig
+from agent.executor import KubeExecutor
+from agent.facts import KubeFacts
+from agent.leader import StaticLeader
+from agent.playbook.engine import PlaybookEngine
+from agent.playbook.events import AuditLog, IncidentEvent
+from agent.playbook.guardrails import GuardrailDefaults
+from agent.playbook.loader import PlaybookSet, load_paths, load_sources
+from detectors import SampleBatch, SeriesKey, SeriesRegistry, Signal
+from detectors.freshness import SeriesFreshness
+from detectors.signal import SignalKind
+from remediations.scale import raise_of
+from simulations.pager import Pager
+from simulations.twin import TwinCluster
+from tests.integration.test_remediation_support import Cluster, hpa_body, open_cluster
+
+pytestmark = pytest.mark.integration
+
+SHIPPED = Path(__file__).resolve().parents[2] / "playbooks"
+STEP = 15.0
+
+
+@pytest.fixture
+def cluster(twin_cluster: Any) -> Iterator[Cluster]:
+    with open_cluster(twin_cluster) as opened:
+        yield opened
+
+
+@pytest.fixture(autouse=True)
+def _close_pagers() -> Iterator[None]:
+    yield
+    for loop in Loop.opened:
+        loop.pager.close()
+    Loop.opened.clear()
+
+
+class Loop:
+    """The daemon's decision half on the twin's clock: engine, executor, audit, freshness."""
+
+    opened: ClassVar[list[Loop]] = []
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        tmp: Path,
+        playbooks: PlaybookSet | None = None,
+        defaults: GuardrailDefaults | None = None,
+    ) -> None:
+        assert cluster.twin is not None
+        self.cluster = cluster
+        self.twin: TwinCluster = cluster.twin.twin
+        self.clock = self.twin.clock
+        self.series = SeriesRegistry()
+        self.freshness = SeriesFreshness(self.series)
+        self.pager = Pager()  # the notify steps' webhook, on loopback
+        self.decisions = MemoryAuditSink()
+        self.audit = AuditLog()
+        config = ExecutorConfig(
+            enabled=True, approvals_dir=tmp / "approvals", audit_file=None, audit_topic=None
+        )
+        self.executor = KubeExecutor(
+            cluster.kube,
+            config,
+            self.clock,
+            ActionAudit([self.decisions]),
+            leader=StaticLeader(True),
+            instance="test",
+            environ=self.pager.environ(),
+        )
+        self.engine = PlaybookEngine(
+            playbooks if playbooks is not None else load_paths([SHIPPED]),
+            self.executor,
+            self.clock,
+            self.audit,
+            defaults=defaults or GuardrailDefaults(),
+            facts=KubeFacts(cluster.kube, self.clock, ttl=0.0),
+            freshness=self.freshness,
+        )
+        self.executor.bind(self.engine.report)
+        Loop.opened.append(self)
+
+    def key(self, metric: str, deployment: str) -> SeriesKey:
+        return SeriesKey.of(metric, {"namespace": self.cluster.ns, "deployment": deployment})
+
+    def step(
+        self,
+        samples: dict[SeriesKey, float] | None = None,
+        signals: list[tuple[SeriesKey, SignalKind, float, float]] | None = None,
+    ) -> None:
+        """One scrape interval: the clock moves, samples arrive, signals (key, kind, value, score)."""
+        self.twin.advance(STEP)
+        now = self.clock.now()
+        if samples:
+            ids = [self.series.id_for(k) for k in samples]
+            self.freshness.observe(SampleBatch.from_arrays(ids, [now] * len(ids), list(samples.values())))
+        if signals:
+            self.engine.emit(
+                [Signal(kind, key, now, value, score, "test", {}) for key, kind, value, score in signals]
+            )
+        self.engine.tick()
+        self.executor.tick()
+
+    def executed(self, action: str | None = None) -> list[tuple[str, str]]:
+        """(action, message) of each executed decision."""
+        return [
+            (r.action, r.message)
+            for r in self.decisions.records
+            if r.decision.value == "executed" and (action is None or r.action == action)
+        ]
+
+    def transitions(self, playbook: str) -> list[str]:
+        return [
+            e.state.value for e in self.audit.incident_events() if e.is_transition and e.playbook == playbook
+        ]
+
+    def held(self, playbook: str) -> list[IncidentEvent]:
+        return [e for e in self.audit.incident_events() if e.playbook == playbook and e.guardrail is not None]
+
+
+def version(cluster: Cluster, name: str = "checkout") -> str:
+    (env,) = cluster.read("Deployment", name)["spec"]["template"]["spec"]["containers"][0]["env"]
+    return str(env["value"])
+
+
+def good_then_bad(cluster: Cluster, loop: Loop, name: str = "checkout") -> None:
+    """v1 live and healthy for two hours, then v2 rolled out."""
+    cluster.deployment(name, replicas=4, version="1")
+    loop.twin.advance(2 * 3600)
+    cluster.rollout(name, "2")
+
+
+def test_a_bad_rollout_is_rolled_back_while_the_forecast_scales_every_few_minutes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    loop = Loop(cluster, tmp_path)
+    good_then_bad(cluster, loop)
+    errors, rps = (
+        loop.key("http_requests_error_ratio", "checkout"),
+        loop.key("http_requests_per_second", "checkout"),
+    )
+    demand = 200.0
+    for k in range(120):  # 30 minutes; the forecast keeps rising, errors from minute 10
+        demand += 5.0
+        signals = [(rps, SignalKind.FORECAST, demand, 0.9)] if k % 4 == 0 else []
+        bad = k >= 40 and version(cluster) == "2"
+        if bad:
+            signals.append((errors, SignalKind.ANOMALY, 0.2, 0.9999))
+        loop.step({errors: 0.2 if bad else 0.01, rps: demand / 2}, signals)
+    scales = loop.executed("scale")
+    assert len(scales) >= 4, "the forecast playbook kept scaling"
+    (rollback,) = loop.executed("rollback")
+    assert "from revision 2 to revision 1" in rollback[1]
+    assert version(cluster) == "1"
+    assert not [
+        e for e in loop.held("rollback-on-error-spike") if (e.guardrail or "").startswith("maxPerHour")
+    ]
+
+
+def test_a_second_error_spike_after_a_rollback_escalates_and_never_returns_to_the_bad_version(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # with the shipped 30m cooldown the second spike would wait out rolloutWithin; a team that
+    # shortens the cooldown still never goes back to the bad version
+    text = (SHIPPED / "rollback-on-error-spike.yaml").read_text().replace("cooldown: 30m", "cooldown: 5m")
+    assert "cooldown: 5m" in text
+    loop = Loop(cluster, tmp_path, load_sources([("rollback.yaml", text)]))
+    good_then_bad(cluster, loop)
+    errors = loop.key("http_requests_error_ratio", "checkout")
+    for _ in range(60):  # the first spike: rolled back to v1
+        bad = version(cluster) == "2"
+        loop.step({errors: 0.2 if bad else 0.01}, [(errors, SignalKind.ANOMALY, 0.2, 0.9999)] if bad else [])
+    assert version(cluster) == "1"
+    assert loop.transitions("rollback-on-error-spike")[-1] == "resolved"
+    for _ in range(40):  # a second spike on v1, within rolloutWithin of the rollback
+        loop.step({errors: 0.2}, [(errors, SignalKind.ANOMALY, 0.2, 0.9999)])
+    assert version(cluster) == "1", "never back to the version rolled back from"
+    assert len(loop.executed("rollback")) == 1
+    rollbacks = [r for r in loop.decisions.records if r.action == "rollback"]
+    assert rollbacks[0].decision.value == "executed"
+    # each later attempt escalates to a person, and has nothing safe to offer: the only earlier
+    # revision is the one rolled back from, so the plan for approval is refused with the reason
+    assert len(rollbacks) > 1
+    for later in rollbacks[1:]:
+        assert later.decision.value == "failed"
+        assert "revision 2 was rolled back from within 24h" in later.message
+    repeats = [e for e in loop.held("rollback-on-error-spike") if e.guardrail == "repeat"]
+    assert len(repeats) == len(rollbacks) - 1
+    assert "escalated to a person" in repeats[0].reason
+
+
+def test_a_memory_leak_is_restarted_while_the_forecast_scales(cluster: Cluster, tmp_path: Path) -> None:
+    loop = Loop(cluster, tmp_path)
+    cluster.deployment("cart", replicas=3, version="1")
+    loop.twin.advance(3600)
+    memory, rps = (
+        loop.key("container_memory_working_set_ratio", "cart"),
+        loop.key("http_requests_per_second", "cart"),
+    )
+    for k in range(80):
+        signals = [(memory, SignalKind.FORECAST, 1.05, 0.95)]
+        if k % 8 == 0:
+            signals.append((rps, SignalKind.FORECAST, 300.0 + 30 * k, 0.9))
+        loop.step({memory: 0.8 + 0.002 * k, rps: 100.0}, signals)
+    assert len(loop.executed("scale")) >= 3
+    assert len(loop.executed("restart")) == 1
+    assert not [
+        e for e in loop.held("restart-on-memory-leak") if (e.guardrail or "").startswith("maxPerHour")
+    ]
+
+
+def test_a_series_that_goes_silent_makes_the_incident_stale_never_resolved(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    loop = Loop(cluster, tmp_path)
+    good_then_bad(cluster, loop)
+    errors = loop.key("http_requests_error_ratio", "checkout")
+    for _ in range(12):  # 3 minutes of errors: the rollback runs
+        loop.step({errors: 0.2}, [(errors, SignalKind.ANOMALY, 0.2, 0.9999)])
+    assert len(loop.executed("rollback")) == 1
+    for _ in range(80):  # the series stops reporting (the last value seen was still bad)
+        loop.step()
+    states = loop.transitions("rollback-on-error-spike")
+    assert "resolved" not in states
+    assert "stale" in states
+    assert states[-1] == "escalated"
+
+
+def test_a_resolved_series_needs_fresh_samples_under_the_bar(cluster: Cluster, tmp_path: Path) -> None:
+    loop = Loop(cluster, tmp_path)
+    good_then_bad(cluster, loop)
+    errors = loop.key("http_requests_error_ratio", "checkout")
+    for _ in range(12):
+        loop.step({errors: 0.2}, [(errors, SignalKind.ANOMALY, 0.2, 0.9999)])
+    for _ in range(40):  # fresh samples, under the bar: resolved
+        loop.step({errors: 0.01})
+    assert loop.transitions("rollback-on-error-spike")[-1] == "resolved"
+
+
+ALERT_RESTART = """
+apiVersion: aiops/v1
+kind: Playbook
+metadata: {name: restart-on-alert}
+spec:
+  trigger: {signal: alert, metric: PodsCrashLooping, match: {deployment: ".+"}}
+  target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
+  actions: [{restart: {}}]
+  verify: {within: 10m, quiet: 2m}
+  guardrails: {cooldown: 0s}
+"""
+
+
+def test_a_resent_alert_after_resolution_is_a_new_incident_that_acts(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    loop = Loop(
+        cluster,
+        tmp_path,
+        load_sources([("alert.yaml", ALERT_RESTART)]),
+        GuardrailDefaults(cooldown=0, repeat_window=0),
+    )
+    cluster.deployment("web", replicas=2)
+    key = loop.key("PodsCrashLooping", "web")
+    starts_at = loop.clock.now()
+
+    def alert(status: str) -> None:
+        details = {"status": status, "fingerprint": "f1"}
+        loop.twin.advance(STEP)
+        loop.engine.emit([Signal(SignalKind.ALERT, key, starts_at, 1.0, 1.0, "alertmanager", details)])
+        loop.engine.tick()
+
+    alert("firing")
+    alert("firing")  # re-sent while open: joins the incident
+    alert("resolved")
+    for _ in range(20):
+        loop.step()
+    alert("firing")  # the same startsAt, after resolution: a new episode
+    restarts = [r for r in loop.decisions.records if r.action == "restart"]
+    assert [r.decision.value for r in restarts] == ["executed", "executed"]
+    assert restarts[0].incident != restarts[1].incident
+
+
+def test_a_raised_floor_is_put_back_after_the_incident_resolves(cluster: Cluster, tmp_path: Path) -> None:
+    loop = Loop(cluster, tmp_path)
+    cluster.deployment("search", replicas=2)
+    cluster.autoscaling.create_namespaced_horizontal_pod_autoscaler(
+        cluster.ns, hpa_body("search", low=2, high=20)
+    )
+    p99 = loop.key("http_request_duration_p99_seconds", "search")
+    for _ in range(16):  # 4 minutes of latency: scale-out-on-latency raises the floor by 2
+        loop.step({p99: 2.0}, [(p99, SignalKind.ANOMALY, 2.0, 0.999)])
+    hpa = cluster.read("HorizontalPodAutoscaler", "search")
+    assert hpa["spec"]["minReplicas"] == 4
+    for _ in range(4 * 20):  # latency back to normal for 20 minutes: resolved, then released
+        loop.step({p99: 0.2})
+    assert loop.transitions("scale-out-on-latency")[-1] == "resolved"
+    hpa = cluster.read("HorizontalPodAutoscaler", "search")
+    assert hpa["spec"]["minReplicas"] == 2
+    assert raise_of(hpa) is None
+
+
+def test_a_floor_someone_changed_meanwhile_is_left_and_said_so(cluster: Cluster, tmp_path: Path) -> None:
+    loop = Loop(cluster, tmp_path)
+    cluster.deployment("search", replicas=2)
+    cluster.autoscaling.create_namespaced_horizontal_pod_autoscaler(
+        cluster.ns, hpa_body("search", low=2, high=20)
+    )
+    p99 = loop.key("http_request_duration_p99_seconds", "search")
+    for _ in range(16):
+        loop.step({p99: 2.0}, [(p99, SignalKind.ANOMALY, 2.0, 0.999)])
+    cluster.autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+        "search", cluster.ns, {"spec": {"minReplicas": 6}}
+    )
+    for _ in range(4 * 20):
+        loop.step({p99: 0.2})
+    assert cluster.read("HorizontalPodAutoscaler", "search")["spec"]["minReplicas"] == 6
+    releases = [e for e in loop.audit.incident_events() if e.step == "restore" and e.status is not None]
+    assert releases
+    assert "changed to 6" in releases[-1].reason
+
+
+def test_the_error_ratio_detector_catches_a_step_after_a_night_false_alarm(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Diurnal traffic with low counts at night, through the shipped detector and playbooks."""
+    from simulations.replay import AGENT_DETECTORS  # the configuration the daemon runs
+
+    (ratio_config,) = [d for d in AGENT_DETECTORS if d["type"] == "ratio"]
+    from detectors import DetectorBank, DetectorSpec, build_detector
+
+    loop = Loop(cluster, tmp_path)
+    bank = DetectorBank(
+        loop.series,
+        [
+            DetectorSpec(
+                build_detector("ratio", ratio_config["params"], loop.series), ratio_config["min_score"]
+            )
+        ],
+    )
+    loop.freshness = bank.freshness
+    loop.engine.freshness = bank.freshness
+    cluster.deployment("checkout", replicas=4, version="1")
+    errors, rps = (
+        loop.key("http_requests_error_ratio", "checkout"),
+        loop.key("http_requests_per_second", "checkout"),
+    )
+    ids = [loop.series.id_for(rps), loop.series.id_for(errors)]
+    rng = np.random.default_rng(3)
+    start = loop.clock.now()
+
+    def scrape(error_rate: float, forced: int | None = None) -> list[Signal]:
+        loop.twin.advance(STEP)
+        now = loop.clock.now()
+        hour = ((now - start) / 3600.0) % 24
+        rate = 2.0 + 38.0 * 0.5 * (1 - np.cos(2 * np.pi * (hour - 3) / 24))
+        n = int(rng.poisson(rate * STEP))
+        k = forced if forced is not None else int(rng.binomial(n, error_rate))
+        signals = bank.process(SampleBatch.from_arrays(ids, [now, now], [n / STEP, k / n if n else 0.0]))
+        loop.engine.emit(signals)
+        loop.engine.tick()
+        loop.executor.tick()
+        return signals
+
+    for _ in range(int(26 * 3600 / STEP)):  # a day and two hours: 02:00
+        assert not scrape(0.01)
+    assert scrape(0.01, forced=15), "a night-time burst: a (false) alarm"
+    for _ in range(int(11 * 3600 / STEP)):  # to 13:00, healthy
+        scrape(0.01)
+    cluster.rollout("checkout", "2")
+    for _ in range(40):  # +12 points after the rollout
+        scrape(0.13 if version(cluster) == "2" else 0.01)
+    assert version(cluster) == "1"
+    assert len(loop.executed("rollback")) == 1

@@ -1,0 +1,116 @@
+"""The ratio detector: an error ratio judged with its request count, armed after any alarm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors import SampleBatch, SeriesKey, SeriesRegistry
+from detectors.bank import build_detector
+from detectors.base import DetectorError
+from detectors.ratio import RatioDetector, tail
+
+STEP = 15.0
+LABELS = {"namespace": "shop", "deployment": "web"}
+T0 = 1_700_000_000.0
+MIN_SCORE = 0.9999  # the alarm level of the shipped configuration
+
+
+def test_the_tail_by_hand() -> None:
+    # 2 errors in 75 requests on a 1 % baseline: P(X >= 2) = 1 - 0.99^75 - 75 * 0.01 * 0.99^74,
+    # a little more with the baseline uncertain (beta-binomial)
+    binomial = 1 - 0.99**75 - 75 * 0.01 * 0.99**74
+    assert binomial == pytest.approx(0.1730, abs=1e-4)
+    assert tail(2, 75, 0.01, 1000.0) == pytest.approx(binomial, rel=0.05)
+    assert tail(2, 75, 0.01, 1000.0) > binomial
+    assert tail(0, 75, 0.01, 1000.0) == 1.0
+    # 12 % of 500 requests on a 1 % baseline: far past any alarm level
+    assert tail(60, 500, 0.01, 1000.0) < 1e-12
+
+
+class Traffic:
+    """A diurnal service: requests per second from ``low`` at 03:00 to ``high`` at 15:00."""
+
+    def __init__(self, seed: int, low: float = 0.3, high: float = 40.0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.low, self.high = low, high
+        self.series = SeriesRegistry()
+        self.ratio = self.series.id_for(SeriesKey.of("http_requests_error_ratio", LABELS))
+        self.rate = self.series.id_for(SeriesKey.of("http_requests_per_second", LABELS))
+        self.detector = build_detector("ratio", {"count_metric": "http_requests_per_second"}, self.series)
+
+    def rps(self, t: float) -> float:
+        hour = ((t - T0) / 3600.0) % 24
+        return float(self.low + (self.high - self.low) * 0.5 * (1 - np.cos(2 * np.pi * (hour - 3) / 24)))
+
+    def step(self, t: float, error_rate: float = 0.01, errors: int | None = None) -> float:
+        """One scrape: the rate and the ratio at ``t``; returns the ratio's score."""
+        rps = self.rps(t)
+        requests = int(self.rng.poisson(rps * STEP))
+        bad = int(self.rng.binomial(requests, error_rate)) if errors is None else errors
+        ratio = bad / requests if requests else 0.0
+        batch = SampleBatch.from_arrays([self.rate, self.ratio], [t, t], [requests / STEP, ratio])
+        scores = self.detector.update(batch)
+        return float(scores[1])
+
+    def run(self, start: float, seconds: float, error_rate: float = 0.01) -> list[float]:
+        return [self.step(start + k * STEP, error_rate) for k in range(int(seconds / STEP))]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_two_errors_in_75_requests_at_night_are_no_evidence(seed: int) -> None:
+    traffic = Traffic(seed, low=5.0)  # 03:00: about 75 requests per scrape
+    clean = traffic.run(T0, 2 * 86400 + 3 * 3600)
+    assert max(clean) < MIN_SCORE, "healthy diurnal traffic raises nothing"
+    night = T0 + 2 * 86400 + 3 * 3600
+    assert traffic.step(night, errors=2) < 0.9
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("hour", [3, 9, 15, 21])
+def test_a_12_percent_step_is_caught_at_any_hour_after_a_night_false_alarm(seed: int, hour: int) -> None:
+    traffic = Traffic(seed, low=2.0)  # about 30 requests per scrape at night
+    night = T0 + 86400 + 2 * 3600
+    traffic.run(T0, night - T0)
+    # a burst of errors at night, real but short: flagged, and not learned
+    assert traffic.step(night, errors=15) >= MIN_SCORE
+    start = T0 + 2 * 86400 + hour * 3600
+    rest = traffic.run(night + STEP, start - night - STEP)
+    assert max(rest[8:]) < MIN_SCORE, "the burst's evidence fades within two minutes"
+    step_scores = traffic.run(start, 600, error_rate=0.13)  # +12 points for ten minutes
+    flagged = [k for k, s in enumerate(step_scores) if s >= MIN_SCORE]
+    # at 03:00 a scrape holds ~30 requests: not every one is evidence on its own, but most are
+    assert len(flagged) >= (0.5 if hour == 3 else 0.9) * len(step_scores)
+    assert flagged[0] <= 8, "caught within two minutes"
+
+
+def test_a_ratio_without_its_count_scores_zero_and_is_not_learned() -> None:
+    series = SeriesRegistry()
+    ratio = series.id_for(SeriesKey.of("http_requests_error_ratio", LABELS))
+    detector = RatioDetector(series, "http_requests_per_second", min_history=0.0)
+    scores = [
+        float(detector.update(SampleBatch.from_arrays([ratio], [T0 + k * STEP], [0.9]))[0]) for k in range(20)
+    ]
+    assert scores == [0.0] * 20
+    assert detector.state_dict()["trials"].sum() == 0
+
+
+def test_state_round_trip_gives_identical_scores() -> None:
+    a, b = Traffic(7), Traffic(7)
+    a.run(T0, 6 * 3600)
+    b.run(T0, 6 * 3600)
+    restored = RatioDetector(b.series, "http_requests_per_second")
+    restored.load_state(a.detector.state_dict())
+    b.detector = restored
+    t = T0 + 6 * 3600
+    assert [a.step(t + k * STEP, 0.05) for k in range(40)] == [b.step(t + k * STEP, 0.05) for k in range(40)]
+
+
+def test_parameters_are_checked() -> None:
+    series = SeriesRegistry()
+    with pytest.raises(DetectorError, match=r"ratio\.count_metric"):
+        RatioDetector.from_params({}, series)
+    with pytest.raises(DetectorError, match=r"ratio\.half_life"):
+        RatioDetector.from_params({"count_metric": "x", "half_life": 1}, series)
+    with pytest.raises(DetectorError, match="unknown parameter"):
+        RatioDetector.from_params({"count_metric": "x", "bucket": 3}, series)
