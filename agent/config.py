@@ -203,7 +203,7 @@ class EngineConfig(_Model):
 
 
 class ExecutorConfig(_Model):
-    """The executor: whether actions really run, where, and under which guardrails.
+    """The executor: whether actions really run, and where (the guardrails are ``playbooks.guardrails``).
 
     Disabled (the default), the playbook engine plans and logs every action and writes nothing.
     """
@@ -213,18 +213,12 @@ class ExecutorConfig(_Model):
         None, description="kubeconfig file; none: in-cluster service account, else KUBECONFIG"
     )
     context: str | None = Field(None, description="kubeconfig context; none: the current one")
-    dry_run: bool = Field(False, description="plan and audit every action, write nothing but Events")
-    approval: bool = Field(False, description="every workload-changing action waits for approval")
     gitops: Literal["skip", "annotate", "act"] = Field(
         "skip",
         description=(
             "targets managed by Argo CD or Flux: skip them with a reason, act and annotate them, or act"
         ),
     )
-    namespaces: list[str] | None = Field(None, description="namespace allow-list; none: any namespace")
-    min_replicas: int | None = Field(None, ge=0, description="replica floor for every scale")
-    max_replicas: int | None = Field(None, ge=0, description="replica ceiling for every scale")
-    max_step: int | None = Field(None, ge=1, description="largest replica change of one scale")
     approvals_dir: Path = Field(
         Path("/tmp/aiops-approvals"),  # noqa: S108 - approval records, not secrets
         description="where pending approvals are kept (aiops approve/reject write here)",

@@ -6,10 +6,10 @@ import logging
 from datetime import datetime
 
 from agent.clock import Clock
-from agent.playbook.requests import TargetRef
 from remediations.errors import KubeError
 from remediations.kube import KubeClients
 from remediations.rollback import history, rollbacks_of
+from remediations.types import Target
 
 log = logging.getLogger("aiops.facts")
 
@@ -27,9 +27,9 @@ class KubeFacts:
         self.kube = kube
         self.clock = clock
         self.ttl = ttl
-        self._cache: dict[TargetRef, tuple[float, float | None]] = {}
+        self._cache: dict[Target, tuple[float, float | None]] = {}
 
-    def last_rollout(self, target: TargetRef) -> float | None:
+    def last_rollout(self, target: Target) -> float | None:
         """When the target's last rollout started, or None when unknown or never."""
         if target.kind != "Deployment":
             return None

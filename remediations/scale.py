@@ -51,7 +51,8 @@ class ForecastTarget(BaseModel):
     """Replicas from a forecast: ``ceil(value x (1 + headroom) / capacityPerPod)``, as a floor.
 
     A forecast raises capacity above what the owner set and lowers only what it raised itself,
-    never below the owner's value, and not before ``hold`` has passed since its last change: the
+    never below the owner's value, and not before ``hold`` has passed since its last change; it
+    changes nothing while the forecast is within ``tolerance`` of the current capacity: the
     forecast's noise does not make the replicas flap.
     """
 
@@ -66,6 +67,13 @@ class ForecastTarget(BaseModel):
         alias="capacityPerPod", gt=0, description="how much of the forecast metric one pod serves"
     )
     headroom: float = Field(0.0, ge=0, le=10, description="extra capacity on top, as a fraction (0.2 = 20%)")
+    tolerance: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="no change while the forecast is within this fraction of the current capacity "
+        "(the HPA's tolerance, 10 %)",
+    )
     hold: Duration = Field(
         1800.0,
         ge=0,
@@ -214,6 +222,9 @@ def decide(
             msg = "scale toForecast needs a forecast: set toForecast.value or send the signal's value"
             raise ActionRefused(msg)
         requested = params.to_forecast.replicas(value)
+        need = value / params.to_forecast.capacity_per_pod
+        if abs(need - current) <= params.to_forecast.tolerance * current:
+            requested = current  # within the tolerance: the forecast's noise is not a reason to act
     low, high, step = bounds(params, request)
     if params.replicas is not None and (
         (low is not None and params.replicas < low) or (high is not None and params.replicas > high)

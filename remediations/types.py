@@ -209,6 +209,10 @@ class ActionStatus(enum.StrEnum):
     """It could not act; ``error`` and ``message`` say why."""
     NOOP = "noop"
     """Nothing to do: already done for this key, or the object is already as wanted."""
+    HELD = "held"
+    """A guardrail held it back; ``details["guardrail"]`` names which."""
+    PENDING_APPROVAL = "pending_approval"
+    """It waits for a person; the final outcome comes later."""
 
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:

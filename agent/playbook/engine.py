@@ -18,7 +18,8 @@ injected clock's time:
     incident of a playbook with equal or higher priority, or whose namespace is not allowed.
     A suppressed incident stays muted (absorbing its signals) until its condition clears.
 ``acting``
-    the steps run in order, each an :class:`~agent.playbook.requests.ActionRequest` with an
+    the steps run in order, each a :class:`~remediations.types.ActionRequest` (in a
+    :class:`~agent.playbook.requests.Proposal`) with an
     idempotency key (playbook, target, incident, step) sent to the executor. A step that fails
     ends the incident *failed* and runs ``onFailure``. A step waiting for approval pauses the
     incident until :meth:`PlaybookEngine.report` brings its result.
@@ -95,21 +96,13 @@ from agent.playbook.guardrails import (
 )
 from agent.playbook.loader import EMPTY_SET, LoadedPlaybook, PlaybookSet, render_params, signal_context
 from agent.playbook.models import ActionStep
-from agent.playbook.requests import (
-    DONE_STATUSES,
-    ActionRequest,
-    ActionResult,
-    ActionStatus,
-    Approval,
-    Executor,
-    TargetRef,
-    idempotency_key,
-)
+from agent.playbook.requests import DONE_STATUSES, Approval, Executor, Proposal
 from agent.playbook.templating import TemplateError, format_number
 from detectors.freshness import Seen
 from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
-from remediations.types import ActionClass
+from remediations.registry import make_request
+from remediations.types import ActionClass, ActionResult, ActionStatus, Target, idempotency_key
 
 log = logging.getLogger("aiops.playbooks")
 
@@ -137,7 +130,7 @@ class Freshness(Protocol):
 class TargetFacts(Protocol):
     """What the engine may ask about a target to evaluate ``when`` conditions."""
 
-    def last_rollout(self, target: TargetRef) -> float | None:
+    def last_rollout(self, target: Target) -> float | None:
         """When the target's last rollout started, or None when unknown or never."""
         ...
 
@@ -145,7 +138,7 @@ class TargetFacts(Protocol):
 class NoFacts:
     """Knows nothing: every ``when`` condition holds back its playbook."""
 
-    def last_rollout(self, target: TargetRef) -> float | None:
+    def last_rollout(self, target: Target) -> float | None:
         """Unknown."""
         return None
 
@@ -154,18 +147,18 @@ class RecordedFacts:
     """Facts given by hand: for tests and ``aiops playbook test``."""
 
     def __init__(self) -> None:
-        self._rollouts: dict[TargetRef, float] = {}
+        self._rollouts: dict[Target, float] = {}
 
-    def record_rollout(self, target: TargetRef, when: float) -> None:
+    def record_rollout(self, target: Target, when: float) -> None:
         """``target`` rolled out at ``when``."""
         self._rollouts[target] = max(when, self._rollouts.get(target, when))
 
-    def last_rollout(self, target: TargetRef) -> float | None:
+    def last_rollout(self, target: Target) -> float | None:
         """The latest recorded rollout."""
         return self._rollouts.get(target)
 
 
-def incident_id(playbook: str, target: TargetRef, first_signal: float) -> str:
+def incident_id(playbook: str, target: Target, first_signal: float) -> str:
     """A stable id: the same first signal, redelivered, gives the same id."""
     raw = f"{playbook}|{target}|{first_signal!r}".encode()
     return "inc-" + hashlib.sha256(raw).hexdigest()[:12]
@@ -183,7 +176,7 @@ class Incident:
     id: str
     playbook: LoadedPlaybook
     guardrails: EffectiveGuardrails
-    target: TargetRef
+    target: Target
     state: IncidentState
     started_at: float
     signal: Signal
@@ -268,12 +261,12 @@ class PlaybookEngine:
         self._lock = threading.RLock()
         self._set = EMPTY_SET
         self._guardrails: dict[str, EffectiveGuardrails] = {}
-        self._active: dict[tuple[str, TargetRef], Incident] = {}
-        self._in_flight: dict[tuple[TargetRef, ActionClass], Incident] = {}
+        self._active: dict[tuple[str, Target], Incident] = {}
+        self._in_flight: dict[tuple[Target, ActionClass], Incident] = {}
         self._waiting: dict[str, Incident] = {}
         self._rejections: dict[tuple[str, str], float] = {}
         self._ids: dict[str, float] = {}  # every incident id given out, with when (bounded by MEMORY)
-        self._history: dict[TargetRef, list[tuple[float, float]]] = defaultdict(list)
+        self._history: dict[Target, list[tuple[float, float]]] = defaultdict(list)
         self._restores: list[tuple[float, Incident]] = []
         self.replace_playbooks(playbooks)
 
@@ -408,7 +401,7 @@ class PlaybookEngine:
                 if inc.state is IncidentState.STALE:
                     self._transition(inc, IncidentState.VERIFYING, "fresh matching samples again", now)
 
-    def _open(self, pb: LoadedPlaybook, target: TargetRef, signal: Signal, now: float) -> Incident:
+    def _open(self, pb: LoadedPlaybook, target: Target, signal: Signal, now: float) -> Incident:
         base = incident_id(pb.name, target, signal.timestamp)
         ident, n = base, 1
         while ident in self._ids:  # a new episode, though its first signal has an old timestamp
@@ -460,7 +453,7 @@ class PlaybookEngine:
     def _evaluate(self, now: float) -> None:
         for inc in sorted(self._active.values(), key=lambda i: (i.started_at, i.id)):
             self._advance(inc, now)
-        ready: dict[TargetRef, list[Incident]] = defaultdict(list)
+        ready: dict[Target, list[Incident]] = defaultdict(list)
         for inc in self._active.values():
             if inc.state is IncidentState.FIRING:
                 ready[inc.target].append(inc)
@@ -703,10 +696,10 @@ class PlaybookEngine:
 
     def _retry(self, inc: Incident, action: str, result: ActionResult, now: float) -> bool:
         """Schedule a retryable failure again while the incident's deadline allows; True if so."""
-        if result.status is not ActionStatus.FAILED or not result.details.get("retryable"):
+        if result.status is not ActionStatus.FAILED or not result.retryable:
             return False
-        delay = result.details.get("retryAfter")
-        at = now + (float(delay) if isinstance(delay, int | float) and delay > 0 else RETRY_DELAY)
+        delay = result.retry_after
+        at = now + (delay if delay is not None and delay > 0 else RETRY_DELAY)
         started = inc.acting_since if inc.acting_since is not None else now
         if at > started + inc.playbook.model.spec.verify.within:
             return False
@@ -755,42 +748,41 @@ class PlaybookEngine:
                 "incident.started": iso_time(inc.started_at),
             }
         )
+        cls = action_class(params)
+        g = inc.guardrails
         try:
             rendered = render_params(inc.playbook, params, ctx)
-        except TemplateError as exc:
-            return ActionResult(key, ActionStatus.FAILED, f"parameters did not render: {exc}", now)
-        guardrails = inc.guardrails.for_request()
-        cls = action_class(params)
-        if not changes_workload(params):
-            # approval guards changes to workloads; a notification about them does not wait
-            guardrails = dataclasses.replace(guardrails, approval=Approval.NONE)
-        if cls is ActionClass.CAPACITY and self._open_corrective(inc):
-            guardrails = dataclasses.replace(guardrails, scale_down=False)
+            request = make_request(
+                action,
+                inc.target,
+                rendered,
+                playbook=inc.playbook.name,
+                incident=inc.id,
+                step=label,
+                dry_run=g.dry_run,
+                reason=f"{inc.signal.kind.value} on {inc.signal.series} "
+                f"value {format_number(inc.signal.value)}",
+                signal_value=inc.signal.value,
+                limits=g.limits(scale_down=not (cls is ActionClass.CAPACITY and self._open_corrective(inc))),
+            )
+        except (TemplateError, ValueError) as exc:  # a ParamsError is a ValueError naming the field
+            return ActionResult(
+                ActionStatus.FAILED, f"parameters did not render: {exc}", action, key, inc.target
+            )
+        request = dataclasses.replace(request, unhealthy=self._unhealthy(inc.target, now), restore=restore)
+        # approval guards changes to workloads; a notification about them does not wait
+        approval = g.approval if changes_workload(params) else Approval.NONE
         repeat = None if restore else self._repeat(inc, action, now)
         if repeat is not None:
-            guardrails = dataclasses.replace(guardrails, approval=Approval.REQUIRED)
+            approval = Approval.REQUIRED
             self._event(inc, inc.state, inc.state, repeat, now, action=action, step=label, guardrail="repeat")
-        request = ActionRequest(
-            key=key,
-            playbook=inc.playbook.name,
-            incident=inc.id,
-            step=label,
-            action=action,
-            target=inc.target,
-            params=rendered,
-            guardrails=guardrails,
-            time=now,
-            signal_value=inc.signal.value,
-            reason=f"{inc.signal.kind.value} on {inc.signal.series} value {format_number(inc.signal.value)}",
-            unhealthy=self._unhealthy(inc.target, now),
-            restore=restore,
-        )
+        proposal = Proposal(request, now, approval, inc.playbook.priority, inc.signal.to_dict())
         self._event(inc, inc.state, inc.state, f"submitted {action}", now, action=action, step=label, key=key)
         try:
-            return self.executor.submit(request)
+            return self.executor.submit(proposal)
         except Exception as exc:  # an executor must not raise, but one that does must not stop the engine
             log.exception("executor raised for %s", key)
-            return ActionResult(key, ActionStatus.FAILED, f"executor error: {exc}", now)
+            return ActionResult(ActionStatus.FAILED, f"executor error: {exc}", action, key, inc.target)
 
     def _repeat(self, inc: Incident, action: str, now: float) -> str | None:
         """Why this corrective action escalates to a person (it ran on the target recently), or None."""
@@ -804,7 +796,7 @@ class PlaybookEngine:
             "this one waits for approval"
         )
 
-    def _unhealthy(self, target: TargetRef, now: float) -> tuple[tuple[float, float], ...]:
+    def _unhealthy(self, target: Target, now: float) -> tuple[tuple[float, float], ...]:
         """When the target had incidents (fired ones, open ones until now)."""
         spans = list(self._history.get(target, ()))
         spans += [
@@ -831,7 +823,7 @@ class PlaybookEngine:
         if self.metrics is not None:
             self.metrics.playbook_actions.labels(inc.playbook.name, action, result.status.value).inc()
         if result.status in DONE_STATUSES:
-            acted = result.status in {ActionStatus.SUCCEEDED, ActionStatus.DRY_RUN}
+            acted = result.status in {ActionStatus.EXECUTED, ActionStatus.DRY_RUN}
             if changes_workload(params) and acted:
                 if not inc.remediated:
                     inc.remediated = True

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent.playbook.requests import TargetRef
+from remediations.types import Target
 
 log = logging.getLogger("aiops.playbooks")
 
@@ -61,7 +61,7 @@ class IncidentEvent:
     time: float
     incident: str
     playbook: str
-    target: TargetRef
+    target: Target
     previous: IncidentState | None
     state: IncidentState
     reason: str

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.playbook.fields import Duration
-from agent.playbook.requests import Approval, RequestGuardrails, TargetRef
-from remediations.types import ActionClass
+from agent.playbook.requests import Approval
+from remediations.types import ActionClass, Limits, Target
 
 HOUR = 3600.0
 
@@ -144,14 +144,14 @@ class EffectiveGuardrails:
     repeat_window: float = 86400.0
     restore_after: float = 600.0
 
-    def for_request(self) -> RequestGuardrails:
-        """The part the executor applies."""
-        return RequestGuardrails(
-            dry_run=self.dry_run,
-            approval=self.approval,
+    def limits(self, *, scale_down: bool = True) -> Limits:
+        """The limits the action enforces where it writes (replica bounds, step, namespaces)."""
+        return Limits(
             min_replicas=self.min_replicas,
             max_replicas=self.max_replicas,
             max_step=self.max_step,
+            namespaces=self.namespaces,
+            scale_down=scale_down,
         )
 
 
@@ -208,18 +208,18 @@ class ActionLedger:
     """
 
     def __init__(self) -> None:
-        self._last: dict[tuple[str, TargetRef], float] = {}
-        self._actions: deque[tuple[float, str, TargetRef, ActionClass]] = deque()
-        self._fixes: dict[tuple[TargetRef, str], float] = {}
+        self._last: dict[tuple[str, Target], float] = {}
+        self._actions: deque[tuple[float, str, Target, ActionClass]] = deque()
+        self._fixes: dict[tuple[Target, str], float] = {}
 
-    def record_remediation(self, playbook: str, target: TargetRef, now: float) -> None:
+    def record_remediation(self, playbook: str, target: Target, now: float) -> None:
         """A remediation of ``target`` by ``playbook`` acted at ``now`` (starts its cooldown)."""
         self._last[(playbook, target)] = now
 
     def record_action(
         self,
         playbook: str,
-        target: TargetRef,
+        target: Target,
         now: float,
         cls: ActionClass = ActionClass.CORRECTIVE,
         action: str = "",
@@ -229,11 +229,11 @@ class ActionLedger:
         if cls is ActionClass.CORRECTIVE and action:
             self._fixes[(target, action)] = now
 
-    def last_remediation(self, playbook: str, target: TargetRef) -> float | None:
+    def last_remediation(self, playbook: str, target: Target) -> float | None:
         """When ``playbook`` last started a remediation of ``target``."""
         return self._last.get((playbook, target))
 
-    def last_fix(self, target: TargetRef, action: str) -> float | None:
+    def last_fix(self, target: Target, action: str) -> float | None:
         """When a corrective ``action`` last ran on ``target`` (within the kept window)."""
         return self._fixes.get((target, action))
 
@@ -241,7 +241,7 @@ class ActionLedger:
         self,
         since: float,
         *,
-        target: TargetRef | None = None,
+        target: Target | None = None,
         playbook: str | None = None,
         cls: ActionClass | None = None,
     ) -> list[float]:
@@ -285,7 +285,7 @@ def check_action(
     g: EffectiveGuardrails,
     ledger: ActionLedger,
     playbook: str,
-    target: TargetRef,
+    target: Target,
     planned: int,
     now: float,
     cls: ActionClass = ActionClass.CORRECTIVE,
@@ -339,7 +339,7 @@ class ScaleVerdict:
     reason: str
 
 
-def check_scale(g: RequestGuardrails | EffectiveGuardrails, current: int, desired: int) -> ScaleVerdict:
+def check_scale(g: Limits | EffectiveGuardrails, current: int, desired: int) -> ScaleVerdict:
     """Clamp ``desired`` to the replica bounds and the step; held when nothing would change."""
     limited: list[str] = []
     replicas = desired

@@ -32,7 +32,6 @@ from agent.playbook.actions import (
     target_kinds,
 )
 from agent.playbook.models import UNKNOWN_ACTION, Playbook
-from agent.playbook.requests import TargetRef
 from agent.playbook.templating import (
     NameKind,
     Scope,
@@ -55,6 +54,7 @@ from agent.yamlloc import (
     too_large_error,
 )
 from detectors.signal import Signal, SignalKind
+from remediations.types import Target
 
 #: A playbook file larger than this is refused unread.
 MAX_FILE_BYTES = 1 << 20
@@ -111,12 +111,12 @@ class LoadedPlaybook:
                 return False
         return True
 
-    def resolve_target(self, signal: Signal) -> TargetRef:
+    def resolve_target(self, signal: Signal) -> Target:
         """The target this signal points at; TemplateError when a value is missing or not a name."""
         ctx = signal_context(signal, self.name)
         namespace = render_name(self.target_namespace, ctx, NameKind.LABEL, "target namespace")
         name = render_name(self.target_name, ctx, NameKind.SUBDOMAIN, "target name")
-        return TargetRef(self.model.spec.target.kind, namespace, name)
+        return Target(self.model.spec.target.kind, namespace, name)
 
 
 def signal_context(signal: Signal, playbook: str) -> dict[str, str]:

@@ -32,10 +32,11 @@ from agent.playbook.engine import PlaybookEngine, RecordedFacts, iso_time
 from agent.playbook.events import AuditEvent, AuditLog, IncidentEvent, SignalRejected
 from agent.playbook.guardrails import GuardrailDefaults, format_seconds
 from agent.playbook.loader import PlaybookSet
-from agent.playbook.requests import ActionRequest, ActionResult, ActionStatus, RecordingExecutor, TargetRef
+from agent.playbook.requests import Proposal, RecordingExecutor
 from agent.yamlloc import LocatedError, Location, YamlValidationError, field_path
 from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
+from remediations.types import ActionResult, ActionStatus, Target
 
 #: After the last record, timers run for at most this long (verification windows end in it).
 SETTLE = 86400.0
@@ -134,16 +135,16 @@ class Rehearsal:
 
     start: float
     events: tuple[AuditEvent, ...]
-    requests: tuple[ActionRequest, ...]
+    requests: tuple[Proposal, ...]
     results: tuple[ActionResult, ...]
 
-    def actions(self) -> list[tuple[ActionRequest, ActionResult]]:
+    def actions(self) -> list[tuple[Proposal, ActionResult]]:
         """Each request with its result, in order."""
         return list(zip(self.requests, self.results, strict=True))
 
-    def ran(self) -> list[ActionRequest]:
-        """The requests that would have changed something (succeeded or dry-run)."""
-        done = {ActionStatus.SUCCEEDED, ActionStatus.DRY_RUN}
+    def ran(self) -> list[Proposal]:
+        """The requests that would have changed something (executed or dry-run)."""
+        done = {ActionStatus.EXECUTED, ActionStatus.DRY_RUN}
         return [req for req, res in self.actions() if res.status in done]
 
     def held(self) -> list[IncidentEvent]:
@@ -194,7 +195,7 @@ def rehearse(
         for record in group:
             if isinstance(record, RecordedFact):
                 t = record.target
-                facts.record_rollout(TargetRef(t.kind, t.namespace, t.name), record.timestamp)
+                facts.record_rollout(Target(t.kind, t.namespace, t.name), record.timestamp)
             else:
                 signals.append(record.to_signal())
         engine.emit(signals)
@@ -228,8 +229,8 @@ def format_rehearsal(r: Rehearsal) -> str:
     lines.append("")
     lines.append(f"actions that would run: {len(ran)}")
     for req in ran:
-        params = json.dumps(dict(req.params), sort_keys=True)
-        what = f"{req.action} (release what the incident raised)" if req.restore else req.action
+        params = json.dumps(req.request.params.to_yaml_dict(), sort_keys=True)
+        what = f"{req.action} (release what the incident raised)" if req.request.restore else req.action
         lines.append(f"  {_when(req.time, r.start)} {what} {req.target} {params}  ({req.playbook})")
     held = r.held()
     if held:
@@ -241,9 +242,11 @@ def format_rehearsal(r: Rehearsal) -> str:
 
 def _verb(status: ActionStatus) -> str:
     return {
-        ActionStatus.SUCCEEDED: "would run",
+        ActionStatus.EXECUTED: "would run",
+        ActionStatus.NOOP: "nothing to do",
         ActionStatus.DRY_RUN: "dry run (planned only)",
         ActionStatus.PENDING_APPROVAL: "waits for approval",
         ActionStatus.SKIPPED: "skipped",
+        ActionStatus.HELD: "held",
         ActionStatus.FAILED: "fails",
     }[status]

@@ -1,11 +1,12 @@
-"""What the playbook engine hands to the executor, and what it gets back.
+"""What the playbook engine hands to the executor: a proposal around a request, and the protocol.
 
-:class:`ActionRequest` carries an idempotency key (playbook, target, incident, step): an executor
-that has executed a key never executes it again. The real executor (guardrails that need the
-cluster, leader check, approval, Kubernetes writes) comes with the remediations; this module has
-the :class:`Executor` protocol and a :class:`RecordingExecutor` that writes nothing, for tests and
-``aiops playbook test``. Nothing here imports the agent, so these records can move to
-``remediations/`` unchanged.
+The request, its outcome and its plan are the remediations' (:mod:`remediations.types`:
+:class:`~remediations.types.ActionRequest`, :class:`~remediations.types.ActionStatus`,
+:class:`~remediations.types.ActionResult`), one vocabulary from the engine to the write. The
+engine wraps a request in a :class:`Proposal` that carries what only the engine knows: whether a
+person must approve it, the playbook's priority, the action's class, and the evidence (the
+signal that fired). :class:`RecordingExecutor` writes nothing, for tests and ``aiops playbook
+test``; :class:`DryRunExecutor` plans and logs, for a daemon without an executor.
 """
 
 from __future__ import annotations
@@ -15,26 +16,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from remediations.registry import get_action, make_request
+from remediations.types import ActionClass, ActionRequest, ActionResult, ActionStatus, Limits, Target
+
 log = logging.getLogger("aiops.executor")
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class TargetRef:
-    """The Kubernetes object a playbook acts on."""
-
-    kind: str
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.kind}/{self.namespace}/{self.name}"
-
-    def to_dict(self) -> dict[str, str]:
-        """JSON-ready form."""
-        return {"kind": self.kind, "namespace": self.namespace, "name": self.name}
 
 
 class Approval(enum.StrEnum):
@@ -44,162 +32,172 @@ class Approval(enum.StrEnum):
     REQUIRED = "required"
 
 
-@dataclass(frozen=True, slots=True)
-class RequestGuardrails:
-    """The guardrails the executor applies, since they need the cluster or a person."""
-
-    dry_run: bool = False
-    approval: Approval = Approval.NONE
-    min_replicas: int | None = None
-    max_replicas: int | None = None
-    max_step: int | None = None
-    scale_down: bool = True  # False while a corrective incident is open on the target
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "dryRun": self.dry_run,
-            "approval": self.approval.value,
-            "minReplicas": self.min_replicas,
-            "maxReplicas": self.max_replicas,
-            "maxStep": self.max_step,
-            "scaleDown": self.scale_down,
-        }
-
-
-def idempotency_key(playbook: str, target: TargetRef, incident: str, step: str) -> str:
-    """The key that identifies one step of one incident: executing it twice must be impossible."""
-    return f"{playbook}/{target}/{incident}/{step}"
-
-
-@dataclass(frozen=True, slots=True)
-class ActionRequest:
-    """One action the engine wants run, with everything needed to run, plan or audit it."""
-
-    key: str
-    playbook: str
-    incident: str
-    step: str  # "actions[0]", "onFailure[1]"
-    action: str
-    target: TargetRef
-    params: Mapping[str, Any]  # validated and rendered, YAML names
-    guardrails: RequestGuardrails
-    time: float
-    signal_value: float
-    reason: str = ""
-    unhealthy: tuple[tuple[float, float], ...] = ()  # the target's incidents (start, end)
-    restore: bool = False  # release what the incident raised instead of acting
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "key": self.key,
-            "playbook": self.playbook,
-            "incident": self.incident,
-            "step": self.step,
-            "action": self.action,
-            "target": self.target.to_dict(),
-            "params": dict(self.params),
-            "guardrails": self.guardrails.to_dict(),
-            "time": self.time,
-            "signalValue": self.signal_value,
-            "reason": self.reason,
-            "unhealthy": [list(span) for span in self.unhealthy],
-            "restore": self.restore,
-        }
-
-
-class ActionStatus(enum.StrEnum):
-    """How a request ended (or that it has not ended yet)."""
-
-    SUCCEEDED = "succeeded"
-    NOOP = "noop"  # nothing to do: already as wanted
-    DRY_RUN = "dry_run"  # planned and audited, nothing written
-    PENDING_APPROVAL = "pending_approval"  # waits for a person; reported later
-    SKIPPED = "skipped"  # a guardrail in the executor held it, or this replica is not the leader
-    FAILED = "failed"
-
-
-#: Statuses after which the engine goes on with the next step.
+#: Outcomes after which the engine goes on with the next step.
 DONE_STATUSES = frozenset(
-    {ActionStatus.SUCCEEDED, ActionStatus.NOOP, ActionStatus.DRY_RUN, ActionStatus.SKIPPED}
+    {ActionStatus.EXECUTED, ActionStatus.NOOP, ActionStatus.DRY_RUN, ActionStatus.SKIPPED}
 )
 
 
 @dataclass(frozen=True, slots=True)
-class ActionResult:
-    """The outcome of one request."""
+class Proposal:
+    """One request the engine wants run, with what only the engine knows about it."""
 
-    key: str
-    status: ActionStatus
-    message: str = ""
-    time: float = 0.0
-    details: Mapping[str, Any] = field(default_factory=dict)
+    request: ActionRequest
+    time: float
+    approval: Approval = Approval.NONE
+    priority: int = 0
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    """The signal that fired, as JSON (detector, score, value, expected ...)."""
+
+    @property
+    def key(self) -> str:
+        """The request's idempotency key."""
+        return self.request.key
+
+    @property
+    def action(self) -> str:
+        """The action's name."""
+        return self.request.action
+
+    @property
+    def target(self) -> Target:
+        """The object acted on."""
+        return self.request.target
+
+    @property
+    def playbook(self) -> str:
+        """The playbook that proposes it."""
+        return self.request.playbook
+
+    @property
+    def incident(self) -> str:
+        """The incident it belongs to."""
+        return self.request.incident
+
+    @property
+    def action_class(self) -> ActionClass:
+        """Capacity, corrective or notify."""
+        return get_action(self.request.action).action_class
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form (audit, approval records)."""
+        request = self.request
         return {
-            "key": self.key,
-            "status": self.status.value,
-            "message": self.message,
+            **request.to_dict(),
+            "limits": {
+                "minReplicas": request.limits.min_replicas,
+                "maxReplicas": request.limits.max_replicas,
+                "maxStep": request.limits.max_step,
+                "namespaces": None
+                if request.limits.namespaces is None
+                else sorted(request.limits.namespaces),
+                "scaleDown": request.limits.scale_down,
+            },
+            "unhealthy": [list(span) for span in request.unhealthy],
             "time": self.time,
-            "details": dict(self.details),
+            "approval": self.approval.value,
+            "priority": self.priority,
+            "class": self.action_class.value,
+            "evidence": dict(self.evidence),
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Proposal:
+        """A proposal from :meth:`to_dict` (an approval record read after a restart), validated again."""
+        t, lim = data["target"], data.get("limits") or {}
+        namespaces = lim.get("namespaces")
+        request = make_request(
+            str(data["action"]),
+            Target(str(t["kind"]), str(t["namespace"]), str(t["name"])),
+            dict(data.get("params") or {}),
+            playbook=str(data["playbook"]),
+            incident=str(data["incident"]),
+            step=str(data["step"]),
+            dry_run=bool(data.get("dryRun", False)),
+            reason=str(data.get("reason") or ""),
+            signal_value=None if data.get("signalValue") is None else float(data["signalValue"]),
+            limits=Limits(
+                min_replicas=lim.get("minReplicas"),
+                max_replicas=lim.get("maxReplicas"),
+                max_step=lim.get("maxStep"),
+                namespaces=None if namespaces is None else frozenset(namespaces),
+                scale_down=bool(lim.get("scaleDown", True)),
+            ),
+        )
+        request = replace(
+            request,
+            key=str(data["key"]),
+            unhealthy=tuple((float(a), float(b)) for a, b in data.get("unhealthy") or ()),
+            restore=bool(data.get("restore", False)),
+        )
+        return cls(
+            request,
+            float(data.get("time") or 0.0),
+            Approval(data.get("approval", "none")),
+            int(data.get("priority") or 0),
+            dict(data.get("evidence") or {}),
+        )
 
 
 class Executor(Protocol):
-    """Runs action requests: guardrails that need the cluster, leader check, approval, the write.
+    """Runs proposals: guardrails that need the cluster, leader check, approval, the write.
 
-    ``submit`` returns the result, or a result with status ``pending_approval`` and reports the
-    final one later through the engine's ``report``. It never raises for an action that failed:
-    that is a ``failed`` result.
+    ``submit`` returns the outcome, or ``pending_approval`` and reports the final outcome later
+    through the engine's ``report``. It never raises for an action that failed: that is a
+    ``failed`` result.
     """
 
-    def submit(self, request: ActionRequest) -> ActionResult:
-        """Run (or plan, or queue) ``request``."""
+    def submit(self, proposal: Proposal) -> ActionResult:
+        """Run (or plan, or queue) ``proposal``."""
         ...
 
 
-class RecordingExecutor:
-    """Writes nothing: records every request and answers as told. For tests and ``playbook test``.
+def outcome(proposal: Proposal, status: ActionStatus, message: str, **details: Any) -> ActionResult:
+    """A result for ``proposal`` decided without running the action (a guard, a recording)."""
+    request = proposal.request
+    return ActionResult(status, message, request.action, request.key, request.target, details=details)
 
-    Requests with ``dryRun`` get ``dry_run``; with approval required, ``pending_approval``; an
-    action named in ``fail`` gets ``failed``; every other gets ``outcome``. A key seen before gets
+
+class RecordingExecutor:
+    """Writes nothing: records every proposal and answers as told. For tests and ``playbook test``.
+
+    Dry-run requests get ``dry_run``; with approval required, ``pending_approval``; an action
+    named in ``fail`` gets ``failed``; every other gets ``outcome``. A key seen before gets
     ``skipped``, which is what an idempotent executor does.
     """
 
     def __init__(
-        self, outcome: ActionStatus = ActionStatus.SUCCEEDED, fail: frozenset[str] = frozenset()
+        self, outcome: ActionStatus = ActionStatus.EXECUTED, fail: frozenset[str] = frozenset()
     ) -> None:
         self.outcome = outcome
         self.fail = fail
-        self.requests: list[ActionRequest] = []
+        self.requests: list[Proposal] = []
         self.results: list[ActionResult] = []
         self._keys: set[str] = set()
         self._lock = threading.Lock()
 
-    def submit(self, request: ActionRequest) -> ActionResult:
-        """Record ``request`` and answer."""
+    def submit(self, proposal: Proposal) -> ActionResult:
+        """Record ``proposal`` and answer."""
         with self._lock:
-            self.requests.append(request)
-            if request.key in self._keys:
+            self.requests.append(proposal)
+            if proposal.key in self._keys:
                 status, message = ActionStatus.SKIPPED, "idempotency key already executed"
-            elif request.action in self.fail:
-                status, message = ActionStatus.FAILED, f"{request.action} failed (as the test asked)"
-            elif request.guardrails.dry_run:
+            elif proposal.action in self.fail:
+                status, message = ActionStatus.FAILED, f"{proposal.action} failed (as the test asked)"
+            elif proposal.request.dry_run:
                 status, message = ActionStatus.DRY_RUN, "dry run: planned, nothing written"
-            elif request.guardrails.approval is Approval.REQUIRED:
+            elif proposal.approval is Approval.REQUIRED:
                 status, message = ActionStatus.PENDING_APPROVAL, "waiting for approval"
             else:
                 status, message = self.outcome, "recorded, nothing written"
-            self._keys.add(request.key)
-            result = ActionResult(request.key, status, message, request.time)
+            self._keys.add(proposal.key)
+            result = outcome(proposal, status, message)
             self.results.append(result)
             return result
 
 
 class DryRunExecutor:
-    """Plans and logs every request, writes nothing: the daemon's executor until a real one is wired.
+    """Plans and logs every proposal, writes nothing: the daemon's executor until a real one is wired.
 
     Remembers the last ``memory`` keys so a redelivered request is answered ``skipped``.
     """
@@ -210,24 +208,20 @@ class DryRunExecutor:
         self._memory = memory
         self._lock = threading.Lock()
 
-    def submit(self, request: ActionRequest) -> ActionResult:
+    def submit(self, proposal: Proposal) -> ActionResult:
         """Log the plan; answer ``dry_run`` (or ``skipped`` for a key seen before)."""
         with self._lock:
-            if request.key in self._keys:
-                return ActionResult(
-                    request.key, ActionStatus.SKIPPED, "idempotency key already seen", request.time
-                )
-            self._keys.add(request.key)
-            self._order.append(request.key)
+            if proposal.key in self._keys:
+                return outcome(proposal, ActionStatus.SKIPPED, "idempotency key already seen")
+            self._keys.add(proposal.key)
+            self._order.append(proposal.key)
             if len(self._order) > self._memory:
                 self._keys.discard(self._order.popleft())
         log.warning(
             "dry run: would %s %s (%s)",
-            request.action,
-            request.target,
-            request.key,
-            extra={"action_request": request.to_dict()},
+            proposal.action,
+            proposal.target,
+            proposal.key,
+            extra={"action_request": proposal.to_dict()},
         )
-        return ActionResult(
-            request.key, ActionStatus.DRY_RUN, "dry run: no executor configured", request.time
-        )
+        return outcome(proposal, ActionStatus.DRY_RUN, "dry run: no executor configured")

@@ -12,15 +12,10 @@ from agent.audit import ActionAudit, LogAuditSink, MemoryAuditSink, executed_key
 from agent.config import ExecutorConfig
 from agent.executor import GITOPS_DRIFT, KubeExecutor
 from agent.leader import StaticLeader
-from agent.playbook.requests import (
-    ActionRequest,
-    ActionResult,
-    ActionStatus,
-    Approval,
-    RequestGuardrails,
-    TargetRef,
-)
+from agent.playbook.requests import Approval, Proposal
+from remediations.registry import make_request
 from remediations.state import EXECUTED_KEYS
+from remediations.types import ActionResult, ActionStatus, Limits, Target
 from tests.integration.test_remediation_support import Cluster, open_cluster
 
 
@@ -40,21 +35,23 @@ def request(
     namespace: str | None = None,
     incident: str = "inc-1",
     step: str = "actions[0]",
-    guardrails: RequestGuardrails | None = None,
-) -> ActionRequest:
-    target = TargetRef(kind, namespace or cluster.ns, name)
-    return ActionRequest(
-        key=f"pb/{target}/{incident}/{step}",
+    approval: Approval = Approval.NONE,
+    dry_run: bool = False,
+    limits: Limits | None = None,
+) -> Proposal:
+    target = Target(kind, namespace or cluster.ns, name)
+    req = make_request(
+        action,
+        target,
+        params if params is not None else {"by": 2},
         playbook="pb",
         incident=incident,
         step=step,
-        action=action,
-        target=target,
-        params=params if params is not None else {"by": 2},
-        guardrails=guardrails or RequestGuardrails(),
-        time=cluster.clock.now(),
+        dry_run=dry_run,
         signal_value=1.0,
+        limits=limits,
     )
+    return Proposal(req, cluster.clock.now(), approval)
 
 
 class Harness:
@@ -90,7 +87,7 @@ def test_executes_once_records_the_key_and_audits(cluster: Cluster, tmp_path: Pa
     h = Harness(cluster, tmp_path)
     req = request(cluster)
     result = h.executor.submit(req)
-    assert result.status is ActionStatus.SUCCEEDED, result
+    assert result.status is ActionStatus.EXECUTED, result
     assert replicas(cluster) == 4
     assert req.key in cluster.read("Deployment", "web")["metadata"]["annotations"][EXECUTED_KEYS]
     assert h.executor.submit(req).status is ActionStatus.SKIPPED
@@ -104,7 +101,7 @@ def test_a_restarted_executor_does_not_repeat_an_action(cluster: Cluster, tmp_pa
     cluster.deployment("web", replicas=2)
     h = Harness(cluster, tmp_path, audit_file=None)
     req = request(cluster)
-    assert h.executor.submit(req).status is ActionStatus.SUCCEEDED
+    assert h.executor.submit(req).status is ActionStatus.EXECUTED
     restarted = h.new()  # no audit file: only the target's annotation remembers
     twin = cluster.twin
     assert twin is not None
@@ -128,22 +125,26 @@ def test_non_leader_plans_only(cluster: Cluster, tmp_path: Path) -> None:
 
 def test_namespace_allow_list_holds_and_lets_through(cluster: Cluster, tmp_path: Path) -> None:
     cluster.deployment("web", replicas=2)
-    held = Harness(cluster, tmp_path / "a", namespaces=["prod"])
-    result = held.executor.submit(request(cluster))
+    h = Harness(cluster, tmp_path)
+    result = h.executor.submit(request(cluster, limits=Limits(namespaces=frozenset({"prod"}))))
     assert result.status is ActionStatus.FAILED
-    assert held.memory.records[-1].guardrail == "namespace"
+    assert result.error == "ActionRefused"
+    assert "is not in the allowed namespaces (prod)" in result.message
     assert replicas(cluster) == 2
-    allowed = Harness(cluster, tmp_path / "b", namespaces=[cluster.ns])
-    assert allowed.executor.submit(request(cluster)).status is ActionStatus.SUCCEEDED
+    allowed = request(cluster, incident="inc-2", limits=Limits(namespaces=frozenset({cluster.ns})))
+    assert h.executor.submit(allowed).status is ActionStatus.EXECUTED
     assert replicas(cluster) == 4
 
 
 def test_replica_bounds_clamp_and_refuse(cluster: Cluster, tmp_path: Path) -> None:
     cluster.deployment("web", replicas=2)
-    h = Harness(cluster, tmp_path, max_replicas=3, max_step=5)
-    assert h.executor.submit(request(cluster, params={"by": 5})).status is ActionStatus.SUCCEEDED
-    assert replicas(cluster) == 3  # clamped to the config's maxReplicas
-    refused = h.executor.submit(request(cluster, params={"replicas": 9}, incident="inc-2"))
+    h = Harness(cluster, tmp_path)
+    bounds = Limits(max_replicas=3, max_step=5)
+    assert (
+        h.executor.submit(request(cluster, params={"by": 5}, limits=bounds)).status is ActionStatus.EXECUTED
+    )
+    assert replicas(cluster) == 3  # clamped to the guardrails' maxReplicas
+    refused = h.executor.submit(request(cluster, params={"replicas": 9}, incident="inc-2", limits=bounds))
     assert refused.status is ActionStatus.FAILED
     assert "violates the bounds" in refused.message
     assert replicas(cluster) == 3
@@ -151,11 +152,11 @@ def test_replica_bounds_clamp_and_refuse(cluster: Cluster, tmp_path: Path) -> No
 
 def test_dry_run_writes_nothing_but_an_event(cluster: Cluster, tmp_path: Path) -> None:
     cluster.deployment("web", replicas=2)
-    h = Harness(cluster, tmp_path, dry_run=True)
+    h = Harness(cluster, tmp_path)
     twin = cluster.twin
     assert twin is not None
     twin.server.clear_requests()
-    result = h.executor.submit(request(cluster))
+    result = h.executor.submit(request(cluster, dry_run=True))
     assert result.status is ActionStatus.DRY_RUN
     assert replicas(cluster) == 2
     assert {(verb, resource) for verb, resource, _ in cluster.writes()} == {("create", "events")}
@@ -167,8 +168,8 @@ def test_dry_run_writes_nothing_but_an_event(cluster: Cluster, tmp_path: Path) -
     ("mode", "status", "scaled"),
     [
         ("skip", ActionStatus.SKIPPED, False),
-        ("annotate", ActionStatus.SUCCEEDED, True),
-        ("act", ActionStatus.SUCCEEDED, True),
+        ("annotate", ActionStatus.EXECUTED, True),
+        ("act", ActionStatus.EXECUTED, True),
     ],
 )
 def test_gitops_modes(
@@ -192,7 +193,7 @@ def test_gitops_modes(
 def test_approval_pending_then_approved_executes(cluster: Cluster, tmp_path: Path) -> None:
     cluster.deployment("web", replicas=2)
     h = Harness(cluster, tmp_path)
-    req = request(cluster, guardrails=RequestGuardrails(approval=Approval.REQUIRED))
+    req = request(cluster, approval=Approval.REQUIRED)
     pending = h.executor.submit(req)
     assert pending.status is ActionStatus.PENDING_APPROVAL
     approval = str(pending.details["approval"])
@@ -201,7 +202,7 @@ def test_approval_pending_then_approved_executes(cluster: Cluster, tmp_path: Pat
     assert h.reported == []
     h.executor.approvals.decide(approval, True, "alice", cluster.clock.now())
     h.executor.tick()
-    assert [r.status for r in h.reported] == [ActionStatus.SUCCEEDED]
+    assert [r.status for r in h.reported] == [ActionStatus.EXECUTED]
     assert replicas(cluster) == 4
     assert h.decisions() == ["pending_approval", "approved", "executed"]
     h.executor.tick()  # done: nothing more
@@ -210,12 +211,12 @@ def test_approval_pending_then_approved_executes(cluster: Cluster, tmp_path: Pat
 
 def test_approval_rejected_and_expired(cluster: Cluster, tmp_path: Path) -> None:
     cluster.deployment("web", replicas=2)
-    h = Harness(cluster, tmp_path, approval=True, approval_ttl=60)
-    rejected = h.executor.submit(request(cluster, incident="a"))
+    h = Harness(cluster, tmp_path, approval_ttl=60)
+    rejected = h.executor.submit(request(cluster, incident="a", approval=Approval.REQUIRED))
     h.executor.approvals.decide(
         str(rejected.details["approval"]), False, "bob", cluster.clock.now(), "not now"
     )
-    h.executor.submit(request(cluster, incident="b"))
+    h.executor.submit(request(cluster, incident="b", approval=Approval.REQUIRED))
     h.executor.tick()
     cluster.clock.advance(61)
     h.executor.tick()
@@ -224,24 +225,27 @@ def test_approval_rejected_and_expired(cluster: Cluster, tmp_path: Path) -> None
     assert replicas(cluster) == 2
 
 
+def test_a_missing_target_is_a_clear_failure(cluster: Cluster, tmp_path: Path) -> None:
+    h = Harness(cluster, tmp_path)
+    result = h.executor.submit(request(cluster, name="missing"))
+    assert result.status is ActionStatus.FAILED
+    assert h.memory.records[-1].decision.value == "failed"
+    assert h.memory.records[-1].error == "NotFoundError"
+    assert "missing" in result.message
+
+
 @pytest.mark.parametrize(
     ("req_kwargs", "error"),
     [
-        ({"name": "missing"}, "NotFoundError"),
-        ({"name": "Bad_Name"}, "ValueError"),
-        ({"params": {"by": 0}}, "ParamsError"),
+        ({"name": "Bad_Name"}, "not a valid Kubernetes name"),
+        ({"params": {"by": 0}}, "scale by 0 does nothing"),
     ],
 )
-def test_bad_input_is_a_clear_failure(
-    cluster: Cluster, tmp_path: Path, req_kwargs: dict[str, Any], error: str
-) -> None:
-    cluster.deployment("web", replicas=2)
-    h = Harness(cluster, tmp_path)
-    result = h.executor.submit(request(cluster, **req_kwargs))
-    assert result.status is ActionStatus.FAILED
-    assert h.memory.records[-1].decision.value == "failed"
-    assert h.memory.records[-1].error == error
-    assert replicas(cluster) == 2
+def test_bad_input_never_becomes_a_request(cluster: Cluster, req_kwargs: dict[str, Any], error: str) -> None:
+    # names and parameters are validated where the request is made (the engine), so nothing
+    # invalid reaches the executor; the engine turns the error into a failed step
+    with pytest.raises(ValueError, match=error):
+        request(cluster, **req_kwargs)
 
 
 def test_a_webhook_that_hangs_fails_clearly(cluster: Cluster, tmp_path: Path) -> None:
@@ -270,7 +274,7 @@ def test_api_faults_retry_without_double_action(cluster: Cluster, tmp_path: Path
     twin.server.faults.error(code, verb="patch", resource="deployments", count=1)
     h = Harness(cluster, tmp_path)
     result = h.executor.submit(request(cluster))
-    assert result.status is ActionStatus.SUCCEEDED, result
+    assert result.status is ActionStatus.EXECUTED, result
     assert replicas(cluster) == 4
     assert h.executor.submit(request(cluster)).status is ActionStatus.SKIPPED
     assert replicas(cluster) == 4

@@ -10,7 +10,7 @@ import pytest
 
 from agent.clock import ManualClock
 from agent.facts import KubeFacts
-from agent.playbook.requests import TargetRef
+from remediations.types import Target
 from tests.integration.test_remediation_support import Cluster, open_cluster
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ def test_last_rollout_is_the_newest_replicaset_and_follows_a_new_rollout(cluster
     cluster.deployment("web", replicas=1, settled=True)
     clock = ManualClock(1_000.0)
     facts = KubeFacts(cluster.kube, clock, ttl=30.0)
-    target = TargetRef("Deployment", cluster.ns, "web")
+    target = Target("Deployment", cluster.ns, "web")
 
     first = facts.last_rollout(target)
     assert first == _created(cluster.replica_sets()[1])
@@ -54,8 +54,8 @@ def test_last_rollout_is_the_newest_replicaset_and_follows_a_new_rollout(cluster
 
 def test_unknown_for_other_kinds_and_missing_objects(cluster: Cluster) -> None:
     facts = KubeFacts(cluster.kube, ManualClock())
-    assert facts.last_rollout(TargetRef("StatefulSet", cluster.ns, "db")) is None
-    assert facts.last_rollout(TargetRef("Deployment", cluster.ns, "absent")) is None
+    assert facts.last_rollout(Target("StatefulSet", cluster.ns, "db")) is None
+    assert facts.last_rollout(Target("Deployment", cluster.ns, "absent")) is None
 
 
 def test_a_rollback_by_the_agent_counts_as_a_change(cluster: Cluster) -> None:
@@ -63,7 +63,7 @@ def test_a_rollback_by_the_agent_counts_as_a_change(cluster: Cluster) -> None:
     cluster.rollout("web", "2")
     cluster.settle(lambda: sorted(cluster.replica_sets()) == [1, 2], "revision 2")
     facts = KubeFacts(cluster.kube, ManualClock(1_000.0), ttl=0.0)
-    target = TargetRef("Deployment", cluster.ns, "web")
+    target = Target("Deployment", cluster.ns, "web")
     before = facts.last_rollout(target)
     assert before is not None
     request = cluster.request("rollback", "Deployment", "web", {"healthyFor": 0})

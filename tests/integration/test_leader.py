@@ -12,7 +12,9 @@ from agent.config import ExecutorConfig
 from agent.executor import KubeExecutor
 from agent.leader import LeaseLeader
 from agent.metrics import AgentMetrics
-from agent.playbook.requests import ActionRequest, ActionStatus, RequestGuardrails, TargetRef
+from agent.playbook.requests import Proposal
+from remediations.registry import make_request
+from remediations.types import ActionStatus, Target
 from tests.integration.test_remediation_support import open_cluster
 from tests.servers.common import eventually
 
@@ -40,18 +42,9 @@ def test_only_the_leader_acts_and_the_other_takes_over(kube_env: Any, tmp_path: 
             KubeExecutor(cluster.kube, config, cluster.clock, ActionAudit([MemoryAuditSink()]), leader=leader)
             for leader in leaders
         ]
-        target = TargetRef("Deployment", cluster.ns, "web")
-        req = ActionRequest(
-            key=f"pb/{target}/inc/actions[0]",
-            playbook="pb",
-            incident="inc",
-            step="actions[0]",
-            action="scale",
-            target=target,
-            params={"by": 2},
-            guardrails=RequestGuardrails(),
-            time=0.0,
-            signal_value=0.0,
+        target = Target("Deployment", cluster.ns, "web")
+        req = Proposal(
+            make_request("scale", target, {"by": 2}, playbook="pb", incident="inc", step="actions[0]"), 0.0
         )
         for leader in leaders:
             leader.start()
@@ -61,7 +54,7 @@ def test_only_the_leader_acts_and_the_other_takes_over(kube_env: Any, tmp_path: 
             other = 1 - first
             assert not leaders[other].is_leader()
             assert executors[other].submit(req).status is ActionStatus.SKIPPED
-            assert executors[first].submit(req).status is ActionStatus.SUCCEEDED
+            assert executors[first].submit(req).status is ActionStatus.EXECUTED
             metrics = leaders[first].metrics
             assert metrics is not None
             assert metrics.leader._value.get() == 1

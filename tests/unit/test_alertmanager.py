@@ -13,9 +13,10 @@ from agent.metrics import AgentMetrics
 from agent.playbook.engine import PlaybookEngine
 from agent.playbook.events import AuditLog
 from agent.playbook.loader import load_sources
-from agent.playbook.requests import RecordingExecutor, TargetRef
+from agent.playbook.requests import RecordingExecutor
 from agent.sources.alertmanager import MAX_BODY, MalformedPayloadError, alertmanager_route, parse_webhook
 from detectors.signal import Signal, SignalKind
+from remediations.types import Target
 
 NOW = 1_700_000_000.0
 
@@ -193,7 +194,7 @@ def test_an_alert_drives_a_playbook_end_to_end() -> None:
     clock.advance(60)
     engine.tick()  # a firing alert holds without being re-sent
     (req,) = executor.requests
-    assert (req.action, req.target) == ("restart", TargetRef("Deployment", "shop", "web"))
+    assert (req.action, req.target) == ("restart", Target("Deployment", "shop", "web"))
     resolved = {
         **only_firing,
         "status": "resolved",

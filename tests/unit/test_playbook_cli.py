@@ -145,7 +145,7 @@ def test_test_json_and_a_failing_action(tmp_path: Path, capsys: pytest.CaptureFi
     )
     out = json.loads(capsys.readouterr().out)
     statuses = [(a["request"]["action"], a["result"]["status"]) for a in out["actions"]]
-    assert statuses == [("rollback", "failed"), ("notify", "succeeded")]
+    assert statuses == [("rollback", "failed"), ("notify", "executed")]
     assert out["actions"][1]["request"]["step"] == "onFailure[0]"
     assert any(e["state"] == "failed" and e.get("previous") == "acting" for e in out["events"])
 

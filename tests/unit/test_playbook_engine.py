@@ -14,13 +14,14 @@ from agent.playbook.engine import PlaybookEngine, RecordedFacts, incident_id
 from agent.playbook.events import AuditLog, IncidentEvent, IncidentState, SignalRejected
 from agent.playbook.guardrails import GuardrailDefaults
 from agent.playbook.loader import PlaybookSet, load_sources
-from agent.playbook.requests import ActionRequest, ActionResult, ActionStatus, RecordingExecutor, TargetRef
+from agent.playbook.requests import Proposal, RecordingExecutor
 from detectors.freshness import Seen
 from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
+from remediations.types import ActionResult, ActionStatus, Target
 
 T0 = 1_700_000_000.0
-WEB = TargetRef("Deployment", "shop", "web")
+WEB = Target("Deployment", "shop", "web")
 
 BASE: dict[str, Any] = {
     "apiVersion": "aiops/v1",
@@ -166,7 +167,7 @@ def test_lifecycle_pending_firing_acting_verifying_resolved() -> None:
         (270, "resolved"),  # last signal at 150, then 2m quiet
     ]
     (req,) = h.executor.requests
-    assert (req.action, req.target, req.step, req.time) == ("restart", WEB, "actions[0]", T0 + 120)
+    assert (req.action, req.target, req.request.step, req.time) == ("restart", WEB, "actions[0]", T0 + 120)
     assert req.key == f"restart-web/Deployment/shop/web/{req.incident}/actions[0]"
     assert req.incident == incident_id("restart-web", WEB, T0)
 
@@ -225,8 +226,8 @@ def test_escalates_and_runs_on_failure_when_the_condition_persists() -> None:
     assert (720, "escalated") in h.transitions()  # acted at 120, within 10m
     assert h.requests()[:2] == [(120, "restart-web", "restart"), (720, "restart-web", "notify")]
     notify = h.executor.requests[1]
-    assert notify.params["message"] == "failed web"
-    assert notify.step == "onFailure[0]"
+    assert notify.request.params.to_yaml_dict()["message"] == "failed web"
+    assert notify.request.step == "onFailure[0]"
     escalated = next(e for e in h.audit.incident_events() if e.state is IncidentState.ESCALATED)
     assert "did not clear within 10m" in escalated.reason
 
@@ -301,7 +302,7 @@ def test_a_fix_never_waits_for_a_capacity_incident_and_its_raise_is_released() -
         (130, "restart-web", "restart"),
         (900, "scale-web", "scale"),
     ]
-    assert h.executor.requests[-1].restore
+    assert h.executor.requests[-1].request.restore
     assert not [e for e in h.held() if e.playbook == "restart-web" and e.guardrail == "targetBusy"]
 
 
@@ -376,7 +377,7 @@ def test_approval_pauses_the_incident_until_the_result_is_reported() -> None:
     assert h.executor.results[0].status is ActionStatus.PENDING_APPROVAL
     assert h.transitions()[-1] == (0, "acting")
     h.run_until(100)
-    h.engine.report(ActionResult(req.key, ActionStatus.SUCCEEDED, "approved by ops", T0 + 100))
+    h.engine.report(ActionResult(ActionStatus.EXECUTED, "approved by ops", req.action, req.key, req.target))
     assert [r.action for r in h.executor.requests] == ["restart", "notify"]
     assert h.transitions()[-1] == (100, "verifying")
 
@@ -385,7 +386,7 @@ def test_dry_run_reaches_the_executor() -> None:
     h = Harness(playbook(trigger={"for": 0}, guardrails={"dryRun": True}))
     h.signal(0)
     (req,) = h.executor.requests
-    assert req.guardrails.dry_run
+    assert req.request.dry_run
     assert h.executor.results[0].status is ActionStatus.DRY_RUN
 
 
@@ -417,7 +418,7 @@ def test_a_label_with_braces_in_a_message_stays_literal() -> None:
     )
     h = Harness(pb)
     h.signal(0, note="{{ incident.id }}")
-    assert h.executor.requests[0].params["message"] == "note: {{ incident.id }}"
+    assert h.executor.requests[0].request.params.to_yaml_dict()["message"] == "note: {{ incident.id }}"
 
 
 def test_stale_signals_open_nothing() -> None:
@@ -515,7 +516,7 @@ def test_metrics_count_transitions_actions_and_open_incidents() -> None:
     assert (
         reg.get_sample_value(
             "aiops_playbook_actions_total",
-            {"playbook": "restart-web", "action": "restart", "status": "succeeded"},
+            {"playbook": "restart-web", "action": "restart", "status": "executed"},
         )
         == 1
     )
@@ -607,11 +608,11 @@ def test_while_a_fix_is_open_capacity_may_scale_up_not_down() -> None:
     h.signal(0)  # restart-web acts and verifies for 10 minutes
     h.signal(30, metric="rps")
     scale = next(r for r in h.executor.requests if r.action == "scale")
-    assert scale.guardrails.scale_down is False
+    assert scale.request.limits.scale_down is False
     h.run_until(3600)  # the fix resolved
     h.signal(3600, metric="rps")
-    later = [r for r in h.executor.requests if r.action == "scale" and not r.restore][-1]
-    assert later.guardrails.scale_down is True
+    later = [r for r in h.executor.requests if r.action == "scale" and not r.request.restore][-1]
+    assert later.request.limits.scale_down is True
 
 
 def test_a_second_fix_of_the_same_kind_within_the_window_waits_for_a_person() -> None:
@@ -622,8 +623,8 @@ def test_a_second_fix_of_the_same_kind_within_the_window_waits_for_a_person() ->
     h.run_until(1000)  # resolved
     h.signal(2000)  # a new spike: a second restart within 24h
     first, second = [r for r in h.executor.requests if r.action == "restart"]
-    assert first.guardrails.approval.value == "none"
-    assert second.guardrails.approval.value == "required"
+    assert first.approval.value == "none"
+    assert second.approval.value == "required"
     (repeat,) = [e for e in h.held() if e.guardrail == "repeat"]
     assert "restart already ran on Deployment/shop/web 33m20s ago" in repeat.reason
     assert [r.status for r in h.executor.results if r.key == second.key] == [ActionStatus.PENDING_APPROVAL]
@@ -668,7 +669,7 @@ def test_a_resent_alert_joins_its_open_incident_and_a_new_episode_gets_a_new_id(
     assert ids[0] != ids[1]
     assert ids[1] == f"{ids[0]}-2"
     statuses = [r.status for r in h.executor.results if r.key.endswith("actions[0]")]
-    assert statuses == [ActionStatus.SUCCEEDED, ActionStatus.SUCCEEDED]
+    assert statuses == [ActionStatus.EXECUTED, ActionStatus.EXECUTED]
 
 
 # ---------------------------------------------------------------- fresh evidence
@@ -728,15 +729,19 @@ class FlakyExecutor(RecordingExecutor):
         self.failures = failures
         self.retry_after = retry_after
 
-    def submit(self, request: ActionRequest) -> ActionResult:
-        self.requests.append(request)
+    def submit(self, proposal: Proposal) -> ActionResult:
+        self.requests.append(proposal)
         if self.failures > 0:
             self.failures -= 1
-            details: dict[str, Any] = {"retryable": True}
-            if self.retry_after is not None:
-                details["retryAfter"] = self.retry_after
-            return ActionResult(request.key, ActionStatus.FAILED, "409 conflict", request.time, details)
-        return ActionResult(request.key, ActionStatus.SUCCEEDED, "ok", request.time)
+            return ActionResult(
+                ActionStatus.FAILED,
+                "409 conflict",
+                proposal.action,
+                proposal.key,
+                retryable=True,
+                retry_after=self.retry_after,
+            )
+        return ActionResult(ActionStatus.EXECUTED, "ok", proposal.action, proposal.key)
 
 
 def test_a_retryable_failure_is_tried_again_after_the_delay_the_action_gave() -> None:

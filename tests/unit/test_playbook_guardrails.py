@@ -14,10 +14,11 @@ from agent.playbook.guardrails import (
     check_scale,
     effective,
 )
-from agent.playbook.requests import Approval, TargetRef
+from agent.playbook.requests import Approval
+from remediations.types import Target
 
-WEB = TargetRef("Deployment", "shop", "web")
-API = TargetRef("Deployment", "shop", "api")
+WEB = Target("Deployment", "shop", "web")
+API = Target("Deployment", "shop", "api")
 
 
 def pb(**kw: object) -> PlaybookGuardrails:
@@ -126,7 +127,7 @@ def test_rate_per_playbook_and_for_the_whole_agent() -> None:
 
 def test_namespace_allow_list() -> None:
     g = effective(pb(namespaces=["shop"]), GuardrailDefaults())
-    held = check_action(g, ActionLedger(), "p", TargetRef("Deployment", "kube-system", "dns"), 1, 0.0)
+    held = check_action(g, ActionLedger(), "p", Target("Deployment", "kube-system", "dns"), 1, 0.0)
     assert (held.allowed, held.guardrail, held.until) == (False, "namespaces", None)
     assert check_action(g, ActionLedger(), "p", WEB, 1, 0.0).allowed
 

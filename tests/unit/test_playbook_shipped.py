@@ -11,7 +11,7 @@ from agent.playbook.actions import ScaleParams
 from agent.playbook.events import IncidentEvent
 from agent.playbook.loader import PlaybookSet, load_paths
 from agent.playbook.rehearsal import Record, RecordedFact, RecordedSignal, Rehearsal, rehearse
-from agent.playbook.requests import TargetRef
+from remediations.types import Target
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 T0 = 1_700_000_000.0
@@ -56,11 +56,11 @@ def rollout(at: float, namespace: str, name: str) -> RecordedFact:
     )
 
 
-def ran(r: Rehearsal) -> list[tuple[float, str, str, TargetRef]]:
+def ran(r: Rehearsal) -> list[tuple[float, str, str, Target]]:
     return [(q.time - T0, q.playbook, q.action, q.target) for q in r.ran()]
 
 
-CHECKOUT = TargetRef("Deployment", "shop", "checkout")
+CHECKOUT = Target("Deployment", "shop", "checkout")
 ERRORS = {
     "kind": "anomaly",
     "metric": "http_requests_error_ratio",
@@ -77,8 +77,11 @@ def test_rollback_on_an_error_spike_after_a_rollout(shipped: PlaybookSet) -> Non
         (120, "rollback-on-error-spike", "notify", CHECKOUT),
     ]
     notify = r.ran()[1]
-    assert notify.params["webhookEnv"] == "AIOPS_OPS_WEBHOOK"
-    assert "Rolled back shop/checkout: error ratio 0.2 after a rollout" in notify.params["message"]
+    assert notify.request.params.to_yaml_dict()["webhookEnv"] == "AIOPS_OPS_WEBHOOK"
+    assert (
+        "Rolled back shop/checkout: error ratio 0.2 after a rollout"
+        in notify.request.params.to_yaml_dict()["message"]
+    )
     states = [e.state.value for e in r.events if isinstance(e, IncidentEvent) and e.is_transition]
     assert states[-1] == "resolved"
 
@@ -101,10 +104,10 @@ def test_restart_on_a_memory_leak_before_oom(shipped: PlaybookSet) -> None:
     }
     r = rehearse(shipped, series(0, 900, 60, **leak, value=1.04))
     assert ran(r) == [
-        (600, "restart-on-memory-leak", "restart", TargetRef("Deployment", "shop", "cart")),
-        (600, "restart-on-memory-leak", "notify", TargetRef("Deployment", "shop", "cart")),
+        (600, "restart-on-memory-leak", "restart", Target("Deployment", "shop", "cart")),
+        (600, "restart-on-memory-leak", "notify", Target("Deployment", "shop", "cart")),
     ]
-    assert "forecast 1.04 of the limit" in r.ran()[1].params["message"]
+    assert "forecast 1.04 of the limit" in r.ran()[1].request.params.to_yaml_dict()["message"]
 
 
 def test_a_short_memory_spike_is_not_a_leak(shipped: PlaybookSet) -> None:
@@ -122,16 +125,16 @@ def test_scale_out_on_a_latency_or_cpu_anomaly(shipped: PlaybookSet, metric: str
     r = rehearse(
         shipped, series(0, 300, 30, kind="anomaly", metric=metric, namespace="shop", deployment="search")
     )
-    search = TargetRef("Deployment", "shop", "search")
+    search = Target("Deployment", "shop", "search")
     # scaled at 180; the last signal at 300, 5m quiet: resolved at 600, the raise released 10m later
     assert ran(r) == [
         (180, "scale-out-on-latency", "scale", search),
         (1200, "scale-out-on-latency", "scale", search),
     ]
     req, release = r.ran()
-    assert req.params == {"by": 2}
-    assert (req.restore, release.restore) == (False, True)
-    g = req.guardrails
+    assert req.request.params.to_yaml_dict() == {"by": 2}
+    assert (req.request.restore, release.request.restore) == (False, True)
+    g = req.request.limits
     assert (g.min_replicas, g.max_replicas, g.max_step) == (2, 20, 4)
 
 
@@ -143,12 +146,13 @@ def test_scale_ahead_of_forecast_demand(shipped: PlaybookSet) -> None:
         "deployment": "web",
     }
     r = rehearse(shipped, [sig(0, **demand, score=0.9, value=600.0)])
-    assert ran(r) == [(0, "scale-ahead-of-forecast", "scale", TargetRef("Deployment", "shop", "web"))]
+    assert ran(r) == [(0, "scale-ahead-of-forecast", "scale", Target("Deployment", "shop", "web"))]
     req = r.ran()[0]
-    assert req.signal_value == 600.0
-    params = ScaleParams.model_validate(req.params)
+    assert req.request.signal_value == 600.0
+    params = req.request.params
+    assert isinstance(params, ScaleParams)
     assert params.to_forecast is not None
-    assert params.to_forecast.replicas(req.signal_value) == 14  # ceil(600 x 1.1 / 50)
+    assert params.to_forecast.replicas(600.0) == 12  # ceil(600 / 50): the upper bound, no headroom
     states = [e.state.value for e in r.events if isinstance(e, IncidentEvent) and e.is_transition]
     assert states == ["pending", "firing", "acting", "resolved"]  # verify.clears: false
 
@@ -162,15 +166,15 @@ def test_retrain_a_model_on_drift(shipped: PlaybookSet) -> None:
         "score": 0.99,
     }
     r = rehearse(shipped, series(0, 1500, 300, **drift))
-    assert ran(r)[0] == (900, "retrain-on-drift", "retrain", TargetRef("CronJob", "ml", "train-churn"))
-    assert r.ran()[0].params == {"model": "churn"}
+    assert ran(r)[0] == (900, "retrain-on-drift", "retrain", Target("CronJob", "ml", "train-churn"))
+    assert r.ran()[0].request.params.to_yaml_dict() == {"model": "churn"}
     assert [q.action for q in r.ran()] == ["retrain", "notify"]
 
 
 def test_retrain_on_an_accuracy_drop(shipped: PlaybookSet) -> None:
     drop = {"kind": "drift", "metric": "model_accuracy", "namespace": "ml", "model": "fraud", "score": 0.999}
     r = rehearse(shipped, series(0, 1200, 300, **drop))
-    assert ran(r)[0] == (900, "retrain-on-drift", "retrain", TargetRef("CronJob", "ml", "train-fraud"))
+    assert ran(r)[0] == (900, "retrain-on-drift", "retrain", Target("CronJob", "ml", "train-fraud"))
 
 
 def test_a_model_label_that_is_not_a_name_never_reaches_a_job(shipped: PlaybookSet) -> None:
@@ -205,5 +209,5 @@ def test_the_rollback_acts_and_scale_out_may_only_scale_up_meanwhile(shipped: Pl
         (240, "scale-out-on-latency", "scale"),
     ]
     scale = r.ran()[2]
-    assert scale.guardrails.scale_down is False, "a fix is open on the target: capacity only goes up"
+    assert scale.request.limits.scale_down is False, "a fix is open on the target: capacity only goes up"
     assert not [e for e in r.held() if e.playbook == "rollback-on-error-spike"]

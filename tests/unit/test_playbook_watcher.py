@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -13,17 +12,12 @@ from agent.clock import ManualClock
 from agent.metrics import AgentMetrics
 from agent.playbook.events import AuditLog
 from agent.playbook.loader import PlaybookLoadError, PlaybookSet
-from agent.playbook.requests import (
-    ActionRequest,
-    ActionStatus,
-    DryRunExecutor,
-    RecordingExecutor,
-    RequestGuardrails,
-    TargetRef,
-)
+from agent.playbook.requests import DryRunExecutor, Proposal, RecordingExecutor
 from agent.playbook.runtime import PlaybookRuntime
 from agent.playbook.settings import PlaybooksConfig
 from agent.playbook.watcher import PlaybookWatcher, read_status
+from remediations.registry import make_request
+from remediations.types import ActionStatus, Target
 
 PB = """\
 apiVersion: aiops/v1
@@ -268,20 +262,15 @@ def test_without_a_directory_the_runtime_runs_no_playbooks(tmp_path: Path) -> No
 
 def test_the_dry_run_executor_plans_once_per_key() -> None:
     executor = DryRunExecutor(memory=2)
-    req = ActionRequest(
-        "k1",
-        "p",
-        "inc-1",
-        "actions[0]",
-        "restart",
-        TargetRef("Deployment", "shop", "web"),
-        {},
-        RequestGuardrails(),
-        0.0,
-        1.0,
-    )
+
+    def proposal(incident: str) -> Proposal:
+        web = Target("Deployment", "shop", "web")
+        request = make_request("restart", web, {}, playbook="p", incident=incident, step="actions[0]")
+        return Proposal(request, 0.0)
+
+    req = proposal("inc-1")
     assert executor.submit(req).status is ActionStatus.DRY_RUN
     assert executor.submit(req).status is ActionStatus.SKIPPED
-    for key in ("k2", "k3"):
-        executor.submit(dataclasses.replace(req, key=key))
-    assert executor.submit(req).status is ActionStatus.DRY_RUN  # memory is bounded: k1 was forgotten
+    for incident in ("inc-2", "inc-3"):
+        executor.submit(proposal(incident))
+    assert executor.submit(req).status is ActionStatus.DRY_RUN  # memory is bounded: inc-1 was forgotten

@@ -1,0 +1,196 @@
+"""Properties of the decision loop over random interleavings of signals, alerts, gaps and faults.
+
+- no action beyond its class's budget (per target and agent-wide, in any hour);
+- no incident id given twice;
+- no ``resolved`` without fresh samples of every series that fired;
+- no rollback to a revision the target was rolled back from within the window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.playbook.guardrails import HOUR, GuardrailDefaults
+from agent.playbook.requests import Proposal, RecordingExecutor
+from detectors.series import SeriesKey
+from detectors.signal import SignalKind
+from remediations.errors import ActionRefused
+from remediations.rollback import ROLLBACKS, RollbackParams, choose, template_hash
+from remediations.state import dump_json
+from remediations.types import ActionClass, ActionResult, ActionStatus
+from tests.unit.test_playbook_engine import T0, FakeFreshness, Harness, playbook
+
+LIMIT, TOTAL = 2, 3
+CLASSES = {"restart": ActionClass.CORRECTIVE, "scale": ActionClass.CAPACITY}
+
+
+class FaultyExecutor(RecordingExecutor):
+    """Fails the requests the test draws: retryable or not."""
+
+    def __init__(self, faults: list[int]) -> None:
+        super().__init__()
+        self.faults = faults
+
+    def submit(self, proposal: Proposal) -> ActionResult:
+        fault = self.faults[len(self.requests) % len(self.faults)] if self.faults else 0
+        if fault:
+            self.requests.append(proposal)
+            result = ActionResult(
+                ActionStatus.FAILED,
+                "API fault",
+                proposal.action,
+                proposal.key,
+                retryable=fault == 1,
+                retry_after=20.0,
+            )
+            self.results.append(result)
+            return result
+        return super().submit(proposal)
+
+
+PLAYBOOKS = (
+    playbook(
+        "restart-web",
+        trigger={"for": "30s"},
+        guardrails={"cooldown": "2m"},
+        verify={"within": "5m", "quiet": "1m"},
+    ),
+    playbook(
+        "scale-web",
+        priority=10,
+        trigger={"metric": "cpu", "for": 0},
+        actions=[{"scale": {"by": 1}}],
+        verify={"within": "5m", "quiet": "1m"},
+        guardrails={"cooldown": 0},
+    ),
+    playbook(
+        "restart-on-alert",
+        trigger={"signal": "alert", "metric": "Crash", "for": 0},
+        guardrails={"cooldown": 0},
+        verify={"within": "5m", "quiet": "1m"},
+    ),
+)
+
+EVENT = st.tuples(
+    st.integers(min_value=1, max_value=120),  # seconds since the previous event
+    st.sampled_from(["errors", "cpu", "alert", "resolve", "sample", "gap"]),
+    st.sampled_from(["web", "api"]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(events=st.lists(EVENT, min_size=1, max_size=80), faults=st.lists(st.integers(0, 2), max_size=5))
+def test_random_interleavings_keep_the_invariants(
+    events: list[tuple[int, str, str]], faults: list[int]
+) -> None:
+    fresh = FakeFreshness()
+    defaults = GuardrailDefaults(cooldown=0, max_per_hour=LIMIT, max_per_hour_total=TOTAL, repeat_window=0)
+    h = Harness(*PLAYBOOKS, defaults=defaults, freshness=fresh)
+    h.executor = FaultyExecutor(faults)
+    h.engine.executor = h.executor
+    reported: dict[SeriesKey, list[float]] = {}
+    signalled: dict[SeriesKey, list[float]] = {}
+    t = 0.0
+    for gap, what, deployment in events:
+        t += gap
+        labels = {"namespace": "shop", "deployment": deployment}
+        errors = SeriesKey.of("errors", labels)
+        cpu = SeriesKey.of("cpu", labels)
+        if what == "gap":
+            h.run_until(t)
+            continue
+        if what in {"errors", "cpu", "sample"}:
+            h.run_until(t)
+            for key in (errors, cpu):
+                fresh.report(key, t)
+                reported.setdefault(key, []).append(t)
+        if what in {"errors", "cpu"}:
+            h.signal(t, metric=what, deployment=deployment)
+            signalled.setdefault(errors if what == "errors" else cpu, []).append(t)
+        elif what in {"alert", "resolve"}:
+            status = "firing" if what == "alert" else "resolved"
+            h.signal(
+                t,
+                kind=SignalKind.ALERT,
+                metric="Crash",
+                score=1.0,
+                timestamp=T0,  # every alert has the same startsAt
+                details={"status": status, "fingerprint": deployment},
+                deployment=deployment,
+            )
+    h.run_until(t + 3600)
+
+    # budgets: executed or dry-run workload actions per class, per target and agent-wide
+    acted = [
+        (q.time, CLASSES[q.action], q.target)
+        for q, r in zip(h.executor.requests, h.executor.results, strict=True)
+        if q.action in CLASSES and r.status is ActionStatus.EXECUTED and not q.request.restore
+    ]
+    for when, cls, target in acted:
+        window = [(w, c, g) for w, c, g in acted if when - HOUR < w <= when and c is cls]
+        assert len([1 for _, _, g in window if g == target]) <= LIMIT
+        assert len(window) <= TOTAL
+
+    # ids: every incident opened once
+    opened = [e.incident for e in h.audit.incident_events() if e.is_transition and e.previous is None]
+    assert len(opened) == len(set(opened))
+
+    # resolved only on fresh samples: the fired series reported verify.samples (3) times after
+    # its last matching signal, and before the resolution
+    for e in h.audit.incident_events():
+        if not (e.is_transition and e.state.value == "resolved" and e.playbook != "restart-on-alert"):
+            continue
+        metric = "errors" if e.playbook == "restart-web" else "cpu"
+        key = SeriesKey.of(metric, {"namespace": e.target.namespace, "deployment": e.target.name})
+        resolved_at = e.time - T0
+        last_match = max(x for x in signalled[key] if x <= resolved_at)
+        fresh_after = [x for x in reported.get(key, []) if last_match < x <= resolved_at]
+        assert len(fresh_after) >= 3, (key, last_match, resolved_at, fresh_after)
+
+
+def _rs(revision: int, name: str, created: float) -> dict[str, Any]:
+    stamp = __import__("datetime").datetime.fromtimestamp(created, __import__("datetime").UTC)
+    return {
+        "metadata": {
+            "name": f"web-{name}",
+            "labels": {"pod-template-hash": name},
+            "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+            "creationTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"image": name}}},
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(min_value=2, max_value=6),
+    gaps=st.lists(st.integers(min_value=60, max_value=7200), min_size=6, max_size=6),
+    rolled_from=st.lists(st.integers(min_value=0, max_value=5), max_size=4),
+    healthy_for=st.sampled_from([0.0, 900.0]),
+)
+def test_a_rollback_never_goes_to_a_revision_rolled_back_from(
+    n: int, gaps: list[int], rolled_from: list[int], healthy_for: float
+) -> None:
+    t = T0
+    replica_sets = []
+    for r in range(1, n + 1):
+        t += gaps[r - 1]
+        replica_sets.append(_rs(r, f"h{r}", t))
+    now = t + 600
+    avoided = {f"h{i + 1}" for i in rolled_from if i + 1 < n}
+    record = [{"time": now - 300, "from": h, "to": f"h{n}"} for h in sorted(avoided)]
+    current = replica_sets[-1]
+    deployment = {
+        "metadata": {"name": "web", "annotations": {ROLLBACKS: dump_json(record)}},
+        "spec": {"template": current["spec"]["template"]},
+    }
+    params = RollbackParams.model_validate({"healthyFor": healthy_for})
+    try:
+        _, chosen = choose(deployment, replica_sets, params, now=now)
+    except ActionRefused:  # nothing qualifies: a person decides
+        return
+    assert template_hash(chosen) not in avoided
+    assert template_hash(chosen) != template_hash(current)
