@@ -11,12 +11,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from agent.audit import Audit, AuditSink
 from agent.clock import Clock
 from agent.config import AgentConfig, ConfigError
 from agent.engine import Engine
 from agent.http import HttpServer
 from agent.metrics import AgentMetrics
 from agent.playbook.engine import TargetFacts
+from agent.playbook.events import LogAudit
 from agent.playbook.loader import PlaybookLoadError
 from agent.playbook.requests import Executor
 from agent.playbook.runtime import PlaybookRuntime
@@ -66,12 +68,15 @@ class Agent:
         self.leader: LeaseLeader | None = None
         self._closers: list[Callable[[], None]] = []
         self.facts: TargetFacts | None = None
+        self.audit_sinks: list[AuditSink] = []
+        """Where the executor's decisions go besides the log (the Kafka topic); engine events too."""
         executor = self._build_executor() if config.executor.enabled else None
         self.playbooks = PlaybookRuntime(
             config.playbooks,
             clock,
             self.metrics,
             executor=executor,
+            audit=Audit([LogAudit(), *self.audit_sinks]),
             facts=self.facts,
             freshness=self.bank.freshness,
         )
@@ -126,7 +131,7 @@ class Agent:
         """The executor on the cluster: clients, leader election, audit sinks (only when enabled)."""
         from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
 
-        from agent.audit import ActionAudit, AuditSink, KafkaAuditSink, LogAuditSink  # noqa: PLC0415
+        from agent.audit import KafkaAuditSink, LogAuditSink  # noqa: PLC0415
         from agent.executor import KubeExecutor  # noqa: PLC0415
         from agent.facts import KubeFacts  # noqa: PLC0415
         from agent.leader import AlwaysLeader, LeaderState, LeaseLeader, default_identity  # noqa: PLC0415
@@ -165,8 +170,9 @@ class Agent:
             producer = ResilientProducer(self.config.kafka, self.clock, self.stop, name="audit")
             self._closers.append(producer.close)
             sinks.append(KafkaAuditSink(producer, cfg.audit_topic))
+        self.audit_sinks = sinks[1:]  # the topic: the engine's incident events go there too
         return KubeExecutor(
-            kube, cfg, self.clock, ActionAudit(sinks), leader=leader, metrics=self.metrics, instance=identity
+            kube, cfg, self.clock, Audit(sinks), leader=leader, metrics=self.metrics, instance=identity
         )
 
     def healthy(self) -> tuple[bool, str]:

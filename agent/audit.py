@@ -1,9 +1,11 @@
-"""The executor's audit trail: one JSON line per decision, to the log, a file, and Kafka.
+"""The audit trail: one JSON line per decision, to the log, a file, and Kafka.
 
-Every decision the executor takes on an action request is one :class:`AuditRecord`: ``executed``,
-``dry_run``, ``skipped`` (with the guardrail that held it), ``failed`` (with the error),
-``pending_approval``, ``approved``, ``rejected``, ``expired``. :class:`ActionAudit` fans a record
-out to its sinks:
+Everything audited is an entry with a ``to_dict()``: the playbook engine's incident events and
+rejected signals (:mod:`agent.playbook.events`), and every decision the executor takes on a
+request, an :class:`AuditRecord`: ``executed``, ``noop``, ``dry_run``, ``skipped`` (with the
+guardrail that held it), ``failed`` (with the error), ``pending_approval``, ``approved``,
+``rejected``, ``expired``. One protocol, :class:`AuditSink`, receives them all; :class:`Audit`
+fans an entry out to its sinks:
 
 - :class:`LogAuditSink`: the ``aiops.audit`` logger, and optionally an append-only JSON-lines
   file. The file doubles as the memory of executed keys across restarts
@@ -89,12 +91,29 @@ class AuditRecord:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
 
 
-class AuditSink(Protocol):
-    """Where audit records go; ``write`` may raise, :class:`ActionAudit` catches it."""
+class Entry(Protocol):
+    """Anything audited: an executor decision, an incident event, a rejected signal."""
 
-    def write(self, record: AuditRecord) -> None:
-        """Deliver one record."""
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
         ...
+
+
+class AuditSink(Protocol):
+    """Where audit entries go; ``record`` may raise, :class:`Audit` catches it."""
+
+    def record(self, entry: Entry) -> None:
+        """Deliver one entry."""
+        ...
+
+
+def _line(entry: Entry) -> str:
+    return json.dumps(entry.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _key(entry: Entry) -> str:
+    data = entry.to_dict()
+    return str(data.get("key") or data.get("incident") or data.get("playbook") or "")
 
 
 class LogAuditSink:
@@ -106,9 +125,9 @@ class LogAuditSink:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(self, record: AuditRecord) -> None:
+    def record(self, entry: Entry) -> None:
         """Log the line; append it to the file."""
-        line = record.to_json()
+        line = _line(entry)
         log.info("%s", line)
         if self.path is not None:
             with self._lock, self.path.open("a", encoding="utf-8") as fh:
@@ -130,44 +149,45 @@ class KafkaAuditSink:
         self.topic = topic
         self.flush_timeout = flush_timeout
 
-    def write(self, record: AuditRecord) -> None:
-        """Send and wait for the acknowledgement."""
-        self.producer.send(self.topic, record.to_json().encode(), key=record.key.encode())
+    def record(self, entry: Entry) -> None:
+        """Send and wait for the acknowledgement (keyed by the idempotency key or the incident)."""
+        self.producer.send(self.topic, _line(entry).encode(), key=_key(entry).encode())
         self.producer.flush(self.flush_timeout)
 
 
 class MemoryAuditSink:
-    """Keeps the records in a list (tests, ``aiops playbook test``)."""
+    """Keeps the executor's records in a list (tests); other entries are ignored."""
 
     def __init__(self) -> None:
         self.records: list[AuditRecord] = []
         self._lock = threading.Lock()
 
-    def write(self, record: AuditRecord) -> None:
-        """Keep it."""
-        with self._lock:
-            self.records.append(record)
+    def record(self, entry: Entry) -> None:
+        """Keep it, if it is an executor decision."""
+        if isinstance(entry, AuditRecord):
+            with self._lock:
+                self.records.append(entry)
 
     def decisions(self, key: str | None = None) -> list[str]:
         """The decisions recorded (for ``key`` only, when given), in order."""
         return [r.decision.value for r in self.records if key is None or r.key == key]
 
 
-class ActionAudit:
-    """Fans every record out to the sinks; a failing sink is logged, never raised."""
+class Audit:
+    """Fans every entry out to the sinks; a failing sink is logged, never raised."""
 
     def __init__(self, sinks: Sequence[AuditSink]) -> None:
         self.sinks = list(sinks)
         self.errors = 0
 
-    def record(self, record: AuditRecord) -> None:
-        """Write ``record`` to every sink."""
+    def record(self, entry: Entry) -> None:
+        """Deliver ``entry`` to every sink."""
         for sink in self.sinks:
             try:
-                sink.write(record)
-            except Exception:  # an audit sink down must not stop the executor
+                sink.record(entry)
+            except Exception:  # an audit sink down must not stop the engine or the executor
                 self.errors += 1
-                log.exception("audit sink %s failed for %s", type(sink).__name__, record.key)
+                log.exception("audit sink %s failed for %s", type(sink).__name__, _key(entry))
 
 
 #: The decisions after which a key counts as executed (never run again).

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.approvals import ApprovalRecord, ApprovalState, ApprovalStore
-from agent.audit import ActionAudit, AuditRecord, Decision, executed_keys_from_file
+from agent.audit import Audit, AuditRecord, Decision, executed_keys_from_file
 from agent.clock import Clock
 from agent.config import ExecutorConfig
 from agent.leader import AlwaysLeader, LeaderState
@@ -147,7 +147,7 @@ class KubeExecutor:
         kube: KubeClients,
         config: ExecutorConfig,
         clock: Clock,
-        audit: ActionAudit,
+        audit: Audit,
         *,
         leader: LeaderState | None = None,
         metrics: AgentMetrics | None = None,

@@ -223,8 +223,12 @@ def decide(
             raise ActionRefused(msg)
         requested = params.to_forecast.replicas(value)
         need = value / params.to_forecast.capacity_per_pod
-        if abs(need - current) <= params.to_forecast.tolerance * current:
+        tolerance = params.to_forecast.tolerance
+        if abs(need - current) <= tolerance * current:
             requested = current  # within the tolerance: the forecast's noise is not a reason to act
+        elif requested < current:
+            # lowered with the tolerance kept as room, so the next small rise does not raise it again
+            requested = min(current, params.to_forecast.replicas(value / max(1.0 - tolerance, 1e-9)))
     low, high, step = bounds(params, request)
     if params.replicas is not None and (
         (low is not None and params.replicas < low) or (high is not None and params.replicas > high)

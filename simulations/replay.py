@@ -31,14 +31,14 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no stubs
 
-from agent.audit import ActionAudit, AuditRecord
+from agent.audit import Audit, AuditRecord, Entry
 from agent.clock import ManualClock
 from agent.config import ExecutorConfig
 from agent.executor import KubeExecutor
 from agent.facts import KubeFacts
 from agent.leader import AlwaysLeader
 from agent.playbook.engine import PlaybookEngine
-from agent.playbook.events import AuditEvent, IncidentEvent, IncidentState
+from agent.playbook.events import AuditEvent, IncidentEvent, IncidentState, SignalRejected
 from agent.playbook.guardrails import GuardrailDefaults
 from agent.playbook.loader import LoadedPlaybook, PlaybookSet
 from detectors import DetectorBank, DetectorSpec, SampleBatch, SeriesRegistry, Signal, build_detector
@@ -333,7 +333,7 @@ class Pipeline:
             self.kube,
             executor_config,
             clock,
-            ActionAudit([_ExecutorAudit(recorder)]),
+            Audit([_RecorderAudit(recorder)]),
             leader=AlwaysLeader(),
             instance="replay",
             stop=self.stop,
@@ -343,7 +343,7 @@ class Pipeline:
             playbooks,
             self.executor,
             clock,
-            _EngineAudit(recorder),
+            _RecorderAudit(recorder),
             defaults=GuardrailDefaults(),
             facts=KubeFacts(self.kube, clock, ttl=0.0),
             freshness=self.bank.freshness,
@@ -575,24 +575,17 @@ class Recorder:
         )
 
 
-class _EngineAudit:
-    """The playbook engine's audit sink, into the recorder."""
+class _RecorderAudit:
+    """The agent's audit sink (engine events and executor decisions), into the recorder."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
 
-    def record(self, event: AuditEvent) -> None:
-        self.recorder.on_incident(event)
-
-
-class _ExecutorAudit:
-    """The executor's audit sink, into the recorder."""
-
-    def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
-
-    def write(self, record: AuditRecord) -> None:
-        self.recorder.on_decision(record)
+    def record(self, entry: Entry) -> None:
+        if isinstance(entry, AuditRecord):
+            self.recorder.on_decision(entry)
+        elif isinstance(entry, IncidentEvent | SignalRejected):
+            self.recorder.on_incident(entry)
 
 
 __all__ = [

@@ -74,12 +74,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from agent.audit import AuditSink
 from agent.clock import Clock
 from agent.metrics import AgentMetrics
 from agent.playbook.actions import ActionParams, action_class, changes_workload, playbook_class
 from agent.playbook.events import (
     AuditEvent,
-    AuditSink,
     IncidentEvent,
     IncidentState,
     SignalRejected,

@@ -2,8 +2,9 @@
 
 Every incident transition is an :class:`IncidentEvent`; so is every action submitted and every
 result. A matching signal that could not become an incident (its target does not resolve to a
-valid name) is a :class:`SignalRejected`. Events go to an :class:`AuditSink`; the daemon's audit
-(log, Kafka topic, Kubernetes Events) implements it, :class:`AuditLog` keeps them in memory.
+valid name) is a :class:`SignalRejected`. Events go to an :class:`~agent.audit.AuditSink`, the one
+audit protocol the executor's decisions go through too; :class:`LogAudit` logs them,
+:class:`AuditLog` keeps them in memory.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from agent.audit import Entry
 from remediations.types import Target
 
 log = logging.getLogger("aiops.playbooks")
@@ -118,14 +120,6 @@ class SignalRejected:
 AuditEvent = IncidentEvent | SignalRejected
 
 
-class AuditSink(Protocol):
-    """Receives every event of the engine, in order."""
-
-    def record(self, event: AuditEvent) -> None:
-        """Keep or forward ``event``; must not block for long."""
-        ...
-
-
 class AuditLog:
     """Keeps events in memory (bounded): for tests, ``aiops playbook test`` and the status view."""
 
@@ -134,10 +128,12 @@ class AuditLog:
         self.events: list[AuditEvent] = []
         self._lock = threading.Lock()
 
-    def record(self, event: AuditEvent) -> None:
-        """Append, dropping the oldest past ``limit``."""
+    def record(self, entry: Entry) -> None:
+        """Append an engine event, dropping the oldest past ``limit`` (other entries are ignored)."""
+        if not isinstance(entry, IncidentEvent | SignalRejected):
+            return
         with self._lock:
-            self.events.append(event)
+            self.events.append(entry)
             if len(self.events) > self.limit:
                 del self.events[: len(self.events) - self.limit]
 
@@ -150,8 +146,10 @@ class AuditLog:
 class LogAudit:
     """Writes each event as one log record (the event's fields under ``audit`` in JSON logs)."""
 
-    def record(self, event: AuditEvent) -> None:
-        """Log at INFO, or WARNING for failures, escalations and rejected signals."""
+    def record(self, event: Entry) -> None:
+        """Log an engine event at INFO, or WARNING for failures, escalations and rejected signals."""
+        if not isinstance(event, IncidentEvent | SignalRejected):
+            return
         warn = isinstance(event, SignalRejected) or event.state in {
             IncidentState.FAILED,
             IncidentState.ESCALATED,
@@ -163,18 +161,3 @@ class LogAudit:
         else:
             text = f"signal rejected by {event.playbook}: {event.reason}"
         log.log(logging.WARNING if warn else logging.INFO, "%s", text, extra={"audit": event.to_dict()})
-
-
-class FanOutAudit:
-    """Sends each event to several sinks; one failing sink does not stop the others."""
-
-    def __init__(self, *sinks: AuditSink) -> None:
-        self.sinks = sinks
-
-    def record(self, event: AuditEvent) -> None:
-        """Record in every sink, logging failures."""
-        for sink in self.sinks:
-            try:
-                sink.record(event)
-            except Exception:
-                log.exception("audit sink %s failed", type(sink).__name__)

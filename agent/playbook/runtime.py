@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 
+from agent.audit import AuditSink
 from agent.clock import Clock
 from agent.http import Route
 from agent.metrics import AgentMetrics
 from agent.playbook.engine import Freshness, PlaybookEngine, TargetFacts
-from agent.playbook.events import AuditSink, LogAudit
+from agent.playbook.events import LogAudit
 from agent.playbook.loader import EMPTY_SET
 from agent.playbook.requests import DryRunExecutor, Executor
 from agent.playbook.settings import PlaybooksConfig

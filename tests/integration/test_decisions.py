@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from agent.audit import ActionAudit, MemoryAuditSink
+from agent.audit import Audit, MemoryAuditSink
 from agent.config import ExecutorConfig
 from agent.executor import KubeExecutor
 from agent.facts import KubeFacts
@@ -80,7 +80,7 @@ class Loop:
             cluster.kube,
             config,
             self.clock,
-            ActionAudit([self.decisions]),
+            Audit([self.decisions]),
             leader=StaticLeader(True),
             instance="test",
             environ=self.pager.environ(),

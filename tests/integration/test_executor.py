@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent.audit import ActionAudit, LogAuditSink, MemoryAuditSink, executed_keys_from_file
+from agent.audit import Audit, LogAuditSink, MemoryAuditSink, executed_keys_from_file
 from agent.config import ExecutorConfig
 from agent.executor import GITOPS_DRIFT, KubeExecutor
 from agent.leader import StaticLeader
@@ -67,7 +67,7 @@ class Harness:
         self.executor = self.new()
 
     def new(self) -> KubeExecutor:
-        audit = ActionAudit([LogAuditSink(self.config.audit_file), self.memory])
+        audit = Audit([LogAuditSink(self.config.audit_file), self.memory])
         ex = KubeExecutor(
             self.cluster.kube, self.config, self.cluster.clock, audit, leader=self.leader, instance="t"
         )

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.audit import ActionAudit, MemoryAuditSink
+from agent.audit import Audit, MemoryAuditSink
 from agent.config import ExecutorConfig
 from agent.executor import KubeExecutor
 from agent.leader import LeaseLeader
@@ -39,7 +39,7 @@ def test_only_the_leader_acts_and_the_other_takes_over(kube_env: Any, tmp_path: 
         ]
         config = ExecutorConfig(enabled=True, approvals_dir=tmp_path / "a")
         executors = [
-            KubeExecutor(cluster.kube, config, cluster.clock, ActionAudit([MemoryAuditSink()]), leader=leader)
+            KubeExecutor(cluster.kube, config, cluster.clock, Audit([MemoryAuditSink()]), leader=leader)
             for leader in leaders
         ]
         target = Target("Deployment", cluster.ns, "web")
