@@ -190,7 +190,14 @@ class SelectingForecaster:
             "calibration": p.integer("calibration", 576, low=_MIN_RESIDUALS * 2, high=100_000),
         }
         try:  # errors of the candidate models' own parameters
-            return cls(step=step, season=season, week=week, **values, **nested)
+            return cls(
+                step=step,
+                season=season,
+                week=week,
+                holt_winters_params=nested["holt_winters_params"],
+                regression_params=nested["regression_params"],
+                **values,
+            )
         except DetectorError as exc:
             raise DetectorError(f"{cls.name}: {exc}") from exc
 
