@@ -14,10 +14,14 @@ The upper bound is conformal and calibrated where it is used: for each candidate
 keeps the last ``calibration`` residuals of the *peak* over the lead (the largest value seen in
 ``(origin, origin + lead]`` minus the largest point forecast over the lead, in the asinh scale,
 where demand's errors are closer to one size at night and at the peak). The margin is the
-``ceil((n + 1) quantile)``-th smallest of the chosen candidate's ``n`` residuals, added to every
+``ceil((n + 1) level)``-th smallest of the chosen candidate's ``n`` residuals, added to every
 step's point forecast, so the largest upper bound over the lead covers the lead's peak with
-probability ``quantile``; each single step is covered at least as often. The bound is NaN until the
-chosen candidate has eight residuals.
+probability ``level``; each single step is covered at least as often. ``level`` starts at
+``quantile`` and is adapted per series as the published bounds are judged (adaptive conformal
+inference, Gibbs and Candes 2021: up by ``adapt x quantile`` after a miss, down by
+``adapt x (1 - quantile)`` after a cover), so the long-run coverage stays at ``quantile`` when the
+errors drift, as demand that grows or changes its daily shape makes them. The bound is NaN until
+the chosen candidate has eight residuals.
 
 Seasonal naive reads a ring of ``week / max(step, resolution)`` bins per series holding each
 bin's mean (exact at a step of ``resolution``, an average of the bin when sampling is faster).
@@ -65,10 +69,11 @@ def smape_terms(forecast: FloatArray, actual: FloatArray) -> FloatArray:
     return np.where(np.isnan(forecast), np.nan, terms)
 
 
-def conformal_margins(residuals: FloatArray, lengths: IdArray, quantile: float) -> FloatArray:
+def conformal_margins(residuals: FloatArray, lengths: IdArray, quantile: FloatArray) -> FloatArray:
     """Per row, the ``ceil((n + 1) quantile)``-th smallest of its first ``n = lengths`` residuals.
 
-    Rows hold residual rings (unused slots NaN); a row with fewer than eight residuals gets NaN.
+    Rows hold residual rings (unused slots NaN) and ``quantile`` one level per row; a row with
+    fewer than eight residuals gets NaN.
     """
     ordered = np.sort(residuals, axis=1)  # NaN sorts last
     k = np.minimum(np.ceil((lengths + 1) * quantile).astype(np.int64), lengths)
@@ -96,6 +101,7 @@ class SelectingForecaster:
             "memory",
             "min_scored",
             "calibration",
+            "adapt",
             "holt_winters_params",
             "regression_params",
         }
@@ -110,9 +116,10 @@ class SelectingForecaster:
         week: float = 604800.0,
         resolution: float = 300.0,
         max_horizon: int = 12,
-        memory: float = 288.0,
+        memory: float = 72.0,
         min_scored: int = 12,
         calibration: int = 576,
+        adapt: float = 0.005,
         holt_winters_params: Mapping[str, Any] | None = None,
         regression_params: Mapping[str, Any] | None = None,
     ) -> None:
@@ -125,6 +132,7 @@ class SelectingForecaster:
         self.memory = memory
         self.min_scored = min_scored
         self.calibration = calibration
+        self.adapt = adapt
         self.bin_width = max(step, resolution)
         self.bins = max(2, math.ceil(week / self.bin_width))
         # an origin's lead forecast waits lead steps for its target; room for samples faster than step
@@ -162,6 +170,8 @@ class SelectingForecaster:
         self._res = np.zeros((0, c, calibration), np.float64)
         self._res_pos = np.zeros((0, c), np.int64)
         self._res_len = np.zeros((0, c), np.int64)
+        self._level = np.zeros(0, np.float64)
+        self._pend_up = np.zeros((0, self.pending), np.float64)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SelectingForecaster:
@@ -185,9 +195,10 @@ class SelectingForecaster:
             "quantile": p.number("quantile", 0.95, low=0.5, high=1.0, high_open=True),
             "resolution": p.number("resolution", 300.0, low=0.0, low_open=True),
             "max_horizon": p.integer("max_horizon", 12, low=1, high=10_000),
-            "memory": p.number("memory", 288.0, low=1.0),
+            "memory": p.number("memory", 72.0, low=1.0),
             "min_scored": p.integer("min_scored", 12, low=_MIN_RESIDUALS),
             "calibration": p.integer("calibration", 576, low=_MIN_RESIDUALS * 2, high=100_000),
+            "adapt": p.number("adapt", 0.005, low=0.0, high=0.5),
         }
         try:  # errors of the candidate models' own parameters
             return cls(
@@ -211,6 +222,7 @@ class SelectingForecaster:
         self._last_ts = grow(self._last_ts, rows, -np.inf)
         self._last_v = grow(self._last_v, rows, np.nan)
         self._pend_pos = grow(self._pend_pos, rows, 0)
+        self._level = grow(self._level, rows, self.quantile)
         for key, fill in (
             ("bin_id", -1),
             ("bin_sum", 0.0),
@@ -220,6 +232,7 @@ class SelectingForecaster:
             ("pend_peak", -np.inf),
             ("pend_f", np.nan),
             ("pend_pf", np.nan),
+            ("pend_up", np.nan),
             ("err_sum", 0.0),
             ("err_w", 0.0),
             ("scored", 0),
@@ -353,6 +366,13 @@ class SelectingForecaster:
             self._res[target, cc, pos] = resid[rr, cc]
             self._res_pos[target, cc] = (pos + 1) % self.calibration
             self._res_len[target, cc] = np.minimum(self._res_len[target, cc] + 1, self.calibration)
+            # adaptive conformal (Gibbs and Candes 2021): the level moves by `adapt` x (miss - 1 + q),
+            # so the published bound's long-run coverage of the peak holds when errors drift
+            up = self._pend_up[sr, col]
+            judged = np.isfinite(up)
+            miss = self._pend_peak[sr, col] > up
+            level = self._level[sr] + self.adapt * (miss - (1.0 - self.quantile))
+            self._level[sr] = np.where(judged, np.clip(level, 0.5, 1.0), self._level[sr])
         gone = match | (due < t[:, None] - half)
         self._pend_t[s] = np.where(gone, np.nan, due)
         # the seasonal bins, the newest value
@@ -375,6 +395,10 @@ class SelectingForecaster:
         self._pend_peak[s, pos] = -np.inf
         self._pend_f[s, pos] = fc[:, :, -1]
         self._pend_pf[s, pos] = peak
+        pick = self.chosen(s)
+        rows = np.arange(s.size)
+        published = np.where(np.isfinite(peak[rows, pick]), peak[rows, pick], peak[:, PERSISTENCE])
+        self._pend_up[s, pos] = published + self._margins(s, pick)
         self._pend_pos[s] = (pos + 1) % self.pending
 
     # ------------------------------------------------------------------ forecasting
@@ -395,13 +419,17 @@ class SelectingForecaster:
         fc = self._candidates(s, horizon)
         m = fc[rows, pick]
         m = np.where(np.isfinite(m), m, fc[:, PERSISTENCE])
-        margin = conformal_margins(self._res[s, pick], self._res_len[s, pick], self.quantile)
+        margin = self._margins(s, pick)
         with np.errstate(invalid="ignore", over="ignore"):
             u = np.sinh(np.arcsinh(m) + margin[:, None])
             u = np.where(np.isnan(u), np.nan, np.fmax(u, m))
         mean[known] = m
         upper[known] = np.clip(u, -np.finfo(np.float64).max, np.finfo(np.float64).max)
         return mean, upper
+
+    def _margins(self, s: IdArray, pick: IdArray) -> FloatArray:
+        """The conformal margin of candidate ``pick`` of each series ``s``, at the series' level."""
+        return conformal_margins(self._res[s, pick], self._res_len[s, pick], self._level[s])
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -425,6 +453,8 @@ class SelectingForecaster:
         "res",
         "res_pos",
         "res_len",
+        "level",
+        "pend_up",
     )
     _INTS: ClassVar[frozenset[str]] = frozenset(
         {"count", "bin_id", "pend_pos", "scored", "res_pos", "res_len"}
