@@ -219,7 +219,8 @@ def resample_sum(
     first = int(b.min())
     sums = np.zeros(int(b.max()) - first + 1)
     np.add.at(sums, b - first, vs[ok])
-    return (first + np.arange(sums.size)) * width, sums
+    starts = (first + np.arange(sums.size, dtype=np.float64)) * width
+    return starts, sums
 
 
 def horizon_steps(step: float, lead_time: float) -> int:
