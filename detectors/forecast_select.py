@@ -19,9 +19,10 @@ step's point forecast, so the largest upper bound over the lead covers the lead'
 probability ``level``; each single step is covered at least as often. ``level`` starts at
 ``quantile`` and is adapted per series as the published bounds are judged (adaptive conformal
 inference, Gibbs and Candes 2021: up by ``adapt x quantile`` after a miss, down by
-``adapt x (1 - quantile)`` after a cover), so the long-run coverage stays at ``quantile`` when the
-errors drift, as demand that grows or changes its daily shape makes them. The bound is NaN until
-the chosen candidate has eight residuals.
+``adapt x (1 - quantile)`` after a cover), never below ``quantile``: when the errors drift, as
+demand that grows or changes its daily shape makes them, the misses beyond the budget raise the
+level until they are paid back, and a stretch of easy covers does not lower it below the one the
+residuals alone would give. The bound is NaN until the chosen candidate has eight residuals.
 
 Seasonal naive reads a ring of ``week / max(step, resolution)`` bins per series holding each
 bin's mean (exact at a step of ``resolution``, an average of the bin when sampling is faster).
@@ -56,6 +57,9 @@ PERSISTENCE, SEASONAL_DAY, SEASONAL_WEEK, HOLT_WINTERS, REGRESSION, COMBINED = r
 _BASE = COMBINED  # candidates before this index are the ones combined
 _STATE_VERSION = 1
 _MIN_RESIDUALS = 8
+#: The adapted level may run past 1 (where the margin is the largest residual) so that misses
+#: still owed are remembered; this caps that debt.
+_MAX_LEVEL = 1.5
 _COUNTERS = ("invalid", "out_of_order")
 _HW_STATE = "holt_winters_state"
 _REG_STATE = "regression_state"
@@ -372,7 +376,7 @@ class SelectingForecaster:
             judged = np.isfinite(up)
             miss = self._pend_peak[sr, col] > up
             level = self._level[sr] + self.adapt * (miss - (1.0 - self.quantile))
-            self._level[sr] = np.where(judged, np.clip(level, 0.5, 1.0), self._level[sr])
+            self._level[sr] = np.where(judged, np.clip(level, self.quantile, _MAX_LEVEL), self._level[sr])
         gone = match | (due < t[:, None] - half)
         self._pend_t[s] = np.where(gone, np.nan, due)
         # the seasonal bins, the newest value
@@ -422,6 +426,9 @@ class SelectingForecaster:
         margin = self._margins(s, pick)
         with np.errstate(invalid="ignore", over="ignore"):
             u = np.sinh(np.arcsinh(m) + margin[:, None])
+            # a few ulps up: with counts the bound often ties a value exactly in the asinh scale,
+            # and sinh(asinh(x)) may round below x
+            u = u + 4.0 * np.spacing(np.abs(u))
             u = np.where(np.isnan(u), np.nan, np.fmax(u, m))
         mean[known] = m
         upper[known] = np.clip(u, -np.finfo(np.float64).max, np.finfo(np.float64).max)
