@@ -6,23 +6,26 @@ back (the value at the target time one season earlier), Holt-Winters
 their combination weighted by the inverse square of each one's recent error. Every sample is a
 forecast origin: each candidate's forecast ``max_horizon`` steps ahead (the *lead*) is kept until
 the sample at its target time arrives, then scored by its sMAPE term. A series uses the candidate
-whose exponentially weighted sMAPE (half-life ``memory`` scored forecasts) is lowest among those
+whose exponentially weighted sMAPE (half-life ``memory`` seconds of forecasts) is lowest among those
 scored at least ``min_scored`` times, persistence until one is; the choice is re-made from the
 scores at every forecast, so it follows the data as it arrives and depends only on the past.
+A candidate is chosen only once its bound can be calibrated (eight peak errors, below).
 
 The upper bound is conformal and calibrated where it is used: for each candidate the forecaster
-keeps the last ``calibration`` residuals of the *peak* over the lead (the largest value seen in
-``(origin, origin + lead]`` minus the largest point forecast over the lead, in the asinh scale,
-where demand's errors are closer to one size at night and at the peak). The margin is the
-``ceil((n + 1) level)``-th smallest of the chosen candidate's ``n`` residuals, added to every
-step's point forecast, so the largest upper bound over the lead covers the lead's peak with
-probability ``level``; each single step is covered at least as often. ``level`` starts at
-``quantile`` and is adapted per series as the published bounds are judged (adaptive conformal
-inference, Gibbs and Candes 2021: up by ``adapt x quantile`` after a miss, down by
-``adapt x (1 - quantile)`` after a cover), never below ``quantile``: when the errors drift, as
-demand that grows or changes its daily shape makes them, the misses beyond the budget raise the
-level until they are paid back, and a stretch of easy covers does not lower it below the one the
-residuals alone would give. The bound is NaN until the chosen candidate has eight residuals.
+keeps the last ``calibration`` errors of the *peak* over the lead (the largest value seen in
+``(origin, origin + lead]`` minus the largest point forecast over the lead), each divided by the
+candidate's typical peak error at its origin (an exponentially weighted mean of the absolute
+peak errors, half-life ``scale_memory`` seconds), so that a quiet night and a busy evening share
+one distribution. The margin is the ``ceil((n + 1) level)``-th smallest of the chosen
+candidate's ``n`` scaled errors times its typical error now, added to every step's point
+forecast, so the largest upper bound over the lead covers the lead's peak with probability
+``level``; each single step is covered at least as often. ``level`` starts at ``quantile`` and is
+adapted per series as the published bounds are judged (adaptive conformal inference, Gibbs and
+Candes 2021: up by ``adapt x quantile`` after a miss, down by ``adapt x (1 - quantile)`` after a
+cover), never below ``quantile``: when the errors drift, as demand that grows or changes its daily
+shape makes them, the misses beyond the budget raise the level until they are paid back, and a
+stretch of easy covers does not lower it below the one the errors alone would give. The bound is
+NaN until the chosen candidate has eight scaled errors.
 
 Seasonal naive reads a ring of ``week / max(step, resolution)`` bins per series holding each
 bin's mean (exact at a step of ``resolution``, an average of the bin when sampling is faster).
@@ -60,6 +63,8 @@ _MIN_RESIDUALS = 8
 #: The adapted level may run past 1 (where the margin is the largest residual) so that misses
 #: still owed are remembered; this caps that debt.
 _MAX_LEVEL = 1.5
+#: A typical error of 0 (a series flat for hours) still divides: by this much of the forecast.
+_SCALE_FLOOR = 1e-9
 _COUNTERS = ("invalid", "out_of_order")
 _HW_STATE = "holt_winters_state"
 _REG_STATE = "regression_state"
@@ -67,8 +72,8 @@ _REG_STATE = "regression_state"
 
 def smape_terms(forecast: FloatArray, actual: FloatArray) -> FloatArray:
     """``2|f - a| / (|f| + |a|)`` elementwise (0 for a pair of zeros; NaN where f is NaN)."""
-    denom = np.abs(forecast) + np.abs(actual)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # values near the float limit score NaN
+        denom = np.abs(forecast) + np.abs(actual)
         terms = np.where(denom > 0, 2.0 * np.abs(forecast - actual) / np.where(denom > 0, denom, 1.0), 0.0)
     return np.where(np.isnan(forecast), np.nan, terms)
 
@@ -106,6 +111,7 @@ class SelectingForecaster:
             "min_scored",
             "calibration",
             "adapt",
+            "scale_memory",
             "holt_winters_params",
             "regression_params",
         }
@@ -120,10 +126,11 @@ class SelectingForecaster:
         week: float = 604800.0,
         resolution: float = 300.0,
         max_horizon: int = 12,
-        memory: float = 72.0,
+        memory: float = 21600.0,
         min_scored: int = 12,
         calibration: int = 576,
         adapt: float = 0.005,
+        scale_memory: float = 3600.0,
         holt_winters_params: Mapping[str, Any] | None = None,
         regression_params: Mapping[str, Any] | None = None,
     ) -> None:
@@ -137,11 +144,14 @@ class SelectingForecaster:
         self.min_scored = min_scored
         self.calibration = calibration
         self.adapt = adapt
+        self.scale_memory = scale_memory
+        self._sig_decay = 0.5 ** (step / scale_memory)
         self.bin_width = max(step, resolution)
         self.bins = max(2, math.ceil(week / self.bin_width))
         # an origin's lead forecast waits lead steps for its target; room for samples faster than step
         self.pending = 2 * max_horizon + 2
-        self._decay = 0.5 ** (1.0 / memory)
+        # per scored forecast: one per step of the series
+        self._decay = 0.5 ** (step / memory)
         hw = {"step": step, "quantile": quantile, "season": season, **(holt_winters_params or {})}
         reg = {
             "step": step,
@@ -176,6 +186,8 @@ class SelectingForecaster:
         self._res_len = np.zeros((0, c), np.int64)
         self._level = np.zeros(0, np.float64)
         self._pend_up = np.zeros((0, self.pending), np.float64)
+        self._sig = np.zeros((0, c), np.float64)
+        self._pend_sig = np.zeros((0, self.pending, c), np.float64)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SelectingForecaster:
@@ -199,10 +211,11 @@ class SelectingForecaster:
             "quantile": p.number("quantile", 0.95, low=0.5, high=1.0, high_open=True),
             "resolution": p.number("resolution", 300.0, low=0.0, low_open=True),
             "max_horizon": p.integer("max_horizon", 12, low=1, high=10_000),
-            "memory": p.number("memory", 72.0, low=1.0),
+            "memory": p.number("memory", 21600.0, low=step),
             "min_scored": p.integer("min_scored", 12, low=_MIN_RESIDUALS),
             "calibration": p.integer("calibration", 576, low=_MIN_RESIDUALS * 2, high=100_000),
             "adapt": p.number("adapt", 0.005, low=0.0, high=0.5),
+            "scale_memory": p.number("scale_memory", 3600.0, low=step),
         }
         try:  # errors of the candidate models' own parameters
             return cls(
@@ -237,6 +250,8 @@ class SelectingForecaster:
             ("pend_f", np.nan),
             ("pend_pf", np.nan),
             ("pend_up", np.nan),
+            ("sig", np.nan),
+            ("pend_sig", np.nan),
             ("err_sum", 0.0),
             ("err_w", 0.0),
             ("scored", 0),
@@ -262,10 +277,15 @@ class SelectingForecaster:
         return np.where(hit & (n > 0), self._bin_sum[rows, slot] / np.where(n > 0, n, 1.0), np.nan)
 
     def _errors(self, s: IdArray) -> FloatArray:
-        """Each candidate's recent mean sMAPE term; inf until it is scored ``min_scored`` times."""
+        """Each candidate's recent mean sMAPE term; inf until it may be chosen.
+
+        A candidate may be chosen once it is scored ``min_scored`` times and has the eight peak
+        errors its bound needs (a seasonal candidate reaches its lead step before its first).
+        """
         w = self._err_w[s]
         err = self._err_sum[s] / np.where(w > 0, w, 1.0)
-        return np.where(self._scored[s] >= self.min_scored, err, np.inf)
+        ready = (self._scored[s] >= self.min_scored) & (self._res_len[s] >= _MIN_RESIDUALS)
+        return np.where(ready, err, np.inf)
 
     def _candidates(self, s: IdArray, horizon: int) -> FloatArray:
         """Point forecasts of every candidate for steps ``1..horizon``: ``(len(s), candidates, horizon)``."""
@@ -342,12 +362,11 @@ class SelectingForecaster:
             self._step(part.series, part.timestamps, part.values)
 
     def _step(self, s: IdArray, t: FloatArray, v: FloatArray) -> None:
-        z = np.arcsinh(v)
         half = self.step / 2.0
         # the peak seen since each pending origin, this sample included
         o, due = self._pend_o[s], self._pend_t[s]
         inside = (o < t[:, None]) & (t[:, None] <= due + half)
-        self._pend_peak[s] = np.where(inside, np.maximum(self._pend_peak[s], z[:, None]), self._pend_peak[s])
+        self._pend_peak[s] = np.where(inside, np.maximum(self._pend_peak[s], v[:, None]), self._pend_peak[s])
         # resolve the pending forecast whose target is this sample; drop those it has passed
         match = np.abs(due - t[:, None]) <= half
         has = match.any(axis=1)
@@ -363,7 +382,16 @@ class SelectingForecaster:
             self._err_w[sr] = decay * self._err_w[sr] + scored
             self._scored[sr] += scored
             self._total[sr] += np.where(scored, terms, 0.0)
-            resid = self._pend_peak[sr, col][:, None] - self._pend_pf[sr, col]
+            # the peak's error, in units of the candidate's typical peak error at the origin
+            with np.errstate(over="ignore", invalid="ignore"):  # values near the float limit: inf
+                raw = self._pend_peak[sr, col][:, None] - self._pend_pf[sr, col]
+                scale = self._pend_sig[sr, col]
+                resid = raw / np.maximum(scale, _SCALE_FLOOR * (1.0 + np.abs(self._pend_pf[sr, col])))
+                sig = self._sig[sr]
+                sig = np.where(
+                    np.isnan(sig), np.abs(raw), self._sig_decay * sig + (1.0 - self._sig_decay) * np.abs(raw)
+                )
+            self._sig[sr] = np.where(np.isfinite(raw), sig, self._sig[sr])
             rr, cc = np.nonzero(np.isfinite(resid))
             target = sr[rr]
             pos = self._res_pos[target, cc]
@@ -391,14 +419,14 @@ class SelectingForecaster:
         self._count[s] += 1
         # this sample as an origin: every candidate's forecast over the lead, kept until its target
         fc = self._candidates(s, self.max_horizon)
-        with np.errstate(invalid="ignore"):
-            peak = np.max(np.arcsinh(fc), axis=2)
+        peak = np.max(fc, axis=2)
         pos = self._pend_pos[s]
         self._pend_o[s, pos] = t
         self._pend_t[s, pos] = t + self.max_horizon * self.step
         self._pend_peak[s, pos] = -np.inf
         self._pend_f[s, pos] = fc[:, :, -1]
         self._pend_pf[s, pos] = peak
+        self._pend_sig[s, pos] = self._sig[s]
         pick = self.chosen(s)
         rows = np.arange(s.size)
         published = np.where(np.isfinite(peak[rows, pick]), peak[rows, pick], peak[:, PERSISTENCE])
@@ -425,18 +453,17 @@ class SelectingForecaster:
         m = np.where(np.isfinite(m), m, fc[:, PERSISTENCE])
         margin = self._margins(s, pick)
         with np.errstate(invalid="ignore", over="ignore"):
-            u = np.sinh(np.arcsinh(m) + margin[:, None])
-            # a few ulps up: with counts the bound often ties a value exactly in the asinh scale,
-            # and sinh(asinh(x)) may round below x
-            u = u + 4.0 * np.spacing(np.abs(u))
+            u = m + margin[:, None]
             u = np.where(np.isnan(u), np.nan, np.fmax(u, m))
         mean[known] = m
-        upper[known] = np.clip(u, -np.finfo(np.float64).max, np.finfo(np.float64).max)
+        upper[known] = u
         return mean, upper
 
     def _margins(self, s: IdArray, pick: IdArray) -> FloatArray:
         """The conformal margin of candidate ``pick`` of each series ``s``, at the series' level."""
-        return conformal_margins(self._res[s, pick], self._res_len[s, pick], self._level[s])
+        quantile = conformal_margins(self._res[s, pick], self._res_len[s, pick], self._level[s])
+        with np.errstate(over="ignore", invalid="ignore"):  # values near the float limit: inf
+            return quantile * self._sig[s, pick]
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -462,6 +489,8 @@ class SelectingForecaster:
         "res_len",
         "level",
         "pend_up",
+        "sig",
+        "pend_sig",
     )
     _INTS: ClassVar[frozenset[str]] = frozenset(
         {"count", "bin_id", "pend_pos", "scored", "res_pos", "res_len"}

@@ -66,7 +66,7 @@ def candidate_lines(forecaster: Forecaster, horizon: int) -> list[str]:
     lead = forecaster.max_horizon
     lines = [
         f"candidates (online backtest at {lead} steps, every row an origin; recent = half-life "
-        f"{forecaster.memory:g} forecasts):",
+        f"{forecaster.memory / 3600:g} h):",
         f"  {'candidate':14} {'scored':>6} {'sMAPE':>8} {'recent':>8}",
     ]
     for i, name in enumerate(CANDIDATES):

@@ -14,7 +14,9 @@ defaults. The targets, per request-count series, for the default forecaster:
 - the largest upper bound over the next 15 minutes covers those 15 minutes' peak at least 95 %
   of the time.
 
-The table is printed and written to ``bench-results/forecast.json``. Run with ``make bench``
+Beside them, ``bound``: the median of the upper bound's peak over the actual peak (where the
+peak is not 0), what the coverage costs in capacity. The table is printed and written to
+``bench-results/forecast.json``. Run with ``make bench``
 (``pytest -m bench -s tests/bench``).
 """
 
@@ -28,6 +30,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from agent.commands.detect import read_series
@@ -69,6 +72,11 @@ def _evaluate(name: str) -> dict[str, Any]:
             build_forecaster(forecaster, {}, {"step": STEP, "max_horizon": HORIZON}), ts, vs, HORIZON
         )
         r: BacktestResult = run.result
+        assert run.upper_peak is not None
+        assert run.actual_peak is not None
+        busy = run.actual_peak > 0
+        # what the bound costs: how far above the peak it sits, typically
+        headroom = float(np.median(run.upper_peak[busy] / run.actual_peak[busy]))
         row |= {
             "pairs": r.pairs,
             "persistence_smape": r.persistence_smape,
@@ -81,6 +89,7 @@ def _evaluate(name: str) -> dict[str, Any]:
             "coverage_at_lead": r.coverage,
             "peak_coverage": r.peak_coverage,
             "peak_pairs": r.peak_pairs,
+            "median_bound_over_peak": headroom,
             "seconds": round(time.perf_counter() - started, 2),
         }
     return row
@@ -91,13 +100,14 @@ def _table() -> dict[str, dict[str, Any]]:
     rows = {name: _evaluate(name) for name in (*REQUEST_COUNTS, *DEMAND_PROXIES)}
     names = [DEFAULT_FORECASTER, *sorted(n for n in FORECASTERS if n != DEFAULT_FORECASTER)]
     head = f"{'series':46} {'pairs':>5} {'persist':>7} {'s-naive':>7}"
-    head += "".join(f" {n:>12} {'ratio':>5} {'peak':>5}" for n in names)
+    head += "".join(f" {n:>12} {'ratio':>5} {'peak':>5} {'bound':>5}" for n in names)
     lines = [f"sMAPE (%) 15 min ahead on 5-minute sums; default forecaster {DEFAULT_FORECASTER}", head]
     for row in rows.values():
         line = f"{row['series']:46} {row['pairs']:5d} {row['persistence_smape']:7.2f}"
         line += f" {row['seasonal_naive_smape']:7.2f}"
         line += "".join(
             f" {row[n]['smape']:12.2f} {row[n]['ratio_to_baseline']:5.2f} {row[n]['peak_coverage']:5.3f}"
+            f" {row[n]['median_bound_over_peak']:5.2f}"
             for n in names
         )
         lines.append(line)

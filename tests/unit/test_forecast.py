@@ -62,8 +62,9 @@ def test_upper_bound_coverage_is_near_the_quantile_on_noisy_data(name: str) -> N
     run = backtest(build_forecaster(name, {"step": STEP, "quantile": 0.9}), ts, values, 3)
     assert run.result.pairs > 1500
     if name == "select":
-        # calibrated on the peak over the lead: the peak near the quantile, each step above it
-        assert 0.85 <= run.result.peak_coverage <= 0.95
+        # calibrated on the peak over the lead, its level never adapted below the quantile:
+        # the peak at or a little above the quantile, each step above it
+        assert 0.9 <= run.result.peak_coverage <= 0.97
         assert run.result.coverage >= 0.9
     else:
         assert 0.85 <= run.result.coverage <= 0.95

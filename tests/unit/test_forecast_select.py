@@ -66,9 +66,9 @@ def test_on_a_random_walk_persistence_wins() -> None:
     n = 4 * PER_DAY
     ts = T0 + np.arange(n) * STEP
     values = 1000.0 + np.cumsum(rng.normal(0.0, 10.0, n))
-    # judged over a day of forecasts (the default half-life of 6 hours lets a lucky stretch of
+    # judged with a half-life of a day (the default half-life of 6 hours lets a lucky stretch of
     # the combination win now and then; over the whole run persistence is best)
-    f = SelectingForecaster(step=STEP, max_horizon=3, memory=288.0)
+    f = SelectingForecaster(step=STEP, max_horizon=3, memory=DAY)
     _feed(f, ts, values)
     assert int(f.chosen([0])[0]) == PERSISTENCE
     scores = f.scores([0])["smape"][0]
