@@ -6,7 +6,11 @@ forecaster sees anything later. A forecast is scored against the sample nearest 
 time (``origin + horizon * step``) if one lies within half a step; irregular series thus score
 only where the data really holds a value at that lead time. Beside it, the seasonal-naive
 forecast (the value at the same time one season earlier, within half a step, known at the
-origin) is scored on exactly the same pairs.
+origin) and persistence (the value at the origin) are scored on exactly the same pairs.
+
+The upper bound is also judged the way scaling uses it: the largest upper bound over steps
+``1..horizon`` against the *peak* of the samples at those steps (origins where every step has a
+sample), the coverage of the lead's peak.
 """
 
 from __future__ import annotations
@@ -67,6 +71,14 @@ class BacktestResult:
     naive_mape: float
     naive_smape: float
     zero_actuals: int
+    persistence_smape: float = math.nan
+    peak_coverage: float = math.nan
+    peak_pairs: int = 0
+
+    @property
+    def baseline_smape(self) -> float:
+        """The better of persistence's and seasonal naive's sMAPE."""
+        return float(np.nanmin([self.persistence_smape, self.naive_smape]))
 
     @property
     def smape_ratio(self) -> float:
@@ -87,6 +99,9 @@ class BacktestRun:
     upper: FloatArray
     naive: FloatArray
     actual: FloatArray
+    persistence: FloatArray | None = None
+    upper_peak: FloatArray | None = None
+    actual_peak: FloatArray | None = None
 
 
 def _nearest(sorted_ts: FloatArray, targets: FloatArray) -> IdArray:
@@ -132,6 +147,7 @@ def backtest(
     n_origins = int(origin.sum())
     fc = np.full(n_origins, np.nan)
     up = np.full(n_origins, np.nan)
+    up_peak = np.full(n_origins, np.nan)
     j = 0
     ids = np.array([series_id], dtype=np.int64)
     for i in range(ts.size):
@@ -139,16 +155,21 @@ def backtest(
         if origin[i]:
             mean, upper = forecaster.forecast(ids, horizon)
             fc[j], up[j] = mean[0, -1], upper[0, -1]
+            up_peak[j] = np.max(upper[0])
             j += 1
 
     o_ts, o_vs = ts[origin], vs[origin]
     actual = np.full(n_origins, np.nan)
     naive = np.full(n_origins, np.nan)
+    peak = np.full(n_origins, np.nan)
     if n_origins >= 2:
-        target = o_ts + horizon * step
-        k = _nearest(o_ts, target)
-        hit = (np.abs(o_ts[k] - target) <= step / 2) & (k > np.arange(n_origins))
-        actual = np.where(hit, o_vs[k], np.nan)
+        peak = np.full(n_origins, -np.inf)
+        for ahead in range(1, horizon + 1):
+            target = o_ts + ahead * step
+            k = _nearest(o_ts, target)
+            hit = (np.abs(o_ts[k] - target) <= step / 2) & (k > np.arange(n_origins))
+            actual = np.where(hit, o_vs[k], np.nan)
+            peak = np.maximum(peak, actual)  # NaN where any step lacks a sample
         back = target - season
         m = _nearest(o_ts, back)
         known = (np.abs(o_ts[m] - back) <= step / 2) & (o_ts[m] <= o_ts)
@@ -160,6 +181,9 @@ def backtest(
         & (o_ts - (o_ts[0] if n_origins else 0) >= warm)
     )
     a, f, u, nv = actual[scored], fc[scored], up[scored], naive[scored]
+    persist = o_vs[scored]
+    with_peak = np.isfinite(peak[scored])
+    peak_up, peak_a = up_peak[scored][with_peak], peak[scored][with_peak]
     result = BacktestResult(
         horizon=horizon,
         step=step,
@@ -171,8 +195,32 @@ def backtest(
         naive_mape=mape(nv, a),
         naive_smape=smape(nv, a),
         zero_actuals=int(np.count_nonzero(a == 0)),
+        persistence_smape=smape(persist, a),
+        peak_coverage=coverage(peak_up, peak_a),
+        peak_pairs=int(peak_a.size),
     )
-    return BacktestRun(result, f, u, nv, a)
+    return BacktestRun(result, f, u, nv, a, persist, peak_up, peak_a)
+
+
+def resample_sum(
+    timestamps: npt.ArrayLike, values: npt.ArrayLike, width: float
+) -> tuple[FloatArray, FloatArray]:
+    """Sums over consecutive ``width``-second bins aligned to the epoch, stamped at each bin's start.
+
+    Bins between the first and the last sample that hold no sample sum to 0 (a count series
+    reports nothing when nothing happened); rows that are not finite are left out.
+    """
+    ts = np.asarray(timestamps, dtype=np.float64)
+    vs = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(ts) & np.isfinite(vs)
+    if not ok.any():
+        return np.zeros(0), np.zeros(0)
+    b = np.floor(ts[ok] / width).astype(np.int64)
+    first = int(b.min())
+    sums = np.zeros(int(b.max()) - first + 1)
+    np.add.at(sums, b - first, vs[ok])
+    starts = (first + np.arange(sums.size, dtype=np.float64)) * width
+    return starts, sums
 
 
 def horizon_steps(step: float, lead_time: float) -> int:

@@ -7,18 +7,22 @@ from typing import Any
 
 from detectors.base import DetectorError
 from detectors.forecast import Forecaster
+from detectors.forecast_select import SelectingForecaster
 from detectors.holtwinters import HoltWintersForecaster
 from detectors.regression_forecast import RegressionForecaster
 
 #: Built-in forecasters by configuration name.
-FORECASTERS: Mapping[str, type[HoltWintersForecaster] | type[RegressionForecaster]] = {
+FORECASTERS: Mapping[
+    str, type[HoltWintersForecaster] | type[RegressionForecaster] | type[SelectingForecaster]
+] = {
     HoltWintersForecaster.name: HoltWintersForecaster,
     RegressionForecaster.name: RegressionForecaster,
+    SelectingForecaster.name: SelectingForecaster,
 }
 
-#: The forecaster ``aiops forecast`` uses when none is named (the more accurate of the two in
-#: the forecast benchmark, tests/bench/test_forecast_accuracy.py).
-DEFAULT_FORECASTER = RegressionForecaster.name
+#: The forecaster used when none is named (``aiops forecast``, the forecast detector): per series,
+#: the candidate with the best rolling backtest so far (detectors/forecast_select.py).
+DEFAULT_FORECASTER = SelectingForecaster.name
 
 
 def build_forecaster(

@@ -2,10 +2,13 @@
 
 The file is learned one row at a time, exactly as the daemon would see it, and every row is
 also a forecast origin of the rolling-origin backtest whose figures are printed (MAPE, sMAPE,
-coverage of the upper bound, and seasonal naive's sMAPE on the same forecasts). The forecast
+coverage of the upper bound at the horizon and of the horizon's peak, and the sMAPE of
+persistence and seasonal naive on the same forecasts). With the ``select`` forecaster every
+candidate's own rolling backtest is printed beside the one each series uses now. The forecast
 for the ``--horizon`` steps after the last row is written as ``timestamp,forecast,upper``,
-timestamps continuing at the file's median step. The input is read as ``aiops detect`` reads
-it (same rules, same errors: exit 2 naming the file and line).
+timestamps continuing at the file's median step (or ``--resample`` seconds, when the rows are
+first summed per that many seconds). The input is read as ``aiops detect`` reads it (same
+rules, same errors: exit 2 naming the file and line).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import numpy as np
 
 from agent.cli import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
 from agent.commands.detect import InputError, parse_params, read_series
-from detectors.backtest import backtest
+from detectors.backtest import backtest, resample_sum
 from detectors.base import DetectorError
 from detectors.batch import FloatArray
+from detectors.forecast import Forecaster
+from detectors.forecast_select import CANDIDATES, SelectingForecaster
 from detectors.forecasters import DEFAULT_FORECASTER, FORECASTERS, build_forecaster
 
 #: The text format of NAB timestamps (UTC), used for the output as well.
@@ -52,6 +57,31 @@ def _pct(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.2f}%"
 
 
+def candidate_lines(forecaster: Forecaster, horizon: int) -> list[str]:
+    """The online backtest of every candidate of a ``select`` forecaster, the one in use marked."""
+    if not isinstance(forecaster, SelectingForecaster):
+        return []
+    scores = forecaster.scores([0])
+    chosen = int(forecaster.chosen([0])[0])
+    lead = forecaster.max_horizon
+    lines = [
+        f"candidates (online backtest at {lead} steps, every row an origin; recent = half-life "
+        f"{forecaster.memory / 3600:g} h):",
+        f"  {'candidate':14} {'scored':>6} {'sMAPE':>8} {'recent':>8}",
+    ]
+    for i, name in enumerate(CANDIDATES):
+        mark = "  <- in use" if i == chosen else ""
+        lines.append(
+            f"  {name:14} {int(scores['scored'][0, i]):6d} {_pct(float(scores['smape'][0, i])):>8} "
+            f"{_pct(float(scores['recent_smape'][0, i])):>8}{mark}"
+        )
+    if lead != horizon:
+        lines.append(
+            f"  (the candidates are judged at max_horizon {lead}, the printed backtest at {horizon})"
+        )
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``aiops forecast`` with parsed arguments; returns the exit code."""
     if args.horizon < 1:
@@ -64,6 +94,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     timestamps, values = series.timestamps, series.values
+    if args.resample is not None:
+        if not (math.isfinite(args.resample) and args.resample > 0):
+            print(
+                f"error: --resample: must be a positive number of seconds, got {args.resample}",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
+        timestamps, values = resample_sum(timestamps, values, args.resample)
     step = median_step(timestamps)
     if not math.isfinite(step):
         msg = f"error: {args.input}: need two rows with distinct timestamps to know the step"
@@ -96,13 +134,21 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{args.input}: {values.size} rows, step {step:g} s, horizon {args.horizon} steps "
         f"({lead / 60:g} min), forecaster {args.forecaster}"
+        + ("" if args.resample is None else f", rows summed per {args.resample:g} s")
     )
     print(
         f"backtest ({r.pairs} rolling-origin forecasts at horizon {args.horizon}): "
         f"MAPE {_pct(r.mape)}  sMAPE {_pct(r.smape)}  coverage {_pct(100 * r.coverage)} "
         f"(upper bound at quantile {r.quantile:g})"
     )
+    print(
+        f"upper bound over the horizon covers its peak: {_pct(100 * r.peak_coverage)} "
+        f"of {r.peak_pairs} origins"
+    )
     print(f"seasonal naive (same time yesterday): MAPE {_pct(r.naive_mape)}  sMAPE {_pct(r.naive_smape)}")
+    print(f"persistence (the newest value): sMAPE {_pct(r.persistence_smape)}")
+    for line in candidate_lines(forecaster, args.horizon):
+        print(line)
     skipped = {"invalid": forecaster.invalid, "out of order": forecaster.out_of_order}
     if any(skipped.values()):
         print("not learned: " + ", ".join(f"{n} {what}" for what, n in skipped.items() if n))
@@ -129,5 +175,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"one of {sorted(FORECASTERS)} (default {DEFAULT_FORECASTER})",
     )
     p.add_argument("--params", help="forecaster parameters as a JSON object")
+    p.add_argument(
+        "--resample",
+        type=float,
+        metavar="SECONDS",
+        help="sum the rows per SECONDS (bins aligned to the epoch) before forecasting, e.g. 300 for counts",
+    )
     p.add_argument("--output", type=Path, required=True, metavar="OUT.csv")
     p.set_defaults(func=run)

@@ -61,7 +61,13 @@ def test_upper_bound_coverage_is_near_the_quantile_on_noisy_data(name: str) -> N
     ts, values = _seasonal(8 * 288, noise=8.0, seed=1)
     run = backtest(build_forecaster(name, {"step": STEP, "quantile": 0.9}), ts, values, 3)
     assert run.result.pairs > 1500
-    assert 0.85 <= run.result.coverage <= 0.95
+    if name == "select":
+        # calibrated on the peak over the lead, its level never adapted below the quantile:
+        # the peak at or a little above the quantile, each step above it
+        assert 0.9 <= run.result.peak_coverage <= 0.97
+        assert run.result.coverage >= 0.9
+    else:
+        assert 0.85 <= run.result.coverage <= 0.95
     # and it beats seasonal naive, whose error carries the noise twice
     assert run.result.smape < run.result.naive_smape
 

@@ -34,7 +34,7 @@ def test_round_trip_writes_the_next_steps_and_prints_the_backtest(
     if forecaster:
         argv += ["--forecaster", forecaster]
     assert main(argv) == 0
-    rows = list(csv.reader(out.open()))
+    rows = list(csv.reader(out.read_text().splitlines()))
     assert rows[0] == ["timestamp", "forecast", "upper"]
     assert [r[0] for r in rows[1:]] == [
         (last + timedelta(minutes=10 * k)).strftime("%Y-%m-%d %H:%M:%S") for k in range(1, 5)
@@ -114,3 +114,51 @@ def test_missing_horizon_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["forecast", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")])
     assert exc.value.code == 2
+
+
+def test_select_prints_every_candidates_backtest_and_marks_the_one_in_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a series that repeats every day exactly: seasonal naive a day back makes no error
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    start = datetime(2014, 4, 1, tzinfo=UTC)
+    lines = ["timestamp,value"]
+    for i in range(3 * 288):
+        ts = (start + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"{ts},{100 if i % 288 < 144 else 300}")
+    src.write_text("\n".join(lines) + "\n")
+    assert main(["forecast", str(src), "--horizon", "3", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = printed[printed.index("candidates (") :].splitlines()
+    rows = {line.split()[0]: line for line in table[2:] if line.startswith("  ")}
+    assert set(rows) == {
+        "persistence",
+        "seasonal_day",
+        "seasonal_week",
+        "holt_winters",
+        "regression",
+        "combined",
+    }
+    # 864 rows: the origins 0..860 are scored (their target is in the file); persistence misses
+    # from the 3 origins before each of the 5 switches inside the file, 2 |300 - 100| / 400 each
+    assert rows["persistence"].split()[1:3] == ["861", f"{100 * 15 / 861:.2f}%"]
+    assert rows["seasonal_day"].split()[1:3] == ["576", "0.00%"]
+    assert rows["seasonal_week"].split()[1:3] == ["0", "n/a"]
+    assert [name for name, line in rows.items() if line.endswith("<- in use")] == ["seasonal_day"]
+    assert "persistence (the newest value): sMAPE" in printed
+    assert "covers its peak" in printed
+
+
+def test_resample_sums_the_rows_per_bin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # one request a minute for three days: 5 per 5-minute bin, forecast as 5
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    start = datetime(2014, 4, 1, tzinfo=UTC)
+    lines = ["timestamp,value"]
+    lines += [f"{(start + timedelta(minutes=i)).strftime('%Y-%m-%d %H:%M:%S')},1" for i in range(3 * 1440)]
+    src.write_text("\n".join(lines) + "\n")
+    assert main(["forecast", str(src), "--horizon", "3", "--output", str(out), "--resample", "300"]) == 0
+    assert "step 300 s" in capsys.readouterr().out
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert [float(r[1]) for r in rows[1:]] == [5.0, 5.0, 5.0]
+    assert main(["forecast", str(src), "--horizon", "3", "--output", str(out), "--resample", "0"]) == 2
+    assert "--resample" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def test_registered_as_forecast_but_not_as_anomaly_detector() -> None:
     assert isinstance(det, ForecastDetector)
     assert det.signal_kind is SignalKind.FORECAST
     assert "forecast" not in detector_names()
-    assert det.forecaster.name == "regression"
+    assert det.forecaster.name == "select"
     assert det.horizon_steps == 15  # 900 s of 60 s steps
 
 
@@ -211,7 +211,12 @@ def test_load_state_refuses_another_configuration_and_keeps_its_own() -> None:
     [
         ({"forecaster": "crystal_ball"}, "forecast.forecaster"),
         ({"forecaster_params": [1]}, "forecast.forecaster_params"),
-        ({"forecaster_params": {"lags": 0}}, "forecast.forecaster_params: regression.lags"),
+        ({"forecaster_params": {"memory": 0}}, "forecast.forecaster_params: select.memory"),
+        (
+            {"forecaster_params": {"regression_params": {"lags": 0}}},
+            "forecast.forecaster_params: select: regression.lags",
+        ),
+        ({"forecaster": "regression", "forecaster_params": {"lags": 0}}, "params: regression.lags"),
         ({"forecaster_params": {"step": 30}}, "forecast.forecaster_params.step"),
         ({"step": 0}, "forecast.step"),
         ({"horizon": -1}, "forecast.horizon"),
