@@ -86,6 +86,27 @@ def _secret(env: Any, name: str, field: str) -> str:
     return str(value)
 
 
+class DecodeLimitsConfig(_Model):
+    """What one Kafka message may cost to decode; a message past a limit is dead-lettered with the reason."""
+
+    max_message_bytes: int = Field(8 << 20, ge=1, description="largest message value, checked before parsing")
+    max_depth: int = Field(
+        8, ge=1, description="deepest nesting of OTLP attribute values (arrayValue, kvlistValue)"
+    )
+    max_labels: int = Field(128, ge=1, description="most labels of one series")
+    max_label_length: int = Field(4096, ge=1, description="longest label name, label value or metric name")
+    max_decoded_bytes: int = Field(
+        16 << 20, ge=1, description="most label text one OTLP message may produce (nested values re-encoded)"
+    )
+    max_future: Duration | None = Field(
+        86_400.0, description="timestamps later than this after the agent's clock are refused; null: none"
+    )
+    max_past: Duration | None = Field(
+        30 * 86_400.0,
+        description="timestamps earlier than this before the agent's clock are refused; null: none",
+    )
+
+
 class KafkaSourceConfig(_Model):
     """Consume samples from Kafka topics in a consumer group."""
 
@@ -104,6 +125,7 @@ class KafkaSourceConfig(_Model):
         True,
         description="decode messages in a child process, beside the consumer (false: in the agent's thread)",
     )
+    limits: DecodeLimitsConfig = Field(default_factory=DecodeLimitsConfig)
 
 
 class PrometheusQuery(_Model):

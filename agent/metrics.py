@@ -59,6 +59,12 @@ class AgentMetrics:
         self.sink_errors = Counter(
             "aiops_sink_errors", "Errors delivering signals, by sink", ["sink"], registry=r
         )
+        self.partition_stuck = Gauge(
+            "aiops_kafka_partition_stuck",
+            "1 while a partition's records are read again because the decode worker died on them",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.commits = Counter(
             "aiops_commits", "Offset commits after processed batches, by source", ["source"], registry=r
         )
