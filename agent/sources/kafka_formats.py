@@ -389,13 +389,17 @@ class _Budget:
             raise _Bad(
                 "over_limit", f"{where}: {n} characters, over max_label_length {self.limits.max_label_length}"
             )
+        self.charge(n, where)
+        return text
+
+    def charge(self, n: int, where: str) -> None:
+        """Take ``n`` characters of label text off the message's budget."""
         self.left -= n
         if self.left < 0:
             raise _Bad(
                 "over_limit",
                 f"{where}: the message's labels exceed max_decoded_bytes {self.limits.max_decoded_bytes}",
             )
-        return text
 
     def joined(self, parts: Sequence[str], where: str) -> None:
         """Refuse parts whose JSON text would be longer than a label may be, before it is built."""
@@ -465,16 +469,16 @@ def _attributes(attrs: Any, where: str, budget: _Budget, depth: int = 0) -> list
             f"{where}.attributes: {len(attrs)} attributes, over max_labels {budget.limits.max_labels}",
         )
     out: list[tuple[str, str]] = []
-    spend = budget.spend
     for i, a in enumerate(attrs):
         if type(a) is not dict or type(a.get("key")) is not str:
             raise _Bad("bad_labels", f"{where}.attributes[{i}]: expected {{'key': string, 'value': ...}}")
         v = a.get("value")
         sv = v.get("stringValue") if type(v) is dict and len(v) == 1 else None
-        if type(sv) is not str:
-            sv = _any_value(v, f"{where}.attributes[{i}].value", budget, depth + 1)
         out.append(
-            (spend(a["key"], f"{where}.attributes[{i}].key"), spend(sv, f"{where}.attributes[{i}].value"))
+            (
+                a["key"],
+                sv if type(sv) is str else _any_value(v, f"{where}.attributes[{i}].value", budget, depth + 1),
+            )
         )
     return out
 
@@ -1059,7 +1063,6 @@ class SampleDecoder:
         pending: list[tuple[int, RawKey]] = []
         skipped = 0
         budget = _Budget(self.limits)
-        max_labels = self.limits.max_labels
         for r, rm in enumerate(_list(doc, "resourceMetrics", "message")):
             rwhere = f"resourceMetrics[{r}]"
             if type(rm) is not dict:
@@ -1118,17 +1121,7 @@ class SampleDecoder:
                         key = _raw_key(name, labels)
                         sid = ids.get(key)
                         if sid is None:
-                            if len(name) > self.limits.max_label_length:
-                                raise _Bad(
-                                    "over_limit",
-                                    f"{mwhere}: field 'name': {len(name)} characters, "
-                                    f"over max_label_length {self.limits.max_label_length}",
-                                )
-                            if len(labels) > max_labels:
-                                raise _Bad(
-                                    "over_limit",
-                                    f"{pwhere}: {len(labels)} labels, over max_labels {max_labels}",
-                                )
+                            _check_series(name, key[1], key[2], f"{pwhere}: ", self.limits)
                             pending.append((len(sids), key))
                             sid = _PENDING
                         ts = point.get("timeUnixNano")

@@ -138,7 +138,7 @@ LONG = "x" * 4097
                 point(attrs=dict(list(MANY.items())[:64])),
                 resource=point(attrs=dict(list(MANY.items())[64:]))["attributes"],
             ),
-            "dataPoints[0]: 129 labels, over max_labels 128",
+            "dataPoints[0]: field 'labels': 129 labels, over max_labels 128",
         ),
         (orjson.dumps(adapter(job=LONG)), "label 'job' is 4097 characters long, over max_label_length 4096"),
         (
@@ -150,7 +150,10 @@ LONG = "x" * 4097
             "label 'job' is 4097 characters long, over max_label_length 4096",
         ),
         (orjson.dumps(adapter(name=LONG)), "field 'name': 4097 characters, over max_label_length 4096"),
-        (otlp(point(job=LONG)), "attributes[0].value: 4097 characters, over max_label_length 4096"),
+        (
+            otlp(point(job=LONG)),
+            "dataPoints[0]: field 'labels': label 'job' is 4097 characters long, over max_label_length 4096",
+        ),
         (otlp(point(), name=LONG), "field 'name': 4097 characters, over max_label_length 4096"),
     ],
     ids=[
