@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 from agent.clock import Clock
 from agent.config import AgentConfig, ConfigError
 from agent.engine import Engine
-from agent.http import HttpServer
+from agent.http import HttpServer, ServerLimits
 from agent.metrics import AgentMetrics
 from agent.playbook.engine import TargetFacts
 from agent.playbook.loader import PlaybookLoadError
 from agent.playbook.requests import Executor
 from agent.playbook.runtime import PlaybookRuntime
 from agent.sinks import LogSink, SignalSink
+from agent.sources.alertmanager import alertmanager_post_route
 from agent.sources.base import Source
 from agent.yamlloc import LocatedError, Location
 from detectors import DetectorBank, DetectorSpec, SeriesRegistry, build_detector
@@ -181,17 +182,29 @@ class Agent:
     def start_http(self) -> int:
         """Serve /metrics, /healthz and /readyz; return the bound port."""
         routes = (
-            {"/alertmanager": self.playbooks.alertmanager_route()}
+            {
+                "/alertmanager": alertmanager_post_route(
+                    self.playbooks.alertmanager_route(), self.config.sources.alertmanager, self.metrics
+                )
+            }
             if self.config.playbooks.alertmanager
             else {}
         )
+        http = self.config.http
         self.http = HttpServer(
-            self.config.http.host,
-            self.config.http.port,
+            http.host,
+            http.port,
             self.metrics.registry,
             self.healthy,
             self.ready,
             routes,
+            ServerLimits(
+                workers=http.workers,
+                queue=http.queue,
+                read_timeout=http.read_timeout,
+                max_body=http.max_body,
+                post_concurrency=http.post_concurrency,
+            ),
         )
         self.http.start()
         return self.http.port

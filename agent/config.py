@@ -160,11 +160,43 @@ class PrometheusSourceConfig(_Model):
         return self
 
 
+class BasicAuthConfig(_Model):
+    """HTTP basic auth, as Alertmanager's ``http_config.basic_auth`` sends it."""
+
+    username: str = Field(min_length=1)
+    password_file: Path = Field(description="file holding the password (a mounted Secret)")
+
+
+class AlertmanagerSourceConfig(_Model):
+    """Who may post to ``POST /alertmanager``: the credentials Alertmanager's ``http_config`` sends.
+
+    Without credentials every webhook is refused (401), unless ``insecure: true`` says that any
+    client the network lets through may post alerts.
+    """
+
+    bearer_token_file: Path | None = Field(
+        None,
+        description="file holding the bearer token (http_config.authorization.credentials_file)",
+    )
+    basic_auth: BasicAuthConfig | None = Field(
+        None, description="username and password file (http_config.basic_auth)"
+    )
+    insecure: bool = Field(False, description="accept webhooks without credentials (not in production)")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> AlertmanagerSourceConfig:
+        if self.insecure and (self.bearer_token_file is not None or self.basic_auth is not None):
+            msg = "insecure: true with credentials configured; remove one or the other"
+            raise ValueError(msg)
+        return self
+
+
 class SourcesConfig(_Model):
     """Where samples come from."""
 
     kafka: KafkaSourceConfig | None = None
     prometheus: PrometheusSourceConfig | None = None
+    alertmanager: AlertmanagerSourceConfig = Field(default_factory=AlertmanagerSourceConfig)
 
 
 class DetectorConfig(_Model):
@@ -203,10 +235,15 @@ class SignalsConfig(_Model):
 
 
 class HttpConfig(_Model):
-    """The health and metrics endpoint."""
+    """The health, metrics and webhook endpoint, and what it spends on clients."""
 
     host: str = "0.0.0.0"  # noqa: S104 - the daemon serves probes and scrapes inside its pod
     port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(8, ge=1, le=256, description="threads serving connections")
+    queue: int = Field(64, ge=1, le=10_000, description="connections waiting for a thread; past it: 429")
+    read_timeout: Duration = Field(10.0, description="a client must deliver its whole request within this")
+    max_body: int = Field(4 << 20, ge=1, description="largest POST body; larger: 413, unread")
+    post_concurrency: int = Field(2, ge=1, le=64, description="POSTs handled at once; past it: 429")
 
 
 class LogConfig(_Model):
