@@ -342,10 +342,17 @@ class ConfigError(YamlValidationError):
     """The config file is missing, unreadable or invalid; every error is located."""
 
 
-def load_config(path: Path) -> AgentConfig:
-    """Read and validate the config at ``path``; raise :class:`ConfigError` on any problem."""
+#: The largest config file read; a larger one is refused before it is parsed (the shipped one is 8 KB).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def load_config(path: Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> AgentConfig:
+    """Read and validate the config at ``path``; raise :class:`ConfigError` on any problem.
+
+    A file over ``max_bytes`` is refused before it is parsed (never read past the limit).
+    """
     try:
-        docs = read_documents(path)
+        docs = read_documents(path, max_bytes=max_bytes)
         if len(docs) > 1:
             loc = docs[1].locate([])
             raise ConfigError([LocatedError(loc, "", "a config file holds one YAML document, found several")])
