@@ -52,7 +52,9 @@ class Agent:
         self.metrics = AgentMetrics()
         if config.kafka_source_enabled or config.kafka_signals_enabled:
             config.kafka.client_kwargs(self.environ)  # a missing secret fails now, not at first connect
-        self.series = SeriesRegistry(limit=config.engine.series_limit)
+        self.series = SeriesRegistry(
+            limit=config.engine.series_limit, per_owner=config.engine.series_per_source
+        )
         specs = [
             DetectorSpec(
                 build_detector(d.type, d.params, self.series),
@@ -76,7 +78,16 @@ class Agent:
         except PlaybookLoadError as exc:
             raise ConfigError(exc.errors) from exc
         self.sinks = [*self._build_sinks(), self.playbooks.engine, *(extra_sinks or [])]
-        self.engine = Engine(self.sources, self.bank, self.sinks, clock, self.metrics, self.stop)
+        self.engine = Engine(
+            self.sources,
+            self.bank,
+            self.sinks,
+            clock,
+            self.metrics,
+            self.stop,
+            series_idle=config.engine.series_idle,
+            evict_every=config.engine.evict_every,
+        )
         self.http: HttpServer | None = None
 
     def _build_sources(self) -> list[Source]:

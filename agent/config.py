@@ -257,6 +257,13 @@ class EngineConfig(_Model):
     """The main loop."""
 
     series_limit: int = Field(100_000, ge=1)
+    series_per_source: int | None = Field(
+        None, ge=1, description="most series one source (kafka, prometheus) may register; null: series_limit"
+    )
+    series_idle: Duration | None = Field(
+        3600.0, description="a series not seen this long is evicted, its state freed; null: never"
+    )
+    evict_every: Duration = Field(60.0, description="how often idle series are looked for")
     shutdown_timeout: Duration = 10.0
     stall_after: Duration = Field(60.0, description="/healthz fails when the loop has not turned this long")
 

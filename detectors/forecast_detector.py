@@ -158,6 +158,19 @@ class ForecastDetector:
         self._peak = grow(self._peak, rows, 0)
         self._signalled = grow(self._signalled, rows, np.nan)
 
+    def forget(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        """Forget the series of ``ids`` (and the forecaster's state for them)."""
+        forget = getattr(self.forecaster, "forget", None)
+        if forget is not None:
+            forget(ids)
+        ids = ids[ids < self._last_ts.shape[0]]
+        self._last_ts[ids] = -np.inf
+        self._forecast_ts[ids] = -np.inf
+        self._upper[ids] = np.nan
+        self._mean[ids] = np.nan
+        self._peak[ids] = 0
+        self._signalled[ids] = np.nan
+
     # ------------------------------------------------------------------ streaming
 
     def update(self, batch: SampleBatch) -> FloatArray:

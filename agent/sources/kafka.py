@@ -106,9 +106,11 @@ class KafkaSource:
         self.stop = stop
         self.environ = environ
         limits = DecodeLimits(**config.limits.model_dump())
-        self.decoder = SampleDecoder(series, config.format, limits=limits)
+        self.decoder = SampleDecoder(series, config.format, limits=limits, owner=SOURCE)
         #: Decodes in a child process when ``config.decode_worker`` is on (see kafka_worker.py).
-        self.worker = DecodeWorker(series, config.format, limits=limits) if config.decode_worker else None
+        self.worker = (
+            DecodeWorker(series, config.format, limits=limits, owner=SOURCE) if config.decode_worker else None
+        )
         self._decoding: Records | None = None  # records whose values are in the worker
         self._in_child: Records | None = None  # the records last submitted to the worker
         self._crashes: dict[tuple[str, int, int], int] = {}  # (topic, partition, offset) -> worker deaths
@@ -139,6 +141,12 @@ class KafkaSource:
     def ready(self) -> bool:
         """Whether the broker answered the last time it was asked and no partition is stuck."""
         return self._ready and not self._stuck
+
+    def forget_series(self) -> None:
+        """The registry evicted series: drop the ids the decoders cached (an id may name another series)."""
+        self.decoder.forget_series()
+        if self.worker is not None:
+            self.worker.forget_series()
 
     def start(self) -> None:
         """Check the configuration; connecting happens in :meth:`poll`, so this never waits for the broker."""

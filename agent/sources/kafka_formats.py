@@ -524,8 +524,11 @@ class SampleDecoder:
         format: Format = "auto",
         cache_size: int | None = None,
         limits: DecodeLimits | None = None,
+        owner: str | None = None,
     ) -> None:
         self.registry = registry
+        #: The source new series are registered for (its share of the table is bounded).
+        self.owner = owner
         self.format: Format = format
         self.cache_size = checked_settings(registry, format, cache_size)
         self.limits = limits if limits is not None else DecodeLimits()
@@ -633,6 +636,11 @@ class SampleDecoder:
         )
         return batch, errors
 
+    def forget_series(self) -> None:
+        """Drop the cached series ids: the registry evicted series, so an id may name another now."""
+        self._ids.clear()
+        self._refused.clear()
+
     def _set_window(self, now: float | None) -> None:
         """Accept timestamps from ``now - max_past`` to ``now + max_future`` (any, without ``now``).
 
@@ -673,7 +681,7 @@ class SampleDecoder:
             return sid
         refused = self._refused.get(cache_key)
         if refused is not None:
-            return self.registry.id_for(refused)  # counts the dropped sample
+            return self.registry.id_for(refused, self.owner)  # counts the dropped sample
         order = self._orders.get(names)
         if order is None:  # worked out once per set of label names
             if len(self._orders) >= _TS_CACHE_SIZE:
@@ -698,7 +706,7 @@ class SampleDecoder:
         the registry refused it. The decode worker (kafka_worker.py) keeps local ids instead.
         """
         key = SeriesKey(name, tuple(zip(names, values, strict=True)))
-        sid = self.registry.id_for(key)
+        sid = self.registry.id_for(key, self.owner)
         return sid, (key if sid == DROPPED else None)
 
     def _commit(

@@ -342,8 +342,10 @@ class DecodeWorker:
         format: Format = "auto",
         cache_size: int | None = None,
         limits: DecodeLimits | None = None,
+        owner: str | None = None,
     ) -> None:
         self.registry = registry
+        self.owner = owner
         self.format: Format = format
         self.cache_size = checked_settings(registry, format, cache_size)
         self.limits = limits if limits is not None else DecodeLimits()
@@ -360,7 +362,7 @@ class DecodeWorker:
         self._discarded = False  # ... and it is to be dropped
         self._broken: str | None = None  # why the child cannot be used any more (until close and start)
         self._known = 0  # how many series the child has told of
-        self._unresolved: dict[int, tuple[str, Names, Names]] = {}  # local id -> name, label names, values
+        self._local_keys: list[tuple[str, Names, Names]] = []  # by local id: name, label names, values
         self._ids = np.full(1024, _UNRESOLVED, dtype=np.int64)  # local id -> registry id
 
     # ------------------------------------------------------------------ lifecycle
@@ -448,7 +450,7 @@ class DecodeWorker:
         self._selector.register(ours, selectors.EVENT_READ)
         # a new child knows no series: start the local table over
         self._known = 0
-        self._unresolved.clear()
+        self._local_keys.clear()
         self._ids.fill(_UNRESOLVED)
         log.info("kafka decode worker started (pid %d)", self._process.pid)
 
@@ -546,6 +548,11 @@ class DecodeWorker:
             [Malformed(*m) for m in reply.malformed],
         )
 
+    def forget_series(self) -> None:
+        """Forget the registry ids of the child's series (the registry evicted some): each is
+        looked up again by its key the next time it comes."""
+        self._ids.fill(_UNRESOLVED)
+
     def discard(self) -> None:
         """Forget the submitted batch; its result is read and dropped before the next submit."""
         if self._pending:
@@ -614,12 +621,12 @@ class DecodeWorker:
         """Record the series the child saw for the first time (resolved lazily, see _registry_ids)."""
         if reply.reset:
             self._known = 0
-            self._unresolved.clear()
+            self._local_keys.clear()
             self._ids.fill(_UNRESOLVED)
         if reply.first_new != self._known:
             raise self._failed(f"is out of step: series {reply.first_new} != {self._known}")
         n = self._known = reply.first_new + len(reply.new_series)
-        self._unresolved.update(zip(range(reply.first_new, n), reply.new_series, strict=True))
+        self._local_keys.extend(reply.new_series)
         if n > self._ids.shape[0]:
             grown = np.full(max(n, 2 * self._ids.shape[0]), _UNRESOLVED, dtype=np.int64)
             grown[: self._ids.shape[0]] = self._ids
@@ -639,9 +646,9 @@ class DecodeWorker:
             with _collector_paused():
                 keys = [
                     SeriesKey.presorted(name, tuple(zip(names, values, strict=True)))  # sorted by the child
-                    for name, names, values in map(self._unresolved.pop, new.tolist())
+                    for name, names, values in map(self._local_keys.__getitem__, new.tolist())
                 ]
-                self._ids[new] = self.registry.ids_for(keys)
+                self._ids[new] = self.registry.ids_for(keys, self.owner)
             ids = self._ids[local]
         dropped = int(np.count_nonzero(ids == DROPPED))
         if dropped:

@@ -145,6 +145,31 @@ CASES = [
         at="30m",
     ),
     Case(
+        "AiopsAgentSeriesSourceLimit",
+        {f'aiops_series_refused_total{{{JOB}, pod="a", source="kafka"}}': "0+100x40"},
+        {"namespace": "aiops", "source": "kafka"},
+        at="30m",
+    ),
+    Case(
+        # refused for 5 minutes, then room again after an eviction
+        "AiopsAgentSeriesSourceLimit",
+        {f'aiops_series_refused_total{{{JOB}, pod="a", source="kafka"}}': "0+100x5 500x35"},
+        at="30m",
+    ),
+    Case(
+        "AiopsAgentSeriesChurn",
+        {f'aiops_series_evicted_total{{{JOB}, pod="a"}}': "0+2000x70"},
+        {"namespace": "aiops", "pod": "a"},
+        value="120000",
+        at="70m",
+    ),
+    Case(
+        # a steady few evictions: pods coming and going
+        "AiopsAgentSeriesChurn",
+        {f'aiops_series_evicted_total{{{JOB}, pod="a"}}': "0+10x70"},
+        at="70m",
+    ),
+    Case(
         "AiopsAgentSinkErrors",
         {f'aiops_sink_errors_total{{{JOB}, pod="a", sink="kafka"}}': "0+1x30"},
         {"namespace": "aiops", "sink": "kafka"},
