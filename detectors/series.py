@@ -144,7 +144,7 @@ class SeriesRegistry:
         :meth:`id_for` would one by one.
         """
         ids, order = self._ids, self._keys
-        if self._free or self.per_owner is not None or owner is not None:
+        if self._free or (self.per_owner is not None and owner is not None):
             out = []
             for key in keys:
                 sid = ids.get(key)
@@ -164,7 +164,14 @@ class SeriesRegistry:
             else:
                 sid = lookup(key, DROPPED)
             out.append(sid)
-        self._owner_of.extend([None] * (len(order) - grew))
+        added = len(order) - grew
+        self._owner_of.extend([owner] * added)
+        if owner is not None and added:
+            self._owned[owner] = self._owned.get(owner, 0) + added
+        if owner is not None and len(order) >= limit:
+            refused = out.count(DROPPED)
+            if refused:
+                self.refused_by_owner[owner] = self.refused_by_owner.get(owner, 0) + refused
         return out
 
     def lookup(self, key: SeriesKey) -> int | None:
