@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.config import AlertmanagerSourceConfig, BasicAuthConfig
 from agent.http import HttpServer, PostRoute, Response, ServerLimits
 from agent.metrics import AgentMetrics
-from agent.sources.alertmanager import alertmanager_post_route
+from agent.sources.alertmanager import alertmanager_post_route, alertmanager_route
 from tests.servers.common import eventually
 
 pytestmark = pytest.mark.timeout(60)
@@ -296,3 +298,50 @@ def test_plain_routes_keep_working_without_checks() -> None:
         assert seen == [b"[1]"]
     finally:
         server.close()
+
+
+# ---------------------------------------------------------------------------- fuzzing the webhook
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10,
+)
+_alert = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.sampled_from(["firing", "resolved", "pending"]) | _json,
+        "labels": st.dictionaries(st.sampled_from(["alertname", "namespace", "x"]), st.text(max_size=5))
+        | _json,
+        "startsAt": st.sampled_from(["2026-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "yesterday"]) | _json,
+        "endsAt": st.sampled_from(["2026-01-01T00:10:00.123456789+01:00", ""]) | _json,
+        "annotations": _json,
+    },
+)
+_payloads = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "version": st.sampled_from(["4", "3"]) | _json,
+            "status": st.sampled_from(["firing", "resolved"]) | _json,
+        },
+        optional={"alerts": st.lists(_alert, max_size=4) | _json, "truncatedAlerts": _json},
+    ).map(lambda d: json.dumps(d).encode()),
+    st.binary(max_size=64),
+    _json.map(lambda v: json.dumps(v).encode()),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_payloads)
+def test_the_webhook_never_fails_on_any_body(body: bytes) -> None:
+    """Any body is either accepted (200) or refused with a reason (400); nothing raises."""
+    delivered: list[Any] = []
+    route = alertmanager_route(delivered.extend, lambda: 1.78e9, AgentMetrics())
+    response = route(body)
+    assert response.status in (200, 400)
+    if response.status == 400:
+        assert response.body.startswith(b"malformed Alertmanager payload: ")
+        assert len(response.body) > len(b"malformed Alertmanager payload: \n")
+        assert delivered == []
+    else:
+        assert all(s.series.name for s in delivered)
