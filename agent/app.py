@@ -53,7 +53,9 @@ class Agent:
         if config.kafka_source_enabled or config.kafka_signals_enabled:
             config.kafka.client_kwargs(self.environ)  # a missing secret fails now, not at first connect
         self.series = SeriesRegistry(
-            limit=config.engine.series_limit, per_owner=config.engine.series_per_source
+            limit=config.engine.series_limit,
+            per_owner=config.engine.series_per_source,
+            per_metric=config.engine.series_per_metric,
         )
         specs = [
             DetectorSpec(

@@ -260,6 +260,9 @@ class EngineConfig(_Model):
     series_per_source: int | None = Field(
         None, ge=1, description="most series one source (kafka, prometheus) may register; null: series_limit"
     )
+    series_per_metric: int | None = Field(
+        None, ge=1, description="most series of one metric name (junk labels on one metric); null: no limit"
+    )
     series_idle: Duration | None = Field(
         3600.0, description="a series not seen this long is evicted, its state freed; null: never"
     )

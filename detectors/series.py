@@ -51,7 +51,7 @@ class SeriesKey:
 @dataclass(slots=True)
 class SeriesRegistry:
     """Maps series keys to dense ids, refusing new series past ``limit`` (or past ``per_owner``
-    for one owner, the source that registers it).
+    for one owner, the source that registers it, or past ``per_metric`` for one metric name).
 
     Refused series get :data:`DROPPED` and are counted in :attr:`dropped` (once per sample), and
     per owner in :attr:`refused_by_owner`; memory never grows past ``limit`` keys, whatever the
@@ -63,6 +63,7 @@ class SeriesRegistry:
 
     limit: int = 100_000
     per_owner: int | None = None
+    per_metric: int | None = None
     dropped: int = 0
     evicted: int = 0
     refused_by_owner: dict[str, int] = field(default_factory=dict)
@@ -71,6 +72,7 @@ class SeriesRegistry:
     _free: list[int] = field(default_factory=list)
     _owner_of: list[str | None] = field(default_factory=list)
     _owned: dict[str, int] = field(default_factory=dict)
+    _per_name: dict[str, int] = field(default_factory=dict)
     _seen: np.ndarray[Any, np.dtype[np.float64]] = field(default_factory=lambda: np.zeros(0, np.float64))
     _generation: np.ndarray[Any, np.dtype[np.int64]] = field(default_factory=lambda: np.zeros(0, np.int64))
 
@@ -80,6 +82,9 @@ class SeriesRegistry:
             raise ValueError(msg)
         if self.per_owner is not None and self.per_owner < 1:
             msg = f"series limit per owner must be at least 1, got {self.per_owner}"
+            raise ValueError(msg)
+        if self.per_metric is not None and self.per_metric < 1:
+            msg = f"series limit per metric must be at least 1, got {self.per_metric}"
             raise ValueError(msg)
 
     def __len__(self) -> int:
@@ -107,8 +112,10 @@ class SeriesRegistry:
             self.refused_by_owner[owner] = self.refused_by_owner.get(owner, 0) + 1
         return DROPPED
 
-    def _room(self, owner: str | None) -> bool:
+    def _room(self, owner: str | None, key: SeriesKey) -> bool:
         if len(self._ids) >= self.limit:
+            return False
+        if self.per_metric is not None and self._per_name.get(key.name, 0) >= self.per_metric:
             return False
         return owner is None or self.per_owner is None or self._owned.get(owner, 0) < self.per_owner
 
@@ -124,6 +131,8 @@ class SeriesRegistry:
         self._ids[key] = sid
         if owner is not None:
             self._owned[owner] = self._owned.get(owner, 0) + 1
+        if self.per_metric is not None:
+            self._per_name[key.name] = self._per_name.get(key.name, 0) + 1
         return sid
 
     def id_for(self, key: SeriesKey, owner: str | None = None) -> int:
@@ -131,7 +140,7 @@ class SeriesRegistry:
         sid = self._ids.get(key)
         if sid is not None:
             return sid
-        if not self._room(owner):
+        if not self._room(owner, key):
             self.dropped += 1
             return self._refuse(owner)
         return self._add(key, owner)
@@ -144,12 +153,12 @@ class SeriesRegistry:
         :meth:`id_for` would one by one.
         """
         ids, order = self._ids, self._keys
-        if self._free or (self.per_owner is not None and owner is not None):
+        if self._free or (self.per_owner is not None and owner is not None) or self.per_metric is not None:
             out = []
             for key in keys:
                 sid = ids.get(key)
                 if sid is None:
-                    sid = self._add(key, owner) if self._room(owner) else self._refuse(owner)
+                    sid = self._add(key, owner) if self._room(owner, key) else self._refuse(owner)
                 out.append(sid)
             return out
         known, add, lookup, limit = ids.setdefault, order.append, ids.get, self.limit
@@ -225,6 +234,8 @@ class SeriesRegistry:
             owner = self._owner_of[sid]
             if owner is not None:
                 self._owned[owner] -= 1
+            if self.per_metric is not None:
+                self._per_name[key.name] -= 1
             self._owner_of[sid] = None
         self._free.extend(reversed(idle.tolist()))  # the lowest ids are reused first
         self._generation[idle] += 1

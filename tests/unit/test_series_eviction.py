@@ -197,3 +197,25 @@ def test_touch_and_evict_in_the_registry() -> None:
     assert registry.generation.tolist() == [1, 0]
     assert registry.capacity == 2
     assert len(registry) == 2
+
+
+def test_one_metric_with_exploding_labels_cannot_fill_the_table() -> None:
+    """100k junk series of one metric take their 20k, and a real metric still gets registered
+    and detected while the junk keeps coming (no eviction needed)."""
+    clock = ManualClock(T0)
+    registry = SeriesRegistry(limit=100_000, per_metric=20_000)
+    detector = ThresholdDetector.from_params({"rules": [{"metric": "errors", "above": 0.5}]}, registry)
+    source = DecodingSource(registry, clock)
+    sink = CollectingSink()
+    engine = Engine([source], DetectorBank(registry, [DetectorSpec(detector)]), [sink], clock, AgentMetrics())
+    source.push(samples("junk", 100_000, T0))
+    source.push(samples("errors", 1, T0 + 1, value=0.9, prefix="checkout"))
+    drain(engine, source)
+    assert len(registry) == 20_001
+    assert registry.refused_by_owner == {"kafka": 80_000}
+    assert [s.series for s in sink.signals] == [SeriesKey.of("errors", {"pod": "checkout0"})]
+    registry.touch(np.arange(20_001, dtype=np.int64), T0)
+    registry.evict_idle(T0 + 1)
+    assert registry.id_for(SeriesKey.of("junk", {"pod": "again"})) >= 0, (
+        "evicting gives the metric room again"
+    )
