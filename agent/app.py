@@ -15,7 +15,7 @@ from agent.audit import Audit, AuditSink
 from agent.clock import Clock
 from agent.config import AgentConfig, ConfigError
 from agent.engine import Engine
-from agent.http import HttpServer
+from agent.http import HttpServer, ServerLimits
 from agent.metrics import AgentMetrics
 from agent.playbook.engine import TargetFacts
 from agent.playbook.events import LogAudit
@@ -23,6 +23,7 @@ from agent.playbook.loader import PlaybookLoadError
 from agent.playbook.requests import Executor
 from agent.playbook.runtime import PlaybookRuntime
 from agent.sinks import LogSink, SignalSink
+from agent.sources.alertmanager import alertmanager_post_route
 from agent.sources.base import Source
 from agent.yamlloc import LocatedError, Location
 from detectors import DetectorBank, DetectorSpec, SeriesRegistry, build_detector
@@ -53,7 +54,11 @@ class Agent:
         self.metrics = AgentMetrics()
         if config.kafka_source_enabled or config.kafka_signals_enabled:
             config.kafka.client_kwargs(self.environ)  # a missing secret fails now, not at first connect
-        self.series = SeriesRegistry(limit=config.engine.series_limit)
+        self.series = SeriesRegistry(
+            limit=config.engine.series_limit,
+            per_owner=config.engine.series_per_source,
+            per_metric=config.engine.series_per_metric,
+        )
         specs = [
             DetectorSpec(
                 build_detector(d.type, d.params, self.series),
@@ -85,7 +90,16 @@ class Agent:
         except PlaybookLoadError as exc:
             raise ConfigError(exc.errors) from exc
         self.sinks = [*self._build_sinks(), self.playbooks.engine, *(extra_sinks or [])]
-        self.engine = Engine(self.sources, self.bank, self.sinks, clock, self.metrics, self.stop)
+        self.engine = Engine(
+            self.sources,
+            self.bank,
+            self.sinks,
+            clock,
+            self.metrics,
+            self.stop,
+            series_idle=config.engine.series_idle,
+            evict_every=config.engine.evict_every,
+        )
         self.http: HttpServer | None = None
 
     def _build_sources(self) -> list[Source]:
@@ -192,17 +206,29 @@ class Agent:
     def start_http(self) -> int:
         """Serve /metrics, /healthz and /readyz; return the bound port."""
         routes = (
-            {"/alertmanager": self.playbooks.alertmanager_route()}
+            {
+                "/alertmanager": alertmanager_post_route(
+                    self.playbooks.alertmanager_route(), self.config.sources.alertmanager, self.metrics
+                )
+            }
             if self.config.playbooks.alertmanager
             else {}
         )
+        http = self.config.http
         self.http = HttpServer(
-            self.config.http.host,
-            self.config.http.port,
+            http.host,
+            http.port,
             self.metrics.registry,
             self.healthy,
             self.ready,
             routes,
+            ServerLimits(
+                workers=http.workers,
+                queue=http.queue,
+                read_timeout=http.read_timeout,
+                max_body=http.max_body,
+                post_concurrency=http.post_concurrency,
+            ),
         )
         self.http.start()
         return self.http.port

@@ -86,6 +86,27 @@ def _secret(env: Any, name: str, field: str) -> str:
     return str(value)
 
 
+class DecodeLimitsConfig(_Model):
+    """What one Kafka message may cost to decode; a message past a limit is dead-lettered with the reason."""
+
+    max_message_bytes: int = Field(8 << 20, ge=1, description="largest message value, checked before parsing")
+    max_depth: int = Field(
+        8, ge=1, description="deepest nesting of OTLP attribute values (arrayValue, kvlistValue)"
+    )
+    max_labels: int = Field(128, ge=1, description="most labels of one series")
+    max_label_length: int = Field(4096, ge=1, description="longest label name, label value or metric name")
+    max_decoded_bytes: int = Field(
+        16 << 20, ge=1, description="most label text one OTLP message may produce (nested values re-encoded)"
+    )
+    max_future: Duration | None = Field(
+        86_400.0, description="timestamps later than this after the agent's clock are refused; null: none"
+    )
+    max_past: Duration | None = Field(
+        30 * 86_400.0,
+        description="timestamps earlier than this before the agent's clock are refused; null: none",
+    )
+
+
 class KafkaSourceConfig(_Model):
     """Consume samples from Kafka topics in a consumer group."""
 
@@ -104,6 +125,7 @@ class KafkaSourceConfig(_Model):
         True,
         description="decode messages in a child process, beside the consumer (false: in the agent's thread)",
     )
+    limits: DecodeLimitsConfig = Field(default_factory=DecodeLimitsConfig)
 
 
 class PrometheusQuery(_Model):
@@ -138,11 +160,43 @@ class PrometheusSourceConfig(_Model):
         return self
 
 
+class BasicAuthConfig(_Model):
+    """HTTP basic auth, as Alertmanager's ``http_config.basic_auth`` sends it."""
+
+    username: str = Field(min_length=1)
+    password_file: Path = Field(description="file holding the password (a mounted Secret)")
+
+
+class AlertmanagerSourceConfig(_Model):
+    """Who may post to ``POST /alertmanager``: the credentials Alertmanager's ``http_config`` sends.
+
+    Without credentials every webhook is refused (401), unless ``insecure: true`` says that any
+    client the network lets through may post alerts.
+    """
+
+    bearer_token_file: Path | None = Field(
+        None,
+        description="file holding the bearer token (http_config.authorization.credentials_file)",
+    )
+    basic_auth: BasicAuthConfig | None = Field(
+        None, description="username and password file (http_config.basic_auth)"
+    )
+    insecure: bool = Field(False, description="accept webhooks without credentials (not in production)")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> AlertmanagerSourceConfig:
+        if self.insecure and (self.bearer_token_file is not None or self.basic_auth is not None):
+            msg = "insecure: true with credentials configured; remove one or the other"
+            raise ValueError(msg)
+        return self
+
+
 class SourcesConfig(_Model):
     """Where samples come from."""
 
     kafka: KafkaSourceConfig | None = None
     prometheus: PrometheusSourceConfig | None = None
+    alertmanager: AlertmanagerSourceConfig = Field(default_factory=AlertmanagerSourceConfig)
 
 
 class DetectorConfig(_Model):
@@ -181,10 +235,15 @@ class SignalsConfig(_Model):
 
 
 class HttpConfig(_Model):
-    """The health and metrics endpoint."""
+    """The health, metrics and webhook endpoint, and what it spends on clients."""
 
     host: str = "0.0.0.0"  # noqa: S104 - the daemon serves probes and scrapes inside its pod
     port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(8, ge=1, le=256, description="threads serving connections")
+    queue: int = Field(64, ge=1, le=10_000, description="connections waiting for a thread; past it: 429")
+    read_timeout: Duration = Field(10.0, description="a client must deliver its whole request within this")
+    max_body: int = Field(4 << 20, ge=1, description="largest POST body; larger: 413, unread")
+    post_concurrency: int = Field(2, ge=1, le=64, description="POSTs handled at once; past it: 429")
 
 
 class LogConfig(_Model):
@@ -198,6 +257,16 @@ class EngineConfig(_Model):
     """The main loop."""
 
     series_limit: int = Field(100_000, ge=1)
+    series_per_source: int | None = Field(
+        None, ge=1, description="most series one source (kafka, prometheus) may register; null: series_limit"
+    )
+    series_per_metric: int | None = Field(
+        None, ge=1, description="most series of one metric name (junk labels on one metric); null: no limit"
+    )
+    series_idle: Duration | None = Field(
+        3600.0, description="a series not seen this long is evicted, its state freed; null: never"
+    )
+    evict_every: Duration = Field(60.0, description="how often idle series are looked for")
     shutdown_timeout: Duration = 10.0
     stall_after: Duration = Field(60.0, description="/healthz fails when the loop has not turned this long")
 
@@ -277,10 +346,17 @@ class ConfigError(YamlValidationError):
     """The config file is missing, unreadable or invalid; every error is located."""
 
 
-def load_config(path: Path) -> AgentConfig:
-    """Read and validate the config at ``path``; raise :class:`ConfigError` on any problem."""
+#: The largest config file read; a larger one is refused before it is parsed (the shipped one is 8 KB).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def load_config(path: Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> AgentConfig:
+    """Read and validate the config at ``path``; raise :class:`ConfigError` on any problem.
+
+    A file over ``max_bytes`` is refused before it is parsed (never read past the limit).
+    """
     try:
-        docs = read_documents(path)
+        docs = read_documents(path, max_bytes=max_bytes)
         if len(docs) > 1:
             loc = docs[1].locate([])
             raise ConfigError([LocatedError(loc, "", "a config file holds one YAML document, found several")])

@@ -4,6 +4,10 @@ One thread, one loop. A batch is committed back to its source only after every s
 delivered its signals, so a crash anywhere before the commit means the batch is read again
 (at-least-once). A sink that fails is retried with backoff; the batch stays uncommitted until
 it succeeds or the agent is stopped.
+
+The series table is bounded: every ``evict_every`` (on the injected clock) the series no
+sample reached for ``series_idle`` are evicted, their detector state forgotten and their ids
+freed for new series, and the sources drop what they cached about them.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class Engine:
         metrics: AgentMetrics,
         stop: threading.Event | None = None,
         poll_timeout: float = 0.5,
+        series_idle: float | None = None,
+        evict_every: float = 60.0,
     ) -> None:
         self.sources = list(sources)
         self.bank = bank
@@ -45,6 +51,15 @@ class Engine:
         self.last_turn = clock.now()
         self.samples_processed = 0
         self._dropped_seen = 0
+        self._refused_seen: dict[str, int] = {}
+        self.series_idle = series_idle
+        self.evict_every = evict_every
+        self._next_evict = clock.now() + evict_every
+        if series_idle is not None:
+            stuck = bank.can_forget()
+            if stuck:
+                msg = f"engine.series_idle needs detectors that can forget a series; these cannot: {stuck}"
+                raise ValueError(msg)
 
     @property
     def ready(self) -> bool:
@@ -59,6 +74,8 @@ class Engine:
     def run_once(self) -> int:
         """Poll each source once and process what came; return the number of samples processed."""
         n = 0
+        if self.series_idle is not None and self.clock.now() >= self._next_evict:
+            self.evict()  # before the poll: what it brings finds the room eviction made
         if not self.sources:
             self.clock.wait(self.poll_timeout, self.stop)
         per_source = self.poll_timeout / max(1, len(self.sources))
@@ -72,9 +89,28 @@ class Engine:
         self.metrics.loop_last_turn.set(self.last_turn)
         return n
 
+    def evict(self) -> int:
+        """Evict the series idle for ``series_idle``; return how many were."""
+        now = self.clock.now()
+        self._next_evict = now + self.evict_every
+        assert self.series_idle is not None  # only called with eviction on
+        evicted = self.bank.series.evict_idle(now - self.series_idle)
+        if evicted.size == 0:
+            return 0
+        self.bank.forget(evicted)
+        for source in self.sources:
+            forget = getattr(source, "forget_series", None)
+            if forget is not None:
+                forget()
+        self.metrics.series_evicted.inc(int(evicted.size))
+        self.metrics.series_active.set(len(self.bank.series))
+        log.info("evicted %d series idle for %.0f s", evicted.size, self.series_idle)
+        return int(evicted.size)
+
     def process(self, source: Source, polled: Polled) -> int:
         """Score one batch, deliver its signals and commit it; return its size."""
         started = self.clock.now()
+        self.bank.series.touch(polled.samples.series, started)
         signals = self.bank.process(polled.samples)
         self._account(polled, signals)
         if not self._deliver(signals):
@@ -94,6 +130,11 @@ class Engine:
         if dropped > self._dropped_seen:
             m.series_dropped.inc(dropped - self._dropped_seen)
             self._dropped_seen = dropped
+        for owner, refused in self.bank.series.refused_by_owner.items():
+            seen = self._refused_seen.get(owner, 0)
+            if refused > seen:
+                m.series_refused.labels(owner).inc(refused - seen)
+                self._refused_seen[owner] = refused
         for s in signals:
             m.signals_out.labels(s.kind.value, s.detector).inc()
 

@@ -35,6 +35,15 @@ class AgentMetrics:
         self.series_active = Gauge(
             "aiops_series_active", "Series registered with the detector bank", registry=r
         )
+        self.series_evicted = Counter(
+            "aiops_series_evicted", "Series evicted after engine.series_idle without a sample", registry=r
+        )
+        self.series_refused = Counter(
+            "aiops_series_refused",
+            "New series refused at the series limit or a source's limit (engine.series_per_source)",
+            ["source"],
+            registry=r,
+        )
         self.signals_out = Counter(
             "aiops_signals", "Signals emitted, by kind and detector", ["kind", "detector"], registry=r
         )
@@ -58,6 +67,12 @@ class AgentMetrics:
         )
         self.sink_errors = Counter(
             "aiops_sink_errors", "Errors delivering signals, by sink", ["sink"], registry=r
+        )
+        self.partition_stuck = Gauge(
+            "aiops_kafka_partition_stuck",
+            "1 while a partition's records are read again because the decode worker died on them",
+            ["topic", "partition"],
+            registry=r,
         )
         self.commits = Counter(
             "aiops_commits", "Offset commits after processed batches, by source", ["source"], registry=r

@@ -72,29 +72,52 @@ class MetricFilter:
         self.pattern = pattern
         self._by_name: dict[str, bool] = {}
         self._mask = np.zeros(0, dtype=bool)
+        self._stale = np.zeros(0, dtype=bool)  # ids forgotten since classified: classify again
+        self._any_stale = False
         self._known = 0
 
+    def _classify(self, sid: int) -> bool:
+        name = self.series.key(sid).name
+        hit = self._by_name.get(name)
+        if hit is None:
+            hit = self._by_name[name] = self.pattern.fullmatch(name) is not None
+        return hit
+
     def _extend(self) -> None:
-        n = len(self.series)
+        n = self.series.capacity
         if n <= self._known:
             return
         if n > self._mask.shape[0]:
-            mask = np.zeros(max(n, 2 * self._mask.shape[0], 64), dtype=bool)
+            size = max(n, 2 * self._mask.shape[0], 64)
+            mask, stale = np.zeros(size, dtype=bool), np.zeros(size, dtype=bool)
             mask[: self._known] = self._mask[: self._known]
-            self._mask = mask
-        by_name, fullmatch = self._by_name, self.pattern.fullmatch
+            stale[: self._known] = self._stale[: self._known]
+            self._mask, self._stale = mask, stale
         for sid in range(self._known, n):
-            name = self.series.key(sid).name
-            hit = by_name.get(name)
-            if hit is None:
-                hit = by_name[name] = fullmatch(name) is not None
-            self._mask[sid] = hit
+            try:
+                self._mask[sid] = self._classify(sid)
+            except KeyError:  # a free id (its series evicted): classified when it is given again
+                self._stale[sid] = self._any_stale = True
         self._known = n
+
+    def forget(self, ids: npt.NDArray[np.int64]) -> None:
+        """The series of ``ids`` were evicted: their ids will name other series."""
+        ids = ids[ids < self._known]
+        if ids.size:
+            self._stale[ids] = True
+            self._any_stale = True
 
     def select(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         """True where the series of ``ids`` (registered, non-negative ids) matches the pattern."""
         if ids.size == 0:
             return np.zeros(0, dtype=bool)
+        if self._any_stale:
+            classified = ids[ids < self._known]
+            stale = np.unique(classified[self._stale[classified]])
+            for sid in stale.tolist():
+                self._mask[sid] = self._classify(sid)
+            self._stale[stale] = False
+            self._any_stale = bool(self._stale[: self._known].any())
         if int(ids.max()) >= self._known:
             self._extend()
             if int(ids.max()) >= self._known:  # ids the registry does not know match nothing
@@ -169,6 +192,26 @@ class DetectorBank:
             if len(seen):
                 signals.extend(self._signals(spec, seen))
         return signals
+
+    def forget(self, ids: npt.NDArray[np.int64]) -> None:
+        """Forget the series of ``ids`` everywhere (evicted: the ids will name new series).
+
+        Every detector and hold must be able to (``forget(ids)``); see :meth:`can_forget`.
+        """
+        if ids.size == 0:
+            return
+        for spec in self.specs:
+            spec.detector.forget(ids)  # type: ignore[attr-defined]
+            if spec.hold is not None:
+                spec.hold.forget(ids)
+        for metric_filter in self._filters.values():
+            metric_filter.forget(ids)
+
+    def can_forget(self) -> list[str]:
+        """The detectors that cannot forget a series (eviction needs none)."""
+        return [
+            spec.detector.name for spec in self.specs if not callable(getattr(spec.detector, "forget", None))
+        ]
 
     def _subset(
         self, spec: DetectorSpec, metrics: str, batch: SampleBatch, subsets: dict[str, SampleBatch]

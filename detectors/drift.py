@@ -246,6 +246,20 @@ class DriftDetector:
 
     # ------------------------------------------------------------------ state arrays
 
+    def forget(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        """Forget the series of ``ids``: the next sample under one of them starts a new reference."""
+        ids = ids[ids < self._ref_n.shape[0]]
+        for attr in ("_ref_n", "_cur_pos", "_cur_n", "_since"):
+            getattr(self, attr)[ids] = 0
+        self._ref_state[ids] = _COLLECTING
+        self._last_ts[ids] = -np.inf
+        self._score[ids] = 0.0
+        self._which[ids] = _NO_TEST
+        for attr in ("_psi", "_stat", "_pvalue", "_cur_mean"):
+            getattr(self, attr)[ids] = np.nan
+        for attr in ("_ref", "_edges", "_ref_frac", "_cur"):
+            getattr(self, attr)[ids] = 0.0
+
     def _ensure(self, size: int) -> None:
         if size <= self._ref_n.shape[0]:
             return

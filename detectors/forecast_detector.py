@@ -59,6 +59,7 @@ from detectors.batch import FloatArray, SampleBatch
 from detectors.forecast import Forecaster, ParamReader, export_state, order_batch, restore_state
 from detectors.forecasters import DEFAULT_FORECASTER, FORECASTERS, build_forecaster
 from detectors.signal import SignalKind
+from detectors.streaming import MAX_ABS_TIMESTAMP
 
 _STATE_VERSION = 1
 _FORECASTER_STATE = "forecaster_state"
@@ -97,6 +98,7 @@ class ForecastDetector:
         self._mean = np.zeros(0, np.float64)
         self._peak = np.zeros(0, np.int64)
         self._signalled = np.zeros(0, np.float64)
+        self._bad_time = 0
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], series: object = None) -> ForecastDetector:
@@ -135,8 +137,8 @@ class ForecastDetector:
 
     @property
     def invalid(self) -> int:
-        """Samples the forecaster refused as not finite."""
-        return self.forecaster.invalid
+        """Samples refused as not finite, or at a time no clock reads (see MAX_ABS_TIMESTAMP)."""
+        return self.forecaster.invalid + self._bad_time
 
     @property
     def out_of_order(self) -> int:
@@ -156,6 +158,19 @@ class ForecastDetector:
         self._peak = grow(self._peak, rows, 0)
         self._signalled = grow(self._signalled, rows, np.nan)
 
+    def forget(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        """Forget the series of ``ids`` (and the forecaster's state for them)."""
+        forget = getattr(self.forecaster, "forget", None)
+        if forget is not None:
+            forget(ids)
+        ids = ids[ids < self._last_ts.shape[0]]
+        self._last_ts[ids] = -np.inf
+        self._forecast_ts[ids] = -np.inf
+        self._upper[ids] = np.nan
+        self._mean[ids] = np.nan
+        self._peak[ids] = 0
+        self._signalled[ids] = np.nan
+
     # ------------------------------------------------------------------ streaming
 
     def update(self, batch: SampleBatch) -> FloatArray:
@@ -165,6 +180,12 @@ class ForecastDetector:
             return scores
         if int(batch.series.min()) < 0:
             raise DetectorError(f"{self.name}: batch holds unregistered series ids; drop them first")
+        sane = np.abs(batch.timestamps) <= MAX_ABS_TIMESTAMP
+        if not bool(sane.all()):  # a time no clock reads would move every forecast to it
+            self._bad_time += int(sane.size - np.count_nonzero(sane))
+            if sane.any():
+                scores[sane] = self.update(batch.select(sane))
+            return scores
         self._ensure(int(batch.series.max()) + 1)
         # the samples the forecaster will learn (the same rule, against the same newest times),
         # tagged with their batch positions so the scores can be put back in batch order

@@ -49,6 +49,15 @@ class AlarmHold:
         #: Samples whose score the hold raised.
         self.held = 0
 
+    def forget(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        """Forget the series of ``ids``: no alarm held for them."""
+        ids = ids[ids < self._level.shape[0]]
+        self._level[ids] = np.nan
+        self._onset[ids] = np.nan
+        self._score[ids] = 0.0
+        self._since[ids] = -np.inf
+        self._active[ids] = False
+
     def _ensure(self, size: int) -> None:
         if size <= self._level.size:
             return

@@ -174,6 +174,19 @@ class HoltWintersForecaster:
             new[: old.shape[0]] = old
             setattr(self, attr, new)
 
+    def forget(self, ids: IdArray) -> None:
+        """Forget the series of ``ids``: the next sample under one of them starts a new series."""
+        ids = ids[ids < self._count.shape[0]]
+        self._count[ids] = 0
+        self._first_ts[ids] = np.nan
+        self._last_ts[ids] = -np.inf
+        self._level[ids] = 0.0
+        self._trend[ids] = 0.0
+        self._scale[ids] = 0.0
+        self._qhat[ids] = _NORMAL.inv_cdf(self.quantile)
+        self._seasonal[ids] = 0.0
+        self._weight[ids] = 0.0
+
     def _damped(self, k: FloatArray) -> FloatArray:
         """``sum_{i=1..k} phi^i`` for real ``k`` (``k`` itself when phi is 1)."""
         if self.phi >= 1.0:

@@ -178,6 +178,16 @@ class RegressionForecaster:
         self._icpt = _grow_rows(self._icpt, rows, 0.0)
         self._margin = _grow_rows(self._margin, rows, np.nan)
 
+    def forget(self, ids: IdArray) -> None:
+        """Forget the series of ``ids``: the next sample under one of them starts a new series."""
+        ids = ids[ids < self._pos.shape[0]]
+        for attr in ("_pos", "_len", "_since", "_fit_len"):
+            getattr(self, attr)[ids] = 0
+        self._last_ts[ids] = -np.inf
+        for attr in ("_ring_t", "_ring_z", "_coef", "_icpt"):
+            getattr(self, attr)[ids] = 0.0
+        self._margin[ids] = np.nan
+
     # ------------------------------------------------------------------ features
 
     def _design(self, recent: FloatArray, t_now: FloatArray, t_prev: FloatArray) -> FloatArray:

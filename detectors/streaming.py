@@ -102,6 +102,13 @@ class SeriesState:
             self.arrays[name] = grow_rows(self.arrays[name], size, spec.fill)
         self.size = min(a.shape[0] for a in self.arrays.values())
 
+    def reset(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        """Put the rows of ``ids`` back to their initial values (the series is forgotten)."""
+        ids = ids[ids < self.size]
+        if ids.size:
+            for name, spec in self.specs.items():
+                self.arrays[name][ids] = spec.fill
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the state arrays (allocated capacity)."""
@@ -323,6 +330,10 @@ class StreamingDetector(ABC):
         """Room for series ids below ``size``."""
         self.state.ensure(size)
         self._used = max(self._used, size)
+
+    def forget(self, ids: IdArray) -> None:
+        """Forget the series of ``ids``: the next sample under one of them starts a new series."""
+        self.state.reset(ids)
 
     @property
     def skipped(self) -> int:

@@ -139,6 +139,16 @@ class ThresholdDetector:
         self._below = grow(self._below, size, -np.inf)
         self._rate = grow(self._rate, size, np.inf)
 
+    def forget(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        """Forget the series of ``ids`` (its rule is looked up again: the id may mean another series)."""
+        ids = ids[ids < self._rule.shape[0]]
+        self._rule[ids] = _UNRESOLVED
+        self._last_ts[ids] = -np.inf
+        self._last_val[ids] = np.nan
+        self._above[ids] = np.inf
+        self._below[ids] = -np.inf
+        self._rate[ids] = np.inf
+
     def _resolve(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         """Find the governing rule of each series of ``ids`` (registered, not resolved yet).
 

@@ -17,7 +17,7 @@ import uuid
 import orjson
 
 from agent.clock import WallClock
-from agent.config import KafkaConnection, KafkaSourceConfig
+from agent.config import DecodeLimitsConfig, KafkaConnection, KafkaSourceConfig
 from agent.metrics import AgentMetrics
 from agent.sources.base import Polled
 from agent.sources.kafka import KafkaSource
@@ -50,6 +50,8 @@ class KafkaBus:
             session_timeout=6.0,
             heartbeat_interval=1.0,
             poll_timeout=0.2,
+            # replayed samples carry the scenario's virtual time, not the wall clock's the source runs on
+            limits=DecodeLimitsConfig(max_future=None, max_past=None),
         )
         # The source's own waits (backoff, pauses) run on a wall clock: the broker lives in real time.
         self.source = KafkaSource(

@@ -131,11 +131,26 @@ def snapshot(directory: Path) -> list[tuple[str, str]]:
     source = Path(os.path.realpath(data_link)) if data_link.is_symlink() else directory
     try:
         entries = sorted(p for p in source.iterdir() if not p.name.startswith("."))
+        versions = source is directory and any(p.name.startswith("..") for p in directory.iterdir())
     except OSError as exc:
         raise PlaybookLoadError(
             [LocatedError(Location(str(directory), 0, 0), "", f"cannot list: {exc}")]
         ) from exc
-    files = [p for p in entries if p.name.endswith(SUFFIXES) and p.is_file()]
+    if versions:  # a ConfigMap mount's version directories, but no ..data to say which is current
+        msg = f"a ConfigMap mount without {CONFIGMAP_DATA}: cannot tell which version is current"
+        raise PlaybookLoadError([LocatedError(Location(str(directory), 0, 0), "", msg)])
+    playbooks = [p for p in entries if p.name.endswith(SUFFIXES)]
+    broken = [p for p in playbooks if not p.is_file()]
+    if broken:  # e.g. x.yaml -> ..data/x.yaml with ..data gone: not an empty set, an unreadable one
+        raise PlaybookLoadError(
+            [
+                LocatedError(
+                    Location(str(directory / p.name), 0, 0), "", "not a readable file (a dangling link?)"
+                )
+                for p in broken
+            ]
+        )
+    files = playbooks
     if len(files) > MAX_FILES:
         msg = f"{len(files)} files, more than {MAX_FILES}"
         raise PlaybookLoadError([LocatedError(Location(str(directory), 0, 0), "", msg)])

@@ -18,19 +18,39 @@ treats a firing alert as a condition that holds until its resolved notification 
 
 A malformed payload gets a 400 with the reason and is counted in
 ``aiops_alertmanager_requests{outcome="malformed"}``; nothing of it is used.
+
+Only Alertmanager may post: :class:`WebhookAuth` checks the ``Authorization`` header against the
+credentials its ``http_config`` sends, read from files (a mounted Secret, re-read when it
+changes), before the body is read::
+
+    webhook_configs:
+      - url: http://aiops-agent.aiops.svc:8080/alertmanager
+        http_config:
+          authorization:
+            credentials_file: /etc/alertmanager/secrets/aiops-webhook/token
+
+Without credentials configured every webhook is refused, unless ``sources.alertmanager.insecure``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import json
 import logging
+import os
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from email.message import Message
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.http import Response, Route
+from agent.config import AlertmanagerSourceConfig
+from agent.http import PostRoute, Response, Route
 from agent.metrics import AgentMetrics
 from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
@@ -42,6 +62,9 @@ MAX_BODY = 4 << 20
 #: The payload version this parser understands.
 VERSION = "4"
 DETECTOR = "alertmanager"
+
+#: The longest credentials file read (a token or password is far shorter).
+MAX_SECRET_BYTES = 4096
 
 # Go's zero time, which Alertmanager sends as endsAt of alerts with no known end.
 _ZERO_TIME_PREFIX = "0001-01-01"
@@ -218,3 +241,123 @@ def alertmanager_route(
         return Response(200, f"accepted {len(signals)} alert(s)\n".encode())
 
     return handle
+
+
+class _SecretFile:
+    """A credential kept in a file, read again whenever the file changes (a rotated Secret)."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = path
+        self.what = what
+        self._stamp: tuple[int, int, int] | None = None
+        self._value: bytes | None = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    def read(self) -> tuple[bytes | None, str | None]:
+        """The credential, or None and why it cannot be had."""
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError as exc:
+            return None, self._failed(f"cannot read the {self.what} file {self.path}: {exc.strerror}")
+        with self._lock:
+            if stamp == self._stamp:
+                return self._value, self._error
+            if st.st_size > MAX_SECRET_BYTES:
+                value, error = None, f"the {self.what} file {self.path} is over {MAX_SECRET_BYTES} bytes"
+            else:
+                try:
+                    value, error = self.path.read_bytes().strip(), None
+                except OSError as exc:
+                    value, error = None, f"cannot read the {self.what} file {self.path}: {exc.strerror}"
+                if value == b"":
+                    value, error = None, f"the {self.what} file {self.path} is empty"
+            self._stamp, self._value, self._error = stamp, value, error
+        if error is not None:
+            log.error("alertmanager webhook: %s; every webhook is refused", error)
+        return value, error
+
+    def _failed(self, error: str) -> str:
+        with self._lock:
+            if self._error != error:
+                log.error("alertmanager webhook: %s; every webhook is refused", error)
+            self._stamp, self._value, self._error = None, None, error
+        return error
+
+
+class WebhookAuth:
+    """Checks a webhook's ``Authorization`` header: a bearer token or basic auth, as configured.
+
+    Returns None for a request that may proceed, else the reason it may not (answered 401). With
+    no credentials configured every request is refused; with ``insecure`` none is checked.
+    """
+
+    def __init__(self, config: AlertmanagerSourceConfig) -> None:
+        self.insecure = config.insecure
+        self._token = (
+            _SecretFile(config.bearer_token_file, "bearer token")
+            if config.bearer_token_file is not None
+            else None
+        )
+        basic = config.basic_auth
+        self._username = basic.username.encode() if basic is not None else None
+        self._password = (
+            _SecretFile(basic.password_file, "basic auth password") if basic is not None else None
+        )
+        if not self.insecure and self._token is None and self._password is None:
+            log.warning(
+                "alertmanager webhook: no credentials configured (sources.alertmanager.bearer_token_file or "
+                "basic_auth); every webhook is refused until they are, or insecure: true"
+            )
+
+    def __call__(self, headers: Message) -> str | None:
+        if self.insecure:
+            return None
+        if self._token is None and self._password is None:
+            return "no webhook credentials are configured (sources.alertmanager)"
+        scheme, _, credentials = (headers.get("Authorization") or "").strip().partition(" ")
+        scheme = scheme.lower()
+        given = credentials.strip().encode()
+        if scheme == "bearer" and self._token is not None:
+            token, error = self._token.read()
+            if token is None:
+                return error
+            return None if hmac.compare_digest(given, token) else "wrong bearer token"
+        if scheme == "basic" and self._password is not None and self._username is not None:
+            password, error = self._password.read()
+            if password is None:
+                return error
+            try:
+                user, sep, secret = base64.b64decode(given, validate=True).partition(b":")
+            except (binascii.Error, ValueError):
+                return "malformed basic credentials"
+            ok = bool(sep) & hmac.compare_digest(user, self._username) & hmac.compare_digest(secret, password)
+            return None if ok else "wrong username or password"
+        accepted = " or ".join(
+            name for name, have in (("Bearer", self._token), ("Basic", self._password)) if have is not None
+        )
+        return f"expected an Authorization header of scheme {accepted}"
+
+
+#: The outcome label a status refused by the HTTP layer is counted under.
+_REFUSED = {
+    401: "unauthorized",
+    411: "malformed",
+    400: "malformed",
+    413: "too_large",
+    415: "wrong_content_type",
+    429: "busy",
+}
+
+
+def alertmanager_post_route(
+    route: Route, config: AlertmanagerSourceConfig, metrics: AgentMetrics
+) -> PostRoute:
+    """``route`` behind the webhook's checks: credentials (401), JSON (415), each refusal counted."""
+    return PostRoute(
+        route,
+        authorize=WebhookAuth(config),
+        json_only=True,
+        refused=lambda status: metrics.alertmanager_requests.labels(_REFUSED.get(status, "refused")).inc(),
+    )

@@ -17,6 +17,12 @@ it or of the next one, in order. Polls not yet handed out are never committed: w
 dies or the dead letters cannot be written, the consumer seeks back to the first of them, and
 a re-created consumer starts from the committed offsets, so they are read again.
 
+A message that kills the decode worker is found by the position the worker left in shared
+memory (see kafka_worker.py); one that kills it :data:`CRASHES_BEFORE_DEAD_LETTER` times is
+dead-lettered (kind ``decoder_crash``) instead of being decoded again, so one message cannot
+stop a partition for good. While a partition's records are being read again after such a
+failure, ``aiops_kafka_partition_stuck`` is 1 for it and the source is not ready.
+
 Nothing here blocks for long or raises when the broker is away: the consumer is created lazily
 and re-created when it breaks, with exponential backoff on the injected clock; meanwhile
 :attr:`KafkaSource.ready` is false and ``aiops_source_errors{source="kafka"}`` counts why. The
@@ -43,7 +49,7 @@ from agent.config import ConfigError, KafkaConnection, KafkaSourceConfig
 from agent.kafka_client import KafkaDeliveryError, ResilientProducer, consumer_kwargs, create_consumer
 from agent.metrics import AgentMetrics
 from agent.sources.base import Polled, SourceStartupError
-from agent.sources.kafka_formats import Malformed, SampleDecoder
+from agent.sources.kafka_formats import DecodeLimits, Malformed, SampleDecoder
 from agent.sources.kafka_worker import DecodeWorker, DecodeWorkerError
 from detectors import SampleBatch, SeriesRegistry
 
@@ -67,6 +73,10 @@ RECREATE_AFTER = 3
 _FETCH_MAX_WAIT_MS = 500
 #: How long closing waits for the decode worker to exit before terminating it.
 WORKER_CLOSE_TIMEOUT = 1.0
+#: A message that killed the decode worker this many times is dead-lettered, not decoded again.
+CRASHES_BEFORE_DEAD_LETTER = 2
+#: How many messages' crash counts (and dead-letter verdicts) are remembered; then they start over.
+_CRASH_MEMORY = 10_000
 
 #: The records of one ``KafkaConsumer.poll``.
 Records = dict[TopicPartition, list[Any]]
@@ -95,10 +105,17 @@ class KafkaSource:
         self.clock = clock
         self.stop = stop
         self.environ = environ
-        self.decoder = SampleDecoder(series, config.format)
+        limits = DecodeLimits(**config.limits.model_dump())
+        self.decoder = SampleDecoder(series, config.format, limits=limits, owner=SOURCE)
         #: Decodes in a child process when ``config.decode_worker`` is on (see kafka_worker.py).
-        self.worker = DecodeWorker(series, config.format) if config.decode_worker else None
+        self.worker = (
+            DecodeWorker(series, config.format, limits=limits, owner=SOURCE) if config.decode_worker else None
+        )
         self._decoding: Records | None = None  # records whose values are in the worker
+        self._in_child: Records | None = None  # the records last submitted to the worker
+        self._crashes: dict[tuple[str, int, int], int] = {}  # (topic, partition, offset) -> worker deaths
+        self._poison: dict[tuple[str, int, int], str] = {}  # messages to dead-letter unread, and why
+        self._stuck: set[tuple[str, int]] = set()  # partitions read again after a worker death
         self._held: Records | None = None  # records polled while the worker was busy
         self._dead_letter = dead_letter
         self._consumer: KafkaConsumer | None = None
@@ -122,8 +139,14 @@ class KafkaSource:
     # ------------------------------------------------------------------ contract
     @property
     def ready(self) -> bool:
-        """Whether the broker answered the last time it was asked."""
-        return self._ready
+        """Whether the broker answered the last time it was asked and no partition is stuck."""
+        return self._ready and not self._stuck
+
+    def forget_series(self) -> None:
+        """The registry evicted series: drop the ids the decoders cached (an id may name another series)."""
+        self.decoder.forget_series()
+        if self.worker is not None:
+            self.worker.forget_series()
 
     def start(self) -> None:
         """Check the configuration; connecting happens in :meth:`poll`, so this never waits for the broker."""
@@ -189,7 +212,7 @@ class KafkaSource:
         records = self._fetch(consumer, timeout)
         if not records:
             return None
-        samples, malformed = self.decoder.decode(_values(records))
+        samples, malformed = self.decoder.decode(self._values(records), self.clock.now())
         return self._finish(consumer, records, samples, malformed)
 
     def _fetch(self, consumer: KafkaConsumer, timeout: float) -> Records | None:
@@ -265,7 +288,8 @@ class KafkaSource:
 
     def _submit(self, consumer: KafkaConsumer, worker: DecodeWorker, records: Records) -> bool:
         try:
-            worker.submit(_values(records))
+            self._in_child = records
+            worker.submit(self._values(records), self.clock.now())
         except DecodeWorkerError as exc:
             self._worker_failed(consumer, worker, exc, records)
             return False
@@ -279,11 +303,67 @@ class KafkaSource:
         exc: DecodeWorkerError,
         unsent: Records | None = None,
     ) -> None:
-        """The worker died: read its batches (and ``unsent``) again, from a new worker after a backoff."""
+        """The worker died: read its batches (and ``unsent``) again, from a new worker after a backoff.
+
+        The message it died on, when it said which, counts a crash; at
+        :data:`CRASHES_BEFORE_DEAD_LETTER` it is dead-lettered when read again, not decoded.
+        """
         log.error("kafka source: %s; its records will be read again", exc)
+        self._blame(worker, exc)
+        for batch in (unsent, self._decoding, self._held):
+            for tp in batch or ():
+                self._set_stuck(tp.topic, tp.partition, True)
         self._drop_in_flight(consumer, unsent)
         worker.close(0)
         self._failed("decode_worker", exc)
+
+    def _blame(self, worker: DecodeWorker, exc: DecodeWorkerError) -> None:
+        """Count a crash against the message the worker was decoding when it died, if it said."""
+        at = worker.crashed_at
+        batch = self._in_child
+        if at is None or batch is None:
+            return
+        flat = [r for recs in batch.values() for r in recs]
+        if at >= len(flat):  # pragma: no cover - the worker names a position of the batch it got
+            return
+        rec = flat[at]
+        key = (rec.topic, rec.partition, rec.offset)
+        if len(self._crashes) >= _CRASH_MEMORY:
+            self._crashes.clear()
+        crashes = self._crashes[key] = self._crashes.get(key, 0) + 1
+        log.error(
+            "kafka source: the decode worker died on %s[%d] offset %d (crash %d; dead-lettered at %d)",
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            crashes,
+            CRASHES_BEFORE_DEAD_LETTER,
+        )
+        if crashes >= CRASHES_BEFORE_DEAD_LETTER:
+            if len(self._poison) >= _CRASH_MEMORY:
+                self._poison.clear()
+            self._poison[key] = f"the message killed the decode worker {crashes} times; last: {exc}"
+            del self._crashes[key]
+
+    def _values(self, records: Records) -> list[bytes | None]:
+        """The values to decode; those of messages to dead-letter unread are left out (None)."""
+        values = _values(records)
+        if self._poison:
+            poison = self._poison
+            for i, rec in enumerate(r for recs in records.values() for r in recs):
+                if (rec.topic, rec.partition, rec.offset) in poison:
+                    values[i] = None
+        return values
+
+    def _set_stuck(self, topic: str, partition: int, stuck: bool) -> None:
+        key = (topic, partition)
+        if stuck:
+            self._stuck.add(key)
+        elif key not in self._stuck:
+            return
+        else:
+            self._stuck.discard(key)
+        self.metrics.partition_stuck.labels(topic, str(partition)).set(1 if stuck else 0)
 
     def _drop_in_flight(self, consumer: KafkaConsumer | None, older: Records | None = None) -> None:
         """Forget the polls in the worker and held here (and ``older``, polled before them), seeking back
@@ -448,10 +528,19 @@ class KafkaSource:
             token[tp] = OffsetAndMetadata(last.offset + 1, "", epoch)
         if malformed:
             flat = [r for recs in records.values() for r in recs]
+            if self._poison:
+                poison = self._poison
+                malformed = [
+                    Malformed(m.position, poison[key], "decoder_crash") if key in poison else m
+                    for m in malformed
+                    for key in [(flat[m.position].topic, flat[m.position].partition, flat[m.position].offset)]
+                ]
             if not self._send_dead_letters(flat, malformed):
                 # read the whole poll again later, and whatever was polled after it
                 self._drop_in_flight(consumer, records)
                 return None
+        for tp in records:
+            self._set_stuck(tp.topic, tp.partition, False)
         return Polled(SOURCE, samples, token)
 
     def _send_dead_letters(self, records: list[Any], malformed: list[Malformed]) -> bool:

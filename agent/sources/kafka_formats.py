@@ -36,6 +36,15 @@ A message is malformed as a whole when any part of it is invalid; the reason nam
 where, e.g. ``sample 3: field 'value': expected a number, got 'abc'``. Its samples are not
 used, and its series are not registered.
 
+Every message is decoded within the budgets of :class:`DecodeLimits`, each checked before the
+work it bounds is done: the message's size (before it is parsed), the nesting depth of OTLP
+values, the label count and label length of each new series, the label text an OTLP message
+may produce (an ``arrayValue`` or ``kvlistValue`` becomes a JSON label, which grows with each
+level of nesting), and the window of accepted timestamps around the time given to
+:meth:`SampleDecoder.decode`. A message past any of them is malformed, of kind ``over_limit``
+(or ``bad_timestamp``), with the limit named in the reason. Adapter and batch messages yield at
+most as much label text as their own size, so for them the message size bounds it.
+
 Speed: adapter samples, batched or not, are first read by msgspec into their four fields kept
 as JSON text: a series is cached by the text of its name and labels, which orjson parses only
 the first time that text is seen, and the values and timestamps of a message are parsed in one
@@ -51,6 +60,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
@@ -67,7 +77,18 @@ Format = Literal["auto", "adapter", "batch", "otlp"]
 FORMATS: tuple[Format, ...] = ("auto", "adapter", "batch", "otlp")
 
 #: Kinds of malformed messages, short and stable: they label the dead-letter metric.
-KINDS = ("empty", "not_json", "bad_shape", "missing_field", "bad_value", "bad_timestamp", "bad_labels")
+KINDS = (
+    "empty",
+    "not_json",
+    "bad_shape",
+    "missing_field",
+    "bad_value",
+    "bad_timestamp",
+    "bad_labels",
+    "over_limit",
+    "decoder_error",
+    "decoder_crash",
+)
 
 _TS_CACHE_SIZE = 4096
 _PENDING = -2
@@ -80,12 +101,44 @@ _VALUE = itemgetter("value")
 _TIMESTAMP = itemgetter("timestamp")
 _LABEL_VALUES = dict.values
 _FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 _THIRD = itemgetter(2)
 _NUMBER_TYPES = frozenset({str, float, int})
 _STR_ONLY = {str}
 _DICT_ONLY = {dict}
 _JSON_NUMBER_TYPES = frozenset({float, int})
 _SERIES_FIELDS = frozenset({"name", "labels", "timestamps", "values"})
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """What one message may cost to decode; past any limit it is malformed (``over_limit``).
+
+    Lengths are in characters of decoded text (label names and values), sizes in bytes of the
+    message. ``max_future`` and ``max_past`` bound timestamps around the time given to
+    :meth:`SampleDecoder.decode` (no bound when None, or when it is given no time).
+    """
+
+    max_message_bytes: int = 8 << 20
+    max_depth: int = 8
+    max_labels: int = 128
+    max_label_length: int = 4096
+    max_decoded_bytes: int = 16 << 20
+    max_future: float | None = 86_400.0
+    max_past: float | None = 30 * 86_400.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_bytes", "max_depth", "max_labels", "max_label_length", "max_decoded_bytes"):
+            if getattr(self, name) < 1:
+                msg = f"decode limit {name} must be at least 1, got {getattr(self, name)}"
+                raise ValueError(msg)
+        for name in ("max_future", "max_past"):
+            if getattr(self, name) is not None and not getattr(self, name) >= 0:
+                msg = (
+                    f"decode limit {name} must be a non-negative number of seconds, got {getattr(self, name)}"
+                )
+                raise ValueError(msg)
+
 
 #: What the series cache is keyed by: the name, the label names and the label values, each in
 #: the message's order (cheaper to build and hash per sample than a tuple of label pairs).
@@ -290,20 +343,79 @@ def _timestamp(value: Any, where: str, field: str = "timestamp") -> float:
     return result
 
 
-def _check_series(name: Any, labels: Any, where: str) -> None:
-    """Validate a series name and its labels (only done the first time a series is seen)."""
+def _check_series(
+    name: Any, names: Sequence[Any], values: Sequence[Any], where: str, limits: DecodeLimits
+) -> None:
+    """Validate a series name and its labels, given as names and values (only done the first time
+    a series is seen): their types, then the label count and lengths against ``limits``."""
     if type(name) is not str or not name:
         raise _Bad("bad_value", f"{where}field 'name': expected a non-empty string, got {_show(name)}")
-    for k, v in labels:
+    longest = limits.max_label_length
+    if len(name) > longest:
+        raise _Bad(
+            "over_limit", f"{where}field 'name': {len(name)} characters, over max_label_length {longest}"
+        )
+    if len(names) > limits.max_labels:
+        raise _Bad(
+            "over_limit", f"{where}field 'labels': {len(names)} labels, over max_labels {limits.max_labels}"
+        )
+    for k, v in zip(names, values, strict=True):
         if type(k) is not str or type(v) is not str:
             raise _Bad(
                 "bad_labels",
                 f"{where}field 'labels': label {_show(k)} must map a string to a string, got {_show(v)}",
             )
+        if len(k) > longest or len(v) > longest:
+            raise _Bad(
+                "over_limit",
+                f"{where}field 'labels': label {_show(k)} is {max(len(k), len(v))} characters long, "
+                f"over max_label_length {longest}",
+            )
 
 
-def _any_value(value: Any, where: str) -> str:
-    """An OTLP AnyValue as a label string."""
+class _Budget:
+    """What is left of one OTLP message's label text (``max_decoded_bytes``), and its limits."""
+
+    __slots__ = ("left", "limits")
+
+    def __init__(self, limits: DecodeLimits) -> None:
+        self.limits = limits
+        self.left = limits.max_decoded_bytes
+
+    def spend(self, text: str, where: str) -> str:
+        """``text``, once its length is checked against the label length and the message's budget."""
+        n = len(text)
+        if n > self.limits.max_label_length:
+            raise _Bad(
+                "over_limit", f"{where}: {n} characters, over max_label_length {self.limits.max_label_length}"
+            )
+        self.charge(n, where)
+        return text
+
+    def charge(self, n: int, where: str) -> None:
+        """Take ``n`` characters of label text off the message's budget."""
+        self.left -= n
+        if self.left < 0:
+            raise _Bad(
+                "over_limit",
+                f"{where}: the message's labels exceed max_decoded_bytes {self.limits.max_decoded_bytes}",
+            )
+
+    def joined(self, parts: Sequence[str], where: str) -> None:
+        """Refuse parts whose JSON text would be longer than a label may be, before it is built."""
+        if sum(map(len, parts)) + len(parts) > self.limits.max_label_length:
+            raise _Bad(
+                "over_limit",
+                f"{where}: its parts are longer than max_label_length {self.limits.max_label_length}",
+            )
+
+
+def _any_value(value: Any, where: str, budget: _Budget, depth: int) -> str:
+    """An OTLP AnyValue as a label string; ``depth`` is its nesting level (1 for an attribute's value)."""
+    if depth > budget.limits.max_depth:
+        raise _Bad(
+            "over_limit", f"{where}: values nested {depth} deep, over max_depth {budget.limits.max_depth}"
+        )
     if type(value) is not dict:
         raise _Bad("bad_labels", f"{where}: expected an AnyValue object, got {_show(value)}")
     if not value:
@@ -331,26 +443,43 @@ def _any_value(value: Any, where: str) -> str:
     elif kind == "arrayValue" and type(inner) is dict:
         items = inner.get("values", [])
         if type(items) is list:
-            flat = [_any_value(v, f"{where}.arrayValue.values[{i}]") for i, v in enumerate(items)]
-            return orjson.dumps(flat).decode()
+            flat = [
+                _any_value(v, f"{where}.arrayValue.values[{i}]", budget, depth + 1)
+                for i, v in enumerate(items)
+            ]
+            budget.joined(flat, f"{where}.arrayValue")
+            return budget.spend(orjson.dumps(flat).decode(), f"{where}.arrayValue")
     elif kind == "kvlistValue" and type(inner) is dict:
         items = inner.get("values", [])
         if type(items) is list:
-            return orjson.dumps(dict(_attributes(items, f"{where}.kvlistValue"))).decode()
+            pairs = _attributes(items, f"{where}.kvlistValue", budget, depth)
+            budget.joined([text for pair in pairs for text in pair], f"{where}.kvlistValue")
+            return budget.spend(orjson.dumps(dict(pairs)).decode(), f"{where}.kvlistValue")
     raise _Bad("bad_labels", f"{where}: unsupported or invalid AnyValue {{{kind!r}: {_show(inner)}}}")
 
 
-def _attributes(attrs: Any, where: str) -> list[tuple[str, str]]:
-    """OTLP ``attributes`` (a list of ``{"key", "value"}``) as label pairs."""
+def _attributes(attrs: Any, where: str, budget: _Budget, depth: int = 0) -> list[tuple[str, str]]:
+    """OTLP ``attributes`` (a list of ``{"key", "value"}``) as label pairs, within ``budget``;
+    ``depth`` is the nesting level of the list (0 for a resource's or a data point's)."""
     if type(attrs) is not list:
         raise _Bad("bad_shape", f"{where}.attributes: expected an array, got {_show(attrs)}")
+    if len(attrs) > budget.limits.max_labels:
+        raise _Bad(
+            "over_limit",
+            f"{where}.attributes: {len(attrs)} attributes, over max_labels {budget.limits.max_labels}",
+        )
     out: list[tuple[str, str]] = []
     for i, a in enumerate(attrs):
         if type(a) is not dict or type(a.get("key")) is not str:
             raise _Bad("bad_labels", f"{where}.attributes[{i}]: expected {{'key': string, 'value': ...}}")
         v = a.get("value")
         sv = v.get("stringValue") if type(v) is dict and len(v) == 1 else None
-        out.append((a["key"], sv if type(sv) is str else _any_value(v, f"{where}.attributes[{i}].value")))
+        out.append(
+            (
+                a["key"],
+                sv if type(sv) is str else _any_value(v, f"{where}.attributes[{i}].value", budget, depth + 1),
+            )
+        )
     return out
 
 
@@ -385,16 +514,30 @@ class SampleDecoder:
 
     One decoder per source: it is not thread-safe. ``cache_size`` bounds the series cache
     (default: twice the registry's limit, at least 1024 and at most one million entries);
-    when it is full it starts over, so memory stays bounded whatever the input.
+    when it is full it starts over, so memory stays bounded whatever the input. ``limits``
+    bound what each message may cost (see :class:`DecodeLimits`).
     """
 
     def __init__(
-        self, registry: SeriesRegistry, format: Format = "auto", cache_size: int | None = None
+        self,
+        registry: SeriesRegistry,
+        format: Format = "auto",
+        cache_size: int | None = None,
+        limits: DecodeLimits | None = None,
+        owner: str | None = None,
     ) -> None:
         self.registry = registry
+        #: The source new series are registered for (its share of the table is bounded).
+        self.owner = owner
         self.format: Format = format
         self.cache_size = checked_settings(registry, format, cache_size)
+        self.limits = limits if limits is not None else DecodeLimits()
         self.skipped_points = 0
+        # the accepted timestamps, [_earliest, _latest], set by decode() from the time it is given
+        self._earliest = -math.inf
+        self._latest = math.inf
+        self._now: float | None = None
+        self._window_minute: float | None = None
         # keyed by RawKey, or by the JSON text of a sample's name and labels (_raw_samples)
         self._ids: dict[RawKey | bytes, int] = {}
         self._refused: dict[RawKey | bytes, SeriesKey] = {}
@@ -403,30 +546,51 @@ class SampleDecoder:
         self._ns: dict[str, float] = {}
 
     # ------------------------------------------------------------------ entry point
-    def decode(self, values: Sequence[bytes | None]) -> tuple[SampleBatch, list[Malformed]]:
+    def decode(
+        self,
+        values: Sequence[bytes | None],
+        now: float | None = None,
+        progress: memoryview | None = None,
+    ) -> tuple[SampleBatch, list[Malformed]]:
         """Decode every message; return the samples of the good ones and the bad ones' reasons.
 
         Samples keep message order. Samples of series refused by the registry's cardinality
-        limit carry :data:`~detectors.series.DROPPED` (the registry counts them).
+        limit carry :data:`~detectors.series.DROPPED` (the registry counts them). ``now`` (epoch
+        seconds, from the caller's clock) centres the window of accepted timestamps; without it
+        any finite time is accepted. ``progress`` (a one-element ``q`` memoryview), when given,
+        holds the position of the message being decoded, and ``len(values)`` once all are: what
+        a process watching a decoder that crashed reads to tell which message did it.
         """
+        self._set_window(now)
         sids: list[int] = []
         times: list[float] = []
         vals: list[float] = []
         errors: list[Malformed] = []
         loads = orjson.loads
         fmt = self.format
+        max_bytes = self.limits.max_message_bytes
         for i, raw in enumerate(values):
+            if progress is not None:
+                progress[0] = i
             if raw is None:
                 errors.append(Malformed(i, "empty message (null value)", "empty"))
                 continue
-            if self._raw_message(raw, sids, times, vals):
+            if len(raw) > max_bytes:
+                errors.append(
+                    Malformed(
+                        i, f"message of {len(raw)} bytes is over max_message_bytes {max_bytes}", "over_limit"
+                    )
+                )
                 continue
+            start = len(sids)
             try:
-                doc = loads(raw)
-            except orjson.JSONDecodeError as exc:
-                errors.append(Malformed(i, f"not JSON: {exc}", "not_json"))
-                continue
-            try:
+                if self._raw_message(raw, sids, times, vals):
+                    continue
+                try:
+                    doc = loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    errors.append(Malformed(i, f"not JSON: {exc}", "not_json"))
+                    continue
                 kind = fmt
                 if kind == "auto":
                     if type(doc) is list:
@@ -449,15 +613,63 @@ class SampleDecoder:
                 else:
                     self._otlp(doc, sids, times, vals)
             except _Bad as exc:
+                del sids[start:], times[start:], vals[start:]
                 errors.append(Malformed(i, exc.reason, exc.kind))
             except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # a safety net
+                del sids[start:], times[start:], vals[start:]
                 errors.append(Malformed(i, f"cannot decode: {type(exc).__name__}: {exc}", "bad_value"))
+            except Exception as exc:  # a decoder bug (or MemoryError): this message, not the source, fails
+                del sids[start:], times[start:], vals[start:]
+                errors.append(
+                    Malformed(
+                        i,
+                        f"the decoder failed: {type(exc).__name__}: {_show(str(exc), 200)}",
+                        "decoder_error",
+                    )
+                )
+        if progress is not None:
+            progress[0] = len(values)
         batch = SampleBatch(
             np.array(sids, dtype=np.int64),
             np.array(times, dtype=np.float64),
             np.array(vals, dtype=np.float64),
         )
         return batch, errors
+
+    def forget_series(self) -> None:
+        """Drop the cached series ids: the registry evicted series, so an id may name another now."""
+        self._ids.clear()
+        self._refused.clear()
+
+    def _set_window(self, now: float | None) -> None:
+        """Accept timestamps from ``now - max_past`` to ``now + max_future`` (any, without ``now``).
+
+        Timestamps converted once are cached; the caches start over when the window moves by a
+        minute, so a cached timestamp is judged against a window at most a minute old.
+        """
+        if now is None or not math.isfinite(now):
+            self._now = None
+            self._earliest, self._latest = -math.inf, math.inf
+            minute = None
+        else:
+            limits = self.limits
+            self._now = now
+            self._earliest = -math.inf if limits.max_past is None else now - limits.max_past
+            self._latest = math.inf if limits.max_future is None else now + limits.max_future
+            minute = now // 60
+        if minute != self._window_minute:
+            self._window_minute = minute
+            self._ts.clear()
+            self._ns.clear()
+
+    def _outside(self, seconds: float, where: str, field: str) -> _Bad:
+        """The error for a timestamp outside the accepted window."""
+        now = self._now if self._now is not None else 0.0
+        if seconds > self._latest:
+            how = f"{seconds - now:.6g} s after the agent's clock, over max_future {self.limits.max_future} s"
+        else:
+            how = f"{now - seconds:.6g} s before the agent's clock, over max_past {self.limits.max_past} s"
+        return _Bad("bad_timestamp", f"{where}field {field!r}: {seconds:.6g} is {how}")
 
     # ------------------------------------------------------------------ series ids
     def _resolve(self, cache_key: RawKey | bytes, name: str, names: Names, values: Names) -> int:
@@ -469,7 +681,7 @@ class SampleDecoder:
             return sid
         refused = self._refused.get(cache_key)
         if refused is not None:
-            return self.registry.id_for(refused)  # counts the dropped sample
+            return self.registry.id_for(refused, self.owner)  # counts the dropped sample
         order = self._orders.get(names)
         if order is None:  # worked out once per set of label names
             if len(self._orders) >= _TS_CACHE_SIZE:
@@ -494,7 +706,7 @@ class SampleDecoder:
         the registry refused it. The decode worker (kafka_worker.py) keeps local ids instead.
         """
         key = SeriesKey(name, tuple(zip(names, values, strict=True)))
-        sid = self.registry.id_for(key)
+        sid = self.registry.id_for(key, self.owner)
         return sid, (key if sid == DROPPED else None)
 
     def _commit(
@@ -508,9 +720,12 @@ class SampleDecoder:
             sids[pos] = self._resolve(key, *key)
         out.extend(sids)
 
-    def _time(self, value: Any, where: str) -> float:
-        """Seconds from a sample's timestamp; strings are cached (a batch often shares one)."""
-        result = _timestamp(value, where)
+    def _time(self, value: Any, where: str, field: str = "timestamp") -> float:
+        """Seconds from a sample's timestamp, inside the window; strings are cached (a batch often
+        shares one)."""
+        result = _timestamp(value, where, field)
+        if not self._earliest <= result <= self._latest:
+            raise self._outside(result, where, field)
         if type(value) is str:
             ts_cache = self._ts
             if len(ts_cache) >= _TS_CACHE_SIZE:
@@ -583,6 +798,8 @@ class SampleDecoder:
                 return False
             if set(map(type, chain.from_iterable(map(_LABEL_VALUES, new_labels)))) - _STR_ONLY:
                 return False  # (JSON object keys are strings)
+            if not self._within_limits(new_names, new_labels):
+                return False
             resolve = self._resolve
             for k, name, lab in zip(pending, new_names, new_labels, strict=True):
                 sids[k] = resolve(keys[k], name, tuple(lab), tuple(lab.values()))
@@ -605,6 +822,34 @@ class SampleDecoder:
         except _Bad:
             return None
         return list(map(distinct.__getitem__, stamps))
+
+    def _within_limits(self, names: list[str], labels: list[dict[str, str]]) -> bool:
+        """Whether new series (names, and labels as dicts of strings) are within the label limits."""
+        limits = self.limits
+        if max(map(len, labels)) > limits.max_labels:
+            return False
+        longest = limits.max_label_length
+        return (
+            max(
+                map(
+                    len,
+                    chain(
+                        names, chain.from_iterable(labels), chain.from_iterable(map(_LABEL_VALUES, labels))
+                    ),
+                )
+            )
+            <= longest
+        )
+
+    def _keys_within_limits(self, keys: list[RawKey]) -> bool:
+        """Whether new series (as cache keys of strings) are within the label limits."""
+        limits = self.limits
+        if max(map(len, map(_SECOND, keys))) > limits.max_labels:
+            return False
+        texts = chain(
+            map(_FIRST, keys), chain.from_iterable(map(_SECOND, keys)), chain.from_iterable(map(_THIRD, keys))
+        )
+        return max(map(len, texts)) <= limits.max_label_length
 
     def _fast_samples(
         self, items: list[Any], out_sids: list[int], out_ts: list[float], out_vals: list[float]
@@ -641,6 +886,8 @@ class SampleDecoder:
                 if set(map(type, names)) != _STR_ONLY or "" in names:
                     return False
                 if set(map(type, chain.from_iterable(map(_THIRD, new)))) - _STR_ONLY:
+                    return False
+                if not self._keys_within_limits(new):
                     return False
                 resolve = self._resolve
                 for k, key in zip(pending, new, strict=True):
@@ -680,7 +927,7 @@ class SampleDecoder:
                         )
                     if name is None:
                         raise _Bad("missing_field", f"{where}missing field 'name' (and no labels.__name__)")
-                    _check_series(name, zip(key[1], key[2], strict=True), where)
+                    _check_series(name, key[1], key[2], where, self.limits)
                     pending.append((len(sids), key))
                     sid = _PENDING
                 v = s["value"]
@@ -735,7 +982,7 @@ class SampleDecoder:
             if ids_get(key) is None:
                 if name is None:
                     raise _Bad("missing_field", f"series {j}: missing field 'name' (and no labels.__name__)")
-                _check_series(name, zip(key[1], key[2], strict=True), f"series {j}: ")
+                _check_series(name, key[1], key[2], f"series {j}: ", self.limits)
             ts_raw: Any = s.get("timestamps")
             val_raw: Any = s.get("values")
             if type(ts_raw) is not list or type(val_raw) is not list:
@@ -783,7 +1030,11 @@ class SampleDecoder:
                 t = np.full(1, np.nan)
             a = np.abs(t)
             t = np.where(a < 1e11, t, np.where(a < 1e14, t / 1e3, np.where(a < 1e17, t / 1e6, t / 1e9)))
-            if bool(np.isfinite(t).all()):
+            # (NaN fails both comparisons; so does any time outside the window)
+            if t.size == 0:
+                return []
+            lo, hi = float(t.min()), float(t.max())
+            if math.isfinite(lo) and math.isfinite(hi) and lo >= self._earliest and hi <= self._latest:
                 return t.tolist()  # type: ignore[no-any-return]
         for j, s in enumerate(items):  # strings, or name the first bad timestamp
             for k, v in enumerate(s["timestamps"]):
@@ -801,10 +1052,10 @@ class SampleDecoder:
             if field not in s:
                 raise _Bad("missing_field", f"{where}missing field {field!r}")
         _number(s["value"], where, "value")
-        _timestamp(s["timestamp"], where)
+        self._time(s["timestamp"], where)
         # The fast path failed for a reason the checks above do not name; say what it was.
         name = s.get("name", labels.get("__name__"))
-        _check_series(name, tuple(labels.items()), where)
+        _check_series(name, tuple(labels), tuple(labels.values()), where, self.limits)
         raise _Bad("bad_value", f"{where}invalid sample")  # pragma: no cover - defensive
 
     # ------------------------------------------------------------------ OTLP
@@ -819,6 +1070,7 @@ class SampleDecoder:
         vals: list[float] = []
         pending: list[tuple[int, RawKey]] = []
         skipped = 0
+        budget = _Budget(self.limits)
         for r, rm in enumerate(_list(doc, "resourceMetrics", "message")):
             rwhere = f"resourceMetrics[{r}]"
             if type(rm) is not dict:
@@ -826,7 +1078,7 @@ class SampleDecoder:
             resource = rm.get("resource") or {}
             if type(resource) is not dict:
                 raise _Bad("bad_shape", f"{rwhere}.resource: expected an object, got {_json_type(resource)}")
-            base = dict(_attributes(resource.get("attributes", []), f"{rwhere}.resource"))
+            base = dict(_attributes(resource.get("attributes", []), f"{rwhere}.resource", budget))
             for s, sm in enumerate(_list(rm, "scopeMetrics", rwhere, required=False)):
                 swhere = f"{rwhere}.scopeMetrics[{s}]"
                 if type(sm) is not dict:
@@ -871,12 +1123,13 @@ class SampleDecoder:
                         attrs = point.get("attributes")
                         if attrs:
                             labels = dict(base)
-                            labels.update(_attributes(attrs, pwhere))
+                            labels.update(_attributes(attrs, pwhere, budget))
                         else:
                             labels = base
                         key = _raw_key(name, labels)
                         sid = ids.get(key)
                         if sid is None:
+                            _check_series(name, key[1], key[2], f"{pwhere}: ", self.limits)
                             pending.append((len(sids), key))
                             sid = _PENDING
                         ts = point.get("timeUnixNano")
@@ -918,6 +1171,8 @@ class SampleDecoder:
                 f"{where}: field 'timeUnixNano': expected nanoseconds since the epoch, got {_show(value)}",
             )
         result = nanos / 1_000_000_000
+        if not self._earliest <= result <= self._latest:
+            raise self._outside(result, f"{where}: ", "timeUnixNano")
         if t is str:
             if len(self._ns) >= _TS_CACHE_SIZE:
                 self._ns.clear()

@@ -24,6 +24,11 @@ other. Taking an answer (:meth:`DecodeWorker.take`) only reads it off the socket
 hands the child its next batch before it unpickles the answer and registers its new series
 (:meth:`DecodeWorker.finish`), so that the agent's part and the child's overlap.
 
+The child decodes within the same :class:`~agent.sources.kafka_formats.DecodeLimits` and
+timestamp window (the agent's clock reading travels with each batch). Before each message it
+writes that message's position into a page of memory it shares with the agent, so when it dies
+(a crash no limit foresaw) :attr:`DecodeWorker.crashed_at` names the message that killed it.
+
 The child is a plain Python process running :func:`main`, talking over a socket pair (no
 multiprocessing helper processes). It ignores SIGINT (the agent decides when to stop), exits
 when the socket closes (the agent closed it, or died), and is terminated, then killed, if it
@@ -34,8 +39,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
+import json
 import logging
+import math
+import mmap
+import os
 import pickle
 import select
 import selectors
@@ -44,6 +54,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
@@ -53,7 +64,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from agent.sources.kafka_formats import FORMATS, Format, Malformed, Names, SampleDecoder, checked_settings
+from agent.sources.kafka_formats import (
+    FORMATS,
+    DecodeLimits,
+    Format,
+    Malformed,
+    Names,
+    SampleDecoder,
+    checked_settings,
+)
 from detectors.batch import SampleBatch
 from detectors.series import DROPPED, SeriesKey, SeriesRegistry
 
@@ -63,8 +82,10 @@ log = logging.getLogger("aiops.sources.kafka.worker")
 _UNRESOLVED = -2
 #: Frame header of a reply: the pickled payload's length.
 _HEADER = struct.Struct("!Q")
-#: Header of a batch of values: how many, and their total length.
-_REQUEST = struct.Struct("!QQ")
+#: Header of a batch of values: how many, their total length, and the agent's clock (NaN: none).
+_REQUEST = struct.Struct("!QQd")
+#: The shared page the child writes the position of the message it decodes into (one int64).
+_PROGRESS_BYTES = 8
 #: Buffers per sendmsg call (the usual IOV_MAX is 1024).
 _IOV_MAX = 512
 #: How often a wait for the child checks that it is alive and that the agent is not stopping.
@@ -139,13 +160,14 @@ def _recv_frame(sock: socket.socket) -> bytearray:
     return _recv_exact(sock, n)
 
 
-def _send_values(sock: socket.socket, values: Sequence[bytes | None]) -> None:
+def _send_values(sock: socket.socket, values: Sequence[bytes | None], now: float | None = None) -> None:
     """A batch of message values, sent as they are (no copy on this side): their count, each one's
-    length (-1 for None), then the values one after the other."""
+    length (-1 for None), the clock reading to judge timestamps by, then the values one after the other."""
     lengths = np.fromiter((-1 if v is None else len(v) for v in values), dtype=np.int64, count=len(values))
     present = [v for v in values if v]
     total = int(lengths[lengths > 0].sum())
-    _send_buffers(sock, [_REQUEST.pack(len(values), total), lengths.tobytes(), *present])
+    header = _REQUEST.pack(len(values), total, math.nan if now is None else now)
+    _send_buffers(sock, [header, lengths.tobytes(), *present])
 
 
 def _send_buffers(sock: socket.socket, buffers: list[Any]) -> None:
@@ -159,9 +181,9 @@ def _send_buffers(sock: socket.socket, buffers: list[Any]) -> None:
             views[0] = views[0][sent:]
 
 
-def _recv_values(sock: socket.socket) -> list[bytes | None]:
-    """What :func:`_send_values` sent."""
-    count, total = _REQUEST.unpack(_recv_exact(sock, _REQUEST.size))
+def _recv_values(sock: socket.socket) -> tuple[list[bytes | None], float | None]:
+    """What :func:`_send_values` sent: the values, and the clock reading (None when none was sent)."""
+    count, total, now = _REQUEST.unpack(_recv_exact(sock, _REQUEST.size))
     lengths = np.frombuffer(_recv_exact(sock, 8 * count), dtype=np.int64).tolist()
     payload = memoryview(_recv_exact(sock, total))
     values: list[bytes | None] = []
@@ -172,7 +194,7 @@ def _recv_values(sock: socket.socket) -> list[bytes | None]:
         else:
             values.append(bytes(payload[at : at + n]))
             at += n
-    return values
+    return values, (None if math.isnan(now) else now)
 
 
 def _tune(sock: socket.socket) -> None:
@@ -187,8 +209,10 @@ def _tune(sock: socket.socket) -> None:
 class _LocalDecoder(SampleDecoder):
     """The in-process decoder, with series ids of its own: every series gets one, none is refused."""
 
-    def __init__(self, format: Format, cache_size: int) -> None:
-        super().__init__(SeriesRegistry(limit=1), format, cache_size=cache_size)  # registry unused
+    def __init__(self, format: Format, cache_size: int, limits: DecodeLimits | None = None) -> None:
+        super().__init__(
+            SeriesRegistry(limit=1), format, cache_size=cache_size, limits=limits
+        )  # registry unused
         #: Name, label names and label values of each series (as SeriesKey keeps them), by local id.
         self.series: list[tuple[str, Names, Names]] = []
         self._local: dict[tuple[str, Names, Names], int] = {}
@@ -210,20 +234,28 @@ class _LocalDecoder(SampleDecoder):
 class _Table:
     """The child's decoder and its series, started over when it knows ``cache_size`` series."""
 
-    def __init__(self, format: Format, cache_size: int) -> None:
+    def __init__(
+        self,
+        format: Format,
+        cache_size: int,
+        limits: DecodeLimits | None = None,
+        progress: memoryview | None = None,
+    ) -> None:
         self.format = format
         self.cache_size = cache_size
-        self.decoder = _LocalDecoder(format, cache_size)
+        self.limits = limits
+        self.progress = progress
+        self.decoder = _LocalDecoder(format, cache_size, limits)
 
-    def decode(self, values: Sequence[bytes | None]) -> _Reply:
+    def decode(self, values: Sequence[bytes | None], now: float | None = None) -> _Reply:
         reset = len(self.decoder.series) >= self.cache_size
         if reset:
-            self.decoder = _LocalDecoder(self.format, self.cache_size)
+            self.decoder = _LocalDecoder(self.format, self.cache_size, self.limits)
             gc.collect()
         decoder = self.decoder
         first_new = len(decoder.series)
         skipped = decoder.skipped_points
-        batch, malformed = decoder.decode(values)
+        batch, malformed = decoder.decode(values, now, self.progress)
         return _Reply(
             reset=reset,
             first_new=first_new,
@@ -236,9 +268,19 @@ class _Table:
         )
 
 
-def serve(sock: socket.socket, format: Format, cache_size: int) -> None:
-    """The child's loop: decode each batch received on ``sock`` and answer it, until the socket closes."""
-    table = _Table(format, cache_size)
+def serve(
+    sock: socket.socket,
+    format: Format,
+    cache_size: int,
+    limits: DecodeLimits | None = None,
+    progress: memoryview | None = None,
+) -> None:
+    """The child's loop: decode each batch received on ``sock`` and answer it, until the socket closes.
+
+    ``progress`` (one int64) gets the position of the message being decoded, for the agent to
+    read when the child dies.
+    """
+    table = _Table(format, cache_size, limits, progress)
     batches = 0
     while True:
         idle, _, _ = select.select([sock], [], [], _IDLE)
@@ -246,11 +288,11 @@ def serve(sock: socket.socket, format: Format, cache_size: int) -> None:
             gc.collect()
             continue
         try:
-            values = _recv_values(sock)
+            values, now = _recv_values(sock)
         except (EOFError, OSError):
             return
         try:
-            reply: _Reply | _Failure = table.decode(values)
+            reply: _Reply | _Failure = table.decode(values, now)
         except Exception:  # a bug: report it and stop, the agent starts a fresh child
             reply = _Failure(traceback.format_exc())
         try:
@@ -265,17 +307,21 @@ def serve(sock: socket.socket, format: Format, cache_size: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the child process (``main --fd N --format F --cache-size C``)."""
+    """Entry point of the child process (``main --fd N --progress-fd P --cache-size C ...``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.disable()  # serve() collects between batches instead (see _COLLECT_EVERY)
     parser = argparse.ArgumentParser(description="aiops-agent Kafka decode worker (started by the agent)")
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--progress-fd", type=int, default=None)
     parser.add_argument("--format", choices=FORMATS, default="auto")
     parser.add_argument("--cache-size", type=int, required=True)
+    parser.add_argument("--limits", default="{}", help="DecodeLimits fields as a JSON object")
     args = parser.parse_args(argv)
+    limits = DecodeLimits(**json.loads(args.limits))
     sock = socket.socket(fileno=args.fd)
+    shared = mmap.mmap(args.progress_fd, _PROGRESS_BYTES) if args.progress_fd is not None else None
     try:
-        serve(sock, args.format, args.cache_size)
+        serve(sock, args.format, args.cache_size, limits, memoryview(shared).cast("q") if shared else None)
     finally:
         sock.close()
 
@@ -295,10 +341,18 @@ class DecodeWorker:
         registry: SeriesRegistry,
         format: Format = "auto",
         cache_size: int | None = None,
+        limits: DecodeLimits | None = None,
+        owner: str | None = None,
     ) -> None:
         self.registry = registry
+        self.owner = owner
         self.format: Format = format
         self.cache_size = checked_settings(registry, format, cache_size)
+        self.limits = limits if limits is not None else DecodeLimits()
+        # the page the child writes the position of the message it decodes into (see crashed_at)
+        self._progress_file: Any = None
+        self._progress: memoryview | None = None
+        self._submitted = 0  # how many values the last submitted batch held
         #: Data points skipped as not samples (OTLP histograms and summaries), as the decoder counts them.
         self.skipped_points = 0
         self._process: subprocess.Popen[bytes] | None = None
@@ -308,7 +362,7 @@ class DecodeWorker:
         self._discarded = False  # ... and it is to be dropped
         self._broken: str | None = None  # why the child cannot be used any more (until close and start)
         self._known = 0  # how many series the child has told of
-        self._unresolved: dict[int, tuple[str, Names, Names]] = {}  # local id -> name, label names, values
+        self._local_keys: list[tuple[str, Names, Names]] = []  # by local id: name, label names, values
         self._ids = np.full(1024, _UNRESOLVED, dtype=np.int64)  # local id -> registry id
 
     # ------------------------------------------------------------------ lifecycle
@@ -328,6 +382,21 @@ class DecodeWorker:
         return self._process is not None and self._process.poll() is None
 
     @property
+    def decoding(self) -> int | None:
+        """Position, in the last submitted batch, of the message the child is decoding (or was,
+        when it stopped); None when it is on no message of it."""
+        if self._progress is None:
+            return None
+        at = int(self._progress[0])
+        return at if 0 <= at < self._submitted else None
+
+    @property
+    def crashed_at(self) -> int | None:
+        """Position, in the last submitted batch, of the message the child was decoding when it
+        died; None while it runs, or when it died on no message of that batch."""
+        return None if self.alive else self.decoding
+
+    @property
     def pending(self) -> bool:
         """Whether a submitted batch's result has not been taken (nor discarded) yet."""
         return self._pending and not self._discarded
@@ -339,6 +408,12 @@ class DecodeWorker:
         """
         if self._process is not None:
             return
+        if self._progress is None:
+            self._progress_file = tempfile.TemporaryFile(prefix="aiops-decode-progress-")  # noqa: SIM115 - kept open for the worker's life
+            os.ftruncate(self._progress_file.fileno(), _PROGRESS_BYTES)
+            self._progress = memoryview(mmap.mmap(self._progress_file.fileno(), _PROGRESS_BYTES)).cast("q")
+        self._progress[0] = -1
+        self._submitted = 0
         ours, theirs = socket.socketpair()
         _tune(ours)
         _tune(theirs)
@@ -352,12 +427,16 @@ class DecodeWorker:
                     _CHILD.format(root=root),
                     "--fd",
                     str(theirs.fileno()),
+                    "--progress-fd",
+                    str(self._progress_file.fileno()),
+                    "--limits",
+                    json.dumps(dataclasses.asdict(self.limits)),
                     "--format",
                     self.format,
                     "--cache-size",
                     str(self.cache_size),
                 ],
-                pass_fds=[theirs.fileno()],
+                pass_fds=[theirs.fileno(), self._progress_file.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
             )
@@ -371,7 +450,7 @@ class DecodeWorker:
         self._selector.register(ours, selectors.EVENT_READ)
         # a new child knows no series: start the local table over
         self._known = 0
-        self._unresolved.clear()
+        self._local_keys.clear()
         self._ids.fill(_UNRESOLVED)
         log.info("kafka decode worker started (pid %d)", self._process.pid)
 
@@ -400,11 +479,12 @@ class DecodeWorker:
                 log.warning("kafka decode worker (pid %d) did not exit after %s", process.pid, step)
 
     # ------------------------------------------------------------------ batches
-    def submit(self, values: Sequence[bytes | None]) -> None:
+    def submit(self, values: Sequence[bytes | None], now: float | None = None) -> None:
         """Hand the values of one poll to the child; the previous batch's result must have been taken.
 
-        A discarded batch still in the child is waited for (it takes what decoding it takes).
-        Raises :class:`DecodeWorkerError` when the child died.
+        ``now`` (the agent's clock) centres the window of accepted timestamps. A discarded batch
+        still in the child is waited for (it takes what decoding it takes). Raises
+        :class:`DecodeWorkerError` when the child died.
         """
         if self._pending and self._discarded:
             frame = self._receive(None)
@@ -415,8 +495,11 @@ class DecodeWorker:
             msg = "submit() before the previous batch's result() was taken"
             raise RuntimeError(msg)
         sock = self._socket()
+        if self._progress is not None:
+            self._progress[0] = -1
+        self._submitted = len(values)
         try:
-            _send_values(sock, values)
+            _send_values(sock, values, now)
         except OSError as exc:
             raise self._died(exc) from exc
         self._pending = True
@@ -464,6 +547,11 @@ class DecodeWorker:
             SampleBatch(ids, reply.timestamps, reply.values),
             [Malformed(*m) for m in reply.malformed],
         )
+
+    def forget_series(self) -> None:
+        """Forget the registry ids of the child's series (the registry evicted some): each is
+        looked up again by its key the next time it comes."""
+        self._ids.fill(_UNRESOLVED)
 
     def discard(self) -> None:
         """Forget the submitted batch; its result is read and dropped before the next submit."""
@@ -533,12 +621,12 @@ class DecodeWorker:
         """Record the series the child saw for the first time (resolved lazily, see _registry_ids)."""
         if reply.reset:
             self._known = 0
-            self._unresolved.clear()
+            self._local_keys.clear()
             self._ids.fill(_UNRESOLVED)
         if reply.first_new != self._known:
             raise self._failed(f"is out of step: series {reply.first_new} != {self._known}")
         n = self._known = reply.first_new + len(reply.new_series)
-        self._unresolved.update(zip(range(reply.first_new, n), reply.new_series, strict=True))
+        self._local_keys.extend(reply.new_series)
         if n > self._ids.shape[0]:
             grown = np.full(max(n, 2 * self._ids.shape[0]), _UNRESOLVED, dtype=np.int64)
             grown[: self._ids.shape[0]] = self._ids
@@ -558,9 +646,9 @@ class DecodeWorker:
             with _collector_paused():
                 keys = [
                     SeriesKey.presorted(name, tuple(zip(names, values, strict=True)))  # sorted by the child
-                    for name, names, values in map(self._unresolved.pop, new.tolist())
+                    for name, names, values in map(self._local_keys.__getitem__, new.tolist())
                 ]
-                self._ids[new] = self.registry.ids_for(keys)
+                self._ids[new] = self.registry.ids_for(keys, self.owner)
             ids = self._ids[local]
         dropped = int(np.count_nonzero(ids == DROPPED))
         if dropped:

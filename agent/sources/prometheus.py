@@ -300,7 +300,9 @@ class PrometheusSource:
         if not results:
             return SampleBatch.empty()
         ids = [
-            np.full(r.timestamps.shape[0], self.series.id_for(SeriesKey.of(name, r.labels)), np.int64)
+            np.full(
+                r.timestamps.shape[0], self.series.id_for(SeriesKey.of(name, r.labels), self.name), np.int64
+            )
             for r in results
         ]
         return SampleBatch(

@@ -60,7 +60,8 @@ PARTITIONS = 2
 ROUNDS = 2
 METRIC = "container_cpu_usage"
 RESULTS = Path("bench-results") / "kafka_throughput.json"
-START = datetime(2024, 1, 1, tzinfo=UTC)
+#: A day before the bench started, on a whole day: inside the source's window of accepted timestamps.
+START = datetime.fromtimestamp((int(time.time()) // 86400 - 1) * 86400, tz=UTC)
 
 
 #: Layouts: adapter samples one per message; a JSON array of adapter samples; the columnar batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +39,9 @@ def test_daemon_consumes_signals_out_dead_letters_and_exits_cleanly(
         "log": {"format": "json"},
     }
     producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
+    start = int(time.time()) - 3600  # inside the source's window of accepted timestamps
     batch = [
-        {"name": "error_ratio", "labels": {"deployment": d}, "timestamp": 1767225600 + 15 * i, "value": v}
+        {"name": "error_ratio", "labels": {"deployment": d}, "timestamp": start + 15 * i, "value": v}
         for i in range(20)
         for d, v in (("checkout", 0.30 if i >= 15 else 0.01), ("cart", 0.01))
     ]

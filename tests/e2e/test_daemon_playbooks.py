@@ -17,9 +17,14 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 
-def post(port: int, path: str, body: bytes) -> tuple[int, str]:
+TOKEN = "s3cret-webhook-token"
+
+
+def post(port: int, path: str, body: bytes, token: str | None = TOKEN) -> tuple[int, str]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST")
     req.add_header("Content-Type", "application/json")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, r.read().decode()
@@ -55,9 +60,17 @@ def alert(status: str) -> bytes:
 
 
 def test_alertmanager_webhook_and_playbooks_in_the_daemon(tmp_path: Path) -> None:
-    cfg = {"playbooks": {"directory": str(REPO / "playbooks"), "status_file": str(tmp_path / "status.json")}}
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")  # as a Secret mounted from `kubectl create secret --from-file`
+    cfg = {
+        "playbooks": {"directory": str(REPO / "playbooks"), "status_file": str(tmp_path / "status.json")},
+        "sources": {"alertmanager": {"bearer_token_file": str(token_file)}},
+    }
     with Daemon(tmp_path, cfg) as d:
         d.wait_http("/readyz", 200)
+        status, body = post(d.port, "/alertmanager", alert("firing"), token=None)
+        assert (status, body) == (401, "unauthorized: expected an Authorization header of scheme Bearer\n")
+        assert post(d.port, "/alertmanager", alert("firing"), token="guess")[0] == 401
         assert post(d.port, "/alertmanager", alert("firing"))[0] == 200
         status, body = post(d.port, "/alertmanager", b'{"version": "4", "alerts": "nope"}')
         assert status == 400
@@ -65,6 +78,7 @@ def test_alertmanager_webhook_and_playbooks_in_the_daemon(tmp_path: Path) -> Non
         metrics = d.wait_http("/metrics", 200)
         assert 'aiops_alertmanager_requests_total{outcome="ok"} 1.0' in metrics
         assert 'aiops_alertmanager_requests_total{outcome="malformed"} 1.0' in metrics
+        assert 'aiops_alertmanager_requests_total{outcome="unauthorized"} 2.0' in metrics
         status_file = tmp_path / "status.json"
         eventually(status_file.exists, timeout=10, what="the playbook status file")
         assert json.loads(status_file.read_text())

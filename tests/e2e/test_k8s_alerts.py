@@ -112,6 +112,27 @@ CASES = [
         },
     ),
     Case(
+        "AiopsAgentKafkaPartitionStuck",
+        {f'aiops_kafka_partition_stuck{{{JOB}, pod="a", {PARTITION}}}': "0x5 1x25"},
+        {"namespace": "aiops", "topic": "aiops.metrics", "partition": "0"},
+    ),
+    Case(
+        # stuck for a minute, then the poison message was dead-lettered: no alert
+        "AiopsAgentKafkaPartitionStuck",
+        {f'aiops_kafka_partition_stuck{{{JOB}, pod="a", {PARTITION}}}': "0x17 1 0x12"},
+    ),
+    Case(
+        "AiopsAgentDecodeWorkerCrashing",
+        {f'aiops_source_errors_total{{{JOB}, pod="a", source="kafka", kind="decode_worker"}}': "0x10 0+1x20"},
+        {"namespace": "aiops", "pod": "a"},
+        value="9",
+    ),
+    Case(
+        # two deaths (one message, killed twice, then dead-lettered): expected, no alert
+        "AiopsAgentDecodeWorkerCrashing",
+        {f'aiops_source_errors_total{{{JOB}, pod="a", source="kafka", kind="decode_worker"}}': "0x10 1 2x19"},
+    ),
+    Case(
         "AiopsAgentPlaybooksRejected",
         {f'aiops_playbook_errors{{{JOB}, pod="a"}}': "3x30"},
         {"namespace": "aiops"},
@@ -122,6 +143,31 @@ CASES = [
         {f'aiops_series_dropped_total{{{JOB}, pod="a"}}': "0+100x40"},
         {"namespace": "aiops"},
         at="30m",
+    ),
+    Case(
+        "AiopsAgentSeriesSourceLimit",
+        {f'aiops_series_refused_total{{{JOB}, pod="a", source="kafka"}}': "0+100x40"},
+        {"namespace": "aiops", "source": "kafka"},
+        at="30m",
+    ),
+    Case(
+        # refused for 5 minutes, then room again after an eviction
+        "AiopsAgentSeriesSourceLimit",
+        {f'aiops_series_refused_total{{{JOB}, pod="a", source="kafka"}}': "0+100x5 500x35"},
+        at="30m",
+    ),
+    Case(
+        "AiopsAgentSeriesChurn",
+        {f'aiops_series_evicted_total{{{JOB}, pod="a"}}': "0+2000x70"},
+        {"namespace": "aiops", "pod": "a"},
+        value="120000",
+        at="70m",
+    ),
+    Case(
+        # a steady few evictions: pods coming and going
+        "AiopsAgentSeriesChurn",
+        {f'aiops_series_evicted_total{{{JOB}, pod="a"}}': "0+10x70"},
+        at="70m",
     ),
     Case(
         "AiopsAgentSinkErrors",

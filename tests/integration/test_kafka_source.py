@@ -43,7 +43,8 @@ from tests.servers.kafka import FaultyKafka, Tansu, create_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-T0 = 1_700_000_000.0
+#: An hour before the test started, whole seconds: inside the source's window of accepted timestamps.
+T0 = float(int(time.time()) - 3600)
 
 #: Tests that hold for both ways of decoding run with each (``sources.kafka.decode_worker``).
 both_decoders = pytest.mark.parametrize("decode_worker", [True, False], ids=["worker", "inline"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,19 @@ def test_config_check_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_run_with_missing_config_exits_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--config", str(tmp_path / "absent.yaml")]) == EXIT_INVALID
     assert "file not found" in capsys.readouterr().err
+
+
+def test_a_32_mb_config_is_refused_before_it_is_parsed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("w") as fh:  # a valid-looking document whose parse alone took minutes
+        fh.write("detectors:\n  - type: threshold\n    params: {rules: [")
+        fh.write("{metric: m, above: 1}, " * (32 * 1024 * 1024 // 23))
+        fh.write("]}\n")
+    assert path.stat().st_size > 32_000_000
+    started = time.perf_counter()
+    assert main(["config", "check", str(path)]) == EXIT_INVALID
+    assert time.perf_counter() - started < 2.0
+    out = capsys.readouterr()
+    assert f"{path}:1:1: file is 32.0 MiB, larger than the 1.0 MiB limit; refused unread" in out.out + out.err

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors import DetectorError, SampleBatch, SeriesRegistry
+from detectors import DetectorError, SampleBatch, SeriesKey, SeriesRegistry
 from detectors.bank import DEFAULT_DETECTOR, build_detector, detector_names
 from detectors.registry import LEARNED, build_learned
 from detectors.streaming import MAX_ABS_TIMESTAMP, MAX_ABS_VALUE, StreamingDetector
@@ -227,3 +227,71 @@ def test_unknown_and_invalid_parameters_name_the_parameter(name: str) -> None:
 def test_unknown_detector_lists_the_known_ones() -> None:
     with pytest.raises(DetectorError, match="ensemble"):
         build_detector("magic", {}, SeriesRegistry())
+
+
+def _forgetful() -> list[tuple[str, Any]]:
+    """Every built-in detector (and the alarm hold) as (id, factory)."""
+    from detectors.drift import DriftDetector
+    from detectors.forecast_detector import ForecastDetector
+    from detectors.hold import AlarmHold
+    from detectors.threshold import ThresholdDetector
+
+    rules = {"rules": [{"metric": "m", "above": 55.0, "max_rate": 0.05}]}
+    makers: list[tuple[str, Any]] = [(n, lambda n=n: _make(n)) for n in STREAMING]
+    makers += [
+        ("threshold", lambda: ThresholdDetector.from_params(rules, _REG)),
+        ("forecast-regression", lambda: ForecastDetector.from_params({"step": 300, "limit": 60.0})),
+        (
+            "forecast-holt_winters",
+            lambda: ForecastDetector.from_params({"step": 300, "forecaster": "holt_winters"}),
+        ),
+        ("drift", lambda: DriftDetector.from_params({"window": 50}, _REG)),
+        ("hold", AlarmHold),
+    ]
+    return makers
+
+
+_REG = SeriesRegistry()
+_REG.id_for(SeriesKey.of("m", {}))
+
+
+def _feed(det: Any, t: np.ndarray, x: np.ndarray) -> np.ndarray:
+    batch = SampleBatch.from_arrays(np.zeros(t.size, np.int64), t, x)
+    if det.__class__.__name__ == "AlarmHold":
+        scores = np.where(x > 60, 1.0, 0.0)
+        return np.asarray(det.apply(batch.series, batch.timestamps, batch.values, scores, 0.5))
+    chunks = [
+        det.update(
+            SampleBatch.from_arrays(np.zeros(len(t[i : i + 25]), np.int64), t[i : i + 25], x[i : i + 25])
+        )
+        for i in range(0, t.size, 25)
+    ]
+    return np.concatenate(chunks)
+
+
+@pytest.mark.parametrize(("name", "make"), _forgetful(), ids=[n for n, _ in _forgetful()])
+def test_a_forgotten_series_id_starts_over_as_a_new_series(name: str, make: Any) -> None:
+    """After forget(id), a new series under the reused id scores exactly as in a fresh detector."""
+    t1, x1 = _series(400, seed=1)
+    t2, x2 = _series(400, seed=2)
+    x2 = x2 * 1.5 + 20  # another series, another level
+    t2 = t2 + 400 * 300.0  # later than the first
+    used = make()
+    _feed(used, t1, x1)
+    used.forget(np.array([0], np.int64))
+    fresh = make()
+    np.testing.assert_array_equal(_feed(used, t2, x2), _feed(fresh, t2, x2), err_msg=name)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in STREAMING])
+def test_a_forgotten_series_has_its_rows_reset_in_a_shared_model_detector(name: str) -> None:
+    """PyOD detectors train one model on every series' windows, which keeps what an evicted series
+    taught it (as it keeps what any series taught it); the series' own rows start over."""
+    t, x = _series(300, seed=3)
+    used = _make(name)
+    _score(used, t, x)
+    used.forget(np.array([0], np.int64))
+    fresh = _make(name)
+    fresh.ensure(1)
+    for key, rows in used.state.arrays.items():
+        np.testing.assert_array_equal(rows[0], fresh.state.arrays[key][0], err_msg=key)

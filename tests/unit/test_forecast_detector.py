@@ -240,3 +240,23 @@ def test_unregistered_ids_are_refused() -> None:
     with pytest.raises(DetectorError, match="unregistered"):
         det.update(one(-1, 0.0, 1.0))
     assert det.update(SampleBatch.empty()).shape == (0,)
+
+
+def test_a_sample_at_a_time_no_clock_reads_raises_no_forecast_signal() -> None:
+    """A sample stamped 1e299 once moved the forecast there and scored 1.0 against the limit."""
+    series = SeriesRegistry()
+    sid = series.id_for(MEMORY)
+    detector = ForecastDetector.from_params({"limit": 100.0})
+    bank = DetectorBank(series, [DetectorSpec(detector, min_score=0.9)])
+    t0 = 1.78e9
+    steps = np.arange(300, dtype=np.float64)
+    history = SampleBatch(
+        np.full(300, sid),
+        (t0 + 60 * steps).astype(np.float64),
+        (50 + 5 * np.sin(steps / 10)).astype(np.float64),
+    )
+    assert bank.process(history) == []
+    upper = detector.signal_details(sid)["forecast_upper"]
+    assert bank.process(SampleBatch(np.array([sid]), np.array([1e299]), np.array([99.0]))) == []
+    assert detector.invalid == 1
+    assert detector.signal_details(sid)["forecast_upper"] == pytest.approx(upper, rel=0.05)

@@ -331,10 +331,10 @@ def test_the_child_ignores_sigint(make_worker: Any) -> None:
 def test_a_bug_in_the_child_is_reported_with_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     real = _Table.decode
 
-    def decode(self: _Table, values: Sequence[bytes | None]) -> Any:
+    def decode(self: _Table, values: Sequence[bytes | None], now: float | None = None) -> Any:
         if values == [b"boom"]:
             raise TypeError("a bug")
-        return real(self, values)
+        return real(self, values, now)
 
     monkeypatch.setattr(_Table, "decode", decode)
     ours, theirs = socket.socketpair()
@@ -360,8 +360,10 @@ def test_values_cross_the_socket_as_they_are() -> None:
         for values in ([], [None], [b""], [b"a", None, b"", b"bc" * 100_000, None], [b"x"] * 1500):
             sender = threading.Thread(target=_send_values, args=(ours, values))  # may block: large
             sender.start()
-            assert _recv_values(theirs) == values
+            assert _recv_values(theirs) == (values, None)
             sender.join()
+        _send_values(ours, [b"a"], 1.7e9)
+        assert _recv_values(theirs) == ([b"a"], 1.7e9)
     finally:
         ours.close()
         theirs.close()

@@ -182,6 +182,17 @@ def test_dangerous_regexes_are_refused() -> None:
     assert "not a valid regular expression" in message
 
 
+def test_polynomial_time_regexes_are_refused() -> None:
+    slow = ".*" * 40  # 80 characters: a fullmatch against a 30-character value took seconds
+    _, _, field, message = only(GOOD.replace('"checkout|cart"', f'"{slow}"'))
+    assert field == "spec.trigger.match.deployment"
+    assert "holds 40 unbounded repetitions (*, +, {n,}), more than 2" in message
+    _, _, _, message = only(GOOD.replace('"checkout|cart"', '"a.*b.+c{2,}"'))
+    assert "holds 3 unbounded repetitions" in message
+    for fine in ('"web-.+"', '"[a-z0-9]([-a-z0-9]*[a-z0-9])?"', '"a{1,5}b*[*+]*"', '"x\\\\*.*"'):
+        assert len(load_sources([("p.yaml", GOOD.replace('"checkout|cart"', fine))])) == 1, fine
+
+
 def test_fixed_scale_outside_the_playbooks_bounds() -> None:
     text = GOOD.replace("- rollback: {}", "- scale: {replicas: 50}").replace(
         "approval: none", "maxReplicas: 10"

@@ -159,6 +159,31 @@ def test_a_missing_directory_is_a_rejected_set_not_a_crash(tmp_path: Path) -> No
     assert swaps.sets == []
 
 
+def test_a_mount_missing_data_is_rejected_not_an_empty_healthy_set(tmp_path: Path) -> None:
+    mount, watcher, swaps, metrics, _ = make(tmp_path)
+    mount.publish({"a.yaml": PB.format(name="one")})
+    assert watcher.poll()
+    (mount.root / "..data").unlink()  # a.yaml -> ..data/a.yaml now dangles
+    assert not watcher.poll()
+    assert [len(s) for s in swaps.sets] == [1], "the last good set keeps running"
+    assert not watcher.status.healthy
+    assert {e["message"] for e in watcher.status.errors} == {
+        "a ConfigMap mount without ..data: cannot tell which version is current"
+    }
+    assert metrics.playbook_errors._value.get() == 1
+
+
+def test_dangling_playbook_links_are_errors(tmp_path: Path) -> None:
+    directory = tmp_path / "pb"
+    directory.mkdir()
+    (directory / "a.yaml").symlink_to("gone/a.yaml")
+    watcher = PlaybookWatcher(directory, ManualClock(0.0), Swaps())
+    with pytest.raises(PlaybookLoadError) as info:
+        watcher.load_initial()
+    assert [str(e.location.file) for e in info.value.errors] == [str(directory / "a.yaml")]
+    assert "not a readable file" in str(info.value.errors[0])
+
+
 def test_run_polls_on_the_clock_until_stopped(tmp_path: Path) -> None:
     directory = tmp_path / "pb"
     directory.mkdir()
