@@ -29,7 +29,8 @@ NaN until the chosen candidate has eight scaled errors.
 
 Seasonal naive reads a ring of ``week / max(step, resolution)`` bins per series holding each
 bin's mean (exact at a step of ``resolution``, an average of the bin when sampling is faster).
-Forecasts may be asked for at most ``max_horizon`` steps.
+Forecasts may be asked for at most ``max_horizon`` steps. docs/forecasting.md has how the
+defaults were chosen and what they score.
 """
 
 from __future__ import annotations

@@ -68,6 +68,41 @@ def test_memory_ramp_signals_before_the_series_reaches_ninety_percent() -> None:
     assert signal.score == pytest.approx(min(signal.value, 1.0))
 
 
+def test_default_forecaster_signals_a_memory_ramp_in_time_with_the_same_signal_shape() -> None:
+    # the default (select) with no trend model configured: whichever candidate is chosen, the
+    # bound is calibrated on the peak over the horizon, which on a ramp includes the climb
+    reg = SeriesRegistry()
+    sid = reg.id_for(MEMORY)
+    det = ForecastDetector.from_params({"limit": 1.0})
+    bank = DetectorBank(reg, [DetectorSpec(det, 0.9, metrics="container_memory_.*")])
+    rng = np.random.default_rng(0)
+    minutes = np.arange(12 * 60)
+    values = 0.4 + np.clip(minutes / 60 - 1.0, 0.0, None) * 0.1 + 0.005 * rng.standard_normal(minutes.size)
+    first = None
+    for i, v in enumerate(values.tolist()):
+        signals = bank.process(SampleBatch.from_arrays([sid], [60.0 * i], [v]))
+        if signals:
+            first = (i, signals[0])
+            break
+    assert first is not None
+    i, signal = first
+    # signalled before 0.9 is reached and not while the series was flat (the ramp starts at
+    # minute 60). The bound is wider than the 15-minute climb: the peak errors of the ramp's start,
+    # scaled by the flat hour's small typical error, stay in the calibration window for hours.
+    assert values[: i + 1].max() < 0.9
+    assert i > 90
+    assert signal.value == det.signal_details(sid)["forecast_upper"] >= 0.9
+    assert signal.details["forecaster"] == "select"
+    assert set(signal.details) == {
+        "forecast_mean",
+        "forecast_upper",
+        "horizon_seconds",
+        "peak_in_seconds",
+        "forecaster",
+        "limit",
+    }
+
+
 def test_steady_series_signals_once_then_again_only_after_the_level_moves() -> None:
     det = ForecastDetector.from_params({})
     rng = np.random.default_rng(2)
