@@ -17,7 +17,8 @@ windows, the residual components' probabilities are about as small as they say (
 0.4 - 1 % of the samples), but what they flag there is mostly not what was labeled; novelty's
 (p <= 0.01 on 0.02 %) mostly is. So the residual components speak only on extreme evidence, where
 they still report an incident for as long as it lasts, after novelty reported its first sample.
-The in-cluster configuration, which alarms at p <= 1e-9, runs the residual components alone.
+The in-cluster configuration runs this same detector with a higher bar
+(:data:`~detectors.registry.ALARM_SCORE`), where only the residual components can speak.
 
 Parameters: ``components`` (names, default ``["seasonal", "cusum", "burst", "novelty"]``, any of
 ``ewma``, ``seasonal``, ``cusum``, ``burst``, ``novelty``), ``weights`` (a mapping of component
@@ -59,6 +60,20 @@ ENSEMBLE_DEFAULTS: dict[str, Any] = {
     **{name: {} for name in _COMPONENTS},
     **CALIBRATION_DEFAULTS,
 }
+
+#: The parameter candidates ``aiops nab`` cross-validates (leave one NAB category out), the
+#: defaults first: the share of the false-alarm budget novelty holds, novelty alone, and its
+#: lattice's resolution and the level lattice's share. A candidate replaces the default only if
+#: it wins on the folds (see docs/evaluation.md, "Detectors").
+ENSEMBLE_CV_GRID: tuple[dict[str, Any], ...] = (
+    {},
+    {"weights": {"novelty": 100.0}},
+    {"weights": {"novelty": 1.0}},
+    {"components": ["novelty"]},
+    {"novelty": {"levels": 4}},
+    {"novelty": {"levels": 16}},
+    {"novelty": {"level_weight": 0.3}},
+)
 
 
 class EnsembleDetector(CalibratedDetector):
