@@ -29,16 +29,20 @@ and the calibration parameters of :data:`~detectors.calibration.CALIBRATION_DEFA
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from detectors.base import DetectorError
+from detectors.batch import FloatArray, SampleBatch
 from detectors.calibration import CALIBRATION_DEFAULTS, CalibratedDetector, Component
 from detectors.changepoint import BURST_DEFAULTS, CUSUM_DEFAULTS, burst_component, cusum_component
+from detectors.ensemble_compiled import compiled_plan
 from detectors.novelty import NOVELTY_DEFAULTS, novelty_component
 from detectors.robust import EWMA_DEFAULTS, ewma_component
 from detectors.seasonal import SEASONAL_DEFAULTS, seasonal_component
-from detectors.streaming import check_float, merge_params
+from detectors.streaming import MAX_ABS_TIMESTAMP, MAX_ABS_VALUE, check_float, finish_scores, merge_params
 
 
 def _own(defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,3 +128,46 @@ class EnsembleDetector(CalibratedDetector):
             check_float(f"{cls.kind}.weights", n, weights.get(n, 1.0), low=0.0, low_open=True) for n in names
         ]
         return cls(components, resolved, weights=shares)
+
+    def __init__(
+        self,
+        components: Sequence[Component],
+        params: Mapping[str, Any],
+        name: str | None = None,
+        weights: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(components, params, name, weights)
+        self._compiled = compiled_plan(self)
+
+    def update(self, batch: SampleBatch) -> FloatArray:
+        """Score and learn ``batch``: through the compiled loop where the components are the
+        default set (the same scores, any series length), else round by round."""
+        plan = self._compiled
+        if plan is None:
+            return super().update(batch)
+        n = len(batch)
+        scores = np.zeros(n, dtype=np.float64)
+        if n == 0:
+            return scores
+        if int(batch.series.min()) < 0:
+            msg = f"{self.name}: batch holds unregistered series ids; drop them first"
+            raise DetectorError(msg)
+        size = int(batch.series.max()) + 1
+        self.ensure(size)
+        finite = (np.abs(batch.values) <= MAX_ABS_VALUE) & (np.abs(batch.timestamps) <= MAX_ABS_TIMESTAMP)
+        n_ok = int(np.count_nonzero(finite))
+        self.invalid += n - n_ok
+        index = np.arange(n, dtype=np.int64) if n_ok == n else np.flatnonzero(finite).astype(np.int64)
+        # series by series, each in timestamp order (stable: ties keep batch order); a batch
+        # with each series at most once (the common case for many series) is taken as it is
+        sids = batch.series[index]
+        scratch = np.empty(size, dtype=np.int64)
+        positions = np.arange(sids.size, dtype=np.int64)
+        scratch[sids] = positions
+        distinct = bool((scratch[sids] == positions).all())
+        order = index if distinct else index[np.lexsort((batch.timestamps[index], sids))]
+        counters = np.zeros(2, dtype=np.int64)
+        plan.run(self.state, batch, order, scores, counters)
+        self.duplicates += int(counters[0])
+        self.out_of_order += int(counters[1])
+        return finish_scores(scores)

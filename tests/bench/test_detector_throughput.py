@@ -82,3 +82,33 @@ def test_pyod_detector_throughput(model: str) -> None:
     print(f"\npyod {model}: 10000 series, batches of {BATCH}, refits included: {rate:,.0f} samples/s")
     _save(f"pyod_{model.lower()}_samples_per_s_10000_series", round(rate))
     assert rate >= 50_000
+
+
+#: One long history: the samples of one series, fed as ``aiops detect`` feeds a file.
+LONG = 100_000
+LONG_BATCH = 1024
+
+
+def test_default_detector_on_one_long_series() -> None:
+    """One series of 100k one-minute samples in batches of 1024 rows, after one warm-up call
+    (loading the compiled loop)."""
+    rng = np.random.default_rng(0)
+    ts = 1.7e9 + 60.0 * np.arange(LONG)
+    values = 100 + 10 * rng.standard_normal(LONG)
+    det = build_learned(DEFAULT, {})
+    det.update(SampleBatch.from_arrays([0], [ts[0] - 60.0], [values[0]]))
+    batches = [
+        SampleBatch.from_arrays(
+            np.zeros(min(LONG_BATCH, LONG - k), dtype=np.int64),
+            ts[k : k + LONG_BATCH],
+            values[k : k + LONG_BATCH],
+        )
+        for k in range(0, LONG, LONG_BATCH)
+    ]
+    t0 = time.perf_counter()
+    for b in batches:
+        det.update(b)
+    rate = LONG / (time.perf_counter() - t0)
+    print(f"\n{DEFAULT}: one series of {LONG} samples, batches of {LONG_BATCH}: {rate:,.0f} samples/s")
+    _save(f"{DEFAULT}_samples_per_s_one_series_{LONG}", round(rate))
+    assert rate >= 100_000
