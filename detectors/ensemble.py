@@ -66,17 +66,17 @@ ENSEMBLE_DEFAULTS: dict[str, Any] = {
 }
 
 #: The parameter candidates ``aiops nab`` cross-validates (leave one NAB category out), the
-#: defaults first: the share of the false-alarm budget novelty holds, novelty alone, and its
-#: lattice's resolution and the level lattice's share. A candidate replaces the default only if
-#: it wins on the folds (see docs/evaluation.md, "Detectors").
+#: defaults first: novelty's range learned over 6 hours instead of a day, the share of the
+#: false-alarm budget novelty holds, novelty alone, and its lattice's resolution. A candidate
+#: replaces the default only if it wins on the folds (see docs/evaluation.md, "Detectors").
 ENSEMBLE_CV_GRID: tuple[dict[str, Any], ...] = (
     {},
+    {"novelty": {"range_hours": 6.0}},
     {"weights": {"novelty": 100.0}},
     {"weights": {"novelty": 1.0}},
     {"components": ["novelty"]},
     {"novelty": {"levels": 4}},
     {"novelty": {"levels": 16}},
-    {"novelty": {"level_weight": 0.3}},
 )
 
 
