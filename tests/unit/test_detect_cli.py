@@ -214,3 +214,20 @@ def test_a_single_command_loads_only_its_module() -> None:
         sub = parser.add_subparsers()
         importlib.import_module(module).register(sub)
         assert set(sub.choices) == {name}
+
+
+def test_missing_value_markers_and_unix_timestamps_are_read(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    rows = [
+        "1396310400,1",
+        "1396310700,NA",
+        "1396311000000,null",
+        "2014-04-01 00:15:00+00:00, None ",
+        "1396311600,-",
+    ]
+    src.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    series = detect.read_series(src)
+    assert series.timestamps.tolist() == [1396310400.0 + 300.0 * i for i in range(5)]
+    assert series.values[0] == 1.0
+    assert np.isnan(series.values[1:]).all()
+    assert series.raw_values[1:] == ["NA", "null", " None ", "-"]  # written back as they came
