@@ -120,6 +120,10 @@ def _learn_cal(
     cal[3][sid] = n + 1.0
 
 
+#: The arrays of a novelty lattice (``<prefix><column>``), in the order the loop indexes them.
+LATTICE_COLUMNS = ("n", "first", "lo", "hi", "width", "total", "widened", "low_bin", "high_bin", "once")
+
+
 @numba.njit(cache=True)
 def _coarsen(
     lat: tuple[F64, ...],
@@ -175,10 +179,6 @@ def _coarsen(
     lat[9][sid] = once
     lat[5][sid] += 1.0
     lat[6][sid] += 1.0
-
-
-# Lattice columns: 0 n, 1 first, 2 lo, 3 hi, 4 width, 5 total, 6 widened, 7 low_bin, 8 high_bin, 9 once
-LATTICE_COLUMNS = ("n", "first", "lo", "hi", "width", "total", "widened", "low_bin", "high_bin", "once")
 
 
 @numba.njit(cache=True)
@@ -261,27 +261,27 @@ def run(
     scores: FloatArray,
     counters: np.ndarray[Any, np.dtype[np.int64]],
     last_ts: F64,
-    # seasonal: level, var, t (f64); n, run (f32); run_sum (f64); day, day_w (f32, bins wide)
+    # seasonal: (level, var, t, run_sum), (n, run), day and day_w (bins wide)
     s_f64: tuple[F64, ...],
     s_f32: tuple[F32, ...],
     s_day: F32,
     s_day_w: F32,
-    # cusum and burst baselines: mean, var, run_sum, burst e (f64); n, run, gp, gn (f32)
+    # cusum: (mean, var, run_sum), (n, run, gp, gn); burst: (mean, var, run_sum, e), (n, run)
     c_f64: tuple[F64, ...],
     c_f32: tuple[F32, ...],
     b_f64: tuple[F64, ...],
     b_f32: tuple[F32, ...],
-    # novelty: the two lattices, their visits, mean and seen
+    # novelty: each lattice's LATTICE_COLUMNS and visits; (mean, seen) of the recent level
     v_lat: tuple[F64, ...],
     v_visits: np.ndarray[Any, np.dtype[np.uint8]],
     l_lat: tuple[F64, ...],
     l_visits: np.ndarray[Any, np.dtype[np.uint8]],
     nov: tuple[F64, ...],
-    # calibrators of seasonal, cusum, burst: q, m, m2, n (f32)
+    # calibrators of seasonal, cusum, burst: (q, m, m2, n)
     cal_s: tuple[F32, ...],
     cal_c: tuple[F32, ...],
     cal_b: tuple[F32, ...],
-    # episodes: peak, peak_ts, first_ts
+    # episodes: (peak, peak_ts, first_ts)
     episode: tuple[F64, ...],
     fparams: F64,
     iparams: np.ndarray[Any, np.dtype[np.int64]],
