@@ -38,7 +38,6 @@ from detectors.base import DetectorError
 from detectors.batch import FloatArray, SampleBatch
 from detectors.calibration import CALIBRATION_DEFAULTS, CalibratedDetector, Component
 from detectors.changepoint import BURST_DEFAULTS, CUSUM_DEFAULTS, burst_component, cusum_component
-from detectors.ensemble_compiled import compiled_plan
 from detectors.novelty import NOVELTY_DEFAULTS, novelty_component
 from detectors.robust import EWMA_DEFAULTS, ewma_component
 from detectors.seasonal import SEASONAL_DEFAULTS, seasonal_component
@@ -137,6 +136,9 @@ class EnsembleDetector(CalibratedDetector):
         weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__(components, params, name, weights)
+        # numba takes 0.2 s to import: only a process that builds an ensemble pays for it
+        from detectors.ensemble_compiled import compiled_plan  # noqa: PLC0415
+
         self._compiled = compiled_plan(self)
 
     def update(self, batch: SampleBatch) -> FloatArray:
