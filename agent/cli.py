@@ -13,8 +13,10 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.config import AgentConfig, ConfigError, load_config
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 #: Modules under agent/commands that each add subcommands: ``register(subparsers)`` adds a parser
 #: whose ``func`` default is called with the parsed arguments and returns the exit code.
@@ -27,6 +29,15 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.commands.replay",
 )
 
+#: Commands that one module of :data:`COMMAND_MODULES` adds alone: running one of them loads only
+#: that module (the others import the Kubernetes client, the simulator, ...).
+SINGLE_COMMANDS: dict[str, str] = {
+    "detect": "agent.commands.detect",
+    "nab": "agent.commands.nab",
+    "forecast": "agent.commands.forecast",
+    "replay": "agent.commands.replay",
+}
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
@@ -34,7 +45,9 @@ EXIT_INVALID = 2
 log = logging.getLogger("aiops.cli")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``command`` alone when it is one of
+    :data:`SINGLE_COMMANDS` (and the built-in ones)."""
     p = argparse.ArgumentParser(
         prog="aiops", description="Event-driven AIOps self-healing agent for Kubernetes."
     )
@@ -58,12 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--hours", type=float, default=2.0, help="how much generated time to run")
     demo.add_argument("--seed", type=int, default=7)
 
-    for module in COMMAND_MODULES:
+    single = SINGLE_COMMANDS.get(command or "")
+    for module in COMMAND_MODULES if single is None else (single,):
         importlib.import_module(module).register(sub)
     return p
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
+    from agent.config import ConfigError, load_config  # noqa: PLC0415 - `aiops detect` needs no pydantic
+
     try:
         config = load_config(args.file)
     except ConfigError as exc:
@@ -97,6 +113,7 @@ def _summary(config: AgentConfig) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent.app import Agent  # noqa: PLC0415 - keeps `aiops config check` light
     from agent.clock import WallClock  # noqa: PLC0415
+    from agent.config import ConfigError, load_config  # noqa: PLC0415
     from agent.logs import setup_logging  # noqa: PLC0415
     from agent.sources.base import SourceStartupError  # noqa: PLC0415
 
@@ -126,7 +143,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aiops`` console script."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(argv[0] if argv else None).parse_args(argv)
     func = getattr(args, "func", None)
     if func is not None:
         return int(func(args))

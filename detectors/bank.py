@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from detectors.base import Detector, DetectorError
 from detectors.batch import SampleBatch, newest_per_series
+from detectors.counters import CounterRates
 from detectors.drift import DriftDetector
 from detectors.forecast_detector import ForecastDetector
 from detectors.freshness import SeriesFreshness
@@ -20,7 +21,11 @@ from detectors.ratio import RatioDetector
 from detectors.registry import DEFAULT, LEARNED, build_learned
 from detectors.series import SeriesRegistry
 from detectors.signal import Signal
+from detectors.streaming import StreamingDetector
 from detectors.threshold import ThresholdDetector
+
+#: Counters by the OpenMetrics naming convention: a counter's name ends in ``_total``.
+COUNTER_METRICS = r".+_total"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,23 +177,38 @@ class DetectorBank:
     series: SeriesRegistry
     specs: Sequence[DetectorSpec]
     signals_out: dict[str, int] = field(default_factory=dict)
+    counters: str | None = COUNTER_METRICS
+    """Metric names (full match) that are counters: learned detectors see their rates."""
     freshness: SeriesFreshness = field(init=False)
     """When each series last reported and how often: the evidence the playbook engine checks."""
     _filters: dict[str, MetricFilter] = field(default_factory=dict, init=False, repr=False)
+    _rates: CounterRates = field(default_factory=CounterRates, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.freshness = SeriesFreshness(self.series)
 
     def process(self, batch: SampleBatch) -> list[Signal]:
-        """Score ``batch`` with every detector and return the resulting signals."""
+        """Score ``batch`` with every detector and return the resulting signals.
+
+        Learned detectors (:class:`~detectors.streaming.StreamingDetector`) see the samples of
+        counter series as rates (:mod:`detectors.counters`); rule-based ones see values as sent.
+        """
         batch = batch.without_dropped()
         if len(batch) == 0:
             return []
         self.freshness.observe(batch)
         signals: list[Signal] = []
         subsets: dict[str, SampleBatch] = {}
+        rated: SampleBatch | None = None
+        rated_subsets: dict[str, SampleBatch] = {}
         for spec in self.specs:
-            seen = batch if spec.metrics is None else self._subset(spec, spec.metrics, batch, subsets)
+            if isinstance(spec.detector, StreamingDetector):
+                if rated is None:
+                    rated = self._counters_as_rates(batch)
+                source, cache = rated, rated_subsets
+            else:
+                source, cache = batch, subsets
+            seen = source if spec.metrics is None else self._subset(spec, spec.metrics, source, cache)
             if len(seen):
                 signals.extend(self._signals(spec, seen))
         return signals
@@ -206,12 +226,28 @@ class DetectorBank:
                 spec.hold.forget(ids)
         for metric_filter in self._filters.values():
             metric_filter.forget(ids)
+        self._rates.forget(ids)
+        self.freshness.forget(ids)
 
     def can_forget(self) -> list[str]:
         """The detectors that cannot forget a series (eviction needs none)."""
         return [
             spec.detector.name for spec in self.specs if not callable(getattr(spec.detector, "forget", None))
         ]
+
+    def _counters_as_rates(self, batch: SampleBatch) -> SampleBatch:
+        """``batch`` with the samples of counter series replaced by their rates (those without
+        a rate left out); the same batch when it holds no counter."""
+        if self.counters is None:
+            return batch
+        counter_filter = self._filters.get(self.counters)
+        if counter_filter is None:
+            pattern = compile_metrics("counters", self.counters)
+            counter_filter = self._filters[self.counters] = MetricFilter(self.series, pattern)
+        is_counter = counter_filter.select(batch.series)
+        if not bool(is_counter.any()):
+            return batch
+        return SampleBatch.concat([batch.select(~is_counter), self._rates.rates(batch.select(is_counter))])
 
     def _subset(
         self, spec: DetectorSpec, metrics: str, batch: SampleBatch, subsets: dict[str, SampleBatch]

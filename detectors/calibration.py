@@ -277,7 +277,7 @@ class CalibratedDetector(StreamingDetector):
             msg = f"weights: expected one positive weight per component, got {list(weights or [])}"
             raise DetectorError(msg)
         # Weighted Bonferroni: component i is tested at level alpha * w_i / sum(w).
-        self._inflation = w.sum() / w
+        self._inflation: FloatArray = w.sum() / w
         self._params = dict(params)
         calibration = check_calibration(name or self.kind, params)
         self.calibrators: list[TailCalibrator | None] = [
@@ -302,6 +302,11 @@ class CalibratedDetector(StreamingDetector):
                 cal.bind(self.state)
         self.episodes.bind(self.state)
         self._last_p: list[FloatArray] = []
+
+    @property
+    def inflation(self) -> FloatArray:
+        """Each component's Bonferroni factor ``sum(w) / w_i``: its p is multiplied by it."""
+        return self._inflation
 
     def array_specs(self) -> list[ArraySpec]:
         """The arrays of every component and calibrator."""

@@ -17,7 +17,8 @@ windows, the residual components' probabilities are about as small as they say (
 0.4 - 1 % of the samples), but what they flag there is mostly not what was labeled; novelty's
 (p <= 0.01 on 0.02 %) mostly is. So the residual components speak only on extreme evidence, where
 they still report an incident for as long as it lasts, after novelty reported its first sample.
-The in-cluster configuration, which alarms at p <= 1e-9, runs the residual components alone.
+The in-cluster configuration runs this same detector with a higher bar
+(:data:`~detectors.registry.ALARM_SCORE`), where only the residual components can speak.
 
 Parameters: ``components`` (names, default ``["seasonal", "cusum", "burst", "novelty"]``, any of
 ``ewma``, ``seasonal``, ``cusum``, ``burst``, ``novelty``), ``weights`` (a mapping of component
@@ -28,16 +29,19 @@ and the calibration parameters of :data:`~detectors.calibration.CALIBRATION_DEFA
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from detectors.base import DetectorError
+from detectors.batch import FloatArray, SampleBatch
 from detectors.calibration import CALIBRATION_DEFAULTS, CalibratedDetector, Component
 from detectors.changepoint import BURST_DEFAULTS, CUSUM_DEFAULTS, burst_component, cusum_component
 from detectors.novelty import NOVELTY_DEFAULTS, novelty_component
 from detectors.robust import EWMA_DEFAULTS, ewma_component
 from detectors.seasonal import SEASONAL_DEFAULTS, seasonal_component
-from detectors.streaming import check_float, merge_params
+from detectors.streaming import MAX_ABS_TIMESTAMP, MAX_ABS_VALUE, check_float, finish_scores, merge_params
 
 
 def _own(defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,6 +63,20 @@ ENSEMBLE_DEFAULTS: dict[str, Any] = {
     **{name: {} for name in _COMPONENTS},
     **CALIBRATION_DEFAULTS,
 }
+
+#: The parameter candidates ``aiops nab`` cross-validates (leave one NAB category out), the
+#: defaults first: novelty's range learned over 6 hours instead of a day, the share of the
+#: false-alarm budget novelty holds, novelty alone, and its lattice's resolution. A candidate
+#: replaces the default only if it wins on the folds (see docs/evaluation.md, "Detectors").
+ENSEMBLE_CV_GRID: tuple[dict[str, Any], ...] = (
+    {},
+    {"novelty": {"range_hours": 6.0}},
+    {"weights": {"novelty": 100.0}},
+    {"weights": {"novelty": 1.0}},
+    {"components": ["novelty"]},
+    {"novelty": {"levels": 4}},
+    {"novelty": {"levels": 16}},
+)
 
 
 class EnsembleDetector(CalibratedDetector):
@@ -109,3 +127,49 @@ class EnsembleDetector(CalibratedDetector):
             check_float(f"{cls.kind}.weights", n, weights.get(n, 1.0), low=0.0, low_open=True) for n in names
         ]
         return cls(components, resolved, weights=shares)
+
+    def __init__(
+        self,
+        components: Sequence[Component],
+        params: Mapping[str, Any],
+        name: str | None = None,
+        weights: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(components, params, name, weights)
+        # numba takes 0.2 s to import: only a process that builds an ensemble pays for it
+        from detectors.ensemble_compiled import compiled_plan  # noqa: PLC0415
+
+        self._compiled = compiled_plan(self)
+
+    def update(self, batch: SampleBatch) -> FloatArray:
+        """Score and learn ``batch``: through the compiled loop where the components are the
+        default set (the same scores, any series length), else round by round."""
+        plan = self._compiled
+        if plan is None:
+            return super().update(batch)
+        n = len(batch)
+        scores = np.zeros(n, dtype=np.float64)
+        if n == 0:
+            return scores
+        if int(batch.series.min()) < 0:
+            msg = f"{self.name}: batch holds unregistered series ids; drop them first"
+            raise DetectorError(msg)
+        size = int(batch.series.max()) + 1
+        self.ensure(size)
+        finite = (np.abs(batch.values) <= MAX_ABS_VALUE) & (np.abs(batch.timestamps) <= MAX_ABS_TIMESTAMP)
+        n_ok = int(np.count_nonzero(finite))
+        self.invalid += n - n_ok
+        index = np.arange(n, dtype=np.int64) if n_ok == n else np.flatnonzero(finite).astype(np.int64)
+        # series by series, each in timestamp order (stable: ties keep batch order); a batch
+        # with each series at most once (the common case for many series) is taken as it is
+        sids = batch.series[index]
+        scratch = np.empty(size, dtype=np.int64)
+        positions = np.arange(sids.size, dtype=np.int64)
+        scratch[sids] = positions
+        distinct = bool((scratch[sids] == positions).all())
+        order = index if distinct else index[np.lexsort((batch.timestamps[index], sids))]
+        counters = np.zeros(2, dtype=np.int64)
+        plan.run(self.state, batch, order, scores, counters)
+        self.duplicates += int(counters[0])
+        self.out_of_order += int(counters[1])
+        return finish_scores(scores)

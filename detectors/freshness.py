@@ -74,6 +74,13 @@ class SeriesFreshness:
         )
         self._last[sids] = np.fmax(previous, times)
 
+    def forget(self, ids: IdArray) -> None:
+        """Forget the series of ``ids`` (evicted: the ids will name new series)."""
+        ids = ids[ids < self._last.shape[0]]
+        self._last[ids] = np.nan
+        self._count[ids] = 0
+        self._interval[ids] = np.nan
+
     def seen(self, key: SeriesKey) -> Seen | None:
         """The freshness of ``key``; None for a series never seen."""
         sid = self.registry.lookup(key)

@@ -311,7 +311,7 @@ class NoveltyComponent(Component):
 NOVELTY_DEFAULTS: dict[str, Any] = {
     "levels": 8,
     "range_samples": 150,
-    "range_hours": 6.0,
+    "range_hours": 24.0,
     "bins": 128,
     "gap_weight": 0.1,
     "max_span": 32,
@@ -344,7 +344,7 @@ class NoveltyDetector(CalibratedDetector):
     """The probability of a sample, or its series' recent level, landing where it has never been.
 
     Parameters: ``levels`` (bins across the learned range, 8), ``range_samples`` (samples that
-    set the range, 150), ``range_hours`` (series time that must pass too, 6), ``bins`` (slots of
+    set the range, 150), ``range_hours`` (series time that must pass too, 24), ``bins`` (slots of
     the lattice per series, 128), ``gap_weight`` (share of the test for a new bin inside the
     visited range, 0.1), ``max_span`` (bins the visited range may span before bins double in
     width, 32, at most ``bins``), ``level_alpha`` (weight of a sample in the recent level, 0.1),

@@ -221,6 +221,20 @@ class RatioDetector:
         self._last[sids] = np.where(np.isfinite(ts), np.fmax(self._last[sids], ts), self._last[sids])
         return out
 
+    def forget(self, ids: IdArray) -> None:
+        """Forget the series of ``ids`` (evicted: the ids will name new series)."""
+        ids = ids[ids < self._events.shape[0]]
+        for key in ("events", "trials", "recent_events", "recent_trials"):
+            getattr(self, f"_{key}")[ids] = 0.0
+        for key in ("last", "rate", "rate_time"):
+            getattr(self, f"_{key}")[ids] = np.nan
+        inside = ids[ids < self._partner.shape[0]]
+        self._partner[inside] = -2
+        # a series whose partner was evicted looks for it again
+        self._partner[np.isin(self._partner, ids)] = -2
+        for sid in ids.tolist():
+            self._details.pop(sid, None)
+
     def signal_details(self, series_id: int) -> dict[str, Any]:
         """Expected rate vs the ratio seen, with the counts and the tail probability."""
         return dict(self._details.get(series_id, {}))

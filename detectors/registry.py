@@ -13,7 +13,7 @@ from typing import Any
 
 from detectors.base import DetectorError
 from detectors.changepoint import BurstDetector, CusumDetector
-from detectors.ensemble import EnsembleDetector
+from detectors.ensemble import ENSEMBLE_CV_GRID, EnsembleDetector
 from detectors.novelty import NoveltyDetector
 from detectors.pyod_window import MODELS, PyodWindowDetector
 from detectors.robust import EwmaDetector, RobustZDetector
@@ -22,6 +22,15 @@ from detectors.streaming import Factory, StreamingDetector
 
 #: The default detector: the calibrated ensemble.
 DEFAULT = "ensemble"
+
+#: The score at which the cluster (k8s/agent-config.yaml) and the replays raise an anomaly from
+#: the default detector: a tail probability of 10**-5.5 (about 3e-6) per sample, so a series
+#: sampled every 15 s, as the shipped config does, raises about one false alarm in 55 days. It is a
+#: threshold on the same calibrated score ``aiops detect`` reports; ``aiops nab`` scores it too.
+ALARM_SCORE = 0.55
+
+#: Parameter candidates cross-validated per detector (the first is its default parameters).
+CV_GRIDS: Mapping[str, tuple[Mapping[str, Any], ...]] = MappingProxyType({"ensemble": ENSEMBLE_CV_GRID})
 
 
 def _pyod_named(model: str) -> Factory:

@@ -43,6 +43,7 @@ from agent.playbook.guardrails import GuardrailDefaults
 from agent.playbook.loader import LoadedPlaybook, PlaybookSet
 from detectors import DetectorBank, DetectorSpec, SampleBatch, SeriesRegistry, Signal, build_detector
 from detectors.hold import AlarmHold
+from detectors.registry import ALARM_SCORE, DEFAULT
 from remediations.kube import connect
 from simulations.bus import KafkaBus
 from simulations.exporter import MetricsExporter
@@ -88,16 +89,13 @@ AGENT_DETECTORS: tuple[dict[str, Any], ...] = (
         "params": {"count_metric": "http_requests_per_second"},
     },
     {
-        "type": "ensemble",
+        "type": DEFAULT,
         "metrics": "http_request_duration_p99_seconds|container_cpu_usage_ratio",
-        "min_score": 0.9,
+        "min_score": ALARM_SCORE,
         # an incident lasts: keep reporting it while the series stays away from its pre-alarm
         # level, so playbooks' `for:` windows see it go on
         "hold": True,
-        # the residual components: at this alarm level (p <= 1e-9) they report an incident for as
-        # long as it lasts; the default's novelty component speaks once, when a series first
-        # leaves its range, and its probabilities never reach this level
-        "params": {"components": ["seasonal", "cusum", "burst"], "refractory_hours": 0.0},
+        "params": {},
     },
     {
         "type": "forecast",

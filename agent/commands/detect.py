@@ -1,9 +1,11 @@
 """``aiops detect``: score a NAB-format CSV file with a detector, causally, as the daemon would.
 
 The input is ``timestamp,value`` (timestamps like ``2014-04-01 00:00:00``, read as UTC unless they
-carry an offset). The rows are fed to the detector in order, in batches of :data:`BATCH_ROWS`, as
-one series named ``value``; the output repeats every row with its anomaly score:
-``timestamp,value,anomaly_score``. ``aiops nab`` scores its corpus through the same functions.
+carry an offset, or Unix seconds; a value left empty, or ``NA``, ``null`` and the like, is a
+missing sample: scored 0, and the detector skips it). The rows are fed to the detector in order,
+in batches of :data:`BATCH_ROWS`, as one series named ``value``; the output repeats every row
+with its anomaly score: ``timestamp,value,anomaly_score``. ``aiops nab`` scores its corpus through
+the same functions.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from detectors import DetectorError, SampleBatch, SeriesKey, SeriesRegistry, build_detector
 from detectors.bank import DEFAULT_DETECTOR
 from detectors.batch import FloatArray
+from detectors.streaming import MAX_ABS_TIMESTAMP
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -67,12 +70,32 @@ class Scored:
     clipped: int
 
 
+#: Value cells read as a missing sample (case-insensitive), besides an empty cell: what pandas,
+#: R and spreadsheet exports write for one.
+MISSING = frozenset({"nan", "na", "n/a", "null", "none", "-"})
+
+
 def parse_timestamp(text: str) -> float:
-    """Unix seconds of an ISO 8601 timestamp; one without an offset is taken as UTC."""
-    moment = datetime.fromisoformat(text.strip())
+    """Unix seconds of an ISO 8601 timestamp (one without an offset is taken as UTC), or of a
+    number: Unix seconds, or milliseconds when too large to be seconds (past the year 5000)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        number = float(text)  # ValueError when it is not a number either
+        if not math.isfinite(number):
+            raise ValueError(text) from None
+        return number / 1000.0 if abs(number) > MAX_ABS_TIMESTAMP else number
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def parse_value(text: str) -> float:
+    """A value cell as a number; NaN for a missing sample (empty, or one of :data:`MISSING`)."""
+    cell = text.strip()
+    if not cell or cell.lower() in MISSING:
+        return math.nan
+    return float(cell)
 
 
 def read_csv(
@@ -124,7 +147,7 @@ def read_series(path: Path) -> Series:
         except ValueError:
             raise InputError(f"{path}:{line}: cannot parse the timestamp {stamp!r}") from None
         try:
-            values[i] = float(value) if value.strip() else math.nan
+            values[i] = parse_value(value)
         except ValueError:
             raise InputError(f"{path}:{line}: cannot parse the value {value!r} as a number") from None
         stamps.append(stamp)

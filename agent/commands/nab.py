@@ -14,7 +14,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from agent.commands.detect import (
+    BATCH_ROWS,
     InputError,
     Series,
     parse_params,
@@ -31,9 +32,23 @@ from agent.commands.detect import (
     report_repairs,
     score_series,
 )
-from detectors import DetectorError
+from detectors import DetectorError, SampleBatch, SeriesKey, SeriesRegistry, build_detector
 from detectors.bank import detector_names
-from detectors.nab import PROFILES, NabError, NabFile, ProfileResult, evaluate, window_rows
+from detectors.crossval import FoldResult, Summary, cross_validate, score_at, summarise
+from detectors.nab import (
+    PROFILES,
+    NabError,
+    NabFile,
+    Profile,
+    ProfileResult,
+    evaluate,
+    normalise,
+    null_score,
+    perfect_score,
+    window_rows,
+)
+from detectors.registry import ALARM_SCORE, CV_GRIDS, DEFAULT
+from detectors.streaming import StreamingDetector, finish_scores
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -155,18 +170,191 @@ def _windows(labels_path: Path, rel: str, raw: Any, series: Series) -> tuple[tup
 
 
 def run_detector(corpus: Corpus, detector: str, params: dict[str, Any]) -> DetectorResult:
-    """Score every corpus file with ``detector`` and evaluate it under every profile."""
+    """Score every corpus file with ``detector`` and evaluate it under every profile.
+
+    A learned detector whose state is all per series scores the files side by side
+    (:func:`score_together`: the same scores, vectorised over the files); any other detector
+    scores them one at a time, each with a fresh detector.
+    """
     started = time.perf_counter()
-    files: list[NabFile] = []
-    for rel, series in corpus.files:
-        scored = score_series(series, detector, params)
-        report_repairs(corpus.root / "data" / rel, scored)
-        files.append(NabFile(rel, scored.scores, corpus.windows[rel]))
+    if per_series(detector, params):
+        files = score_together(corpus, detector, params)
+    else:
+        files = []
+        for rel, series in corpus.files:
+            scored = score_series(series, detector, params)
+            report_repairs(corpus.root / "data" / rel, scored)
+            files.append(NabFile(rel, scored.scores, corpus.windows[rel]))
     detected = time.perf_counter()
     results = evaluate(files)
     return DetectorResult(
         detector, "ours", results, detected - started, time.perf_counter() - detected, tuple(files)
     )
+
+
+def per_series(detector: str, params: Mapping[str, Any]) -> bool:
+    """Whether ``detector`` is a learned detector that keeps no state shared between series."""
+    model = build_detector(detector, params, SeriesRegistry())
+    return isinstance(model, StreamingDetector) and not model.extra_state()
+
+
+def score_together(corpus: Corpus, detector: str, params: Mapping[str, Any]) -> list[NabFile]:
+    """Score every corpus file with one fresh ``detector``, each file its own series.
+
+    The files are fed side by side, :data:`~agent.commands.detect.BATCH_ROWS` rows of each per
+    batch: the detector's rounds are vectorised over the files, and since a learned detector's
+    state is per series and each series is processed in order, every file gets the scores it gets
+    alone (with the same batch boundaries).
+    """
+    registry = SeriesRegistry()
+    ids = [registry.id_for(SeriesKey.of("value", {"file": rel})) for rel, _ in corpus.files]
+    model = build_detector(detector, params, registry)
+    scores = [np.zeros(len(series)) for _, series in corpus.files]
+    longest = max((len(series) for _, series in corpus.files), default=0)
+    for start in range(0, longest, BATCH_ROWS):
+        parts = [
+            (k, series.timestamps[start : start + BATCH_ROWS], series.values[start : start + BATCH_ROWS])
+            for k, (_, series) in enumerate(corpus.files)
+            if start < len(series)
+        ]
+        batch = SampleBatch(
+            np.concatenate([np.full(ts.size, ids[k], dtype=np.int64) for k, ts, _ in parts]),
+            np.concatenate([ts for _, ts, _ in parts]),
+            np.concatenate([v for _, _, v in parts]),
+        )
+        out = finish_scores(np.asarray(model.update(batch), dtype=np.float64))
+        offset = 0
+        for k, ts, _ in parts:
+            scores[k][start : start + ts.size] = out[offset : offset + ts.size]
+            offset += ts.size
+    return [NabFile(rel, s, corpus.windows[rel]) for (rel, _), s in zip(corpus.files, scores, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class CrossValidation:
+    """A detector's leave-one-category-out cross-validation at one profile.
+
+    ``grid`` lists the parameter candidates each fold chooses among (on its training categories,
+    with the threshold); ``fixed`` is the same protocol with the first candidate (the default)
+    alone, so only the threshold is chosen per fold.
+    """
+
+    detector: str
+    profile: Profile
+    grid: tuple[Mapping[str, Any], ...]
+    folds: list[FoldResult]
+    summary: Summary
+    fixed_folds: list[FoldResult]
+    fixed: Summary
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping (NaN scores and infinite thresholds become null)."""
+
+        def fold(r: FoldResult) -> dict[str, Any]:
+            return {
+                "held_out": r.held_out,
+                "params": dict(self.grid[r.choice.candidate]),
+                "threshold": _finite_or_none(r.choice.threshold),
+                "train_score": _finite_or_none(r.choice.train_score),
+                "score": _finite_or_none(r.score),
+                "detected": r.detected,
+                "missed": r.missed,
+                "false_positives": r.false_positives,
+            }
+
+        def summary(s: Summary) -> dict[str, Any]:
+            return {
+                "mean": _finite_or_none(s.mean),
+                "worst": _finite_or_none(s.worst),
+                "worst_category": s.worst_group,
+                "pooled": _finite_or_none(s.pooled),
+            }
+
+        return {
+            "detector": self.detector,
+            "profile": self.profile.name,
+            "grid": [dict(g) for g in self.grid],
+            "folds": [fold(r) for r in self.folds],
+            "summary": summary(self.summary),
+            "default_fixed": {"folds": [fold(r) for r in self.fixed_folds], "summary": summary(self.fixed)},
+        }
+
+
+def at_alarm_level(files: Sequence[NabFile], threshold: float = ALARM_SCORE) -> dict[str, dict[str, float]]:
+    """Each profile's normalised score and counts at the fixed ``threshold`` (none optimised)."""
+    out: dict[str, dict[str, float]] = {}
+    for profile in PROFILES:
+        raw, detected, missed, fps = score_at(files, profile, threshold)
+        score = normalise(raw, null_score(files, profile), perfect_score(files, profile))
+        out[profile.name] = {"score": score, "detected": detected, "missed": missed, "false_positives": fps}
+    return out
+
+
+def format_alarm_level(detector: str, scores: Mapping[str, Mapping[str, float]]) -> str:
+    """One line: the scores at the cluster's alarm level."""
+    standard = scores[PROFILES[0].name]
+    cells = ", ".join(f"{name} {_cell(v['score'])}" for name, v in scores.items())
+    return (
+        f"{detector} at the alarm level the cluster uses (score >= {ALARM_SCORE}): {cells}; "
+        f"standard: {standard['detected']:.0f} windows detected, {standard['missed']:.0f} missed, "
+        f"{standard['false_positives']:.0f} false positives"
+    )
+
+
+def categories(corpus: Corpus) -> list[str]:
+    """Each file's category: the first directory of its path under ``data/``."""
+    return [rel.split("/", 1)[0] if "/" in rel else "" for rel, _ in corpus.files]
+
+
+def cross_validation(
+    corpus: Corpus,
+    detector: str,
+    grid: Sequence[Mapping[str, Any]],
+    profile: Profile = PROFILES[0],
+) -> CrossValidation:
+    """Score the corpus with every candidate of ``grid`` and cross-validate by category."""
+    started = time.perf_counter()
+    groups = categories(corpus)
+    scored = [score_together(corpus, detector, params) for params in grid]
+    folds = cross_validate(scored, groups, profile)
+    fixed_folds = cross_validate(scored[:1], groups, profile)
+    return CrossValidation(
+        detector,
+        profile,
+        tuple(grid),
+        folds,
+        summarise(folds),
+        fixed_folds,
+        summarise(fixed_folds),
+        time.perf_counter() - started,
+    )
+
+
+def format_cross_validation(cv: CrossValidation) -> str:
+    """Per fold: the held-out category, the candidate and threshold chosen, the held-out score."""
+    width = max([len(r.held_out) for r in cv.folds] + [12])
+    lines = [
+        f"leave-one-category-out cross-validation of {cv.detector} ({cv.profile.name} profile): "
+        f"parameters (grid of {len(cv.grid)}, #0 the default) and threshold chosen on the other "
+        "categories, scored on the held-out one",
+        f"{'held out':<{width}}  {'chosen':>6}  {'threshold':>9}  {'train':>6}  {'held-out':>8}  "
+        f"{'detected':>8}  {'missed':>6}  {'FP':>4}  {'default, own threshold':>22}",
+    ]
+    for r, f in zip(cv.folds, cv.fixed_folds, strict=True):
+        lines.append(
+            f"{r.held_out:<{width}}  {'#' + str(r.choice.candidate):>6}  {r.choice.threshold:>9.4f}  "
+            f"{_cell(r.choice.train_score):>6}  {_cell(r.score):>8}  {r.detected:>8}  {r.missed:>6}  "
+            f"{r.false_positives:>4}  {_cell(f.score):>22}"
+        )
+    for label, s in (("grid", cv.summary), ("default", cv.fixed)):
+        lines.append(
+            f"{label}: mean {_cell(s.mean)}, worst {_cell(s.worst)} ({s.worst_group}), "
+            f"pooled {_cell(s.pooled)} (categories without windows count in pooled only)"
+        )
+    for k, params in enumerate(cv.grid):
+        lines.append(f"  #{k}: {json.dumps(params, sort_keys=True)}")
+    return "\n".join(lines)
 
 
 def score_reference(corpus: Corpus, results_dir: Path, detector: str) -> DetectorResult:
@@ -241,12 +429,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="DIR",
         help="score the published results in DIR/<detector>/ instead of running detectors",
     )
+    p.add_argument(
+        "--no-cv",
+        dest="cv",
+        action="store_false",
+        help="skip the leave-one-category-out cross-validation of the default detector",
+    )
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON to OUT")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Carry out ``aiops nab``; returns the exit code."""
+    cv: CrossValidation | None = None
     try:
         params = parse_params(args.params)
         corpus = load_corpus(args.data_dir)
@@ -254,7 +449,11 @@ def run(args: argparse.Namespace) -> int:
             names = args.detector or _reference_names(args.reference)
             rows = [score_reference(corpus, args.reference, name) for name in names]
         else:
-            rows = [run_detector(corpus, name, params) for name in args.detector or detector_names()]
+            names = args.detector or detector_names()
+            rows = [run_detector(corpus, name, params) for name in names]
+            if args.cv and DEFAULT in names and len(set(categories(corpus))) > 1:
+                grid = CV_GRIDS[DEFAULT] if not params else ({**params},)
+                cv = cross_validation(corpus, DEFAULT, grid)
     except (InputError, DetectorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -262,12 +461,21 @@ def run(args: argparse.Namespace) -> int:
         timing = f"detected in {r.detect_seconds:.2f} s, " if r.source == "ours" else ""
         print(f"{_label(r)}: {timing}scored in {r.score_seconds:.3f} s", file=sys.stderr)
     print(format_table(corpus, rows))
+    alarm = {r.detector: at_alarm_level(r.files) for r in rows if r.detector == DEFAULT and r.files}
+    for name, scores in alarm.items():
+        print(format_alarm_level(name, scores))
+    if cv is not None:
+        print(f"{DEFAULT}: cross-validated in {cv.seconds:.1f} s", file=sys.stderr)
+        print()
+        print(format_cross_validation(cv))
     if args.json is not None:
         report = {
             "data_dir": str(args.data_dir),
             "files": len(corpus.files),
             "windows": corpus.window_count,
             "results": [r.to_dict() for r in rows],
+            "at_alarm_level": {"threshold": ALARM_SCORE, **alarm},
+            "cross_validation": None if cv is None else cv.to_dict(),
             "published": {name: dict(zip(_PROFILE_NAMES, s, strict=True)) for name, s in PUBLISHED_SCORES},
         }
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import time
@@ -11,9 +12,12 @@ import pytest
 import yaml
 
 from agent.cli import EXIT_INVALID, EXIT_OK, main
+from agent.commands.detect import register as register_detect
 from agent.config import AgentConfig, ConfigError, KafkaConnection, load_config
 from agent.durations import parse_duration
 from detectors import SeriesRegistry, build_detector
+from detectors.registry import ALARM_SCORE, DEFAULT, LEARNED
+from detectors.streaming import StreamingDetector
 from simulations.replay import AGENT_DETECTORS
 from simulations.scenario import Spec
 
@@ -57,6 +61,24 @@ def test_shipped_config_runs_what_replays_run() -> None:
     assert shipped == [{"hold": False, **d} for d in AGENT_DETECTORS]
     assert config.sources.prometheus is not None
     assert config.sources.prometheus.interval == Spec.model_fields["step"].default
+
+
+def test_the_shipped_anomaly_detector_is_the_default_detector_at_the_alarm_level() -> None:
+    """One default everywhere: what `aiops detect` runs is what the cluster and the replays run,
+    with the cluster's operating point a threshold on the same score."""
+    config = load_config(REPO / "k8s" / "agent-config.yaml")
+    parser = argparse.ArgumentParser()
+    register_detect(parser.add_subparsers())
+    detect = parser.parse_args(["detect", "in.csv", "--output", "out.csv"])
+    assert (detect.detector, detect.params) == (DEFAULT, None)
+    anomaly = [d for d in config.detectors if d.type in LEARNED]
+    assert [(d.type, d.params, d.min_score) for d in anomaly] == [(DEFAULT, {}, ALARM_SCORE)]
+    series = SeriesRegistry()
+    shipped = build_detector(anomaly[0].type, anomaly[0].params, series)
+    default = build_detector(DEFAULT, {}, series)
+    assert isinstance(shipped, StreamingDetector)
+    assert isinstance(default, StreamingDetector)
+    assert shipped.params() == default.params()
 
 
 def test_every_shipped_playbook_is_fed_by_the_shipped_config() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
+import importlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.cli import main
+from agent.cli import SINGLE_COMMANDS, main
 from agent.commands import detect
 from detectors import SampleBatch, SeriesRegistry
 from detectors.signal import SignalKind
@@ -202,3 +204,30 @@ def test_an_unwritable_output_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_timestamps_are_utc_unless_they_carry_an_offset() -> None:
     assert detect.parse_timestamp("2014-04-01 00:00:00") == 1396310400.0
     assert detect.parse_timestamp("2014-04-01T02:00:00+02:00") == 1396310400.0
+
+
+def test_a_single_command_loads_only_its_module() -> None:
+    """``aiops detect`` builds a parser of its own module alone, so each name in
+    SINGLE_COMMANDS must be the one command its module adds."""
+    for name, module in SINGLE_COMMANDS.items():
+        parser = argparse.ArgumentParser()
+        sub = parser.add_subparsers()
+        importlib.import_module(module).register(sub)
+        assert set(sub.choices) == {name}
+
+
+def test_missing_value_markers_and_unix_timestamps_are_read(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    rows = [
+        "1396310400,1",
+        "1396310700,NA",
+        "1396311000000,null",
+        "2014-04-01 00:15:00+00:00, None ",
+        "1396311600,-",
+    ]
+    src.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    series = detect.read_series(src)
+    assert series.timestamps.tolist() == [1396310400.0 + 300.0 * i for i in range(5)]
+    assert series.values[0] == 1.0
+    assert np.isnan(series.values[1:]).all()
+    assert series.raw_values[1:] == ["NA", "null", " None ", "-"]  # written back as they came

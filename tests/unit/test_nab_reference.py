@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from agent.cli import main
-from agent.commands.nab import PUBLISHED_SCORES
+from agent.commands.detect import score_series
+from agent.commands.nab import PUBLISHED_SCORES, load_corpus, per_series, score_together
+from detectors.registry import ALARM_SCORE
 from tests.nab_corpus import NAB_DATA, requires_nab
 
 needs_data = requires_nab("reference-results")
@@ -132,3 +134,59 @@ def test_nab_refuses_a_data_file_without_labels(tmp_path: Path, capsys: pytest.C
     (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps({"synthetic/a.csv": []}))
     assert main(["nab", str(tmp_path)]) == 2
     assert "no windows for synthetic/b.csv" in capsys.readouterr().err
+
+
+def write_two_categories(root: Path) -> None:
+    """Two categories of 300-row files with a spike on row 200, inside its window, in each."""
+    (root / "labels").mkdir()
+    stamps = [
+        str(np.datetime64("2014-04-01T00:00:00") + np.timedelta64(5 * i, "m")).replace("T", " ")
+        for i in range(300)
+    ]
+    rng = np.random.default_rng(5)
+    windows: dict[str, list[list[str]]] = {}
+    for category, lengths in (("one", (300, 260)), ("two", (280,))):
+        (root / "data" / category).mkdir(parents=True)
+        for k, n in enumerate(lengths):
+            values = 10 + rng.normal(0, 1, n)
+            values[200] = 100.0
+            rows = "".join(f"{t},{v:.3f}\n" for t, v in zip(stamps[:n], values, strict=True))
+            (root / "data" / category / f"f{k}.csv").write_text("timestamp,value\n" + rows)
+            windows[f"{category}/f{k}.csv"] = [[stamps[190], stamps[219]]]
+    (root / "labels" / "combined_windows.json").write_text(json.dumps(windows))
+
+
+def test_files_scored_side_by_side_get_the_scores_they_get_alone(tmp_path: Path) -> None:
+    write_two_categories(tmp_path)
+    corpus = load_corpus(tmp_path)
+    together = score_together(corpus, "ensemble", {})
+    for (_, series), nab_file in zip(corpus.files, together, strict=True):
+        alone = score_series(series, "ensemble", {}).scores
+        assert np.array_equal(nab_file.scores, alone)
+    assert any(f.scores.max() > 0.0 for f in together)
+    # side by side only where the state is all per series: not PyOD's shared model, not rules
+    assert per_series("ensemble", {})
+    assert not per_series("pyod_iforest", {})
+    assert not per_series("threshold", {"rules": [{"metric": "value", "above": 50}]})
+
+
+def test_nab_cross_validates_the_default_detector_by_category(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_two_categories(tmp_path)
+    out = tmp_path / "report.json"
+    assert main(["nab", str(tmp_path), "--detector", "ensemble", "--json", str(out)]) == 0
+    cv = json.loads(out.read_text())["cross_validation"]
+    assert [f["held_out"] for f in cv["folds"]] == ["one", "two"]
+    assert cv["grid"][0] == {}
+    assert all(f["params"] in cv["grid"] for f in cv["folds"])
+    assert [f["detected"] + f["missed"] for f in cv["folds"]] == [2, 1]
+    printed = capsys.readouterr().out
+    assert "leave-one-category-out" in printed
+    assert f"at the alarm level the cluster uses (score >= {ALARM_SCORE})" in printed
+    alarm = json.loads(out.read_text())["at_alarm_level"]
+    assert alarm["threshold"] == ALARM_SCORE
+    standard = alarm["ensemble"]["standard"]
+    assert standard["detected"] + standard["missed"] == 3
+    assert main(["nab", str(tmp_path), "--detector", "ensemble", "--no-cv", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["cross_validation"] is None
