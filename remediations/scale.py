@@ -75,10 +75,11 @@ class ForecastTarget(BaseModel):
         "(the HPA's tolerance, 10 %)",
     )
     hold: Duration = Field(
-        1800.0,
+        300.0,
         ge=0,
         le=86400,
-        description="least time between a forecast's change of capacity and its lowering (default 30m)",
+        description="least time between a forecast's change of capacity and its lowering "
+        "(default 5m, the HPA's scale-down stabilisation window)",
     )
 
     def replicas(self, forecast: float) -> int:

@@ -230,7 +230,8 @@ def _scenarios(audit: Audit) -> None:
 
     audit.rollout("web", "2")
     audit.rollout("web", "3")
-    audit.run("rollback", "Deployment", "web", {})
+    # revisions seconds apart: any earlier one qualifies (which one is chosen is tested elsewhere)
+    audit.run("rollback", "Deployment", "web", {"healthyFor": 0})
 
     audit.run("restart", "Deployment", "web", {})
     audit.run("restart", "StatefulSet", "db", {})

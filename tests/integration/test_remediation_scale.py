@@ -406,7 +406,7 @@ def test_a_forecast_raises_above_the_owner_and_lowers_only_what_it_raised_after_
     assert held.status is ActionStatus.NOOP, held.message
     assert replicas(twin) == 7
     twin.twin.advance(1800)
-    lowered = forecast(30.0, "inc-3")  # after the hold: down, but not below the owner's 4
+    lowered = forecast(10.0, "inc-3")  # after the hold: down, but not below the owner's 4
     assert lowered.status is ActionStatus.EXECUTED, lowered.message
     assert replicas(twin) == 4
     assert "lowered no further than 4" in lowered.message
