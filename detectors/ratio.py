@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import stats  # type: ignore[import-untyped]  # no stubs
 
 from detectors.base import DetectorError, grow
 from detectors.batch import FloatArray, IdArray, SampleBatch
@@ -202,7 +201,7 @@ class RatioDetector:
             j = np.flatnonzero(judged)
             a, b = base[j] * kappa[j], (1.0 - base[j]) * kappa[j]
             k, m = k_all[j], n_all[j]
-            p = stats.betabinom.sf(k - 1, m.astype(np.int64), a, b)
+            p = _betabinom_sf(k - 1, m.astype(np.int64), a, b)
             p = np.where(k <= 0, 1.0, np.clip(p, 0.0, 1.0))
             out[j] = 1.0 - p
             for i, sid in enumerate(sids[j].tolist()):
@@ -277,4 +276,12 @@ def tail(k: int, n: int, rate: float, concentration: float) -> float:
     if k <= 0:
         return 1.0
     a, b = rate * concentration, (1.0 - rate) * concentration
-    return float(stats.betabinom.sf(k - 1, n, a, b)) if math.isfinite(a) else 0.0
+    return float(_betabinom_sf(k - 1, n, a, b)) if math.isfinite(a) else 0.0
+
+
+def _betabinom_sf(k: Any, n: Any, a: Any, b: Any) -> Any:
+    """scipy's beta-binomial survival function, imported when first needed (scipy.stats takes
+    most of a second to import, which every ``aiops`` command would pay otherwise)."""
+    from scipy import stats  # type: ignore[import-untyped]  # noqa: PLC0415 - no stubs; see above
+
+    return stats.betabinom.sf(k, n, a, b)
