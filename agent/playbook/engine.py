@@ -590,8 +590,8 @@ class PlaybookEngine:
                 inc.guardrails, self.ledger, inc.playbook.name, inc.target, planned, now, inc.cls
             )
         if not verdict.allowed:
-            if verdict.guardrail == "namespaces":
-                self._suppress(inc, "namespaces", verdict.reason, now)
+            if verdict.guardrail in {"namespaces", "protected"}:
+                self._suppress(inc, verdict.guardrail, verdict.reason, now)
             else:
                 self._hold(inc, verdict, now)
             return

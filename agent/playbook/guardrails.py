@@ -33,6 +33,9 @@ HOUR = 3600.0
 
 _NAMESPACE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
+#: The cluster's own namespaces: no playbook acts there unless the config lifts it (``unprotect``).
+PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+
 
 class GuardrailDefaults(BaseModel):
     """Agent-wide guardrails (config section); playbooks may tighten them, never loosen them."""
@@ -66,6 +69,16 @@ class GuardrailDefaults(BaseModel):
     max_replicas: int | None = Field(None, ge=0, description="scale never goes above this")
     max_step: int | None = Field(None, ge=1, description="one scale changes replicas by at most this")
     namespaces: list[str] | None = Field(None, description="the namespaces the agent may act in; null: all")
+    protected_namespaces: list[str] = Field(
+        default_factory=lambda: list(PROTECTED_NAMESPACES),
+        description="namespaces the agent never acts in, whatever a playbook or signal names (the agent's "
+        "own namespace, $POD_NAMESPACE, is added at start); lift one only with unprotect",
+    )
+    unprotect: list[str] = Field(
+        default_factory=list,
+        description="protected namespaces the agent may act in after all: the one explicit way to lift "
+        "the protection",
+    )
     dry_run: bool = Field(False, description="plan and audit every action, write nothing")
     approval: Approval = Field(Approval.NONE, description="required: every action waits for approval")
 
@@ -143,6 +156,7 @@ class EffectiveGuardrails:
     approval: Approval
     repeat_window: float = 86400.0
     restore_after: float = 600.0
+    protected: frozenset[str] = frozenset(PROTECTED_NAMESPACES)
 
     def limits(self, *, scale_down: bool = True) -> Limits:
         """The limits the action enforces where it writes (replica bounds, step, namespaces)."""
@@ -182,6 +196,7 @@ def effective(playbook: PlaybookGuardrails, defaults: GuardrailDefaults) -> Effe
         else Approval.NONE,
         repeat_window=defaults.repeat_window,
         restore_after=defaults.restore_after,
+        protected=frozenset(defaults.protected_namespaces) - frozenset(defaults.unprotect),
     )
 
 
@@ -296,6 +311,12 @@ def check_action(
         allowed = ", ".join(sorted(g.namespaces)) or "none"
         reason = f"namespace {target.namespace!r} is not in the allow-list ({allowed})"
         return Verdict(False, "namespaces", reason)
+    if target.namespace in g.protected:
+        reason = (
+            f"namespace {target.namespace!r} is protected: the agent does not act there "
+            "(playbooks.guardrails.unprotect lifts it)"
+        )
+        return Verdict(False, "protected", reason)
     last = ledger.last_remediation(playbook, target)
     if last is not None and now - last < g.cooldown:
         reason = f"last remediation {format_seconds(now - last)} ago, cooldown {format_seconds(g.cooldown)}"
@@ -409,6 +430,8 @@ def describe(g: EffectiveGuardrails, playbook: PlaybookGuardrails, *, scales: bo
         )
     if g.approval is Approval.REQUIRED:
         lines.append("every action waits for a person to approve it")
+    if g.protected:
+        lines.append(f"never acts in the protected namespaces: {', '.join(sorted(g.protected))}")
     return lines
 
 

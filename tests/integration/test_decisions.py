@@ -388,3 +388,16 @@ def test_the_error_ratio_detector_catches_a_step_after_a_night_false_alarm(
         scrape(0.13 if version(cluster) == "2" else 0.01)
     assert version(cluster) == "1"
     assert len(loop.executed("rollback")) == 1
+
+
+def test_a_playbook_aimed_at_kube_system_is_refused_and_audited(cluster: Cluster, tmp_path: Path) -> None:
+    loop = Loop(cluster, tmp_path)
+    coredns = SeriesKey.of(
+        "http_request_duration_p99_seconds", {"namespace": "kube-system", "deployment": "coredns"}
+    )
+    for _ in range(20):
+        loop.step({coredns: 2.0}, [(coredns, SignalKind.ANOMALY, 2.0, 0.999)])
+    assert loop.decisions.records == [], "nothing was even submitted"
+    (refused,) = [e for e in loop.held("scale-out-on-latency") if e.guardrail == "protected"]
+    assert refused.state.value == "suppressed"
+    assert "namespace 'kube-system' is protected" in refused.reason

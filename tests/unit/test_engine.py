@@ -198,3 +198,12 @@ def test_an_agent_without_sources_is_ready_and_stops_on_request() -> None:
     agent.run()  # returns at once
     with pytest.raises(ValueError, match="backwards"):
         ManualClock().advance(-1)
+
+
+def test_the_agents_own_namespace_is_protected() -> None:
+    config = AgentConfig.model_validate({"http": {"host": "127.0.0.1", "port": 0}})
+    agent = Agent(config, ManualClock(), environ={"POD_NAMESPACE": "aiops"})
+    protected = agent.playbooks.engine.defaults.protected_namespaces
+    assert "aiops" in protected
+    assert "kube-system" in protected
+    assert "aiops" not in config.playbooks.guardrails.protected_namespaces  # the config is not changed

@@ -763,3 +763,25 @@ def test_retries_stop_at_the_incident_deadline() -> None:
     restarts = [t for t, _, a in h.requests() if a == "restart"]
     assert restarts == list(range(0, 601, 30))  # every 30 s until verify.within (10m)
     assert "failed" in [st for _, st in h.transitions()]
+
+
+# ---------------------------------------------------------------- protected namespaces
+
+
+def test_a_playbook_aimed_at_kube_system_is_refused_and_audited() -> None:
+    h = Harness(playbook(trigger={"for": 0}))
+    h.signal(0, namespace="kube-system", deployment="coredns")
+    assert h.executor.requests == []
+    (e,) = h.held()
+    assert (e.state, e.guardrail) == (IncidentState.SUPPRESSED, "protected")
+    assert "namespace 'kube-system' is protected" in e.reason
+
+
+def test_only_an_explicit_entry_lifts_the_protection() -> None:
+    defaults = GuardrailDefaults(unprotect=["kube-system"])
+    h = Harness(playbook(trigger={"for": 0}), defaults=defaults)
+    h.signal(0, namespace="kube-system", deployment="coredns")
+    assert [r.target.namespace for r in h.executor.requests] == ["kube-system"]
+    other = Harness(playbook(trigger={"for": 0}), defaults=GuardrailDefaults(namespaces=None))
+    other.signal(0, namespace="kube-public", deployment="x")
+    assert other.executor.requests == [], "an allow-list of all namespaces does not lift it"
