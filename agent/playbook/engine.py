@@ -85,7 +85,9 @@ from agent.playbook.events import (
     SignalRejected,
 )
 from agent.playbook.guardrails import (
+    ALERTS,
     ALLOW,
+    SIGNALS,
     ActionLedger,
     EffectiveGuardrails,
     GuardrailDefaults,
@@ -191,6 +193,7 @@ class Incident:
     step_index: int = 0
     waiting_key: str | None = None
     cls: ActionClass = ActionClass.CORRECTIVE
+    source: str = SIGNALS  # where the evidence came from: its own budgets and slots
     series: dict[SeriesKey, int] = field(default_factory=dict)  # fired series -> samples at last match
     fired_at: float | None = None  # when it reached firing (the target's incident history)
     acting_since: float | None = None
@@ -247,6 +250,7 @@ class PlaybookEngine:
         metrics: AgentMetrics | None = None,
         max_incidents: int = 10_000,
         freshness: Freshness | None = None,
+        max_alert_incidents: int = 1_000,
     ) -> None:
         self.executor = executor
         self.freshness = freshness
@@ -257,6 +261,9 @@ class PlaybookEngine:
         self.facts: TargetFacts = facts if facts is not None else NoFacts()
         self.metrics = metrics
         self.max_incidents = max_incidents
+        self.max_alert_incidents = max_alert_incidents
+        """Incidents opened by alerts hold at most this many of the slots: a flood of alerts
+        cannot take the slots (or the budgets) the detectors' incidents need."""
         self.ledger = ActionLedger()
         self._lock = threading.RLock()
         self._set = EMPTY_SET
@@ -268,6 +275,7 @@ class PlaybookEngine:
         self._ids: dict[str, float] = {}  # every incident id given out, with when (bounded by MEMORY)
         self._history: dict[Target, list[tuple[float, float]]] = defaultdict(list)
         self._restores: list[tuple[float, Incident]] = []
+        self._open_by_source: dict[str, int] = defaultdict(int)
         self.replace_playbooks(playbooks)
 
     # ------------------------------------------------------------------ SignalSink
@@ -339,14 +347,14 @@ class PlaybookEngine:
             self._set = playbooks
             self._guardrails = {p.name: effective(p.model.spec.guardrails, self.defaults) for p in playbooks}
             now = self.clock.now()
-            for key, inc in list(self._active.items()):
+            for inc in list(self._active.values()):
                 if inc.state not in {IncidentState.PENDING, IncidentState.FIRING, IncidentState.SUPPRESSED}:
                     continue
                 new = playbooks.get(inc.playbook.name)
                 if new is not None and new.model == inc.playbook.model:
                     inc.playbook = new
                     continue
-                del self._active[key]
+                self._drop(inc)
                 if inc.state is not IncidentState.SUPPRESSED:
                     why = "removed" if new is None else "changed"
                     self._transition(inc, IncidentState.EXPIRED, f"playbook {why} by a reload", now)
@@ -386,8 +394,10 @@ class PlaybookEngine:
                     self._alert_resolved(inc, signal, now)
                 continue
             if inc is None:
-                if len(self._active) >= self.max_incidents:
-                    self._reject(pb, signal, f"{self.max_incidents} incidents open; refusing more", now)
+                source = ALERTS if is_alert else SIGNALS
+                cap = self.max_alert_incidents if is_alert else self.max_incidents
+                if self._open_by_source[source] >= cap:
+                    self._reject(pb, signal, f"{cap} incidents from {source} open; refusing more", now)
                     continue
                 inc = self._open(pb, target, signal, now)
             inc.signal = signal
@@ -417,8 +427,10 @@ class PlaybookEngine:
             started_at=now,
             signal=signal,
             cls=playbook_class(s.params for s in pb.model.spec.actions),
+            source=ALERTS if signal.kind is SignalKind.ALERT else SIGNALS,
         )
         self._active[(pb.name, target)] = inc
+        self._open_by_source[inc.source] += 1
         reason = f"first matching signal: {signal.kind.value} {signal.series} score {signal.score:.3g}"
         self._event(inc, None, IncidentState.PENDING, reason, now)
         return inc
@@ -489,7 +501,7 @@ class PlaybookEngine:
         spec = inc.playbook.model.spec
         if inc.state is IncidentState.SUPPRESSED:
             if inc.lapsed(now):
-                del self._active[(inc.playbook.name, inc.target)]
+                self._drop(inc)
             return
         if inc.state in {IncidentState.PENDING, IncidentState.FIRING} and inc.lapsed(now):
             gap = format_seconds(spec.trigger.max_gap)
@@ -587,7 +599,7 @@ class PlaybookEngine:
         if verdict.allowed:
             planned = sum(1 for s in inc.playbook.model.spec.actions if changes_workload(s.params))
             verdict = check_action(
-                inc.guardrails, self.ledger, inc.playbook.name, inc.target, planned, now, inc.cls
+                inc.guardrails, self.ledger, inc.playbook.name, inc.target, planned, now, inc.cls, inc.source
             )
         if not verdict.allowed:
             if verdict.guardrail in {"namespaces", "protected"}:
@@ -828,7 +840,9 @@ class PlaybookEngine:
                 if not inc.remediated:
                     inc.remediated = True
                     self.ledger.record_remediation(inc.playbook.name, inc.target, now)
-                self.ledger.record_action(inc.playbook.name, inc.target, now, action_class(params), action)
+                self.ledger.record_action(
+                    inc.playbook.name, inc.target, now, action_class(params), action, inc.source
+                )
                 if action_class(params) is ActionClass.CAPACITY and inc.phase == "actions":
                     inc.raised = True
             inc.step_index += 1
@@ -854,11 +868,17 @@ class PlaybookEngine:
     def _release(self, inc: Incident) -> None:
         if self._in_flight.get((inc.target, inc.cls)) is inc:
             del self._in_flight[(inc.target, inc.cls)]
+        if self._drop(inc) and inc.fired_at is not None:
+            self._history[inc.target].append((inc.fired_at, self.clock.now()))
+
+    def _drop(self, inc: Incident) -> bool:
+        """Remove ``inc`` from the open incidents (freeing its source's slot); False if it was not open."""
         key = (inc.playbook.name, inc.target)
-        if self._active.get(key) is inc:
-            del self._active[key]
-            if inc.fired_at is not None:
-                self._history[inc.target].append((inc.fired_at, self.clock.now()))
+        if self._active.get(key) is not inc:
+            return False
+        del self._active[key]
+        self._open_by_source[inc.source] -= 1
+        return True
 
     def _run_restores(self, now: float) -> None:
         """Release the raises of resolved capacity incidents whose stabilisation window passed."""

@@ -33,6 +33,11 @@ HOUR = 3600.0
 
 _NAMESPACE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
+#: Where an incident's evidence came from: the detectors' signals, or Alertmanager's alerts. Each
+#: source has its own budgets and incident slots.
+SIGNALS = "signals"
+ALERTS = "alerts"
+
 #: The cluster's own namespaces: no playbook acts there unless the config lifts it (``unprotect``).
 PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 
@@ -224,7 +229,7 @@ class ActionLedger:
 
     def __init__(self) -> None:
         self._last: dict[tuple[str, Target], float] = {}
-        self._actions: deque[tuple[float, str, Target, ActionClass]] = deque()
+        self._actions: deque[tuple[float, str, Target, ActionClass, str]] = deque()
         self._fixes: dict[tuple[Target, str], float] = {}
 
     def record_remediation(self, playbook: str, target: Target, now: float) -> None:
@@ -238,9 +243,11 @@ class ActionLedger:
         now: float,
         cls: ActionClass = ActionClass.CORRECTIVE,
         action: str = "",
+        source: str = SIGNALS,
     ) -> None:
-        """One workload-changing action of class ``cls`` ran (or was planned in dry-run) at ``now``."""
-        self._actions.append((now, playbook, target, cls))
+        """One workload-changing action of class ``cls`` ran (or was planned in dry-run) at ``now``,
+        for an incident opened by ``source`` (:data:`SIGNALS` or :data:`ALERTS`)."""
+        self._actions.append((now, playbook, target, cls, source))
         if cls is ActionClass.CORRECTIVE and action:
             self._fixes[(target, action)] = now
 
@@ -259,15 +266,17 @@ class ActionLedger:
         target: Target | None = None,
         playbook: str | None = None,
         cls: ActionClass | None = None,
+        source: str | None = None,
     ) -> list[float]:
-        """Times of actions after ``since``, for one target, playbook and/or class; oldest first."""
+        """Times of actions after ``since``, for one target, playbook, class and/or source; oldest first."""
         return [
             t
-            for t, p, tg, c in self._actions
+            for t, p, tg, c, src in self._actions
             if t > since
             and (target is None or tg == target)
             and (playbook is None or p == playbook)
             and (cls is None or c is cls)
+            and (source is None or src == source)
         ]
 
     def prune(self, now: float, keep: float, keep_fixes: float = 86400.0) -> None:
@@ -304,9 +313,11 @@ def check_action(
     planned: int,
     now: float,
     cls: ActionClass = ActionClass.CORRECTIVE,
+    source: str = SIGNALS,
 ) -> Verdict:
     """May ``playbook`` start a remediation of ``target`` with ``planned`` workload actions of
-    class ``cls`` now? Rate limits count only actions of the same class."""
+    class ``cls`` now? Rate limits count only actions of the same class and source: incidents
+    opened by alerts never spend what the detectors' incidents need, nor the other way round."""
     if g.namespaces is not None and target.namespace not in g.namespaces:
         allowed = ", ".join(sorted(g.namespaces)) or "none"
         reason = f"namespace {target.namespace!r} is not in the allow-list ({allowed})"
@@ -327,7 +338,7 @@ def check_action(
         (
             "maxPerHour",
             g.max_per_hour,
-            ledger.actions_since(since, target=target, cls=cls),
+            ledger.actions_since(since, target=target, cls=cls, source=source),
             f"{what} on this target",
         ),
         (
@@ -339,7 +350,7 @@ def check_action(
         (
             "agent.max_per_hour_total",
             g.max_per_hour_total,
-            ledger.actions_since(since, cls=cls),
+            ledger.actions_since(since, cls=cls, source=source),
             f"{what} by the agent",
         ),
     )

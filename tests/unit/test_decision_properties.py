@@ -1,6 +1,6 @@
 """Properties of the decision loop over random interleavings of signals, alerts, gaps and faults.
 
-- no action beyond its class's budget (per target and agent-wide, in any hour);
+- no action beyond its class's and source's budget (per target and agent-wide, in any hour);
 - no incident id given twice;
 - no ``resolved`` without fresh samples of every series that fired;
 - no rollback to a revision the target was rolled back from within the window.
@@ -123,14 +123,15 @@ def test_random_interleavings_keep_the_invariants(
             )
     h.run_until(t + 3600)
 
-    # budgets: executed or dry-run workload actions per class, per target and agent-wide
+    # budgets: executed workload actions per class and source (alerts have their own), per target
+    # and agent-wide, in any hour
     acted = [
-        (q.time, CLASSES[q.action], q.target)
+        (q.time, (CLASSES[q.action], q.evidence.get("kind") == "alert"), q.target)
         for q, r in zip(h.executor.requests, h.executor.results, strict=True)
         if q.action in CLASSES and r.status is ActionStatus.EXECUTED and not q.request.restore
     ]
-    for when, cls, target in acted:
-        window = [(w, c, g) for w, c, g in acted if when - HOUR < w <= when and c is cls]
+    for when, budget, target in acted:
+        window = [(w, b, g) for w, b, g in acted if when - HOUR < w <= when and b == budget]
         assert len([1 for _, _, g in window if g == target]) <= LIMIT
         assert len(window) <= TOTAL
 

@@ -570,7 +570,7 @@ def test_open_incidents_are_bounded() -> None:
     assert len(engine.incidents()) == 3
     rejected = [e for e in audit.events if isinstance(e, SignalRejected)]
     assert rejected
-    assert "3 incidents open" in rejected[0].reason
+    assert "3 incidents from signals open" in rejected[0].reason
 
 
 # ---------------------------------------------------------------- classes, budgets, repeats
@@ -785,3 +785,34 @@ def test_only_an_explicit_entry_lifts_the_protection() -> None:
     other = Harness(playbook(trigger={"for": 0}), defaults=GuardrailDefaults(namespaces=None))
     other.signal(0, namespace="kube-public", deployment="x")
     assert other.executor.requests == [], "an allow-list of all namespaces does not lift it"
+
+
+def test_a_flood_of_alerts_cannot_take_the_slots_or_budgets_a_detected_incident_needs() -> None:
+    alert = playbook(
+        "restart-on-alert",
+        trigger={"signal": "alert", "metric": "Crash", "for": 0},
+        guardrails={"cooldown": 0},
+    )
+    h = Harness(alert, playbook(trigger={"for": 0}), defaults=GuardrailDefaults(cooldown=0))
+    h.engine.max_alert_incidents = 50
+    firing = {"status": "firing"}
+    alerts = [
+        Signal(
+            SignalKind.ALERT,
+            SeriesKey.of("Crash", {"namespace": "shop", "deployment": f"d{i}"}),
+            T0,
+            1.0,
+            1.0,
+            "alertmanager",
+            {**firing, "fingerprint": f"f{i}"},
+        )
+        for i in range(10_000)
+    ]
+    h.engine.emit(alerts)  # one POST of 10,000 alerts
+    restarts = [r for r in h.executor.requests if r.playbook == "restart-on-alert"]
+    assert len(restarts) == 30  # the alerts' own agent-wide budget (max_per_hour_total 30)
+    rejected = [e for e in h.audit.events if isinstance(e, SignalRejected)]
+    assert rejected
+    assert "50 incidents from alerts open" in rejected[0].reason
+    h.signal(10)  # a real anomaly on web: its restart runs at once
+    assert [r.target.name for r in h.executor.requests if r.playbook == "restart-web"] == ["web"]
