@@ -476,7 +476,8 @@ class PlaybookEngine:
                 key=lambda i: (i.cls is not ActionClass.CORRECTIVE, -i.playbook.priority, i.started_at, i.id),
             )
             for inc in contenders:
-                self._try_to_act(inc, now)
+                if inc.state is IncidentState.FIRING:  # not suppressed by a contender that just acted
+                    self._try_to_act(inc, now)
         self._run_restores(now)
         keep = max([g.cooldown for g in self._guardrails.values()] + [3600.0])
         fixes = max([g.repeat_window for g in self._guardrails.values()] + [MEMORY])
@@ -656,6 +657,18 @@ class PlaybookEngine:
         self._in_flight[(inc.target, inc.cls)] = inc
         inc.phase, inc.step_index = "actions", 0
         inc.acting_since = now
+        # one remediation per target and class decides an episode: the contenders of equal or
+        # lower priority are suppressed now, even if this one finishes at once (clears: false)
+        owner = f"playbook {inc.playbook.name} (priority {inc.playbook.priority}, incident {inc.id})"
+        for other in list(self._active.values()):
+            if (
+                other is not inc
+                and other.target == inc.target
+                and other.cls is inc.cls
+                and other.state is IncidentState.FIRING
+                and other.playbook.priority <= inc.playbook.priority
+            ):
+                self._suppress(other, "priority", f"{owner} is remediating this target", now)
         self._run(inc, now)
 
     def _steps(self, inc: Incident) -> Sequence[ActionStep]:

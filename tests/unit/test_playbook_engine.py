@@ -816,3 +816,21 @@ def test_a_flood_of_alerts_cannot_take_the_slots_or_budgets_a_detected_incident_
     assert "50 incidents from alerts open" in rejected[0].reason
     h.signal(10)  # a real anomaly on web: its restart runs at once
     assert [r.target.name for r in h.executor.requests if r.playbook == "restart-web"] == ["web"]
+
+
+def test_two_playbooks_never_act_on_one_target_at_the_same_instant() -> None:
+    def capacity(name: str, priority: int, step: dict[str, Any]) -> str:
+        return playbook(
+            name,
+            priority=priority,
+            trigger={"metric": "cpu", "for": 0},
+            actions=[{"scale": step}],
+            verify={"clears": False},
+            guardrails={"cooldown": 0},
+        )
+
+    h = Harness(capacity("scale-a", 50, {"by": 1}), capacity("scale-b", 40, {"by": 3}))
+    h.signal(0, metric="cpu")  # both match, both could finish at once (clears: false)
+    assert [r.playbook for r in h.executor.requests] == ["scale-a"]
+    (suppressed,) = [e for e in h.held() if e.playbook == "scale-b"]
+    assert (suppressed.state, suppressed.guardrail) == (IncidentState.SUPPRESSED, "priority")
