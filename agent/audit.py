@@ -2,7 +2,8 @@
 
 Everything audited is an entry with a ``to_dict()``: the playbook engine's incident events and
 rejected signals (:mod:`agent.playbook.events`), and every decision the executor takes on a
-request, an :class:`AuditRecord`: ``executed``, ``noop``, ``dry_run``, ``skipped`` (with the
+request, an :class:`AuditRecord`: ``started`` (written before any write, so a crash between
+the write and its outcome still leaves a record), ``executed``, ``noop``, ``dry_run``, ``skipped`` (with the
 guardrail that held it), ``failed`` (with the error), ``pending_approval``, ``approved``,
 ``rejected``, ``expired``. One protocol, :class:`AuditSink`, receives them all; :class:`Audit`
 fans an entry out to its sinks:
@@ -37,6 +38,8 @@ AUDIT_TOPIC = "aiops.audit"
 class Decision(enum.StrEnum):
     """What the executor decided about one request."""
 
+    STARTED = "started"
+    """Written before the write (write-ahead): a crash after it still leaves a record."""
     EXECUTED = "executed"
     NOOP = "noop"
     DRY_RUN = "dry_run"

@@ -20,9 +20,11 @@ decision is audited (:data:`GUARDS`):
 then the request runs: in dry run (the playbook's or the agent's guardrails) the action plans and
 only an Event is written; with approval required a pending record goes to ``approvals_dir`` and
 :meth:`KubeExecutor.tick` acts on the decision (``aiops approve ID`` / ``aiops reject ID``) or
-expires it after ``approval_ttl``, reporting the outcome to the engine; otherwise the action runs
-within the request's :class:`~remediations.types.Limits` (replica bounds, step, the namespace
-allow-list, which the action checks where it writes).
+expires it after ``approval_ttl``, reporting the outcome to the engine; otherwise a ``started``
+audit record is written first (write-ahead: a crash between the write and its outcome still
+leaves a record), then the action runs within the request's
+:class:`~remediations.types.Limits` (replica bounds, step, the namespace allow-list, which the
+action checks where it writes).
 
 The executor never raises into the engine: any error is a ``failed`` result, audited.
 """
@@ -276,6 +278,8 @@ class KubeExecutor:
         )
         if needs_approval and not approved:
             return self._pend(proposal, action, ctx, check.obj)
+        # write-ahead: the record exists before the write does
+        self._audit(proposal, _Outcome(Decision.STARTED, f"{proposal.action} on {proposal.target}: starting"))
         result = _perform(action, ctx)
         if result.status is ActionStatus.FAILED:
             return self._failed(proposal, result, check.obj)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no stubs
 
-from agent.audit import Audit, AuditRecord, Entry
+from agent.audit import Audit, AuditRecord, Decision, Entry
 from agent.clock import ManualClock
 from agent.config import ExecutorConfig
 from agent.executor import KubeExecutor
@@ -581,7 +581,8 @@ class _RecorderAudit:
 
     def record(self, entry: Entry) -> None:
         if isinstance(entry, AuditRecord):
-            self.recorder.on_decision(entry)
+            if entry.decision is not Decision.STARTED:  # the timeline shows outcomes
+                self.recorder.on_decision(entry)
         elif isinstance(entry, IncidentEvent | SignalRejected):
             self.recorder.on_incident(entry)
 

@@ -92,8 +92,8 @@ def test_executes_once_records_the_key_and_audits(cluster: Cluster, tmp_path: Pa
     assert req.key in cluster.read("Deployment", "web")["metadata"]["annotations"][EXECUTED_KEYS]
     assert h.executor.submit(req).status is ActionStatus.SKIPPED
     assert replicas(cluster) == 4
-    assert h.decisions() == ["executed", "skipped"]
-    assert h.memory.records[1].guardrail == "idempotency"
+    assert h.decisions() == ["started", "executed", "skipped"]
+    assert h.memory.records[2].guardrail == "idempotency"
     assert req.key in executed_keys_from_file(h.audit_file)
 
 
@@ -204,7 +204,7 @@ def test_approval_pending_then_approved_executes(cluster: Cluster, tmp_path: Pat
     h.executor.tick()
     assert [r.status for r in h.reported] == [ActionStatus.EXECUTED]
     assert replicas(cluster) == 4
-    assert h.decisions() == ["pending_approval", "approved", "executed"]
+    assert h.decisions() == ["pending_approval", "approved", "started", "executed"]
     h.executor.tick()  # done: nothing more
     assert len(h.reported) == 1
 
@@ -312,6 +312,7 @@ def test_audit_lines_reach_the_kafka_topic(
     finally:
         consumer.close()
     assert [(line["key"], line["decision"]) for line in lines] == [
+        (req.key, "started"),  # write-ahead
         (req.key, "executed"),
         (req.key, "skipped"),
     ]
