@@ -53,6 +53,19 @@ class KubeFacts:
         self._cache[target] = (now, result)
         return result
 
+    def last_rollback(self, target: Target) -> float | None:
+        """When the agent last rolled the Deployment back (``aiops.dev/rollbacks``); None when
+        never, for other kinds and on API errors (read fresh: a repeated fix is rare)."""
+        if target.kind != "Deployment":
+            return None
+        try:
+            deployment = self.kube.get("Deployment", target.namespace, target.name)
+        except KubeError as exc:
+            log.warning("cannot read the rollbacks of %s: %s", target, exc)
+            return None
+        done = rollbacks_of(deployment)
+        return done[-1].time if done else None
+
 
 def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -130,10 +130,15 @@ class Freshness(Protocol):
 
 
 class TargetFacts(Protocol):
-    """What the engine may ask about a target to evaluate ``when`` conditions."""
+    """What the engine may ask about a target: for ``when`` conditions, and what the target's own
+    records say the agent did (they survive the agent's restarts, unlike its memory)."""
 
     def last_rollout(self, target: Target) -> float | None:
         """When the target's last rollout started, or None when unknown or never."""
+        ...
+
+    def last_rollback(self, target: Target) -> float | None:
+        """When the agent last rolled the target back (its ``aiops.dev/rollbacks``), or None."""
         ...
 
 
@@ -141,6 +146,10 @@ class NoFacts:
     """Knows nothing: every ``when`` condition holds back its playbook."""
 
     def last_rollout(self, target: Target) -> float | None:
+        """Unknown."""
+        return None
+
+    def last_rollback(self, target: Target) -> float | None:
         """Unknown."""
         return None
 
@@ -158,6 +167,10 @@ class RecordedFacts:
     def last_rollout(self, target: Target) -> float | None:
         """The latest recorded rollout."""
         return self._rollouts.get(target)
+
+    def last_rollback(self, target: Target) -> float | None:
+        """None: rollbacks are what the engine itself records in these runs."""
+        return None
 
 
 def incident_id(playbook: str, target: Target, first_signal: float) -> str:
@@ -813,6 +826,10 @@ class PlaybookEngine:
         """Why this corrective action escalates to a person (it ran on the target recently), or None."""
         window = inc.guardrails.repeat_window
         last = self.ledger.last_fix(inc.target, action)
+        if action == "rollback":  # the Deployment's own record: it outlives the agent's memory
+            recorded = self.facts.last_rollback(inc.target)
+            if recorded is not None and (last is None or recorded > last):
+                last = recorded
         if last is None or now - last >= window:
             return None
         return (

@@ -403,3 +403,24 @@ def test_a_playbook_aimed_at_kube_system_is_refused_and_audited(cluster: Cluster
     (refused,) = [e for e in loop.held("scale-out-on-latency") if e.guardrail == "protected"]
     assert refused.state.value == "suppressed"
     assert "namespace 'kube-system' is protected" in refused.reason
+
+
+def test_after_a_restart_a_second_rollback_still_escalates_and_never_returns_to_the_bad_version(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    first = Loop(cluster, tmp_path / "first")
+    good_then_bad(cluster, first)
+    errors = first.key("http_requests_error_ratio", "checkout")
+    for _ in range(60):
+        bad = version(cluster) == "2"
+        first.step({errors: 0.2 if bad else 0.01}, [(errors, SignalKind.ANOMALY, 0.2, 0.9999)] if bad else [])
+    assert version(cluster) == "1"
+    # the agent restarts: a fresh engine and executor, no memory of cooldowns or fixes
+    second = Loop(cluster, tmp_path / "second")
+    for _ in range(40):
+        second.step({errors: 0.2}, [(errors, SignalKind.ANOMALY, 0.2, 0.9999)])
+    assert version(cluster) == "1", "never back to the version rolled back from"
+    assert second.executed("rollback") == []
+    repeats = [e for e in second.held("rollback-on-error-spike") if e.guardrail == "repeat"]
+    assert repeats, "the Deployment's own record says a rollback ran: a person decides"
+    assert "escalated to a person: rollback already ran" in repeats[0].reason

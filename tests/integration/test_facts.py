@@ -73,3 +73,5 @@ def test_a_rollback_by_the_agent_counts_as_a_change(cluster: Cluster) -> None:
     # a rollback re-uses the old ReplicaSet (no new creationTimestamp), yet it is a change
     assert facts.last_rollout(target) == pytest.approx(rolled_back_at, abs=1.0)
     assert rolled_back_at > before
+    assert facts.last_rollback(target) == pytest.approx(rolled_back_at, abs=1.0)
+    assert facts.last_rollback(Target("StatefulSet", cluster.ns, "web")) is None
