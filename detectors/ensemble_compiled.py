@@ -58,6 +58,34 @@ def _track_run(
 
 
 @numba.njit(cache=True, inline="always")
+def _learn_baseline(
+    f32: tuple[F32, ...],
+    f64: tuple[F64, ...],
+    sid: int,
+    x: float,
+    z: float,
+    sd: float,
+    mean: float,
+    var: float,
+    alpha: float,
+    flagged: bool,
+    relearn_after: int,
+) -> bool:
+    """One step of the slow baseline CUSUM and burst share: the EW mean and variance of the
+    standardised residual (a tenth of it when flagged), or a relearn after a long flagged run."""
+    n = np.float64(f32[0][sid])
+    a = max(alpha, 1.0 / (n + 1.0))
+    r = z * sd if n >= 2 else x - mean
+    if flagged:
+        r = r * 0.1
+    relearn, run_mean = _track_run(f32[1], f64[2], sid, x, flagged, relearn_after)
+    f64[0][sid] = run_mean if relearn else mean + a * r
+    f64[1][sid] = (1.0 - a) * (var + a * r * r)
+    f32[0][sid] = n + 1.0
+    return relearn
+
+
+@numba.njit(cache=True, inline="always")
 def _fit(cal: tuple[F32, ...], sid: int) -> tuple[float, float, float]:
     q = np.float64(cal[0][sid])
     m = max(np.float64(cal[1][sid]), 1e-9)
@@ -444,29 +472,13 @@ def run(
         _learn_cal(cal_s, sid, raw_s, flagged, tail, rate, flag_p)
 
         # -- cusum learn
-        n = np.float64(c_f32[0][sid])
-        a = max(c_alpha, 1.0 / (n + 1.0))
-        rc = c_z * c_sd if n >= 2 else x - c_mean
-        if flagged:
-            rc = rc * 0.1
-        relearn, run_mean = _track_run(c_f32[1], c_f64[2], sid, x, flagged, c_relearn)
-        c_f64[0][sid] = run_mean if relearn else c_mean + a * rc
-        c_f64[1][sid] = (1.0 - a) * (c_var + a * rc * rc)
-        c_f32[0][sid] = n + 1.0
+        relearn = _learn_baseline(c_f32, c_f64, sid, x, c_z, c_sd, c_mean, c_var, c_alpha, flagged, c_relearn)
         c_f32[2][sid] = 0.0 if relearn else gp
         c_f32[3][sid] = 0.0 if relearn else gn
         _learn_cal(cal_c, sid, raw_c, flagged, tail, rate, flag_p)
 
         # -- burst learn
-        n = np.float64(b_f32[0][sid])
-        a = max(b_alpha, 1.0 / (n + 1.0))
-        rb = b_z * b_sd if n >= 2 else x - b_mean
-        if flagged:
-            rb = rb * 0.1
-        relearn, run_mean = _track_run(b_f32[1], b_f64[2], sid, x, flagged, b_relearn)
-        b_f64[0][sid] = run_mean if relearn else b_mean + a * rb
-        b_f64[1][sid] = (1.0 - a) * (b_var + a * rb * rb)
-        b_f32[0][sid] = n + 1.0
+        relearn = _learn_baseline(b_f32, b_f64, sid, x, b_z, b_sd, b_mean, b_var, b_alpha, flagged, b_relearn)
         b_f64[3][sid] = 1.0 if relearn else e
         _learn_cal(cal_b, sid, raw_b, flagged, tail, rate, flag_p)
 
