@@ -2,8 +2,8 @@
 
 The table says what each action calls; tests/e2e/test_k8s_rbac_audit.py checks it against the
 calls the actions really make on the twin API server. Here: every registered action has an entry
-(adding an action without its RBAC fails), the manifest is exactly what the table renders, and
-the rules hold no wildcard and no Secret.
+(adding an action without its RBAC fails), the manifest is exactly what ``aiops rbac`` makes of
+the shipped config and playbooks, and the rules hold no wildcard and no Secret.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from collections.abc import Mapping
 
 import pytest
 
+from agent.config import load_config
+from agent.playbook.loader import load_paths
+from agent.rbac import required_access
 from remediations import rbac
 from remediations.kube import KINDS
 from remediations.registry import ACTIONS
-from tests.unit.test_k8s_support import K8S, Obj, find, load_yaml_documents, render_kustomization
+from tests.unit.test_k8s_support import K8S, ROOT, Obj, find, load_yaml_documents, render_kustomization
 
 
 def table_problems(actions: Mapping[str, object], table: Mapping[str, object]) -> list[str]:
@@ -40,12 +43,16 @@ def test_an_action_without_rbac_is_reported() -> None:
     ]
 
 
-def test_the_manifest_is_what_the_table_renders() -> None:
-    assert load_yaml_documents(K8S / "rbac.yaml") == rbac.manifests("aiops"), (
+def test_the_manifest_is_what_the_shipped_config_and_playbooks_need() -> None:
+    access = required_access(
+        load_config(K8S / "agent-config.yaml"), load_paths([ROOT / "playbooks"]), "aiops"
+    )
+    assert load_yaml_documents(K8S / "rbac.yaml") == rbac.manifests(access, "aiops"), (
         "k8s/rbac.yaml is stale: run .venv/bin/python k8s/sync.py"
     )
     rendered = render_kustomization(K8S)
-    assert find(rendered, "ClusterRole")["rules"] == rbac.rules(rbac.cluster_permissions())
+    # the shipped config allows every namespace: the playbooks' rights are one ClusterRole
+    assert find(rendered, "ClusterRole")["rules"] == rbac.rules(access.cluster)
     assert find(rendered, "Role")["rules"] == rbac.rules(rbac.LEADER_ELECTION_PERMISSIONS)
 
 
