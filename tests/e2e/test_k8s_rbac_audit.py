@@ -9,23 +9,39 @@ it: verb, API group, resource (with subresource). Two checks:
   table (and so ``k8s/rbac.yaml``) grants it;
 - every permission the table grants is used by some scenario (least privilege: nothing granted
   "just in case"), except the DaemonSet verbs, which the twin does not serve (:data:`NOT_ON_TWIN`).
+
+Besides, the rights ``aiops rbac`` generates for a playbook (agent/rbac.py) cover what the agent
+itself calls around its actions: the executor's read of the target and its GitOps annotation,
+and the rollout history a ``when: rolloutWithin`` condition reads.
 """
 
 from __future__ import annotations
 
+import textwrap
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.audit import Audit as AuditTrail
+from agent.audit import MemoryAuditSink
 from agent.clock import ManualClock
+from agent.config import ExecutorConfig
+from agent.executor import GITOPS_DRIFT, KubeExecutor
+from agent.facts import KubeFacts
+from agent.leader import StaticLeader
+from agent.playbook.loader import load_sources
+from agent.playbook.requests import Proposal
+from agent.rbac import playbook_permissions
 from remediations import ActionContext, ActionResult, ActionStatus, Target, make_request, rbac
 from remediations.events import record_event
 from remediations.kube import KubeClients, connect
+from remediations.rbac import Permission, grants
 from remediations.registry import ACTIONS, get_action
 from remediations.scale import ScaleAction
 from tests.servers.twin import TWIN_START, TwinEnv
@@ -306,3 +322,94 @@ def test_an_ungranted_call_is_caught(audit: Audit) -> None:
     with audit.audited("restart"):
         audit.kube.list_objects("Pod", audit.ns)
     assert audit.denied == ["restart: list core/pods"]
+
+
+def _calls(env: TwinEnv) -> set[Grant]:
+    return {(r.info.group, r.info.resource_path, r.info.verb) for r in env.server.requests}
+
+
+def _rights(kind: str, steps: str, *, when: str = "[]", gitops: str = "skip") -> tuple[Permission, ...]:
+    """What agent/rbac.py grants a playbook with these steps on a target of this kind."""
+    text = textwrap.dedent(
+        f"""\
+        apiVersion: aiops/v1
+        kind: Playbook
+        metadata: {{name: audited}}
+        spec:
+          trigger: {{signal: anomaly, metric: m}}
+          target: {{kind: {kind}, namespace: "{{{{ labels.namespace }}}}", name: "{{{{ labels.name }}}}"}}
+          when: {when}
+          actions: {steps}
+        """
+    )
+    (loaded,) = load_sources([("audited.yaml", text)]).playbooks
+    return playbook_permissions(loaded, gitops)
+
+
+def _ungranted(calls: Iterable[Grant], rights: Iterable[Permission]) -> set[Grant]:
+    return set(calls) - grants(rights)
+
+
+def test_the_generated_rights_cover_what_the_agent_calls_around_its_actions(
+    audit: Audit, tmp_path: Path
+) -> None:
+    audit.create(_workload("Deployment", "web"))
+    audit.rollout("web", "2")
+    audit.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "train", "labels": {"argocd.argoproj.io/instance": "ml"}},
+            "spec": {
+                "schedule": "0 3 * * *",
+                "suspend": True,
+                "jobTemplate": {
+                    "spec": {
+                        "template": {
+                            "spec": {"restartPolicy": "Never", "containers": [{"name": "t", "image": IMAGE}]}
+                        }
+                    }
+                },
+            },
+        }
+    )
+
+    # the rollout history behind `when: rolloutWithin`, read as the engine reads it
+    audit.env.server.clear_requests()
+    assert KubeFacts(audit.kube, audit.clock).last_rollout(Target("Deployment", audit.ns, "web")) is not None
+    history = _calls(audit.env)
+    with_condition = _rights("Deployment", "[{restart: {}}]", when="[{rolloutWithin: 30m}]")
+    assert _ungranted(history, with_condition) == set()
+    assert history == grants(rbac.ROLLOUT_HISTORY_PERMISSIONS)
+    assert ("apps", "replicasets", "list") in _ungranted(history, _rights("Deployment", "[{restart: {}}]"))
+
+    # the executor on a target Argo CD manages, with gitops: annotate: read, act, annotate
+    config = ExecutorConfig(
+        enabled=True, gitops="annotate", approvals_dir=tmp_path / "approvals", audit_topic=None
+    )
+    executor = KubeExecutor(
+        audit.kube,
+        config,
+        audit.clock,
+        AuditTrail([MemoryAuditSink()]),
+        leader=StaticLeader(True),
+        instance="audit",
+        publisher=_Publisher(),
+    )
+    request = make_request(
+        "retrain",
+        Target("CronJob", audit.ns, "train"),
+        {"topic": "aiops.retrain"},
+        playbook="audited",
+        incident="inc-gitops",
+        step="actions[0]",
+    )
+    audit.env.server.clear_requests()
+    result = executor.submit(Proposal(request, audit.clock.now()))
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert GITOPS_DRIFT in audit.kube.get("CronJob", audit.ns, "train")["metadata"]["annotations"]
+    calls = _calls(audit.env)
+    annotating = _rights("CronJob", "[{retrain: {}}]", gitops="annotate")
+    assert _ungranted(calls, annotating) == set()
+    # the annotation is the one right gitops: annotate adds, and it is used
+    assert _ungranted(calls, _rights("CronJob", "[{retrain: {}}]")) == {("batch", "cronjobs", "patch")}
