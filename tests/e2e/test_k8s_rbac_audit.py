@@ -87,6 +87,21 @@ def _workload(kind: str, name: str, replicas: int = 2) -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
 
 
+def _cronjob(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A suspended CronJob whose jobTemplate runs one container."""
+    pod = {"restartPolicy": "Never", "containers": [{"name": "train", "image": IMAGE}]}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name, "labels": dict(labels or {})},
+        "spec": {
+            "schedule": "0 3 * * *",
+            "suspend": True,
+            "jobTemplate": {"spec": {"template": {"spec": pod}}},
+        },
+    }
+
+
 class _Publisher:
     """A retrain publisher that accepts everything."""
 
@@ -218,27 +233,7 @@ def _scenarios(audit: Audit) -> None:
     )
     rs = _workload("ReplicaSet", "solo", replicas=1)
     audit.create(rs)
-    audit.create(
-        {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": {"name": "train"},
-            "spec": {
-                "schedule": "0 3 * * *",
-                "suspend": True,
-                "jobTemplate": {
-                    "spec": {
-                        "template": {
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [{"name": "train", "image": IMAGE}],
-                            }
-                        }
-                    }
-                },
-            },
-        }
-    )
+    audit.create(_cronjob("train"))
 
     audit.run("scale", "Deployment", "web", {"by": 1})
     audit.run("scale", "StatefulSet", "db", {"replicas": 2})
@@ -355,24 +350,7 @@ def test_the_generated_rights_cover_what_the_agent_calls_around_its_actions(
 ) -> None:
     audit.create(_workload("Deployment", "web"))
     audit.rollout("web", "2")
-    audit.create(
-        {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": {"name": "train", "labels": {"argocd.argoproj.io/instance": "ml"}},
-            "spec": {
-                "schedule": "0 3 * * *",
-                "suspend": True,
-                "jobTemplate": {
-                    "spec": {
-                        "template": {
-                            "spec": {"restartPolicy": "Never", "containers": [{"name": "t", "image": IMAGE}]}
-                        }
-                    }
-                },
-            },
-        }
-    )
+    audit.create(_cronjob("train", {"argocd.argoproj.io/instance": "ml"}))
 
     # the rollout history behind `when: rolloutWithin`, read as the engine reads it
     audit.env.server.clear_requests()
