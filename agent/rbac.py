@@ -1,8 +1,8 @@
 """The Kubernetes RBAC one deployment of the agent needs: its config and its playbooks decide.
 
 Only what the loaded playbooks can make the agent call is granted: for each playbook, the API
-access of the actions its steps name (``actions`` and ``onFailure``, from
-:data:`remediations.rbac.ACTION_PERMISSIONS`), the Events those actions write, the rollout
+access of the actions its steps name (``actions`` and ``onFailure``) on its target's kind (from
+:data:`remediations.rbac.TARGET_PERMISSIONS`), the Events those actions write, the rollout
 history a ``when: rolloutWithin`` condition reads, and the annotation ``executor.gitops: annotate``
 puts on a target it acted on; besides, the Lease of leader election. With the executor off the
 agent calls no Kubernetes API, and needs nothing.
@@ -30,7 +30,7 @@ def playbook_permissions(playbook: LoadedPlaybook, gitops: str) -> tuple[Permiss
     """Every right one playbook can make the agent use (where it acts)."""
     spec = playbook.model.spec
     steps = [*spec.actions, *spec.on_failure]
-    found: list[Permission] = [p for step in steps for p in rbac.ACTION_PERMISSIONS[step.action]]
+    found = [p for step in steps for p in rbac.permissions(step.action, spec.target.kind)]
     found += rbac.AGENT_PERMISSIONS
     if any(condition.rollout_within is not None for condition in spec.when):
         found += rbac.ROLLOUT_HISTORY_PERMISSIONS

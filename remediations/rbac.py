@@ -75,46 +75,64 @@ def _on(group: str, resources: Iterable[str], *verbs: str) -> tuple[Permission, 
     return tuple(Permission(group, resource, frozenset(verbs)) for resource in resources)
 
 
-_WORKLOADS = ("deployments", "statefulsets")
+def _get_patch(kind: str, *extra: str) -> tuple[Permission, ...]:
+    """Get and patch on ``kind``'s resource and on its subresources ``extra`` (``scale``)."""
+    group, resource = RESOURCES[kind]
+    return _on(group, (resource, *(f"{resource}/{sub}" for sub in extra)), "get", "patch")
 
-#: What each action calls, by the action's name in playbooks (remediations.registry.ACTIONS).
+
+def _get(kind: str) -> tuple[Permission, ...]:
+    group, resource = RESOURCES[kind]
+    return _on(group, (resource,), "get")
+
+
+Table = Mapping[str, Mapping[str, tuple[Permission, ...]]]
+"""Action name -> target kind -> what the action calls on a target of that kind."""
+
+_HPA = _on("autoscaling", ("horizontalpodautoscalers",), "get", "list", "patch")
+_OWNERS = ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet")
+_RETRAIN = (*_on("batch", ("cronjobs",), "get"), *_on("batch", ("jobs",), "get", "create", "patch"))
+
+_TABLE: dict[str, dict[str, tuple[Permission, ...]]] = {
+    # the target (get, annotations by merge patch), its scale subresource, and the HPA that
+    # scales it: list to find it, patch to raise (and restore) its minReplicas floor
+    "scale": {kind: (*_get_patch(kind, "scale"), *_HPA) for kind in ("Deployment", "StatefulSet")},
+    # the Deployment (get, JSON patch of the template) and its ReplicaSets (the history)
+    "rollback": {"Deployment": (*_get_patch("Deployment"), *_on("apps", ("replicasets",), "list"))},
+    # the pod-template annotation, by strategic merge patch
+    "restart": {kind: _get_patch(kind) for kind in ("Deployment", "StatefulSet", "DaemonSet")},
+    # the workload and its pods (the deletion record is an annotation on the workload); a
+    # Deployment's pods are found through its ReplicaSets. A Pod target: the pod, and its
+    # controller (a ReplicaSet's Deployment when it has one), whatever workload that is.
+    "delete_pod": {
+        **{kind: (*_get_patch(kind), *_on("", ("pods",), "list", "delete")) for kind in _OWNERS[1:]},
+        "Deployment": (
+            *_get_patch("Deployment"),
+            *_on("", ("pods",), "list", "delete"),
+            *_on("apps", ("replicasets",), "list"),
+        ),
+        "Pod": (
+            *_on("", ("pods",), "get", "delete"),
+            *(p for kind in _OWNERS for p in _get_patch(kind)),
+        ),
+    },
+    # a Job from a CronJob's jobTemplate (or a given template); the Job is annotated once the
+    # retrain request is published; the target is read for its Event
+    "retrain": {kind: (*_RETRAIN, *_get(kind)) for kind in ("CronJob", "Job", "Deployment", "StatefulSet")},
+    # an HTTP webhook; then the target is read for the Event on it (best effort: a denied read
+    # only skips the Event)
+    "notify": {kind: _get(kind) for kind in (*_OWNERS, "Pod", "Job", "CronJob")},
+}
+
+#: What each action calls, by the action's name in playbooks (remediations.registry.ACTIONS) and
+#: the kind of its target: a playbook on Deployments needs no right on StatefulSets.
+TARGET_PERMISSIONS: Table = MappingProxyType({a: MappingProxyType(k) for a, k in _TABLE.items()})
+
+#: What each action calls on any target: the union over the kinds of :data:`TARGET_PERMISSIONS`.
 ACTION_PERMISSIONS: Mapping[str, tuple[Permission, ...]] = MappingProxyType(
     {
-        # the target (get, annotations by merge patch), its scale subresource, and the HPA that
-        # scales it: list to find it, patch to raise (and restore) its minReplicas floor
-        "scale": (
-            *_on("apps", _WORKLOADS, "get", "patch"),
-            *_on("apps", ("deployments/scale", "statefulsets/scale"), "get", "patch"),
-            *_on("autoscaling", ("horizontalpodautoscalers",), "get", "list", "patch"),
-        ),
-        # the Deployment (get, JSON patch of the template) and its ReplicaSets (the history)
-        "rollback": (
-            *_on("apps", ("deployments",), "get", "patch"),
-            *_on("apps", ("replicasets",), "list"),
-        ),
-        # the pod-template annotation, by strategic merge patch
-        "restart": _on("apps", (*_WORKLOADS, "daemonsets"), "get", "patch"),
-        # the pod and its owner (the deletion record is an annotation on the owner); a
-        # Deployment's pods are found through its ReplicaSets
-        "delete_pod": (
-            *_on("", ("pods",), "get", "list", "delete"),
-            *_on("apps", (*_WORKLOADS, "replicasets", "daemonsets"), "get", "patch"),
-            *_on("apps", ("replicasets",), "list"),
-        ),
-        # a Job from a CronJob's jobTemplate (or a given template); the Job is annotated once the
-        # retrain request is published; the target (a CronJob, Job or workload) is read for its Event
-        "retrain": (
-            *_on("batch", ("cronjobs",), "get"),
-            *_on("batch", ("jobs",), "get", "create", "patch"),
-            *_on("apps", _WORKLOADS, "get"),
-        ),
-        # an HTTP webhook; then the target is read for the Event on it (best effort: a denied read
-        # only skips the Event). The kinds are those the other actions target, so nothing new.
-        "notify": (
-            *_on("apps", (*_WORKLOADS, "replicasets", "daemonsets"), "get"),
-            *_on("", ("pods",), "get"),
-            *_on("batch", ("jobs", "cronjobs"), "get"),
-        ),
+        action: tuple(p for perms in by_kind.values() for p in perms)
+        for action, by_kind in TARGET_PERMISSIONS.items()
     }
 )
 
@@ -148,10 +166,27 @@ def annotate_permissions(kinds: Iterable[str]) -> tuple[Permission, ...]:
     return tuple(found)
 
 
-def allowed(action: str, api_group: str, resource: str, verb: str) -> bool:
-    """Whether the table lets ``action`` (with the agent's own permissions) call ``verb`` on a resource."""
-    perms = (*ACTION_PERMISSIONS.get(action, ()), *AGENT_PERMISSIONS)
-    return any(p.allows(api_group, resource, verb) for p in perms)
+def permissions(action: str, kind: str) -> tuple[Permission, ...]:
+    """What ``action`` calls on a target of ``kind``; ValueError when it does not act on that kind."""
+    by_kind = TARGET_PERMISSIONS.get(action)
+    if by_kind is None:
+        msg = f"no RBAC entry for action {action!r} (known: {', '.join(sorted(TARGET_PERMISSIONS))})"
+        raise ValueError(msg)
+    if kind not in by_kind:
+        msg = f"{action} does not act on a {kind} (it acts on: {', '.join(sorted(by_kind))})"
+        raise ValueError(msg)
+    return by_kind[kind]
+
+
+def allowed(action: str, api_group: str, resource: str, verb: str, kind: str | None = None) -> bool:
+    """Whether the table lets ``action`` (with the agent's own permissions) call ``verb`` on a
+    resource, acting on a target of ``kind`` (None: of any kind)."""
+    own = (
+        ACTION_PERMISSIONS.get(action, ())
+        if kind is None
+        else TARGET_PERMISSIONS.get(action, {}).get(kind, ())
+    )
+    return any(p.allows(api_group, resource, verb) for p in (*own, *AGENT_PERMISSIONS))
 
 
 Grant = tuple[str, str, str]

@@ -4,9 +4,9 @@ Each scenario plans and executes an action (remediations' own client, over HTTP)
 twin's request log, where each request is classified the way the API server's authorizer sees
 it: verb, API group, resource (with subresource). Two checks:
 
-- every request an action makes is allowed by ``remediations.rbac`` for that action (plus the
-  agent's own permissions): an action that starts calling something new fails here until the
-  table (and so ``k8s/rbac.yaml``) grants it;
+- every request an action makes is allowed by ``remediations.rbac`` for that action on a target
+  of that kind (plus the agent's own permissions): an action that starts calling something new
+  fails here until the table (and so ``k8s/rbac.yaml``) grants it;
 - every permission the table grants is used by some scenario (least privilege: nothing granted
   "just in case"), except the DaemonSet verbs, which the twin does not serve (:data:`NOT_ON_TWIN`).
 
@@ -174,7 +174,7 @@ class Audit:
             reason="rbac audit",
         )
         ctx = ActionContext(self.kube, request, self.clock, publisher=publisher, instance="audit")
-        with self.audited(action):
+        with self.audited(action, kind):
             impl = get_action(action)
             impl.plan(ctx)
             result = impl.execute(ctx)
@@ -187,21 +187,23 @@ class Audit:
         return result
 
     @contextmanager
-    def audited(self, action: str) -> Iterator[None]:
-        """Record the requests made inside the ``with`` block as ``action``'s."""
+    def audited(self, action: str, kind: str | None = None) -> Iterator[None]:
+        """Record the requests made inside the ``with`` block as ``action``'s on a ``kind`` target."""
         self.env.server.clear_requests()
         try:
             yield
         finally:
-            self.collect(action)
+            self.collect(action, kind)
 
-    def collect(self, action: str) -> None:
+    def collect(self, action: str, kind: str | None) -> None:
+        """Each request must be one the table grants ``action`` on a target of ``kind``."""
         for record in self.env.server.requests:
             info = record.info
             grant = (info.group, info.resource_path, info.verb)
             self.used.setdefault(action, set()).add(grant)
-            if not rbac.allowed(action, *grant):
-                self.denied.append(f"{action}: {info.verb} {info.group or 'core'}/{info.resource_path}")
+            if not rbac.allowed(action, *grant, kind=kind):
+                who = action if kind is None else f"{action} on {kind}"
+                self.denied.append(f"{who}: {info.verb} {info.group or 'core'}/{info.resource_path}")
 
 
 @pytest.fixture
@@ -317,6 +319,11 @@ def test_an_ungranted_call_is_caught(audit: Audit) -> None:
     with audit.audited("restart"):
         audit.kube.list_objects("Pod", audit.ns)
     assert audit.denied == ["restart: list core/pods"]
+    # granted to restart on a StatefulSet, not on a Deployment
+    audit.create(_workload("StatefulSet", "db", replicas=1))
+    with audit.audited("restart", "Deployment"):
+        audit.kube.get("StatefulSet", audit.ns, "db")
+    assert audit.denied[1:] == ["restart on Deployment: get apps/statefulsets"]
 
 
 def _calls(env: TwinEnv) -> set[Grant]:

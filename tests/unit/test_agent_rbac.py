@@ -99,11 +99,8 @@ def test_a_scale_only_set_gets_what_scaling_needs_and_nothing_else() -> None:
     ]
     assert rules_of(objects, "ClusterRole") == [
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "get"]},
-        {
-            "apiGroups": ["apps"],
-            "resources": ["deployments", "deployments/scale", "statefulsets", "statefulsets/scale"],
-            "verbs": ["get", "patch"],
-        },
+        # the target is a Deployment: nothing on StatefulSets
+        {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale"], "verbs": ["get", "patch"]},
         {
             "apiGroups": ["autoscaling"],
             "resources": ["horizontalpodautoscalers"],
@@ -123,13 +120,29 @@ def test_rollback_and_pod_deletion_add_their_verbs_only_when_a_playbook_uses_the
     )
     assert both - scale == {
         ("apps", "replicasets", "list"),  # rollback: the history; delete_pod: the pods of a Deployment
-        ("apps", "replicasets", "get"),  # delete_pod: the owner of a pod
-        ("apps", "replicasets", "patch"),
-        ("apps", "daemonsets", "get"),
-        ("apps", "daemonsets", "patch"),
-        ("", "pods", "get"),
         ("", "pods", "list"),
         ("", "pods", "delete"),
+    }
+
+
+def test_the_rights_follow_the_targets_kind() -> None:
+    on_statefulsets = playbook("scale-db", "[{scale: {by: 1}}]", kind="StatefulSet")
+    rights = granted(rules_of(generate(config(), on_statefulsets), "ClusterRole"))
+    assert {r for _, r, _ in rights} == {
+        "events",
+        "statefulsets",
+        "statefulsets/scale",
+        "horizontalpodautoscalers",
+    }
+    # a Pod target: the pod, and its controller, whichever workload that is
+    pods = playbook("kill", "[{delete_pod: {}}]", kind="Pod", extra="")
+    rights = granted(rules_of(generate(config(), pods), "ClusterRole"))
+    assert {(r, v) for _, r, v in rights if r == "pods"} == {("pods", "get"), ("pods", "delete")}
+    assert {r for _, r, v in rights if v == "patch"} == {
+        "deployments",
+        "statefulsets",
+        "replicasets",
+        "daemonsets",
     }
 
 

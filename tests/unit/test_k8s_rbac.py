@@ -9,11 +9,13 @@ the shipped config and playbooks, and the rules hold no wildcard and no Secret.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import get_args
 
 import pytest
 
 from agent.config import load_config
 from agent.playbook.loader import load_paths
+from agent.playbook.models import TargetKind
 from agent.rbac import required_access
 from remediations import rbac
 from remediations.kube import KINDS
@@ -90,11 +92,34 @@ def test_the_table_refuses_wildcards_and_secrets(group: str, resource: str, verb
         rbac.Permission(group, resource, frozenset(verbs))
 
 
-def test_each_action_may_read_every_kind_it_targets() -> None:
+def test_each_action_has_rights_for_exactly_the_kinds_it_acts_on() -> None:
+    playbook_kinds = set(get_args(TargetKind))
+    every = playbook_kinds.union(*(a.target_kinds for a in ACTIONS.values()))
     for name, action in ACTIONS.items():
-        for kind in action.target_kinds:
+        kinds = set(rbac.TARGET_PERMISSIONS[name])
+        # notify acts on any kind: every kind a playbook may target or another action acts on
+        assert kinds == (set(action.target_kinds) or every), name
+
+
+def test_each_action_may_read_every_kind_it_targets_and_nothing_of_other_kinds() -> None:
+    for name, by_kind in rbac.TARGET_PERMISSIONS.items():
+        for kind in by_kind:
             group, resource = rbac.RESOURCES[kind]
-            assert rbac.allowed(name, group, resource, "get"), f"{name} cannot get the {kind} it targets"
+            assert rbac.allowed(name, group, resource, "get", kind), (
+                f"{name} cannot get the {kind} it targets"
+            )
+    # on a Deployment, restart touches no StatefulSet; on any kind, it does
+    assert not rbac.allowed("restart", "apps", "statefulsets", "patch", "Deployment")
+    assert rbac.allowed("restart", "apps", "statefulsets", "patch")
+    with pytest.raises(ValueError, match="rollback does not act on a StatefulSet"):
+        rbac.permissions("rollback", "StatefulSet")
+
+
+def test_the_union_over_kinds_is_each_actions_whole_entry() -> None:
+    for name, by_kind in rbac.TARGET_PERMISSIONS.items():
+        assert rbac.grants(rbac.ACTION_PERMISSIONS[name]) == rbac.grants(
+            p for ps in by_kind.values() for p in ps
+        )
 
 
 def test_resources_cover_the_kinds_the_client_knows() -> None:
