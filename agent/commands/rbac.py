@@ -60,6 +60,8 @@ def _cmd_rbac(args: argparse.Namespace) -> int:
     except (ConfigError, PlaybookLoadError) as exc:
         for err in exc.errors:
             print(f"error: {err}", file=sys.stderr)
+        if isinstance(exc, PlaybookLoadError) and not args.playbooks:
+            print("(the config's playbooks.directory; --playbooks reads others)", file=sys.stderr)
         return EXIT_INVALID
     except ValueError as exc:  # a namespace or ServiceAccount name that is not a Kubernetes name
         print(f"error: {exc}", file=sys.stderr)

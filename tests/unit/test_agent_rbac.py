@@ -295,6 +295,14 @@ def test_the_command_reports_what_is_wrong(tmp_path: Path, capsys: pytest.Captur
     assert f"{bad}:" in capsys.readouterr().err
     assert main(["rbac", "--config", str(cfg), "--playbooks", str(tmp_path / "missing")]) == 2
     assert "file not found" in capsys.readouterr().err
+    elsewhere = write(
+        tmp_path, f"executor: {{enabled: true}}\nplaybooks: {{directory: {tmp_path / 'nope'}}}\n", "e.yaml"
+    )
+    assert main(["rbac", "--config", str(elsewhere)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {tmp_path / 'nope'}:0:0: file not found",
+        "(the config's playbooks.directory; --playbooks reads others)",
+    ]
     assert main(["rbac", "--config", str(cfg), "--playbooks", str(good), "--namespace", "Not_A_Name"]) == 2
     assert "'Not_A_Name' is not a valid Kubernetes name" in capsys.readouterr().err
     off = write(tmp_path, "executor: {enabled: false}\n", "off.yaml")
