@@ -1,7 +1,8 @@
 """The Kubernetes API access each action needs, in one table, and the RBAC manifests made from it.
 
-:data:`ACTION_PERMISSIONS` lists, for every action in :data:`remediations.registry.ACTIONS`, each
-API resource it calls and the verbs it calls it with; :data:`AGENT_PERMISSIONS` adds what the
+:data:`TARGET_PERMISSIONS` lists, for every action in :data:`remediations.registry.ACTIONS` and
+each kind of target it acts on, each API resource it calls and the verbs it calls it with
+(:data:`ACTION_PERMISSIONS`: the same over every kind); :data:`AGENT_PERMISSIONS` adds what the
 agent itself needs wherever it acts (the Events every action writes on its target),
 :data:`ROLLOUT_HISTORY_PERMISSIONS` what reading a Deployment's rollout history takes,
 :func:`annotate_permissions` the annotation of a target, and
