@@ -19,6 +19,7 @@ from agent.http import HttpServer, ServerLimits
 from agent.metrics import AgentMetrics
 from agent.playbook.engine import TargetFacts
 from agent.playbook.events import LogAudit
+from agent.playbook.guardrails import protecting
 from agent.playbook.loader import PlaybookLoadError
 from agent.playbook.requests import Executor
 from agent.playbook.runtime import PlaybookRuntime
@@ -82,14 +83,9 @@ class Agent:
         self.audit_sinks: list[AuditSink] = []
         """Where the executor's decisions go besides the log (the Kafka topic); engine events too."""
         executor = self._build_executor() if config.executor.enabled else None
-        own = self.environ.get("POD_NAMESPACE")
-        playbooks_config = config.playbooks
-        if own and own not in playbooks_config.guardrails.protected_namespaces:
-            # the agent never acts on itself: its own namespace is protected like the cluster's
-            guardrails = playbooks_config.guardrails.model_copy(
-                update={"protected_namespaces": [*playbooks_config.guardrails.protected_namespaces, own]}
-            )
-            playbooks_config = playbooks_config.model_copy(update={"guardrails": guardrails})
+        # the agent never acts on itself: its own namespace is protected like the cluster's
+        guardrails = protecting(config.playbooks.guardrails, self.environ.get("POD_NAMESPACE"))
+        playbooks_config = config.playbooks.model_copy(update={"guardrails": guardrails})
         self.playbooks = PlaybookRuntime(
             playbooks_config,
             clock,
