@@ -22,6 +22,17 @@ def _speed(text: str) -> str:
     return text
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"expected a whole number of at least 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``aiops replay``; returns the exit code."""
     from simulations.runner import RunSettings  # noqa: PLC0415 - heavy imports only for this command
@@ -38,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
         timeline=not args.no_timeline,
         speed=None if args.speed == "max" else float(args.speed),
+        seeds=args.seeds,
     )
     return run_replay(settings)
 
@@ -71,6 +83,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--policies",
         default="agent,none,static,hpa",
         help="comma-separated policies to replay (default: agent,none,static,hpa)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_positive,
+        default=5,
+        metavar="N",
+        help="replay each scenario with N seeds (its own and the next N-1) and show each policy's "
+        "mean and range (default: 5); a scenario passes when every seed meets its expectations",
     )
     p.add_argument(
         "--speed",
