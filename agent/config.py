@@ -309,6 +309,12 @@ class ExecutorConfig(_Model):
     )
     retry_period: float = Field(2.0, ge=1, description="seconds between lease attempts")
     leader_election: bool = Field(True, description="elect a leader on a Lease; off: this replica acts alone")
+    actions_record: str | None = Field(
+        "aiops-agent-actions",
+        min_length=1,
+        description="Lease (in lease_namespace) recording the agent's actions of the last hour, so "
+        "the agent-wide hourly budgets survive restarts and leader changes; none: counted in memory",
+    )
 
     @model_validator(mode="after")
     def _lease_timing(self) -> ExecutorConfig:

@@ -47,9 +47,15 @@ from agent.leader import AlwaysLeader, LeaderState
 from agent.metrics import AgentMetrics
 from agent.playbook.requests import Approval, Proposal
 from remediations import state as notes
-from remediations.errors import KubeError, RemediationError
+from remediations.errors import (
+    AlreadyExistsError,
+    KubeError,
+    NotFoundError,
+    RemediationError,
+    TemporaryKubeError,
+)
 from remediations.events import EventType, try_record_event
-from remediations.kube import KubeClients, PatchType
+from remediations.kube import KubeClients, PatchType, api_version_of
 from remediations.registry import ACTIONS
 from remediations.types import (
     Action,
@@ -59,11 +65,14 @@ from remediations.types import (
     ActionStatus,
     RetrainPublisher,
     Target,
+    key_digest,
 )
 
 log = logging.getLogger("aiops.executor")
 
 Obj = dict[str, Any]
+
+HOUR = 3600.0
 
 #: Set on a target changed behind its GitOps controller's back (``gitops: annotate``).
 GITOPS_DRIFT = notes.PREFIX + "gitops-drift"
@@ -158,6 +167,7 @@ class KubeExecutor:
         publisher: RetrainPublisher | None = None,
         stop: threading.Event | None = None,
         environ: Mapping[str, str] | None = None,
+        agent_record: Target | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
@@ -174,6 +184,9 @@ class KubeExecutor:
         self.approvals = ApprovalStore(Path(config.approvals_dir))
         self.report: Callable[[ActionResult], None] | None = None
         """Where results of approved (or rejected, expired) requests go: the engine's ``report``."""
+        self.agent_record = agent_record
+        """The object whose ``aiops.dev/actions`` records every action of the agent in the last hour
+        (a Lease in the agent's namespace): the agent-wide budgets after a restart; None: none."""
         self._executed = executed_keys_from_file(config.audit_file)
         self._lock = threading.RLock()
 
@@ -280,7 +293,12 @@ class KubeExecutor:
             return self._pend(proposal, action, ctx, check.obj)
         # write-ahead: the record exists before the write does
         self._audit(proposal, _Outcome(Decision.STARTED, f"{proposal.action} on {proposal.target}: starting"))
+        recorded = self._record_ahead(check)
+        if isinstance(recorded, ActionResult):
+            return self._failed(proposal, recorded, check.obj)
         result = _perform(action, ctx)
+        if recorded is not None and result.status is not ActionStatus.EXECUTED:
+            self._unrecord(proposal, recorded)
         if result.status is ActionStatus.FAILED:
             return self._failed(proposal, result, check.obj)
         if result.status is ActionStatus.SKIPPED:
@@ -293,6 +311,110 @@ class KubeExecutor:
         decision = Decision.NOOP if result.status is ActionStatus.NOOP else Decision.EXECUTED
         outcome = _Outcome(decision, result.message, details=details, result=result)
         return self._finish(proposal, outcome, None)  # the action wrote its own Event
+
+    def _record_ahead(self, c: _Check) -> notes.RecordedAction | ActionResult | None:
+        """Record a workload-changing action on its target (and in the agent-wide record) before it
+        writes, so cooldowns and budgets count it after a crash; a failed result if that fails."""
+        proposal = c.proposal
+        if c.action.action_class is ActionClass.NOTIFY or proposal.request.restore:
+            return None
+        entry = notes.RecordedAction(
+            self.clock.now(),
+            proposal.playbook,
+            proposal.action,
+            c.action.action_class.value,
+            proposal.source,
+            key_digest(proposal.key),
+        )
+        target = proposal.target
+        try:
+            self._annotate(target, lambda obj: notes.with_action(obj, entry), first=c.obj)
+            if self.agent_record is not None:
+                self._annotate(
+                    self.agent_record,
+                    lambda obj: notes.with_action(
+                        obj, replace(entry, target=str(target)), notes.AGENT_ACTIONS, entry.time - HOUR
+                    ),
+                    create=True,
+                )
+        except (KubeError, ValueError) as exc:
+            message = f"cannot record {proposal.action} before acting, so nothing was changed: {exc}"
+            retryable = isinstance(exc, TemporaryKubeError)
+            return ActionResult(
+                ActionStatus.FAILED,
+                message,
+                proposal.action,
+                proposal.key,
+                target,
+                error=type(exc).__name__,
+                retryable=retryable,
+            )
+        return entry
+
+    def _unrecord(self, proposal: Proposal, entry: notes.RecordedAction) -> None:
+        """The action changed nothing: take its entry out of the records again (best effort)."""
+        places = [(proposal.target, notes.MAX_ACTIONS)]
+        if self.agent_record is not None:
+            places.append((self.agent_record, notes.AGENT_ACTIONS))
+        for where, limit in places:
+
+            def drop(obj: Obj, limit: int = limit) -> str | None:
+                return notes.without_action(obj, entry.key, limit)
+
+            try:
+                self._annotate(where, drop)
+            except (KubeError, ValueError) as exc:
+                log.warning("could not take %s out of the actions record of %s: %s", proposal.key, where, exc)
+
+    def _annotate(
+        self,
+        where: Target,
+        value: Callable[[Obj], str | None],
+        *,
+        first: Obj | None = None,
+        create: bool = False,
+    ) -> None:
+        """Set the actions annotation of ``where`` to ``value(current)`` (None: leave it), by a merge
+        patch conditional on the version read; re-read on a conflict. ``create``: make a missing
+        object (the agent-wide record)."""
+        kube = self.kube
+        unread = [first] if first is not None else []
+
+        def read() -> Obj:
+            if unread:  # the target as the guards read it: one GET fewer on the way to the write
+                return unread.pop()
+            try:
+                return kube.get(where.kind, where.namespace, where.name)
+            except NotFoundError:
+                if not create:
+                    raise
+                body = {
+                    "apiVersion": api_version_of(where.kind),
+                    "kind": where.kind,
+                    "metadata": {"name": where.name, "namespace": where.namespace},
+                    "spec": {},
+                }
+                try:
+                    return kube.create(where.kind, where.namespace, body)
+                except AlreadyExistsError:
+                    return kube.get(where.kind, where.namespace, where.name)
+
+        def change(obj: Obj) -> Obj | None:
+            text = value(obj)
+            if text is None:
+                return None
+            return {
+                "metadata": {
+                    "resourceVersion": notes.resource_version(obj),
+                    "annotations": {notes.ACTIONS: text},
+                }
+            }
+
+        kube.read_modify_write(
+            read,
+            change,
+            lambda _, body: kube.patch(where.kind, where.namespace, where.name, body, PatchType.MERGE),
+        )
 
     def _context(self, proposal: Proposal) -> ActionContext:
         return ActionContext(

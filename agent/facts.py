@@ -1,4 +1,5 @@
-"""Facts about targets that playbook ``when`` conditions ask for, read from the cluster."""
+"""Facts about targets, read from the cluster: what playbook ``when`` conditions ask for, and what
+the agent's own records on the objects say it did (they outlive its memory)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import logging
 from datetime import datetime
 
 from agent.clock import Clock
-from remediations.errors import KubeError
+from remediations.errors import KubeError, NotFoundError
 from remediations.kube import KubeClients
 from remediations.rollback import history, rollbacks_of
+from remediations.state import AGENT_ACTIONS, MAX_ACTIONS, RecordedAction, recorded_actions
 from remediations.types import Target
 
 log = logging.getLogger("aiops.facts")
@@ -23,11 +25,16 @@ class KubeFacts:
     other kinds and on API errors.
     """
 
-    def __init__(self, kube: KubeClients, clock: Clock, ttl: float = 30.0) -> None:
+    def __init__(
+        self, kube: KubeClients, clock: Clock, ttl: float = 30.0, agent_record: Target | None = None
+    ) -> None:
         self.kube = kube
         self.clock = clock
         self.ttl = ttl
+        self.agent_record = agent_record
+        """Where the executor records every action of the agent (its ``agent_record``); None: nowhere."""
         self._cache: dict[Target, tuple[float, float | None]] = {}
+        self._records: dict[Target, tuple[float, list[RecordedAction]]] = {}
 
     def last_rollout(self, target: Target) -> float | None:
         """When the target's last rollout started, or None when unknown or never."""
@@ -65,6 +72,34 @@ class KubeFacts:
             return None
         done = rollbacks_of(deployment)
         return done[-1].time if done else None
+
+    def actions_on(self, target: Target) -> list[RecordedAction]:
+        """The actions recorded on the target (``aiops.dev/actions``); empty when none, when it is
+        missing and on API errors (cached for ``ttl``)."""
+        return self._recorded(target, MAX_ACTIONS)
+
+    def actions_by_agent(self) -> list[RecordedAction]:
+        """The agent's actions of the last hour, from the agent-wide record (cached for ``ttl``)."""
+        if self.agent_record is None:
+            return []
+        return self._recorded(self.agent_record, AGENT_ACTIONS)
+
+    def _recorded(self, where: Target, limit: int) -> list[RecordedAction]:
+        now = self.clock.now()
+        cached = self._records.get(where)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        try:
+            found = recorded_actions(self.kube.get(where.kind, where.namespace, where.name), limit)
+        except NotFoundError:
+            found = []
+        except (KubeError, ValueError) as exc:
+            log.warning("cannot read the actions recorded on %s: %s", where, exc)
+            return []
+        if len(self._records) > 10_000:
+            self._records.clear()
+        self._records[where] = (now, found)
+        return found
 
 
 def _epoch(stamp: str) -> float:

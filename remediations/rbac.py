@@ -10,7 +10,9 @@ actions, the manifest is what the table renders to, and every API call an action
 the twin API server is one the table allows.
 
 Least privilege: no wildcards, no Secrets, only the verbs the code calls (a ``get`` after an
-``AlreadyExists`` counts). Workload actions need a ClusterRole because playbooks target any
+``AlreadyExists`` counts). Besides the actions' own calls, the executor gets and patches the target
+of each workload-changing action, where it records the action before it writes
+(:func:`record_permissions`). Workload actions need a ClusterRole because playbooks target any
 namespace the guardrails allow; bind it per namespace with RoleBindings to narrow it.
 """
 
@@ -20,6 +22,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
+
+from remediations.registry import ACTIONS
+from remediations.types import ActionClass
 
 #: The verbs a rule may name (the Kubernetes API verbs; no ``*``).
 VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"})
@@ -118,15 +123,32 @@ ACTION_PERMISSIONS: Mapping[str, tuple[Permission, ...]] = MappingProxyType(
 AGENT_PERMISSIONS: tuple[Permission, ...] = _on("", ("events",), "create", "get")
 
 #: What the agent needs in its own namespace: the Lease of leader election (the kubernetes
-#: client's LeaseLock reads, creates and replaces it).
+#: client's LeaseLock reads, creates and replaces it) and the Lease recording every action of the
+#: agent for its agent-wide budgets (the executor reads, creates and merge-patches it).
 LEADER_ELECTION_PERMISSIONS: tuple[Permission, ...] = _on(
-    "coordination.k8s.io", ("leases",), "get", "create", "update"
+    "coordination.k8s.io", ("leases",), "get", "create", "update", "patch"
 )
 
 
+def record_permissions() -> tuple[Permission, ...]:
+    """What the executor needs on the target of every workload-changing action: it records the
+    action there (``aiops.dev/actions``, a merge patch on the object it read) before it writes."""
+    kinds = {
+        kind
+        for action in ACTIONS.values()
+        if action.action_class is not ActionClass.NOTIFY
+        for kind in action.target_kinds
+    }
+    return tuple(Permission(*RESOURCES[kind], frozenset({"get", "patch"})) for kind in sorted(kinds))
+
+
 def cluster_permissions() -> tuple[Permission, ...]:
-    """Every permission of the cluster-wide role: all actions' and the agent's own."""
-    return (*(p for perms in ACTION_PERMISSIONS.values() for p in perms), *AGENT_PERMISSIONS)
+    """Every permission of the cluster-wide role: all actions', the executor's record and the agent's own."""
+    return (
+        *(p for perms in ACTION_PERMISSIONS.values() for p in perms),
+        *record_permissions(),
+        *AGENT_PERMISSIONS,
+    )
 
 
 def allowed(action: str, api_group: str, resource: str, verb: str) -> bool:

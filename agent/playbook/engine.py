@@ -104,6 +104,7 @@ from detectors.freshness import Seen
 from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
 from remediations.registry import make_request
+from remediations.state import RecordedAction
 from remediations.types import ActionClass, ActionResult, ActionStatus, Target, idempotency_key
 
 log = logging.getLogger("aiops.playbooks")
@@ -141,6 +142,14 @@ class TargetFacts(Protocol):
         """When the agent last rolled the target back (its ``aiops.dev/rollbacks``), or None."""
         ...
 
+    def actions_on(self, target: Target) -> Sequence[RecordedAction]:
+        """The actions the agent recorded on the target (its ``aiops.dev/actions``)."""
+        ...
+
+    def actions_by_agent(self) -> Sequence[RecordedAction]:
+        """The agent's actions of the last hour on every target (the agent-wide record)."""
+        ...
+
 
 class NoFacts:
     """Knows nothing: every ``when`` condition holds back its playbook."""
@@ -152,6 +161,14 @@ class NoFacts:
     def last_rollback(self, target: Target) -> float | None:
         """Unknown."""
         return None
+
+    def actions_on(self, target: Target) -> Sequence[RecordedAction]:
+        """None known."""
+        return ()
+
+    def actions_by_agent(self) -> Sequence[RecordedAction]:
+        """None known."""
+        return ()
 
 
 class RecordedFacts:
@@ -171,6 +188,14 @@ class RecordedFacts:
     def last_rollback(self, target: Target) -> float | None:
         """None: rollbacks are what the engine itself records in these runs."""
         return None
+
+    def actions_on(self, target: Target) -> Sequence[RecordedAction]:
+        """None: actions are what the engine itself records in these runs."""
+        return ()
+
+    def actions_by_agent(self) -> Sequence[RecordedAction]:
+        """None: actions are what the engine itself records in these runs."""
+        return ()
 
 
 def incident_id(playbook: str, target: Target, first_signal: float) -> str:
@@ -611,6 +636,7 @@ class PlaybookEngine:
             return
         verdict = self._when(inc, now)
         if verdict.allowed:
+            self._recall(inc.target, now)
             planned = sum(1 for s in inc.playbook.model.spec.actions if changes_workload(s.params))
             verdict = check_action(
                 inc.guardrails, self.ledger, inc.playbook.name, inc.target, planned, now, inc.cls, inc.source
@@ -622,6 +648,13 @@ class PlaybookEngine:
                 self._hold(inc, verdict, now)
             return
         self._start(inc, now)
+
+    def _recall(self, target: Target, now: float) -> None:
+        """Count what the durable records say was done (before a restart, or by another replica)."""
+        recalled = self.ledger.recall(self.facts.actions_on(target), now, target)
+        recalled += self.ledger.recall(self.facts.actions_by_agent(), now)
+        if recalled:
+            log.info("%d earlier action(s) recalled from the records for %s", recalled, target)
 
     def _when(self, inc: Incident, now: float) -> Verdict:
         for cond in inc.playbook.model.spec.when:
@@ -814,7 +847,9 @@ class PlaybookEngine:
         if repeat is not None:
             approval = Approval.REQUIRED
             self._event(inc, inc.state, inc.state, repeat, now, action=action, step=label, guardrail="repeat")
-        proposal = Proposal(request, now, approval, inc.playbook.priority, inc.signal.to_dict())
+        proposal = Proposal(
+            request, now, approval, inc.playbook.priority, inc.signal.to_dict(), source=inc.source
+        )
         self._event(inc, inc.state, inc.state, f"submitted {action}", now, action=action, step=label, key=key)
         try:
             return self.executor.submit(proposal)
@@ -871,7 +906,7 @@ class PlaybookEngine:
                     inc.remediated = True
                     self.ledger.record_remediation(inc.playbook.name, inc.target, now)
                 self.ledger.record_action(
-                    inc.playbook.name, inc.target, now, action_class(params), action, inc.source
+                    inc.playbook.name, inc.target, now, action_class(params), action, inc.source, result.key
                 )
                 if action_class(params) is ActionClass.CAPACITY and inc.phase == "actions":
                     inc.raised = True

@@ -4,9 +4,10 @@ The request, its outcome and its plan are the remediations' (:mod:`remediations.
 :class:`~remediations.types.ActionRequest`, :class:`~remediations.types.ActionStatus`,
 :class:`~remediations.types.ActionResult`), one vocabulary from the engine to the write. The
 engine wraps a request in a :class:`Proposal` that carries what only the engine knows: whether a
-person must approve it, the playbook's priority, the action's class, and the evidence (the
-signal that fired). :class:`RecordingExecutor` writes nothing, for tests and ``aiops playbook
-test``; :class:`DryRunExecutor` plans and logs, for a daemon without an executor.
+person must approve it, the playbook's priority, the action's class, the evidence (the signal
+that fired) and its source (detectors or alerts). :class:`RecordingExecutor` writes nothing, for
+tests and ``aiops playbook test``; :class:`DryRunExecutor` plans and logs, for a daemon without an
+executor.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class Proposal:
     priority: int = 0
     evidence: Mapping[str, Any] = field(default_factory=dict)
     """The signal that fired, as JSON (detector, score, value, expected ...)."""
+    source: str = "signals"
+    """Where the incident's evidence came from (``signals`` or ``alerts``): each has its own budgets."""
 
     @property
     def key(self) -> str:
@@ -99,6 +102,7 @@ class Proposal:
             "priority": self.priority,
             "class": self.action_class.value,
             "evidence": dict(self.evidence),
+            "source": self.source,
         }
 
     @classmethod
@@ -136,6 +140,7 @@ class Proposal:
             Approval(data.get("approval", "none")),
             int(data.get("priority") or 0),
             dict(data.get("evidence") or {}),
+            str(data.get("source") or "signals"),
         )
 
 
