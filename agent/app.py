@@ -22,6 +22,7 @@ from agent.playbook.events import LogAudit
 from agent.playbook.loader import PlaybookLoadError
 from agent.playbook.requests import Executor
 from agent.playbook.runtime import PlaybookRuntime
+from agent.pool import PoolSettings
 from agent.sinks import LogSink, SignalSink
 from agent.sources.alertmanager import alertmanager_post_route
 from agent.sources.base import Source
@@ -93,6 +94,11 @@ class Agent:
             audit=Audit([LogAudit(), *self.audit_sinks]),
             facts=self.facts,
             freshness=self.bank.freshness,
+            pool=PoolSettings(
+                workers=config.executor.workers,
+                queue=config.executor.queue,
+                deadline=config.executor.action_deadline,
+            ),
         )
         try:
             self.playbooks.load()  # an invalid playbook set at start is as fatal as a bad config

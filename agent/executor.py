@@ -73,6 +73,8 @@ log = logging.getLogger("aiops.executor")
 Obj = dict[str, Any]
 
 HOUR = 3600.0
+#: Per-target locks kept before idle ones are forgotten.
+MAX_TARGET_LOCKS = 4096
 
 #: Set on a target changed behind its GitOps controller's back (``gitops: annotate``).
 GITOPS_DRIFT = notes.PREFIX + "gitops-drift"
@@ -151,7 +153,8 @@ class _Check:
 
 
 class KubeExecutor:
-    """Guards, leader check, dry run, approval, audit, then the remediation. Thread-safe."""
+    """Guards, leader check, dry run, approval, audit, then the remediation. Thread-safe: one
+    request at a time per target, different targets at once."""
 
     def __init__(
         self,
@@ -188,7 +191,8 @@ class KubeExecutor:
         """The object whose ``aiops.dev/actions`` records every action of the agent in the last hour
         (a Lease in the agent's namespace): the agent-wide budgets after a restart; None: none."""
         self._executed = executed_keys_from_file(config.audit_file)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # approvals, and the table of per-target locks
+        self._locks: dict[Target, threading.Lock] = {}
 
     def bind(self, report: Callable[[ActionResult], None]) -> None:
         """Send results that come later (approvals) to ``report``."""
@@ -197,10 +201,10 @@ class KubeExecutor:
     # ------------------------------------------------------------ the protocol
 
     def submit(self, proposal: Proposal) -> ActionResult:
-        """Run, plan or queue ``proposal``; never raises."""
+        """Run, plan or queue ``proposal``; never raises. Requests on different targets may run at
+        once (the action pool's workers); those on one target run one at a time."""
         try:
-            with self._lock:
-                return self._submit(proposal, approved=False)
+            return self._submit(proposal, approved=False)
         except Exception as exc:  # the last line: a bug here must not stop the engine
             log.exception("executor failed on %s", proposal.key)
             outcome = _Outcome(Decision.FAILED, f"executor error: {exc!r}", error=type(exc).__name__)
@@ -270,7 +274,21 @@ class KubeExecutor:
 
     # ------------------------------------------------------------ the steps
 
+    def _target_lock(self, target: Target) -> threading.Lock:
+        with self._lock:
+            lock = self._locks.get(target)
+            if lock is None:
+                if len(self._locks) >= MAX_TARGET_LOCKS:  # bounded: forget the idle ones
+                    for idle in [t for t, held in self._locks.items() if not held.locked()]:
+                        del self._locks[idle]
+                lock = self._locks[target] = threading.Lock()
+            return lock
+
     def _submit(self, proposal: Proposal, *, approved: bool) -> ActionResult:
+        with self._target_lock(proposal.target):
+            return self._submit_one(proposal, approved=approved)
+
+    def _submit_one(self, proposal: Proposal, *, approved: bool) -> ActionResult:
         action = self.actions[proposal.action]
         check = _Check(proposal, action)
         for guard in self.GUARDS:

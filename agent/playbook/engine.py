@@ -98,7 +98,7 @@ from agent.playbook.guardrails import (
 )
 from agent.playbook.loader import EMPTY_SET, LoadedPlaybook, PlaybookSet, render_params, signal_context
 from agent.playbook.models import ActionStep
-from agent.playbook.requests import DONE_STATUSES, Approval, Executor, Proposal
+from agent.playbook.requests import DONE_STATUSES, LATER_STATUSES, Approval, Executor, Proposal
 from agent.playbook.templating import TemplateError, format_number
 from detectors.freshness import Seen
 from detectors.series import SeriesKey
@@ -309,6 +309,7 @@ class PlaybookEngine:
         self._active: dict[tuple[str, Target], Incident] = {}
         self._in_flight: dict[tuple[Target, ActionClass], Incident] = {}
         self._waiting: dict[str, Incident] = {}
+        self._releasing: dict[str, tuple[Incident, str]] = {}  # restores running: key -> (incident, action)
         self._rejections: dict[tuple[str, str], float] = {}
         self._ids: dict[str, float] = {}  # every incident id given out, with when (bounded by MEMORY)
         self._history: dict[Target, list[tuple[float, float]]] = defaultdict(list)
@@ -362,17 +363,22 @@ class PlaybookEngine:
             return min(future) if future else None
 
     def report(self, result: ActionResult) -> None:
-        """The final result of a request that was pending (approval); resumes its incident."""
+        """The final result of a request answered later (approval, the action pool); resumes its
+        incident."""
         with self._lock:
+            now = self.clock.now()
+            released = self._releasing.pop(result.key, None)
+            if released is not None:
+                self._released(released, result, now)
+                return
             inc = self._waiting.pop(result.key, None)
             if inc is None:
                 log.warning("result for unknown or finished request %s ignored", result.key)
                 return
             inc.waiting_key = None
-            now = self.clock.now()
             step = self._steps(inc)[inc.step_index]
-            self._after_result(inc, step.action, step.params, result, now)
-            self._run(inc, now)
+            if self._take(inc, step, result, now):
+                self._run(inc, now)
 
     def replace_playbooks(self, playbooks: PlaybookSet) -> None:
         """Swap the playbook set atomically.
@@ -732,24 +738,8 @@ class PlaybookEngine:
             label = f"{inc.phase}[{inc.step_index}]"
             key = idempotency_key(inc.playbook.name, inc.target, inc.id, label)
             result = self._submit(inc, step.action, step.params, label, key, now)
-            if self._retry(inc, step.action, result, now):
+            if not self._take(inc, step, result, now):
                 return
-            if result.status is ActionStatus.PENDING_APPROVAL:
-                self._event(
-                    inc,
-                    inc.state,
-                    inc.state,
-                    f"{step.action} waits for approval",
-                    now,
-                    action=step.action,
-                    step=label,
-                    key=key,
-                    status=result.status.value,
-                )
-                inc.waiting_key = key
-                self._waiting[key] = inc
-                return
-            self._after_result(inc, step.action, step.params, result, now)
         if inc.phase == "actions":
             inc.acted_at = now
             verify = spec.verify
@@ -764,6 +754,30 @@ class PlaybookEngine:
                 self._finish(inc, IncidentState.RESOLVED, "steps done (verify.clears is false)", now)
         else:
             self._release(inc)
+
+    def _take(self, inc: Incident, step: ActionStep, result: ActionResult, now: float) -> bool:
+        """Apply a step's result; False when the incident waits (a retry, an approval, the pool)."""
+        if self._retry(inc, step.action, result, now):
+            return False
+        if result.status in LATER_STATUSES:
+            if result.status is ActionStatus.PENDING_APPROVAL:
+                self._event(
+                    inc,
+                    inc.state,
+                    inc.state,
+                    f"{step.action} waits for approval",
+                    now,
+                    action=step.action,
+                    step=f"{inc.phase}[{inc.step_index}]",
+                    key=result.key,
+                    status=result.status.value,
+                )
+            # running: it stays in flight on its target until the outcome is reported
+            inc.waiting_key = result.key
+            self._waiting[result.key] = inc
+            return False
+        self._after_result(inc, step.action, step.params, result, now)
+        return True
 
     def _retry(self, inc: Incident, action: str, result: ActionResult, now: float) -> bool:
         """Schedule a retryable failure again while the incident's deadline allows; True if so."""
@@ -957,18 +971,25 @@ class PlaybookEngine:
             )
             key = idempotency_key(inc.playbook.name, inc.target, inc.id, "restore")
             result = self._submit(inc, step.action, step.params, "restore", key, now, restore=True)
-            message = f": {result.message}" if result.message else ""
-            self._event(
-                inc,
-                inc.state,
-                inc.state,
-                f"release {result.status.value}{message}",
-                now,
-                action=step.action,
-                step="restore",
-                key=key,
-                status=result.status.value,
-            )
+            if result.status is ActionStatus.RUNNING:
+                self._releasing[key] = (inc, step.action)
+            else:
+                self._released((inc, step.action), result, now)
+
+    def _released(self, release: tuple[Incident, str], result: ActionResult, now: float) -> None:
+        inc, action = release
+        message = f": {result.message}" if result.message else ""
+        self._event(
+            inc,
+            inc.state,
+            inc.state,
+            f"release {result.status.value}{message}",
+            now,
+            action=action,
+            step="restore",
+            key=result.key,
+            status=result.status.value,
+        )
 
     def _deadlines(self, inc: Incident, now: float) -> list[float]:
         spec = inc.playbook.model.spec

@@ -37,6 +37,8 @@ class Approval(enum.StrEnum):
 DONE_STATUSES = frozenset(
     {ActionStatus.EXECUTED, ActionStatus.NOOP, ActionStatus.DRY_RUN, ActionStatus.SKIPPED}
 )
+#: Answers that say the outcome comes later, through the engine's ``report``.
+LATER_STATUSES = frozenset({ActionStatus.PENDING_APPROVAL, ActionStatus.RUNNING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +149,8 @@ class Proposal:
 class Executor(Protocol):
     """Runs proposals: guardrails that need the cluster, leader check, approval, the write.
 
-    ``submit`` returns the outcome, or ``pending_approval`` and reports the final outcome later
-    through the engine's ``report``. It never raises for an action that failed: that is a
+    ``submit`` returns the outcome, or ``pending_approval`` / ``running`` and reports the final
+    outcome later through the engine's ``report``. It never raises for an action that failed: that is a
     ``failed`` result.
     """
 
