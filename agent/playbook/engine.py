@@ -21,8 +21,9 @@ injected clock's time:
     the steps run in order, each a :class:`~remediations.types.ActionRequest` (in a
     :class:`~agent.playbook.requests.Proposal`) with an
     idempotency key (playbook, target, incident, step) sent to the executor. A step that fails
-    ends the incident *failed* and runs ``onFailure``. A step waiting for approval pauses the
-    incident until :meth:`PlaybookEngine.report` brings its result.
+    ends the incident *failed* and runs ``onFailure``. A step waiting for approval, or running on
+    the action pool's workers (the executor answers ``running``), pauses the incident until
+    :meth:`PlaybookEngine.report` brings its result; meanwhile it stays in flight on its target.
 ``verifying``
     with ``verify.clears`` (the default): let T be the time the last step completed. The incident
     is *resolved* at the first moment at least ``verify.quiet`` has passed without a matching

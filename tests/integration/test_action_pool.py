@@ -22,9 +22,16 @@ from kafka import KafkaProducer
 from kubernetes import client
 
 from agent.app import Agent
+from agent.audit import Audit, MemoryAuditSink
 from agent.clock import WallClock
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ExecutorConfig
+from agent.executor import KubeExecutor
 from agent.playbook.events import IncidentEvent
+from agent.playbook.requests import Proposal
+from agent.pool import ActionPool, PoolSettings
+from remediations.kube import connect
+from remediations.registry import make_request
+from remediations.types import ActionResult, ActionStatus, Target
 from tests.servers.common import eventually
 from tests.servers.twin import TwinEnv
 
@@ -193,3 +200,39 @@ class _Both:
     def record(self, entry: Any) -> None:
         self.first.record(entry)
         self.second.record(entry)
+
+
+def test_an_action_ends_by_its_deadline_and_the_failure_is_reported_and_audited(
+    tmp_path: Path, twin: TwinEnv
+) -> None:
+    """Every PATCH takes 5 s; the action's deadline is 1 s: no try starts and no retry waits past
+    it, and the engine gets a retryable failure (it tries again later) within about a second."""
+    clock = WallClock()
+    memory = MemoryAuditSink()
+    config = ExecutorConfig(
+        enabled=True, leader_election=False, audit_file=None, audit_topic=None, approvals_dir=tmp_path
+    )
+    kube = connect(twin.kubeconfig, clock=clock)
+    executor = KubeExecutor(kube, config, clock, Audit([memory]), instance="t")
+    pool = ActionPool(executor, clock, PoolSettings(workers=1, queue=1, deadline=1.0))
+    reported: list[ActionResult] = []
+    pool.bind(reported.append)
+    twin.server.faults.latency(5.0, verb="patch", resource="deployments")
+    request = make_request(
+        "restart", Target("Deployment", twin.namespace, "web"), {}, playbook="pb", incident="i", step="s"
+    )
+    started = time.monotonic()
+    try:
+        assert pool.submit(Proposal(request, clock.now())).status is ActionStatus.RUNNING
+        eventually(lambda: bool(reported), timeout=10, what="the outcome")
+        took = time.monotonic() - started
+    finally:
+        pool.close()
+        twin.server.faults.clear()
+        kube.close()
+    (result,) = reported
+    assert result.status is ActionStatus.FAILED
+    assert result.retryable
+    assert "deadline" in result.message
+    assert took < 2.5, f"the action took {took:.1f} s with a 1 s deadline"
+    assert memory.decisions() == ["started", "failed"]
