@@ -3,9 +3,9 @@
 :class:`ActionPool` is an :class:`~agent.playbook.requests.Executor` around the real one. With
 workers, ``submit`` queues the proposal and answers ``running`` at once; a worker runs it within
 its deadline (:func:`remediations.kube.deadline`: no API call starts, and no retry waits, past
-it) and reports the outcome to the playbook engine's ``report``, as an approval's outcome is
-reported. So a slow or throttled API server delays the action, never the loop that ingests and
-detects, and ``/healthz`` (the loop's) stays honest.
+it, on the clients' clock) and reports the outcome to the playbook engine's ``report``, as an
+approval's outcome is reported. So a slow or throttled API server delays the action, never the
+loop that ingests and detects, and ``/healthz`` (the loop's) stays honest.
 
 Bounds: ``workers`` threads and ``queue`` proposals waiting; a proposal that finds the queue full
 is answered ``failed`` and retryable, so the engine tries again later. A key already queued or
@@ -22,10 +22,8 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
-from agent.clock import Clock
 from agent.metrics import AgentMetrics
 from agent.playbook.requests import Executor, Proposal, outcome
 from remediations.kube import deadline
@@ -65,13 +63,11 @@ class ActionPool:
     def __init__(
         self,
         executor: Executor,
-        clock: Clock,
         settings: PoolSettings = INLINE,
         *,
         metrics: AgentMetrics | None = None,
     ) -> None:
         self.executor = executor
-        self.clock = clock
         self.settings = settings
         self.metrics = metrics
         self.report: Callable[[ActionResult], None] | None = None
@@ -148,10 +144,8 @@ class ActionPool:
             thread.join(timeout)
 
     def _run(self, proposal: Proposal) -> ActionResult:
-        at = None if self.settings.deadline is None else self.clock.now() + self.settings.deadline
-        scope = deadline(at) if at is not None else nullcontext()
         try:
-            with scope:
+            with deadline(self.settings.deadline):
                 return self.executor.submit(proposal)
         except Exception as exc:  # an executor must not raise; one that does must not kill a worker
             log.exception("executor raised for %s", proposal.key)

@@ -195,14 +195,22 @@ def load_configuration(
 
 # ---------------------------------------------------------------- deadlines
 
-_DEADLINE: ContextVar[float | None] = ContextVar("aiops_kube_deadline", default=None)
+
+@dataclass(slots=True)
+class _Deadline:
+    seconds: float
+    at: float | None = None  # on the clients' clock, from their first call in the scope
+
+
+_DEADLINE: ContextVar[_Deadline | None] = ContextVar("aiops_kube_deadline", default=None)
 
 
 @contextmanager
-def deadline(at: float | None) -> Iterator[None]:
-    """API calls made inside (in this thread) end by ``at`` on the clients' clock: no try starts and
-    no retry waits beyond it, and each request's timeouts are cut to the time left (None: no deadline)."""
-    token = _DEADLINE.set(at)
+def deadline(seconds: float | None) -> Iterator[None]:
+    """API calls made inside (in this thread) end within ``seconds`` of the first of them, on the
+    clients' clock: no try starts and no retry waits beyond it, and each request's timeouts are cut
+    to the time left (None: no deadline)."""
+    token = _DEADLINE.set(None if seconds is None else _Deadline(seconds))
     try:
         yield
     finally:
@@ -364,7 +372,10 @@ class KubeClients:
         :meth:`read_modify_write` to handle.
         """
         attempt = 1
-        at = _DEADLINE.get()
+        scope = _DEADLINE.get()
+        if scope is not None and scope.at is None:
+            scope.at = self.clock.now() + scope.seconds
+        at = None if scope is None else scope.at
         while True:
             timeout = self.timeout
             if at is not None:

@@ -143,12 +143,14 @@ class TargetFacts(Protocol):
         """When the agent last rolled the target back (its ``aiops.dev/rollbacks``), or None."""
         ...
 
-    def actions_on(self, target: Target) -> Sequence[RecordedAction]:
-        """The actions the agent recorded on the target (its ``aiops.dev/actions``)."""
+    def actions_on(self, target: Target) -> Sequence[RecordedAction] | None:
+        """The actions the agent recorded on the target (its ``aiops.dev/actions``); None when the
+        record cannot be read."""
         ...
 
-    def actions_by_agent(self) -> Sequence[RecordedAction]:
-        """The agent's actions of the last hour on every target (the agent-wide record)."""
+    def actions_by_agent(self) -> Sequence[RecordedAction] | None:
+        """The agent's actions of the last hour on every target (the agent-wide record); None when
+        it cannot be read."""
         ...
 
 
@@ -163,11 +165,11 @@ class NoFacts:
         """Unknown."""
         return None
 
-    def actions_on(self, target: Target) -> Sequence[RecordedAction]:
+    def actions_on(self, target: Target) -> Sequence[RecordedAction] | None:
         """None known."""
         return ()
 
-    def actions_by_agent(self) -> Sequence[RecordedAction]:
+    def actions_by_agent(self) -> Sequence[RecordedAction] | None:
         """None known."""
         return ()
 
@@ -190,11 +192,11 @@ class RecordedFacts:
         """None: rollbacks are what the engine itself records in these runs."""
         return None
 
-    def actions_on(self, target: Target) -> Sequence[RecordedAction]:
+    def actions_on(self, target: Target) -> Sequence[RecordedAction] | None:
         """None: actions are what the engine itself records in these runs."""
         return ()
 
-    def actions_by_agent(self) -> Sequence[RecordedAction]:
+    def actions_by_agent(self) -> Sequence[RecordedAction] | None:
         """None: actions are what the engine itself records in these runs."""
         return ()
 
@@ -643,7 +645,8 @@ class PlaybookEngine:
             return
         verdict = self._when(inc, now)
         if verdict.allowed:
-            self._recall(inc.target, now)
+            verdict = self._recall(inc.target, now)
+        if verdict.allowed:
             planned = sum(1 for s in inc.playbook.model.spec.actions if changes_workload(s.params))
             verdict = check_action(
                 inc.guardrails, self.ledger, inc.playbook.name, inc.target, planned, now, inc.cls, inc.source
@@ -656,12 +659,19 @@ class PlaybookEngine:
             return
         self._start(inc, now)
 
-    def _recall(self, target: Target, now: float) -> None:
-        """Count what the durable records say was done (before a restart, or by another replica)."""
-        recalled = self.ledger.recall(self.facts.actions_on(target), now, target)
-        recalled += self.ledger.recall(self.facts.actions_by_agent(), now)
+    def _recall(self, target: Target, now: float) -> Verdict:
+        """Count what the durable records say was done (before a restart, or by another replica);
+        held while a record cannot be read: the cooldowns and budgets cannot be judged without it."""
+        on_target, by_agent = self.facts.actions_on(target), self.facts.actions_by_agent()
+        recalled = self.ledger.recall(on_target or (), now, target)
+        recalled += self.ledger.recall(by_agent or (), now)
         if recalled:
             log.info("%d earlier action(s) recalled from the records for %s", recalled, target)
+        if on_target is None or by_agent is None:
+            where = f"on {target}" if on_target is None else "agent-wide"
+            reason = f"the actions recorded {where} cannot be read; cooldowns and budgets need them"
+            return Verdict(False, "records", reason, now + RETRY_DELAY)
+        return ALLOW
 
     def _when(self, inc: Incident, now: float) -> Verdict:
         for cond in inc.playbook.model.spec.when:

@@ -54,9 +54,7 @@ class PlaybookRuntime:
         self.clock = clock
         self.metrics = metrics
         self.executor = executor
-        self.pool = ActionPool(
-            executor if executor is not None else DryRunExecutor(), clock, pool, metrics=metrics
-        )
+        self.pool = ActionPool(executor if executor is not None else DryRunExecutor(), pool, metrics=metrics)
         """Where the engine's proposals run: workers off the engine loop (the daemon) or inline (replay)."""
         self.engine = PlaybookEngine(
             EMPTY_SET,

@@ -214,7 +214,7 @@ def test_an_action_ends_by_its_deadline_and_the_failure_is_reported_and_audited(
     )
     kube = connect(twin.kubeconfig, clock=clock)
     executor = KubeExecutor(kube, config, clock, Audit([memory]), instance="t")
-    pool = ActionPool(executor, clock, PoolSettings(workers=1, queue=1, deadline=1.0))
+    pool = ActionPool(executor, PoolSettings(workers=1, queue=1, deadline=1.0))
     reported: list[ActionResult] = []
     pool.bind(reported.append)
     twin.server.faults.latency(5.0, verb="patch", resource="deployments")

@@ -330,7 +330,9 @@ def test_each_action_is_recorded_on_its_target_and_agent_wide_before_it_writes(
     assert facts.actions_by_agent() == [], "no record yet: the Lease is made at the first action"
     first = request(cluster)
     assert h.executor.submit(first).status is ActionStatus.EXECUTED
-    (on_target,) = facts.actions_on(first.target)
+    recorded = facts.actions_on(first.target)
+    assert recorded is not None
+    (on_target,) = recorded
     assert (on_target.playbook, on_target.action, on_target.action_class, on_target.source) == (
         "pb",
         "scale",
@@ -339,14 +341,16 @@ def test_each_action_is_recorded_on_its_target_and_agent_wide_before_it_writes(
     )
     assert on_target.key == key_digest(first.key)
     assert on_target.time == cluster.clock.now()
-    (agent_wide,) = facts.actions_by_agent()
+    wide = facts.actions_by_agent()
+    assert wide is not None
+    (agent_wide,) = wide
     assert agent_wide.target == str(first.target)
     assert agent_wide.key == on_target.key
     # an action that changes nothing leaves no record behind: already at 4 replicas
     noop = request(cluster, params={"replicas": 4}, incident="inc-2")
     assert h.executor.submit(noop).status is ActionStatus.NOOP
-    assert [r.key for r in facts.actions_on(first.target)] == [on_target.key]
-    assert [r.key for r in facts.actions_by_agent()] == [on_target.key]
+    assert [r.key for r in facts.actions_on(first.target) or ()] == [on_target.key]
+    assert [r.key for r in facts.actions_by_agent() or ()] == [on_target.key]
 
 
 def test_an_action_that_cannot_be_recorded_does_not_run(cluster: Cluster, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.clock import ManualClock
 from agent.playbook.requests import Proposal, RecordingExecutor, outcome
 from agent.pool import INLINE, ActionPool, PoolSettings
 from remediations.registry import make_request
@@ -52,7 +51,7 @@ def proposal(incident: str) -> Proposal:
 
 
 def test_submit_answers_running_at_once_and_reports_the_outcome_later(gated: GatedExecutor) -> None:
-    pool = ActionPool(gated, ManualClock(T0), PoolSettings(workers=2, queue=4, deadline=None))
+    pool = ActionPool(gated, PoolSettings(workers=2, queue=4, deadline=None))
     reported: list[ActionResult] = []
     pool.bind(reported.append)
     first = pool.submit(proposal("inc-1"))
@@ -71,7 +70,7 @@ def test_submit_answers_running_at_once_and_reports_the_outcome_later(gated: Gat
 
 
 def test_a_full_queue_answers_failed_and_retryable(gated: GatedExecutor) -> None:
-    pool = ActionPool(gated, ManualClock(T0), PoolSettings(workers=1, queue=1, deadline=None))
+    pool = ActionPool(gated, PoolSettings(workers=1, queue=1, deadline=None))
     pool.bind(lambda _: None)
     assert pool.submit(proposal("inc-1")).status is ActionStatus.RUNNING
     eventually(lambda: len(gated.started) == 1, timeout=5, what="the only worker busy")
@@ -91,7 +90,7 @@ def test_a_full_queue_answers_failed_and_retryable(gated: GatedExecutor) -> None
 
 def test_inline_runs_in_the_caller_and_answers_the_outcome() -> None:
     ex = RecordingExecutor()
-    pool = ActionPool(ex, ManualClock(T0), INLINE)
+    pool = ActionPool(ex, INLINE)
     result = pool.submit(proposal("inc-1"))
     assert result.status is ActionStatus.EXECUTED
     assert not any(t.name.startswith("aiops-action") for t in threading.enumerate())
@@ -99,7 +98,7 @@ def test_inline_runs_in_the_caller_and_answers_the_outcome() -> None:
 
 def engine_with_pool(gated: GatedExecutor, *texts: str) -> tuple[Harness, ActionPool]:
     h = Harness(*texts)
-    pool = ActionPool(gated, h.clock, PoolSettings(workers=2, queue=8, deadline=None))
+    pool = ActionPool(gated, PoolSettings(workers=2, queue=8, deadline=None))
     h.engine.executor = pool
     pool.bind(h.engine.report)
     return h, pool
