@@ -29,6 +29,7 @@ from detectors.freshness import SeriesFreshness
 from detectors.signal import SignalKind
 from remediations.scale import raise_of
 from remediations.state import RecordedAction, recorded_actions
+from remediations.types import Target
 from simulations.pager import Pager
 from simulations.twin import TwinCluster
 from tests.integration.test_remediation_support import Cluster, hpa_body, open_cluster
@@ -64,6 +65,7 @@ class Loop:
         tmp: Path,
         playbooks: PlaybookSet | None = None,
         defaults: GuardrailDefaults | None = None,
+        agent_record: Target | None = None,
     ) -> None:
         assert cluster.twin is not None
         self.cluster = cluster
@@ -85,6 +87,7 @@ class Loop:
             leader=StaticLeader(True),
             instance="test",
             environ=self.pager.environ(),
+            agent_record=agent_record,
         )
         self.engine = PlaybookEngine(
             playbooks if playbooks is not None else load_paths([SHIPPED]),
@@ -92,7 +95,7 @@ class Loop:
             self.clock,
             self.audit,
             defaults=defaults or GuardrailDefaults(),
-            facts=KubeFacts(cluster.kube, self.clock, ttl=0.0),
+            facts=KubeFacts(cluster.kube, self.clock, ttl=0.0, agent_record=agent_record),
             freshness=self.freshness,
         )
         self.executor.bind(self.engine.report)
@@ -495,3 +498,27 @@ def test_after_a_restart_the_cooldown_and_budget_recorded_on_the_target_hold_a_f
 def loop_records(cluster: Cluster) -> list[RecordedAction]:
     """The actions recorded on the checkout Deployment."""
     return recorded_actions(cluster.read("Deployment", "checkout"))
+
+
+def test_after_a_restart_the_agent_wide_budget_recorded_on_the_lease_holds_another_target(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """One corrective action per hour for the whole agent: after a restart, a fresh incident on
+    another target is held by the agent-wide budget the Lease's record still counts."""
+    lease = Target("Lease", cluster.ns, "aiops-agent-actions")
+    playbooks = load_sources([("restart.yaml", RESTART_ON_ALERT.replace("cooldown: 30m", "cooldown: 0s"))])
+    defaults = GuardrailDefaults(cooldown=0, max_per_hour_total=1)
+    first = Loop(cluster, tmp_path / "first", playbooks, defaults, agent_record=lease)
+    cluster.deployment("checkout", replicas=2)
+    cluster.deployment("cart", replicas=2)
+    for _ in range(4):
+        first.step(signals=[(first.key("PodsCrashLooping", "checkout"), SignalKind.ALERT, 1.0, 1.0)])
+    assert [r.decision.value for r in first.decisions.records] == ["started", "executed"]
+    second = Loop(cluster, tmp_path / "second", playbooks, defaults, agent_record=lease)
+    for _ in range(8):
+        second.step(signals=[(second.key("PodsCrashLooping", "cart"), SignalKind.ALERT, 1.0, 1.0)])
+    assert second.decisions.records == [], "nothing was submitted for cart"
+    (held,) = [e for e in second.held("restart-on-crashloop") if e.guardrail]
+    assert held.guardrail == "agent.max_per_hour_total"
+    assert held.target.name == "cart"
+    assert "1 corrective actions in the last hour by the agent, limit 1" in held.reason
