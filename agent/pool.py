@@ -77,6 +77,7 @@ class ActionPool:
         self._cond = threading.Condition()
         self._closed = False
         self._threads: list[threading.Thread] = []  # started with the first proposal queued
+        self._ticker: threading.Thread | None = None
 
     @property
     def inline(self) -> bool:
@@ -91,10 +92,20 @@ class ActionPool:
             bind(report)
 
     def tick(self) -> None:
-        """The executor's own timers (approvals), if it has any."""
+        """The executor's own timers (approvals decided and expired), if it has any: inline in the
+        caller, else on a thread of their own (an approved action may wait on the API like any
+        other; a tick still running is not started again)."""
         tick = getattr(self.executor, "tick", None)
-        if callable(tick):
+        if not callable(tick):
+            return
+        if self.inline:
             tick()
+            return
+        with self._cond:
+            if self._closed or (self._ticker is not None and self._ticker.is_alive()):
+                return
+            self._ticker = threading.Thread(target=tick, name="aiops-action-tick", daemon=True)
+            self._ticker.start()
 
     def submit(self, proposal: Proposal) -> ActionResult:
         """Run ``proposal`` (inline) or queue it and answer ``running``; never raises."""
@@ -140,7 +151,7 @@ class ActionPool:
                 log.warning("action %s not started before the agent stopped", dropped.key)
             self._queue.clear()
             self._cond.notify_all()
-        for thread in self._threads:
+        for thread in [*self._threads, *([self._ticker] if self._ticker is not None else [])]:
             thread.join(timeout)
 
     def _run(self, proposal: Proposal) -> ActionResult:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.metrics import AgentMetrics
 from agent.playbook.requests import Proposal, RecordingExecutor, outcome
 from agent.pool import INLINE, ActionPool, PoolSettings
 from remediations.registry import make_request
@@ -51,7 +52,8 @@ def proposal(incident: str) -> Proposal:
 
 
 def test_submit_answers_running_at_once_and_reports_the_outcome_later(gated: GatedExecutor) -> None:
-    pool = ActionPool(gated, PoolSettings(workers=2, queue=4, deadline=None))
+    metrics = AgentMetrics()
+    pool = ActionPool(gated, PoolSettings(workers=2, queue=4, deadline=None), metrics=metrics)
     reported: list[ActionResult] = []
     pool.bind(reported.append)
     first = pool.submit(proposal("inc-1"))
@@ -61,6 +63,8 @@ def test_submit_answers_running_at_once_and_reports_the_outcome_later(gated: Gat
     eventually(lambda: gated.started == [first.key], timeout=5, what="the worker taking it")
     assert reported == []
     assert pool.pending() == 1
+    assert metrics.registry.get_sample_value("aiops_actions_running") == 1.0
+    assert metrics.registry.get_sample_value("aiops_actions_queued") == 0.0
     gated.gate.set()
     eventually(lambda: len(reported) == 1, timeout=5, what="the outcome reported")
     assert (reported[0].key, reported[0].status) == (first.key, ActionStatus.EXECUTED)
@@ -151,3 +155,31 @@ def test_a_retryable_failure_reported_later_is_tried_again(gated: GatedExecutor)
         what="the second try's outcome",
     )
     pool.close()
+
+
+class SlowTicks(RecordingExecutor):
+    """An executor whose approvals tick waits on the API (here: on a gate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.ticks = 0
+
+    def tick(self) -> None:
+        self.ticks += 1
+        self.gate.wait(10)
+
+
+def test_a_slow_approvals_tick_runs_off_the_timer_thread_and_never_twice_at_once() -> None:
+    ex = SlowTicks()
+    pool = ActionPool(ex, PoolSettings(workers=1, queue=1, deadline=None))
+    pool.tick()  # returns at once although the tick waits
+    pool.tick()  # the first is still running: not started again
+    eventually(lambda: ex.ticks == 1, timeout=5, what="the tick running")
+    assert ex.ticks == 1
+    ex.gate.set()
+    pool.close()
+    inline = SlowTicks()
+    inline.gate.set()
+    ActionPool(inline, INLINE).tick()
+    assert inline.ticks == 1, "inline: in the caller"
