@@ -370,19 +370,30 @@ class KubeExecutor:
         return entry
 
     def _unrecord(self, proposal: Proposal, entry: notes.RecordedAction) -> None:
-        """The action changed nothing: take its entry out of the records again (best effort)."""
-        places = [(proposal.target, notes.MAX_ACTIONS)]
+        """The action did not execute: take its entry out of the records again (best effort),
+        unless the target's executed keys hold its key (an earlier try, or this one whose answer
+        was lost, did write): then it stays counted."""
+        written = False
+
+        def drop_on_target(obj: Obj) -> str | None:
+            nonlocal written
+            written = notes.was_executed(obj, proposal.key)
+            return None if written else notes.without_action(obj, entry.key)
+
+        def drop_agent_wide(obj: Obj) -> str | None:
+            return notes.without_action(obj, entry.key, notes.AGENT_ACTIONS)
+
+        places: list[tuple[Target, Callable[[Obj], str | None]]] = [(proposal.target, drop_on_target)]
         if self.agent_record is not None:
-            places.append((self.agent_record, notes.AGENT_ACTIONS))
-        for where, limit in places:
-
-            def drop(obj: Obj, limit: int = limit) -> str | None:
-                return notes.without_action(obj, entry.key, limit)
-
+            places.append((self.agent_record, drop_agent_wide))
+        for where, drop in places:
             try:
                 self._annotate(where, drop)
             except (KubeError, ValueError) as exc:
                 log.warning("could not take %s out of the actions record of %s: %s", proposal.key, where, exc)
+                return  # kept: counted once too often rather than not at all
+            if written:
+                return
 
     def _annotate(
         self,
