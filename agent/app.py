@@ -23,12 +23,14 @@ from agent.playbook.guardrails import protecting
 from agent.playbook.loader import PlaybookLoadError
 from agent.playbook.requests import Executor
 from agent.playbook.runtime import PlaybookRuntime
+from agent.pool import PoolSettings
 from agent.sinks import LogSink, SignalSink
 from agent.sources.alertmanager import alertmanager_post_route
 from agent.sources.base import Source
 from agent.yamlloc import LocatedError, Location
 from detectors import DetectorBank, DetectorSpec, SeriesRegistry, build_detector
 from detectors.hold import AlarmHold
+from remediations.types import Target
 
 if TYPE_CHECKING:
     from agent.leader import LeaseLeader
@@ -94,6 +96,11 @@ class Agent:
             audit=Audit([LogAudit(), *self.audit_sinks]),
             facts=self.facts,
             freshness=self.bank.freshness,
+            pool=PoolSettings(
+                workers=config.executor.workers,
+                queue=config.executor.queue,
+                deadline=config.executor.action_deadline,
+            ),
         )
         try:
             self.playbooks.load()  # an invalid playbook set at start is as fatal as a bad config
@@ -172,14 +179,16 @@ class Agent:
             msg = f"cannot load a Kubernetes configuration (in-cluster, --kubeconfig, KUBECONFIG): {exc}"
             raise ConfigError([LocatedError(where, "executor", msg)]) from exc
         self._closers.append(kube.close)
-        self.facts = KubeFacts(kube, self.clock)
+        lease_namespace = cfg.lease_namespace or self.environ.get("POD_NAMESPACE") or "default"
+        record = None if cfg.actions_record is None else Target("Lease", lease_namespace, cfg.actions_record)
+        self.facts = KubeFacts(kube, self.clock, agent_record=record)
         identity = cfg.instance or self.environ.get("POD_NAME") or default_identity()
         leader: LeaderState = AlwaysLeader()
         if cfg.leader_election:
             self.leader = LeaseLeader(
                 kube.api_client,
                 name=cfg.lease_name,
-                namespace=cfg.lease_namespace or self.environ.get("POD_NAMESPACE") or "default",
+                namespace=lease_namespace,
                 identity=identity,
                 lease_duration=cfg.lease_duration,
                 renew_deadline=cfg.renew_deadline,
@@ -196,7 +205,14 @@ class Agent:
             sinks.append(KafkaAuditSink(producer, cfg.audit_topic))
         self.audit_sinks = sinks[1:]  # the topic: the engine's incident events go there too
         return KubeExecutor(
-            kube, cfg, self.clock, Audit(sinks), leader=leader, metrics=self.metrics, instance=identity
+            kube,
+            cfg,
+            self.clock,
+            Audit(sinks),
+            leader=leader,
+            metrics=self.metrics,
+            instance=identity,
+            agent_record=record,
         )
 
     def healthy(self) -> tuple[bool, str]:

@@ -309,6 +309,26 @@ class ExecutorConfig(_Model):
     )
     retry_period: float = Field(2.0, ge=1, description="seconds between lease attempts")
     leader_election: bool = Field(True, description="elect a leader on a Lease; off: this replica acts alone")
+    workers: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="threads that run actions off the engine loop, so a slow API never stalls "
+        "ingestion; 0: on the engine loop itself",
+    )
+    queue: int = Field(64, ge=1, le=10_000, description="actions waiting for a worker; beyond: retried later")
+    action_deadline: Duration = Field(
+        120.0,
+        gt=0,
+        description="an action's API calls (and their retries) end this long after it starts; "
+        "a retryable failure after that is tried again within the playbook's verify.within",
+    )
+    actions_record: str | None = Field(
+        "aiops-agent-actions",
+        min_length=1,
+        description="Lease (in lease_namespace) recording the agent's actions of the last hour, so "
+        "the agent-wide hourly budgets survive restarts and leader changes; none: counted in memory",
+    )
 
     @model_validator(mode="after")
     def _lease_timing(self) -> ExecutorConfig:

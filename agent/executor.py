@@ -47,9 +47,15 @@ from agent.leader import AlwaysLeader, LeaderState
 from agent.metrics import AgentMetrics
 from agent.playbook.requests import Approval, Proposal
 from remediations import state as notes
-from remediations.errors import KubeError, RemediationError
+from remediations.errors import (
+    AlreadyExistsError,
+    KubeError,
+    NotFoundError,
+    RemediationError,
+    TemporaryKubeError,
+)
 from remediations.events import EventType, try_record_event
-from remediations.kube import KubeClients, PatchType
+from remediations.kube import KubeClients, PatchType, api_version_of
 from remediations.registry import ACTIONS
 from remediations.types import (
     Action,
@@ -59,11 +65,16 @@ from remediations.types import (
     ActionStatus,
     RetrainPublisher,
     Target,
+    key_digest,
 )
 
 log = logging.getLogger("aiops.executor")
 
 Obj = dict[str, Any]
+
+HOUR = 3600.0
+#: Per-target locks kept before idle ones are forgotten.
+MAX_TARGET_LOCKS = 4096
 
 #: Set on a target changed behind its GitOps controller's back (``gitops: annotate``).
 GITOPS_DRIFT = notes.PREFIX + "gitops-drift"
@@ -142,7 +153,8 @@ class _Check:
 
 
 class KubeExecutor:
-    """Guards, leader check, dry run, approval, audit, then the remediation. Thread-safe."""
+    """Guards, leader check, dry run, approval, audit, then the remediation. Thread-safe: one
+    request at a time per target, different targets at once."""
 
     def __init__(
         self,
@@ -158,6 +170,7 @@ class KubeExecutor:
         publisher: RetrainPublisher | None = None,
         stop: threading.Event | None = None,
         environ: Mapping[str, str] | None = None,
+        agent_record: Target | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
@@ -174,8 +187,12 @@ class KubeExecutor:
         self.approvals = ApprovalStore(Path(config.approvals_dir))
         self.report: Callable[[ActionResult], None] | None = None
         """Where results of approved (or rejected, expired) requests go: the engine's ``report``."""
+        self.agent_record = agent_record
+        """The object whose ``aiops.dev/actions`` records every action of the agent in the last hour
+        (a Lease in the agent's namespace): the agent-wide budgets after a restart; None: none."""
         self._executed = executed_keys_from_file(config.audit_file)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # approvals, and the table of per-target locks
+        self._locks: dict[Target, threading.Lock] = {}
 
     def bind(self, report: Callable[[ActionResult], None]) -> None:
         """Send results that come later (approvals) to ``report``."""
@@ -184,10 +201,10 @@ class KubeExecutor:
     # ------------------------------------------------------------ the protocol
 
     def submit(self, proposal: Proposal) -> ActionResult:
-        """Run, plan or queue ``proposal``; never raises."""
+        """Run, plan or queue ``proposal``; never raises. Requests on different targets may run at
+        once (the action pool's workers); those on one target run one at a time."""
         try:
-            with self._lock:
-                return self._submit(proposal, approved=False)
+            return self._submit(proposal, approved=False)
         except Exception as exc:  # the last line: a bug here must not stop the engine
             log.exception("executor failed on %s", proposal.key)
             outcome = _Outcome(Decision.FAILED, f"executor error: {exc!r}", error=type(exc).__name__)
@@ -257,7 +274,21 @@ class KubeExecutor:
 
     # ------------------------------------------------------------ the steps
 
+    def _target_lock(self, target: Target) -> threading.Lock:
+        with self._lock:
+            lock = self._locks.get(target)
+            if lock is None:
+                if len(self._locks) >= MAX_TARGET_LOCKS:  # bounded: forget the idle ones
+                    for idle in [t for t, held in self._locks.items() if not held.locked()]:
+                        del self._locks[idle]
+                lock = self._locks[target] = threading.Lock()
+            return lock
+
     def _submit(self, proposal: Proposal, *, approved: bool) -> ActionResult:
+        with self._target_lock(proposal.target):
+            return self._submit_one(proposal, approved=approved)
+
+    def _submit_one(self, proposal: Proposal, *, approved: bool) -> ActionResult:
         action = self.actions[proposal.action]
         check = _Check(proposal, action)
         for guard in self.GUARDS:
@@ -280,7 +311,12 @@ class KubeExecutor:
             return self._pend(proposal, action, ctx, check.obj)
         # write-ahead: the record exists before the write does
         self._audit(proposal, _Outcome(Decision.STARTED, f"{proposal.action} on {proposal.target}: starting"))
+        recorded = self._record_ahead(check)
+        if isinstance(recorded, ActionResult):
+            return self._failed(proposal, recorded, check.obj)
         result = _perform(action, ctx)
+        if recorded is not None and result.status is not ActionStatus.EXECUTED:
+            self._unrecord(proposal, recorded)
         if result.status is ActionStatus.FAILED:
             return self._failed(proposal, result, check.obj)
         if result.status is ActionStatus.SKIPPED:
@@ -293,6 +329,121 @@ class KubeExecutor:
         decision = Decision.NOOP if result.status is ActionStatus.NOOP else Decision.EXECUTED
         outcome = _Outcome(decision, result.message, details=details, result=result)
         return self._finish(proposal, outcome, None)  # the action wrote its own Event
+
+    def _record_ahead(self, c: _Check) -> notes.RecordedAction | ActionResult | None:
+        """Record a workload-changing action on its target (and in the agent-wide record) before it
+        writes, so cooldowns and budgets count it after a crash; a failed result if that fails."""
+        proposal = c.proposal
+        if c.action.action_class is ActionClass.NOTIFY or proposal.request.restore:
+            return None
+        entry = notes.RecordedAction(
+            self.clock.now(),
+            proposal.playbook,
+            proposal.action,
+            c.action.action_class.value,
+            proposal.source,
+            key_digest(proposal.key),
+        )
+        target = proposal.target
+        try:
+            self._annotate(target, lambda obj: notes.with_action(obj, entry), first=c.obj)
+            if self.agent_record is not None:
+                self._annotate(
+                    self.agent_record,
+                    lambda obj: notes.with_action(
+                        obj, replace(entry, target=str(target)), notes.AGENT_ACTIONS, entry.time - HOUR
+                    ),
+                    create=True,
+                )
+        except (KubeError, ValueError) as exc:
+            message = f"cannot record {proposal.action} before acting, so nothing was changed: {exc}"
+            retryable = isinstance(exc, TemporaryKubeError)
+            return ActionResult(
+                ActionStatus.FAILED,
+                message,
+                proposal.action,
+                proposal.key,
+                target,
+                error=type(exc).__name__,
+                retryable=retryable,
+            )
+        return entry
+
+    def _unrecord(self, proposal: Proposal, entry: notes.RecordedAction) -> None:
+        """The action did not execute: take its entry out of the records again (best effort),
+        unless the target's executed keys hold its key (an earlier try, or this one whose answer
+        was lost, did write): then it stays counted."""
+        written = False
+
+        def drop_on_target(obj: Obj) -> str | None:
+            nonlocal written
+            written = notes.was_executed(obj, proposal.key)
+            return None if written else notes.without_action(obj, entry.key)
+
+        def drop_agent_wide(obj: Obj) -> str | None:
+            return notes.without_action(obj, entry.key, notes.AGENT_ACTIONS)
+
+        places: list[tuple[Target, Callable[[Obj], str | None]]] = [(proposal.target, drop_on_target)]
+        if self.agent_record is not None:
+            places.append((self.agent_record, drop_agent_wide))
+        for where, drop in places:
+            try:
+                self._annotate(where, drop)
+            except (KubeError, ValueError) as exc:
+                log.warning("could not take %s out of the actions record of %s: %s", proposal.key, where, exc)
+                return  # kept: counted once too often rather than not at all
+            if written:
+                return
+
+    def _annotate(
+        self,
+        where: Target,
+        value: Callable[[Obj], str | None],
+        *,
+        first: Obj | None = None,
+        create: bool = False,
+    ) -> None:
+        """Set the actions annotation of ``where`` to ``value(current)`` (None: leave it), by a merge
+        patch conditional on the version read; re-read on a conflict. ``create``: make a missing
+        object (the agent-wide record)."""
+        kube = self.kube
+        unread = [first] if first is not None else []
+
+        def read() -> Obj:
+            if unread:  # the target as the guards read it: one GET fewer on the way to the write
+                return unread.pop()
+            try:
+                return kube.get(where.kind, where.namespace, where.name)
+            except NotFoundError:
+                if not create:
+                    raise
+                body = {
+                    "apiVersion": api_version_of(where.kind),
+                    "kind": where.kind,
+                    "metadata": {"name": where.name, "namespace": where.namespace},
+                    "spec": {},
+                }
+                try:
+                    return kube.create(where.kind, where.namespace, body)
+                except AlreadyExistsError:
+                    return kube.get(where.kind, where.namespace, where.name)
+
+        def change(obj: Obj) -> Obj | None:
+            text = value(obj)
+            if text is None:
+                return None
+            return {
+                "metadata": {
+                    "resourceVersion": notes.resource_version(obj),
+                    "annotations": {notes.ACTIONS: text},
+                }
+            }
+
+        kube.read_modify_write(
+            read,
+            change,
+            lambda _, body: kube.patch(where.kind, where.namespace, where.name, body, PatchType.MERGE),
+        )
 
     def _context(self, proposal: Proposal) -> ActionContext:
         return ActionContext(

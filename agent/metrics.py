@@ -136,3 +136,9 @@ class AgentMetrics:
             ["action", "outcome"],
             registry=r,
         )
+        self.actions_queued = Gauge(
+            "aiops_actions_queued", "Actions waiting for a worker of the action pool", registry=r
+        )
+        self.actions_running = Gauge(
+            "aiops_actions_running", "Actions running on the action pool's workers", registry=r
+        )

@@ -3,8 +3,10 @@
 Only what the loaded playbooks can make the agent call is granted: for each playbook, the API
 access of the actions its steps name (``actions`` and ``onFailure``) on its target's kind (from
 :data:`remediations.rbac.TARGET_PERMISSIONS`), the Events those actions write, the rollout
-history a ``when: rolloutWithin`` condition reads, and the annotation ``executor.gitops: annotate``
-puts on a target it acted on; besides, the Lease of leader election. With the executor off the
+history a ``when: rolloutWithin`` condition reads, and the annotations the executor puts on a
+target of a workload-changing action (its record of the action, ``aiops.dev/actions``, and
+``executor.gitops: annotate``'s mark); besides, the Leases of leader election and of the agent-wide
+actions record. With the executor off the
 agent calls no Kubernetes API, and needs nothing.
 
 Each playbook's rights go where it may act: the namespaces its guardrails allow (the agent's
@@ -34,7 +36,9 @@ def playbook_permissions(playbook: LoadedPlaybook, gitops: str) -> tuple[Permiss
     found += rbac.AGENT_PERMISSIONS
     if any(condition.rollout_within is not None for condition in spec.when):
         found += rbac.ROLLOUT_HISTORY_PERMISSIONS
-    if gitops == "annotate" and any(changes_workload(step.params) for step in steps):
+    if any(changes_workload(step.params) for step in steps):
+        # the executor records each workload-changing action on its target before it writes
+        # (aiops.dev/actions), and with gitops: annotate marks what it changed there
         found += rbac.annotate_permissions([spec.target.kind])
     return tuple(found)
 
@@ -68,5 +72,8 @@ def required_access(config: AgentConfig, playbooks: Iterable[LoadedPlaybook], na
     return Access(
         cluster=rbac.without(cluster, ()),
         namespaces={name: rbac.without(perms, cluster) for name, perms in sorted(by_namespace.items())},
-        lease_namespace=(executor.lease_namespace or namespace) if executor.leader_election else None,
+        # the leader-election Lease and the agent-wide actions record (a Lease beside it)
+        lease_namespace=(executor.lease_namespace or namespace)
+        if executor.leader_election or executor.actions_record is not None
+        else None,
     )

@@ -133,3 +133,7 @@ class ServerError(TemporaryKubeError):
 
 class ConnectionKubeError(TemporaryKubeError):
     """No answer: the connection failed, dropped, or a timeout expired."""
+
+
+class DeadlineError(TemporaryKubeError):
+    """The action's deadline passed: no API call starts, or waits to retry, beyond it."""

@@ -13,7 +13,8 @@ Every call goes through :meth:`KubeClients.call`:
   and timeouts, waiting on the injected clock. urllib3's own retries are switched off
   (``Configuration.retries = False``), so this is the only retry layer and every retry is logged
   and reported to ``on_retry``;
-- failures become the classes of :mod:`remediations.errors`, naming the verb and the object.
+- failures become the classes of :mod:`remediations.errors`, naming the verb and the object;
+- within :func:`deadline` (an action's deadline), no try starts and no retry waits beyond it.
 
 A 409 Conflict is not retried blindly (the same stale body would fail again):
 :meth:`KubeClients.read_modify_write` re-reads the object and recomputes the change.
@@ -28,7 +29,9 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +48,7 @@ from remediations.errors import (
     AlreadyExistsError,
     ConflictError,
     ConnectionKubeError,
+    DeadlineError,
     ForbiddenError,
     InvalidError,
     KubeError,
@@ -187,6 +191,30 @@ def load_configuration(
         config_file=files, context=context, client_configuration=configuration
     )
     return configuration
+
+
+# ---------------------------------------------------------------- deadlines
+
+
+@dataclass(slots=True)
+class _Deadline:
+    seconds: float
+    at: float | None = None  # on the clients' clock, from their first call in the scope
+
+
+_DEADLINE: ContextVar[_Deadline | None] = ContextVar("aiops_kube_deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """API calls made inside (in this thread) end within ``seconds`` of the first of them, on the
+    clients' clock: no try starts and no retry waits beyond it, and each request's timeouts are cut
+    to the time left (None: no deadline)."""
+    token = _DEADLINE.set(None if seconds is None else _Deadline(seconds))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
 
 
 def connect(
@@ -344,9 +372,19 @@ class KubeClients:
         :meth:`read_modify_write` to handle.
         """
         attempt = 1
+        scope = _DEADLINE.get()
+        if scope is not None and scope.at is None:
+            scope.at = self.clock.now() + scope.seconds
+        at = None if scope is None else scope.at
         while True:
+            timeout = self.timeout
+            if at is not None:
+                left = at - self.clock.now()
+                if left <= 0:
+                    raise DeadlineError(verb, ref, "the action's deadline passed before the call")
+                timeout = (min(timeout[0], left), min(timeout[1], left))
             try:
-                response = method(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+                response = method(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
                 return _decode(response)
             except ApiException as raw:
                 error = error_from_api(verb, ref, raw)
@@ -362,6 +400,8 @@ class KubeClients:
             ):
                 raise error
             delay = self._delay(attempt, error)
+            if at is not None and self.clock.now() + delay >= at:
+                raise DeadlineError(verb, ref, f"the action's deadline passes before a retry: {error}")
             self.retries += 1
             log.warning(
                 "kubernetes %s %s failed (%s); retry %d/%d in %.2f s",

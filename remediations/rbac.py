@@ -149,15 +149,17 @@ ROLLOUT_HISTORY_PERMISSIONS: tuple[Permission, ...] = (
 )
 
 #: What the agent needs in its own namespace: the Lease of leader election (the kubernetes
-#: client's LeaseLock reads, creates and replaces it).
+#: client's LeaseLock reads, creates and replaces it) and the Lease recording every action of the
+#: agent for its agent-wide budgets (the executor reads, creates and merge-patches it).
 LEADER_ELECTION_PERMISSIONS: tuple[Permission, ...] = _on(
-    "coordination.k8s.io", ("leases",), "get", "create", "update"
+    "coordination.k8s.io", ("leases",), "get", "create", "update", "patch"
 )
 
 
 def annotate_permissions(kinds: Iterable[str]) -> tuple[Permission, ...]:
-    """Patch on the resources of ``kinds``: the executor's annotation of a target it acted on
-    behind its GitOps controller's back (``executor.gitops: annotate``)."""
+    """Patch on the resources of ``kinds``: the executor's annotations of a target, the record of
+    each workload-changing action before it writes (``aiops.dev/actions``), and the mark of one it
+    acted on behind its GitOps controller's back (``executor.gitops: annotate``)."""
     found = []
     for kind in sorted(set(kinds)):
         if kind not in RESOURCES:

@@ -4,11 +4,17 @@ The main one is ``aiops.dev/executed-keys``: the idempotency keys executed on an
 last, bounded to the last :data:`MAX_KEYS`. An action that finds its key there does nothing, so a
 key never executes twice, across restarts and leader changes. The executor records keys the same
 way (:func:`record_key_patch`).
+
+The executor also records each workload-changing action it runs in ``aiops.dev/actions``
+(:class:`RecordedAction`, bounded to :data:`MAX_ACTIONS`), before the write: the playbook
+engine's cooldowns and hourly budgets count these after a restart or a leader change.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from remediations.types import key_digest
@@ -94,3 +100,103 @@ def record_key_patch(obj: Obj, key: str, annotations: dict[str, str | None] | No
     changes: dict[str, str | None] = {EXECUTED_KEYS: with_key(obj, key)}
     changes.update(annotations or {})
     return {"metadata": {"resourceVersion": resource_version(obj), "annotations": changes}}
+
+
+# ---------------------------------------------------------------- the actions record
+
+ACTIONS = PREFIX + "actions"
+"""The workload-changing actions the agent ran on an object, newest last: what its cooldowns and
+hourly budgets count after a restart or a leader change."""
+MAX_ACTIONS = 32
+"""Entries kept: more than any hourly budget or cooldown needs to count on one object."""
+AGENT_ACTIONS = 512
+"""Entries the agent-wide record keeps (each names its target): the last hour's, at most this many."""
+MAX_RECORD_TEXT = 16_384
+"""An actions annotation longer than this is not parsed (it was not written by the agent)."""
+_MAX_FIELD = 253
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedAction:
+    """One workload-changing action, as recorded on its target: when, by which playbook, what
+    kind and class, for an incident opened by which source, and its key's digest."""
+
+    time: float
+    playbook: str
+    action: str
+    action_class: str
+    source: str
+    key: str
+    """``sha256`` digest of the idempotency key (:func:`~remediations.types.key_digest`)."""
+    target: str = ""
+    """``Kind/namespace/name`` in the agent-wide record; empty on the target itself."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The compact JSON form stored in the annotation."""
+        out: dict[str, Any] = {
+            "t": self.time,
+            "p": self.playbook,
+            "a": self.action,
+            "c": self.action_class,
+            "s": self.source,
+            "k": self.key,
+        }
+        if self.target:
+            out["g"] = self.target
+        return out
+
+    @classmethod
+    def parse(cls, value: object) -> RecordedAction | None:
+        """An entry from its JSON form; None when it is not one (never trust an annotation)."""
+        if not isinstance(value, dict):
+            return None
+        t = value.get("t")
+        fields = [value.get(f) for f in ("p", "a", "c", "s", "k")]
+        if (
+            not isinstance(t, int | float)
+            or isinstance(t, bool)
+            or not math.isfinite(t)
+            or not all(isinstance(f, str) and 0 < len(f) <= _MAX_FIELD for f in fields)
+        ):
+            return None
+        target = value.get("g", "")
+        if not isinstance(target, str) or len(target) > 3 * _MAX_FIELD:
+            return None
+        p, a, c, s, k = (str(f) for f in fields)
+        return cls(float(t), p, a, c, s, k, target)
+
+
+def recorded_actions(obj: Obj, limit: int = MAX_ACTIONS) -> list[RecordedAction]:
+    """The actions recorded on an object, oldest first (the newest ``limit``; entries that do not
+    parse are left out)."""
+    text = annotations_of(obj).get(ACTIONS)
+    if text is None or len(text) > MAX_RECORD_TEXT * max(1, limit // MAX_ACTIONS):
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return []
+    if not isinstance(value, list):
+        return []
+    parsed = (RecordedAction.parse(v) for v in value[-limit:])
+    return sorted((r for r in parsed if r is not None), key=lambda r: r.time)
+
+
+def with_action(obj: Obj, entry: RecordedAction, limit: int = MAX_ACTIONS, since: float | None = None) -> str:
+    """The actions annotation value with ``entry`` added (once per key), bounded to the newest
+    ``limit`` and, with ``since``, to entries after it."""
+    kept = [
+        r for r in recorded_actions(obj, limit) if r.key != entry.key and (since is None or r.time > since)
+    ]
+    kept.append(entry)
+    kept.sort(key=lambda r: r.time)
+    return dump_json([r.to_dict() for r in kept[-limit:]])
+
+
+def without_action(obj: Obj, key: str, limit: int = MAX_ACTIONS) -> str | None:
+    """The actions annotation value without the entry of ``key``; None when it has none."""
+    entries = recorded_actions(obj, limit)
+    kept = [r for r in entries if r.key != key]
+    if len(kept) == len(entries):
+        return None
+    return dump_json([r.to_dict() for r in kept])

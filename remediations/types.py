@@ -213,6 +213,8 @@ class ActionStatus(enum.StrEnum):
     """A guardrail held it back; ``details["guardrail"]`` names which."""
     PENDING_APPROVAL = "pending_approval"
     """It waits for a person; the final outcome comes later."""
+    RUNNING = "running"
+    """It runs off the caller's thread (the agent's action pool); the final outcome comes later."""
 
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -38,11 +38,14 @@ from agent.config import AgentConfig, DetectorConfig, ExecutorConfig, load_confi
 from agent.executor import KubeExecutor
 from agent.facts import KubeFacts
 from agent.leader import AlwaysLeader
-from agent.playbook.engine import PlaybookEngine
+from agent.metrics import AgentMetrics
 from agent.playbook.events import AuditEvent, IncidentEvent, IncidentState, SignalRejected
 from agent.playbook.guardrails import GuardrailDefaults
 from agent.playbook.loader import LoadedPlaybook, PlaybookSet
 from agent.playbook.requests import Approval
+from agent.playbook.runtime import PlaybookRuntime
+from agent.playbook.settings import PlaybooksConfig
+from agent.pool import INLINE
 from detectors import SampleBatch, SeriesRegistry, Signal
 from remediations.kube import connect
 from simulations.bus import KafkaBus
@@ -297,16 +300,19 @@ class Pipeline:
             stop=self.stop,
             environ=self.pager.environ(),
         )
-        self.engine = PlaybookEngine(
-            playbooks,
-            self.executor,
+        # the daemon's composition (agent/app.py), its actions inline: deterministic on virtual time
+        self.runtime = PlaybookRuntime(
+            PlaybooksConfig(guardrails=guardrails),
             clock,
-            _RecorderAudit(recorder),
-            defaults=guardrails,
+            AgentMetrics(),
+            executor=self.executor,
+            audit=_RecorderAudit(recorder),
             facts=KubeFacts(self.kube, clock, ttl=0.0),
             freshness=self.bank.freshness,
+            pool=INLINE,
         )
-        self.executor.bind(self.engine.report)
+        self.engine = self.runtime.engine
+        self.engine.replace_playbooks(playbooks)
 
     def warm(self, history: SampleBatch, chunk: int = 20_000) -> None:
         """Let the detectors learn ``history``; its signals are history too and are dropped."""
@@ -332,8 +338,7 @@ class Pipeline:
             signals = self.bank.process(batch)
         if signals:
             self.engine.emit(signals)
-        self.engine.tick()
-        self.executor.tick()
+        self.runtime.turn()
         return signals
 
     def close(self) -> None:

@@ -21,8 +21,9 @@ injected clock's time:
     the steps run in order, each a :class:`~remediations.types.ActionRequest` (in a
     :class:`~agent.playbook.requests.Proposal`) with an
     idempotency key (playbook, target, incident, step) sent to the executor. A step that fails
-    ends the incident *failed* and runs ``onFailure``. A step waiting for approval pauses the
-    incident until :meth:`PlaybookEngine.report` brings its result.
+    ends the incident *failed* and runs ``onFailure``. A step waiting for approval, or running on
+    the action pool's workers (the executor answers ``running``), pauses the incident until
+    :meth:`PlaybookEngine.report` brings its result; meanwhile it stays in flight on its target.
 ``verifying``
     with ``verify.clears`` (the default): let T be the time the last step completed. The incident
     is *resolved* at the first moment at least ``verify.quiet`` has passed without a matching
@@ -98,12 +99,13 @@ from agent.playbook.guardrails import (
 )
 from agent.playbook.loader import EMPTY_SET, LoadedPlaybook, PlaybookSet, render_params, signal_context
 from agent.playbook.models import ActionStep
-from agent.playbook.requests import DONE_STATUSES, Approval, Executor, Proposal
+from agent.playbook.requests import DONE_STATUSES, LATER_STATUSES, Approval, Executor, Proposal
 from agent.playbook.templating import TemplateError, format_number
 from detectors.freshness import Seen
 from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
 from remediations.registry import make_request
+from remediations.state import RecordedAction
 from remediations.types import ActionClass, ActionResult, ActionStatus, Target, idempotency_key
 
 log = logging.getLogger("aiops.playbooks")
@@ -141,6 +143,16 @@ class TargetFacts(Protocol):
         """When the agent last rolled the target back (its ``aiops.dev/rollbacks``), or None."""
         ...
 
+    def actions_on(self, target: Target) -> Sequence[RecordedAction] | None:
+        """The actions the agent recorded on the target (its ``aiops.dev/actions``); None when the
+        record cannot be read."""
+        ...
+
+    def actions_by_agent(self) -> Sequence[RecordedAction] | None:
+        """The agent's actions of the last hour on every target (the agent-wide record); None when
+        it cannot be read."""
+        ...
+
 
 class NoFacts:
     """Knows nothing: every ``when`` condition holds back its playbook."""
@@ -152,6 +164,14 @@ class NoFacts:
     def last_rollback(self, target: Target) -> float | None:
         """Unknown."""
         return None
+
+    def actions_on(self, target: Target) -> Sequence[RecordedAction] | None:
+        """None known."""
+        return ()
+
+    def actions_by_agent(self) -> Sequence[RecordedAction] | None:
+        """None known."""
+        return ()
 
 
 class RecordedFacts:
@@ -171,6 +191,14 @@ class RecordedFacts:
     def last_rollback(self, target: Target) -> float | None:
         """None: rollbacks are what the engine itself records in these runs."""
         return None
+
+    def actions_on(self, target: Target) -> Sequence[RecordedAction] | None:
+        """None: actions are what the engine itself records in these runs."""
+        return ()
+
+    def actions_by_agent(self) -> Sequence[RecordedAction] | None:
+        """None: actions are what the engine itself records in these runs."""
+        return ()
 
 
 def incident_id(playbook: str, target: Target, first_signal: float) -> str:
@@ -284,6 +312,7 @@ class PlaybookEngine:
         self._active: dict[tuple[str, Target], Incident] = {}
         self._in_flight: dict[tuple[Target, ActionClass], Incident] = {}
         self._waiting: dict[str, Incident] = {}
+        self._releasing: dict[str, tuple[Incident, str]] = {}  # restores running: key -> (incident, action)
         self._rejections: dict[tuple[str, str], float] = {}
         self._ids: dict[str, float] = {}  # every incident id given out, with when (bounded by MEMORY)
         self._history: dict[Target, list[tuple[float, float]]] = defaultdict(list)
@@ -337,17 +366,22 @@ class PlaybookEngine:
             return min(future) if future else None
 
     def report(self, result: ActionResult) -> None:
-        """The final result of a request that was pending (approval); resumes its incident."""
+        """The final result of a request answered later (approval, the action pool); resumes its
+        incident."""
         with self._lock:
+            now = self.clock.now()
+            released = self._releasing.pop(result.key, None)
+            if released is not None:
+                self._released(released, result, now)
+                return
             inc = self._waiting.pop(result.key, None)
             if inc is None:
                 log.warning("result for unknown or finished request %s ignored", result.key)
                 return
             inc.waiting_key = None
-            now = self.clock.now()
             step = self._steps(inc)[inc.step_index]
-            self._after_result(inc, step.action, step.params, result, now)
-            self._run(inc, now)
+            if self._take(inc, step, result, now):
+                self._run(inc, now)
 
     def replace_playbooks(self, playbooks: PlaybookSet) -> None:
         """Swap the playbook set atomically.
@@ -611,6 +645,8 @@ class PlaybookEngine:
             return
         verdict = self._when(inc, now)
         if verdict.allowed:
+            verdict = self._recall(inc.target, now)
+        if verdict.allowed:
             planned = sum(1 for s in inc.playbook.model.spec.actions if changes_workload(s.params))
             verdict = check_action(
                 inc.guardrails, self.ledger, inc.playbook.name, inc.target, planned, now, inc.cls, inc.source
@@ -622,6 +658,20 @@ class PlaybookEngine:
                 self._hold(inc, verdict, now)
             return
         self._start(inc, now)
+
+    def _recall(self, target: Target, now: float) -> Verdict:
+        """Count what the durable records say was done (before a restart, or by another replica);
+        held while a record cannot be read: the cooldowns and budgets cannot be judged without it."""
+        on_target, by_agent = self.facts.actions_on(target), self.facts.actions_by_agent()
+        recalled = self.ledger.recall(on_target or (), now, target)
+        recalled += self.ledger.recall(by_agent or (), now)
+        if recalled:
+            log.info("%d earlier action(s) recalled from the records for %s", recalled, target)
+        if on_target is None or by_agent is None:
+            where = f"on {target}" if on_target is None else "agent-wide"
+            reason = f"the actions recorded {where} cannot be read; cooldowns and budgets need them"
+            return Verdict(False, "records", reason, now + RETRY_DELAY)
+        return ALLOW
 
     def _when(self, inc: Incident, now: float) -> Verdict:
         for cond in inc.playbook.model.spec.when:
@@ -699,24 +749,8 @@ class PlaybookEngine:
             label = f"{inc.phase}[{inc.step_index}]"
             key = idempotency_key(inc.playbook.name, inc.target, inc.id, label)
             result = self._submit(inc, step.action, step.params, label, key, now)
-            if self._retry(inc, step.action, result, now):
+            if not self._take(inc, step, result, now):
                 return
-            if result.status is ActionStatus.PENDING_APPROVAL:
-                self._event(
-                    inc,
-                    inc.state,
-                    inc.state,
-                    f"{step.action} waits for approval",
-                    now,
-                    action=step.action,
-                    step=label,
-                    key=key,
-                    status=result.status.value,
-                )
-                inc.waiting_key = key
-                self._waiting[key] = inc
-                return
-            self._after_result(inc, step.action, step.params, result, now)
         if inc.phase == "actions":
             inc.acted_at = now
             verify = spec.verify
@@ -731,6 +765,30 @@ class PlaybookEngine:
                 self._finish(inc, IncidentState.RESOLVED, "steps done (verify.clears is false)", now)
         else:
             self._release(inc)
+
+    def _take(self, inc: Incident, step: ActionStep, result: ActionResult, now: float) -> bool:
+        """Apply a step's result; False when the incident waits (a retry, an approval, the pool)."""
+        if self._retry(inc, step.action, result, now):
+            return False
+        if result.status in LATER_STATUSES:
+            if result.status is ActionStatus.PENDING_APPROVAL:
+                self._event(
+                    inc,
+                    inc.state,
+                    inc.state,
+                    f"{step.action} waits for approval",
+                    now,
+                    action=step.action,
+                    step=f"{inc.phase}[{inc.step_index}]",
+                    key=result.key,
+                    status=result.status.value,
+                )
+            # running: it stays in flight on its target until the outcome is reported
+            inc.waiting_key = result.key
+            self._waiting[result.key] = inc
+            return False
+        self._after_result(inc, step.action, step.params, result, now)
+        return True
 
     def _retry(self, inc: Incident, action: str, result: ActionResult, now: float) -> bool:
         """Schedule a retryable failure again while the incident's deadline allows; True if so."""
@@ -814,7 +872,9 @@ class PlaybookEngine:
         if repeat is not None:
             approval = Approval.REQUIRED
             self._event(inc, inc.state, inc.state, repeat, now, action=action, step=label, guardrail="repeat")
-        proposal = Proposal(request, now, approval, inc.playbook.priority, inc.signal.to_dict())
+        proposal = Proposal(
+            request, now, approval, inc.playbook.priority, inc.signal.to_dict(), source=inc.source
+        )
         self._event(inc, inc.state, inc.state, f"submitted {action}", now, action=action, step=label, key=key)
         try:
             return self.executor.submit(proposal)
@@ -871,7 +931,7 @@ class PlaybookEngine:
                     inc.remediated = True
                     self.ledger.record_remediation(inc.playbook.name, inc.target, now)
                 self.ledger.record_action(
-                    inc.playbook.name, inc.target, now, action_class(params), action, inc.source
+                    inc.playbook.name, inc.target, now, action_class(params), action, inc.source, result.key
                 )
                 if action_class(params) is ActionClass.CAPACITY and inc.phase == "actions":
                     inc.raised = True
@@ -922,18 +982,25 @@ class PlaybookEngine:
             )
             key = idempotency_key(inc.playbook.name, inc.target, inc.id, "restore")
             result = self._submit(inc, step.action, step.params, "restore", key, now, restore=True)
-            message = f": {result.message}" if result.message else ""
-            self._event(
-                inc,
-                inc.state,
-                inc.state,
-                f"release {result.status.value}{message}",
-                now,
-                action=step.action,
-                step="restore",
-                key=key,
-                status=result.status.value,
-            )
+            if result.status is ActionStatus.RUNNING:
+                self._releasing[key] = (inc, step.action)
+            else:
+                self._released((inc, step.action), result, now)
+
+    def _released(self, release: tuple[Incident, str], result: ActionResult, now: float) -> None:
+        inc, action = release
+        message = f": {result.message}" if result.message else ""
+        self._event(
+            inc,
+            inc.state,
+            inc.state,
+            f"release {result.status.value}{message}",
+            now,
+            action=action,
+            step="restore",
+            key=result.key,
+            status=result.status.value,
+        )
 
     def _deadlines(self, inc: Incident, now: float) -> list[float]:
         spec = inc.playbook.model.spec

@@ -28,9 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from agent.playbook.fields import Duration
 from agent.playbook.requests import Approval
 from remediations.names import check_label
-from remediations.types import ActionClass, Limits, Target
+from remediations.state import RecordedAction
+from remediations.types import ActionClass, Limits, Target, key_digest
 
 HOUR = 3600.0
+#: A recorded action dated further ahead than this (another replica's clock) is not believed.
+SKEW = 60.0
 
 _NAMESPACE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -251,12 +254,43 @@ class ActionLedger:
     last hour with their class, and the corrective actions of the repeat window by kind. Only
     actions that ran (or were planned in dry-run) are recorded: a step skipped because its key
     had already executed is no remediation and spends nothing.
+
+    Memory is one replica's and one process's; :meth:`recall` adds what the durable records say
+    (``aiops.dev/actions`` on the targets and the agent-wide record, written by the executor
+    before each write), so a restart or a leader change forgets nothing. Each action counts once,
+    by its key's digest, however often it is recalled.
     """
 
     def __init__(self) -> None:
         self._last: dict[tuple[str, Target], float] = {}
         self._actions: deque[tuple[float, str, Target, ActionClass, str]] = deque()
         self._fixes: dict[tuple[Target, str], float] = {}
+        self._keys: dict[str, float] = {}  # key digest -> when: what is counted already
+        self._horizon = -math.inf  # what is older than this is forgotten (and not recalled)
+
+    def recall(self, entries: Iterable[RecordedAction], now: float, target: Target | None = None) -> int:
+        """Count the recorded actions not counted yet (``target``: the object they were recorded on;
+        None: each entry names its own); return how many were new. Entries dated more than
+        :data:`SKEW` ahead of ``now`` or of an unknown class are ignored."""
+        new: list[tuple[float, str, Target, ActionClass, str]] = []
+        for e in entries:
+            if e.key in self._keys or e.time > now + SKEW or e.time <= self._horizon:
+                continue
+            try:
+                cls = ActionClass(e.action_class)
+                where = target if target is not None else Target(*e.target.split("/"))
+            except (ValueError, TypeError):
+                continue
+            self._keys[e.key] = e.time
+            last = self._last.get((e.playbook, where))
+            self._last[(e.playbook, where)] = e.time if last is None else max(last, e.time)
+            if cls is ActionClass.CORRECTIVE:
+                fix = self._fixes.get((where, e.action))
+                self._fixes[(where, e.action)] = e.time if fix is None else max(fix, e.time)
+            new.append((e.time, e.playbook, where, cls, e.source))
+        if new:
+            self._actions = deque(sorted([*self._actions, *new], key=lambda a: a[0]))
+        return len(new)
 
     def record_remediation(self, playbook: str, target: Target, now: float) -> None:
         """A remediation of ``target`` by ``playbook`` acted at ``now`` (starts its cooldown)."""
@@ -270,9 +304,16 @@ class ActionLedger:
         cls: ActionClass = ActionClass.CORRECTIVE,
         action: str = "",
         source: str = SIGNALS,
+        key: str = "",
     ) -> None:
         """One workload-changing action of class ``cls`` ran (or was planned in dry-run) at ``now``,
-        for an incident opened by ``source`` (:data:`SIGNALS` or :data:`ALERTS`)."""
+        for an incident opened by ``source`` (:data:`SIGNALS` or :data:`ALERTS`); ``key``: its
+        idempotency key (an action recalled from a record already is not counted twice)."""
+        if key:
+            digest = key_digest(key)
+            if digest in self._keys:
+                return
+            self._keys[digest] = now
         self._actions.append((now, playbook, target, cls, source))
         if cls is ActionClass.CORRECTIVE and action:
             self._fixes[(target, action)] = now
@@ -315,6 +356,9 @@ class ActionLedger:
             del self._last[k]
         for f in [f for f, t in self._fixes.items() if t <= now - keep_fixes]:
             del self._fixes[f]
+        horizon = self._horizon = now - max(keep, keep_fixes, HOUR)
+        for digest in [d for d, t in self._keys.items() if t <= horizon]:
+            del self._keys[digest]
 
 
 def _rate(

@@ -246,6 +246,7 @@ def _verb(status: ActionStatus) -> str:
         ActionStatus.NOOP: "nothing to do",
         ActionStatus.DRY_RUN: "dry run (planned only)",
         ActionStatus.PENDING_APPROVAL: "waits for approval",
+        ActionStatus.RUNNING: "runs in the background",
         ActionStatus.SKIPPED: "skipped",
         ActionStatus.HELD: "held",
         ActionStatus.FAILED: "fails",

@@ -4,9 +4,10 @@ The request, its outcome and its plan are the remediations' (:mod:`remediations.
 :class:`~remediations.types.ActionRequest`, :class:`~remediations.types.ActionStatus`,
 :class:`~remediations.types.ActionResult`), one vocabulary from the engine to the write. The
 engine wraps a request in a :class:`Proposal` that carries what only the engine knows: whether a
-person must approve it, the playbook's priority, the action's class, and the evidence (the
-signal that fired). :class:`RecordingExecutor` writes nothing, for tests and ``aiops playbook
-test``; :class:`DryRunExecutor` plans and logs, for a daemon without an executor.
+person must approve it, the playbook's priority, the action's class, the evidence (the signal
+that fired) and its source (detectors or alerts). :class:`RecordingExecutor` writes nothing, for
+tests and ``aiops playbook test``; :class:`DryRunExecutor` plans and logs, for a daemon without an
+executor.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Approval(enum.StrEnum):
 DONE_STATUSES = frozenset(
     {ActionStatus.EXECUTED, ActionStatus.NOOP, ActionStatus.DRY_RUN, ActionStatus.SKIPPED}
 )
+#: Answers that say the outcome comes later, through the engine's ``report``.
+LATER_STATUSES = frozenset({ActionStatus.PENDING_APPROVAL, ActionStatus.RUNNING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,8 @@ class Proposal:
     priority: int = 0
     evidence: Mapping[str, Any] = field(default_factory=dict)
     """The signal that fired, as JSON (detector, score, value, expected ...)."""
+    source: str = "signals"
+    """Where the incident's evidence came from (``signals`` or ``alerts``): each has its own budgets."""
 
     @property
     def key(self) -> str:
@@ -99,6 +104,7 @@ class Proposal:
             "priority": self.priority,
             "class": self.action_class.value,
             "evidence": dict(self.evidence),
+            "source": self.source,
         }
 
     @classmethod
@@ -136,14 +142,15 @@ class Proposal:
             Approval(data.get("approval", "none")),
             int(data.get("priority") or 0),
             dict(data.get("evidence") or {}),
+            str(data.get("source") or "signals"),
         )
 
 
 class Executor(Protocol):
     """Runs proposals: guardrails that need the cluster, leader check, approval, the write.
 
-    ``submit`` returns the outcome, or ``pending_approval`` and reports the final outcome later
-    through the engine's ``report``. It never raises for an action that failed: that is a
+    ``submit`` returns the outcome, or ``pending_approval`` / ``running`` and reports the final
+    outcome later through the engine's ``report``. It never raises for an action that failed: that is a
     ``failed`` result.
     """
 

@@ -3,9 +3,11 @@
 :class:`PlaybookRuntime` is what ``agent/app.py`` builds from the ``playbooks`` config section:
 
 - :attr:`PlaybookRuntime.engine` is a SignalSink: add it to the agent's sinks;
+- :attr:`PlaybookRuntime.pool` runs the engine's proposals on the executor: on workers off the
+  engine loop in the daemon, inline in the replay (the same composition, one setting apart);
 - :meth:`PlaybookRuntime.load` loads the directory at start (raises on an invalid set);
-- :meth:`PlaybookRuntime.run` (in a thread) ticks the engine's timers every second and polls the
-  directory every ``reload_interval``;
+- :meth:`PlaybookRuntime.run` (in a thread) ticks the engine's and executor's timers every second
+  (:meth:`PlaybookRuntime.turn`) and polls the directory every ``reload_interval``;
 - :meth:`PlaybookRuntime.alertmanager_route` is the handler of ``POST /alertmanager``.
 """
 
@@ -24,6 +26,7 @@ from agent.playbook.loader import EMPTY_SET
 from agent.playbook.requests import DryRunExecutor, Executor
 from agent.playbook.settings import PlaybooksConfig
 from agent.playbook.watcher import PlaybookWatcher
+from agent.pool import INLINE, ActionPool, PoolSettings
 from agent.sources.alertmanager import alertmanager_route
 
 log = logging.getLogger("aiops.playbooks")
@@ -45,13 +48,17 @@ class PlaybookRuntime:
         audit: AuditSink | None = None,
         facts: TargetFacts | None = None,
         freshness: Freshness | None = None,
+        pool: PoolSettings = INLINE,
     ) -> None:
         self.config = config
         self.clock = clock
         self.metrics = metrics
+        self.executor = executor
+        self.pool = ActionPool(executor if executor is not None else DryRunExecutor(), pool, metrics=metrics)
+        """Where the engine's proposals run: workers off the engine loop (the daemon) or inline (replay)."""
         self.engine = PlaybookEngine(
             EMPTY_SET,
-            executor if executor is not None else DryRunExecutor(),
+            self.pool,
             clock,
             audit if audit is not None else LogAudit(),
             defaults=config.guardrails,
@@ -68,10 +75,8 @@ class PlaybookRuntime:
                 metrics=metrics,
                 status_file=config.status_file,
             )
-        self.executor = executor
-        bind = getattr(executor, "bind", None)
-        if callable(bind):  # executors with results that come later (approvals) report to the engine
-            bind(self.engine.report)
+        # results that come later (the pool's, approvals) are reported to the engine
+        self.pool.bind(self.engine.report)
         self._thread: threading.Thread | None = None
 
     def load(self) -> None:
@@ -84,10 +89,7 @@ class PlaybookRuntime:
         next_poll = self.clock.now() + self.config.reload_interval
         while not stop.is_set():
             try:
-                self.engine.tick()
-                tick = getattr(self.executor, "tick", None)
-                if callable(tick):  # approvals decided and expired
-                    tick()
+                self.turn()
                 if self.watcher is not None and self.clock.now() >= next_poll:
                     next_poll = self.clock.now() + self.config.reload_interval
                     self.watcher.poll()
@@ -95,6 +97,11 @@ class PlaybookRuntime:
                 log.exception("playbook runtime turn failed")
             if self.clock.wait(TICK, stop):
                 return
+
+    def turn(self) -> None:
+        """Advance the engine's timers, then the executor's (approvals decided and expired)."""
+        self.engine.tick()
+        self.pool.tick()
 
     def start(self, stop: threading.Event) -> None:
         """Run :meth:`run` in a daemon thread."""
@@ -105,6 +112,7 @@ class PlaybookRuntime:
         """Wait for the thread started by :meth:`start` (after ``stop`` is set)."""
         if self._thread is not None:
             self._thread.join(timeout)
+        self.pool.close(timeout)
 
     def alertmanager_route(self) -> Route:
         """The ``POST /alertmanager`` handler, delivering alert signals to the engine."""

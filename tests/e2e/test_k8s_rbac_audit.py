@@ -44,6 +44,7 @@ from remediations.kube import KubeClients, connect
 from remediations.rbac import Permission, grants
 from remediations.registry import ACTIONS, get_action
 from remediations.scale import ScaleAction
+from remediations.state import ACTIONS as RECORDED
 from tests.servers.twin import TWIN_START, TwinEnv
 
 pytestmark = pytest.mark.e2e
@@ -396,5 +397,8 @@ def test_the_generated_rights_cover_what_the_agent_calls_around_its_actions(
     calls = _calls(audit.env)
     annotating = _rights("CronJob", "[{retrain: {}}]", gitops="annotate")
     assert _ungranted(calls, annotating) == set()
-    # the annotation is the one right gitops: annotate adds, and it is used
-    assert _ungranted(calls, _rights("CronJob", "[{retrain: {}}]")) == {("batch", "cronjobs", "patch")}
+    # the patch on the target is granted whatever gitops says: the executor records every
+    # workload-changing action there before it writes (aiops.dev/actions), and it is used
+    assert _ungranted(calls, _rights("CronJob", "[{retrain: {}}]")) == set()
+    assert ("batch", "cronjobs", "patch") in calls
+    assert RECORDED in audit.kube.get("CronJob", audit.ns, "train")["metadata"]["annotations"]

@@ -28,6 +28,8 @@ from detectors import SampleBatch, SeriesKey, SeriesRegistry, Signal
 from detectors.freshness import SeriesFreshness
 from detectors.signal import SignalKind
 from remediations.scale import raise_of
+from remediations.state import RecordedAction, recorded_actions
+from remediations.types import Target
 from simulations.pager import Pager
 from simulations.twin import TwinCluster
 from tests.integration.test_remediation_support import Cluster, hpa_body, open_cluster
@@ -63,6 +65,7 @@ class Loop:
         tmp: Path,
         playbooks: PlaybookSet | None = None,
         defaults: GuardrailDefaults | None = None,
+        agent_record: Target | None = None,
     ) -> None:
         assert cluster.twin is not None
         self.cluster = cluster
@@ -84,6 +87,7 @@ class Loop:
             leader=StaticLeader(True),
             instance="test",
             environ=self.pager.environ(),
+            agent_record=agent_record,
         )
         self.engine = PlaybookEngine(
             playbooks if playbooks is not None else load_paths([SHIPPED]),
@@ -91,7 +95,7 @@ class Loop:
             self.clock,
             self.audit,
             defaults=defaults or GuardrailDefaults(),
-            facts=KubeFacts(cluster.kube, self.clock, ttl=0.0),
+            facts=KubeFacts(cluster.kube, self.clock, ttl=0.0, agent_record=agent_record),
             freshness=self.freshness,
         )
         self.executor.bind(self.engine.report)
@@ -404,7 +408,11 @@ def test_a_playbook_aimed_at_kube_system_is_refused_and_audited(cluster: Cluster
 def test_after_a_restart_a_second_rollback_still_escalates_and_never_returns_to_the_bad_version(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    first = Loop(cluster, tmp_path / "first")
+    # the shipped 30m cooldown, recorded on the Deployment, would hold the second spike (see the
+    # next test); a team that shortens it still gets the escalation after a restart
+    text = (SHIPPED / "rollback-on-error-spike.yaml").read_text().replace("cooldown: 30m", "cooldown: 5m")
+    playbooks = load_sources([("rollback.yaml", text)])
+    first = Loop(cluster, tmp_path / "first", playbooks)
     good_then_bad(cluster, first)
     errors = first.key("http_requests_error_ratio", "checkout")
     for _ in range(60):
@@ -412,7 +420,7 @@ def test_after_a_restart_a_second_rollback_still_escalates_and_never_returns_to_
         first.step({errors: 0.2 if bad else 0.01}, [(errors, SignalKind.ANOMALY, 0.2, 0.9999)] if bad else [])
     assert version(cluster) == "1"
     # the agent restarts: a fresh engine and executor, no memory of cooldowns or fixes
-    second = Loop(cluster, tmp_path / "second")
+    second = Loop(cluster, tmp_path / "second", playbooks)
     for _ in range(40):
         second.step({errors: 0.2}, [(errors, SignalKind.ANOMALY, 0.2, 0.9999)])
     assert version(cluster) == "1", "never back to the version rolled back from"
@@ -420,3 +428,93 @@ def test_after_a_restart_a_second_rollback_still_escalates_and_never_returns_to_
     repeats = [e for e in second.held("rollback-on-error-spike") if e.guardrail == "repeat"]
     assert repeats, "the Deployment's own record says a rollback ran: a person decides"
     assert "escalated to a person: rollback already ran" in repeats[0].reason
+
+
+RESTART_ON_ALERT = """
+apiVersion: aiops/v1
+kind: Playbook
+metadata: {name: restart-on-crashloop}
+spec:
+  trigger: {signal: alert, metric: PodsCrashLooping, match: {deployment: ".+"}}
+  target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
+  actions: [{restart: {}}]
+  verify: {within: 10m, quiet: 2m}
+  guardrails: {cooldown: 30m, maxPerHour: 1}
+"""
+
+
+@pytest.mark.parametrize("fix", ["rollback", "restart"])
+def test_after_a_restart_the_cooldown_and_budget_recorded_on_the_target_hold_a_fresh_incident(
+    cluster: Cluster, tmp_path: Path, fix: str
+) -> None:
+    """The agent restarts right after a fix: the new engine and executor know nothing, but the
+    target's ``aiops.dev/actions`` record does; a fresh incident on it is held by the cooldown."""
+    if fix == "rollback":
+        playbooks, playbook = (
+            load_paths([SHIPPED / "rollback-on-error-spike.yaml"]),
+            "rollback-on-error-spike",
+        )
+    else:
+        playbooks, playbook = load_sources([("restart.yaml", RESTART_ON_ALERT)]), "restart-on-crashloop"
+    first = Loop(cluster, tmp_path / "first", playbooks)
+    if fix == "rollback":
+        good_then_bad(cluster, first)
+    else:
+        cluster.deployment("checkout", replicas=2, version="1")
+    errors = first.key("http_requests_error_ratio", "checkout")
+    crash = first.key("PodsCrashLooping", "checkout")
+
+    def episode(loop: Loop, steps: int) -> None:
+        for _ in range(steps):
+            if fix == "rollback":
+                loop.step({errors: 0.2}, [(errors, SignalKind.ANOMALY, 0.2, 0.9999)])
+            else:  # Alertmanager re-sends the firing alert
+                loop.step(signals=[(crash, SignalKind.ALERT, 1.0, 1.0)])
+
+    episode(first, 12)  # 3 minutes: the fix runs once
+    done = [r.decision.value for r in first.decisions.records if r.action == fix]
+    assert done == ["started", "executed"], "write-ahead audit of the first fix"
+    recorded = loop_records(cluster)
+    assert [(r.playbook, r.action, r.action_class, r.source) for r in recorded] == [
+        (playbook, fix, "corrective", "alerts" if fix == "restart" else "signals")
+    ]
+    # the agent restarts at once: a new engine and executor on the same cluster; the old incident
+    # is gone with the old process, and the symptom is still there
+    second = Loop(cluster, tmp_path / "second", playbooks)
+    first.twin.advance(600.0)
+    episode(second, 20)
+    assert [r for r in second.decisions.records if r.action == fix] == [], "nothing was even submitted"
+    held = [e for e in second.held(playbook) if e.guardrail == "cooldown"]
+    assert held, f"held by the cooldown recorded on the target: {second.held(playbook)}"
+    assert "cooldown 30m" in held[0].reason
+    assert held[0].state.value == "firing"
+    assert len(loop_records(cluster)) == 1
+
+
+def loop_records(cluster: Cluster) -> list[RecordedAction]:
+    """The actions recorded on the checkout Deployment."""
+    return recorded_actions(cluster.read("Deployment", "checkout"))
+
+
+def test_after_a_restart_the_agent_wide_budget_recorded_on_the_lease_holds_another_target(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """One corrective action per hour for the whole agent: after a restart, a fresh incident on
+    another target is held by the agent-wide budget the Lease's record still counts."""
+    lease = Target("Lease", cluster.ns, "aiops-agent-actions")
+    playbooks = load_sources([("restart.yaml", RESTART_ON_ALERT.replace("cooldown: 30m", "cooldown: 0s"))])
+    defaults = GuardrailDefaults(cooldown=0, max_per_hour_total=1)
+    first = Loop(cluster, tmp_path / "first", playbooks, defaults, agent_record=lease)
+    cluster.deployment("checkout", replicas=2)
+    cluster.deployment("cart", replicas=2)
+    for _ in range(4):
+        first.step(signals=[(first.key("PodsCrashLooping", "checkout"), SignalKind.ALERT, 1.0, 1.0)])
+    assert [r.decision.value for r in first.decisions.records] == ["started", "executed"]
+    second = Loop(cluster, tmp_path / "second", playbooks, defaults, agent_record=lease)
+    for _ in range(8):
+        second.step(signals=[(second.key("PodsCrashLooping", "cart"), SignalKind.ALERT, 1.0, 1.0)])
+    assert second.decisions.records == [], "nothing was submitted for cart"
+    (held,) = [e for e in second.held("restart-on-crashloop") if e.guardrail]
+    assert held.guardrail == "agent.max_per_hour_total"
+    assert held.target.name == "cart"
+    assert "1 corrective actions in the last hour by the agent, limit 1" in held.reason

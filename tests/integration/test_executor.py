@@ -11,11 +11,12 @@ import pytest
 from agent.audit import Audit, LogAuditSink, MemoryAuditSink, executed_keys_from_file
 from agent.config import ExecutorConfig
 from agent.executor import GITOPS_DRIFT, KubeExecutor
+from agent.facts import KubeFacts
 from agent.leader import StaticLeader
 from agent.playbook.requests import Approval, Proposal
 from remediations.registry import make_request
-from remediations.state import EXECUTED_KEYS
-from remediations.types import ActionResult, ActionStatus, Limits, Target
+from remediations.state import ACTIONS, EXECUTED_KEYS
+from remediations.types import ActionResult, ActionStatus, Limits, Target, key_digest
 from tests.integration.test_remediation_support import Cluster, open_cluster
 
 
@@ -316,3 +317,55 @@ def test_audit_lines_reach_the_kafka_topic(
         (req.key, "executed"),
         (req.key, "skipped"),
     ]
+
+
+def test_each_action_is_recorded_on_its_target_and_agent_wide_before_it_writes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.deployment("web", replicas=2)
+    h = Harness(cluster, tmp_path, audit_file=None)
+    lease = Target("Lease", cluster.ns, "aiops-agent-actions")
+    h.executor.agent_record = lease
+    facts = KubeFacts(cluster.kube, cluster.clock, ttl=0.0, agent_record=lease)
+    assert facts.actions_by_agent() == [], "no record yet: the Lease is made at the first action"
+    first = request(cluster)
+    assert h.executor.submit(first).status is ActionStatus.EXECUTED
+    recorded = facts.actions_on(first.target)
+    assert recorded is not None
+    (on_target,) = recorded
+    assert (on_target.playbook, on_target.action, on_target.action_class, on_target.source) == (
+        "pb",
+        "scale",
+        "capacity",
+        "signals",
+    )
+    assert on_target.key == key_digest(first.key)
+    assert on_target.time == cluster.clock.now()
+    wide = facts.actions_by_agent()
+    assert wide is not None
+    (agent_wide,) = wide
+    assert agent_wide.target == str(first.target)
+    assert agent_wide.key == on_target.key
+    # an action that changes nothing leaves no record behind: already at 4 replicas
+    noop = request(cluster, params={"replicas": 4}, incident="inc-2")
+    assert h.executor.submit(noop).status is ActionStatus.NOOP
+    assert [r.key for r in facts.actions_on(first.target) or ()] == [on_target.key]
+    assert [r.key for r in facts.actions_by_agent() or ()] == [on_target.key]
+
+
+def test_an_action_that_cannot_be_recorded_does_not_run(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.deployment("web", replicas=2)
+    h = Harness(cluster, tmp_path, audit_file=None)
+    twin = cluster.twin
+    assert twin is not None
+    twin.server.faults.error(403, verb="patch", resource="deployments", count=1)
+    result = h.executor.submit(request(cluster, "restart", {}))
+    assert result.status is ActionStatus.FAILED
+    assert "cannot record restart before acting, so nothing was changed" in result.message
+    assert not result.retryable
+    assert ACTIONS not in cluster.read("Deployment", "web")["metadata"].get("annotations", {})
+    assert h.decisions() == ["started", "failed"]
+    twin.server.faults.error(503, verb="patch", resource="deployments", count=5)
+    result = h.executor.submit(request(cluster, "restart", {}, incident="inc-2"))
+    assert result.status is ActionStatus.FAILED
+    assert result.retryable, "a busy API server: the engine tries again later"

@@ -137,8 +137,14 @@ def test_the_rights_follow_the_targets_kind() -> None:
     # a Pod target: the pod, and its controller, whichever workload that is
     pods = playbook("kill", "[{delete_pod: {}}]", kind="Pod", extra="")
     rights = granted(rules_of(generate(config(), pods), "ClusterRole"))
-    assert {(r, v) for _, r, v in rights if r == "pods"} == {("pods", "get"), ("pods", "delete")}
+    # patch on the pod: the executor records the action on its target before it writes
+    assert {(r, v) for _, r, v in rights if r == "pods"} == {
+        ("pods", "get"),
+        ("pods", "delete"),
+        ("pods", "patch"),
+    }
     assert {r for _, r, v in rights if v == "patch"} == {
+        "pods",
         "deployments",
         "statefulsets",
         "replicasets",
@@ -210,10 +216,11 @@ def test_conditions_and_gitops_annotations_add_their_reads_and_writes() -> None:
     assert ("apps", "replicasets", "list") in history  # the rollout history behind rolloutWithin
     retrain = playbook("retrain", "[{retrain: {}}]", kind="CronJob")
     plain = granted(rules_of(generate(config(), retrain), "ClusterRole"))
+    # the executor records each workload-changing action on its target (aiops.dev/actions), so
+    # the target is patched in any case; gitops: annotate's mark needs nothing more
+    assert ("batch", "cronjobs", "patch") in plain
     annotating = AgentConfig.model_validate({"executor": {"enabled": True, "gitops": "annotate"}})
-    assert granted(rules_of(generate(annotating, retrain), "ClusterRole")) - plain == {
-        ("batch", "cronjobs", "patch")
-    }
+    assert granted(rules_of(generate(annotating, retrain), "ClusterRole")) == plain
     # a notification changes nothing, so nothing is annotated
     notify = playbook("tell", "[{notify: {webhook: 'https://hooks.example.com/x', message: m}}]")
     assert granted(rules_of(generate(annotating, notify), "ClusterRole")) == granted(
@@ -223,8 +230,15 @@ def test_conditions_and_gitops_annotations_add_their_reads_and_writes() -> None:
 
 def test_without_the_executor_nothing_and_without_election_no_lease() -> None:
     assert generate(AgentConfig(), SCALE) == []
-    no_election = AgentConfig.model_validate({"executor": {"enabled": True, "leader_election": False}})
+    no_election = AgentConfig.model_validate(
+        {"executor": {"enabled": True, "leader_election": False, "actions_record": None}}
+    )
     assert [k for k, _, _ in kinds(generate(no_election, SCALE))] == ["ClusterRole", "ClusterRoleBinding"]
+    # the agent-wide actions record is a Lease too: without election it still needs that Role
+    record_only = AgentConfig.model_validate({"executor": {"enabled": True, "leader_election": False}})
+    assert kinds(generate(record_only, SCALE))[2:] == LEASE
+    (lease,) = rules_of(generate(record_only, SCALE), "Role", "aiops")
+    assert "patch" in lease["verbs"]
     elsewhere = AgentConfig.model_validate({"executor": {"enabled": True, "lease_namespace": "ops"}})
     assert ("Role", "ops", "aiops-agent-leader-election") in kinds(generate(elsewhere, SCALE))
 

@@ -3,24 +3,28 @@
 - no action beyond its class's and source's budget (per target and agent-wide, in any hour);
 - no incident id given twice;
 - no ``resolved`` without fresh samples of every series that fired;
-- no rollback to a revision the target was rolled back from within the window.
+- no rollback to a revision the target was rolled back from within the window;
+- budgets and cooldowns hold across restarts, counted from the records the executor leaves.
 """
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from agent.clock import ManualClock
 from agent.playbook.guardrails import HOUR, GuardrailDefaults
 from agent.playbook.requests import Proposal, RecordingExecutor
 from detectors.series import SeriesKey
 from detectors.signal import SignalKind
 from remediations.errors import ActionRefused
 from remediations.rollback import ROLLBACKS, RollbackParams, choose, template_hash
-from remediations.state import dump_json
-from remediations.types import ActionClass, ActionResult, ActionStatus
+from remediations.state import AGENT_ACTIONS, MAX_ACTIONS, RecordedAction, dump_json
+from remediations.types import ActionClass, ActionResult, ActionStatus, Target, key_digest
 from tests.unit.test_playbook_engine import T0, FakeFreshness, Harness, playbook
 
 LIMIT, TOTAL = 2, 3
@@ -195,3 +199,118 @@ def test_a_rollback_never_goes_to_a_revision_rolled_back_from(
         return
     assert template_hash(chosen) not in avoided
     assert template_hash(chosen) != template_hash(current)
+
+
+class DurableCluster:
+    """What survives the agent: the records the executor writes on the targets and the agent-wide
+    record (``aiops.dev/actions``), and the executed keys. Facts read them as KubeFacts does."""
+
+    def __init__(self) -> None:
+        self.on_target: dict[Target, list[RecordedAction]] = {}
+        self.agent: list[RecordedAction] = []
+        self.keys: set[str] = set()
+
+    def actions_on(self, target: Target) -> list[RecordedAction]:
+        return list(self.on_target.get(target, [])[-MAX_ACTIONS:])
+
+    def actions_by_agent(self) -> list[RecordedAction]:
+        return list(self.agent[-AGENT_ACTIONS:])
+
+    def last_rollout(self, target: Target) -> float | None:
+        return None
+
+    def last_rollback(self, target: Target) -> float | None:
+        return None
+
+
+class RecordingKubeExecutor(RecordingExecutor):
+    """Answers like :class:`RecordingExecutor`, and records each workload action before it runs,
+    as the KubeExecutor does; an executed key is never executed again (the target's annotation)."""
+
+    def __init__(self, cluster: DurableCluster, clock: ManualClock) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.clock = clock
+
+    def submit(self, proposal: Proposal) -> ActionResult:
+        if proposal.key in self.cluster.keys:
+            self._keys.add(proposal.key)
+        result = super().submit(proposal)
+        if (
+            result.status is ActionStatus.EXECUTED
+            and proposal.action in CLASSES
+            and not proposal.request.restore
+        ):
+            entry = RecordedAction(
+                self.clock.now(),
+                proposal.playbook,
+                proposal.action,
+                CLASSES[proposal.action].value,
+                proposal.source,
+                key_digest(proposal.key),
+            )
+            self.cluster.on_target.setdefault(proposal.target, []).append(entry)
+            self.cluster.agent.append(replace(entry, target=str(proposal.target)))
+            self.cluster.keys.add(proposal.key)
+        return result
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    events=st.lists(EVENT, min_size=1, max_size=80),
+    restarts=st.lists(st.integers(min_value=0, max_value=79), max_size=12),
+)
+# errors on one target for 20 minutes, the agent restarting every 3: each life would act again
+@example(events=[(30, "errors", "web")] * 40, restarts=list(range(6, 40, 6)))
+@example(events=[(20, "alert", "web"), (20, "cpu", "api")] * 30, restarts=list(range(4, 60, 4)))
+def test_budgets_and_cooldowns_hold_across_restarts(
+    events: list[tuple[int, str, str]], restarts: list[int]
+) -> None:
+    """The agent restarts at random points (a fresh engine and executor: memory gone); the records
+    it left keep every hourly budget and cooldown, counted over all its lives together."""
+    cluster = DurableCluster()
+    defaults = GuardrailDefaults(cooldown=0, max_per_hour=LIMIT, max_per_hour_total=TOTAL, repeat_window=0)
+    lives: list[Harness] = []
+
+    def start() -> Harness:
+        h = Harness(*PLAYBOOKS, defaults=defaults, freshness=FakeFreshness())
+        if lives:
+            h.clock.set(lives[-1].clock.now())
+        h.executor = RecordingKubeExecutor(cluster, h.clock)
+        h.engine.executor = h.executor
+        h.engine.facts = cluster
+        lives.append(h)
+        return h
+
+    h = start()
+    t = 0.0
+    for i, (gap, what, deployment) in enumerate(events):
+        t += gap
+        if i in restarts:
+            h = start()
+        if what in {"errors", "cpu"}:
+            h.signal(t, metric=what, deployment=deployment)
+        elif what in {"alert", "resolve"}:
+            status = "firing" if what == "alert" else "resolved"
+            details = {"status": status, "fingerprint": deployment}
+            h.signal(
+                t, kind=SignalKind.ALERT, metric="Crash", score=1.0, details=details, deployment=deployment
+            )
+        else:
+            h.run_until(t)
+    h.run_until(t + 3600)
+
+    acted = [
+        (q.time, (CLASSES[q.action], q.source), q.target, q.playbook)
+        for life in lives
+        for q, r in zip(life.executor.requests, life.executor.results, strict=True)
+        if q.action in CLASSES and r.status is ActionStatus.EXECUTED and not q.request.restore
+    ]
+    for when, budget, target, _ in acted:
+        window = [(w, b, g) for w, b, g, _ in acted if when - HOUR < w <= when and b == budget]
+        assert len([1 for _, _, g in window if g == target]) <= LIMIT, (when, target, acted)
+        assert len(window) <= TOTAL, (when, acted)
+    # restart-web's cooldown (2m) between remediations of one target, whichever life ran them
+    restarts_web = sorted((w, g) for w, _, g, p in acted if p == "restart-web")
+    for (a, ga), (b, gb) in itertools.pairwise(restarts_web):
+        assert ga != gb or b - a >= 120.0, (a, b, ga)

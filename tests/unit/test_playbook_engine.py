@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ import yaml
 
 from agent.clock import ManualClock
 from agent.metrics import AgentMetrics
-from agent.playbook.engine import PlaybookEngine, RecordedFacts, incident_id
+from agent.playbook.engine import NoFacts, PlaybookEngine, RecordedFacts, incident_id
 from agent.playbook.events import AuditLog, IncidentEvent, IncidentState, SignalRejected
 from agent.playbook.guardrails import GuardrailDefaults
 from agent.playbook.loader import PlaybookSet, load_sources
@@ -18,6 +19,7 @@ from agent.playbook.requests import Proposal, RecordingExecutor
 from detectors.freshness import Seen
 from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
+from remediations.state import RecordedAction
 from remediations.types import ActionResult, ActionStatus, Target
 
 T0 = 1_700_000_000.0
@@ -834,3 +836,31 @@ def test_two_playbooks_never_act_on_one_target_at_the_same_instant() -> None:
     assert [r.playbook for r in h.executor.requests] == ["scale-a"]
     (suppressed,) = [e for e in h.held() if e.playbook == "scale-b"]
     assert (suppressed.state, suppressed.guardrail) == (IncidentState.SUPPRESSED, "priority")
+
+
+class UnreadableRecords(NoFacts):
+    """The target's actions record cannot be read (an API error), until ``readable``."""
+
+    def __init__(self) -> None:
+        self.readable = False
+
+    def last_rollout(self, target: Target) -> float | None:
+        return None
+
+    def actions_on(self, target: Target) -> Sequence[RecordedAction] | None:
+        return () if self.readable else None
+
+
+def test_an_incident_is_held_while_the_records_of_past_actions_cannot_be_read() -> None:
+    h = Harness(playbook(trigger={"for": 0}))
+    facts = UnreadableRecords()
+    h.engine.facts = facts
+    h.signal(0)
+    h.signal(20)
+    assert h.executor.requests == []
+    (held,) = h.held()
+    assert held.guardrail == "records"
+    assert "the actions recorded on Deployment/shop/web cannot be read" in held.reason
+    facts.readable = True
+    h.signal(40)
+    assert h.requests() == [(40, "restart-web", "restart")]

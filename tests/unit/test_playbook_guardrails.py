@@ -15,7 +15,17 @@ from agent.playbook.guardrails import (
     effective,
 )
 from agent.playbook.requests import Approval
-from remediations.types import Target
+from remediations.state import (
+    ACTIONS,
+    AGENT_ACTIONS,
+    MAX_ACTIONS,
+    RecordedAction,
+    dump_json,
+    recorded_actions,
+    with_action,
+    without_action,
+)
+from remediations.types import ActionClass, Target
 
 WEB = Target("Deployment", "shop", "web")
 API = Target("Deployment", "shop", "api")
@@ -162,3 +172,65 @@ def test_scale_is_clamped_to_bounds_and_step(
     v = check_scale(g, current, desired)
     assert (v.allowed, v.replicas, v.limited_by) == (allowed, replicas, limited)
     assert v.reason
+
+
+WEB = Target("Deployment", "shop", "web")
+
+
+def recorded(
+    t: float, key: str, *, playbook: str = "pb", cls: str = "corrective", target: str = ""
+) -> RecordedAction:
+    return RecordedAction(t, playbook, "restart", cls, "signals", key, target)
+
+
+def test_recalled_actions_hold_the_cooldown_and_the_budget_and_count_once() -> None:
+    g = effective(PlaybookGuardrails(cooldown=1800.0, maxPerHour=1), GuardrailDefaults())
+    ledger = ActionLedger()
+    now = 10_000.0
+    assert ledger.recall([recorded(now - 60, "k1")], now, WEB) == 1
+    held = check_action(g, ledger, "pb", WEB, 1, now)
+    assert (held.guardrail, held.until) == ("cooldown", now - 60 + 1800)
+    other = check_action(g, ledger, "other", WEB, 1, now)  # another playbook: no cooldown, the budget
+    assert (other.guardrail, other.until) == ("maxPerHour", now - 60 + HOUR)
+    # the same action recalled again, or recorded by this process too, counts once
+    assert ledger.recall([recorded(now - 60, "k1")], now, WEB) == 0
+    ledger.record_action("pb", WEB, now, ActionClass.CORRECTIVE, "restart", key="never-digested")
+    assert len(ledger.actions_since(now - HOUR, target=WEB)) == 2
+    ledger.record_action("pb", WEB, now, ActionClass.CORRECTIVE, "restart", key="never-digested")
+    assert len(ledger.actions_since(now - HOUR, target=WEB)) == 2
+    assert ledger.last_fix(WEB, "restart") == now
+
+
+def test_recall_ignores_what_it_cannot_believe() -> None:
+    ledger = ActionLedger()
+    now = 10_000.0
+    entries = [
+        recorded(now + 3600, "future"),  # another clock far ahead: not believed
+        recorded(now - 10, "bad-class", cls="teleport"),
+        recorded(now - 10, "bad-target", target="Deployment/../x"),
+        recorded(now - 10, "agent-wide", target="Deployment/shop/api"),
+    ]
+    assert ledger.recall(entries, now) == 1
+    assert ledger.actions_since(now - HOUR, target=Target("Deployment", "shop", "api")) == [now - 10]
+
+
+def test_the_record_on_an_object_is_bounded_and_never_trusted_blindly() -> None:
+    obj: dict[str, object] = {"metadata": {"annotations": {}}}
+    for i in range(MAX_ACTIONS + 10):
+        value = with_action(obj, recorded(float(i), f"k{i}"))
+        obj = {"metadata": {"annotations": {ACTIONS: value}}}
+    kept = recorded_actions(obj)
+    assert [r.key for r in kept] == [f"k{i}" for i in range(10, MAX_ACTIONS + 10)]
+    assert without_action(obj, "k10") is not None
+    assert without_action(obj, "absent") is None
+    for junk in ("{not json", '{"t": 1}', "[1, null, {}]", '[{"t": "NaN"}]', "[" * 100_000):
+        assert recorded_actions({"metadata": {"annotations": {ACTIONS: junk}}}) == []
+    long_name = [{"t": 1.0, "p": "p" * 300, "a": "x", "c": "corrective", "s": "signals", "k": "k"}]
+    assert recorded_actions({"metadata": {"annotations": {ACTIONS: dump_json(long_name)}}}) == []
+    # the agent-wide record drops what is older than an hour when it adds
+    wide = {
+        "metadata": {
+            "annotations": {ACTIONS: with_action(obj, recorded(5000.0, "new"), AGENT_ACTIONS, 4000.0)}
+        }
+    }
+    assert [r.key for r in recorded_actions(wide, AGENT_ACTIONS)] == ["new"]
