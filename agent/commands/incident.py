@@ -132,7 +132,9 @@ def _guardrail(g: Mapping[str, Any]) -> str:
         if g.get("mode"):
             value += f" (gitops: {g['mode']})"
     else:
-        value = ", ".join(f"{k} {v}" for k, v in g.items() if k not in {"name", "ok"})
+        value = ", ".join(
+            f"{k} {_time(v) if k.startswith('last') else v}" for k, v in g.items() if k not in {"name", "ok"}
+        )
     return f"  {'ok  ' if g.get('ok', True) else 'HELD'}  {name}: {value}"
 
 
@@ -189,7 +191,7 @@ def render(r: Mapping[str, Any]) -> list[str]:
         out.append(f"verification: {v.get('result')} at {_time(v.get('time'))}: {v.get('reason')}")
         for e in v.get("evidence") or []:
             fresh = e.get("freshSamples")
-            state = "stale" if e.get("stale") else f"{fresh} of {e.get('need')} fresh samples"
+            state = "stale" if e.get("stale") else f"{fresh} fresh samples ({e.get('need')} needed)"
             out.append(f"  {e.get('series')}: {state}, last seen {_time(e.get('lastSeen'))}")
     out.append("timeline:")
     for t in r.get("timeline") or []:
