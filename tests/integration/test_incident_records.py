@@ -56,7 +56,7 @@ def _version(cluster: Cluster) -> str:
 
 def _get(url: str) -> tuple[int, Any]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - a loopback test server
+        with urllib.request.urlopen(url, timeout=10) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -107,7 +107,8 @@ def test_a_rolled_back_rollout_leaves_a_record_that_says_why(
         cluster.deployment("checkout", replicas=4, version="1")
         twin.advance(2 * 3600)  # v1 live and healthy for two hours
         cluster.rollout("checkout", "2")
-        errors = SeriesKey.of("http_requests_error_ratio", {"namespace": cluster.ns, "deployment": "checkout"})
+        labels = {"namespace": cluster.ns, "deployment": "checkout"}
+        errors = SeriesKey.of("http_requests_error_ratio", labels)
         sid = series.id_for(errors)
         for _ in range(60):  # 15 minutes: errors while v2 is live, then clean samples
             twin.advance(STEP)
