@@ -335,7 +335,7 @@ def _fold_event(record: dict[str, Any], e: Mapping[str, Any], bounds: RecordBoun
 
 
 def _fold_decision(record: dict[str, Any], d: Mapping[str, Any], bounds: RecordBounds) -> bool:
-    """An executor decision into ``record``; True when it is an outcome worth publishing."""
+    """An executor decision into ``record``; never a moment to publish by itself."""
     item = _action(record, d, bounds)
     if item is None:
         return False
@@ -362,7 +362,7 @@ def _fold_decision(record: dict[str, Any], d: Mapping[str, Any], bounds: RecordB
     if d.get("guardrail") and decision == "skipped":
         held = {"name": d["guardrail"], "ok": False, "value": _cut(d.get("message"), bounds)}
         _upsert_guardrails(record, [held])
-    return decision != "started"
+    return False  # the engine's event with the outcome follows: that one publishes
 
 
 def _shrink(record: dict[str, Any], bounds: RecordBounds) -> None:

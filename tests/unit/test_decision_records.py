@@ -1,0 +1,353 @@
+"""The decision record fold: audit entries of one incident -> its record, bounded; the same offline."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from agent.audit import AuditRecord, Decision, Entry
+from agent.decisions import (
+    DecisionRecord,
+    DecisionRecords,
+    RecordBounds,
+    explain_signal,
+    fold,
+    incidents_route,
+    records_from_lines,
+)
+from agent.playbook.events import IncidentEvent, IncidentState
+from remediations.types import Target
+
+TARGET = Target("Deployment", "shop", "checkout")
+SIGNAL = {
+    "kind": "anomaly",
+    "metric": "http_requests_error_ratio",
+    "labels": {"namespace": "shop", "deployment": "checkout"},
+    "timestamp": 1000.0,
+    "value": 0.12,
+    "score": 0.9999,
+    "detector": "ratio",
+    "details": {"expected": 0.005, "band": [0.003, 0.008], "p_value": 2e-9, "novelty_range": [0, 1]},
+}
+KEY = "rb/Deployment/shop/checkout/inc-1/actions[0]"
+
+
+def event(t: float, previous: str | None, state: str, reason: str = "why", **extra: Any) -> IncidentEvent:
+    details = extra.pop("details", {})
+    return IncidentEvent(
+        t,
+        "inc-1",
+        "rb",
+        TARGET,
+        None if previous is None else IncidentState(previous),
+        IncidentState(state),
+        reason,
+        details=details,
+        **extra,
+    )
+
+
+def decision(t: float, what: Decision, message: str = "", **details: Any) -> AuditRecord:
+    return AuditRecord(
+        t, what, KEY, "rollback", TARGET.to_dict(), message, "rb", "inc-1", "actions[0]", details=details
+    )
+
+
+def signal_at(t: float, value: float = 0.12) -> dict[str, Any]:
+    return {**SIGNAL, "timestamp": t, "value": value}
+
+
+GUARDS = [
+    {"name": "cooldown", "limit": 1800.0, "remaining": 0.0, "lastRemediation": None, "ok": True},
+    {"name": "maxPerHour", "used": 1, "limit": 2, "class": "corrective", "source": "signals", "ok": True},
+]
+EXECUTOR_GUARDS = [{"name": "leader", "value": "agent-0", "ok": True}]
+EVIDENCE = [{"series": "err", "freshSamples": 4, "need": 3, "lastSeen": 1400.0, "stale": False}]
+
+
+def a_rollback() -> list[Entry]:
+    """The entries of one incident, in the order the engine and the executor audit them."""
+    rule = {"rule": {"signal": ["anomaly"], "minScore": 0.99}, "priority": 100, "class": "corrective"}
+    return [
+        event(
+            1000,
+            None,
+            "pending",
+            details={**rule, "source": "signals", "signal": signal_at(1000), "signals": 1},
+        ),
+        event(
+            1005,
+            "pending",
+            "pending",
+            "held by when.rolloutWithin: no rollout known",
+            guardrail="when.rolloutWithin",
+        ),
+        event(1120, "pending", "firing", details={"signal": signal_at(1120), "signals": 9}),
+        event(
+            1120, "firing", "acting", details={"signal": signal_at(1120), "signals": 9, "guardrails": GUARDS}
+        ),
+        event(1120, "acting", "acting", "submitted rollback", action="rollback", step="actions[0]", key=KEY),
+        decision(1120, Decision.STARTED, "starting", guards=EXECUTOR_GUARDS),
+        decision(1121, Decision.EXECUTED, "rolled back", diff="-v: 2\n+v: 1", guards=EXECUTOR_GUARDS),
+        event(1121, "acting", "acting", "rollback executed", action="rollback", key=KEY, status="executed"),
+        event(1121, "acting", "verifying", details={"signal": signal_at(1120), "signals": 9}),
+        event(
+            1400,
+            "verifying",
+            "resolved",
+            "cleared",
+            details={"signal": signal_at(1120), "evidence": EVIDENCE},
+        ),
+    ]
+
+
+def folded(entries: list[Entry], bounds: RecordBounds | None = None) -> tuple[dict[str, Any], list[bool]]:
+    record: dict[str, Any] | None = None
+    publishes = []
+    for e in entries:
+        record, publish = fold(record, e.to_dict(), bounds or RecordBounds())
+        publishes.append(publish)
+    assert record is not None
+    return record, publishes
+
+
+def test_the_entries_of_a_rollback_fold_into_one_record() -> None:
+    record, publishes = folded(a_rollback())
+    assert record["incident"] == "inc-1"
+    assert record["playbook"] == "rb"
+    assert record["target"] == {"kind": "Deployment", "namespace": "shop", "name": "checkout"}
+    assert record["rule"] == {"signal": ["anomaly"], "minScore": 0.99}
+    assert (record["priority"], record["class"], record["source"]) == (100, "corrective", "signals")
+    assert (record["state"], record["opened"], record["closed"], record["updated"]) == (
+        "resolved",
+        1000,
+        1400,
+        1400,
+    )
+    # two distinct signals (1000 and 1120; the later repeats are the same one), nine matched
+    assert [s["time"] for s in record["signals"]] == [1000, 1120]
+    assert record["signalsSeen"] == 9
+    assert record["window"] == {"from": 1000, "to": 1120}
+    first = record["signals"][0]
+    assert first["why"] == "expected 0.005 (band 0.003-0.008), saw 0.12, p=2e-9"
+    assert first["expected"] == 0.005
+    assert "novelty_range" not in first  # only the facts a record keeps
+    assert record["guardrails"] == [*GUARDS, *EXECUTOR_GUARDS]
+    assert record["holds"] == [
+        {
+            "time": 1005,
+            "guardrail": "when.rolloutWithin",
+            "reason": "held by when.rolloutWithin: no rollout known",
+        }
+    ]
+    (action,) = record["actions"]
+    assert action["key"] == KEY
+    assert action["action"] == "rollback"
+    assert action["status"] == "executed"
+    assert action["diff"] == "-v: 2\n+v: 1"
+    assert [d["decision"] for d in action["decisions"]] == ["started", "executed"]
+    assert record["verification"] == {
+        "time": 1400,
+        "result": "resolved",
+        "reason": "cleared",
+        "evidence": EVIDENCE,
+    }
+    assert [t["to"] for t in record["timeline"]] == ["pending", "firing", "acting", "verifying", "resolved"]
+    assert record["dropped"] == {}
+    # published: at acting, at the engine's outcome of each step, verifying, resolved
+    assert publishes == [False, False, False, True, False, False, False, True, True, True]
+
+
+def test_an_incident_that_never_fired_is_not_published_when_it_expires() -> None:
+    sink = Published()
+    records = DecisionRecords(publish=[sink])
+    records.record(event(1000, None, "pending", details={"signal": signal_at(1000), "signals": 1}))
+    records.record(event(1300, "pending", "expired", "no matching signal for 5m"))
+    assert sink.entries == []
+    record = records.get("inc-1")
+    assert record is not None
+    assert record["state"] == "expired"
+    assert record["closed"] == 1300
+
+
+def test_a_held_step_keeps_the_executors_guardrail_with_its_value() -> None:
+    record, _ = folded(
+        [
+            event(1000, None, "pending"),
+            AuditRecord(
+                1001,
+                Decision.SKIPPED,
+                KEY,
+                "rollback",
+                TARGET.to_dict(),
+                "managed by GitOps (argocd:shop)",
+                "rb",
+                "inc-1",
+                "actions[0]",
+                guardrail="gitops",
+            ),
+        ]
+    )
+    assert record["guardrails"] == [
+        {"name": "gitops", "ok": False, "value": "managed by GitOps (argocd:shop)"}
+    ]
+    assert record["actions"][0]["decisions"] == [
+        {
+            "time": 1001,
+            "decision": "skipped",
+            "message": "managed by GitOps (argocd:shop)",
+            "guardrail": "gitops",
+        }
+    ]
+
+
+class Published:
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def record(self, entry: Entry) -> None:
+        self.entries.append(entry.to_dict())
+
+
+def test_the_live_sink_publishes_records_and_ignores_its_own() -> None:
+    sink = Published()
+    records = DecisionRecords(publish=[sink])
+    for e in a_rollback():
+        records.record(e)
+    assert [p["state"] for p in sink.entries] == ["acting", "acting", "verifying", "resolved"]
+    assert all(p["type"] == "decision" for p in sink.entries)
+    records.record(DecisionRecord(sink.entries[0]))  # a record coming back is not folded again
+    assert records.get("inc-1") == sink.entries[-1]
+    assert records.get("inc-2") is None
+
+
+def test_an_audit_file_gives_the_same_record_as_the_live_sink() -> None:
+    sink = Published()
+    live = DecisionRecords(publish=[sink])
+    lines: list[str] = ["not json", "[1, 2]", json.dumps({"incident": 7})]
+    for e in a_rollback():
+        live.record(e)
+        # the file holds the executor's decisions and the published records, not the engine's events
+        if isinstance(e, AuditRecord):
+            lines.append(json.dumps(e.to_dict()))
+        while sink.entries:
+            lines.append(json.dumps(sink.entries.pop(0)))
+    offline = records_from_lines(lines)
+    assert list(offline) == ["inc-1"]
+    assert offline["inc-1"] == live.get("inc-1")
+
+
+def test_entries_after_the_last_published_record_are_folded_on_top_of_it() -> None:
+    entries = a_rollback()
+    record, _ = folded(entries[:4])  # published at acting
+    lines = [json.dumps(record), json.dumps(entries[5].to_dict()), json.dumps(entries[6].to_dict())]
+    (offline,) = records_from_lines(lines).values()
+    assert offline["state"] == "acting"
+    assert offline["actions"][0]["diff"] == "-v: 2\n+v: 1"
+    assert [d["decision"] for d in offline["actions"][0]["decisions"]] == ["started", "executed"]
+
+
+def test_signals_are_bounded_keeping_the_first_and_the_newest() -> None:
+    entries: list[Entry] = [event(1000, None, "pending", details={"signal": signal_at(1000), "signals": 1})]
+    for k in range(1, 30):
+        state = "firing" if k % 2 else "pending"
+        previous = "pending" if k % 2 else "firing"
+        entries.append(
+            event(1000 + 15 * k, previous, state, details={"signal": signal_at(1000 + 15 * k), "signals": k})
+        )
+    record, _ = folded(entries, RecordBounds(max_signals=5, max_entries=10))
+    assert [s["time"] for s in record["signals"]] == [
+        1000,
+        1000 + 15 * 26,
+        1000 + 15 * 27,
+        1000 + 15 * 28,
+        1000 + 15 * 29,
+    ]
+    assert record["window"] == {"from": 1000, "to": 1000 + 15 * 29}
+    assert len(record["timeline"]) == 10
+    assert record["timeline"][0]["to"] == "pending"
+    assert record["dropped"] == {"signals": 25, "timeline": 20}
+
+
+def test_a_record_is_bounded_in_bytes_and_texts() -> None:
+    entries: list[Entry] = [event(1000, None, "pending")]
+    for k in range(40):
+        key = f"rb/Deployment/shop/checkout/inc-1/actions[{k}]"
+        entries.append(
+            AuditRecord(
+                1001 + k,
+                Decision.EXECUTED,
+                key,
+                "scale",
+                TARGET.to_dict(),
+                "x" * 10_000,
+                "rb",
+                "inc-1",
+                details={"diff": "d" * 10_000},
+            )
+        )
+    bounds = RecordBounds(max_text=1000, max_bytes=20_000)
+    record, _ = folded(entries, bounds)
+    assert len(json.dumps(record)) <= 20_000
+    assert all(len(a["diff"]) <= 1000 for a in record["actions"])
+    assert record["actions"][0]["key"].endswith("actions[0]"), "the first action stays"
+    assert record["actions"][-1]["key"].endswith("actions[39]"), "the newest action stays"
+    assert record["dropped"]["actions"] > 0
+
+
+def test_records_in_memory_are_bounded_least_recently_updated_first() -> None:
+    records = DecisionRecords(bounds=RecordBounds(max_incidents=3))
+    for n in range(5):
+        records.record(
+            IncidentEvent(1000.0 + n, f"inc-{n}", "rb", TARGET, None, IncidentState.PENDING, "first signal")
+        )
+    assert len(records) == 3
+    assert [r["incident"] for r in records.latest()] == ["inc-4", "inc-3", "inc-2"]
+    assert records.get("inc-0") is None
+    assert [r["incident"] for r in records.latest(limit=1)] == ["inc-4"]
+
+
+def test_entries_of_no_incident_are_ignored() -> None:
+    assert fold(None, {"type": "signal_rejected", "playbook": "rb"}) == (None, False)
+    assert fold(None, {"incident": 3}) == (None, False)
+
+
+@pytest.mark.parametrize(
+    ("details", "why"),
+    [
+        (
+            {"expected": 0.005, "band": [0.003, 0.008], "p_value": 2e-9},
+            "expected 0.005 (band 0.003-0.008), saw 0.12, p=2e-9",
+        ),
+        ({"expected": 5.0, "band": [-1.5, 11.5]}, "expected 5 (band -1.5 to 11.5), saw 0.12, score 1"),
+        ({"above": 0.05}, "rule: above 0.05, saw 0.12, score 1"),
+        ({"forecast_upper": 520.4, "limit": 500}, "forecast up to 520 vs limit 500, saw 0.12, score 1"),
+        ({}, "saw 0.12, score 1"),
+    ],
+)
+def test_a_signal_says_what_was_expected_and_what_was_seen(details: dict[str, Any], why: str) -> None:
+    assert explain_signal({**SIGNAL, "details": details}) == why
+
+
+def test_the_incidents_route_lists_bounded_and_refuses_bad_input() -> None:
+    records = DecisionRecords()
+    for e in a_rollback():
+        records.record(e)
+    route = incidents_route(records)
+    listing = route("", "limit=5")
+    assert listing.status == 200
+    (row,) = json.loads(listing.body)["incidents"]
+    assert row["incident"] == "inc-1"
+    assert row["actions"] == ["rollback executed"]
+    assert row["why"] == "expected 0.005 (band 0.003-0.008), saw 0.12, p=2e-9"
+    assert json.loads(route("inc-1", "").body) == records.get("inc-1")
+    for rest, query, status, said in [
+        ("", "limit=1000", 400, "limit: expected 1 to 200, got 1000"),
+        ("", "limit=many", 400, "limit: expected an integer, got 'many'"),
+        ("../etc", "", 400, "not an incident id: '../etc'"),
+        ("inc-9", "", 404, "no record of incident inc-9 (records kept: 1)"),
+    ]:
+        answer = route(rest, query)
+        assert (answer.status, json.loads(answer.body)["error"]) == (status, said)
