@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # n
 from agent.audit import Audit, AuditRecord, Decision, Entry
 from agent.clock import ManualClock
 from agent.config import ExecutorConfig
+from agent.decisions import DecisionRecords, RecordBounds
 from agent.executor import KubeExecutor
 from agent.facts import KubeFacts
 from agent.leader import AlwaysLeader
@@ -470,6 +471,8 @@ class Recorder:
         self.mean = {s: np.full(n, np.nan) for s in names}
         self.events: list[Event] = []
         self.actions: list[ActionRecord] = []
+        self.decisions = DecisionRecords(bounds=RecordBounds(max_incidents=10_000))
+        """The decision record of every incident, folded as the daemon folds them."""
         self._last_signal: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
         # actions on a model's training CronJob belong to the service that serves the model
@@ -570,6 +573,11 @@ class Recorder:
             actions=sorted(self.actions, key=lambda a: (a.time, a.service, a.action)),
             requests=self.requests,
             errors=self.errors,
+            incidents=[
+                dict(r)
+                for r in reversed(self.decisions.latest(len(self.decisions)))
+                if any(t["to"] == "firing" for t in r["timeline"])
+            ],
         )
 
 
@@ -580,6 +588,7 @@ class _RecorderAudit:
         self.recorder = recorder
 
     def record(self, entry: Entry) -> None:
+        self.recorder.decisions.record(entry)
         if isinstance(entry, AuditRecord):
             if entry.decision is not Decision.STARTED:  # the timeline shows outcomes
                 self.recorder.on_decision(entry)
