@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
 
+from agent.app import Agent
 from agent.audit import AuditRecord, Decision, Entry
+from agent.clock import ManualClock
+from agent.config import AgentConfig
 from agent.decisions import (
     DecisionRecord,
     DecisionRecords,
@@ -17,7 +23,7 @@ from agent.decisions import (
     incidents_route,
     records_from_lines,
 )
-from agent.playbook.events import IncidentEvent, IncidentState
+from agent.playbook.events import IncidentEvent, IncidentState, LogAudit
 from remediations.types import Target
 
 TARGET = Target("Deployment", "shop", "checkout")
@@ -351,3 +357,42 @@ def test_the_incidents_route_lists_bounded_and_refuses_bad_input() -> None:
     ]:
         answer = route(rest, query)
         assert (answer.status, json.loads(answer.body)["error"]) == (status, said)
+
+
+def _get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.mark.parametrize("served", [True, False])
+def test_the_daemon_folds_its_engine_events_and_serves_them_unless_told_not_to(served: bool) -> None:
+    config = AgentConfig.model_validate({"http": {"host": "127.0.0.1", "port": 0, "incidents": served}})
+    agent = Agent(config, ManualClock(5000.0), environ={})
+    port = agent.start_http()
+    try:
+        agent.playbooks.engine.audit.record(event(1000, None, "pending", details={"signal": signal_at(1000)}))
+        status, body = _get(f"http://127.0.0.1:{port}/incidents/inc-1")
+        if served:
+            assert status == 200
+            assert body["signals"][0]["why"] == "expected 0.005 (band 0.003-0.008), saw 0.12, p=2e-9"
+            status, listing = _get(f"http://127.0.0.1:{port}/incidents")
+            assert [r["incident"] for r in listing["incidents"]] == ["inc-1"]
+        else:
+            assert status == 404
+            assert agent.decisions.get("inc-1") is not None  # still kept for the audit file
+    finally:
+        assert agent.http is not None
+        agent.http.close()
+
+
+def test_the_log_line_of_a_transition_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="aiops.playbooks")
+    LogAudit().record(event(1120, "pending", "firing", "held for 2m", details={"signal": signal_at(1120)}))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.endswith(
+        "pending -> firing: held for 2m "
+        "[http_requests_error_ratio: expected 0.005 (band 0.003-0.008), saw 0.12, p=2e-9]"
+    )
