@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry
 
-from agent.audit import Audit, LogAuditSink, MemoryAuditSink
+from agent.audit import Audit, AuditSink, KafkaAuditSink, LogAuditSink
 from agent.cli import main
-from agent.config import ExecutorConfig
+from agent.config import ExecutorConfig, KafkaConnection
 from agent.decisions import DecisionRecords, incidents_route
 from agent.executor import KubeExecutor
 from agent.facts import KubeFacts
 from agent.http import HttpServer
+from agent.kafka_client import ResilientProducer
 from agent.leader import StaticLeader
 from agent.playbook.engine import PlaybookEngine
 from agent.playbook.events import AuditLog
@@ -62,9 +64,12 @@ def _get(url: str) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read())
 
 
-def test_a_rolled_back_rollout_leaves_a_record_that_says_why(
-    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def roll_back_a_bad_rollout(
+    cluster: Cluster, tmp_path: Path, publish: list[AuditSink] | None = None
+) -> tuple[DecisionRecords, Path]:
+    """v1 live for two hours, v2 rolled out with a 5xx ratio of 0.2; the shipped playbooks act.
+
+    Returns the records (published to an audit file and ``publish``) and the audit file."""
     assert cluster.twin is not None
     twin = cluster.twin.twin
     clock = twin.clock
@@ -72,14 +77,13 @@ def test_a_rolled_back_rollout_leaves_a_record_that_says_why(
     freshness = SeriesFreshness(series)
     audit_file = tmp_path / "audit.jsonl"
     file_sink = LogAuditSink(audit_file)
-    records = DecisionRecords(publish=[file_sink])
-    decisions = MemoryAuditSink()
+    records = DecisionRecords(publish=[file_sink, *(publish or [])])
     pager = Pager()
     executor = KubeExecutor(
         cluster.kube,
         ExecutorConfig(enabled=True, approvals_dir=tmp_path / "approvals", audit_file=audit_file),
         clock,
-        Audit([file_sink, decisions, records]),
+        Audit([file_sink, records]),
         leader=StaticLeader(True),
         instance="agent-0",
         environ=pager.environ(),
@@ -94,21 +98,13 @@ def test_a_rolled_back_rollout_leaves_a_record_that_says_why(
         freshness=freshness,
     )
     executor.bind(engine.report)
-    server = HttpServer(
-        "127.0.0.1",
-        0,
-        CollectorRegistry(),
-        lambda: (True, "ok"),
-        lambda: (True, "ok"),
-        get_routes={"/incidents": incidents_route(records)},
-    )
-    server.start()
     try:
         cluster.deployment("checkout", replicas=4, version="1")
-        twin.advance(2 * 3600)  # v1 live and healthy for two hours
+        twin.advance(2 * 3600)
         cluster.rollout("checkout", "2")
-        labels = {"namespace": cluster.ns, "deployment": "checkout"}
-        errors = SeriesKey.of("http_requests_error_ratio", labels)
+        errors = SeriesKey.of(
+            "http_requests_error_ratio", {"namespace": cluster.ns, "deployment": "checkout"}
+        )
         sid = series.id_for(errors)
         for _ in range(60):  # 15 minutes: errors while v2 is live, then clean samples
             twin.advance(STEP)
@@ -119,8 +115,27 @@ def test_a_rolled_back_rollout_leaves_a_record_that_says_why(
                 engine.emit([Signal(SignalKind.ANOMALY, errors, now, 0.2, 0.9999, "ratio", dict(WHY))])
             engine.tick()
             executor.tick()
-        assert _version(cluster) == "1", "rolled back to the healthy version"
+    finally:
+        pager.close()
+    assert _version(cluster) == "1", "rolled back to the healthy version"
+    return records, audit_file
 
+
+def test_a_rolled_back_rollout_leaves_a_record_that_says_why(
+    cluster: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records, audit_file = roll_back_a_bad_rollout(cluster, tmp_path)
+    errors = SeriesKey.of("http_requests_error_ratio", {"namespace": cluster.ns, "deployment": "checkout"})
+    server = HttpServer(
+        "127.0.0.1",
+        0,
+        CollectorRegistry(),
+        lambda: (True, "ok"),
+        lambda: (True, "ok"),
+        get_routes={"/incidents": incidents_route(records)},
+    )
+    server.start()
+    try:
         (listed,) = [r for r in records.latest() if r["playbook"] == "rollback-on-error-spike"]
         ident = listed["incident"]
         record = records.get(ident)
@@ -207,4 +222,28 @@ def test_a_rolled_back_rollout_leaves_a_record_that_says_why(
         assert "no record of incident inc-nothing" in capsys.readouterr().err
     finally:
         server.close()
-        pager.close()
+
+
+def test_the_record_reaches_the_audit_topic_keyed_by_incident(
+    cluster: Cluster, tmp_path: Path, kafka_bootstrap: str, kafka_topic: Any
+) -> None:
+    topic = kafka_topic()
+    producer = ResilientProducer(
+        KafkaConnection(bootstrap_servers=[kafka_bootstrap]), cluster.clock, name="audit"
+    )
+    try:
+        records, _ = roll_back_a_bad_rollout(cluster, tmp_path, [KafkaAuditSink(producer, topic)])
+    finally:
+        producer.close()
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=[kafka_bootstrap], auto_offset_reset="earliest", consumer_timeout_ms=5000
+    )
+    try:
+        messages = [(m.key.decode(), json.loads(m.value)) for m in consumer]
+    finally:
+        consumer.close()
+    (ident,) = {r["incident"] for r in records.latest() if r["playbook"] == "rollback-on-error-spike"}
+    published = [value for key, value in messages if key == ident]
+    assert [p["state"] for p in published] == ["acting", "acting", "acting", "verifying", "resolved"]
+    assert all(p["type"] == "decision" for p in published)
+    assert published[-1] == json.loads(json.dumps(records.get(ident)))

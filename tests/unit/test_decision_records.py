@@ -396,3 +396,18 @@ def test_the_log_line_of_a_transition_says_why(caplog: pytest.LogCaptureFixture)
         "pending -> firing: held for 2m "
         "[http_requests_error_ratio: expected 0.005 (band 0.003-0.008), saw 0.12, p=2e-9]"
     )
+
+
+def test_a_step_waiting_for_approval_keeps_its_plan_and_is_published() -> None:
+    plan = "scale Deployment/shop/checkout 4 -> 8\n-replicas: 4\n+replicas: 8"
+    entries: list[Entry] = [
+        event(1000, None, "pending"),
+        event(1000, "pending", "firing"),
+        event(1000, "firing", "acting", details={"guardrails": GUARDS}),
+        decision(1000, Decision.PENDING_APPROVAL, "waiting for approval a1", approval="a1", plan=plan),
+        event(1000, "acting", "acting", "rollback waits for approval", key=KEY, status="pending_approval"),
+    ]
+    record, publishes = folded(entries)
+    (action,) = record["actions"]
+    assert (action["status"], action["plan"], action["diff"]) == ("pending_approval", plan, "")
+    assert publishes[-1] is True
