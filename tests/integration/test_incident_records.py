@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry
 
 from agent.audit import Audit, AuditSink, KafkaAuditSink, LogAuditSink
@@ -36,6 +35,7 @@ from detectors.freshness import SeriesFreshness
 from detectors.signal import SignalKind
 from simulations.pager import Pager
 from tests.integration.test_remediation_support import Cluster, open_cluster
+from tests.servers.kafka import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -235,15 +235,9 @@ def test_the_record_reaches_the_audit_topic_keyed_by_incident(
         records, _ = roll_back_a_bad_rollout(cluster, tmp_path, [KafkaAuditSink(producer, topic)])
     finally:
         producer.close()
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=[kafka_bootstrap], auto_offset_reset="earliest", consumer_timeout_ms=5000
-    )
-    try:
-        messages = [(m.key.decode(), json.loads(m.value)) for m in consumer]
-    finally:
-        consumer.close()
+    messages = [(key or b"", json.loads(value)) for key, value in read_topic(kafka_bootstrap, topic)]
     (ident,) = {r["incident"] for r in records.latest() if r["playbook"] == "rollback-on-error-spike"}
-    published = [value for key, value in messages if key == ident]
+    published = [value for key, value in messages if key == ident.encode()]
     assert [p["state"] for p in published] == ["acting", "acting", "acting", "verifying", "resolved"]
     assert all(p["type"] == "decision" for p in published)
     assert published[-1] == json.loads(json.dumps(records.get(ident)))
