@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from agent.app import Agent
-from agent.audit import AuditRecord, Decision, Entry
+from agent.audit import Audit, AuditRecord, Decision, Entry
 from agent.clock import ManualClock
 from agent.config import AgentConfig
 from agent.decisions import (
@@ -25,6 +25,7 @@ from agent.decisions import (
 )
 from agent.playbook.events import IncidentEvent, IncidentState, LogAudit
 from remediations.types import Target
+from tests.unit.test_playbook_engine import ERRORS, T0, FakeFreshness, Harness, playbook
 
 TARGET = Target("Deployment", "shop", "checkout")
 SIGNAL = {
@@ -411,3 +412,31 @@ def test_a_step_waiting_for_approval_keeps_its_plan_and_is_published() -> None:
     (action,) = record["actions"]
     assert (action["status"], action["plan"], action["diff"]) == ("pending_approval", plan, "")
     assert publishes[-1] is True
+
+
+def test_a_series_gone_silent_leaves_stale_evidence_in_the_escalated_record() -> None:
+    fresh = FakeFreshness()
+    h = Harness(playbook(trigger={"for": 0}), freshness=fresh)
+    records = DecisionRecords()
+    h.engine.audit = Audit([h.audit, records])
+    fresh.report(ERRORS, *range(-150, 1, 15))
+    h.signal(0, details={"expected": 0.01, "band": [0.0, 0.03], "p_value": 1e-7})
+    h.run_until(3600)  # the series never reports again
+    (record,) = records.latest()
+    assert record["state"] == "escalated"
+    assert [t["to"] for t in record["timeline"]][-2:] == ["stale", "escalated"]
+    verification = record["verification"]
+    assert verification["result"] == "escalated"
+    assert "did not clear within 10m" in verification["reason"]
+    (evidence,) = verification["evidence"]
+    assert evidence == {
+        "series": str(ERRORS),
+        "freshSamples": 0,
+        "need": 3,
+        "lastSeen": T0,
+        "stale": True,
+    }
+    assert record["signals"][0]["why"] == "expected 0.01 (band 0-0.03), saw 0.3, p=1e-7"
+    guards = {g["name"]: g for g in record["guardrails"]}
+    assert guards["cooldown"]["ok"] is True
+    assert record["actions"][0]["status"] == "executed"
