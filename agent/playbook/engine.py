@@ -214,6 +214,7 @@ class Incident:
     acting_since: float | None = None
     raised: bool = False  # a scale step executed: released when it resolves
     remediated: bool = False  # a workload step ran: the cooldown started
+    when_checked: list[dict[str, Any]] = field(default_factory=list)  # the `when` values, for the record
 
     def condition_last(self, now: float) -> float:
         """The last time the condition was seen to hold (``now`` while an alert is firing)."""
@@ -591,22 +592,6 @@ class PlaybookEngine:
             )
         return out
 
-    def _when_values(self, inc: Incident, now: float) -> list[dict[str, Any]]:
-        """The ``when`` conditions with their values (they held: the incident acts)."""
-        out: list[dict[str, Any]] = []
-        for cond in inc.playbook.model.spec.when:
-            if cond.rollout_within is not None:
-                last = self.facts.last_rollout(inc.target)
-                out.append(
-                    {
-                        "name": "when.rolloutWithin",
-                        "limit": cond.rollout_within,
-                        "lastRollout": last,
-                        "ok": last is not None and now - last <= cond.rollout_within,
-                    }
-                )
-        return out
-
     def _verify(self, inc: Incident, now: float) -> None:
         verify = inc.playbook.model.spec.verify
         assert inc.acted_at is not None
@@ -672,9 +657,18 @@ class PlaybookEngine:
         self._start(inc, now)
 
     def _when(self, inc: Incident, now: float) -> Verdict:
+        inc.when_checked = []
         for cond in inc.playbook.model.spec.when:
             if cond.rollout_within is not None:
                 last = self.facts.last_rollout(inc.target)
+                inc.when_checked.append(
+                    {
+                        "name": "when.rolloutWithin",
+                        "limit": cond.rollout_within,
+                        "lastRollout": last,
+                        "ok": last is not None and now - last <= cond.rollout_within,
+                    }
+                )
                 if last is None or now - last > cond.rollout_within:
                     known = (
                         "no rollout known"
@@ -720,7 +714,7 @@ class PlaybookEngine:
             IncidentState.ACTING,
             f"guardrails passed ({checked}); running {n} step(s)",
             now,
-            details={"guardrails": values + self._when_values(inc, now)},
+            details={"guardrails": values + inc.when_checked},
         )
         self._in_flight[(inc.target, inc.cls)] = inc
         inc.phase, inc.step_index = "actions", 0
