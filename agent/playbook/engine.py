@@ -97,6 +97,7 @@ from agent.playbook.guardrails import (
     effective,
     format_seconds,
     guardrail_values,
+    values_text,
 )
 from agent.playbook.loader import EMPTY_SET, LoadedPlaybook, PlaybookSet, render_params, signal_context
 from agent.playbook.models import ActionStep
@@ -702,19 +703,22 @@ class PlaybookEngine:
     def _start(self, inc: Incident, now: float) -> None:
         inc.held, inc.retry_at = None, None
         n = len(inc.playbook.model.spec.actions)
-        checked = (
-            f"namespace, cooldown {format_seconds(inc.guardrails.cooldown)}, "
-            f"{inc.cls.value} budgets and the target's other incidents"
+        values = (
+            guardrail_values(
+                inc.guardrails, self.ledger, inc.playbook.name, inc.target, now, inc.cls, inc.source
+            )
+            + inc.when_checked
         )
-        values = guardrail_values(
-            inc.guardrails, self.ledger, inc.playbook.name, inc.target, now, inc.cls, inc.source
+        checked = (
+            f"{values_text(values, now)}; {inc.cls.value} budgets from {inc.source}, "
+            "no other remediation of the target"
         )
         self._transition(
             inc,
             IncidentState.ACTING,
             f"guardrails passed ({checked}); running {n} step(s)",
             now,
-            details={"guardrails": values + inc.when_checked},
+            details={"guardrails": values},
         )
         self._in_flight[(inc.target, inc.cls)] = inc
         inc.phase, inc.step_index = "actions", 0

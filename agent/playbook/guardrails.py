@@ -429,6 +429,28 @@ def guardrail_values(
     return out
 
 
+def values_text(values: Iterable[dict[str, Any]], now: float) -> str:
+    """:func:`guardrail_values` that passed, in a line: ``cooldown 30m (none yet), maxPerHour 0/2, ...``."""
+    parts: list[str] = []
+    for v in values:
+        name = v["name"]
+        if "used" in v:
+            parts.append(f"{name} {v['used']}/{'-' if v['limit'] is None else v['limit']}")
+        elif name == "cooldown":
+            last = v.get("lastRemediation")
+            since = "none yet" if last is None else f"last {format_seconds(now - last)} ago"
+            parts.append(f"cooldown {format_seconds(v['limit'])} ({since})")
+        elif name == "namespaces":
+            parts.append(f"namespace {v['namespace']} allowed, not protected")
+        elif name == "when.rolloutWithin" and v.get("lastRollout") is not None:
+            parts.append(
+                f"rollout {format_seconds(now - v['lastRollout'])} ago (within {format_seconds(v['limit'])})"
+            )
+        elif name in {"dryRun", "approval"}:
+            parts.append(f"{name} {v['value']}")
+    return ", ".join(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class ScaleVerdict:
     """The replica count a scale may set, and which guardrails changed or held it."""

@@ -8,6 +8,7 @@ HTTP server, written to an audit file and read back by ``aiops incident show``.
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -180,6 +181,15 @@ def test_a_rolled_back_rollout_leaves_a_record_that_says_why(
         assert evidence["series"] == str(errors)
         assert evidence["freshSamples"] >= evidence["need"] >= 1
         assert evidence["stale"] is False
+        (acting,) = [t["reason"] for t in record["timeline"] if t["to"] == "acting"]
+        assert re.fullmatch(
+            rf"guardrails passed \(namespace {re.escape(cluster.ns)} allowed, not protected, "
+            r"cooldown 30m \(none yet\), "
+            r"maxPerHour 0/2, maxPerHourTotal 0/-, agent.max_per_hour_total 0/30, dryRun False, "
+            r"approval none, rollout \d+m(\d+s)? ago \(within 30m\); corrective budgets from signals, "
+            r"no other remediation of the target\); running 2 step\(s\)",
+            acting,
+        ), acting
         states = [t["to"] for t in record["timeline"]]
         assert states == ["pending", "firing", "acting", "verifying", "resolved"]
 
