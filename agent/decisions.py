@@ -443,7 +443,7 @@ class DecisionRecords:
             self._records.move_to_end(incident)
             while len(self._records) > self.bounds.max_incidents:
                 self._records.popitem(last=False)
-            out = DecisionRecord(copy.deepcopy(record)) if publish else None
+            out = DecisionRecord(copy.deepcopy(record)) if publish and self.publish.sinks else None
         if out is not None:
             self.publish.record(out)
 
