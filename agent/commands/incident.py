@@ -124,7 +124,8 @@ def _guardrail(g: Mapping[str, Any]) -> str:
     name = g.get("name")
     if "used" in g:
         limit = "no limit" if g.get("limit") is None else g.get("limit")
-        value = f"{g['used']} of {limit} ({g.get('counts', '')}; {g.get('class')}, from {g.get('source')})"
+        scope = "; ".join(x for x in (g.get("counts"), f"{g.get('class')}, from {g.get('source')}") if x)
+        value = f"{g['used']} of {limit} ({scope})"
     elif name == "cooldown":
         value = f"{g.get('remaining', 0):.0f}s remaining of {g.get('limit', 0):.0f}s"
     elif "value" in g:

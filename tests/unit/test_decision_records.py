@@ -6,12 +6,14 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.app import Agent
 from agent.audit import Audit, AuditRecord, Decision, Entry
+from agent.cli import main
 from agent.clock import ManualClock
 from agent.config import AgentConfig
 from agent.decisions import (
@@ -440,3 +442,34 @@ def test_a_series_gone_silent_leaves_stale_evidence_in_the_escalated_record() ->
     guards = {g["name"]: g for g in record["guardrails"]}
     assert guards["cooldown"]["ok"] is True
     assert record["actions"][0]["status"] == "executed"
+
+
+def test_the_incident_commands_read_an_audit_file_and_say_what_is_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sink = Published()
+    records = DecisionRecords(publish=[sink])
+    for e in a_rollback():
+        records.record(e)
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text("".join(json.dumps(p) + "\n" for p in sink.entries))
+    assert main(["incident", "list", "--audit", str(audit)]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(
+        "inc-1  1970-01-01T00:16:40Z  resolved    rb  Deployment/shop/checkout  rollback executed"
+    )
+    assert line.rstrip().endswith("expected 0.005 (band 0.003-0.008), saw 0.12, p=2e-9")
+    assert main(["incident", "show", "inc-1", "--audit", str(audit)]) == 0
+    shown = capsys.readouterr().out
+    assert "  ok    maxPerHour: 1 of 2 (corrective, from signals)\n" in shown
+    assert "  ok    cooldown: 0s remaining of 1800s\n" in shown
+    assert "    diff:\n      -v: 2\n      +v: 1\n" in shown
+    assert "  err: 4 fresh samples (3 needed), last seen 1970-01-01T00:23:20Z" in shown
+    assert main(["incident", "show", "inc-1", "--audit", str(tmp_path / "none.jsonl")]) == 1
+    assert "aiops incident show: --audit " in capsys.readouterr().err
+    assert main(["incident", "list", "--url", "ftp://example"]) == 1
+    assert "--url: expected http://host:port, got 'ftp://example'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["incident", "list"])  # one of --url and --audit is required
+    with pytest.raises(SystemExit):
+        main(["incident", "list", "--audit", str(audit), "--limit", "0"])
