@@ -180,6 +180,7 @@ def new_record(incident: str, entry: Mapping[str, Any]) -> dict[str, Any]:
         "source": None,
         "state": None,
         "opened": entry.get("time"),
+        "fired": None,
         "updated": entry.get("time"),
         "closed": None,
         "signalsSeen": 0,
@@ -305,6 +306,8 @@ def _fold_event(record: dict[str, Any], e: Mapping[str, Any], bounds: RecordBoun
         )
         if state in TERMINAL_STATES:
             record["closed"] = now
+        if state == "firing" and record.get("fired") is None:
+            record["fired"] = now
         if (previous in {"verifying", "stale"} and state in _VERIFIED_STATES) or (
             previous == "acting" and state == "resolved"
         ):
@@ -314,7 +317,7 @@ def _fold_event(record: dict[str, Any], e: Mapping[str, Any], bounds: RecordBoun
                 "reason": _cut(e.get("reason"), bounds),
                 **({"evidence": details["evidence"]} if "evidence" in details else {}),
             }
-        fired = any(t["to"] == "firing" for t in record["timeline"])
+        fired = record.get("fired") is not None
         publish = state in _PUBLISH_STATES and (fired or state not in TERMINAL_STATES)
     if e.get("guardrail") and not e.get("key"):
         _append(

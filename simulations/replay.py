@@ -576,7 +576,7 @@ class Recorder:
             incidents=[
                 dict(r)
                 for r in reversed(self.decisions.latest(len(self.decisions)))
-                if any(t["to"] == "firing" for t in r["timeline"])
+                if r.get("fired") is not None
             ],
         )
 

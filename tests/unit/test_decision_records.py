@@ -129,9 +129,10 @@ def test_the_entries_of_a_rollback_fold_into_one_record() -> None:
     assert record["target"] == {"kind": "Deployment", "namespace": "shop", "name": "checkout"}
     assert record["rule"] == {"signal": ["anomaly"], "minScore": 0.99}
     assert (record["priority"], record["class"], record["source"]) == (100, "corrective", "signals")
-    assert (record["state"], record["opened"], record["closed"], record["updated"]) == (
+    assert (record["state"], record["opened"], record["fired"], record["closed"], record["updated"]) == (
         "resolved",
         1000,
+        1120,
         1400,
         1400,
     )
@@ -178,7 +179,7 @@ def test_an_incident_that_never_fired_is_not_published_when_it_expires() -> None
     record = records.get("inc-1")
     assert record is not None
     assert record["state"] == "expired"
-    assert record["closed"] == 1300
+    assert (record["fired"], record["closed"]) == (None, 1300)
 
 
 def test_a_held_step_keeps_the_executors_guardrail_with_its_value() -> None:
