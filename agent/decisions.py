@@ -153,16 +153,6 @@ def explain_signal(signal: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def short_why(record: Mapping[str, Any], limit: int = 300) -> str:
-    """A record in one line (for a Kubernetes Event): the rule, the last signal, the state."""
-    signals = record.get("signals") or []
-    text = f"playbook {record.get('playbook')}"
-    if signals:
-        last = signals[-1]
-        text += f": {last.get('kind')} on {last.get('metric')} ({last.get('why')})"
-    return text[:limit]
-
-
 # ---------------------------------------------------------------- the fold
 
 
