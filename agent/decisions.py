@@ -415,6 +415,7 @@ class DecisionRecords:
         self.publish = Audit(list(publish))
         self._records: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self._publishing = threading.Lock()
 
     def publish_to(self, sinks: Iterable[AuditSink]) -> None:
         """Also publish updated records to ``sinks``."""
@@ -428,7 +429,8 @@ class DecisionRecords:
         incident = data.get("incident")
         if not incident:
             return
-        with self._lock:
+        self._lock.acquire()
+        try:
             record, publish = fold(self._records.get(incident), data, self.bounds)
             if record is None:
                 return
@@ -436,15 +438,29 @@ class DecisionRecords:
             self._records.move_to_end(incident)
             while len(self._records) > self.bounds.max_incidents:
                 self._records.popitem(last=False)
-            out = DecisionRecord(copy.deepcopy(record)) if publish and self.publish.sinks else None
-        if out is not None:
+            if not (publish and self.publish.sinks):
+                return
+            out = DecisionRecord(copy.deepcopy(record))
+            # published in the order folded (the last line of an incident in the file is its
+            # newest record), without holding readers of /incidents up during a slow sink
+            self._publishing.acquire()
+        finally:
+            self._lock.release()
+        try:
             self.publish.record(out)
+        finally:
+            self._publishing.release()
 
     def get(self, incident: str) -> dict[str, Any] | None:
         """The record of ``incident`` (a copy), or None."""
         with self._lock:
             record = self._records.get(incident)
             return None if record is None else copy.deepcopy(record)
+
+    def summaries(self, limit: int = 50) -> list[dict[str, Any]]:
+        """:func:`summary` of up to ``limit`` records, the most recently opened first."""
+        with self._lock:
+            return [summary(r) for r in newest_first(self._records.values())[: max(0, limit)]]
 
     def latest(self, limit: int = 50) -> list[dict[str, Any]]:
         """Up to ``limit`` records, the most recently opened first (copies)."""
@@ -493,7 +509,7 @@ def summary(record: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "incident": record.get("incident"),
         "playbook": record.get("playbook"),
-        "target": record.get("target"),
+        "target": dict(record.get("target") or {}),
         "state": record.get("state"),
         "opened": record.get("opened"),
         "closed": record.get("closed"),
@@ -526,7 +542,7 @@ def incidents_route(records: DecisionRecords) -> GetRoute:
                 return _json(400, {"error": f"limit: expected an integer, got {raw[:40]!r}"})
             if not 1 <= limit <= MAX_LIST:
                 return _json(400, {"error": f"limit: expected 1 to {MAX_LIST}, got {limit}"})
-            return _json(200, {"incidents": [summary(r) for r in records.latest(limit)]})
+            return _json(200, {"incidents": records.summaries(limit)})
         if not _INCIDENT_ID.match(rest):
             return _json(400, {"error": f"not an incident id: {rest[:40]!r}"})
         record = records.get(rest)

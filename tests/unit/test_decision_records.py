@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -474,3 +475,24 @@ def test_the_incident_commands_read_an_audit_file_and_say_what_is_wrong(
         main(["incident", "list"])  # one of --url and --audit is required
     with pytest.raises(SystemExit):
         main(["incident", "list", "--audit", str(audit), "--limit", "0"])
+
+
+def test_records_are_published_in_the_order_they_were_folded_across_threads() -> None:
+    sink = Published()
+    records = DecisionRecords(publish=[sink])
+    records.record(event(0, None, "pending"))
+    records.record(event(0, "pending", "firing"))
+
+    def outcomes(first: int) -> None:
+        for n in range(first, 400, 2):  # each step's outcome publishes the record
+            key = f"rb/Deployment/shop/checkout/inc-1/actions[{n}]"
+            records.record(event(n + 1, "acting", "acting", "ok", key=key, status="executed"))
+
+    threads = [threading.Thread(target=outcomes, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sink.entries) == 400
+    sizes = [len(p["actions"]) + p["dropped"].get("actions", 0) for p in sink.entries]
+    assert sizes == list(range(1, 401)), "each published record holds one more outcome than the last"
