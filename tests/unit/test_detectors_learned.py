@@ -300,3 +300,21 @@ def test_a_signal_of_a_learned_detector_carries_expected_band_and_tail_probabili
     assert details["p_value"] == pytest.approx(score_to_p(signal.score))
     assert details["p_value"] < 1e-3
     assert signal.value == 40.0
+
+
+def test_the_default_expects_the_value_for_the_time_of_day() -> None:
+    rng = np.random.default_rng(1)
+    n = 8 * DAY
+    t = 1.7e9 + STEP * np.arange(n)
+    x = 100 + 50 * np.sin(2 * np.pi * t / 86400) + rng.normal(0, 3, n)  # a daily cycle
+    usual = 100 + 50 * np.sin(2 * np.pi * t[-1] / 86400)  # about 77 at the last sample's time
+    x[-1] = usual + 60
+    series = SeriesRegistry()
+    ids = np.full(n, series.id_for(SeriesKey.of("rps", {"deployment": "web"})))
+    bank = DetectorBank(series, [DetectorSpec(build_detector("ensemble", {}, series), 0.3)])
+    bank.process(SampleBatch.from_arrays(ids[:-1], t[:-1], x[:-1]))
+    (signal,) = bank.process(SampleBatch.from_arrays(ids[-1:], t[-1:], x[-1:]))
+    # the seasonal profile's value at that time of day, not the daily mean of 100
+    assert signal.details["expected"] == pytest.approx(usual, abs=5.0)
+    low, high = signal.details["band"]
+    assert low < usual < high < x[-1]
