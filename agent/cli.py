@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.commands.approve",
     "agent.commands.incident",
     "agent.commands.replay",
+    "agent.commands.rbac",
 )
 
 #: Commands that one module of :data:`COMMAND_MODULES` adds alone: running one of them loads only
@@ -37,6 +38,7 @@ SINGLE_COMMANDS: dict[str, str] = {
     "nab": "agent.commands.nab",
     "forecast": "agent.commands.forecast",
     "replay": "agent.commands.replay",
+    "rbac": "agent.commands.rbac",
 }
 
 EXIT_OK = 0

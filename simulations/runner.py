@@ -9,6 +9,7 @@ summary JSON and the HTML page are written.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -16,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from agent.config import AgentConfig, ConfigError, load_config
 from agent.playbook.loader import PlaybookLoadError, PlaybookSet, load_paths
 from agent.yamlloc import YamlValidationError
-from simulations.replay import ReplayOptions, replay, steps_of
+from simulations.replay import SHIPPED_CONFIG, ReplayOptions, replay, steps_of
 from simulations.result import POLICIES, ScenarioResult
 from simulations.scenario import Scenario, load_scenario
+from simulations.seeds import SeedSummary, format_seeds, seeds_of, with_seed
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -37,6 +40,8 @@ class RunSettings:
 
     scenarios: Sequence[Path]
     playbooks: Path | None = None
+    config: Path | None = None
+    """The agent's config file (detectors, guardrails); None: the shipped k8s/agent-config.yaml."""
     policies: Sequence[str] = POLICIES
     report: Path | None = None
     kafka: str | None = None
@@ -44,6 +49,8 @@ class RunSettings:
     progress: bool | None = None
     """None: when stderr is a terminal."""
     timeline: bool = True
+    seeds: int = 1
+    """Replay every scenario with this many seeds (its own and the next ones)."""
     speed: float | None = None
     """None: as fast as it computes; else a factor of real time (60: an hour of scenario a minute)."""
 
@@ -56,8 +63,16 @@ def scenario_paths(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
-def load_all(settings: RunSettings, err: TextIO) -> tuple[PlaybookSet, PlaybookSet, list[Scenario]] | None:
-    """Load the playbooks and every scenario; print every error and return None if any."""
+def load_all(
+    settings: RunSettings, err: TextIO
+) -> tuple[AgentConfig, PlaybookSet, PlaybookSet, list[Scenario]] | None:
+    """Load the agent config, the playbooks and every scenario; print every error, None if any."""
+    try:
+        config = load_config(settings.config or SHIPPED_CONFIG)
+    except ConfigError as exc:
+        for e in exc.errors:
+            print(f"error: {e}", file=err)
+        return None
     playbook_dir = settings.playbooks or SHIPPED_PLAYBOOKS
     try:
         playbooks = load_paths([playbook_dir])
@@ -83,7 +98,7 @@ def load_all(settings: RunSettings, err: TextIO) -> tuple[PlaybookSet, PlaybookS
     if unknown:
         print(f"error: --policies: unknown {unknown}; expected some of {list(POLICIES)}", file=err)
         return None
-    return None if failed else (playbooks, static, scenarios)
+    return None if failed else (config, playbooks, static, scenarios)
 
 
 def _paced(update: Callable[[int], object], step: float, speed: float | None) -> Callable[[int], None]:
@@ -111,15 +126,14 @@ def run(settings: RunSettings, out: TextIO = sys.stdout, err: TextIO = sys.stder
     loaded = load_all(settings, err)
     if loaded is None:
         return EXIT_INVALID
-    playbooks, static, scenarios = loaded
+    config, playbooks, static, scenarios = loaded
     show = err.isatty() if settings.progress is None else settings.progress
-    total = sum(steps_of(s) * len(settings.policies) for s in scenarios)
-    results: list[ScenarioResult] = []
+    total = sum(steps_of(s) * len(settings.policies) * settings.seeds for s in scenarios)
+    summaries: list[SeedSummary] = []
     from tqdm import tqdm  # noqa: PLC0415 - only for the command line
 
     with tqdm(total=total, disable=not show, file=err, unit="step", dynamic_ncols=True) as bar:
         for scenario in scenarios:
-            bar.set_description(scenario.name)
             options = ReplayOptions(
                 playbooks,
                 static,
@@ -127,17 +141,28 @@ def run(settings: RunSettings, out: TextIO = sys.stdout, err: TextIO = sys.stder
                 progress=_paced(bar.update, scenario.spec.step, settings.speed),
                 kafka=settings.kafka,
                 metrics_port=settings.metrics_port,
+                config=config,
             )
-            results.append(replay(scenario, options))
+            seeded: list[ScenarioResult] = []
+            for seed in seeds_of(scenario, settings.seeds):
+                bar.set_description(f"{scenario.name} seed {seed}")
+                seeded.append(replay(with_seed(scenario, seed), options))
+            summaries.append(SeedSummary(seeded))
     from simulations.report import format_scores, format_timeline, write_report  # noqa: PLC0415
 
+    # the timeline, table and report of each scenario's own seed; the spread over seeds after them
+    results = [summary.results[0] for summary in summaries]
     for result in results:
         if settings.timeline and "agent" in result.runs:
             print(f"== {result.name}: {result.description}", file=out)
             print(format_timeline(result), file=out)
             print(file=out)
     print(format_scores(results), file=out)
+    if settings.seeds > 1:
+        print(f"\n{format_seeds(summaries)}", file=out)
     if settings.report is not None:
         files = write_report(results, settings.report)
-        print(f"\nreport: {files.index}", file=out)
-    return EXIT_OK if all(r.passed for r in results) else EXIT_FAILED
+        seeds_file = settings.report / "seeds.json"
+        seeds_file.write_text(json.dumps([s.as_dict() for s in summaries], indent=2, sort_keys=True) + "\n")
+        print(f"\nreport: {files.index} (seeds: {seeds_file})", file=out)
+    return EXIT_OK if all(s.passed for s in summaries) else EXIT_FAILED

@@ -22,6 +22,17 @@ def _speed(text: str) -> str:
     return text
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"expected a whole number of at least 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``aiops replay``; returns the exit code."""
     from simulations.runner import RunSettings  # noqa: PLC0415 - heavy imports only for this command
@@ -30,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     settings = RunSettings(
         scenarios=args.scenarios,
         playbooks=args.playbooks,
+        config=args.config,
         policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
         report=args.report,
         kafka=args.kafka,
@@ -37,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
         timeline=not args.no_timeline,
         speed=None if args.speed == "max" else float(args.speed),
+        seeds=args.seeds,
     )
     return run_replay(settings)
 
@@ -60,9 +73,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--playbooks", type=Path, metavar="DIR", help="playbook directory (default: the shipped ones)"
     )
     p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the agent config whose detectors and guardrails the agent runs with "
+        "(default: the shipped k8s/agent-config.yaml; its dry run and approval mode are ignored)",
+    )
+    p.add_argument(
         "--policies",
         default="agent,none,static,hpa",
         help="comma-separated policies to replay (default: agent,none,static,hpa)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_positive,
+        default=5,
+        metavar="N",
+        help="replay each scenario with N seeds (its own and the next N-1) and show each policy's "
+        "mean and range (default: 5); a scenario passes when every seed meets its expectations",
     )
     p.add_argument(
         "--speed",

@@ -24,10 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.playbook.fields import Duration
 from agent.playbook.requests import Approval
+from remediations.names import check_label
 from remediations.types import ActionClass, Limits, Target
 
 HOUR = 3600.0
@@ -41,6 +42,13 @@ ALERTS = "alerts"
 
 #: The cluster's own namespaces: no playbook acts there unless the config lifts it (``unprotect``).
 PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+
+
+def _namespace_names(value: list[str] | None) -> list[str] | None:
+    """Namespace lists hold namespace names: they become RBAC Roles' namespaces (agent.rbac)."""
+    for name in value or ():
+        check_label("namespace", name)
+    return value
 
 
 class GuardrailDefaults(BaseModel):
@@ -88,6 +96,11 @@ class GuardrailDefaults(BaseModel):
     dry_run: bool = Field(False, description="plan and audit every action, write nothing")
     approval: Approval = Field(Approval.NONE, description="required: every action waits for approval")
 
+    @field_validator("namespaces", "protected_namespaces", "unprotect")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        return _namespace_names(value)
+
     @model_validator(mode="after")
     def _bounds(self) -> GuardrailDefaults:
         if self.max_replicas is not None and self.max_replicas < self.min_replicas:
@@ -126,6 +139,11 @@ class PlaybookGuardrails(BaseModel):
     dry_run: bool = Field(False, alias="dryRun", description="plan and audit, write nothing")
     approval: Approval = Field(Approval.NONE, description="required: each action waits for approval")
 
+    @field_validator("namespaces")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        return _namespace_names(value)
+
     @model_validator(mode="after")
     def _bounds(self) -> PlaybookGuardrails:
         if (
@@ -136,6 +154,14 @@ class PlaybookGuardrails(BaseModel):
             msg = f"maxReplicas {self.max_replicas} is below minReplicas {self.min_replicas}"
             raise ValueError(msg)
         return self
+
+
+def protecting(defaults: GuardrailDefaults, own: str | None) -> GuardrailDefaults:
+    """``defaults`` with the agent's own namespace ``own`` protected too: it never acts on itself
+    (``unprotect`` still lifts it, as any protected namespace)."""
+    if not own or own in defaults.protected_namespaces:
+        return defaults
+    return defaults.model_copy(update={"protected_namespaces": [*defaults.protected_namespaces, own]})
 
 
 def _min_opt(a: int | None, b: int | None) -> int | None:

@@ -135,3 +135,35 @@ def test_through_the_broker_the_agent_takes_the_same_actions(kafka_bootstrap: st
 
 def test_shipped_scenarios_exist() -> None:
     assert len(list(Path(SHIPPED_SCENARIOS).glob("*.yaml"))) >= 7
+
+
+def test_several_seeds_report_each_policys_mean_and_range(tmp_path: Path) -> None:
+    """`aiops replay --seeds 2`: two draws of the noise, a mean and range per policy, and the
+    expectations judged on each seed."""
+    import io
+    import json
+
+    from simulations.runner import RunSettings
+    from simulations.runner import run as run_replay
+
+    scenario = tmp_path / "short.yaml"
+    scenario.write_text(
+        (SHIPPED_SCENARIOS / "bad-rollout.yaml").read_text().replace("duration: 4h", "duration: 2h10m")
+    )
+    out = io.StringIO()
+    settings = RunSettings(
+        scenarios=[scenario], policies=[AGENT, NO_AGENT], seeds=2, report=tmp_path / "r", progress=False
+    )
+    code = run_replay(settings, out, io.StringIO())
+    text = out.getvalue()
+    assert code == 0, text
+    assert "mean (min-max) over seeds" in text
+    assert "2/2 seeds met" in text
+    (summary,) = json.loads((tmp_path / "r" / "seeds.json").read_text())
+    assert summary["seeds"] == [11, 12]
+    assert [e["met"] == e["of"] for e in summary["expectations_met"]] == [True, True]
+    untreated = summary["policies"][NO_AGENT]["slo_violation_minutes"]
+    treated = summary["policies"][AGENT]["slo_violation_minutes"]
+    assert untreated["min"] <= untreated["mean"] <= untreated["max"]
+    assert untreated["max"] > untreated["min"]  # two seeds, two draws of the noise
+    assert treated["max"] < untreated["min"]  # the rollback helps on every seed
