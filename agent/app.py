@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from agent.audit import Audit, AuditSink
 from agent.clock import Clock
 from agent.config import AgentConfig, ConfigError, DetectorConfig
+from agent.decisions import DecisionRecords, RecordBounds, incidents_route
 from agent.engine import Engine
 from agent.http import HttpServer, ServerLimits
 from agent.metrics import AgentMetrics
@@ -84,6 +85,9 @@ class Agent:
         self.facts: TargetFacts | None = None
         self.audit_sinks: list[AuditSink] = []
         """Where the executor's decisions go besides the log (the Kafka topic); engine events too."""
+        self.decisions = DecisionRecords(bounds=RecordBounds(max_incidents=config.http.max_incidents))
+        """One record per incident, folded from the engine's events and the executor's decisions;
+        published to the audit file and topic, served at /incidents."""
         executor = self._build_executor() if config.executor.enabled else None
         # the agent never acts on itself: its own namespace is protected like the cluster's
         guardrails = protecting(config.playbooks.guardrails, self.environ.get("POD_NAMESPACE"))
@@ -93,7 +97,7 @@ class Agent:
             clock,
             self.metrics,
             executor=executor,
-            audit=Audit([LogAudit(), *self.audit_sinks]),
+            audit=Audit([LogAudit(), *self.audit_sinks, self.decisions]),
             facts=self.facts,
             freshness=self.bank.freshness,
             pool=PoolSettings(
@@ -204,11 +208,12 @@ class Agent:
             self._closers.append(producer.close)
             sinks.append(KafkaAuditSink(producer, cfg.audit_topic))
         self.audit_sinks = sinks[1:]  # the topic: the engine's incident events go there too
+        self.decisions.publish_to(sinks)  # the records: to the file and the topic
         return KubeExecutor(
             kube,
             cfg,
             self.clock,
-            Audit(sinks),
+            Audit([*sinks, self.decisions]),
             leader=leader,
             metrics=self.metrics,
             instance=identity,
@@ -230,7 +235,7 @@ class Agent:
         return (False, f"sources not ready: {', '.join(down)}") if down else (True, "all sources ready")
 
     def start_http(self) -> int:
-        """Serve /metrics, /healthz and /readyz; return the bound port."""
+        """Serve /metrics, /healthz, /readyz and /incidents; return the bound port."""
         routes = (
             {
                 "/alertmanager": alertmanager_post_route(
@@ -241,6 +246,7 @@ class Agent:
             else {}
         )
         http = self.config.http
+        gets = {"/incidents": incidents_route(self.decisions)} if http.incidents else {}
         self.http = HttpServer(
             http.host,
             http.port,
@@ -255,6 +261,7 @@ class Agent:
                 max_body=http.max_body,
                 post_concurrency=http.post_concurrency,
             ),
+            gets,
         )
         self.http.start()
         return self.http.port

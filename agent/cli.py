@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.commands.forecast",
     "agent.commands.playbook",
     "agent.commands.approve",
+    "agent.commands.incident",
     "agent.commands.replay",
     "agent.commands.rbac",
 )
@@ -134,7 +135,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     agent.install_signal_handlers()
     port = agent.start_http()
-    log.info("serving /metrics, /healthz, /readyz on %s:%d", config.http.host, port)
+    log.info("serving /metrics, /healthz, /readyz, /incidents on %s:%d", config.http.host, port)
     try:
         agent.run()
     except SourceStartupError as exc:

@@ -244,6 +244,14 @@ class HttpConfig(_Model):
     read_timeout: Duration = Field(10.0, description="a client must deliver its whole request within this")
     max_body: int = Field(4 << 20, ge=1, description="largest POST body; larger: 413, unread")
     post_concurrency: int = Field(2, ge=1, le=64, description="POSTs handled at once; past it: 429")
+    incidents: bool = Field(
+        True,
+        description="serve GET /incidents and /incidents/ID: the decision records (no secrets, but "
+        "the names of namespaces, workloads and playbooks, like /metrics); false: 404",
+    )
+    max_incidents: int = Field(
+        1000, ge=1, le=100_000, description="decision records kept in memory for /incidents (oldest go)"
+    )
 
 
 class LogConfig(_Model):

@@ -43,6 +43,7 @@ from agent.approvals import ApprovalRecord, ApprovalState, ApprovalStore
 from agent.audit import Audit, AuditRecord, Decision, executed_keys_from_file
 from agent.clock import Clock
 from agent.config import ExecutorConfig
+from agent.decisions import explain_signal
 from agent.leader import AlwaysLeader, LeaderState
 from agent.metrics import AgentMetrics
 from agent.playbook.requests import Approval, Proposal
@@ -295,13 +296,19 @@ class KubeExecutor:
             held = guard(self, check)
             if held is not None:
                 return self._finish(proposal, held, check.obj)
+        guards = {"guards": self._passed(check)}
         ctx = self._context(proposal)
         if proposal.request.dry_run:
             result = _perform(action, ctx)
             if result.status is ActionStatus.FAILED:
                 return self._failed(proposal, result, check.obj)
             outcome = _Outcome(
-                Decision.DRY_RUN, result.message, "dry_run", event="AiopsDryRun", result=result
+                Decision.DRY_RUN,
+                result.message,
+                "dry_run",
+                event="AiopsDryRun",
+                details=guards,
+                result=result,
             )
             return self._finish(proposal, outcome, check.obj)
         needs_approval = (
@@ -310,7 +317,8 @@ class KubeExecutor:
         if needs_approval and not approved:
             return self._pend(proposal, action, ctx, check.obj)
         # write-ahead: the record exists before the write does
-        self._audit(proposal, _Outcome(Decision.STARTED, f"{proposal.action} on {proposal.target}: starting"))
+        started = f"{proposal.action} on {proposal.target}: starting"
+        self._audit(proposal, _Outcome(Decision.STARTED, started, details=guards))
         recorded = self._record_ahead(check)
         if isinstance(recorded, ActionResult):
             return self._failed(proposal, recorded, check.obj)
@@ -323,7 +331,7 @@ class KubeExecutor:
             outcome = _Outcome(Decision.SKIPPED, result.message, "action", result=result)
             return self._finish(proposal, outcome, check.obj)
         self._executed.add(proposal.key)
-        details: dict[str, Any] = {}
+        details: dict[str, Any] = dict(guards)
         if check.manager is not None and self.config.gitops == "annotate" and check.obj is not None:
             details["gitops"] = self._annotate_drift(proposal.target, check.manager, proposal.key)
         decision = Decision.NOOP if result.status is ActionStatus.NOOP else Decision.EXECUTED
@@ -444,6 +452,16 @@ class KubeExecutor:
             change,
             lambda _, body: kube.patch(where.kind, where.namespace, where.name, body, PatchType.MERGE),
         )
+
+    def _passed(self, c: _Check) -> list[dict[str, Any]]:
+        """The executor's guards the request passed, with their values (for the decision record)."""
+        return [
+            {"name": "idempotency", "value": "key not executed before", "ok": True},
+            {"name": "leader", "value": self.instance or "this replica", "ok": True},
+            {"name": "gitops", "value": c.manager or "none", "mode": self.config.gitops, "ok": True},
+            {"name": "dryRun", "value": c.proposal.request.dry_run, "ok": True},
+            {"name": "approval", "value": c.proposal.approval.value, "ok": True},
+        ]
 
     def _context(self, proposal: Proposal) -> ActionContext:
         return ActionContext(
@@ -570,9 +588,11 @@ class KubeExecutor:
         self._audit(proposal, outcome)
         if outcome.event and obj is not None and self.config.events:
             event_type: EventType = "Warning" if outcome.decision is Decision.FAILED else "Normal"
+            why = explain_signal(proposal.evidence)
             note = (
                 f"{proposal.action}: {outcome.message} "
-                f"(playbook {proposal.playbook}, incident {proposal.incident})"
+                f"(playbook {proposal.playbook}, incident {proposal.incident}"
+                f"{'; ' + why if why else ''})"
             )
             try_record_event(
                 self.kube,

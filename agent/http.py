@@ -8,7 +8,8 @@ bodies are bounded by ``max_body`` (413, refused from the Content-Length, before
 read) and handled ``post_concurrency`` at a time (429 past that), so GETs for probes and
 scrapes keep being served while a webhook floods. A :class:`PostRoute` may require an
 ``Authorization`` (401 otherwise) and a JSON Content-Type (415 otherwise), both checked
-before its body is read. Handlers only read state the engine publishes.
+before its body is read. GET routes under a path prefix (``/incidents``) get the rest of the
+path and the query. Handlers only read state the engine publishes.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Response:
 
 #: A route handler gets the request body (empty for GET) and returns a response.
 Route = Callable[[bytes], Response]
+#: A GET route under a path prefix gets the rest of the path and the query string.
+GetRoute = Callable[[str, str], Response]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +217,7 @@ class HttpServer:
         ready: Callable[[], tuple[bool, str]],
         post_routes: Mapping[str, Route | PostRoute] | None = None,
         limits: ServerLimits | None = None,
+        get_routes: Mapping[str, GetRoute] | None = None,
     ) -> None:
         self._registry = registry
         self._healthy = healthy
@@ -221,6 +225,7 @@ class HttpServer:
         self._post = {
             path: r if isinstance(r, PostRoute) else PostRoute(r) for path, r in (post_routes or {}).items()
         }
+        self._get_routes = dict(get_routes or {})
         self.limits = limits if limits is not None else ServerLimits()
         self._post_slots = threading.BoundedSemaphore(self.limits.post_concurrency)
         server = self
@@ -230,7 +235,7 @@ class HttpServer:
 
             def do_GET(self) -> None:
                 server._done_reading(self)
-                server._respond(self, server._get(self.path.split("?", 1)[0]))
+                server._respond(self, server._get(self.path))
 
             def do_POST(self) -> None:
                 server._post_request(self)
@@ -256,7 +261,11 @@ class HttpServer:
         """Connections closed because they did not deliver their request within ``read_timeout``."""
         return self._httpd.reaped
 
-    def _get(self, path: str) -> Response:
+    def _get(self, raw: str) -> Response:
+        path, _, query = raw.partition("?")
+        for prefix, route in self._get_routes.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return route(path[len(prefix) :].lstrip("/"), query)
         if path == "/metrics":
             return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
         if path in {"/healthz", "/readyz"}:

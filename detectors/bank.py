@@ -21,7 +21,7 @@ from detectors.ratio import RatioDetector
 from detectors.registry import DEFAULT, LEARNED, build_learned
 from detectors.series import SeriesRegistry
 from detectors.signal import Signal
-from detectors.streaming import StreamingDetector
+from detectors.streaming import StreamingDetector, score_to_p
 from detectors.threshold import ThresholdDetector
 
 #: Counters by the OpenMetrics naming convention: a counter's name ends in ``_total``.
@@ -274,10 +274,14 @@ class DetectorBank:
             return []
         newest = hit[newest_per_series(batch.series[hit], batch.timestamps[hit])]
         hook: Callable[[int], float | None] | None = getattr(spec.detector, "signal_value", None)
+        tail_p = bool(getattr(spec.detector, "scores_are_tail_p", False))
         signals: list[Signal] = []
         for i in newest.tolist():
             sid = int(batch.series[i])
             value = hook(sid) if hook is not None else None
+            details = spec.detector.signal_details(sid)
+            if tail_p and "p_value" not in details:  # the score stands for a tail probability
+                details["p_value"] = score_to_p(float(scores[i]))
             signals.append(
                 Signal(
                     kind=spec.detector.signal_kind,
@@ -286,7 +290,7 @@ class DetectorBank:
                     value=float(batch.values[i]) if value is None else float(value),
                     score=float(scores[i]),
                     detector=spec.detector.name,
-                    details=spec.detector.signal_details(sid),
+                    details=details,
                 )
             )
         name = spec.detector.name

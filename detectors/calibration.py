@@ -47,6 +47,9 @@ from detectors.streaming import (
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
 
+#: A signal's ``band`` is the expected value plus or minus this many of its spreads.
+BAND_SPREADS = 3.0
+
 #: Raw scores are capped here: beyond it every score is equally certain, and the moments stay
 #: representable in float32.
 MAX_RAW = 1e6
@@ -194,6 +197,12 @@ class Component(ABC):
         del series_id
         return {}
 
+    def expectation(self, series_id: int) -> tuple[float, float] | None:
+        """The value this component expects of ``series_id`` and its spread, or None if it has no
+        single expected value (the signal's ``expected`` and ``band``)."""
+        del series_id
+        return None
+
 
 def track_runs(
     state: SeriesState, prefix: str, ids: IdArray, values: FloatArray, flagged: BoolArray, relearn_after: int
@@ -260,6 +269,9 @@ class CalibratedDetector(StreamingDetector):
     every component and calibrator only in clipped form (and, after a sustained run, as a new
     normal: see the components).
     """
+
+    #: Scores are ``-log10(p) / 10`` of a tail probability: the bank puts ``p_value`` on signals.
+    scores_are_tail_p = True
 
     def __init__(
         self,
@@ -347,4 +359,11 @@ class CalibratedDetector(StreamingDetector):
         if series_id < self._used:
             for c in self.components:
                 out.update(c.details(series_id))
+            for c in self.components:
+                expected = c.expectation(series_id)
+                if expected is not None:
+                    mean, spread = expected
+                    out["expected"] = mean
+                    out["band"] = [mean - BAND_SPREADS * spread, mean + BAND_SPREADS * spread]
+                    break
         return out

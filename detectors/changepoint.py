@@ -32,7 +32,7 @@ from detectors.calibration import (
     run_specs,
     track_runs,
 )
-from detectors.robust import spread_floor
+from detectors.robust import learned_expectation, spread_floor
 from detectors.streaming import ArraySpec, check_float, check_int, merge_params
 
 
@@ -88,6 +88,10 @@ class SlowBaselineComponent(Component):
     def details(self, series_id: int) -> dict[str, Any]:
         """The baseline."""
         return {f"{self.prefix}mean": float(self.s[f"{self.prefix}mean"][series_id])}
+
+    def expectation(self, series_id: int) -> tuple[float, float] | None:
+        """The baseline and its spread (with the floor a sample is judged with)."""
+        return learned_expectation(self.s, self.prefix, series_id)
 
 
 class CusumComponent(SlowBaselineComponent):

@@ -94,6 +94,9 @@ class PyodWindowDetector(StreamingDetector):
     :data:`~detectors.calibration.CALIBRATION_DEFAULTS`.
     """
 
+    #: Scores are ``-log10(p) / 10`` of a tail probability: the bank puts ``p_value`` on signals.
+    scores_are_tail_p = True
+
     kind = "pyod"
 
     def __init__(self, params: Mapping[str, Any], name: str | None = None) -> None:

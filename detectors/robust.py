@@ -29,7 +29,7 @@ from detectors.calibration import (
     run_specs,
     track_runs,
 )
-from detectors.streaming import ArraySpec, check_float, check_int, merge_params
+from detectors.streaming import ArraySpec, SeriesState, check_float, check_int, merge_params
 
 #: Relative floor of the spread: changes smaller than this fraction of the level never score.
 REL_FLOOR = 1e-6
@@ -39,6 +39,16 @@ ABS_FLOOR = 1e-9
 def spread_floor(level: FloatArray) -> FloatArray:
     """The smallest spread a series is judged with (a constant series still has one)."""
     return REL_FLOOR * np.abs(level) + ABS_FLOOR
+
+
+def learned_expectation(state: SeriesState, prefix: str, series_id: int) -> tuple[float, float] | None:
+    """A series' learned mean and the spread it is judged with (``PREFIXmean``, ``PREFIXvar`` and
+    the floor), once it has two samples (``PREFIXn``); None before."""
+    if state[f"{prefix}n"][series_id] < 2:
+        return None
+    mean = float(state[f"{prefix}mean"][series_id])
+    floor = float(spread_floor(np.array([mean]))[0])
+    return mean, float(np.sqrt(float(state[f"{prefix}var"][series_id]) + floor * floor))
 
 
 class EwmaComponent(Component):
@@ -97,6 +107,10 @@ class EwmaComponent(Component):
             f"{p}mean": float(self.s[f"{p}mean"][series_id]),
             f"{p}sd": float(np.sqrt(self.s[f"{p}var"][series_id])),
         }
+
+    def expectation(self, series_id: int) -> tuple[float, float] | None:
+        """The learned mean and its spread (with the floor a sample is judged with)."""
+        return learned_expectation(self.s, self.prefix, series_id)
 
 
 class RobustWindowComponent(Component):

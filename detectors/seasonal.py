@@ -170,6 +170,24 @@ class SeasonalComponent(Component):
         s[f"{p}t"][ids] = ts
         s[f"{p}n"][ids] = n + 1.0
 
+    def expectation(self, series_id: int) -> tuple[float, float] | None:
+        """Level plus profile at the series' last sample time, and the residual spread there."""
+        p, s = self.prefix, self.s
+        t = float(s[f"{p}t"][series_id])
+        if s[f"{p}n"][series_id] < 2 or not np.isfinite(t):
+            return None
+        ts = np.array([t])
+        d0, d1, dw = self._positions(ts, DAY, self.bins)
+        day = s[f"{p}day"][series_id]
+        off = (1.0 - dw[0]) * day[d0[0]] + dw[0] * day[d1[0]]
+        if self.weekly:
+            k0, k1, kw = self._positions(ts, WEEK, 7 * self.bins)
+            week = s[f"{p}week"][series_id]
+            off += (1.0 - kw[0]) * week[k0[0]] + kw[0] * week[k1[0]]
+        expected = float(s[f"{p}level"][series_id]) + float(off)
+        floor = float(spread_floor(np.array([expected]))[0])
+        return expected, float(np.sqrt(float(s[f"{p}var"][series_id]) + floor * floor))
+
     @property
     def last_offset(self) -> FloatArray:
         """The profile offsets of the round :meth:`raw` scored last."""

@@ -35,6 +35,7 @@ from agent.app import detector_bank
 from agent.audit import Audit, AuditRecord, Decision, Entry
 from agent.clock import ManualClock
 from agent.config import AgentConfig, DetectorConfig, ExecutorConfig, load_config
+from agent.decisions import DecisionRecords, RecordBounds
 from agent.executor import KubeExecutor
 from agent.facts import KubeFacts
 from agent.leader import AlwaysLeader
@@ -451,6 +452,8 @@ class Recorder:
         self.mean = {s: np.full(n, np.nan) for s in names}
         self.events: list[Event] = []
         self.actions: list[ActionRecord] = []
+        self.decisions = DecisionRecords(bounds=RecordBounds(max_incidents=10_000))
+        """The decision record of every incident, folded as the daemon folds them."""
         self._last_signal: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
         # actions on a model's training CronJob belong to the service that serves the model
@@ -551,6 +554,11 @@ class Recorder:
             actions=sorted(self.actions, key=lambda a: (a.time, a.service, a.action)),
             requests=self.requests,
             errors=self.errors,
+            incidents=[
+                dict(r)
+                for r in reversed(self.decisions.latest(len(self.decisions)))
+                if r.get("fired") is not None
+            ],
         )
 
 
@@ -561,6 +569,7 @@ class _RecorderAudit:
         self.recorder = recorder
 
     def record(self, entry: Entry) -> None:
+        self.recorder.decisions.record(entry)
         if isinstance(entry, AuditRecord):
             if entry.decision is not Decision.STARTED:  # the timeline shows outcomes
                 self.recorder.on_decision(entry)

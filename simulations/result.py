@@ -121,6 +121,8 @@ class PolicyRun:
     """Requests each service received in each step."""
     errors: dict[str, FloatArray] = field(default_factory=dict)
     """Requests each service failed in each step."""
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    """The decision record (:mod:`agent.decisions`) of each incident that fired, oldest first."""
     score: Score | None = None
 
 
@@ -197,6 +199,7 @@ class ScenarioResult:
                 ]
                 for name, run in self.runs.items()
             },
+            "incidents": {name: list(run.incidents) for name, run in self.runs.items() if run.incidents},
             "expectations": [{"text": e.text, "met": e.met, "detail": e.detail} for e in self.expectations],
             "passed": self.passed,
         }

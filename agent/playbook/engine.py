@@ -73,10 +73,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.audit import AuditSink
 from agent.clock import Clock
+from agent.decisions import explain_signal
 from agent.metrics import AgentMetrics
 from agent.playbook.actions import ActionParams, action_class, changes_workload, playbook_class
 from agent.playbook.events import (
@@ -96,6 +97,8 @@ from agent.playbook.guardrails import (
     check_action,
     effective,
     format_seconds,
+    guardrail_values,
+    values_text,
 )
 from agent.playbook.loader import EMPTY_SET, LoadedPlaybook, PlaybookSet, render_params, signal_context
 from agent.playbook.models import ActionStep
@@ -240,6 +243,7 @@ class Incident:
     acting_since: float | None = None
     raised: bool = False  # a scale step executed: released when it resolves
     remediated: bool = False  # a workload step ran: the cooldown started
+    when_checked: list[dict[str, Any]] = field(default_factory=list)  # the `when` values, for the record
 
     def condition_last(self, now: float) -> float:
         """The last time the condition was seen to hold (``now`` while an alert is firing)."""
@@ -479,7 +483,15 @@ class PlaybookEngine:
         self._active[(pb.name, target)] = inc
         self._open_by_source[inc.source] += 1
         reason = f"first matching signal: {signal.kind.value} {signal.series} score {signal.score:.3g}"
-        self._event(inc, None, IncidentState.PENDING, reason, now)
+        rule = {
+            "rule": pb.model.spec.trigger.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "priority": pb.priority,
+            "class": inc.cls.value,
+            "source": inc.source,
+            "signal": signal.to_dict(),
+            "signals": 1,
+        }
+        self._event(inc, None, IncidentState.PENDING, reason, now, details=rule)
         return inc
 
     def _alert_resolved(self, inc: Incident, signal: Signal, now: float) -> None:
@@ -595,6 +607,26 @@ class PlaybookEngine:
                 short.append(f"{key} {seen.count - at_match} of {need} fresh samples")
         return stale, short
 
+    def _evidence_facts(self, inc: Incident, now: float) -> list[dict[str, Any]]:
+        """Per series that fired: the fresh samples since its last matching one, and when it last
+        reported (the verification evidence of the decision record)."""
+        if self.freshness is None:
+            return []
+        need = inc.playbook.model.spec.verify.samples
+        out: list[dict[str, Any]] = []
+        for key, at_match in list(inc.series.items())[:20]:
+            seen = self.freshness.seen(key)
+            out.append(
+                {
+                    "series": str(key),
+                    "freshSamples": None if seen is None else seen.count - at_match,
+                    "need": need,
+                    "lastSeen": None if seen is None else seen.last,
+                    "stale": seen is None or seen.stale(now, STALE_INTERVALS),
+                }
+            )
+        return out
+
     def _verify(self, inc: Incident, now: float) -> None:
         verify = inc.playbook.model.spec.verify
         assert inc.acted_at is not None
@@ -602,9 +634,11 @@ class PlaybookEngine:
         resolve_at = quiet_since + verify.quiet
         deadline = inc.acted_at + verify.within
         stale, short = self._evidence(inc, now)
+        done = stale or now >= min(resolve_at, deadline)
+        evidence = {"evidence": self._evidence_facts(inc, now)} if done else {}
         if stale and inc.state is not IncidentState.STALE:
             why = f"no fresh samples: {'; '.join(stale)}; silence is not recovery"
-            self._transition(inc, IncidentState.STALE, why, now)
+            self._transition(inc, IncidentState.STALE, why, now, details=evidence)
         elif not stale and inc.state is IncidentState.STALE:
             self._transition(inc, IncidentState.VERIFYING, "the series report again", now)
         if resolve_at <= now and resolve_at <= deadline and not stale and not short:
@@ -612,7 +646,7 @@ class PlaybookEngine:
             why = f"no matching signal for {format_seconds(verify.quiet)}: cleared {after} after the actions"
             if inc.series and self.freshness is not None:
                 why += f", on {verify.samples}+ fresh samples of each series that fired"
-            self._finish(inc, IncidentState.RESOLVED, why, now)
+            self._finish(inc, IncidentState.RESOLVED, why, now, details=evidence)
         elif now >= deadline:
             last = inc.condition_last(now)
             if stale:
@@ -627,7 +661,7 @@ class PlaybookEngine:
                 f"the condition did not clear within {format_seconds(verify.within)} of the actions "
                 f"({seen}); running onFailure"
             )
-            self._transition(inc, IncidentState.ESCALATED, why, now)
+            self._transition(inc, IncidentState.ESCALATED, why, now, details=evidence)
             inc.phase, inc.step_index = "onFailure", 0
             self._run(inc, now)
 
@@ -674,9 +708,18 @@ class PlaybookEngine:
         return ALLOW
 
     def _when(self, inc: Incident, now: float) -> Verdict:
+        inc.when_checked = []
         for cond in inc.playbook.model.spec.when:
             if cond.rollout_within is not None:
                 last = self.facts.last_rollout(inc.target)
+                inc.when_checked.append(
+                    {
+                        "name": "when.rolloutWithin",
+                        "limit": cond.rollout_within,
+                        "lastRollout": last,
+                        "ok": last is not None and now - last <= cond.rollout_within,
+                    }
+                )
                 if last is None or now - last > cond.rollout_within:
                     known = (
                         "no rollout known"
@@ -710,12 +753,22 @@ class PlaybookEngine:
     def _start(self, inc: Incident, now: float) -> None:
         inc.held, inc.retry_at = None, None
         n = len(inc.playbook.model.spec.actions)
+        values = (
+            guardrail_values(
+                inc.guardrails, self.ledger, inc.playbook.name, inc.target, now, inc.cls, inc.source
+            )
+            + inc.when_checked
+        )
         checked = (
-            f"namespace, cooldown {format_seconds(inc.guardrails.cooldown)}, "
-            f"{inc.cls.value} budgets and the target's other incidents"
+            f"{values_text(values, now)}; {inc.cls.value} budgets from {inc.source}, "
+            "no other remediation of the target"
         )
         self._transition(
-            inc, IncidentState.ACTING, f"guardrails passed ({checked}); running {n} step(s)", now
+            inc,
+            IncidentState.ACTING,
+            f"guardrails passed ({checked}); running {n} step(s)",
+            now,
+            details={"guardrails": values},
         )
         self._in_flight[(inc.target, inc.cls)] = inc
         inc.phase, inc.step_index = "actions", 0
@@ -857,7 +910,7 @@ class PlaybookEngine:
                 step=label,
                 dry_run=g.dry_run,
                 reason=f"{inc.signal.kind.value} on {inc.signal.series} "
-                f"value {format_number(inc.signal.value)}",
+                f"value {format_number(inc.signal.value)}; {explain_signal(inc.signal.to_dict())}",
                 signal_value=inc.signal.value,
                 limits=g.limits(scale_down=not (cls is ActionClass.CAPACITY and self._open_corrective(inc))),
             )
@@ -945,8 +998,16 @@ class PlaybookEngine:
         else:
             inc.step_index += 1  # onFailure is best effort: the next step still runs
 
-    def _finish(self, inc: Incident, state: IncidentState, reason: str, now: float) -> None:
-        self._transition(inc, state, reason, now)
+    def _finish(
+        self,
+        inc: Incident,
+        state: IncidentState,
+        reason: str,
+        now: float,
+        *,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        self._transition(inc, state, reason, now, details=details)
         # a raise is released once the condition that needed it cleared; a playbook that does not
         # verify (clears: false, e.g. scaling to a forecast) sets the level anew each time instead
         if state is IncidentState.RESOLVED and inc.raised and inc.playbook.model.spec.verify.clears:
@@ -1025,7 +1086,14 @@ class PlaybookEngine:
     # ------------------------------------------------------------------ events
 
     def _transition(
-        self, inc: Incident, state: IncidentState, reason: str, now: float, *, guardrail: str | None = None
+        self,
+        inc: Incident,
+        state: IncidentState,
+        reason: str,
+        now: float,
+        *,
+        guardrail: str | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         previous = inc.state
         inc.state = state
@@ -1033,7 +1101,9 @@ class PlaybookEngine:
             inc.fired_at = now
         if state is not IncidentState.FIRING:
             inc.held = None
-        self._event(inc, previous, state, reason, now, guardrail=guardrail)
+        # every transition carries the evidence it was decided on: the latest matching signal
+        facts = {"signal": inc.signal.to_dict(), "signals": inc.signals, **(details or {})}
+        self._event(inc, previous, state, reason, now, guardrail=guardrail, details=facts)
         if self.metrics is not None:
             self.metrics.incident_transitions.labels(inc.playbook.name, state.value).inc()
 
@@ -1050,6 +1120,7 @@ class PlaybookEngine:
         key: str | None = None,
         status: str | None = None,
         guardrail: str | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         event = IncidentEvent(
             now,
@@ -1064,6 +1135,7 @@ class PlaybookEngine:
             key,
             status,
             guardrail,
+            details or {},
         )
         self._record(event)
 

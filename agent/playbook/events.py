@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.audit import Entry
+from agent.decisions import explain_signal
 from remediations.types import Target
 
 log = logging.getLogger("aiops.playbooks")
@@ -72,6 +73,11 @@ class IncidentEvent:
     key: str | None = None
     status: str | None = None
     guardrail: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """What the decision record needs beyond the reason: ``signal`` (the latest matching signal,
+    with ``signals``, how many matched), ``rule`` (the trigger, with ``priority``, ``class`` and
+    ``source``, when it opens), ``guardrails`` (each check with its value, when it acts),
+    ``evidence`` (per series that fired: fresh samples, when a verification ends)."""
 
     @property
     def is_transition(self) -> bool:
@@ -94,6 +100,8 @@ class IncidentEvent:
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.details:
+            out["details"] = dict(self.details)
         return out
 
 
@@ -158,6 +166,10 @@ class LogAudit:
             text = f"incident {event.incident} {event.playbook} {event.target}: "
             text += f"{event.previous} -> {event.state}" if event.is_transition else f"{event.state}"
             text += f": {event.reason}"
+            signal = event.details.get("signal")
+            if event.is_transition and isinstance(signal, Mapping):
+                why = explain_signal(signal)
+                text += f" [{signal.get('metric')}: {why}]" if why else ""
         else:
             text = f"signal rejected by {event.playbook}: {event.reason}"
         log.log(logging.WARNING if warn else logging.INFO, "%s", text, extra={"audit": event.to_dict()})

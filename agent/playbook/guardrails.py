@@ -22,6 +22,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -402,9 +403,26 @@ def check_action(
     if last is not None and now - last < g.cooldown:
         reason = f"last remediation {format_seconds(now - last)} ago, cooldown {format_seconds(g.cooldown)}"
         return Verdict(False, "cooldown", reason, last + g.cooldown)
+    for name, limit, times, scope in _rate_checks(g, ledger, playbook, target, now, cls, source):
+        held = _rate(name, limit, times, planned, scope, now)
+        if held is not None:
+            return held
+    return ALLOW
+
+
+def _rate_checks(
+    g: EffectiveGuardrails,
+    ledger: ActionLedger,
+    playbook: str,
+    target: Target,
+    now: float,
+    cls: ActionClass,
+    source: str,
+) -> tuple[tuple[str, int | None, list[float], str], ...]:
+    """Each hourly budget: (guardrail, limit, times of the actions it counts, what it counts)."""
     since = now - HOUR
     what = f"{cls.value} actions in the last hour"
-    checks = (
+    return (
         (
             "maxPerHour",
             g.max_per_hour,
@@ -424,11 +442,83 @@ def check_action(
             f"{what} by the agent",
         ),
     )
-    for name, limit, times, scope in checks:
-        held = _rate(name, limit, times, planned, scope, now)
-        if held is not None:
-            return held
-    return ALLOW
+
+
+def guardrail_values(
+    g: EffectiveGuardrails,
+    ledger: ActionLedger,
+    playbook: str,
+    target: Target,
+    now: float,
+    cls: ActionClass = ActionClass.CORRECTIVE,
+    source: str = SIGNALS,
+) -> list[dict[str, Any]]:
+    """Every guardrail :func:`check_action` looks at, with its value at ``now`` and whether it
+    lets the action go (``ok``), plus dry run, approval and the repeat window: for the record."""
+    allowed = g.namespaces is None or target.namespace in g.namespaces
+    last = ledger.last_remediation(playbook, target)
+    remaining = 0.0 if last is None else max(0.0, last + g.cooldown - now)
+    out: list[dict[str, Any]] = [
+        {
+            "name": "namespaces",
+            "value": "any" if g.namespaces is None else sorted(g.namespaces),
+            "namespace": target.namespace,
+            "ok": allowed,
+        },
+        {
+            "name": "protected",
+            "value": sorted(g.protected),
+            "namespace": target.namespace,
+            "ok": target.namespace not in g.protected,
+        },
+        {
+            "name": "cooldown",
+            "limit": g.cooldown,
+            "remaining": remaining,
+            "lastRemediation": last,
+            "ok": remaining <= 0.0,
+        },
+    ]
+    for name, limit, times, scope in _rate_checks(g, ledger, playbook, target, now, cls, source):
+        out.append(
+            {
+                "name": name,
+                "used": len(times),
+                "limit": limit,
+                "counts": scope,
+                "class": cls.value,
+                "source": source,
+                "ok": limit is None or len(times) < limit,
+            }
+        )
+    out += [
+        {"name": "dryRun", "value": g.dry_run, "ok": True},
+        {"name": "approval", "value": g.approval.value, "ok": True},
+        {"name": "repeatWindow", "limit": g.repeat_window, "ok": True},
+    ]
+    return out
+
+
+def values_text(values: Iterable[dict[str, Any]], now: float) -> str:
+    """:func:`guardrail_values` that passed, in a line: ``cooldown 30m (none yet), maxPerHour 0/2, ...``."""
+    parts: list[str] = []
+    for v in values:
+        name = v["name"]
+        if "used" in v:
+            parts.append(f"{name} {v['used']}/{'-' if v['limit'] is None else v['limit']}")
+        elif name == "cooldown":
+            last = v.get("lastRemediation")
+            since = "none yet" if last is None else f"last {format_seconds(now - last)} ago"
+            parts.append(f"cooldown {format_seconds(v['limit'])} ({since})")
+        elif name == "namespaces":
+            parts.append(f"namespace {v['namespace']} allowed, not protected")
+        elif name == "when.rolloutWithin" and v.get("lastRollout") is not None:
+            parts.append(
+                f"rollout {format_seconds(now - v['lastRollout'])} ago (within {format_seconds(v['limit'])})"
+            )
+        elif name in {"dryRun", "approval"}:
+            parts.append(f"{name} {v['value']}")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.cli import main
 from tests.e2e.daemon import Daemon
 from tests.servers.common import eventually
 
@@ -97,3 +98,60 @@ def test_an_invalid_playbook_set_at_start_exits_2_with_the_location(tmp_path: Pa
     ) as d:
         assert d.proc.wait(timeout=60) == 2
         assert f"{books / 'bad.yaml'}:" in d.output()
+
+
+RESTART_ON_ALERT = """\
+apiVersion: aiops/v1
+kind: Playbook
+metadata: {name: restart-on-alert}
+spec:
+  trigger:
+    signal: alert
+    match: {alertname: HighErrorRate}
+  target:
+    kind: Deployment
+    namespace: "{{ labels.namespace }}"
+    name: "{{ labels.deployment }}"
+  actions:
+    - restart: {}
+"""
+
+
+def test_the_daemon_serves_the_decision_record_of_an_incident(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "restart.yaml").write_text(RESTART_ON_ALERT)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    cfg = {
+        "playbooks": {"directory": str(books), "status_file": str(tmp_path / "status.json")},
+        "sources": {"alertmanager": {"bearer_token_file": str(token_file)}},
+    }
+    with Daemon(tmp_path, cfg) as d:
+        d.wait_http("/readyz", 200)
+        assert post(d.port, "/alertmanager", alert("firing"))[0] == 200
+
+        def acted() -> bool:
+            listing = json.loads(d.get("/incidents")[1])["incidents"]
+            return bool(listing) and listing[0]["actions"] == ["restart dry_run"]
+
+        eventually(acted, timeout=10, what="the incident's record with its planned restart")
+        (row,) = json.loads(d.get("/incidents")[1])["incidents"]
+        assert row["playbook"] == "restart-on-alert"
+        assert row["target"] == {"kind": "Deployment", "namespace": "shop", "name": "checkout"}
+        record = json.loads(d.wait_http(f"/incidents/{row['incident']}", 200))
+        assert record["rule"]["match"] == {"alertname": "HighErrorRate"}
+        assert record["signals"][0]["kind"] == "alert"
+        assert {g["name"] for g in record["guardrails"]} >= {
+            "cooldown",
+            "maxPerHour",
+            "approval",
+            "protected",
+        }
+        assert d.get("/incidents/no-such-incident")[0] == 404
+        assert main(["incident", "show", row["incident"], "--url", f"http://127.0.0.1:{d.port}"]) == 0
+        assert "restart-on-alert on Deployment/shop/checkout" in capsys.readouterr().out
+        code, _ = d.terminate()
+        assert code == 0

@@ -286,11 +286,10 @@ def test_audit_lines_reach_the_kafka_topic(
 ) -> None:
     import json
 
-    from kafka import KafkaConsumer
-
     from agent.audit import KafkaAuditSink
     from agent.config import KafkaConnection
     from agent.kafka_client import ResilientProducer
+    from tests.servers.kafka import read_topic
 
     topic = kafka_topic()
     producer = ResilientProducer(
@@ -305,13 +304,7 @@ def test_audit_lines_reach_the_kafka_topic(
         h.executor.submit(req)
     finally:
         producer.close()
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=[kafka_bootstrap], auto_offset_reset="earliest", consumer_timeout_ms=5000
-    )
-    try:
-        lines = [json.loads(m.value) for m in consumer]
-    finally:
-        consumer.close()
+    lines = [json.loads(value) for _, value in read_topic(kafka_bootstrap, topic)]
     assert [(line["key"], line["decision"]) for line in lines] == [
         (req.key, "started"),  # write-ahead
         (req.key, "executed"),

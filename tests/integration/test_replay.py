@@ -53,6 +53,18 @@ def test_bad_rollout_is_rolled_back_and_errors_recover() -> None:
     # the rollback happened on the cluster: checkout runs v1 again
     err = result.runs[AGENT].metrics["checkout"]["http_requests_error_ratio"]
     assert err[-40:].max() < 0.02
+    # the summary JSON carries the rollback's decision record: why, the diff, the verification
+    (record,) = [
+        r for r in result.summary()["incidents"][AGENT] if r["playbook"] == "rollback-on-error-spike"
+    ]
+    assert record["state"] == "resolved"
+    assert record["target"]["name"] == "checkout"
+    assert "saw" in record["signals"][0]["why"]
+    assert "expected" in record["signals"][0]["why"]
+    (rollback,) = [a for a in record["actions"] if a["action"] == "rollback"]
+    assert rollback["status"] == "executed"
+    assert rollback["diff"]
+    assert record["verification"]["result"] == "resolved"
 
 
 @pytest.mark.xfail(

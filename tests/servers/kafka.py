@@ -190,6 +190,19 @@ def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
         admin.close()
 
 
+def read_topic(bootstrap: str, topic: str, idle_ms: int = 5000) -> list[tuple[bytes | None, bytes]]:
+    """Every message of ``topic`` from the start, as (key, value), once ``idle_ms`` pass without one."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=[bootstrap], auto_offset_reset="earliest", consumer_timeout_ms=idle_ms
+    )
+    try:
+        return [(m.key, m.value) for m in consumer]
+    finally:
+        consumer.close()
+
+
 @pytest.fixture
 def kafka_topic(kafka_bootstrap: str) -> Callable[..., str]:
     """``factory(partitions=1, bootstrap=None, prefix="aiops-test")``: a new, uniquely named topic."""

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from detectors import SampleBatch
+from detectors import DetectorBank, DetectorSpec, SampleBatch, SeriesKey, SeriesRegistry, build_detector
 from detectors.calibration import TailCalibrator
 from detectors.registry import build_learned
 from detectors.streaming import ArraySpec, SeriesState, p_to_score, rounds, score_to_p
@@ -277,3 +277,44 @@ def test_calibrator_makes_one_threshold_mean_the_same_on_different_scales() -> N
     rates = exceed / 5000
     assert rates[0] == pytest.approx(rates[1], abs=0.003)
     assert 0.003 < rates[0] < 0.03  # p <= 1% happens about 1% of the time
+
+
+def test_a_signal_of_a_learned_detector_carries_expected_band_and_tail_probability() -> None:
+    rng = np.random.default_rng(3)
+    n = 3 * DAY
+    t = 1.7e9 + STEP * np.arange(n)
+    x = 5.0 + rng.normal(0, 0.5, n)  # a level of 5 with noise of 0.5
+    x[-1] = 40.0
+    series = SeriesRegistry()
+    key = SeriesKey.of("latency", {"deployment": "web"})
+    ids = np.full(n, series.id_for(key))
+    bank = DetectorBank(series, [DetectorSpec(build_detector("ewma", {}, series), 0.3)])
+    bank.process(SampleBatch.from_arrays(ids[:-1], t[:-1], x[:-1]))
+    (signal,) = bank.process(SampleBatch.from_arrays(ids[-1:], t[-1:], x[-1:]))
+    details = signal.details
+    # the baseline learned a clipped tenth of the spike at most: still about 5, spread about 0.5
+    assert details["expected"] == pytest.approx(5.0, abs=0.5)
+    low, high = details["band"]
+    assert high - details["expected"] == pytest.approx(details["expected"] - low)
+    assert (high - low) / 6 == pytest.approx(0.5, rel=0.4)  # three spreads either side
+    assert details["p_value"] == pytest.approx(score_to_p(signal.score))
+    assert details["p_value"] < 1e-3
+    assert signal.value == 40.0
+
+
+def test_the_default_expects_the_value_for_the_time_of_day() -> None:
+    rng = np.random.default_rng(1)
+    n = 8 * DAY
+    t = 1.7e9 + STEP * np.arange(n)
+    x = 100 + 50 * np.sin(2 * np.pi * t / 86400) + rng.normal(0, 3, n)  # a daily cycle
+    usual = 100 + 50 * np.sin(2 * np.pi * t[-1] / 86400)  # about 77 at the last sample's time
+    x[-1] = usual + 60
+    series = SeriesRegistry()
+    ids = np.full(n, series.id_for(SeriesKey.of("rps", {"deployment": "web"})))
+    bank = DetectorBank(series, [DetectorSpec(build_detector("ensemble", {}, series), 0.3)])
+    bank.process(SampleBatch.from_arrays(ids[:-1], t[:-1], x[:-1]))
+    (signal,) = bank.process(SampleBatch.from_arrays(ids[-1:], t[-1:], x[-1:]))
+    # the seasonal profile's value at that time of day, not the daily mean of 100
+    assert signal.details["expected"] == pytest.approx(usual, abs=5.0)
+    low, high = signal.details["band"]
+    assert low < usual < high < x[-1]

@@ -13,6 +13,7 @@ from agent.playbook.guardrails import (
     check_action,
     check_scale,
     effective,
+    guardrail_values,
 )
 from agent.playbook.requests import Approval
 from remediations.state import (
@@ -234,3 +235,41 @@ def test_the_record_on_an_object_is_bounded_and_never_trusted_blindly() -> None:
         }
     }
     assert [r.key for r in recorded_actions(wide, AGENT_ACTIONS)] == ["new"]
+
+
+def test_guardrail_values_say_what_each_check_saw() -> None:
+    g = effective(pb(cooldown="30m", maxPerHour=2, namespaces=["shop"]), GuardrailDefaults())
+    ledger = ActionLedger()
+    ledger.record_remediation("p", WEB, 1000.0)
+    ledger.record_action("p", WEB, 1000.0)
+    values = {v["name"]: v for v in guardrail_values(g, ledger, "p", WEB, 1600.0)}
+    assert values["namespaces"] == {"name": "namespaces", "value": ["shop"], "namespace": "shop", "ok": True}
+    assert values["protected"]["ok"] is True
+    assert values["cooldown"] == {
+        "name": "cooldown",
+        "limit": 1800.0,
+        "remaining": 1200.0,
+        "lastRemediation": 1000.0,
+        "ok": False,
+    }
+    per_target = values["maxPerHour"]
+    assert (per_target["used"], per_target["limit"], per_target["class"], per_target["source"]) == (
+        1,
+        2,
+        "corrective",
+        "signals",
+    )
+    assert per_target["ok"] is True
+    assert (values["maxPerHourTotal"]["used"], values["maxPerHourTotal"]["limit"]) == (1, None)
+    assert (values["agent.max_per_hour_total"]["used"], values["agent.max_per_hour_total"]["limit"]) == (
+        1,
+        30,
+    )
+    assert values["dryRun"]["value"] is False
+    assert values["approval"]["value"] == "none"
+    # the values agree with the verdict: the cooldown holds
+    assert check_action(g, ledger, "p", WEB, 1, 1600.0).guardrail == "cooldown"
+    later = {v["name"]: v for v in guardrail_values(g, ledger, "p", WEB, 1000.0 + 1800)}
+    assert later["cooldown"]["remaining"] == 0.0
+    assert later["cooldown"]["ok"] is True
+    assert check_action(g, ledger, "p", WEB, 1, 1000.0 + 1800).allowed
