@@ -125,6 +125,7 @@ class Agent:
                     self.clock,
                     self.stop,
                     self.environ,
+                    bank=self.bank,
                 )
             )
         if cfg.sources.prometheus is not None and cfg.sources.prometheus.enabled:

@@ -107,6 +107,25 @@ class DecodeLimitsConfig(_Model):
     )
 
 
+class PartitionStateConfig(_Model):
+    """State moving with its partitions: checkpointed to a compacted topic, restored on assignment."""
+
+    enabled: bool = True
+    topic: str = Field("aiops.state", min_length=1, description="compacted topic of the checkpoints")
+    interval: Duration = Field(60.0, gt=0, description="how often each owned partition is checkpointed")
+    max_bytes: int = Field(
+        900_000,
+        ge=1024,
+        description="largest checkpoint message (compressed); the topic's max.message.bytes must allow it",
+    )
+    max_inflated_bytes: int = Field(
+        256 << 20, ge=1024, description="largest checkpoint once decompressed; larger ones are skipped"
+    )
+    restore_timeout: Duration = Field(
+        20.0, gt=0, description="longest wait to read the checkpoints of newly assigned partitions"
+    )
+
+
 class KafkaSourceConfig(_Model):
     """Consume samples from Kafka topics in a consumer group."""
 
@@ -126,6 +145,7 @@ class KafkaSourceConfig(_Model):
         description="decode messages in a child process, beside the consumer (false: in the agent's thread)",
     )
     limits: DecodeLimitsConfig = Field(default_factory=DecodeLimitsConfig)
+    state: PartitionStateConfig = Field(default_factory=PartitionStateConfig)
 
 
 class PrometheusQuery(_Model):
