@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from kafka import TopicPartition
 from kafka.errors import KafkaError
-from kafka.partitioner.default import DefaultPartitioner
+from kafka.partitioner.default import murmur2
 
 from agent.clock import Clock
 from agent.config import KafkaConnection, PartitionStateConfig
@@ -117,7 +117,7 @@ class PartitionStates:
             return
         self._grow(int(ids.max()) + 1)
         self._owner[ids] = self._slot(tp)
-        self._generation[ids] = self.bank.series.generation[ids]
+        self._generation[ids] = _generations(self.bank.series, ids)
 
     def observe(self, tp: TopicPartition, ids: np.ndarray[Any, np.dtype[np.int64]], next_offset: int) -> None:
         """A batch of ``tp`` with the series ``ids`` was processed, up to (not including) ``next_offset``."""
@@ -130,7 +130,7 @@ class PartitionStates:
         n = min(self.bank.series.capacity, self._owner.shape[0])
         if slot is None or n == 0:
             return np.zeros(0, dtype=np.int64)
-        same = self._generation[:n] == self.bank.series.generation[:n]
+        same = self._generation[:n] == _generations(self.bank.series, np.arange(n, dtype=np.int64))
         ids = np.flatnonzero((self._owner[:n] == slot) & same).astype(np.int64)
         registry = self.bank.series
         return np.array([i for i in ids.tolist() if _registered(registry, i)], dtype=np.int64)
@@ -318,8 +318,8 @@ class PartitionStates:
                 log.info("state: topic %s does not exist yet: nothing to restore", topic)
                 return {}
             ordered = sorted(partitions)
-            chooser = DefaultPartitioner()
-            needed = sorted({chooser(key, ordered, ordered) for key in wanted})
+            # where the producer's default partitioner put each key (murmur2, as the Java client)
+            needed = sorted({ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)] for key in wanted})
             tps = [TopicPartition(topic, p) for p in needed]
             reader.assign(tps)
             reader.seek_to_beginning(*tps)
@@ -357,6 +357,17 @@ def _caught_up(reader: Any, tp: TopicPartition, end: int) -> bool:
     if highwater is None:
         return end == 0 and position is not None and position >= 0
     return position is not None and position >= max(end, int(highwater))
+
+
+def _generations(
+    registry: Any, ids: np.ndarray[Any, np.dtype[np.int64]]
+) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """The registry's generation of each id (0 for ids it never evicted)."""
+    gen = registry.generation
+    out = np.zeros(ids.size, dtype=np.int64)
+    inside = ids < gen.shape[0]
+    out[inside] = gen[ids[inside]]
+    return out
 
 
 def _registered(registry: Any, sid: int) -> bool:

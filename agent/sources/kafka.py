@@ -111,8 +111,12 @@ class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-pyt
     def on_partitions_lost(self, lost: Any) -> None:
         self._note("lost", lost)
 
-    def take(self) -> list[tuple[str, set[TopicPartition]]]:
+    def take(self, *, settled: bool = True) -> list[tuple[str, set[TopicPartition]]]:
+        """The events noted so far; with ``settled``, none while a revocation awaits its assignment
+        (an eager rebalance revokes every partition, then assigns: a partition kept is not moved)."""
         with self.lock:
+            if settled and self.events and self.events[-1][0] == "revoked":
+                return []
             events, self.events = self.events, []
         return events
 
@@ -366,14 +370,14 @@ class KafkaSource:
                 return False
         return self._consumer is consumer
 
-    def _rebalanced(self, consumer: KafkaConsumer, fetched: Records | None) -> bool:
+    def _rebalanced(self, consumer: KafkaConsumer, fetched: Records | None, *, settled: bool = True) -> bool:
         """Act on the rebalance callbacks since the last call; True if there were any.
 
         The partitions given up are checkpointed and their series forgotten; the polls not yet
         handed out (and ``fetched``) are dropped, their partitions sought back; the partitions
         newly assigned get their state restored and resume at their checkpoint's offset.
         """
-        events = self._rebalances.take()
+        events = self._rebalances.take(settled=settled)
         if not events:
             return False
         owned = set(self._owned)
@@ -530,7 +534,7 @@ class KafkaSource:
             return
         self._closed = True
         if self.states is not None and self._consumer is not None:
-            self._rebalanced(self._consumer, None)
+            self._rebalanced(self._consumer, None, settled=False)
             self.states.checkpoint(self._owned)  # what the next owner resumes from
         self._close_consumer()
         if self.states is not None:
@@ -568,7 +572,7 @@ class KafkaSource:
     def _close_consumer(self) -> None:
         consumer, self._consumer = self._consumer, None
         self._drop_in_flight(None)  # a new consumer starts from the committed offsets
-        self._rebalances.take()
+        self._rebalances.take(settled=False)
         if self._owned:
             # the next assignment starts from the checkpoints, as on any other replica
             if self.states is not None and self.states.release(self._owned):

@@ -77,7 +77,7 @@ def test_moved_series_score_as_if_they_never_moved() -> None:
     assert state.meta == {"partition": 3, "offset": 42}
     restored = put_series(b, state)
     assert restored.dropped == {}
-    assert sorted(b.series.lookup(k) for k in moved) == sorted(restored.ids.tolist())
+    assert [b.series.lookup(k) for k in moved] == restored.ids.tolist()
     assert set(restored.ids.tolist()).isdisjoint({b.series.lookup(k) for k in own})
     expected = _signals(reference, moved, 600, 400, seed=3)
     got = _signals(b, moved, 600, 400, seed=3)
