@@ -85,15 +85,14 @@ def _parts(bank: DetectorBank) -> dict[str, Any]:
     return parts
 
 
-def _arrays(
-    state: Mapping[str, Any], path: tuple[str, ...] = ()
-) -> list[tuple[tuple[str, ...], np.ndarray[Any, Any]]]:
-    found: list[tuple[tuple[str, ...], np.ndarray[Any, Any]]] = []
+def state_arrays(state: Mapping[str, Any], path: tuple[str, ...] = ()) -> Arrays:
+    """Every numpy array in a (nested) state dict, with its path of keys."""
+    found: Arrays = []
     for key, value in state.items():
         if isinstance(value, np.ndarray):
             found.append(((*path, key), value))
         elif isinstance(value, Mapping):
-            found.extend(_arrays(value, (*path, key)))
+            found.extend(state_arrays(value, (*path, key)))
     return found
 
 
@@ -106,7 +105,7 @@ def _replace(state: Mapping[str, Any], path: tuple[str, ...], value: object) -> 
 
 def _rows(state: Mapping[str, Any]) -> int:
     """How many series rows every per-series array of ``state`` has (the shortest)."""
-    arrays = _arrays(state)
+    arrays = state_arrays(state)
     return min((a.shape[0] for _, a in arrays if a.ndim >= 1), default=0)
 
 
@@ -121,7 +120,7 @@ def take_series(bank: DetectorBank, ids: IdArray, meta: Mapping[str, Any] | None
         n = _rows(state)
         present = np.flatnonzero(ids < n).astype(np.int64)
         taken = ids[present]
-        for path, array in _arrays(state):
+        for path, array in state_arrays(state):
             if array.ndim == 0:
                 msg = f"{name}: state array {'/'.join(path)} is not per series (a scalar array)"
                 raise DetectorError(msg)
@@ -180,8 +179,8 @@ def _load_part(
     current = part.state_dict()
     size = max(_rows(current), int(ids[kept].max()) + 1 if kept.any() else 0)
     merged = _plain_copy(saved)
-    before: dict[tuple[str, ...], np.ndarray[Any, Any]] = dict(_arrays(current))
-    for path, rows in _arrays(saved):
+    before: dict[tuple[str, ...], np.ndarray[Any, Any]] = dict(state_arrays(current))
+    for path, rows in state_arrays(saved):
         live = before.get(path)
         if live is None:
             msg = f"{name}: saved array {'/'.join(path)} is not in this detector's state"
@@ -196,7 +195,7 @@ def _load_part(
         out[: live.shape[0]] = live
         out[targets] = rows[use].astype(live.dtype, copy=False)
         _replace(merged, path, out)
-    missing = sorted("/".join(p) for p in set(before) - {p for p, _ in _arrays(saved)})
+    missing = sorted("/".join(p) for p in set(before) - {p for p, _ in state_arrays(saved)})
     if missing:
         msg = f"{name}: saved state lacks array(s) {missing}"
         raise DetectorError(msg)
@@ -269,6 +268,8 @@ def decode(data: bytes, max_bytes: int) -> SeriesState:
     if len(body) > max_bytes or inflater.unconsumed_tail:
         msg = f"checkpoint is larger than {max_bytes} bytes once decompressed"
         raise CheckpointError(msg)
+    if not inflater.eof:
+        raise CheckpointError("checkpoint is truncated (its compressed stream ends early)")
     if not body.startswith(_MAGIC):
         raise CheckpointError("not a checkpoint (wrong magic)")
     try:
