@@ -75,7 +75,16 @@ class AgentMetrics:
             registry=r,
         )
         self.partitions_owned = Gauge(
-            "aiops_kafka_partitions_owned", "Partitions of the metrics topics this replica owns", registry=r
+            "aiops_kafka_partitions_owned",
+            "Partitions of each metrics topic this replica owns",
+            ["topic"],
+            registry=r,
+        )
+        self.topic_partitions = Gauge(
+            "aiops_kafka_topic_partitions",
+            "Partitions each metrics topic has, as this replica last saw it",
+            ["topic"],
+            registry=r,
         )
         self.rebalances = Counter(
             "aiops_kafka_rebalances", "Partition assignments this replica took part in", registry=r
@@ -94,7 +103,7 @@ class AgentMetrics:
         )
         self.checkpoint_time = Gauge(
             "aiops_state_checkpoint_timestamp_seconds",
-            "When each owned partition's detector state was last checkpointed (0: never)",
+            "When each owned partition's detector-state checkpoint was last written or found current",
             ["topic", "partition"],
             registry=r,
         )

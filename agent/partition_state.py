@@ -137,7 +137,8 @@ class PartitionStates:
 
     # ------------------------------------------------------------------ checkpoints
     def due(self, owned: Iterable[TopicPartition]) -> list[TopicPartition]:
-        """The partitions of ``owned`` whose checkpoint is older than ``interval`` and behind."""
+        """The partitions of ``owned`` whose checkpoint is older than ``interval`` and behind (those
+        not behind are marked current)."""
         now = self.clock.now()
         due = []
         for tp in owned:
@@ -145,8 +146,13 @@ class PartitionStates:
             if processed is None:
                 continue
             when, offset = self._saved.get(tp, (-np.inf, -1))
-            if offset != processed and now - when >= self.config.interval:
+            if now - when < self.config.interval:
+                continue
+            if offset != processed:
                 due.append(tp)
+            else:  # nothing new since: the checkpoint there is is current
+                self._saved[tp] = (now, offset)
+                self.metrics.checkpoint_time.labels(tp.topic, str(tp.partition)).set(now)
         return due
 
     def checkpoint(self, tps: Iterable[TopicPartition]) -> int:

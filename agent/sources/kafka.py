@@ -370,6 +370,16 @@ class KafkaSource:
                 return False
         return self._consumer is consumer
 
+    def _count_partitions(self, consumer: KafkaConsumer | None) -> None:
+        """Set the gauges of partitions owned and partitions there are, per topic."""
+        for topic in self.config.topics:
+            mine = sum(1 for tp in self._owned if tp.topic == topic)
+            self.metrics.partitions_owned.labels(topic).set(mine)
+            if consumer is not None:
+                known = consumer.partitions_for_topic(topic)  # from the metadata the consumer has
+                if known:
+                    self.metrics.topic_partitions.labels(topic).set(len(known))
+
     def _rebalanced(self, consumer: KafkaConsumer, fetched: Records | None, *, settled: bool = True) -> bool:
         """Act on the rebalance callbacks since the last call; True if there were any.
 
@@ -390,7 +400,7 @@ class KafkaSource:
         self._drop_in_flight(consumer, fetched)
         self._owned = owned  # a new object: _hold sees that a rebalance happened
         self.metrics.rebalances.inc()
-        self.metrics.partitions_owned.set(len(owned))
+        self._count_partitions(consumer)
         log.info(
             "kafka source: rebalanced: %d partition(s) owned, %d given up, %d new",
             len(owned),
@@ -578,7 +588,7 @@ class KafkaSource:
             if self.states is not None and self.states.release(self._owned):
                 self.forget_series()
             self._owned = set()
-            self.metrics.partitions_owned.set(0)
+            self._count_partitions(None)
         if consumer is None:
             return
         try:
