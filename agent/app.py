@@ -30,6 +30,7 @@ from detectors import DetectorBank, DetectorSpec, SeriesRegistry, build_detector
 from detectors.hold import AlarmHold
 
 if TYPE_CHECKING:
+    from agent.decisions import DecisionConsumer
     from agent.leader import LeaseLeader
 
 log = logging.getLogger("aiops.agent")
@@ -97,7 +98,29 @@ class Agent:
             self.playbooks.load()  # an invalid playbook set at start is as fatal as a bad config
         except PlaybookLoadError as exc:
             raise ConfigError(exc.errors) from exc
-        self.sinks = [*self._build_sinks(), self.playbooks.engine, *(extra_sinks or [])]
+        self.decisions: DecisionConsumer | None = None
+        if config.signals.decisions:
+            if not config.kafka_signals_enabled:
+                where = Location("<config>", 0, 0)
+                msg = "signals.decisions needs the signals on Kafka (signals.kafka)"
+                raise ConfigError([LocatedError(where, "signals.decisions", msg)])
+            from agent.decisions import DecisionConsumer  # noqa: PLC0415
+
+            kafka_source = config.sources.kafka
+            self.decisions = DecisionConsumer(
+                config.kafka,
+                config.signals.topic,
+                config.signals.decision_group,
+                self.playbooks.engine,
+                self.metrics,
+                clock,
+                self.environ,
+                session_timeout=kafka_source.session_timeout if kafka_source else 10.0,
+                heartbeat_interval=kafka_source.heartbeat_interval if kafka_source else 3.0,
+            )
+        # the engine decides on this replica's signals, unless they go through the topic
+        engine_sinks: list[SignalSink] = [] if self.decisions is not None else [self.playbooks.engine]
+        self.sinks = [*self._build_sinks(), *engine_sinks, *(extra_sinks or [])]
         self.engine = Engine(
             self.sources,
             self.bank,
@@ -147,7 +170,13 @@ class Agent:
             from agent.kafka_sink import KafkaSignalSink  # noqa: PLC0415
 
             producer = ResilientProducer(self.config.kafka, self.clock, self.stop, name="signals")
-            sinks.append(KafkaSignalSink(producer, self.config.signals.topic))
+            key = None
+            if self.config.signals.decisions:
+                from agent.decisions import target_key  # noqa: PLC0415
+
+                engine = self.playbooks.engine
+                key = lambda s: target_key(engine.playbooks, s)  # noqa: E731 - the set changes on reload
+            sinks.append(KafkaSignalSink(producer, self.config.signals.topic, key=key, metrics=self.metrics))
         return sinks
 
     def _build_executor(self) -> Executor:
@@ -174,7 +203,9 @@ class Agent:
         self.facts = KubeFacts(kube, self.clock)
         identity = cfg.instance or self.environ.get("POD_NAME") or default_identity()
         leader: LeaderState = AlwaysLeader()
-        if cfg.leader_election:
+        if cfg.leader_election and not self.config.signals.decisions:
+            # with decisions from the signals topic, owning a target's partition is what makes a
+            # replica the one that acts on it
             self.leader = LeaseLeader(
                 kube.api_client,
                 name=cfg.lease_name,
@@ -249,6 +280,8 @@ class Agent:
             if self.leader is not None:
                 self.leader.start()
             self.playbooks.start(self.stop)
+            if self.decisions is not None:
+                self.decisions.start(self.stop)
             log.info(
                 "agent running: %d source(s), %d detector(s), %d sink(s)",
                 len(self.sources),
@@ -259,6 +292,8 @@ class Agent:
         finally:
             self.stop.set()
             self.playbooks.join()
+            if self.decisions is not None:
+                self.decisions.join()
             if self.leader is not None:
                 self.leader.stop()
             for close in self._closers:

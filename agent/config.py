@@ -252,6 +252,15 @@ class SignalsConfig(_Model):
         None, description="publish signals to Kafka; default: when sources.kafka is on"
     )
     topic: str = Field("aiops.signals", min_length=1)
+    decisions: bool = Field(
+        False,
+        description=(
+            "the playbook engine takes its signals from the topic (keyed by target) in the consumer "
+            "group decision_group, so each target's incidents are decided by one replica; "
+            "every replica executes for its own targets"
+        ),
+    )
+    decision_group: str = Field("aiops-agent-decisions", min_length=1)
 
 
 class HttpConfig(_Model):

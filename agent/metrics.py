@@ -124,6 +124,9 @@ class AgentMetrics:
             "Series whose detector state was restored from a checkpoint",
             registry=r,
         )
+        self.signals_forwarded = Counter(
+            "aiops_signals_forwarded", "Signals published to the signals topic", registry=r
+        )
         self.commits = Counter(
             "aiops_commits", "Offset commits after processed batches, by source", ["source"], registry=r
         )
