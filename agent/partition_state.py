@@ -241,6 +241,8 @@ class PartitionStates:
         if not wanted:
             return {}
         started = self.clock.now()
+        for tp in wanted.values():  # the first checkpoint comes an interval after the assignment
+            self._saved[tp] = (started, -1)
         try:
             latest = self._read(wanted)
         except KafkaError as exc:

@@ -1,9 +1,10 @@
-"""Two ``aiops run`` replicas share a 6-partition topic; a SIGKILLed replica's series keep their baselines.
+"""Two ``aiops run`` replicas share a 6-partition topic; a stopped replica's series keep their baselines.
 
 Each replica learns the series of the partitions it owns; the state of each partition is
 checkpointed to the state topic. When one replica is killed, the other takes its partitions
 over and, with the checkpoints, flags a spike on a series whose baseline only the dead replica
 ever saw; without them (state off) it cannot, because Kafka replays nothing already committed.
+A replica stopped by SIGTERM (a rolling update) hands its partitions over the same way.
 """
 
 from __future__ import annotations
@@ -54,9 +55,13 @@ def _samples(partition: int, start: float, steps: range, spike: float) -> bytes:
     )
 
 
-@pytest.mark.parametrize("state", [True, False], ids=["with-checkpoints", "without-checkpoints"])
+@pytest.mark.parametrize(
+    ("state", "stop"),
+    [(True, "kill"), (False, "kill"), (True, "term")],
+    ids=["sigkill-with-checkpoints", "sigkill-without-checkpoints", "sigterm-rolling-update"],
+)
 def test_killed_replicas_partitions_move_with_their_baselines(
-    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str], state: bool
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str], state: bool, stop: str
 ) -> None:
     metrics_topic = kafka_topic(PARTITIONS)
     signals_topic = kafka_topic(prefix="signals")
@@ -74,7 +79,12 @@ def test_killed_replicas_partitions_move_with_their_baselines(
                 "session_timeout": "2s",
                 "heartbeat_interval": "500ms",
                 "decode_worker": False,
-                "state": {"enabled": state, "topic": state_topic, "interval": "500ms"},
+                # on SIGTERM, no periodic checkpoint: the one written at shutdown must do
+                "state": {
+                    "enabled": state,
+                    "topic": state_topic,
+                    "interval": "500ms" if stop == "kill" else "1h",
+                },
             }
         },
         "detectors": [{"type": "ewma", "min_score": 0.6, "params": {"warmup": 20, "warmup_hours": 0}}],
@@ -110,7 +120,7 @@ def test_killed_replicas_partitions_move_with_their_baselines(
             what="both replicas learning every warm-up sample",
         )
         assert _total(a, "aiops_samples_in_total") == 3 * WARMUP  # each learned only its own partitions
-        if state:
+        if state and stop == "kill":
             # one warm-up message per partition: a checkpoint holding its series covers all of it
             eventually(
                 lambda: (
@@ -120,8 +130,12 @@ def test_killed_replicas_partitions_move_with_their_baselines(
                 timeout=30,
                 what="the checkpoints of the replica to be killed covering the warm-up",
             )
-        a.proc.kill()  # SIGKILL: no revoke, no last checkpoint
-        a.proc.wait(10)
+        if stop == "kill":
+            a.proc.kill()  # SIGKILL: no revoke, no last checkpoint
+            a.proc.wait(10)
+        else:  # what a Deployment update does: SIGTERM, a last checkpoint, the group left at once
+            code, _ = a.terminate()
+            assert code == 0
         eventually(
             lambda: _total(b, "aiops_kafka_partitions_owned") == PARTITIONS,
             timeout=60,
@@ -151,6 +165,8 @@ def test_killed_replicas_partitions_move_with_their_baselines(
             restored = _total(b, "aiops_state_series_restored_total")
             assert restored == 3  # the dead replica's three series, from their checkpoints
             assert "skipping the checkpoint" not in b.output()
+            # no sample lost and none processed twice: the checkpoints were at the committed offsets
+            assert _total(b, "aiops_samples_in_total") == 3 * WARMUP + PARTITIONS * len(spike)
         else:
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:
