@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -26,7 +26,7 @@ from agent.sinks import LogSink, SignalSink
 from agent.sources.alertmanager import alertmanager_post_route
 from agent.sources.base import Source
 from agent.yamlloc import LocatedError, Location
-from detectors import DetectorBank, DetectorSpec, SeriesRegistry, build_detector
+from detectors import DetectorBank, DetectorSpec, SeriesRegistry, Signal, build_detector
 from detectors.hold import AlarmHold
 
 if TYPE_CHECKING:
@@ -203,9 +203,7 @@ class Agent:
         self.facts = KubeFacts(kube, self.clock)
         identity = cfg.instance or self.environ.get("POD_NAME") or default_identity()
         leader: LeaderState = AlwaysLeader()
-        if cfg.leader_election and not self.config.signals.decisions:
-            # with decisions from the signals topic, owning a target's partition is what makes a
-            # replica the one that acts on it
+        if cfg.leader_election:
             self.leader = LeaseLeader(
                 kube.api_client,
                 name=cfg.lease_name,
@@ -216,7 +214,10 @@ class Agent:
                 retry_period=cfg.retry_period,
                 metrics=self.metrics,
             )
-            leader = self.leader
+            if not self.config.signals.decisions:
+                # with decisions from the signals topic, owning a target's partition is what makes
+                # a replica the one that acts on it; the Lease stays for what has no partition
+                leader = self.leader
         sinks: list[AuditSink] = [LogAuditSink(cfg.audit_file)]
         if cfg.audit_topic:
             from agent.kafka_client import ResilientProducer  # noqa: PLC0415
@@ -245,12 +246,20 @@ class Agent:
 
     def start_http(self) -> int:
         """Serve /metrics, /healthz and /readyz; return the bound port."""
+        route = self.playbooks.alertmanager_route()
+        if self.decisions is not None:  # alerts reach the replica that owns their target, as signals do
+            from agent.kafka_sink import KafkaSignalSink  # noqa: PLC0415
+            from agent.sources.alertmanager import alertmanager_route  # noqa: PLC0415
+
+            topic = next(s for s in self.sinks if isinstance(s, KafkaSignalSink))
+
+            def publish(signals: Sequence[Signal]) -> None:
+                topic.emit(signals)
+                topic.flush()
+
+            route = alertmanager_route(publish, self.clock.now, self.metrics)
         routes = (
-            {
-                "/alertmanager": alertmanager_post_route(
-                    self.playbooks.alertmanager_route(), self.config.sources.alertmanager, self.metrics
-                )
-            }
+            {"/alertmanager": alertmanager_post_route(route, self.config.sources.alertmanager, self.metrics)}
             if self.config.playbooks.alertmanager
             else {}
         )
