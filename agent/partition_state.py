@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
+import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
@@ -36,12 +40,29 @@ from agent.config import KafkaConnection, PartitionStateConfig
 from agent.kafka_client import KafkaDeliveryError, ResilientProducer, consumer_kwargs, create_consumer
 from agent.metrics import AgentMetrics
 from detectors import DetectorBank
-from detectors.checkpoint import CheckpointError, decode, encode, put_series, take_series
+from detectors.checkpoint import (
+    CheckpointError,
+    SeriesState,
+    decode,
+    encode,
+    merge,
+    put_series,
+    split,
+    state_arrays,
+    take_series,
+)
 
 log = logging.getLogger("aiops.state")
 
 #: The registry owner of restored series (the Kafka source's, so its limits apply to them).
 OWNER = "kafka"
+MANIFEST_FORMAT = "aiops.partition-checkpoint"
+MANIFEST_VERSION = 1
+MAX_MANIFEST_BYTES = 4096
+#: Most chunks one partition's checkpoint may have (bounds what a manifest can make a reader hold).
+MAX_CHUNKS = 4096
+#: The least compression expected of a checkpoint, for the first guess of its chunk count.
+COMPRESSION_GUESS = 4.0
 _NOBODY = -1
 
 
@@ -89,6 +110,7 @@ class PartitionStates:
         self._generation = np.zeros(0, dtype=np.int64)
         self._processed: dict[TopicPartition, int] = {}
         self._saved: dict[TopicPartition, tuple[float, int]] = {}  # when, at which offset
+        self._slots: dict[TopicPartition, int] = {}  # the chunk slot of the last checkpoint written or read
         #: Checkpoints written and restored, and the size of the last one written.
         self.written = 0
         self.restored = 0
@@ -156,55 +178,81 @@ class PartitionStates:
         return due
 
     def checkpoint(self, tps: Iterable[TopicPartition]) -> int:
-        """Write the checkpoint of each of ``tps`` that processed something; return how many were written."""
-        sent: list[tuple[TopicPartition, int, int, int]] = []
+        """Write the checkpoint of each of ``tps`` that processed something; return how many were written.
+
+        A checkpoint is its chunks (each at most ``max_bytes``), then a manifest naming them, all
+        on the state partition of the manifest's key; chunks alternate between two slots, so a
+        crash while writing one leaves the previous checkpoint whole.
+        """
+        topic = self.config.topic
+        try:
+            partitions = self.producer.partitions_for(topic)
+        except KafkaDeliveryError as exc:
+            self._write_failed(exc)
+            return 0
         now = self.clock.now()
+        written = 0
         for tp in sorted(tps):
             offset = self._processed.get(tp)
             if offset is None:
                 continue
             ids = self.series_of(tp)
-            meta = {"group": self.group, "topic": tp.topic, "partition": tp.partition, "offset": offset}
-            meta["written"] = now
-            blob = encode(take_series(self.bank, ids, meta))
-            if len(blob) > self.config.max_bytes:
-                self.metrics.checkpoint_errors.labels("too_large").inc()
-                log.warning(
-                    "state: checkpoint of %s[%d] is %d bytes (%d series), over max_bytes %d: not written; "
-                    "use more partitions or raise the limit",
-                    tp.topic,
-                    tp.partition,
-                    len(blob),
-                    ids.size,
-                    self.config.max_bytes,
-                )
+            ident = uuid.uuid4().hex
+            blobs = self._chunks(take_series(self.bank, ids), tp, ident)
+            if blobs is None:
                 self._saved[tp] = (now, -1)  # tried: again after the next interval
                 continue
+            key = state_key(self.group, tp)
+            slot = 1 - self._slots.get(tp, 1)
+            manifest = Manifest(self.group, tp.topic, tp.partition, offset, slot, len(blobs), ident)
+            where = state_partition(key, partitions)
             try:
-                self.producer.send(self.config.topic, blob, key=state_key(self.group, tp))
+                for i, blob in enumerate(blobs):
+                    self.producer.send(topic, blob, key=manifest.chunk_key(i), partition=where)
+                self.producer.flush(self._flush_timeout)  # every chunk is there before the manifest
+                self.producer.send(topic, manifest.encode(now), key=key, partition=where)
+                self.producer.flush(self._flush_timeout)
             except KafkaDeliveryError as exc:
                 self._write_failed(exc)
-                return 0
-            sent.append((tp, offset, len(blob), int(ids.size)))
-        if not sent:
-            return 0
-        try:
-            self.producer.flush(self._flush_timeout)
-        except KafkaDeliveryError as exc:
-            self._write_failed(exc)
-            for tp, *_ in sent:
                 self._saved[tp] = (now, -1)
-            return 0
-        for tp, offset, size, series in sent:
+                continue
+            self._slots[tp] = slot
+            size = sum(len(b) for b in blobs)
+            written += 1
             self._saved[tp] = (now, offset)
             label = (tp.topic, str(tp.partition))
             self.metrics.checkpoint_bytes.labels(*label).set(size)
-            self.metrics.checkpoint_series.labels(*label).set(series)
+            self.metrics.checkpoint_series.labels(*label).set(int(ids.size))
             self.metrics.checkpoint_time.labels(*label).set(now)
             self.last_bytes = size
-        self.written += len(sent)
-        log.debug("state: %d checkpoint(s) written", len(sent))
-        return len(sent)
+        self.written += written
+        return written
+
+    def _chunks(self, state: SeriesState, tp: TopicPartition, ident: str) -> list[bytes] | None:
+        """``state`` encoded in chunks of at most ``max_bytes`` each; None if one series is larger."""
+        limit = self.config.max_bytes
+        raw = sum(int(a.nbytes) for part in state.parts.values() for _, a in state_arrays(part))
+        pieces = max(1, math.ceil(raw / (COMPRESSION_GUESS * limit)))
+        for _ in range(8):  # each round splits by the overshoot it measured
+            blobs = []
+            for i, piece in enumerate(split(state, pieces)):
+                piece.meta.update({"id": ident, "chunk": i})
+                blobs.append(encode(piece))
+            biggest = max(len(b) for b in blobs)
+            if biggest <= limit:
+                return blobs
+            if pieces >= len(state.keys):
+                break
+            pieces = min(len(state.keys), math.ceil(pieces * biggest / (0.8 * limit)))
+        self.metrics.checkpoint_errors.labels("too_large").inc()
+        log.warning(
+            "state: the checkpoint of %s[%d] does not fit chunks of max_bytes %d (%d series); not written",
+            tp.topic,
+            tp.partition,
+            limit,
+            len(state.keys),
+        )
+        return None
 
     def _write_failed(self, exc: Exception) -> None:
         self.metrics.checkpoint_errors.labels("write").inc()
@@ -219,6 +267,7 @@ class PartitionStates:
         for tp in gone:
             self._processed.pop(tp, None)
             self._saved.pop(tp, None)
+            self._slots.pop(tp, None)
             label = (tp.topic, str(tp.partition))
             for gauge in (
                 self.metrics.checkpoint_bytes,
@@ -244,7 +293,7 @@ class PartitionStates:
         for tp in wanted.values():  # the first checkpoint comes an interval after the assignment
             self._saved[tp] = (started, -1)
         try:
-            latest = self._read(wanted)
+            found = self._read(wanted)
         except KafkaError as exc:
             self.metrics.checkpoint_errors.labels("read").inc()
             log.warning(
@@ -254,9 +303,9 @@ class PartitionStates:
             )
             return {}
         offsets: dict[TopicPartition, int] = {}
-        for key, value in latest.items():
+        for key, (manifest, chunks) in found.items():
             tp = wanted[key]
-            resumed = self._load(tp, value)
+            resumed = self._load(tp, manifest, chunks)
             if resumed is not None:
                 offsets[tp] = resumed
         elapsed = max(0.0, self.clock.now() - started)
@@ -270,21 +319,25 @@ class PartitionStates:
         )
         return offsets
 
-    def _load(self, tp: TopicPartition, value: bytes | None) -> int | None:
-        where = f"{self.config.topic} key {state_key(self.group, tp).decode()}"
+    def _load(
+        self, tp: TopicPartition, value: bytes | None, chunks: Mapping[bytes, bytes | None]
+    ) -> int | None:
+        key = state_key(self.group, tp)
+        where = f"{self.config.topic} key {key.decode()}"
         if value is None:
             return None
         try:
-            state = decode(value, self.config.max_inflated_bytes)
-            meta = state.meta
-            expected = {"group": self.group, "topic": tp.topic, "partition": tp.partition}
-            if {k: meta.get(k) for k in expected} != expected:
-                raise CheckpointError(
-                    f"it belongs to {meta.get('group')}/{meta.get('topic')}/{meta.get('partition')}"
-                )
-            offset = meta.get("offset")
-            if not isinstance(offset, int) or offset < 0:
-                raise CheckpointError(f"its offset {offset!r} is not a non-negative integer")
+            manifest = Manifest.decode(value, self.group, tp)
+            pieces = []
+            for i in range(manifest.chunks):
+                blob = chunks.get(manifest.chunk_key(i))
+                if blob is None:
+                    raise CheckpointError(f"its chunk {i} of {manifest.chunks} is missing")
+                piece = decode(blob, self.config.max_inflated_bytes)
+                if piece.meta.get("id") != manifest.id or piece.meta.get("chunk") != i:
+                    raise CheckpointError(f"its chunk {i} belongs to another checkpoint")
+                pieces.append(piece)
+            state = merge(pieces)
         except CheckpointError as exc:
             self.metrics.checkpoint_errors.labels("corrupt").inc()
             log.warning(
@@ -302,14 +355,18 @@ class PartitionStates:
         if restored.refused:
             log.warning("state: %s: %d series not restored (series limit)", where, restored.refused)
         self._mark(tp, restored.ids)
-        self._processed[tp] = offset
-        self._saved[tp] = (self.clock.now(), offset)
+        self._processed[tp] = manifest.offset
+        self._saved[tp] = (self.clock.now(), manifest.offset)
+        self._slots[tp] = manifest.slot
         self.metrics.series_restored.inc(int(np.count_nonzero(restored.ids >= 0)))
         self.restored += 1
-        return offset
+        return manifest.offset
 
-    def _read(self, wanted: Mapping[bytes, TopicPartition]) -> dict[bytes, bytes | None]:
-        """The newest value of each key of ``wanted`` in the state topic (keys absent: left out)."""
+    def _read(
+        self, wanted: Mapping[bytes, TopicPartition]
+    ) -> dict[bytes, tuple[bytes | None, dict[bytes, bytes | None]]]:
+        """The newest manifest of each key of ``wanted`` in the state topic, with the newest value of
+        each of its chunk keys (keys without a manifest: left out)."""
         topic = self.config.topic
         kwargs = consumer_kwargs(
             self.connection,
@@ -326,21 +383,24 @@ class PartitionStates:
                 log.info("state: topic %s does not exist yet: nothing to restore", topic)
                 return {}
             ordered = sorted(partitions)
-            # where the producer's default partitioner put each key (murmur2, as the Java client)
-            needed = sorted({ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)] for key in wanted})
-            tps = [TopicPartition(topic, p) for p in needed]
+            tps = [TopicPartition(topic, p) for p in sorted({state_partition(k, ordered) for k in wanted})]
             reader.assign(tps)
             reader.seek_to_beginning(*tps)
             ends = reader.end_offsets(tps)
-            latest: dict[bytes, bytes | None] = {}
+            manifests: dict[bytes, bytes | None] = {}
+            chunks: dict[bytes, dict[bytes, bytes | None]] = {}
             while True:
-                batches = reader.poll(timeout_ms=200)
-                for records in batches.values():
+                for records in reader.poll(timeout_ms=200).values():
                     for rec in records:
-                        if rec.key in wanted:
-                            latest[rec.key] = rec.value
+                        key = rec.key or b""
+                        if key in wanted:
+                            manifests[key] = rec.value
+                        else:
+                            base = key.partition(b"#")[0]
+                            if base in wanted:
+                                chunks.setdefault(base, {})[key] = rec.value
                 if all(_caught_up(reader, tp, ends.get(tp) or 0) for tp in tps):
-                    return latest
+                    break
                 if self.clock.now() >= deadline:
                     self.metrics.checkpoint_errors.labels("read_timeout").inc()
                     log.warning(
@@ -348,13 +408,76 @@ class PartitionStates:
                         topic,
                         self.config.restore_timeout,
                     )
-                    return latest
+                    break
+            return {key: (value, chunks.get(key, {})) for key, value in manifests.items()}
         finally:
             reader.close(autocommit=False)
 
     def close(self) -> None:
         """Close the checkpoint producer."""
         self.producer.close(self._flush_timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What a partition's checkpoint is: the offset it reflects and the chunks that hold it."""
+
+    group: str
+    topic: str
+    partition: int
+    offset: int
+    slot: int
+    chunks: int
+    id: str
+
+    def chunk_key(self, i: int) -> bytes:
+        """The key of chunk ``i``: the manifest's, ``#slot.i``."""
+        return f"{self.group}/{self.topic}/{self.partition}#{self.slot}.{i}".encode()
+
+    def encode(self, written: float) -> bytes:
+        """The manifest's JSON."""
+        return orjson.dumps(
+            {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "written": written, **asdict(self)}
+        )
+
+    @classmethod
+    def decode(cls, value: bytes, group: str, tp: TopicPartition) -> Manifest:
+        """The manifest of ``tp``; CheckpointError for anything else (format, version, partition)."""
+        if len(value) > MAX_MANIFEST_BYTES:
+            raise CheckpointError(f"not a checkpoint manifest ({len(value)} bytes)")
+        try:
+            data = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise CheckpointError(f"not a checkpoint manifest (not JSON: {exc})") from exc
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            raise CheckpointError(f"not a checkpoint manifest (format {MANIFEST_FORMAT!r} expected)")
+        if data.get("version") != MANIFEST_VERSION:
+            raise CheckpointError(f"manifest version {data.get('version')!r} is not supported")
+        expected = {"group": group, "topic": tp.topic, "partition": tp.partition}
+        if {k: data.get(k) for k in expected} != expected:
+            raise CheckpointError(
+                f"it belongs to {data.get('group')}/{data.get('topic')}/{data.get('partition')}"
+            )
+        numbers: dict[str, int] = {}
+        for name in ("offset", "slot", "chunks"):
+            number = data.get(name)
+            if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+                raise CheckpointError(f"its {name} {number!r} is not a non-negative integer")
+            numbers[name] = number
+        if numbers["slot"] not in (0, 1) or not 1 <= numbers["chunks"] <= MAX_CHUNKS:
+            raise CheckpointError(f"its slot or chunk count is out of range: {numbers}")
+        ident = data.get("id")
+        if not isinstance(ident, str):
+            raise CheckpointError("its id is missing")
+        return cls(
+            group, tp.topic, tp.partition, numbers["offset"], numbers["slot"], numbers["chunks"], ident
+        )
+
+
+def state_partition(key: bytes, partitions: list[int]) -> int:
+    """The state partition of a manifest key and its chunks: where the producer's default
+    partitioner puts the key (murmur2, as the Java client)."""
+    return partitions[(int(murmur2(key)) & 0x7FFFFFFF) % len(partitions)]
 
 
 def _caught_up(reader: Any, tp: TopicPartition, end: int) -> bool:

@@ -331,3 +331,52 @@ def decode(data: bytes, max_bytes: int) -> SeriesState:
         if part_rows.ndim != 1 or (part_rows.size and (part_rows.min() < 0 or part_rows.max() >= len(keys))):
             raise CheckpointError(f"checkpoint rows of {name} are out of range")
     return SeriesState(keys, parts, rows, meta)
+
+
+# ---------------------------------------------------------------------------------- chunks
+def split(state: SeriesState, parts: int) -> list[SeriesState]:
+    """``state`` in ``parts`` pieces of consecutive series (for messages of bounded size)."""
+    n = len(state.keys)
+    bounds = np.linspace(0, n, max(1, min(parts, max(n, 1))) + 1).astype(np.int64)
+    pieces = []
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        piece_parts: dict[str, dict[str, Any]] = {}
+        piece_rows: dict[str, IdArray] = {}
+        for name, part in state.parts.items():
+            rows = state.rows[name]
+            inside = (rows >= lo) & (rows < hi)
+            copy = _plain_copy(part)
+            for path, array in state_arrays(part):
+                _replace(copy, path, array[inside])
+            piece_parts[name] = copy
+            piece_rows[name] = (rows[inside] - lo).astype(np.int64)
+        pieces.append(SeriesState(state.keys[lo:hi], piece_parts, piece_rows, dict(state.meta)))
+    return pieces
+
+
+def merge(pieces: list[SeriesState]) -> SeriesState:
+    """The pieces of :func:`split` (or of any states of the same parts) as one state."""
+    if not pieces:
+        return SeriesState([], {}, {})
+    first = pieces[0]
+    names = set(first.parts)
+    if any(set(p.parts) != names for p in pieces):
+        raise CheckpointError("checkpoint chunks hold different detectors")
+    keys: list[SeriesKey] = []
+    offsets = []
+    for piece in pieces:
+        offsets.append(len(keys))
+        keys.extend(piece.keys)
+    parts: dict[str, dict[str, Any]] = {}
+    rows: dict[str, IdArray] = {}
+    for name in names:
+        merged = _plain_copy(first.parts[name])
+        for path, _ in state_arrays(first.parts[name]):
+            try:
+                joined = np.concatenate([dict(state_arrays(p.parts[name]))[path] for p in pieces])
+            except (KeyError, ValueError) as exc:
+                raise CheckpointError(f"checkpoint chunks of {name} do not fit together: {exc}") from exc
+            _replace(merged, path, joined)
+        parts[name] = merged
+        rows[name] = np.concatenate([p.rows[name] + off for p, off in zip(pieces, offsets, strict=True)])
+    return SeriesState(keys, parts, rows, dict(first.meta))

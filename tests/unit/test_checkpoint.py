@@ -11,7 +11,16 @@ import pytest
 import yaml
 
 from detectors import DetectorBank, DetectorSpec, SampleBatch, SeriesKey, SeriesRegistry, build_detector
-from detectors.checkpoint import CheckpointError, decode, encode, put_series, state_arrays, take_series
+from detectors.checkpoint import (
+    CheckpointError,
+    decode,
+    encode,
+    merge,
+    put_series,
+    split,
+    state_arrays,
+    take_series,
+)
 from detectors.hold import AlarmHold
 
 CONFIG = Path(__file__).parents[2] / "k8s" / "agent-config.yaml"
@@ -158,3 +167,20 @@ def test_truncated_and_flipped_checkpoints_are_refused() -> None:
     other_version = body.replace(b'"version":1', b'"version":9', 1)
     with pytest.raises(CheckpointError, match="version 9 is not supported"):
         decode(zlib.compress(other_version), max_bytes=64 << 20)
+
+
+def test_split_and_merge_give_back_the_same_state() -> None:
+    a = _bank()
+    _signals(a, _keys("a") + _keys("b"), 0, 30, seed=1)
+    ids = np.array([a.series.lookup(k) for k in _keys("a") + _keys("b")], dtype=np.int64)
+    whole = take_series(a, ids)
+    pieces = [decode(encode(p), max_bytes=64 << 20) for p in split(whole, 5)]
+    assert len(pieces) == 5
+    assert sum(len(p.keys) for p in pieces) == len(whole.keys)
+    again = merge(pieces)
+    assert again.keys == whole.keys
+    for name, part in whole.parts.items():
+        assert np.array_equal(again.rows[name], whole.rows[name])
+        theirs = dict(state_arrays(again.parts[name]))
+        for path, array in state_arrays(part):
+            assert np.array_equal(array, theirs[path], equal_nan=True), (name, path)
