@@ -116,10 +116,10 @@ class PartitionStateConfig(_Model):
     max_bytes: int = Field(
         900_000,
         ge=1024,
-        description="largest checkpoint message (compressed); the topic's max.message.bytes must allow it",
+        description="largest checkpoint chunk (one message, compressed); max.message.bytes must allow it",
     )
     max_inflated_bytes: int = Field(
-        256 << 20, ge=1024, description="largest checkpoint once decompressed; larger ones are skipped"
+        256 << 20, ge=1024, description="largest checkpoint chunk once decompressed; larger ones are skipped"
     )
     restore_timeout: Duration = Field(
         20.0, gt=0, description="longest wait to read the checkpoints of newly assigned partitions"
