@@ -1,6 +1,6 @@
-"""Two ``aiops run`` replicas, decisions through the signals topic: every incident acted on exactly once.
+"""Two and three ``aiops run`` replicas, decisions through the signals topic: every incident acted on once.
 
-Each replica detects on its own 3 of the 6 metrics partitions and publishes its signals keyed by
+Each replica detects on its own share of the 6 metrics partitions and publishes its signals keyed by
 target; the playbook engines consume the signals topic in their own consumer group, so each
 target's incident is decided, and executed against the twin API server, by one replica,
 whichever replica detected it. Without that, a replica that is not the leader would only plan.
@@ -8,6 +8,7 @@ whichever replica detected it. Without that, a replica that is not the leader wo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -81,8 +82,13 @@ def _sample(d: Daemon, name: str) -> float:
     return 0.0
 
 
+@pytest.mark.parametrize("replicas", [2, 3])
 def test_an_anomaly_on_every_partition_is_acted_on_exactly_once(
-    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str], twin_factory: TwinFactory
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    kafka_topic: Callable[..., str],
+    twin_factory: TwinFactory,
+    replicas: int,
 ) -> None:
     from agent.clock import WallClock
     from simulations.twin import TwinConfig
@@ -107,7 +113,8 @@ def test_an_anomaly_on_every_partition_is_acted_on_exactly_once(
     (books / "restart.yaml").write_text(PLAYBOOK)
     group = f"e2e-{uuid.uuid4().hex[:8]}"
     daemons = []
-    for name in ("a", "b"):
+    instances = "abc"[:replicas]
+    for name in instances:
         (tmp_path / name).mkdir()
         cfg = {
             "kafka": {"bootstrap_servers": [kafka_bootstrap]},
@@ -139,18 +146,20 @@ def test_an_anomaly_on_every_partition_is_acted_on_exactly_once(
             "log": {"format": "json"},
         }
         daemons.append(Daemon(tmp_path / name, cfg))
-    a, b = daemons
-    with a, b:
-        a.wait_http("/readyz", 200, timeout=60)
-        b.wait_http("/readyz", 200, timeout=60)
+    with contextlib.ExitStack() as stack:
+        for d in daemons:
+            stack.enter_context(d)
+        for d in daemons:
+            d.wait_http("/readyz", 200, timeout=60)
 
         def owned(d: Daemon, topic: str) -> float:
             return _sample(d, f'aiops_kafka_partitions_owned{{topic="{topic}"}}')
 
+        share = PARTITIONS // replicas
         eventually(
-            lambda: all(owned(d, t) == 3 for d in (a, b) for t in (metrics_topic, signals_topic)),
+            lambda: all(owned(d, t) == share for d in daemons for t in (metrics_topic, signals_topic)),
             timeout=60,
-            what="3 metrics and 3 signals partitions each",
+            what=f"{share} metrics and {share} signals partitions each",
         )
         producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
         now = time.time()
@@ -182,10 +191,9 @@ def test_an_anomaly_on_every_partition_is_acted_on_exactly_once(
             what="every deployment restarted",
         )
         time.sleep(3)  # room for a second execution, which must not come
-        executed = [e for d in (a, b) for e in _executed(d.log_path.parent / "audit.jsonl")]
+        executed = [e for d in daemons for e in _executed(d.log_path.parent / "audit.jsonl")]
         per_target = Counter(e["target"]["name"] for e in executed)
         assert per_target == dict.fromkeys(names, 1), per_target
-        # each replica detected its own 3 and executed for the targets whose signals partition it owns
-        assert _sample(a, "aiops_signals_forwarded_total") == 3
-        assert _sample(b, "aiops_signals_forwarded_total") == 3
-        assert {e["instance"] for e in executed} == {"a", "b"}
+        # each replica detected its own share and executed for the targets of its signals partitions
+        assert [_sample(d, "aiops_signals_forwarded_total") for d in daemons] == [share] * replicas
+        assert Counter(e["instance"] for e in executed) == dict.fromkeys(instances, share)
