@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,111 @@ def _executed(audit: Path) -> list[dict[str, Any]]:
     return [e for e in entries if e.get("decision") == "executed"]
 
 
+@dataclass
+class _Setup:
+    """A twin with one deployment per signals partition, topics, and replicas (not started)."""
+
+    apps: Any
+    names: list[str]
+    daemons: list[Daemon]
+    namespace: str
+    metrics_topic: str
+    signals_topic: str
+
+    @classmethod
+    def start(
+        cls,
+        tmp_path: Path,
+        bootstrap: str,
+        kafka_topic: Callable[..., str],
+        twin_factory: TwinFactory,
+        replicas: int,
+        playbook: str,
+    ) -> _Setup:
+        from kubernetes import client
+
+        from agent.clock import WallClock
+        from simulations.twin import TwinConfig
+
+        namespace = "shop"
+        config = TwinConfig(pod_start_seconds=0.05, job_run_seconds=0.2, hpa_sync_seconds=0.5)
+        kube = twin_factory(clock=WallClock(), config=config, namespace=namespace, background=True)
+        apps: Any = client.AppsV1Api(kube.api_client())
+        names = _one_target_per_partition(namespace)
+        for name in names:
+            apps.create_namespaced_deployment(namespace, deployment_body(name, replicas=1))
+        metrics_topic = kafka_topic(PARTITIONS)
+        signals_topic = kafka_topic(PARTITIONS, prefix="signals")
+        books = tmp_path / "playbooks"
+        books.mkdir()
+        (books / "restart.yaml").write_text(playbook)
+        group = f"e2e-{uuid.uuid4().hex[:8]}"
+        daemons = []
+        for name in "abc"[:replicas]:
+            home = tmp_path / name
+            home.mkdir()
+            cfg = _replica_config(
+                home, bootstrap, kafka_topic, metrics_topic, signals_topic, group, books, kube.kubeconfig
+            )
+            daemons.append(Daemon(home, cfg))
+        return cls(apps, names, daemons, namespace, metrics_topic, signals_topic)
+
+    def wait_ready(self) -> None:
+        """Every replica ready, owning its share of the metrics and of the signals partitions."""
+        for d in self.daemons:
+            d.wait_http("/readyz", 200, timeout=60)
+        share = PARTITIONS // len(self.daemons)
+        eventually(
+            lambda: all(
+                _sample(d, f'aiops_kafka_partitions_owned{{topic="{t}"}}') == share
+                for d in self.daemons
+                for t in (self.metrics_topic, self.signals_topic)
+            ),
+            timeout=60,
+            what=f"{share} metrics and {share} signals partitions each",
+        )
+
+
+def _replica_config(
+    home: Path,
+    bootstrap: str,
+    kafka_topic: Callable[..., str],
+    metrics_topic: str,
+    signals_topic: str,
+    group: str,
+    books: Path,
+    kubeconfig: Path,
+) -> dict[str, Any]:
+    """One replica's config: detection in ``group``, decisions through ``signals_topic``, the twin."""
+    return {
+        "kafka": {"bootstrap_servers": [bootstrap]},
+        "sources": {
+            "kafka": {
+                "topics": [metrics_topic],
+                "group_id": group,
+                "dead_letter_topic": kafka_topic(prefix="dlq"),
+                "session_timeout": "2s",
+                "heartbeat_interval": "500ms",
+                "decode_worker": False,
+                "state": {"enabled": False},
+            }
+        },
+        "detectors": [{"type": "threshold", "params": {"rules": [{"metric": "error_ratio", "above": 0.5}]}}],
+        "signals": {"topic": signals_topic, "decisions": True, "decision_group": f"{group}-decisions"},
+        "playbooks": {"directory": str(books), "status_file": str(home / "status.json")},
+        "executor": {
+            "enabled": True,
+            "kubeconfig": str(kubeconfig),
+            "audit_file": str(home / "audit.jsonl"),
+            "audit_topic": None,
+            "events": False,
+            "instance": home.name,
+            "approvals_dir": str(home / "approvals"),
+        },
+        "log": {"format": "json"},
+    }
+
+
 def _sample(d: Daemon, name: str) -> float:
     """The value of one sample (name with its labels) on the daemon's /metrics; 0 when absent."""
     for line in d.wait_http("/metrics", 200).splitlines():
@@ -90,77 +196,13 @@ def test_an_anomaly_on_every_partition_is_acted_on_exactly_once(
     twin_factory: TwinFactory,
     replicas: int,
 ) -> None:
-    from agent.clock import WallClock
-    from simulations.twin import TwinConfig
-
-    namespace = "shop"
-    kube = twin_factory(
-        clock=WallClock(),
-        config=TwinConfig(pod_start_seconds=0.05, job_run_seconds=0.2, hpa_sync_seconds=0.5),
-        namespace=namespace,
-        background=True,
-    )
-    from kubernetes import client
-
-    apps: Any = client.AppsV1Api(kube.api_client())
-    names = _one_target_per_partition(namespace)
-    for name in names:
-        apps.create_namespaced_deployment(namespace, deployment_body(name, replicas=1))
-    metrics_topic = kafka_topic(PARTITIONS)
-    signals_topic = kafka_topic(PARTITIONS, prefix="signals")
-    books = tmp_path / "playbooks"
-    books.mkdir()
-    (books / "restart.yaml").write_text(PLAYBOOK)
-    group = f"e2e-{uuid.uuid4().hex[:8]}"
-    daemons = []
-    instances = "abc"[:replicas]
-    for name in instances:
-        (tmp_path / name).mkdir()
-        cfg = {
-            "kafka": {"bootstrap_servers": [kafka_bootstrap]},
-            "sources": {
-                "kafka": {
-                    "topics": [metrics_topic],
-                    "group_id": group,
-                    "dead_letter_topic": kafka_topic(prefix="dlq"),
-                    "session_timeout": "2s",
-                    "heartbeat_interval": "500ms",
-                    "decode_worker": False,
-                    "state": {"enabled": False},
-                }
-            },
-            "detectors": [
-                {"type": "threshold", "params": {"rules": [{"metric": "error_ratio", "above": 0.5}]}}
-            ],
-            "signals": {"topic": signals_topic, "decisions": True, "decision_group": f"{group}-decisions"},
-            "playbooks": {"directory": str(books), "status_file": str(tmp_path / name / "status.json")},
-            "executor": {
-                "enabled": True,
-                "kubeconfig": str(kube.kubeconfig),
-                "audit_file": str(tmp_path / name / "audit.jsonl"),
-                "audit_topic": None,
-                "events": False,
-                "instance": name,
-                "approvals_dir": str(tmp_path / name / "approvals"),
-            },
-            "log": {"format": "json"},
-        }
-        daemons.append(Daemon(tmp_path / name, cfg))
+    setup = _Setup.start(tmp_path, kafka_bootstrap, kafka_topic, twin_factory, replicas, PLAYBOOK)
+    apps, names, daemons, namespace = setup.apps, setup.names, setup.daemons, setup.namespace
+    metrics_topic, instances, share = setup.metrics_topic, "abc"[:replicas], PARTITIONS // replicas
     with contextlib.ExitStack() as stack:
         for d in daemons:
             stack.enter_context(d)
-        for d in daemons:
-            d.wait_http("/readyz", 200, timeout=60)
-
-        def owned(d: Daemon, topic: str) -> float:
-            return _sample(d, f'aiops_kafka_partitions_owned{{topic="{topic}"}}')
-
-        share = PARTITIONS // replicas
-        eventually(
-            lambda: all(owned(d, t) == share for d in daemons for t in (metrics_topic, signals_topic)),
-            timeout=60,
-            what=f"{share} metrics and {share} signals partitions each",
-        )
+        setup.wait_ready()
         producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
         now = time.time()
         for p in range(PARTITIONS):
@@ -197,3 +239,61 @@ def test_an_anomaly_on_every_partition_is_acted_on_exactly_once(
         # each replica detected its own share and executed for the targets of its signals partitions
         assert [_sample(d, "aiops_signals_forwarded_total") for d in daemons] == [share] * replicas
         assert Counter(e["instance"] for e in executed) == dict.fromkeys(instances, share)
+
+
+def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str], twin_factory: TwinFactory
+) -> None:
+    """The incident waits in its 15 s ``for:`` window on the replica that owns its target; that
+    replica is SIGKILLed; the anomaly goes on, and the survivor, now owning every partition,
+    restarts the deployment, once."""
+    playbook = PLAYBOOK.replace("    maxGap: 10m", "    maxGap: 10m\n    for: 15s")
+    setup = _Setup.start(tmp_path, kafka_bootstrap, kafka_topic, twin_factory, 2, playbook)
+    apps, names, daemons, namespace = setup.apps, setup.names, setup.daemons, setup.namespace
+    metrics_topic, signals_topic = setup.metrics_topic, setup.signals_topic
+    a, b = daemons
+    with a, b:
+        setup.wait_ready()
+        producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
+
+        def breach(p: int) -> None:
+            sample = {
+                "name": "error_ratio",
+                "labels": {"namespace": namespace, "deployment": names[p]},
+                "timestamp": time.time(),
+                "value": 0.9,
+            }
+            producer.send(metrics_topic, orjson.dumps([sample]), key=names[p].encode(), partition=p)
+            producer.flush(10)
+
+        # the target of signals partition 0 belongs to one replica: find it by its open incident
+        deadline = time.monotonic() + 30
+        owner = None
+        while owner is None and time.monotonic() < deadline:
+            breach(0)
+            time.sleep(1)
+            owner = next((d for d in daemons if _sample(d, "aiops_incidents_open") == 1), None)
+        assert owner is not None, "no replica opened the incident"
+        survivor = b if owner is a else a
+        owner.proc.kill()
+        owner.proc.wait(10)
+        eventually(
+            lambda: (
+                _sample(survivor, f'aiops_kafka_partitions_owned{{topic="{signals_topic}"}}') == PARTITIONS
+            ),
+            timeout=60,
+            what="the survivor owning every signals partition",
+        )
+
+        def restarted() -> bool:
+            breach(0)  # the anomaly goes on
+            dep = apps.read_namespaced_deployment(names[0], namespace)
+            return "kubectl.kubernetes.io/restartedAt" in (dep.spec.template.metadata.annotations or {})
+
+        eventually(restarted, timeout=60, interval=1.0, what="the survivor restarting the deployment")
+        producer.close()
+        time.sleep(2)
+        executed = [e for d in daemons for e in _executed(d.log_path.parent / "audit.jsonl")]
+        assert [(e["target"]["name"], e["instance"]) for e in executed] == [
+            (names[0], survivor.log_path.parent.name)
+        ]
