@@ -78,7 +78,6 @@ def test_killed_replicas_partitions_move_with_their_baselines(
                 "dead_letter_topic": kafka_topic(prefix="dlq"),
                 "session_timeout": "2s",
                 "heartbeat_interval": "500ms",
-                "decode_worker": False,
                 # on SIGTERM, no periodic checkpoint: the one written at shutdown must do
                 "state": {
                     "enabled": state,
