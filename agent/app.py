@@ -29,12 +29,13 @@ from agent.sinks import LogSink, SignalSink
 from agent.sources.alertmanager import alertmanager_post_route
 from agent.sources.base import Source
 from agent.yamlloc import LocatedError, Location
-from detectors import DetectorBank, DetectorSpec, SeriesRegistry, build_detector
+from detectors import DetectorBank, DetectorSpec, SeriesRegistry, Signal, build_detector
 from detectors.hold import AlarmHold
 from remediations.types import Target
 
 if TYPE_CHECKING:
     from agent.leader import LeaseLeader
+    from agent.routing import DecisionConsumer
 
 log = logging.getLogger("aiops.agent")
 
@@ -110,7 +111,29 @@ class Agent:
             self.playbooks.load()  # an invalid playbook set at start is as fatal as a bad config
         except PlaybookLoadError as exc:
             raise ConfigError(exc.errors) from exc
-        self.sinks = [*self._build_sinks(), self.playbooks.engine, *(extra_sinks or [])]
+        self.routing: DecisionConsumer | None = None
+        if config.signals.decisions:
+            if not config.kafka_signals_enabled:
+                where = Location("<config>", 0, 0)
+                msg = "signals.decisions needs the signals on Kafka (signals.kafka)"
+                raise ConfigError([LocatedError(where, "signals.decisions", msg)])
+            from agent.routing import DecisionConsumer  # noqa: PLC0415
+
+            kafka_source = config.sources.kafka
+            self.routing = DecisionConsumer(
+                config.kafka,
+                config.signals.topic,
+                config.signals.decision_group,
+                self.playbooks.engine,
+                self.metrics,
+                clock,
+                self.environ,
+                session_timeout=kafka_source.session_timeout if kafka_source else 10.0,
+                heartbeat_interval=kafka_source.heartbeat_interval if kafka_source else 3.0,
+            )
+        # the engine decides on this replica's signals, unless they go through the topic
+        engine_sinks: list[SignalSink] = [] if self.routing is not None else [self.playbooks.engine]
+        self.sinks = [*self._build_sinks(), *engine_sinks, *(extra_sinks or [])]
         self.engine = Engine(
             self.sources,
             self.bank,
@@ -138,6 +161,7 @@ class Agent:
                     self.clock,
                     self.stop,
                     self.environ,
+                    bank=self.bank,
                 )
             )
         if cfg.sources.prometheus is not None and cfg.sources.prometheus.enabled:
@@ -159,7 +183,13 @@ class Agent:
             from agent.kafka_sink import KafkaSignalSink  # noqa: PLC0415
 
             producer = ResilientProducer(self.config.kafka, self.clock, self.stop, name="signals")
-            sinks.append(KafkaSignalSink(producer, self.config.signals.topic))
+            key = None
+            if self.config.signals.decisions:
+                from agent.routing import target_key  # noqa: PLC0415
+
+                engine = self.playbooks.engine
+                key = lambda s: target_key(engine.playbooks, s)  # noqa: E731 - the set changes on reload
+            sinks.append(KafkaSignalSink(producer, self.config.signals.topic, key=key, metrics=self.metrics))
         return sinks
 
     def _build_executor(self) -> Executor:
@@ -199,7 +229,10 @@ class Agent:
                 retry_period=cfg.retry_period,
                 metrics=self.metrics,
             )
-            leader = self.leader
+            if not self.config.signals.decisions:
+                # with decisions from the signals topic, owning a target's partition is what makes
+                # a replica the one that acts on it; the Lease stays for what has no partition
+                leader = self.leader
         sinks: list[AuditSink] = [LogAuditSink(cfg.audit_file)]
         if cfg.audit_topic:
             from agent.kafka_client import ResilientProducer  # noqa: PLC0415
@@ -236,12 +269,20 @@ class Agent:
 
     def start_http(self) -> int:
         """Serve /metrics, /healthz, /readyz and /incidents; return the bound port."""
+        route = self.playbooks.alertmanager_route()
+        if self.routing is not None:  # alerts reach the replica that owns their target, as signals do
+            from agent.kafka_sink import KafkaSignalSink  # noqa: PLC0415
+            from agent.sources.alertmanager import alertmanager_route  # noqa: PLC0415
+
+            topic = next(s for s in self.sinks if isinstance(s, KafkaSignalSink))
+
+            def publish(signals: Sequence[Signal]) -> None:
+                topic.emit(signals)
+                topic.flush()
+
+            route = alertmanager_route(publish, self.clock.now, self.metrics)
         routes = (
-            {
-                "/alertmanager": alertmanager_post_route(
-                    self.playbooks.alertmanager_route(), self.config.sources.alertmanager, self.metrics
-                )
-            }
+            {"/alertmanager": alertmanager_post_route(route, self.config.sources.alertmanager, self.metrics)}
             if self.config.playbooks.alertmanager
             else {}
         )
@@ -273,6 +314,8 @@ class Agent:
             if self.leader is not None:
                 self.leader.start()
             self.playbooks.start(self.stop)
+            if self.routing is not None:
+                self.routing.start(self.stop)
             log.info(
                 "agent running: %d source(s), %d detector(s), %d sink(s)",
                 len(self.sources),
@@ -283,6 +326,8 @@ class Agent:
         finally:
             self.stop.set()
             self.playbooks.join()
+            if self.routing is not None:
+                self.routing.join()
             if self.leader is not None:
                 self.leader.stop()
             for close in self._closers:

@@ -107,6 +107,25 @@ class DecodeLimitsConfig(_Model):
     )
 
 
+class PartitionStateConfig(_Model):
+    """State moving with its partitions: checkpointed to a compacted topic, restored on assignment."""
+
+    enabled: bool = True
+    topic: str = Field("aiops.state", min_length=1, description="compacted topic of the checkpoints")
+    interval: Duration = Field(60.0, gt=0, description="how often each owned partition is checkpointed")
+    max_bytes: int = Field(
+        900_000,
+        ge=1024,
+        description="largest checkpoint chunk (one message, compressed); max.message.bytes must allow it",
+    )
+    max_inflated_bytes: int = Field(
+        256 << 20, ge=1024, description="largest checkpoint chunk once decompressed; larger ones are skipped"
+    )
+    restore_timeout: Duration = Field(
+        20.0, gt=0, description="longest wait to read the checkpoints of newly assigned partitions"
+    )
+
+
 class KafkaSourceConfig(_Model):
     """Consume samples from Kafka topics in a consumer group."""
 
@@ -126,6 +145,7 @@ class KafkaSourceConfig(_Model):
         description="decode messages in a child process, beside the consumer (false: in the agent's thread)",
     )
     limits: DecodeLimitsConfig = Field(default_factory=DecodeLimitsConfig)
+    state: PartitionStateConfig = Field(default_factory=PartitionStateConfig)
 
 
 class PrometheusQuery(_Model):
@@ -232,6 +252,15 @@ class SignalsConfig(_Model):
         None, description="publish signals to Kafka; default: when sources.kafka is on"
     )
     topic: str = Field("aiops.signals", min_length=1)
+    decisions: bool = Field(
+        False,
+        description=(
+            "the playbook engine takes its signals from the topic (keyed by target) in the consumer "
+            "group decision_group, so each target's incidents are decided by one replica; "
+            "every replica executes for its own targets"
+        ),
+    )
+    decision_group: str = Field("aiops-agent-decisions", min_length=1)
 
 
 class HttpConfig(_Model):

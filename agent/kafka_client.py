@@ -223,15 +223,17 @@ class ResilientProducer:
         value: bytes,
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> None:
-        """Queue one record; a failure is reported by the next :meth:`flush`.
+        """Queue one record (to ``partition``, else where the key hashes to); a failure is reported
+        by the next :meth:`flush`.
 
         Raises :class:`KafkaDeliveryError` only when no producer could be created.
         """
         with self._lock:
             producer = self._ensure()
             try:
-                future = producer.send(topic, value=value, key=key, headers=headers)
+                future = producer.send(topic, value=value, key=key, headers=headers, partition=partition)
             except KafkaError as exc:
                 # a producer in a fatal state, metadata unavailable within max_block_ms, ...
                 self._failures.append(exc)
@@ -239,6 +241,16 @@ class ResilientProducer:
                 self._discard()
                 return
             self._futures.append(future)
+
+    def partitions_for(self, topic: str) -> list[int]:
+        """The partitions of ``topic`` (sorted); :class:`KafkaDeliveryError` when they cannot be learned."""
+        with self._lock:
+            producer = self._ensure()
+            try:
+                return sorted(producer.partitions_for(topic))
+            except KafkaError as exc:
+                self._discard()
+                raise KafkaDeliveryError(f"producer {self.name}: partitions of {topic}: {exc}") from exc
 
     def flush(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for every record sent since the last flush.

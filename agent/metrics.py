@@ -74,6 +74,59 @@ class AgentMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.partitions_owned = Gauge(
+            "aiops_kafka_partitions_owned",
+            "Partitions of each metrics topic this replica owns",
+            ["topic"],
+            registry=r,
+        )
+        self.topic_partitions = Gauge(
+            "aiops_kafka_topic_partitions",
+            "Partitions each metrics topic has, as this replica last saw it",
+            ["topic"],
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "aiops_kafka_rebalances", "Partition assignments this replica took part in", registry=r
+        )
+        self.checkpoint_bytes = Gauge(
+            "aiops_state_checkpoint_bytes",
+            "Size of the last detector-state checkpoint of each owned partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.checkpoint_series = Gauge(
+            "aiops_state_checkpoint_series",
+            "Series in the last detector-state checkpoint of each owned partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.checkpoint_time = Gauge(
+            "aiops_state_checkpoint_timestamp_seconds",
+            "When each owned partition's detector-state checkpoint was last written or found current",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.checkpoint_errors = Counter(
+            "aiops_state_checkpoint_errors",
+            "Checkpoints not written or not restored, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.restore_seconds = Histogram(
+            "aiops_state_restore_seconds",
+            "Time to read and load the checkpoints of newly assigned partitions",
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
+        )
+        self.series_restored = Counter(
+            "aiops_state_series_restored",
+            "Series whose detector state was restored from a checkpoint",
+            registry=r,
+        )
+        self.signals_forwarded = Counter(
+            "aiops_signals_forwarded", "Signals published to the signals topic", registry=r
+        )
         self.commits = Counter(
             "aiops_commits", "Offset commits after processed batches, by source", ["source"], registry=r
         )

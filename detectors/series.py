@@ -220,8 +220,20 @@ class SeriesRegistry:
         never = registered & np.isnan(seen)
         seen[never] = before  # from now on they age
         idle = np.flatnonzero(registered & (seen < before))
+        return self.evict(idle.astype(np.int64))
+
+    def evict(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """Free the registered series of ``ids`` (free ids are skipped); return the ids freed.
+
+        What :meth:`evict_idle` does to idle series; the Kafka source does it to the series of
+        the partitions it gave up.
+        """
+        n = len(self._keys)
+        self.touch(np.zeros(0, np.int64), 0.0)  # size the arrays
+        ids = np.unique(ids[(ids >= 0) & (ids < n)])
+        idle = np.array([sid for sid in ids.tolist() if self._keys[sid] is not None], dtype=np.int64)
         if idle.size == 0:
-            return idle.astype(np.int64)
+            return idle
         if self._generation.shape[0] < n:
             grown = np.zeros(max(n, 2 * self._generation.shape[0], 64), np.int64)
             grown[: self._generation.shape[0]] = self._generation

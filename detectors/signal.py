@@ -41,6 +41,44 @@ class Signal:
         """The labels of the series."""
         return self.series.label_dict
 
+    @classmethod
+    def from_dict(cls, data: object) -> Signal:
+        """The signal :meth:`to_dict` wrote; ValueError naming the field that is wrong."""
+        if not isinstance(data, dict):
+            msg = f"a signal must be a JSON object, got {type(data).__name__}"
+            raise ValueError(msg)
+        try:
+            kind = SignalKind(str(data.get("kind")))
+        except ValueError as exc:
+            msg = f"signal field 'kind': {data.get('kind')!r} is not one of {[k.value for k in SignalKind]}"
+            raise ValueError(msg) from exc
+        metric, labels, details = data.get("metric"), data.get("labels", {}), data.get("details", {})
+        if not isinstance(metric, str) or not metric:
+            raise ValueError("signal field 'metric' must be a non-empty string")
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise ValueError("signal field 'labels' must be an object of strings")
+        if not isinstance(details, dict):
+            raise ValueError("signal field 'details' must be an object")
+        numbers = {}
+        for name in ("timestamp", "value", "score"):
+            value = data.get(name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                msg = f"signal field {name!r} must be a number, got {value!r}"
+                raise ValueError(msg)
+            numbers[name] = float(value)
+        detector = data.get("detector")
+        if not isinstance(detector, str):
+            raise ValueError("signal field 'detector' must be a string")
+        return cls(
+            kind,
+            SeriesKey.of(metric, labels),
+            numbers["timestamp"],
+            numbers["value"],
+            numbers["score"],
+            detector,
+            details,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (the wire form on the signals topic and in logs)."""
         return {

@@ -36,10 +36,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
@@ -51,7 +52,10 @@ from agent.metrics import AgentMetrics
 from agent.sources.base import Polled, SourceStartupError
 from agent.sources.kafka_formats import DecodeLimits, Malformed, SampleDecoder
 from agent.sources.kafka_worker import DecodeWorker, DecodeWorkerError
-from detectors import SampleBatch, SeriesRegistry
+from detectors import DetectorBank, SampleBatch, SeriesRegistry
+
+if TYPE_CHECKING:
+    from agent.partition_state import PartitionStates
 
 log = logging.getLogger("aiops.sources.kafka")
 
@@ -82,8 +86,48 @@ _CRASH_MEMORY = 10_000
 Records = dict[TopicPartition, list[Any]]
 
 
+class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+    """Notes the consumer's rebalance callbacks; the source acts on them in its own thread.
+
+    kafka-python 3 calls these on its IO loop, which also sends the heartbeats: the work they
+    cause (checkpoints, restores) is done by :meth:`KafkaSource.poll` before it hands out a
+    record of the new assignment, never here.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, set[TopicPartition]]] = []
+
+    def _note(self, what: str, partitions: Any) -> None:
+        with self.lock:
+            self.events.append((what, set(partitions)))
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._note("revoked", revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._note("assigned", assigned)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self._note("lost", lost)
+
+    def take(self, *, settled: bool = True) -> list[tuple[str, set[TopicPartition]]]:
+        """The events noted so far; with ``settled``, none while a revocation awaits its assignment
+        (an eager rebalance revokes every partition, then assigns: a partition kept is not moved)."""
+        with self.lock:
+            if settled and self.events and self.events[-1][0] == "revoked":
+                return []
+            events, self.events = self.events, []
+        return events
+
+
 class KafkaSource:
-    """Consumes samples from ``config.topics`` in the consumer group ``config.group_id``."""
+    """Consumes samples from ``config.topics`` in the consumer group ``config.group_id``.
+
+    With a ``bank`` and ``config.state.enabled``, the detector state of each owned partition is
+    checkpointed and restored with it (agent/partition_state.py): polls are then handed out one
+    partition at a time, so that each batch's series are known to belong to its partition.
+    """
 
     name = SOURCE
 
@@ -97,8 +141,14 @@ class KafkaSource:
         stop: threading.Event,
         environ: Mapping[str, str] | None = None,
         dead_letter: ResilientProducer | None = None,
+        bank: DetectorBank | None = None,
     ) -> None:
         self.config = config
+        self.bank = bank
+        self.states: PartitionStates | None = None
+        self._rebalances = _Rebalances()
+        self._owned: set[TopicPartition] = set()
+        self._split: deque[Records] = deque()  # one partition's records each, not yet handed out
         self.connection = connection
         self.series = series
         self.metrics = metrics
@@ -180,6 +230,19 @@ class KafkaSource:
                     environ=self.environ,
                     connect_timeout=self._flush_timeout,  # a poll must not hang on a broker that is away
                 )
+            if self.bank is not None and cfg.state.enabled and self.states is None:
+                from agent.partition_state import PartitionStates  # noqa: PLC0415
+
+                self.states = PartitionStates(
+                    cfg.state,
+                    cfg.group_id,
+                    self.bank,
+                    self.connection,
+                    self.metrics,
+                    self.clock,
+                    self.stop,
+                    self.environ,
+                )
         except ConfigError as exc:
             raise SourceStartupError(f"kafka: {exc}") from exc
         log.info(
@@ -207,6 +270,10 @@ class KafkaSource:
         consumer = self._consumer if self._consumer is not None else self._connect()
         if consumer is None:
             return None
+        if self.states is not None:
+            due = self.states.due(self._owned)
+            if due:
+                self.states.checkpoint(due)
         if self.worker is not None:
             return self._poll_pipelined(consumer, self.worker, timeout)
         records = self._fetch(consumer, timeout)
@@ -216,7 +283,15 @@ class KafkaSource:
         return self._finish(consumer, records, samples, malformed)
 
     def _fetch(self, consumer: KafkaConsumer, timeout: float) -> Records | None:
-        """One ``consumer.poll``: its records (None on failure), with the lag measured when due."""
+        """One ``consumer.poll``: its records (None on failure), with the lag measured when due.
+
+        With partition state on, the records come one partition at a time, and a rebalance is
+        acted on (checkpoints, restores, seeks) before any record of the new assignment.
+        """
+        if self._rebalanced(consumer, None):
+            return None
+        if self._split:
+            return self._split.popleft()
         try:
             records: Records = consumer.poll(
                 timeout_ms=max(0, int(timeout * 1000)), max_records=self.config.max_poll_records
@@ -226,6 +301,11 @@ class KafkaSource:
                 log.exception("kafka source: unexpected error from the consumer")
             self._poll_failed(exc)
             return None
+        if self._rebalanced(consumer, records):
+            return None
+        if self.states is not None and len(records) > 1:
+            self._split.extend({tp: recs} for tp, recs in records.items())
+            records = self._split.popleft()
         self._failures = 0
         healthy = self._measure_lag(consumer) if self.clock.now() >= self._next_lag else True
         if records and healthy:
@@ -280,11 +360,66 @@ class KafkaSource:
     def _hold(self, consumer: KafkaConsumer) -> bool:
         """Unless a poll is held already, hold what the consumer has buffered (without waiting).
 
-        False when that poll broke the consumer (it is closed and the batches in flight dropped).
+        False when that poll broke the consumer (it is closed and the batches in flight dropped),
+        or brought a rebalance (the batches in flight were dropped).
         """
         if self._held is None:
+            owned = self._owned
             self._held = self._fetch(consumer, 0.0) or None
+            if self._owned is not owned:
+                return False
         return self._consumer is consumer
+
+    def _count_partitions(self, consumer: KafkaConsumer | None) -> None:
+        """Set the gauges of partitions owned and partitions there are, per topic."""
+        for topic in self.config.topics:
+            mine = sum(1 for tp in self._owned if tp.topic == topic)
+            self.metrics.partitions_owned.labels(topic).set(mine)
+            if consumer is not None:
+                known = consumer.partitions_for_topic(topic)  # from the metadata the consumer has
+                if known:
+                    self.metrics.topic_partitions.labels(topic).set(len(known))
+
+    def _rebalanced(self, consumer: KafkaConsumer, fetched: Records | None, *, settled: bool = True) -> bool:
+        """Act on the rebalance callbacks since the last call; True if there were any.
+
+        The partitions given up are checkpointed and their series forgotten; the polls not yet
+        handed out (and ``fetched``) are dropped, their partitions sought back; the partitions
+        newly assigned get their state restored and resume at their checkpoint's offset.
+        """
+        events = self._rebalances.take(settled=settled)
+        if not events:
+            return False
+        owned = set(self._owned)
+        for what, partitions in events:
+            if what == "assigned":
+                owned |= partitions
+            else:
+                owned -= partitions
+        gone, added = self._owned - owned, owned - self._owned
+        self._drop_in_flight(consumer, fetched)
+        self._owned = owned  # a new object: _hold sees that a rebalance happened
+        self.metrics.rebalances.inc()
+        self._count_partitions(consumer)
+        log.info(
+            "kafka source: rebalanced: %d partition(s) owned, %d given up, %d new",
+            len(owned),
+            len(gone),
+            len(added),
+        )
+        states = self.states
+        if states is None:
+            return True
+        if gone:
+            states.checkpoint(gone)
+            if states.release(gone):
+                self.forget_series()
+        for tp, offset in states.restore(added).items():
+            try:
+                consumer.seek(tp, offset)
+            except (KafkaError, ValueError) as exc:  # given away again meanwhile
+                log.warning("kafka source: cannot resume %s at its checkpoint %d: %s", tp, offset, exc)
+        return True
 
     def _submit(self, consumer: KafkaConsumer, worker: DecodeWorker, records: Records) -> bool:
         try:
@@ -368,8 +503,9 @@ class KafkaSource:
     def _drop_in_flight(self, consumer: KafkaConsumer | None, older: Records | None = None) -> None:
         """Forget the polls in the worker and held here (and ``older``, polled before them), seeking back
         so that they are read again."""
-        batches = [b for b in (older, self._decoding, self._held) if b]
+        batches = [b for b in (older, self._decoding, self._held, *self._split) if b]
         self._decoding = self._held = None
+        self._split.clear()
         if self.worker is not None:
             self.worker.discard()
         if consumer is not None:
@@ -380,6 +516,9 @@ class KafkaSource:
         offsets = polled.token
         if not offsets or not isinstance(offsets, dict):
             return
+        if self.states is not None and len(offsets) == 1:
+            ((tp, at),) = offsets.items()
+            self.states.observe(tp, polled.samples.series, at.offset)
         consumer = self._consumer
         if consumer is None:
             log.warning(
@@ -404,7 +543,12 @@ class KafkaSource:
         if self._closed:
             return
         self._closed = True
+        if self.states is not None and self._consumer is not None:
+            self._rebalanced(self._consumer, None, settled=False)
+            self.states.checkpoint(self._owned)  # what the next owner resumes from
         self._close_consumer()
+        if self.states is not None:
+            self.states.close()
         if self.worker is not None:
             self.worker.close(WORKER_CLOSE_TIMEOUT)
         if self._dead_letter is not None:
@@ -422,7 +566,7 @@ class KafkaSource:
             self._failed("connect", exc)
             return None
         try:
-            consumer.subscribe(topics=list(self.config.topics))
+            consumer.subscribe(topics=list(self.config.topics), listener=self._rebalances)
         except KafkaError as exc:  # pragma: no cover - subscribe is local bookkeeping
             consumer.close(autocommit=False, timeout_ms=0)
             self._failed("connect", exc)
@@ -438,6 +582,13 @@ class KafkaSource:
     def _close_consumer(self) -> None:
         consumer, self._consumer = self._consumer, None
         self._drop_in_flight(None)  # a new consumer starts from the committed offsets
+        self._rebalances.take(settled=False)
+        if self._owned:
+            # the next assignment starts from the checkpoints, as on any other replica
+            if self.states is not None and self.states.release(self._owned):
+                self.forget_series()
+            self._owned = set()
+            self._count_partitions(None)
         if consumer is None:
             return
         try:

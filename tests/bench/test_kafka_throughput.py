@@ -206,12 +206,17 @@ def bare_rate(bootstrap: str, topic: str, n_messages: int, samples_per_message: 
     return (got - first) * samples_per_message / elapsed, elapsed
 
 
-def engine_rate(bootstrap: str, topic: str, total: int, n_series: int) -> dict[str, float]:
-    """Samples/s through KafkaSource + Engine + DetectorBank, overall and once every series is known."""
+def engine_rate(
+    bootstrap: str, topic: str, total: int, n_series: int, partition_state: bool = False
+) -> dict[str, float]:
+    """Samples/s through KafkaSource + Engine + DetectorBank, overall and once every series is known
+    (``partition_state``: the source keeps the bank's state by partition, as the daemon does)."""
     gc.collect()  # the previous case's engine (its registry, 100k keys) is not this one's to scan
     series = SeriesRegistry(limit=200_000)
     metrics = AgentMetrics()
     stop = threading.Event()
+    rule = ThresholdDetector.from_params({"rules": [{"metric": METRIC, "above": 0.9999}]}, series)
+    bank = DetectorBank(series, [DetectorSpec(rule)])
     source = KafkaSource(
         source_config(topic),
         KafkaConnection(bootstrap_servers=[bootstrap]),
@@ -220,10 +225,10 @@ def engine_rate(bootstrap: str, topic: str, total: int, n_series: int) -> dict[s
         WallClock(),
         stop,
         environ={},
+        bank=bank if partition_state else None,
     )
-    rule = ThresholdDetector.from_params({"rules": [{"metric": METRIC, "above": 0.9999}]}, series)
     sink = CollectingSink()
-    engine = Engine([source], DetectorBank(series, [DetectorSpec(rule)]), [sink], WallClock(), metrics, stop)
+    engine = Engine([source], bank, [sink], WallClock(), metrics, stop)
     engine.start()
     try:
         deadline = time.monotonic() + 60
@@ -237,12 +242,13 @@ def engine_rate(bootstrap: str, topic: str, total: int, n_series: int) -> dict[s
             if not warm_at and len(series) >= n_series:
                 warm_at, warm_from = time.perf_counter(), engine.samples_processed
         ended = time.perf_counter()
+        known = len(series)  # closing gives the partitions up: with partition state, their series go
     finally:
         engine.close()
     assert engine.samples_processed == total, (
         f"engine processed {engine.samples_processed} of {total} samples"
     )
-    assert len(series) == n_series
+    assert known == n_series
     assert series.dropped == 0
     warm = (total - warm_from) / (ended - warm_at) if warm_at and total > warm_from else math.nan
     cold = (warm_from - first) / (warm_at - started) if warm_at > started else math.nan
@@ -353,3 +359,35 @@ def test_kafka_ingest_throughput(bench_bootstrap: str) -> None:
     for r in rows:
         assert r["engine_samples_per_s"] > 0
         assert r["bare_samples_per_s"] > 0
+
+
+STATE_PARTITIONS = 6
+STATE_SERIES = 10_000
+
+
+def test_partition_state_ingest_cost(bench_bootstrap: str) -> None:
+    """The Kafka path with and without the partition state (records handed out one partition at
+    a time, series ownership noted), on one topic of 6 partitions; best of ROUNDS each."""
+    total = samples_for(STATE_SERIES, "batched")
+    values = messages(STATE_SERIES, total, "batched")
+    topic = f"bench-state-{uuid.uuid4().hex[:6]}"
+    create_topic(bench_bootstrap, topic, STATE_PARTITIONS)
+    produce(bench_bootstrap, topic, values)
+    best = {False: 0.0, True: 0.0}
+    for _ in range(ROUNDS):
+        for state in (False, True):
+            best[state] = max(
+                best[state], engine_rate(bench_bootstrap, topic, total, STATE_SERIES, state)["rate"]
+            )
+    result = {
+        "series": STATE_SERIES,
+        "partitions": STATE_PARTITIONS,
+        "samples": total,
+        "without_state_samples_per_s": round(best[False]),
+        "with_state_samples_per_s": round(best[True]),
+        "ratio": round(best[True] / best[False], 3),
+    }
+    print(json.dumps(result, indent=2))
+    out = Path("bench-results/kafka_state.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, sort_keys=True))

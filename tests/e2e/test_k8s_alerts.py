@@ -122,6 +122,36 @@ CASES = [
         {f'aiops_kafka_partition_stuck{{{JOB}, pod="a", {PARTITION}}}': "0x17 1 0x12"},
     ),
     Case(
+        # one replica died and the other did not take its partitions over
+        "AiopsAgentKafkaPartitionUnowned",
+        {
+            f'aiops_kafka_topic_partitions{{{JOB}, pod="b", topic="aiops.metrics"}}': "6x30",
+            f'aiops_kafka_partitions_owned{{{JOB}, pod="a", topic="aiops.metrics"}}': "3x5",
+            f'aiops_kafka_partitions_owned{{{JOB}, pod="b", topic="aiops.metrics"}}': "3x30",
+        },
+        {"namespace": "aiops", "topic": "aiops.metrics"},
+        value="6",
+    ),
+    Case(
+        # the survivor took them over within two minutes
+        "AiopsAgentKafkaPartitionUnowned",
+        {
+            f'aiops_kafka_topic_partitions{{{JOB}, pod="b", topic="aiops.metrics"}}': "6x30",
+            f'aiops_kafka_partitions_owned{{{JOB}, pod="a", topic="aiops.metrics"}}': "3x5",
+            f'aiops_kafka_partitions_owned{{{JOB}, pod="b", topic="aiops.metrics"}}': "3x6 6x24",
+        },
+    ),
+    Case(
+        "AiopsAgentCheckpointStale",
+        {f'aiops_state_checkpoint_timestamp_seconds{{{JOB}, pod="a", {PARTITION}}}': "0+60x3 180x27"},
+        {"namespace": "aiops", "topic": "aiops.metrics", "partition": "0"},
+    ),
+    Case(
+        # written or found current every minute
+        "AiopsAgentCheckpointStale",
+        {f'aiops_state_checkpoint_timestamp_seconds{{{JOB}, pod="a", {PARTITION}}}': "0+60x30"},
+    ),
+    Case(
         "AiopsAgentDecodeWorkerCrashing",
         {f'aiops_source_errors_total{{{JOB}, pod="a", source="kafka", kind="decode_worker"}}': "0x10 0+1x20"},
         {"namespace": "aiops", "pod": "a"},
