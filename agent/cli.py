@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.commands.playbook",
     "agent.commands.approve",
     "agent.commands.replay",
+    "agent.commands.twin",
 )
 
 #: Commands that one module of :data:`COMMAND_MODULES` adds alone: running one of them loads only
@@ -36,6 +37,7 @@ SINGLE_COMMANDS: dict[str, str] = {
     "nab": "agent.commands.nab",
     "forecast": "agent.commands.forecast",
     "replay": "agent.commands.replay",
+    "twin": "agent.commands.twin",
 }
 
 EXIT_OK = 0

@@ -148,24 +148,42 @@ def test_score_table_aligns_across_scenarios_and_tolerates_missing_scores() -> N
     assert len(policy_columns) == 1
 
 
-def test_timeline_is_sorted_relative_and_includes_fault_windows() -> None:
+def test_timeline_is_in_order_with_utc_wall_clock_and_relative_times() -> None:
     text = format_timeline(make_result())
     lines = text.splitlines()
-    assert [line.split()[0] for line in lines] == [
-        "+00:00:30",
-        "+00:01:00",
-        "+00:02:00",
-        "+00:02:00",
-        "+00:10:00",
-        "+00:15:00",
+    # START is 2023-11-14 22:13:20 UTC
+    assert [line.split()[:3] for line in lines] == [
+        ["2023-11-14", "22:13:50", "+00:00:30"],
+        ["2023-11-14", "22:14:20", "+00:01:00"],
+        ["2023-11-14", "22:15:20", "+00:02:00"],
+        ["2023-11-14", "22:15:20", "+00:02:00"],
+        ["2023-11-14", "22:23:20", "+00:10:00"],
+        ["2023-11-14", "22:28:20", "+00:15:00"],
     ]
-    assert lines[1].split()[1:3] == ["fault", "checkout"]
-    assert "error_burst: 5% errors" in lines[1]
+    assert lines[1].split()[3:5] == ["fault", "checkout"]
+    assert "error_burst: 5% errors (until 22:38:20)" in lines[1]
     # stable: the signal came before the incident in the run's list
     assert "error ratio anomalous" in lines[2]
     assert "incident opened" in lines[3]
     # aligned kind and service columns
     assert len({line.index("checkout") for line in lines if "checkout" in line}) == 1
+
+
+def test_timeline_keeps_the_order_things_happened_at_one_timestamp() -> None:
+    result = make_result()
+    at = START + 300
+    happened = [
+        Event(at, "signal", "checkout", "anomaly error ratio"),
+        Event(at, "incident", "checkout", "rollback: pending", incident="inc-1", state="pending"),
+        Event(at, "incident", "checkout", "rollback: firing", incident="inc-1", state="firing"),
+        Event(at, "incident", "checkout", "rollback: acting", incident="inc-1", state="acting"),
+        Event(at, "action", "checkout", "rollback executed", incident="inc-1"),
+    ]
+    result.runs[AGENT].events = happened
+    kinds = [line.split()[3] for line in format_timeline(result).splitlines()[1:]]
+    texts = [line.split(None, 5)[5] for line in format_timeline(result).splitlines()[1:]]
+    assert kinds == ["signal", "incident", "incident", "incident", "action"]
+    assert texts == [e.text for e in happened]  # not alphabetical: acting, executed, firing, pending
 
 
 def test_timeline_truncates_with_a_count() -> None:
@@ -175,7 +193,7 @@ def test_timeline_truncates_with_a_count() -> None:
     assert lines[-1] == "... 2 more"
     assert format_timeline(result, limit=None).count("\n") == 5
     assert "... " not in format_timeline(result, limit=6)
-    assert format_timeline(result, policy=HPA).splitlines()[0].startswith("+00:01:00  fault")
+    assert format_timeline(result, policy=HPA).splitlines()[0].split()[2:4] == ["+00:01:00", "fault"]
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +239,7 @@ def test_index_html_is_self_contained_and_escaped(
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.IGNORECASE)
     assert "http://" not in page
     assert "https://" not in page
-    assert page.count('src="data:image/png;base64,') == 2
+    assert page.count('src="data:image/png;base64,') == len(files.plots) + len(files.incidents) == 4
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "second &lt;one&gt;" in page
