@@ -11,12 +11,18 @@ import numpy as np
 import pytest
 
 from simulations.report import (
+    INCIDENT_GAP,
+    MAX_INCIDENT_PANELS,
+    MIN_MARGIN,
     ReportFiles,
     dumps_json,
+    fault_end,
     format_scores,
     format_timeline,
+    incident_views,
     json_safe,
     plot_scenario,
+    wall_time,
     write_report,
 )
 from simulations.result import (
@@ -296,3 +302,97 @@ def test_plot_survives_empty_and_partial_results(tmp_path: Path) -> None:
     assert json.loads(files.summary.read_text(encoding="utf-8"))["passed"] is True
     assert format_scores([empty, partial]).count("expectations: 0/0 met") == 2
     assert format_timeline(empty) == "(no events)"
+
+
+# ------------------------------------------------------------------------------------- incidents
+
+
+def with_events(events: list[Event], actions: list[ActionRecord] | None = None) -> ScenarioResult:
+    """make_result() whose agent run has exactly these events and actions, and one rollout fault."""
+    result = make_result()
+    result.faults = [FaultWindow("checkout", "rollout", START + 600, None, "rollout v2")]
+    run = result.runs[AGENT]
+    run.events = events
+    run.actions = actions or []
+    run.mitigated = [START + 1500]
+    return result
+
+
+def ev(at: float, kind: str, incident: str, state: str = "", guardrail: str = "") -> Event:
+    return Event(START + at, kind, "checkout", f"{kind} {state}", incident, "pb", guardrail, state)
+
+
+def test_an_incident_groups_the_agents_incidents_with_the_fault_they_answer() -> None:
+    result = with_events(
+        [
+            ev(630, "incident", "a", "pending"),
+            ev(660, "held", "a", guardrail="cooldown"),
+            ev(700, "incident", "a", "expired"),
+            ev(800, "incident", "b", "pending"),
+            ev(800, "incident", "b", "acting"),
+            ev(800, "action", "b"),
+            ev(1200, "incident", "b", "resolved"),
+        ],
+        [ActionRecord(START + 800, "checkout", "rollback", "executed", incident="b")],
+    )
+    (view,) = incident_views(result)
+    assert view.service == "checkout"
+    assert view.incidents == ("a", "b")
+    assert view.faults == (0,)
+    assert view.onset == START + 600  # the fault's start, before the first signal
+    assert view.resolved == START + 1500  # the fault was removed after the incident resolved
+    # margins: a quarter of the 900 s span, at least MIN_MARGIN, within the run
+    assert view.window(result) == (START, START + 1500 + MIN_MARGIN)
+
+
+def test_no_op_incidents_are_not_incidents_and_an_unanswered_fault_is_one() -> None:
+    result = with_events(
+        [
+            ev(30, "incident", "noop", "pending"),
+            ev(30, "action", "noop"),
+            ev(30, "incident", "noop", "resolved"),
+        ],
+        [ActionRecord(START + 30, "checkout", "scale", "noop", incident="noop")],
+    )
+    result.runs[AGENT].mitigated = [None]
+    (view,) = incident_views(result)
+    assert (view.incidents, view.faults, view.onset, view.resolved) == ((), (0,), START + 600, None)
+    assert view.window(result)[1] == result.start + result.duration  # open: to the end of the run
+
+
+def test_incidents_far_apart_are_separate_and_only_the_first_takes_the_fault() -> None:
+    gap = INCIDENT_GAP + 60
+    result = with_events(
+        [
+            ev(700, "incident", "one", "escalated"),
+            ev(700 + gap, "incident", "two", "failed"),
+        ]
+    )
+    first, second = incident_views(result)
+    assert (first.incidents, first.faults) == (("one",), (0,))
+    assert (second.incidents, second.faults, second.onset) == (("two",), (), START + 700 + gap)
+
+
+def test_zoomed_panels_are_bounded_and_the_rest_are_listed(tmp_path: Path) -> None:
+    many = [
+        ev(i * (INCIDENT_GAP + 60), "incident", f"i{i}", "failed") for i in range(MAX_INCIDENT_PANELS + 3)
+    ]
+    result = with_events(many)
+    result.duration = (MAX_INCIDENT_PANELS + 4) * (INCIDENT_GAP + 60)
+    views = incident_views(result)
+    assert len(views) == MAX_INCIDENT_PANELS + 3
+    files = write_report([result], tmp_path)
+    assert len(files.incidents) == MAX_INCIDENT_PANELS
+    page = files.index.read_text(encoding="utf-8")
+    assert page.count('<article class="incident"') == MAX_INCIDENT_PANELS + 3
+    assert "3 more incidents are listed without a zoomed panel" in page
+    assert page.count('class="zoom"') == MAX_INCIDENT_PANELS
+
+
+def test_the_fault_band_ends_where_the_run_removed_the_fault() -> None:
+    result = with_events([])
+    assert fault_end(result, 0) == START + 1500
+    assert fault_end(result, 0, NO_AGENT) is None  # that run never removed it
+    assert "(until 22:38:20)" in format_timeline(result)
+    assert "(not removed)" in format_timeline(result, NO_AGENT)
+    assert wall_time(START) == "2023-11-14 22:13:20"
