@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
 import logging
 import sys
@@ -53,6 +54,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aiops", description="Event-driven AIOps self-healing agent for Kubernetes."
     )
+    p.add_argument("--version", action="version", version=f"aiops {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the agent daemon")
@@ -68,6 +70,11 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a config file without starting")
     check.add_argument("file", type=Path)
     check.add_argument("--json", action="store_true", help="print the result as JSON")
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="skip the checks of paths on this machine (a config for a pod, checked on a laptop)",
+    )
 
     demo = sub.add_parser("demo", help="run the engine over generated samples and print the signals")
     demo.add_argument("--hours", type=float, default=2.0, help="how much generated time to run")
@@ -79,11 +86,19 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def version() -> str:
+    """The installed package's version (``unknown`` when run from a tree that was never installed)."""
+    try:
+        return importlib.metadata.version("aiops-agent")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    from agent.config import ConfigError, load_config  # noqa: PLC0415 - `aiops detect` needs no pydantic
+    from agent.config import ConfigError, check_config  # noqa: PLC0415 - `aiops detect` needs no pydantic
 
     try:
-        config = load_config(args.file)
+        config = check_config(args.file, local=not args.offline)
     except ConfigError as exc:
         if args.json:
             print(

@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agent.durations import Duration
 from agent.playbook.settings import PlaybooksConfig
-from agent.yamlloc import LocatedError, Location, YamlValidationError, read_documents, validate_document
+from agent.yamlloc import (
+    LocatedError,
+    Location,
+    YamlDocument,
+    YamlValidationError,
+    read_documents,
+    validate_document,
+)
 
 
 class _Model(BaseModel):
@@ -353,44 +360,95 @@ MAX_CONFIG_BYTES = 1 << 20
 def load_config(path: Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> AgentConfig:
     """Read and validate the config at ``path``; raise :class:`ConfigError` on any problem.
 
-    A file over ``max_bytes`` is refused before it is parsed (never read past the limit).
+    Every problem is reported at once: the fields' errors and each detector's parameters. A file
+    over ``max_bytes`` is refused before it is parsed (never read past the limit).
     """
-    try:
-        docs = read_documents(path, max_bytes=max_bytes)
-        if len(docs) > 1:
-            loc = docs[1].locate([])
-            raise ConfigError([LocatedError(loc, "", "a config file holds one YAML document, found several")])
-        if not docs or docs[0].data is None:
-            return AgentConfig()
-        doc = docs[0]
-        if not isinstance(doc.data, dict):
-            found = type(doc.data).__name__
-            raise ConfigError(
-                [LocatedError(doc.locate([]), "", f"expected a mapping at the top, got {found}")]
-            )
-        config = validate_document(doc, AgentConfig)
-    except ConfigError:
-        raise
-    except YamlValidationError as exc:
-        raise ConfigError(exc.errors) from exc
-    _check_detectors(config, doc)
+    config, errors = _validate(path, max_bytes=max_bytes)
+    if errors or config is None:
+        raise ConfigError(errors)
     return config
 
 
-def _check_detectors(config: AgentConfig, doc: Any) -> None:
+def check_config(path: Path, *, max_bytes: int = MAX_CONFIG_BYTES, local: bool = True) -> AgentConfig:
+    """:func:`load_config`, and with ``local`` what only the machine it runs on can say: that the
+    playbook directory exists and its playbooks load. Raise :class:`ConfigError` with every
+    problem found (``aiops config check``).
+    """
+    config, errors = _validate(path, max_bytes=max_bytes)
+    doc = _document(path, max_bytes) if local else None
+    section = doc.data.get("playbooks") if doc is not None and isinstance(doc.data, dict) else None
+    given = section.get("directory") if isinstance(section, dict) else None
+    if doc is not None and isinstance(given, str) and given:
+        where = doc.locate(["playbooks", "directory"])
+        if not Path(given).is_dir():
+            what = "does not exist" if not Path(given).exists() else "is not a directory"
+            errors.append(LocatedError(where, "playbooks.directory", f"{given} {what}"))
+        else:
+            from agent.playbook.loader import PlaybookLoadError, load_paths  # noqa: PLC0415 - only here
+
+            try:
+                load_paths([Path(given)])
+            except PlaybookLoadError as exc:
+                errors.extend(exc.errors)
+    if errors or config is None:
+        raise ConfigError(errors)
+    return config
+
+
+def _document(path: Path, max_bytes: int) -> YamlDocument | None:
+    """The file's one document, or None when it cannot be read (the validation says why)."""
+    try:
+        docs = read_documents(path, max_bytes=max_bytes)
+    except YamlValidationError:
+        return None
+    return docs[0] if len(docs) == 1 else None
+
+
+def _validate(path: Path, *, max_bytes: int) -> tuple[AgentConfig | None, list[LocatedError]]:
+    """The config (None when invalid) and every error found in it."""
+    try:
+        docs = read_documents(path, max_bytes=max_bytes)
+    except YamlValidationError as exc:
+        return None, list(exc.errors)
+    if len(docs) > 1:
+        loc = docs[1].locate([])
+        return None, [LocatedError(loc, "", "a config file holds one YAML document, found several")]
+    if not docs or docs[0].data is None:
+        return AgentConfig(), []
+    doc = docs[0]
+    if not isinstance(doc.data, dict):
+        found = type(doc.data).__name__
+        return None, [LocatedError(doc.locate([]), "", f"expected a mapping at the top, got {found}")]
+    config: AgentConfig | None = None
+    errors: list[LocatedError] = []
+    try:
+        config = validate_document(doc, AgentConfig)
+    except YamlValidationError as exc:
+        errors.extend(exc.errors)
+    # the detectors' parameters are checked even when other fields are wrong, so one run shows all
+    detectors = doc.data.get("detectors")
+    if isinstance(detectors, list):
+        reported = {e.field for e in errors}
+        errors.extend(e for e in _detector_errors(detectors, doc) if e.field not in reported)
+    return (config if not errors else None), errors
+
+
+def _detector_errors(detectors: list[Any], doc: YamlDocument) -> list[LocatedError]:
     """Detector parameters are validated by the detectors themselves, at load time."""
     # local import: detectors is the lower layer, and building a throwaway bank is cheap
     from detectors import SeriesRegistry, build_detector  # noqa: PLC0415
     from detectors.base import DetectorError  # noqa: PLC0415
 
     errors = []
-    for i, det in enumerate(config.detectors):
+    for i, det in enumerate(detectors):
+        if not isinstance(det, dict) or not isinstance(det.get("params", {}), dict):
+            continue  # the model's own error says what is wrong with it
+        kind = det.get("type", "threshold")
         try:
-            build_detector(det.type, det.params, SeriesRegistry(limit=1))
+            build_detector(str(kind), det.get("params") or {}, SeriesRegistry(limit=1))
         except DetectorError as exc:
             field = "type" if "unknown detector" in str(exc) else "params"
             errors.append(
                 LocatedError(doc.locate(["detectors", i, field]), f"detectors[{i}].{field}", str(exc))
             )
-    if errors:
-        raise ConfigError(errors)
+    return errors
