@@ -76,6 +76,10 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         help="skip the checks of paths on this machine (a config for a pod, checked on a laptop)",
     )
 
+    config_sub.add_parser(
+        "reference", help="print the configuration reference (Markdown, from the config models)"
+    )
+
     demo = sub.add_parser("demo", help="run the engine over generated samples and print the signals")
     demo.add_argument("--hours", type=float, default=2.0, help="how much generated time to run")
     demo.add_argument("--seed", type=int, default=7)
@@ -167,6 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(func(args))
     if args.command == "run":
         return _cmd_run(args)
+    if args.command == "config" and args.config_command == "reference":
+        from agent.config_reference import reference_markdown  # noqa: PLC0415
+
+        sys.stdout.write(reference_markdown())
+        return EXIT_OK
     if args.command == "config":
         return _cmd_config_check(args)
     if args.command == "demo":

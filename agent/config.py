@@ -33,18 +33,26 @@ class _Model(BaseModel):
 class KafkaConnection(_Model):
     """How to reach the Kafka cluster; TLS and SASL settings pass through to kafka-python."""
 
-    bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"], min_length=1)
-    client_id: str = "aiops-agent"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
-    sasl_username: str | None = None
+    bootstrap_servers: list[str] = Field(
+        default_factory=lambda: ["localhost:9092"],
+        min_length=1,
+        description="host:port of the brokers: a list, or one comma-separated string",
+    )
+    client_id: str = Field("aiops-agent", description="the client id the brokers see")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how to talk to the brokers"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="required with a SASL protocol"
+    )
+    sasl_username: str | None = Field(None, description="the SASL user")
     sasl_password_env: str | None = Field(None, description="environment variable holding the SASL password")
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
+    ssl_cafile: str | None = Field(None, description="CA bundle to verify the brokers (TLS)")
+    ssl_certfile: str | None = Field(None, description="client certificate (TLS)")
+    ssl_keyfile: str | None = Field(None, description="client key (TLS)")
     ssl_password_env: str | None = Field(None, description="environment variable holding the key password")
-    ssl_check_hostname: bool = True
-    request_timeout: Duration = 30.0
+    ssl_check_hostname: bool = Field(True, description="check the brokers' certificates name them")
+    request_timeout: Duration = Field(30.0, description="how long one request to a broker may take")
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -117,16 +125,24 @@ class DecodeLimitsConfig(_Model):
 class KafkaSourceConfig(_Model):
     """Consume samples from Kafka topics in a consumer group."""
 
-    enabled: bool = True
-    topics: list[str] = Field(default_factory=lambda: ["aiops.metrics"], min_length=1)
-    group_id: str = "aiops-agent"
-    format: Literal["auto", "adapter", "batch", "otlp"] = "auto"
-    dead_letter_topic: str = "aiops.metrics.dlq"
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    max_poll_records: int = Field(2000, ge=1, le=100_000)
-    poll_timeout: Duration = 0.5
-    session_timeout: Duration = 10.0
-    heartbeat_interval: Duration = 3.0
+    enabled: bool = Field(True, description="consume from Kafka (when the section is present)")
+    topics: list[str] = Field(
+        default_factory=lambda: ["aiops.metrics"], min_length=1, description="the topics of samples"
+    )
+    group_id: str = Field("aiops-agent", description="the consumer group: replicas share the partitions")
+    format: Literal["auto", "adapter", "batch", "otlp"] = Field(
+        "auto", description="the message format (docs/sources.md); auto: told apart per message"
+    )
+    dead_letter_topic: str = Field(
+        "aiops.metrics.dlq", description="where messages that cannot be decoded go, with the reason"
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a new consumer group starts"
+    )
+    max_poll_records: int = Field(2000, ge=1, le=100_000, description="messages per poll")
+    poll_timeout: Duration = Field(0.5, description="how long one poll waits for messages")
+    session_timeout: Duration = Field(10.0, description="a consumer silent this long leaves the group")
+    heartbeat_interval: Duration = Field(3.0, description="how often a consumer tells the group it lives")
     lag_interval: Duration = Field(5.0, description="how often consumer lag is measured")
     decode_worker: bool = Field(
         True,
@@ -138,20 +154,24 @@ class KafkaSourceConfig(_Model):
 class PrometheusQuery(_Model):
     """One PromQL query; each series it returns becomes a SeriesKey named ``name``."""
 
-    name: str = Field(min_length=1, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-    query: str = Field(min_length=1)
+    name: str = Field(
+        min_length=1, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", description="the series' metric name; unique"
+    )
+    query: str = Field(
+        min_length=1, description="the PromQL expression; each series it returns is one series"
+    )
 
 
 class PrometheusSourceConfig(_Model):
     """Run PromQL queries every ``interval``; backfill ``backfill`` of history at start."""
 
-    enabled: bool = True
-    url: str = "http://localhost:9090"
-    interval: Duration = 30.0
-    timeout: Duration = 10.0
-    backfill: Duration = 3600.0
-    verify_tls: bool = True
-    bearer_token_env: str | None = None
+    enabled: bool = Field(True, description="query Prometheus (when the section is present)")
+    url: str = Field("http://localhost:9090", description="the Prometheus server")
+    interval: Duration = Field(30.0, description="how often the queries run, and the backfill's step")
+    timeout: Duration = Field(10.0, description="how long one HTTP call may take")
+    backfill: Duration = Field(3600.0, description="history fetched at start, for the detectors to learn")
+    verify_tls: bool = Field(True, description="verify the server's certificate")
+    bearer_token_env: str | None = Field(None, description="environment variable holding a bearer token")
     queries: list[PrometheusQuery] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -170,7 +190,7 @@ class PrometheusSourceConfig(_Model):
 class BasicAuthConfig(_Model):
     """HTTP basic auth, as Alertmanager's ``http_config.basic_auth`` sends it."""
 
-    username: str = Field(min_length=1)
+    username: str = Field(min_length=1, description="the user Alertmanager sends")
     password_file: Path = Field(description="file holding the password (a mounted Secret)")
 
 
@@ -209,9 +229,11 @@ class SourcesConfig(_Model):
 class DetectorConfig(_Model):
     """One detector of the bank: its built-in name, its parameters and its signal bar."""
 
-    type: str = "threshold"
-    min_score: float = Field(0.5, gt=0.0, le=1.0)
-    params: dict[str, Any] = Field(default_factory=dict)
+    type: str = Field("threshold", description="the built-in detector (docs/detectors.md)")
+    min_score: float = Field(0.5, gt=0.0, le=1.0, description="the least score that is a signal")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the detector's parameters, checked when the config loads"
+    )
     metrics: str | None = Field(
         None, description="regular expression full-matched against metric names: the series it runs on"
     )
@@ -234,18 +256,23 @@ class DetectorConfig(_Model):
 class SignalsConfig(_Model):
     """Where signals go: the log, and a Kafka topic (on by default when a Kafka source is configured)."""
 
-    log: bool = True
+    log: bool = Field(True, description="log each signal")
     kafka: bool | None = Field(
         None, description="publish signals to Kafka; default: when sources.kafka is on"
     )
-    topic: str = Field("aiops.signals", min_length=1)
+    topic: str = Field("aiops.signals", min_length=1, description="the Kafka topic of signals")
 
 
 class HttpConfig(_Model):
     """The health, metrics and webhook endpoint, and what it spends on clients."""
 
-    host: str = "0.0.0.0"  # noqa: S104 - the daemon serves probes and scrapes inside its pod
-    port: int = Field(8080, ge=0, le=65535)
+    host: str = Field(
+        "0.0.0.0",  # noqa: S104 - the daemon serves probes and scrapes inside its pod
+        description="the address to listen on",
+    )
+    port: int = Field(
+        8080, ge=0, le=65535, description="the port of /metrics, /healthz, /readyz and webhooks"
+    )
     workers: int = Field(8, ge=1, le=256, description="threads serving connections")
     queue: int = Field(64, ge=1, le=10_000, description="connections waiting for a thread; past it: 429")
     read_timeout: Duration = Field(10.0, description="a client must deliver its whole request within this")
@@ -256,14 +283,16 @@ class HttpConfig(_Model):
 class LogConfig(_Model):
     """Logging format and level (``--log-format`` on the command line wins)."""
 
-    format: Literal["human", "json"] = "human"
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["human", "json"] = Field("human", description="one line of text, or one JSON object")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="the least level logged")
 
 
 class EngineConfig(_Model):
     """The main loop."""
 
-    series_limit: int = Field(100_000, ge=1)
+    series_limit: int = Field(
+        100_000, ge=1, description="most series tracked; past it new series are dropped"
+    )
     series_per_source: int | None = Field(
         None, ge=1, description="most series one source (kafka, prometheus) may register; null: series_limit"
     )
@@ -274,7 +303,7 @@ class EngineConfig(_Model):
         3600.0, description="a series not seen this long is evicted, its state freed; null: never"
     )
     evict_every: Duration = Field(60.0, description="how often idle series are looked for")
-    shutdown_timeout: Duration = 10.0
+    shutdown_timeout: Duration = Field(10.0, description="a clean shutdown past this exits 1")
     stall_after: Duration = Field(60.0, description="/healthz fails when the loop has not turned this long")
 
 
@@ -308,7 +337,7 @@ class ExecutorConfig(_Model):
     )
     events: bool = Field(True, description="write a Kubernetes Event on the target for each decision")
     instance: str | None = Field(None, description="this replica's identity; default: $POD_NAME or hostname")
-    lease_name: str = Field("aiops-agent-leader", min_length=1)
+    lease_name: str = Field("aiops-agent-leader", min_length=1, description="the Lease of leader election")
     lease_namespace: str | None = Field(None, description="default: $POD_NAMESPACE, else 'default'")
     lease_duration: float = Field(15.0, gt=2, description="seconds a leader holds the lease unrenewed")
     renew_deadline: float = Field(

@@ -309,3 +309,32 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"aiops {version('aiops-agent')}\n"
+
+
+def test_the_committed_configuration_reference_is_the_generated_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["config", "reference"]) == EXIT_OK
+    generated = capsys.readouterr().out
+    committed = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert committed == generated, (
+        "docs/configuration.md is stale: aiops config reference > docs/configuration.md"
+    )
+
+
+def test_the_reference_names_every_field_with_its_default() -> None:
+    from agent.config import AgentConfig, ExecutorConfig
+    from agent.config_reference import reference_markdown
+
+    text = reference_markdown()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    fields = {line.split("`")[1] for line in rows}
+    for name in AgentConfig.model_fields["http"].annotation.model_fields:  # type: ignore[union-attr]
+        assert f"http.{name}" in fields
+    for name in ExecutorConfig.model_fields:
+        assert f"executor.{name}" in fields
+    assert "sources.prometheus.queries[].name" in fields
+    assert "| `playbooks.guardrails.cooldown` | duration | `5m` |" in text
+    assert "| `log.format` | `human` \\| `json` | `human` |" in text
+    assert "| `sources.prometheus.queries[].query` | string | required |" in text
+    assert all(not line.endswith("|  |") for line in rows), "every field has a description"
