@@ -31,7 +31,7 @@ QUICKSTART = REPO / "examples" / "quickstart"
 def read_until(stream: IO[str], prefix: str, proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
     """The first line of ``stream`` that starts with ``prefix`` (without it)."""
     deadline = time.monotonic() + timeout
-    seen = []
+    seen: list[str] = []
     while time.monotonic() < deadline:
         line = stream.readline()
         if not line:
@@ -48,7 +48,9 @@ def deployment_image(kubeconfig: Path) -> str:
     api = config.new_client_from_config(config_file=str(kubeconfig))
     try:
         found = client.AppsV1Api(api).read_namespaced_deployment("checkout", "shop")
-        return str(found.spec.template.spec.containers[0].image)
+        pod = found.spec.template.spec
+        assert pod is not None
+        return str(pod.containers[0].image)
     finally:
         api.close()
 

@@ -10,6 +10,7 @@ each incident's details with one click.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def incident_result() -> ScenarioResult:
     pending = Event(START + 630, "incident", "checkout", "rollback-on-error-spike: pending (first signal)")
     run.events = [
         Event(START + 630, "signal", "checkout", "anomaly http_requests_error_ratio value 0.12 score 1.000"),
-        Event(**{**_fields(pending), "incident": "inc-held", "playbook": "scale", "state": "pending"}),
+        replace(pending, incident="inc-held", playbook="scale", state="pending"),
         Event(
             START + 700,
             "held",
@@ -43,7 +44,7 @@ def incident_result() -> ScenarioResult:
             "cooldown",
         ),
         Event(START + 750, "incident", "checkout", "scale: expired", "inc-held", "scale", state="expired"),
-        Event(**{**_fields(pending), "incident": "inc-rollback", "playbook": "rollback", "state": "pending"}),
+        replace(pending, incident="inc-rollback", playbook="rollback", state="pending"),
         Event(
             START + 750,
             "incident",
@@ -84,10 +85,6 @@ def incident_result() -> ScenarioResult:
     return result
 
 
-def _fields(event: Event) -> dict[str, object]:
-    return {name: getattr(event, name) for name in Event.__slots__}
-
-
 PAGE_FACTS = """
 (() => {
   const images = [...document.images].map(i => ({
@@ -115,8 +112,7 @@ PAGE_FACTS = """
 def page(browser: Browser, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     files = write_report([incident_result()], tmp_path_factory.mktemp("report"))
     browser.open(files.index.resolve().as_uri())
-    facts = json.loads(browser.evaluate(PAGE_FACTS))
-    facts["files"] = [str(p) for p in files.incidents]
+    facts: dict[str, object] = json.loads(browser.evaluate(PAGE_FACTS))
     return facts
 
 

@@ -97,7 +97,7 @@ def test_the_recorder_keeps_held_actions_with_their_guardrail_and_the_order_they
     from simulations.scenario import load_scenario
 
     scenario = load_scenario(SHIPPED_SCENARIOS / "bad-rollout.yaml")
-    recorder = Recorder(scenario, "agent", scenario.start + 15.0 * np.arange(4))
+    recorder = Recorder(scenario, "agent", scenario.start + 15.0 * np.arange(4, dtype=np.float64))
     target = Target("Deployment", "shop", "checkout")
     at = scenario.start + 30
     firing = IncidentState.FIRING
