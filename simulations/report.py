@@ -30,9 +30,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from simulations.result import (
+    ACCURACY,
     AGENT,
     ERROR_RATIO,
     HPA,
+    MEMORY,
     NO_AGENT,
     P99,
     POLICIES,
@@ -683,6 +685,53 @@ def _anomaly_panel(result: ScenarioResult, service: str) -> _Panel | None:
     return ("anomaly score (agent)", draw)
 
 
+#: Memory over this share of its limit gets a panel (a leak on its way to the OOM killer).
+_MEMORY_SHOWN = 0.6
+
+
+def _resource_panel(result: ScenarioResult, service: str) -> _Panel | None:
+    """Model accuracy (a service serving a model) and memory against its limit (when it nears it)."""
+    runs = [(p, run) for p in (AGENT, NO_AGENT) if (run := result.runs.get(p)) is not None]
+    accuracy = [(p, run, v) for p, run in runs if (v := _metric(run, service, ACCURACY)) is not None]
+    memory = [
+        (p, run, v)
+        for p, run in runs
+        if (v := _metric(run, service, MEMORY)) is not None and np.nanmax(v) >= _MEMORY_SHOWN
+    ]
+    if not accuracy and not memory:
+        return None
+
+    def draw(ax: Axes) -> Axes | None:
+        for policy, run, values in accuracy:
+            style = "-" if policy == AGENT else "--"
+            ax.plot(
+                _x(run),
+                values,
+                color="C8",
+                linestyle=style,
+                linewidth=1.0,
+                label=f"model accuracy ({policy})",
+            )
+        for policy, run, values in memory:
+            style = "-" if policy == AGENT else "--"
+            ax.plot(
+                _x(run),
+                values,
+                color="C1",
+                linestyle=style,
+                linewidth=1.0,
+                label=f"memory / limit ({policy})",
+            )
+        if memory:
+            ax.axhline(1.0, color="C1", linewidth=0.8, linestyle="-.", alpha=0.6, label="memory limit")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("ratio", fontsize=8)
+        return None
+
+    names = [n for n, shown in (("model accuracy", accuracy), ("memory against its limit", memory)) if shown]
+    return (" and ".join(names) + " (agent solid, none dashed)", draw)
+
+
 def _clip(result: ScenarioResult, lo: float, hi: float) -> ScenarioResult:
     """``result`` with every per-step array cut to the steps in ``[lo, hi]`` (events and actions kept)."""
 
@@ -722,7 +771,7 @@ def _render(
     panels: list[tuple[str, str, Callable[[Axes], Axes | None], _Decorations]] = []
     for service in services:
         decorations = _Decorations(result, service, detail)
-        for make in (_errors_panel, _traffic_panel, _anomaly_panel) if detail else _PANELS:
+        for make in (_errors_panel, _traffic_panel, _resource_panel, _anomaly_panel) if detail else _PANELS:
             panel = make(result, service)
             if panel is not None:
                 panels.append((service, panel[0], panel[1], decorations))
@@ -755,7 +804,7 @@ def _render(
 
 
 #: The whole-run view's panels per service, in order.
-_PANELS = (_traffic_panel, _errors_panel, _anomaly_panel)
+_PANELS = (_traffic_panel, _errors_panel, _resource_panel, _anomaly_panel)
 
 
 def plot_scenario(result: ScenarioResult, path: Path) -> Path:
@@ -763,7 +812,8 @@ def plot_scenario(result: ScenarioResult, path: Path) -> Path:
 
     One column of panels per plotted service (see :func:`_plot_services`): request rate with the
     agent's forecast band and the replicas of the agent, the HPA and no agent; error ratio and p99
-    latency of the agent and of no agent; the agent's anomaly score. Every panel shades fault
+    latency of the agent and of no agent; model accuracy and memory near its limit, when the
+    service has them; the agent's anomaly score. Every panel shades fault
     windows until the agent's run removed the fault, and the agent's SLO breaches, and marks the
     agent's signals, held actions and actions. Panels without data are left out. Time is UTC.
     """
