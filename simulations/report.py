@@ -1027,9 +1027,34 @@ def _html_scenario(s: _Scenario) -> list[str]:
     return out
 
 
-def _first(events: Sequence[Event], kind: str) -> str:
-    found = next((e.time for e in events if e.kind == kind), None)
+def _first(events: Sequence[Event], view: IncidentView, kind: str) -> str:
+    """When the incident's first event of ``kind`` happened: a signal on its service from its onset
+    on, an action of its own incidents (the window's margin and other incidents do not count)."""
+    found = next(
+        (
+            e.time
+            for e in events
+            if e.kind == kind and e.time >= view.onset and (kind != "action" or e.incident in view.incidents)
+        ),
+        None,
+    )
     return MISSING if found is None else wall_time(found, date=False)
+
+
+def _faults_text(result: ScenarioResult, view: IncidentView) -> str:
+    """The faults the incident answers, and those on its service still there from before it."""
+    parts = [f"{result.faults[i].kind}: {result.faults[i].text}" for i in view.faults]
+    for index, fault in enumerate(result.faults):
+        removed = fault_end(result, index)
+        if (
+            index not in view.faults
+            and fault.service == view.service
+            and fault.start < view.onset
+            and (removed is None or removed > view.onset)
+        ):
+            since = wall_time(fault.start, date=False)
+            parts.append(f"{fault.kind}: {fault.text} (still there, since {since})")
+    return "; ".join(parts) or "no fault"
 
 
 def _html_incidents(s: _Scenario) -> list[str]:
@@ -1048,8 +1073,8 @@ def _html_incidents(s: _Scenario) -> list[str]:
             f'<a href="#{_e(s.stem)}-incident-{n}">{n}</a>',
             _e(view.service),
             _e(wall_time(view.onset)),
-            _e(_first(events, "signal")),
-            _e(_first(events, "action")),
+            _e(_first(events, view, "signal")),
+            _e(_first(events, view, "action")),
             _e(wall_time(max(removed), date=False) if removed and view.faults else MISSING),
             _e(MISSING if view.resolved is None else wall_time(view.resolved, date=False)),
             _e(_outcomes(result, view)),
@@ -1075,10 +1100,10 @@ def _html_incidents(s: _Scenario) -> list[str]:
 
 def _html_incident(s: _Scenario, n: int, view: IncidentView, events: Sequence[Event]) -> list[str]:
     result = s.result
-    faults = "; ".join(f"{result.faults[i].kind}: {result.faults[i].text}" for i in view.faults)
     out = [
         f'<article class="incident" id="{_e(s.stem)}-incident-{n}">',
-        f"<h4>#{n} {_e(view.service)}: {_e(faults or 'no fault')} &mdash; {_e(_outcomes(result, view))}</h4>",
+        f"<h4>#{n} {_e(view.service)}: {_e(_faults_text(result, view))} &mdash; "
+        f"{_e(_outcomes(result, view))}</h4>",
     ]
     if n <= len(s.zooms):
         out.append(_png(s.zooms[n - 1], f"incident {n} on {view.service}", "zoom"))

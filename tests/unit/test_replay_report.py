@@ -399,3 +399,27 @@ def test_the_fault_band_ends_where_the_run_removed_the_fault() -> None:
     assert "(until 22:38:20)" in format_timeline(result)
     assert "(not removed)" in format_timeline(result, NO_AGENT)
     assert wall_time(START) == "2023-11-14 22:13:20"
+
+
+def test_the_incident_table_counts_from_the_onset_and_names_a_fault_still_there(tmp_path: Path) -> None:
+    gap = INCIDENT_GAP + 60
+    result = with_events(
+        [
+            Event(START + 300, "signal", "checkout", "forecast, before the fault"),  # in the margin
+            Event(START + 300, "action", "checkout", "scale noop", "other", "pb"),  # not this incident's
+            Event(START + 640, "signal", "checkout", "anomaly error ratio"),
+            ev(700, "incident", "one", "acting"),
+            ev(700, "action", "one"),
+            ev(760, "incident", "one", "resolved"),
+            ev(760 + gap, "incident", "two", "escalated"),
+        ],
+        [ActionRecord(START + 700, "checkout", "rollback", "executed", incident="one")],
+    )
+    result.runs[AGENT].mitigated = [None]  # the bad version stays
+    page = write_report([result], tmp_path).index.read_text(encoding="utf-8")
+    rows = re.findall(r'<tr><td><a href="#error-burst-incident-\d">\d</a></td>.*?</tr>', page)
+    assert len(rows) == 2
+    cells = re.findall(r"<td(?: class=\"time\")?>(.*?)</td>", rows[0])
+    # onset at the fault (22:23:20), first signal and action after it, not the margin's
+    assert cells[2:5] == ["2023-11-14 22:23:20", "22:24:00", "22:25:00"]
+    assert "#2 checkout: rollout: rollout v2 (still there, since 22:23:20)" in page
