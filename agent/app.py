@@ -6,19 +6,20 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from agent.audit import Audit, AuditSink
 from agent.clock import Clock
-from agent.config import AgentConfig, ConfigError
+from agent.config import AgentConfig, ConfigError, DetectorConfig
 from agent.engine import Engine
 from agent.http import HttpServer, ServerLimits
 from agent.metrics import AgentMetrics
 from agent.playbook.engine import TargetFacts
 from agent.playbook.events import LogAudit
+from agent.playbook.guardrails import protecting
 from agent.playbook.loader import PlaybookLoadError
 from agent.playbook.requests import Executor
 from agent.playbook.runtime import PlaybookRuntime
@@ -33,6 +34,21 @@ if TYPE_CHECKING:
     from agent.leader import LeaseLeader
 
 log = logging.getLogger("aiops.agent")
+
+
+def detector_bank(detectors: Sequence[DetectorConfig], series: SeriesRegistry) -> DetectorBank:
+    """The detector bank the config's ``detectors`` describe: the one composition the daemon and
+    the replay both build, so a replay shows what the config would detect."""
+    specs = [
+        DetectorSpec(
+            build_detector(d.type, d.params, series),
+            d.min_score,
+            metrics=d.metrics,
+            hold=AlarmHold() if d.hold else None,
+        )
+        for d in detectors
+    ]
+    return DetectorBank(series, specs)
 
 
 class Agent:
@@ -59,16 +75,7 @@ class Agent:
             per_owner=config.engine.series_per_source,
             per_metric=config.engine.series_per_metric,
         )
-        specs = [
-            DetectorSpec(
-                build_detector(d.type, d.params, self.series),
-                d.min_score,
-                metrics=d.metrics,
-                hold=AlarmHold() if d.hold else None,
-            )
-            for d in config.detectors
-        ]
-        self.bank = DetectorBank(self.series, specs)
+        self.bank = detector_bank(config.detectors, self.series)
         self.sources = self._build_sources()
         self.leader: LeaseLeader | None = None
         self._closers: list[Callable[[], None]] = []
@@ -76,14 +83,9 @@ class Agent:
         self.audit_sinks: list[AuditSink] = []
         """Where the executor's decisions go besides the log (the Kafka topic); engine events too."""
         executor = self._build_executor() if config.executor.enabled else None
-        own = self.environ.get("POD_NAMESPACE")
-        playbooks_config = config.playbooks
-        if own and own not in playbooks_config.guardrails.protected_namespaces:
-            # the agent never acts on itself: its own namespace is protected like the cluster's
-            guardrails = playbooks_config.guardrails.model_copy(
-                update={"protected_namespaces": [*playbooks_config.guardrails.protected_namespaces, own]}
-            )
-            playbooks_config = playbooks_config.model_copy(update={"guardrails": guardrails})
+        # the agent never acts on itself: its own namespace is protected like the cluster's
+        guardrails = protecting(config.playbooks.guardrails, self.environ.get("POD_NAMESPACE"))
+        playbooks_config = config.playbooks.model_copy(update={"guardrails": guardrails})
         self.playbooks = PlaybookRuntime(
             playbooks_config,
             clock,

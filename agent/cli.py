@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.commands.approve",
     "agent.commands.replay",
     "agent.commands.twin",
+    "agent.commands.rbac",
 )
 
 #: Commands that one module of :data:`COMMAND_MODULES` adds alone: running one of them loads only
@@ -39,6 +40,7 @@ SINGLE_COMMANDS: dict[str, str] = {
     "forecast": "agent.commands.forecast",
     "replay": "agent.commands.replay",
     "twin": "agent.commands.twin",
+    "rbac": "agent.commands.rbac",
 }
 
 EXIT_OK = 0

@@ -1,25 +1,31 @@
-"""The Kubernetes API access each action needs, in one table, and the RBAC rules made from it.
+"""The Kubernetes API access each action needs, in one table, and the RBAC manifests made from it.
 
-:data:`ACTION_PERMISSIONS` lists, for every action in :data:`remediations.registry.ACTIONS`, each
-API resource it calls and the verbs it calls it with; :data:`AGENT_PERMISSIONS` adds what the
-agent itself needs wherever it acts (the Events every action writes on its target), and
+:data:`TARGET_PERMISSIONS` lists, for every action in :data:`remediations.registry.ACTIONS` and
+each kind of target it acts on, each API resource it calls and the verbs it calls it with
+(:data:`ACTION_PERMISSIONS`: the same over every kind); :data:`AGENT_PERMISSIONS` adds what the
+agent itself needs wherever it acts (the Events every action writes on its target),
+:data:`ROLLOUT_HISTORY_PERMISSIONS` what reading a Deployment's rollout history takes,
+:func:`annotate_permissions` the annotation of a target, and
 :data:`LEADER_ELECTION_PERMISSIONS` what it needs in its own namespace (the coordination.k8s.io
-Lease of leader election). ``k8s/rbac.yaml`` is generated from these tables by ``k8s/sync.py``
-(:func:`manifests`), and tests keep the three in step: the table's keys are the registry's
-actions, the manifest is what the table renders to, and every API call an action makes against
-the twin API server is one the table allows.
+Lease of leader election). Tests keep the table in step: its keys are the registry's actions, and
+every API call an action makes against the twin API server is one the table allows.
+
+Which of these rights a deployment needs, and in which namespaces, is an :class:`Access`, worked
+out from the agent's config and playbooks by :mod:`agent.rbac`; :func:`manifests` renders it
+(``aiops rbac``, and ``k8s/rbac.yaml`` by ``k8s/sync.py``).
 
 Least privilege: no wildcards, no Secrets, only the verbs the code calls (a ``get`` after an
-``AlreadyExists`` counts). Workload actions need a ClusterRole because playbooks target any
-namespace the guardrails allow; bind it per namespace with RoleBindings to narrow it.
+``AlreadyExists`` counts).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from remediations.names import check_label, check_subdomain
 
 #: The verbs a rule may name (the Kubernetes API verbs; no ``*``).
 VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"})
@@ -70,52 +76,77 @@ def _on(group: str, resources: Iterable[str], *verbs: str) -> tuple[Permission, 
     return tuple(Permission(group, resource, frozenset(verbs)) for resource in resources)
 
 
-_WORKLOADS = ("deployments", "statefulsets")
+def _get_patch(kind: str, *extra: str) -> tuple[Permission, ...]:
+    """Get and patch on ``kind``'s resource and on its subresources ``extra`` (``scale``)."""
+    group, resource = RESOURCES[kind]
+    return _on(group, (resource, *(f"{resource}/{sub}" for sub in extra)), "get", "patch")
 
-#: What each action calls, by the action's name in playbooks (remediations.registry.ACTIONS).
+
+def _get(kind: str) -> tuple[Permission, ...]:
+    group, resource = RESOURCES[kind]
+    return _on(group, (resource,), "get")
+
+
+Table = Mapping[str, Mapping[str, tuple[Permission, ...]]]
+"""Action name -> target kind -> what the action calls on a target of that kind."""
+
+_HPA = _on("autoscaling", ("horizontalpodautoscalers",), "get", "list", "patch")
+_OWNERS = ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet")
+_RETRAIN = (*_on("batch", ("cronjobs",), "get"), *_on("batch", ("jobs",), "get", "create", "patch"))
+
+_TABLE: dict[str, dict[str, tuple[Permission, ...]]] = {
+    # the target (get, annotations by merge patch), its scale subresource, and the HPA that
+    # scales it: list to find it, patch to raise (and restore) its minReplicas floor
+    "scale": {kind: (*_get_patch(kind, "scale"), *_HPA) for kind in ("Deployment", "StatefulSet")},
+    # the Deployment (get, JSON patch of the template) and its ReplicaSets (the history)
+    "rollback": {"Deployment": (*_get_patch("Deployment"), *_on("apps", ("replicasets",), "list"))},
+    # the pod-template annotation, by strategic merge patch
+    "restart": {kind: _get_patch(kind) for kind in ("Deployment", "StatefulSet", "DaemonSet")},
+    # the workload and its pods (the deletion record is an annotation on the workload); a
+    # Deployment's pods are found through its ReplicaSets. A Pod target: the pod, and its
+    # controller (a ReplicaSet's Deployment when it has one), whatever workload that is.
+    "delete_pod": {
+        **{kind: (*_get_patch(kind), *_on("", ("pods",), "list", "delete")) for kind in _OWNERS[1:]},
+        "Deployment": (
+            *_get_patch("Deployment"),
+            *_on("", ("pods",), "list", "delete"),
+            *_on("apps", ("replicasets",), "list"),
+        ),
+        "Pod": (
+            *_on("", ("pods",), "get", "delete"),
+            *(p for kind in _OWNERS for p in _get_patch(kind)),
+        ),
+    },
+    # a Job from a CronJob's jobTemplate (or a given template); the Job is annotated once the
+    # retrain request is published; the target is read for its Event
+    "retrain": {kind: (*_RETRAIN, *_get(kind)) for kind in ("CronJob", "Job", "Deployment", "StatefulSet")},
+    # an HTTP webhook; then the target is read for the Event on it (best effort: a denied read
+    # only skips the Event)
+    "notify": {kind: _get(kind) for kind in (*_OWNERS, "Pod", "Job", "CronJob")},
+}
+
+#: What each action calls, by the action's name in playbooks (remediations.registry.ACTIONS) and
+#: the kind of its target: a playbook on Deployments needs no right on StatefulSets.
+TARGET_PERMISSIONS: Table = MappingProxyType({a: MappingProxyType(k) for a, k in _TABLE.items()})
+
+#: What each action calls on any target: the union over the kinds of :data:`TARGET_PERMISSIONS`.
 ACTION_PERMISSIONS: Mapping[str, tuple[Permission, ...]] = MappingProxyType(
     {
-        # the target (get, annotations by merge patch), its scale subresource, and the HPA that
-        # scales it: list to find it, patch to raise (and restore) its minReplicas floor
-        "scale": (
-            *_on("apps", _WORKLOADS, "get", "patch"),
-            *_on("apps", ("deployments/scale", "statefulsets/scale"), "get", "patch"),
-            *_on("autoscaling", ("horizontalpodautoscalers",), "get", "list", "patch"),
-        ),
-        # the Deployment (get, JSON patch of the template) and its ReplicaSets (the history)
-        "rollback": (
-            *_on("apps", ("deployments",), "get", "patch"),
-            *_on("apps", ("replicasets",), "list"),
-        ),
-        # the pod-template annotation, by strategic merge patch
-        "restart": _on("apps", (*_WORKLOADS, "daemonsets"), "get", "patch"),
-        # the pod and its owner (the deletion record is an annotation on the owner); a
-        # Deployment's pods are found through its ReplicaSets
-        "delete_pod": (
-            *_on("", ("pods",), "get", "list", "delete"),
-            *_on("apps", (*_WORKLOADS, "replicasets", "daemonsets"), "get", "patch"),
-            *_on("apps", ("replicasets",), "list"),
-        ),
-        # a Job from a CronJob's jobTemplate (or a given template); the Job is annotated once the
-        # retrain request is published; the target (a CronJob, Job or workload) is read for its Event
-        "retrain": (
-            *_on("batch", ("cronjobs",), "get"),
-            *_on("batch", ("jobs",), "get", "create", "patch"),
-            *_on("apps", _WORKLOADS, "get"),
-        ),
-        # an HTTP webhook; then the target is read for the Event on it (best effort: a denied read
-        # only skips the Event). The kinds are those the other actions target, so nothing new.
-        "notify": (
-            *_on("apps", (*_WORKLOADS, "replicasets", "daemonsets"), "get"),
-            *_on("", ("pods",), "get"),
-            *_on("batch", ("jobs", "cronjobs"), "get"),
-        ),
+        action: tuple(p for perms in by_kind.values() for p in perms)
+        for action, by_kind in TARGET_PERMISSIONS.items()
     }
 )
 
 #: What the agent needs in every namespace it acts in: the Events on the objects acted on
 #: (remediations.events: create, and get when a retried create finds its own Event).
 AGENT_PERMISSIONS: tuple[Permission, ...] = _on("", ("events",), "create", "get")
+
+#: What reading a Deployment's rollout history takes (:func:`remediations.rollback.history`: the
+#: Deployment, then its ReplicaSets); the agent reads it for playbooks' ``when: rolloutWithin``.
+ROLLOUT_HISTORY_PERMISSIONS: tuple[Permission, ...] = (
+    *_on("apps", ("deployments",), "get"),
+    *_on("apps", ("replicasets",), "list"),
+)
 
 #: What the agent needs in its own namespace: the Lease of leader election (the kubernetes
 #: client's LeaseLock reads, creates and replaces it).
@@ -124,15 +155,78 @@ LEADER_ELECTION_PERMISSIONS: tuple[Permission, ...] = _on(
 )
 
 
-def cluster_permissions() -> tuple[Permission, ...]:
-    """Every permission of the cluster-wide role: all actions' and the agent's own."""
-    return (*(p for perms in ACTION_PERMISSIONS.values() for p in perms), *AGENT_PERMISSIONS)
+def annotate_permissions(kinds: Iterable[str]) -> tuple[Permission, ...]:
+    """Patch on the resources of ``kinds``: the executor's annotation of a target it acted on
+    behind its GitOps controller's back (``executor.gitops: annotate``)."""
+    found = []
+    for kind in sorted(set(kinds)):
+        if kind not in RESOURCES:
+            msg = f"no API resource is known for kind {kind!r} (known: {', '.join(sorted(RESOURCES))})"
+            raise ValueError(msg)
+        found.append(Permission(*RESOURCES[kind], frozenset({"patch"})))
+    return tuple(found)
 
 
-def allowed(action: str, api_group: str, resource: str, verb: str) -> bool:
-    """Whether the table lets ``action`` (with the agent's own permissions) call ``verb`` on a resource."""
-    perms = (*ACTION_PERMISSIONS.get(action, ()), *AGENT_PERMISSIONS)
-    return any(p.allows(api_group, resource, verb) for p in perms)
+def permissions(action: str, kind: str) -> tuple[Permission, ...]:
+    """What ``action`` calls on a target of ``kind``; ValueError when it does not act on that kind."""
+    by_kind = TARGET_PERMISSIONS.get(action)
+    if by_kind is None:
+        msg = f"no RBAC entry for action {action!r} (known: {', '.join(sorted(TARGET_PERMISSIONS))})"
+        raise ValueError(msg)
+    if kind not in by_kind:
+        msg = f"{action} does not act on a {kind} (it acts on: {', '.join(sorted(by_kind))})"
+        raise ValueError(msg)
+    return by_kind[kind]
+
+
+def allowed(action: str, api_group: str, resource: str, verb: str, kind: str | None = None) -> bool:
+    """Whether the table lets ``action`` (with the agent's own permissions) call ``verb`` on a
+    resource, acting on a target of ``kind`` (None: of any kind)."""
+    own = (
+        ACTION_PERMISSIONS.get(action, ())
+        if kind is None
+        else TARGET_PERMISSIONS.get(action, {}).get(kind, ())
+    )
+    return any(p.allows(api_group, resource, verb) for p in (*own, *AGENT_PERMISSIONS))
+
+
+Grant = tuple[str, str, str]
+"""One right: (API group, resource, verb)."""
+
+
+def grants(permissions: Iterable[Permission]) -> frozenset[Grant]:
+    """The single rights ``permissions`` hold."""
+    return frozenset((p.api_group, p.resource, verb) for p in permissions for verb in p.verbs)
+
+
+def without(permissions: Iterable[Permission], covered: Iterable[Permission]) -> tuple[Permission, ...]:
+    """``permissions`` less the rights ``covered`` already holds (a Role need not repeat its ClusterRole)."""
+    left: dict[tuple[str, str], set[str]] = {}
+    for group, resource, verb in grants(permissions) - grants(covered):
+        left.setdefault((group, resource), set()).add(verb)
+    return tuple(Permission(g, r, frozenset(v)) for (g, r), v in sorted(left.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """The rights one deployment of the agent needs, and where.
+
+    ``cluster``: in every namespace (a ClusterRole); ``namespaces``: in each named namespace only
+    (a Role each); ``lease_namespace``: where the leader-election Lease lives (None: no election).
+    """
+
+    cluster: tuple[Permission, ...] = ()
+    namespaces: Mapping[str, tuple[Permission, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    lease_namespace: str | None = None
+
+    def __post_init__(self) -> None:
+        for namespace in (*self.namespaces, *([self.lease_namespace] if self.lease_namespace else [])):
+            check_label("namespace", namespace)
+
+    @property
+    def empty(self) -> bool:
+        """True when the agent calls no Kubernetes API at all."""
+        return not (self.cluster or any(self.namespaces.values()) or self.lease_namespace)
 
 
 def rules(permissions: Iterable[Permission]) -> list[dict[str, list[str]]]:
@@ -151,47 +245,46 @@ def rules(permissions: Iterable[Permission]) -> list[dict[str, list[str]]]:
     ]
 
 
-def manifests(namespace: str = "aiops", name: str = "aiops-agent") -> list[dict[str, Any]]:
-    """The ClusterRole, Role and their bindings to the ServiceAccount ``namespace/name``."""
+def manifests(access: Access, namespace: str = "aiops", name: str = "aiops-agent") -> list[dict[str, Any]]:
+    """The roles ``access`` needs and their bindings to the ServiceAccount ``namespace/name``.
+
+    A ClusterRole and ClusterRoleBinding for the cluster-wide rights; a Role and RoleBinding
+    ``name`` in each namespace with rights of its own; the Role and RoleBinding
+    ``name-leader-election`` for the Lease.
+    """
+    check_label("service account namespace", namespace)
+    check_subdomain("service account name", name)
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "aiops"}
     subject = [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
-    leader = f"{name}-leader-election"
+    api = "rbac.authorization.k8s.io/v1"
 
-    def meta(object_name: str, *, namespaced: bool) -> dict[str, Any]:
+    def meta(object_name: str, where: str | None) -> dict[str, Any]:
         found: dict[str, Any] = {"name": object_name}
-        if namespaced:
-            found["namespace"] = namespace
+        if where is not None:
+            found["namespace"] = where
         found["labels"] = dict(labels)
         return found
 
-    def ref(kind: str, role: str) -> dict[str, str]:
-        return {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role}
+    def role(
+        kind: str, role_name: str, where: str | None, perms: Iterable[Permission]
+    ) -> list[dict[str, Any]]:
+        return [
+            {"apiVersion": api, "kind": kind, "metadata": meta(role_name, where), "rules": rules(perms)},
+            {
+                "apiVersion": api,
+                "kind": f"{kind}Binding",
+                "metadata": meta(role_name, where),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role_name},
+                "subjects": subject,
+            },
+        ]
 
-    api = "rbac.authorization.k8s.io/v1"
-    cluster_role: dict[str, Any] = {
-        "apiVersion": api,
-        "kind": "ClusterRole",
-        "metadata": meta(name, namespaced=False),
-        "rules": rules(cluster_permissions()),
-    }
-    cluster_binding: dict[str, Any] = {
-        "apiVersion": api,
-        "kind": "ClusterRoleBinding",
-        "metadata": meta(name, namespaced=False),
-        "roleRef": ref("ClusterRole", name),
-        "subjects": subject,
-    }
-    role: dict[str, Any] = {
-        "apiVersion": api,
-        "kind": "Role",
-        "metadata": meta(leader, namespaced=True),
-        "rules": rules(LEADER_ELECTION_PERMISSIONS),
-    }
-    binding: dict[str, Any] = {
-        "apiVersion": api,
-        "kind": "RoleBinding",
-        "metadata": meta(leader, namespaced=True),
-        "roleRef": ref("Role", leader),
-        "subjects": subject,
-    }
-    return [cluster_role, cluster_binding, role, binding]
+    found: list[dict[str, Any]] = []
+    if access.cluster:
+        found += role("ClusterRole", name, None, access.cluster)
+    for where, perms in sorted(access.namespaces.items()):
+        if perms:
+            found += role("Role", name, where, perms)
+    if access.lease_namespace:
+        found += role("Role", f"{name}-leader-election", access.lease_namespace, LEADER_ELECTION_PERMISSIONS)
+    return found

@@ -19,6 +19,7 @@ the Prometheus backfill gives the daemon). Same scenario and seed: the same run,
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import tempfile
@@ -26,14 +27,14 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no stubs
 
+from agent.app import detector_bank
 from agent.audit import Audit, AuditRecord, Decision, Entry
 from agent.clock import ManualClock
-from agent.config import ExecutorConfig
+from agent.config import AgentConfig, DetectorConfig, ExecutorConfig, load_config
 from agent.executor import KubeExecutor
 from agent.facts import KubeFacts
 from agent.leader import AlwaysLeader
@@ -41,9 +42,8 @@ from agent.playbook.engine import PlaybookEngine
 from agent.playbook.events import AuditEvent, IncidentEvent, IncidentState, SignalRejected
 from agent.playbook.guardrails import GuardrailDefaults
 from agent.playbook.loader import LoadedPlaybook, PlaybookSet
-from detectors import DetectorBank, DetectorSpec, SampleBatch, SeriesRegistry, Signal, build_detector
-from detectors.hold import AlarmHold
-from detectors.registry import ALARM_SCORE, DEFAULT
+from agent.playbook.requests import Approval
+from detectors import SampleBatch, SeriesRegistry, Signal
 from remediations.kube import connect
 from simulations.bus import KafkaBus
 from simulations.exporter import MetricsExporter
@@ -53,6 +53,7 @@ from simulations.result import (
     CPU,
     ERROR_RATIO,
     HPA,
+    NO_AGENT,
     P99,
     POLICIES,
     READY,
@@ -79,70 +80,30 @@ SIGNAL_QUIET = 600.0
 HELD_DECISIONS = frozenset({Decision.SKIPPED, Decision.PENDING_APPROVAL, Decision.REJECTED, Decision.EXPIRED})
 
 
-#: The agent's detectors in a replay: the learned ensemble on the symptoms, forecasts of demand
-#: and memory, and the accuracy degradation test on models.
-AGENT_DETECTORS: tuple[dict[str, Any], ...] = (
-    {
-        # error ratios judged with their request counts: 2 errors in 75 requests is no evidence,
-        # 12 % of 500 is; it learns only from what it does not flag, so it stays armed
-        "type": "ratio",
-        "metrics": "http_requests_error_ratio|http_requests_per_second",
-        "min_score": 0.9999,
-        "params": {"count_metric": "http_requests_per_second"},
-    },
-    {
-        "type": DEFAULT,
-        "metrics": "http_request_duration_p99_seconds|container_cpu_usage_ratio",
-        "min_score": ALARM_SCORE,
-        # an incident lasts: keep reporting it while the series stays away from its pre-alarm
-        # level, so playbooks' `for:` windows see it go on
-        "hold": True,
-        "params": {},
-    },
-    {
-        "type": "forecast",
-        "metrics": "http_requests_per_second",
-        "min_score": 0.8,
-        # Five-minute slots in the daily profile (the default 30-minute ones smear a sharp daily
-        # peak over an hour); a ten-minute horizon covers what one decision must: the playbook's
-        # 5-minute cooldown, a pod's start and the minute between forecasts
-        "params": {
-            "forecaster": "holt_winters",
-            "forecaster_params": {"resolution": 300},
-            "step": 15,
-            "horizon": 600,
-            "change": 0.1,
-            "every": 60,
-        },
-    },
-    {
-        "type": "forecast",
-        "metrics": "container_memory_working_set_ratio",
-        "min_score": 0.9,
-        "params": {"step": 15, "horizon": 1800, "limit": 1.0, "every": 60},
-    },
-    {
-        "type": "drift",
-        "metrics": "model_accuracy",
-        "min_score": 0.95,
-        # accuracy per step is already a mean over many predictions: compare the distribution of
-        # those measurements (KS) with the reference's, rather than treating each as one outcome
-        "params": {
-            "test": "distribution",
-            "tests": ["ks"],
-            "reference_size": 960,
-            "window": 40,
-            "alpha": 0.001,
-        },
-    },
-)
+#: The config the agent runs in a replay by default: the file k8s/ deploys, so a replay shows what
+#: the deployed agent would detect and decide (its detectors and guardrails; sources, sinks and the
+#: executor's connection are the twin's). Its dry run and approval mode are off: a replay shows
+#: the agent acting.
+SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "k8s" / "agent-config.yaml"
+
+
+@functools.cache
+def shipped_config() -> AgentConfig:
+    """The shipped agent config (``k8s/agent-config.yaml``), loaded and validated once."""
+    return load_config(SHIPPED_CONFIG)
+
+
+def replay_guardrails(config: AgentConfig) -> GuardrailDefaults:
+    """The config's guardrails with dry run and approval off: the replay shows the agent acting."""
+    return config.playbooks.guardrails.model_copy(update={"dry_run": False, "approval": Approval.NONE})
+
 
 #: The static-threshold baseline: limits a team would set by hand, the same for every service.
-STATIC_DETECTORS: tuple[dict[str, Any], ...] = (
-    {
-        "type": "threshold",
-        "min_score": 0.5,
-        "params": {
+STATIC_DETECTORS: tuple[DetectorConfig, ...] = (
+    DetectorConfig(
+        type="threshold",
+        min_score=0.5,
+        params={
             "rules": [
                 {"metric": "http_requests_error_ratio", "above": 0.05},
                 {"metric": "http_request_duration_p99_seconds", "above": 1.0},
@@ -151,7 +112,7 @@ STATIC_DETECTORS: tuple[dict[str, Any], ...] = (
                 {"metric": "model_accuracy", "below": 0.8},
             ]
         },
-    },
+    ),
 )
 
 
@@ -169,6 +130,8 @@ class ReplayOptions:
     """Bootstrap servers: the agent consumes the metrics through this broker instead of in-process."""
     metrics_port: int | None = None
     """Serve the simulated metrics at /metrics on this port (0: any free port)."""
+    config: AgentConfig | None = None
+    """The agent's config (its detectors and guardrails); None: the shipped one (SHIPPED_CONFIG)."""
 
 
 def replay(scenario: Scenario, options: ReplayOptions) -> ScenarioResult:
@@ -226,7 +189,10 @@ def run_policy(scenario: Scenario, policy: str, options: ReplayOptions) -> Polic
     start, step, n = scenario.start, spec.step, steps_of(scenario)
     times = start + step * np.arange(n, dtype=np.float64)
     clock = ManualClock(start - spec.warmup - step)
-    hpa = HpaAlgorithm(step) if policy == HPA else None
+    # the services with a HorizontalPodAutoscaler: every one under the 'hpa' policy; under the
+    # agent and the static baseline, those that declare one (the agent works with it)
+    autoscaled = [s for s in spec.services if policy == HPA or (s.hpa and policy != NO_AGENT)]
+    hpa = HpaAlgorithm(step) if autoscaled else None
     config = TwinConfig(
         seed=spec.seed,
         emit_events=policy in {AGENT, STATIC},
@@ -240,7 +206,8 @@ def run_policy(scenario: Scenario, policy: str, options: ReplayOptions) -> Polic
             hpa.workload = workload
         pipeline: Pipeline | None = None
         if policy in {AGENT, STATIC}:
-            detectors = AGENT_DETECTORS if policy == AGENT else STATIC_DETECTORS
+            agent = options.config if options.config is not None else shipped_config()
+            detectors = agent.detectors if policy == AGENT else STATIC_DETECTORS
             if policy == AGENT:
                 playbooks = select_playbooks(options.playbooks, spec.playbooks)
             else:
@@ -249,15 +216,16 @@ def run_policy(scenario: Scenario, policy: str, options: ReplayOptions) -> Polic
                     raise ValueError(msg)
                 playbooks = options.static_playbooks
             bus = KafkaBus(options.kafka, series) if options.kafka and policy == AGENT else None
-            pipeline = Pipeline(twin, clock, series, detectors, playbooks, Path(tmp), recorder, bus)
+            pipeline = Pipeline(
+                twin, clock, series, detectors, replay_guardrails(agent), playbooks, Path(tmp), recorder, bus
+            )
             if spec.warmup > 0:
                 history = start - spec.warmup + step * np.arange(int(spec.warmup // step), dtype=np.float64)
                 pipeline.warm(workload.history(history))
         clock.set(start - 300.0)
         workload.setup()
-        if hpa is not None:
-            for service in spec.services:
-                twin.store.create(HORIZONTALPODAUTOSCALERS, service.namespace, hpa_object(service))
+        for service in autoscaled:
+            twin.store.create(HORIZONTALPODAUTOSCALERS, service.namespace, hpa_object(service))
         twin.advance(300.0 - step)
         exporter = (
             MetricsExporter(series, options.metrics_port)
@@ -297,7 +265,8 @@ class Pipeline:
         twin: TwinCluster,
         clock: ManualClock,
         series: SeriesRegistry,
-        detectors: Sequence[dict[str, Any]],
+        detectors: Sequence[DetectorConfig],
+        guardrails: GuardrailDefaults,
         playbooks: PlaybookSet,
         workdir: Path,
         recorder: Recorder,
@@ -306,16 +275,7 @@ class Pipeline:
         self.clock = clock
         self.bus = bus
         self.recorder = recorder
-        specs = [
-            DetectorSpec(
-                build_detector(d["type"], d.get("params", {}), series),
-                d.get("min_score", 0.5),
-                metrics=d.get("metrics"),
-                hold=AlarmHold() if d.get("hold") else None,
-            )
-            for d in detectors
-        ]
-        self.bank = DetectorBank(series, specs)
+        self.bank = detector_bank(detectors, series)
         kubeconfig = twin.write_kubeconfig(workdir / "kubeconfig")
         self.pager = Pager()
         self.stop = threading.Event()
@@ -343,7 +303,7 @@ class Pipeline:
             self.executor,
             clock,
             _RecorderAudit(recorder),
-            defaults=GuardrailDefaults(),
+            defaults=guardrails,
             facts=KubeFacts(self.kube, clock, ttl=0.0),
             freshness=self.bank.freshness,
         )
@@ -389,39 +349,54 @@ class Pipeline:
 
 @dataclass
 class HpaAlgorithm:
-    """The HorizontalPodAutoscaler as documented, on CPU utilisation.
+    """The HorizontalPodAutoscaler as documented, on CPU utilisation, with its default ``behavior``.
 
-    ``desired = ceil(ready * utilisation / target)``, no change within a 10 % tolerance, and a
-    5-minute stabilisation window for scale-down (the highest recommendation of the window wins).
-    The twin's HPA controller calls :meth:`recommend` every sync period (15 s) and clamps to the
-    HPA's bounds.
+    ``desired = ceil(ready * utilisation / target)``, no change within a 10 % tolerance. Scale-up
+    follows the default ``behavior.scaleUp`` (no stabilisation; per 15 s period at most the larger
+    of +100 % and +4 pods), scale-down the default ``behavior.scaleDown`` (the highest
+    recommendation of a 300 s stabilisation window wins, then up to 100 % per period). The CPU it
+    reads is what metrics-server reported: one resolution (15 s, its default) old. The twin's HPA
+    controller calls :meth:`recommend` every sync period (15 s) and clamps to the HPA's bounds.
     """
 
     step: float
     target: float = 0.7
     tolerance: float = 0.1
     stabilisation: float = 300.0
+    metrics_delay: float = 15.0
+    """metrics-server's resolution: the newest CPU the HPA sees is this old."""
+    up_percent: float = 100.0
+    up_pods: int = 4
     workload: Workload | None = None
-    _cpu: dict[str, float] = field(default_factory=dict)
-    _ready: dict[str, float] = field(default_factory=dict)
+    _seen: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     _history: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     _now: float = 0.0
 
     def observe(self, observation: Observation) -> None:
-        """The metrics the HPA reads (what metrics-server would report)."""
-        for service, values in observation.values.items():
-            self._cpu[service] = values[CPU]
-            self._ready[service] = values[READY]
+        """The metrics the HPA reads (what metrics-server reports, after its delay)."""
         self._now = float(observation.batch.timestamps[0]) if len(observation.batch) else self._now
+        for service, values in observation.values.items():
+            seen = self._seen.setdefault(service, [])
+            seen.append((self._now, values[CPU], values[READY]))
+            # keep the newest observation at least metrics_delay old, and everything after it
+            while len(seen) > 1 and seen[1][0] <= self._now - self.metrics_delay:
+                seen.pop(0)
+
+    def _reported(self, name: str) -> tuple[float, float] | None:
+        """(CPU utilisation, ready pods) as metrics-server reports them now."""
+        for t, cpu, ready in reversed(self._seen.get(name, [])):
+            if t <= self._now - self.metrics_delay:
+                return cpu, ready
+        return None
 
     def recommend(self, hpa: Obj, target: Obj) -> int | None:
         """The replica count for ``target`` (None: keep)."""
         name = str(target["metadata"]["name"])
         current = int((target.get("spec") or {}).get("replicas") or 0)
-        cpu = self._cpu.get(name)
-        ready = self._ready.get(name, 0.0)
-        if cpu is None or ready <= 0:
+        reported = self._reported(name)
+        if reported is None or reported[1] <= 0:
             return None
+        cpu, ready = reported
         ratio = cpu / self.target
         desired = current if abs(ratio - 1.0) <= self.tolerance else math.ceil(ready * ratio)
         history = self._history.setdefault(name, [])
@@ -430,7 +405,8 @@ class HpaAlgorithm:
         history[:] = [(t, d) for t, d in history if t >= cutoff]
         if desired < current:
             desired = min(current, max(d for _, d in history))
-        return desired
+        limit = max(math.floor(current * (1.0 + self.up_percent / 100.0)), current + self.up_pods)
+        return min(desired, limit)
 
 
 def hpa_object(service: Service) -> Obj:
@@ -630,7 +606,7 @@ class _RecorderAudit:
 
 
 __all__ = [
-    "AGENT_DETECTORS",
+    "SHIPPED_CONFIG",
     "STATIC_DETECTORS",
     "HpaAlgorithm",
     "Pipeline",

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from agent.config import AgentConfig, ConfigError, load_config
 from agent.playbook.loader import PlaybookLoadError, PlaybookSet, load_paths
 from agent.yamlloc import YamlValidationError
-from simulations.replay import ReplayOptions, replay, steps_of
+from simulations.replay import SHIPPED_CONFIG, ReplayOptions, replay, steps_of
 from simulations.result import POLICIES, ScenarioResult
 from simulations.scenario import Scenario, load_scenario
 
@@ -37,6 +38,8 @@ class RunSettings:
 
     scenarios: Sequence[Path]
     playbooks: Path | None = None
+    config: Path | None = None
+    """The agent's config file (detectors, guardrails); None: the shipped k8s/agent-config.yaml."""
     policies: Sequence[str] = POLICIES
     report: Path | None = None
     kafka: str | None = None
@@ -73,8 +76,16 @@ def scenario_paths(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
-def load_all(settings: RunSettings, err: TextIO) -> tuple[PlaybookSet, PlaybookSet, list[Scenario]] | None:
-    """Load the playbooks and every scenario; print every error and return None if any."""
+def load_all(
+    settings: RunSettings, err: TextIO
+) -> tuple[AgentConfig, PlaybookSet, PlaybookSet, list[Scenario]] | None:
+    """Load the agent config, the playbooks and every scenario; print every error, None if any."""
+    try:
+        config = load_config(settings.config or SHIPPED_CONFIG)
+    except ConfigError as exc:
+        for e in exc.errors:
+            print(f"error: {e}", file=err)
+        return None
     playbook_dir = settings.playbooks or SHIPPED_PLAYBOOKS
     try:
         playbooks = load_paths([playbook_dir])
@@ -105,7 +116,7 @@ def load_all(settings: RunSettings, err: TextIO) -> tuple[PlaybookSet, PlaybookS
     if unknown:
         print(f"error: --policies: unknown {unknown}; expected some of {list(POLICIES)}", file=err)
         return None
-    return None if failed else (playbooks, static, scenarios)
+    return None if failed else (config, playbooks, static, scenarios)
 
 
 def _paced(update: Callable[[int], object], step: float, speed: float | None) -> Callable[[int], None]:
@@ -138,7 +149,7 @@ def run(settings: RunSettings, out: TextIO | None = None, err: TextIO | None = N
     loaded = load_all(settings, err)
     if loaded is None:
         return EXIT_INVALID
-    playbooks, static, scenarios = loaded
+    config, playbooks, static, scenarios = loaded
     show = err.isatty() if settings.progress is None else settings.progress
     total = sum(steps_of(s) * len(settings.policies) for s in scenarios)
     results: list[ScenarioResult] = []
@@ -154,6 +165,7 @@ def run(settings: RunSettings, out: TextIO | None = None, err: TextIO | None = N
                 progress=_paced(bar.update, scenario.spec.step, settings.speed),
                 kafka=settings.kafka,
                 metrics_port=settings.metrics_port,
+                config=config,
             )
             results.append(replay(scenario, options))
     from simulations.report import format_scores, format_timeline, write_report  # noqa: PLC0415

@@ -67,6 +67,32 @@ class Surge(_Model):
     fall: Duration = 600.0
 
 
+#: Trace files larger than this are refused unread.
+MAX_TRACE_BYTES = 64 << 20
+
+
+class Trace(_Model):
+    """Requests from a CSV file of ``time,value`` rows (a header row is allowed).
+
+    ``time`` is seconds from any origin or an ISO-8601 time (``2024-11-15 16:57:00``); rows may be
+    as coarse as the data is (per minute, per five minutes) and are interpolated to the scenario's
+    step. The scenario starts ``start`` after the first row and the warm-up is the rows before it,
+    so the detectors learn only the trace's past; a trace too short for the warm-up or the run is
+    an error naming the rows missing.
+    """
+
+    file: str = Field(description="CSV file, relative to the scenario")
+    start: Duration | None = Field(
+        None, description="where in the trace the scenario starts, after its first row; default: the warm-up"
+    )
+    scale: float = Field(
+        1.0,
+        gt=0,
+        description="multiplies the file's values into requests/s (1/60 for requests per minute; more to "
+        "make a small trace need several pods)",
+    )
+
+
 class Traffic(_Model):
     """A service's offered request rate: a generated pattern, or a trace file."""
 
@@ -75,9 +101,15 @@ class Traffic(_Model):
     peak_hour: float = Field(14.0, alias="peakHour", ge=0, lt=24, description="UTC hour of the daily peak")
     noise: float = Field(0.04, ge=0, lt=1, description="relative noise of each step")
     growth: float = Field(0.0, ge=-0.5, le=10, description="linear growth, a fraction of base per hour")
-    trace: str | None = Field(
-        None, description="CSV file (relative to the scenario) of seconds-from-start,requests/s"
+    trace: Trace | None = Field(
+        None,
+        description="requests from a CSV file instead of the pattern above (a name: {file: NAME})",
     )
+
+    @field_validator("trace", mode="before")
+    @classmethod
+    def _trace_file(cls, value: Any) -> Any:
+        return {"file": value} if isinstance(value, str) else value
 
 
 class Model(_Model):
@@ -103,7 +135,12 @@ class Service(_Model):
     memory_mib: float = Field(300.0, alias="memoryMiB", gt=0)
     memory_limit_mib: float = Field(1024.0, alias="memoryLimitMiB", gt=0)
     start_seconds: Duration = Field(45.0, alias="startSeconds", description="pod start to ready")
-    max_replicas: int = Field(40, alias="maxReplicas", ge=1, description="the HPA baseline's ceiling")
+    max_replicas: int = Field(40, alias="maxReplicas", ge=1, description="the HPA's ceiling")
+    hpa: bool = Field(
+        False,
+        description="the service has a CPU HorizontalPodAutoscaler under every policy but 'none' "
+        "(the agent then works with it, raising its floor); the 'hpa' policy gives every service one",
+    )
     version: str = Field("v1", pattern=K8S_NAME)
     traffic: Traffic = Field(default_factory=Traffic)
     model: Model | None = None
@@ -243,7 +280,8 @@ class Scenario:
     doc: ScenarioDoc
     file: str
     traces: dict[str, tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]]
-    """Per service with a trace file: (seconds from start, requests/s)."""
+    """Per service with a trace file: (seconds from the scenario's start, requests/s), covering the
+    warm-up (negative times) and the run."""
 
     @property
     def name(self) -> str:
@@ -290,7 +328,7 @@ def parse_scenario(
     traces: dict[str, Any] = {}
     for i, service in enumerate(model.spec.services):
         if service.traffic.trace is not None:
-            trace, problem = _read_trace(base, service.traffic.trace, model.spec)
+            trace, problem = read_trace(base, service.traffic.trace, model.spec)
             if problem is not None:
                 errors.append(_err(doc, ["spec", "services", i, "traffic", "trace"], problem))
             elif trace is not None:
@@ -393,47 +431,78 @@ def _check(doc: YamlDocument, spec: Spec, playbook_names: Sequence[str] | None) 
     return errors
 
 
-def _read_trace(
-    base: Path | None, name: str, spec: Spec
+def _trace_time(text: str) -> float | None:
+    """Seconds from a number or an ISO-8601 time (no zone: UTC); None if it is neither."""
+    if _is_number(text):
+        return float(text)
+    try:
+        return parse_start(text.strip())
+    except ValueError:
+        return None
+
+
+def read_trace(
+    base: Path | None, trace: Trace, spec: Spec
 ) -> tuple[
     tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]] | None, str | None
 ]:
-    """Read a trace CSV; a gap longer than two steps, or too little coverage, is a problem."""
+    """Read a trace CSV as (seconds from the scenario's start, requests/s), or say what is wrong.
+
+    Problems: an unreadable or oversized file, a bad row (named by its line), a gap longer than
+    twice the trace's own typical interval, and too few rows before the start for the warm-up or
+    after it for the run.
+    """
+    name = trace.file
     path = (base or Path()) / name
     try:
+        if path.stat().st_size > MAX_TRACE_BYTES:
+            return None, f"trace {name!r} is larger than {MAX_TRACE_BYTES >> 20} MiB"
         with path.open(encoding="utf-8", newline="") as fh:
             rows = list(csv.reader(fh))
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         return None, f"cannot read trace {name!r}: {exc}"
     times: list[float] = []
     values: list[float] = []
     for n, row in enumerate(rows, start=1):
-        if not row or (n == 1 and not _is_number(row[0])):
-            continue  # blank line or header
-        if len(row) < 2 or not _is_number(row[0]) or not _is_number(row[1]):
-            return None, f"{name}:{n}: expected seconds,requests_per_second, got {row!r}"
-        t, v = float(row[0]), float(row[1])
-        if v < 0 or not math.isfinite(v):
-            return None, f"{name}:{n}: a request rate must be a finite number >= 0, got {row[1]!r}"
+        if not row:
+            continue
+        t = _trace_time(row[0]) if row else None
+        if n == 1 and t is None:
+            continue  # header
+        if len(row) < 2 or t is None or not _is_number(row[1]):
+            expected = "time,value (seconds or an ISO time, then a number)"
+            return None, f"{name}:{n}: expected {expected}, got {row!r}"
+        v = float(row[1])
+        if v < 0 or not math.isfinite(v) or not math.isfinite(t):
+            return None, f"{name}:{n}: a value must be a finite number >= 0, got {row[1]!r}"
         if times and t <= times[-1]:
-            return None, f"{name}:{n}: time {row[0]} is not after the previous row's {times[-1]:g}"
+            return None, f"{name}:{n}: time {row[0]} is not after the previous row's"
         times.append(t)
-        values.append(v)
+        values.append(v * trace.scale)
     if len(times) < 2:
         return None, f"trace {name!r} has fewer than two rows"
-    t_arr = np.asarray(times)
+    t_arr = np.asarray(times) - times[0]
     gaps = np.diff(t_arr)
+    typical = float(np.median(gaps))
     worst = int(np.argmax(gaps))
-    if gaps[worst] > 2 * spec.step:
+    if gaps[worst] > 2 * typical:
         return None, (
-            f"trace {name!r} has a gap of {gaps[worst]:g} s after t={t_arr[worst]:g} "
-            f"(more than two steps of {spec.step:g} s)"
+            f"trace {name!r} has a gap of {gaps[worst]:g} s after row {worst + 1} "
+            f"(more than twice its typical interval of {typical:g} s)"
         )
-    if t_arr[0] > spec.step or t_arr[-1] < spec.duration - spec.step:
-        return None, (
-            f"trace {name!r} covers {t_arr[0]:g}..{t_arr[-1]:g} s, the scenario needs 0..{spec.duration:g} s"
-        )
-    return (t_arr, np.asarray(values)), None
+    start = spec.warmup if trace.start is None else trace.start
+    first, last = -start, t_arr[-1] - start  # the trace's span, in seconds from the scenario's start
+    needs = [(-spec.warmup, "the warm-up"), (spec.duration, "the run")]
+    for edge, what in needs:
+        if edge < first - typical or edge > last + typical:
+            missing = math.ceil(((first - edge) if edge < first else (edge - last)) / typical)
+            where = "before its first row" if edge < first else "after its last row"
+            return None, (
+                f"trace {name!r} starts the scenario {start:g} s after its first row and covers "
+                f"{first:g}..{last:g} s around the start; {what} needs {min(edge, 0):g}..{max(edge, 0):g} s: "
+                f"about {missing} rows missing {where}"
+            )
+    return (t_arr - start, np.asarray(values)), None
 
 
 def _is_number(text: str) -> bool:

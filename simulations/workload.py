@@ -59,6 +59,8 @@ SERVICE_METRICS = (REQUESTS, ERROR_RATIO, P50, P99, CPU, MEMORY, RESTARTS, READY
 MODEL_METRICS = (ACCURACY, FEATURE, PREDICTION)
 #: Utilisation is capped here in the latency curve: a queue at 100 % never drains.
 MAX_UTILISATION = 0.98
+#: The warm-up history runs its pods at most this busy (:meth:`Workload.history`).
+HEALTHY_UTILISATION = 0.8
 #: Latency of a request that timed out.
 TIMEOUT_SECONDS = 10.0
 IMAGE_REGISTRY = "registry.example/shop"
@@ -79,9 +81,8 @@ def offered_load(
     traffic = service.traffic
     trace = scenario.traces.get(service.name)
     if trace is not None:
-        span = float(trace[0][-1])
-        # before the start (the warm-up) the trace repeats, so history looks like the trace
-        base = np.interp(np.mod(t, span) if span > 0 else t, trace[0], trace[1])
+        # the trace's own rows, before the start too (the warm-up): never its future
+        base = np.interp(t, trace[0], trace[1])
     else:
         hour = np.mod(times / 3600.0, 24.0)
         cycle = 1.0 + traffic.daily * np.cos(2.0 * math.pi * (hour - traffic.peak_hour) / 24.0)
@@ -422,10 +423,13 @@ class Workload:
     # ------------------------------------------------------------ history
 
     def history(self, times: FloatArray) -> SampleBatch:
-        """Healthy metrics at ``times`` (before the run): the configured replicas, no faults.
+        """Healthy metrics at ``times`` (before the run): no faults, and enough pods.
 
         What the daemon's Prometheus backfill gives it at start: enough history for the
-        detectors and forecasters to learn each series' normal before the scenario begins.
+        detectors and forecasters to learn each series' normal before the scenario begins. The
+        history is healthy by construction: the configured replicas, or wherever the load would
+        run them above :data:`HEALTHY_UTILISATION`, as many as keep it there (as an autoscaler
+        would have), so a busy trace puts no overload into what the detectors learn as normal.
         """
         ids: list[FloatArray] = []
         stamps: list[FloatArray] = []
@@ -434,8 +438,8 @@ class Workload:
             s = state.service
             rng = np.random.default_rng(_seed(self.scenario.spec.seed, "history", s.namespace, s.name))
             load = offered_load(s, self.scenario, times, rng)
-            capacity = s.replicas * s.capacity_per_pod
-            util = load / capacity
+            pods = np.maximum(s.replicas, np.ceil(load / (s.capacity_per_pod * HEALTHY_UTILISATION)))
+            util = load / (pods * s.capacity_per_pod)
             lat = np.array([latency(s.latency_ms / 1000.0, u) for u in util])
             jitter = np.exp(0.05 * rng.standard_normal(times.size))
             n_req = np.maximum(1, np.round(load * self.step)).astype(np.int64)
@@ -451,7 +455,7 @@ class Workload:
                 CPU: cpu,
                 MEMORY: memory,
                 RESTARTS: np.zeros(times.size),
-                READY: np.full(times.size, float(s.replicas)),
+                READY: pods,
             }
             if s.model is not None:
                 n = s.model.predictions

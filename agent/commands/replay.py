@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     settings = RunSettings(
         scenarios=args.scenarios,
         playbooks=args.playbooks,
+        config=args.config,
         policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
         report=args.report,
         kafka=args.kafka,
@@ -59,6 +60,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("scenarios", nargs="*", type=Path, metavar="SCENARIO")
     p.add_argument(
         "--playbooks", type=Path, metavar="DIR", help="playbook directory (default: the shipped ones)"
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the agent config whose detectors and guardrails the agent runs with "
+        "(default: the shipped k8s/agent-config.yaml; its dry run and approval mode are ignored)",
     )
     p.add_argument(
         "--policies",

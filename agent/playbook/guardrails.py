@@ -23,10 +23,11 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.playbook.fields import Duration
 from agent.playbook.requests import Approval
+from remediations.names import check_label
 from remediations.types import ActionClass, Limits, Target
 
 HOUR = 3600.0
@@ -40,6 +41,13 @@ ALERTS = "alerts"
 
 #: The cluster's own namespaces: no playbook acts there unless the config lifts it (``unprotect``).
 PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+
+
+def _namespace_names(value: list[str] | None) -> list[str] | None:
+    """Namespace lists hold namespace names: they become RBAC Roles' namespaces (agent.rbac)."""
+    for name in value or ():
+        check_label("namespace", name)
+    return value
 
 
 class GuardrailDefaults(BaseModel):
@@ -73,7 +81,11 @@ class GuardrailDefaults(BaseModel):
     min_replicas: int = Field(1, ge=0, description="scale never goes below this")
     max_replicas: int | None = Field(None, ge=0, description="scale never goes above this")
     max_step: int | None = Field(None, ge=1, description="one scale changes replicas by at most this")
-    namespaces: list[str] | None = Field(None, description="the namespaces the agent may act in; null: all")
+    namespaces: list[str] | None = Field(
+        None,
+        description="the namespaces the agent may act in (Kubernetes names); null: all. `aiops rbac` "
+        "makes Roles in them instead of a ClusterRole (docs/deployment.md, RBAC)",
+    )
     protected_namespaces: list[str] = Field(
         default_factory=lambda: list(PROTECTED_NAMESPACES),
         description="namespaces the agent never acts in, whatever a playbook or signal names (the agent's "
@@ -86,6 +98,11 @@ class GuardrailDefaults(BaseModel):
     )
     dry_run: bool = Field(False, description="plan and audit every action, write nothing")
     approval: Approval = Field(Approval.NONE, description="required: every action waits for approval")
+
+    @field_validator("namespaces", "protected_namespaces", "unprotect")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        return _namespace_names(value)
 
     @model_validator(mode="after")
     def _bounds(self) -> GuardrailDefaults:
@@ -125,6 +142,11 @@ class PlaybookGuardrails(BaseModel):
     dry_run: bool = Field(False, alias="dryRun", description="plan and audit, write nothing")
     approval: Approval = Field(Approval.NONE, description="required: each action waits for approval")
 
+    @field_validator("namespaces")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        return _namespace_names(value)
+
     @model_validator(mode="after")
     def _bounds(self) -> PlaybookGuardrails:
         if (
@@ -135,6 +157,14 @@ class PlaybookGuardrails(BaseModel):
             msg = f"maxReplicas {self.max_replicas} is below minReplicas {self.min_replicas}"
             raise ValueError(msg)
         return self
+
+
+def protecting(defaults: GuardrailDefaults, own: str | None) -> GuardrailDefaults:
+    """``defaults`` with the agent's own namespace ``own`` protected too: it never acts on itself
+    (``unprotect`` still lifts it, as any protected namespace)."""
+    if not own or own in defaults.protected_namespaces:
+        return defaults
+    return defaults.model_copy(update={"protected_namespaces": [*defaults.protected_namespaces, own]})
 
 
 def _min_opt(a: int | None, b: int | None) -> int | None:

@@ -4,28 +4,44 @@ Each scenario plans and executes an action (remediations' own client, over HTTP)
 twin's request log, where each request is classified the way the API server's authorizer sees
 it: verb, API group, resource (with subresource). Two checks:
 
-- every request an action makes is allowed by ``remediations.rbac`` for that action (plus the
-  agent's own permissions): an action that starts calling something new fails here until the
-  table (and so ``k8s/rbac.yaml``) grants it;
+- every request an action makes is allowed by ``remediations.rbac`` for that action on a target
+  of that kind (plus the agent's own permissions): an action that starts calling something new
+  fails here until the table (and so ``k8s/rbac.yaml``) grants it;
 - every permission the table grants is used by some scenario (least privilege: nothing granted
   "just in case"), except the DaemonSet verbs, which the twin does not serve (:data:`NOT_ON_TWIN`).
+
+Besides, the rights ``aiops rbac`` generates for a playbook (agent/rbac.py) cover what the agent
+itself calls around its actions: the executor's read of the target and its GitOps annotation,
+and the rollout history a ``when: rolloutWithin`` condition reads.
 """
 
 from __future__ import annotations
 
+import textwrap
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.audit import Audit as AuditTrail
+from agent.audit import MemoryAuditSink
 from agent.clock import ManualClock
+from agent.config import ExecutorConfig
+from agent.executor import GITOPS_DRIFT, KubeExecutor
+from agent.facts import KubeFacts
+from agent.leader import StaticLeader
+from agent.playbook.loader import load_sources
+from agent.playbook.requests import Proposal
+from agent.rbac import playbook_permissions
 from remediations import ActionContext, ActionResult, ActionStatus, Target, make_request, rbac
 from remediations.events import record_event
 from remediations.kube import KubeClients, connect
+from remediations.rbac import Permission, grants
 from remediations.registry import ACTIONS, get_action
 from remediations.scale import ScaleAction
 from tests.servers.twin import TWIN_START, TwinEnv
@@ -69,6 +85,21 @@ def _workload(kind: str, name: str, replicas: int = 2) -> dict[str, Any]:
     if kind == "StatefulSet":
         spec["serviceName"] = name
     return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+def _cronjob(name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A suspended CronJob whose jobTemplate runs one container."""
+    pod = {"restartPolicy": "Never", "containers": [{"name": "train", "image": IMAGE}]}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": name, "labels": dict(labels or {})},
+        "spec": {
+            "schedule": "0 3 * * *",
+            "suspend": True,
+            "jobTemplate": {"spec": {"template": {"spec": pod}}},
+        },
+    }
 
 
 class _Publisher:
@@ -143,7 +174,7 @@ class Audit:
             reason="rbac audit",
         )
         ctx = ActionContext(self.kube, request, self.clock, publisher=publisher, instance="audit")
-        with self.audited(action):
+        with self.audited(action, kind):
             impl = get_action(action)
             impl.plan(ctx)
             result = impl.execute(ctx)
@@ -156,21 +187,23 @@ class Audit:
         return result
 
     @contextmanager
-    def audited(self, action: str) -> Iterator[None]:
-        """Record the requests made inside the ``with`` block as ``action``'s."""
+    def audited(self, action: str, kind: str | None = None) -> Iterator[None]:
+        """Record the requests made inside the ``with`` block as ``action``'s on a ``kind`` target."""
         self.env.server.clear_requests()
         try:
             yield
         finally:
-            self.collect(action)
+            self.collect(action, kind)
 
-    def collect(self, action: str) -> None:
+    def collect(self, action: str, kind: str | None) -> None:
+        """Each request must be one the table grants ``action`` on a target of ``kind``."""
         for record in self.env.server.requests:
             info = record.info
             grant = (info.group, info.resource_path, info.verb)
             self.used.setdefault(action, set()).add(grant)
-            if not rbac.allowed(action, *grant):
-                self.denied.append(f"{action}: {info.verb} {info.group or 'core'}/{info.resource_path}")
+            if not rbac.allowed(action, *grant, kind=kind):
+                who = action if kind is None else f"{action} on {kind}"
+                self.denied.append(f"{who}: {info.verb} {info.group or 'core'}/{info.resource_path}")
 
 
 @pytest.fixture
@@ -202,27 +235,7 @@ def _scenarios(audit: Audit) -> None:
     )
     rs = _workload("ReplicaSet", "solo", replicas=1)
     audit.create(rs)
-    audit.create(
-        {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": {"name": "train"},
-            "spec": {
-                "schedule": "0 3 * * *",
-                "suspend": True,
-                "jobTemplate": {
-                    "spec": {
-                        "template": {
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [{"name": "train", "image": IMAGE}],
-                            }
-                        }
-                    }
-                },
-            },
-        }
-    )
+    audit.create(_cronjob("train"))
 
     audit.run("scale", "Deployment", "web", {"by": 1})
     audit.run("scale", "StatefulSet", "db", {"replicas": 2})
@@ -306,3 +319,82 @@ def test_an_ungranted_call_is_caught(audit: Audit) -> None:
     with audit.audited("restart"):
         audit.kube.list_objects("Pod", audit.ns)
     assert audit.denied == ["restart: list core/pods"]
+    # granted to restart on a StatefulSet, not on a Deployment
+    audit.create(_workload("StatefulSet", "db", replicas=1))
+    with audit.audited("restart", "Deployment"):
+        audit.kube.get("StatefulSet", audit.ns, "db")
+    assert audit.denied[1:] == ["restart on Deployment: get apps/statefulsets"]
+
+
+def _calls(env: TwinEnv) -> set[Grant]:
+    return {(r.info.group, r.info.resource_path, r.info.verb) for r in env.server.requests}
+
+
+def _rights(kind: str, steps: str, *, when: str = "[]", gitops: str = "skip") -> tuple[Permission, ...]:
+    """What agent/rbac.py grants a playbook with these steps on a target of this kind."""
+    text = textwrap.dedent(
+        f"""\
+        apiVersion: aiops/v1
+        kind: Playbook
+        metadata: {{name: audited}}
+        spec:
+          trigger: {{signal: anomaly, metric: m}}
+          target: {{kind: {kind}, namespace: "{{{{ labels.namespace }}}}", name: "{{{{ labels.name }}}}"}}
+          when: {when}
+          actions: {steps}
+        """
+    )
+    (loaded,) = load_sources([("audited.yaml", text)]).playbooks
+    return playbook_permissions(loaded, gitops)
+
+
+def _ungranted(calls: Iterable[Grant], rights: Iterable[Permission]) -> set[Grant]:
+    return set(calls) - grants(rights)
+
+
+def test_the_generated_rights_cover_what_the_agent_calls_around_its_actions(
+    audit: Audit, tmp_path: Path
+) -> None:
+    audit.create(_workload("Deployment", "web"))
+    audit.rollout("web", "2")
+    audit.create(_cronjob("train", {"argocd.argoproj.io/instance": "ml"}))
+
+    # the rollout history behind `when: rolloutWithin`, read as the engine reads it
+    audit.env.server.clear_requests()
+    assert KubeFacts(audit.kube, audit.clock).last_rollout(Target("Deployment", audit.ns, "web")) is not None
+    history = _calls(audit.env)
+    with_condition = _rights("Deployment", "[{restart: {}}]", when="[{rolloutWithin: 30m}]")
+    assert _ungranted(history, with_condition) == set()
+    assert history == grants(rbac.ROLLOUT_HISTORY_PERMISSIONS)
+    assert ("apps", "replicasets", "list") in _ungranted(history, _rights("Deployment", "[{restart: {}}]"))
+
+    # the executor on a target Argo CD manages, with gitops: annotate: read, act, annotate
+    config = ExecutorConfig(
+        enabled=True, gitops="annotate", approvals_dir=tmp_path / "approvals", audit_topic=None
+    )
+    executor = KubeExecutor(
+        audit.kube,
+        config,
+        audit.clock,
+        AuditTrail([MemoryAuditSink()]),
+        leader=StaticLeader(True),
+        instance="audit",
+        publisher=_Publisher(),
+    )
+    request = make_request(
+        "retrain",
+        Target("CronJob", audit.ns, "train"),
+        {"topic": "aiops.retrain"},
+        playbook="audited",
+        incident="inc-gitops",
+        step="actions[0]",
+    )
+    audit.env.server.clear_requests()
+    result = executor.submit(Proposal(request, audit.clock.now()))
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert GITOPS_DRIFT in audit.kube.get("CronJob", audit.ns, "train")["metadata"]["annotations"]
+    calls = _calls(audit.env)
+    annotating = _rights("CronJob", "[{retrain: {}}]", gitops="annotate")
+    assert _ungranted(calls, annotating) == set()
+    # the annotation is the one right gitops: annotate adds, and it is used
+    assert _ungranted(calls, _rights("CronJob", "[{retrain: {}}]")) == {("batch", "cronjobs", "patch")}

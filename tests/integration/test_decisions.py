@@ -342,19 +342,15 @@ def test_the_error_ratio_detector_catches_a_step_after_a_night_false_alarm(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     """Diurnal traffic with low counts at night, through the shipped detector and playbooks."""
-    from simulations.replay import AGENT_DETECTORS  # the configuration the daemon runs
+    from simulations.replay import shipped_config  # the configuration the daemon runs
 
-    (ratio_config,) = [d for d in AGENT_DETECTORS if d["type"] == "ratio"]
+    (ratio_config,) = [d for d in shipped_config().detectors if d.type == "ratio"]
     from detectors import DetectorBank, DetectorSpec, build_detector
 
     loop = Loop(cluster, tmp_path)
     bank = DetectorBank(
         loop.series,
-        [
-            DetectorSpec(
-                build_detector("ratio", ratio_config["params"], loop.series), ratio_config["min_score"]
-            )
-        ],
+        [DetectorSpec(build_detector("ratio", ratio_config.params, loop.series), ratio_config.min_score)],
     )
     loop.freshness = bank.freshness
     loop.engine.freshness = bank.freshness

@@ -18,7 +18,7 @@ from agent.durations import parse_duration
 from detectors import SeriesRegistry, build_detector
 from detectors.registry import ALARM_SCORE, DEFAULT, LEARNED
 from detectors.streaming import StreamingDetector
-from simulations.replay import AGENT_DETECTORS
+from simulations.replay import SHIPPED_CONFIG, replay_guardrails, shipped_config
 from simulations.scenario import Spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,13 +52,17 @@ def test_shipped_config_is_valid() -> None:
 
 
 def test_shipped_config_runs_what_replays_run() -> None:
-    """A replay shows what the shipped config would do: same detectors, same step."""
+    """A replay shows what the shipped config would do: the replay reads that very file (its
+    detectors and guardrails), and its step is the Prometheus source's interval."""
     config = load_config(REPO / "k8s" / "agent-config.yaml")
-    shipped = [
-        {"type": d.type, "metrics": d.metrics, "min_score": d.min_score, "hold": d.hold, "params": d.params}
-        for d in config.detectors
-    ]
-    assert shipped == [{"hold": False, **d} for d in AGENT_DETECTORS]
+    assert SHIPPED_CONFIG.resolve() == (REPO / "k8s" / "agent-config.yaml").resolve()
+    assert shipped_config() == config
+    guardrails = replay_guardrails(config)
+    assert config.playbooks.guardrails.dry_run  # the shipped config starts in dry run ...
+    assert not guardrails.dry_run  # ... a replay shows the agent acting, with every other guardrail
+    assert guardrails.model_dump(exclude={"dry_run", "approval"}) == config.playbooks.guardrails.model_dump(
+        exclude={"dry_run", "approval"}
+    )
     assert config.sources.prometheus is not None
     assert config.sources.prometheus.interval == Spec.model_fields["step"].default
 

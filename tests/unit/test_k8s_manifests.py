@@ -405,7 +405,46 @@ def _port_of(url_or_host: str, default: int) -> int:
     return split.port or default
 
 
-def test_network_policy_allows_only_dns_api_kafka_and_prometheus(rendered: list[Obj], tmp_path: Path) -> None:
+#: Addresses the agent must never reach through an ipBlock rule other than the API server's: the
+#: private ranges (pods, services, nodes), carrier-grade NAT, link-local (the cloud metadata
+#: service) and loopback.
+INTERNAL = tuple(
+    ipaddress.IPv4Network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "127.0.0.0/8",
+    )
+)
+
+
+def _ip_peers(policy: Obj) -> list[tuple[Obj, set[tuple[str, int]]]]:
+    """Each ipBlock of the egress rules, with the (protocol, port)s its rule allows."""
+    return [
+        (peer["ipBlock"], {(p.get("protocol", "TCP"), p["port"]) for p in rule["ports"]})
+        for rule in policy["spec"]["egress"]
+        for peer in rule["to"]
+        if "ipBlock" in peer
+    ]
+
+
+def egress_allows(policy: Obj, address: str, port: int, protocol: str = "TCP") -> bool:
+    """Whether an ipBlock rule of ``policy`` lets the pods reach ``address:port``."""
+    ip = ipaddress.ip_address(address)
+    for block, ports in _ip_peers(policy):
+        inside = ip in ipaddress.ip_network(block["cidr"])
+        excepted = any(ip in ipaddress.ip_network(e) for e in block.get("except", []))
+        if inside and not excepted and (protocol, port) in ports:
+            return True
+    return False
+
+
+def test_network_policy_allows_only_dns_api_kafka_prometheus_and_webhooks(
+    rendered: list[Obj], tmp_path: Path
+) -> None:
     policy = find(rendered, "NetworkPolicy")
     labels = deployment(rendered)["spec"]["template"]["metadata"]["labels"]
     assert selects(policy["spec"]["podSelector"], labels)
@@ -421,19 +460,52 @@ def test_network_policy_allows_only_dns_api_kafka_and_prometheus(rendered: list[
         ports = {(p.get("protocol", "TCP"), p["port"]) for p in rule["ports"]}
         for peer in rule["to"]:
             if "ipBlock" in peer:
-                key = f"ip:{peer['ipBlock']['cidr']}"
-                ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                block = peer["ipBlock"]
+                key = f"ip:{block['cidr']}" + "".join(f" -{e}" for e in block.get("except", []))
             else:
                 key = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
             allowed.setdefault(key, set()).update(ports)
+    api = {("TCP", 443), ("TCP", 6443)}
     assert allowed == {
         "kube-system": {("UDP", 53), ("TCP", 53)},  # DNS
-        "ip:0.0.0.0/0": {("TCP", 443), ("TCP", 6443)},  # the API server's ports only
+        # the API server's ports, on the private ranges until narrowed to its endpoints
+        "ip:10.0.0.0/8": api,
+        "ip:172.16.0.0/12": api,
+        "ip:192.168.0.0/16": api,
         "kafka": {("TCP", port) for port in kafka_ports},
         "monitoring": {("TCP", prometheus_port)},
+        # notify webhooks: HTTPS to public addresses only
+        "ip:0.0.0.0/0" + "".join(f" -{n}" for n in INTERNAL): {("TCP", 443)},
     }
     for rule in policy["spec"]["ingress"]:
         assert [p["port"] for p in rule["ports"]] == ["http"]
+
+
+def test_egress_by_address_reaches_the_api_server_and_public_https_only(rendered: list[Obj]) -> None:
+    policy = find(rendered, "NetworkPolicy")
+    for block, ports in _ip_peers(policy):
+        network = ipaddress.IPv4Network(block["cidr"])  # IPv4 only: the shipped policy has no IPv6 rule
+        if ports == {("TCP", 443), ("TCP", 6443)}:  # the API server's rule: private addresses only
+            assert network.is_private, block
+            assert "except" not in block, block
+        else:  # any other: no way into the cluster's or the node's networks
+            assert ports == {("TCP", 443)}, block
+            excepted = [ipaddress.IPv4Network(e) for e in block.get("except", [])]
+            for internal in INTERNAL:
+                assert not network.overlaps(internal) or any(internal.subnet_of(e) for e in excepted), (
+                    f"{block['cidr']} reaches {internal}"
+                )
+    # worked examples: the API server on kind (6443) and EKS (443), a webhook, the metadata service
+    assert egress_allows(policy, "172.18.0.2", 6443)
+    assert egress_allows(policy, "10.0.12.7", 443)
+    assert egress_allows(policy, "203.0.113.9", 443)
+    assert not egress_allows(policy, "203.0.113.9", 6443)
+    assert not egress_allows(policy, "203.0.113.9", 80)
+    assert not egress_allows(policy, "169.254.169.254", 80)
+    assert not egress_allows(policy, "169.254.169.254", 443)
+    assert not egress_allows(policy, "100.64.0.10", 443)
+    assert not egress_allows(policy, "10.0.12.7", 5432)
+    assert not egress_allows(policy, "127.0.0.1", 443)
 
 
 def test_dashboard_is_shipped_as_a_grafana_configmap(rendered: list[Obj]) -> None:

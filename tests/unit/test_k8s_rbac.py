@@ -2,20 +2,25 @@
 
 The table says what each action calls; tests/e2e/test_k8s_rbac_audit.py checks it against the
 calls the actions really make on the twin API server. Here: every registered action has an entry
-(adding an action without its RBAC fails), the manifest is exactly what the table renders, and
-the rules hold no wildcard and no Secret.
+(adding an action without its RBAC fails), the manifest is exactly what ``aiops rbac`` makes of
+the shipped config and playbooks, and the rules hold no wildcard and no Secret.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import get_args
 
 import pytest
 
+from agent.config import load_config
+from agent.playbook.loader import load_paths
+from agent.playbook.models import TargetKind
+from agent.rbac import required_access
 from remediations import rbac
 from remediations.kube import KINDS
 from remediations.registry import ACTIONS
-from tests.unit.test_k8s_support import K8S, Obj, find, load_yaml_documents, render_kustomization
+from tests.unit.test_k8s_support import K8S, ROOT, Obj, find, load_yaml_documents, render_kustomization
 
 
 def table_problems(actions: Mapping[str, object], table: Mapping[str, object]) -> list[str]:
@@ -40,12 +45,16 @@ def test_an_action_without_rbac_is_reported() -> None:
     ]
 
 
-def test_the_manifest_is_what_the_table_renders() -> None:
-    assert load_yaml_documents(K8S / "rbac.yaml") == rbac.manifests("aiops"), (
+def test_the_manifest_is_what_the_shipped_config_and_playbooks_need() -> None:
+    access = required_access(
+        load_config(K8S / "agent-config.yaml"), load_paths([ROOT / "playbooks"]), "aiops"
+    )
+    assert load_yaml_documents(K8S / "rbac.yaml") == rbac.manifests(access, "aiops"), (
         "k8s/rbac.yaml is stale: run .venv/bin/python k8s/sync.py"
     )
     rendered = render_kustomization(K8S)
-    assert find(rendered, "ClusterRole")["rules"] == rbac.rules(rbac.cluster_permissions())
+    # the shipped config allows every namespace: the playbooks' rights are one ClusterRole
+    assert find(rendered, "ClusterRole")["rules"] == rbac.rules(access.cluster)
     assert find(rendered, "Role")["rules"] == rbac.rules(rbac.LEADER_ELECTION_PERMISSIONS)
 
 
@@ -83,11 +92,34 @@ def test_the_table_refuses_wildcards_and_secrets(group: str, resource: str, verb
         rbac.Permission(group, resource, frozenset(verbs))
 
 
-def test_each_action_may_read_every_kind_it_targets() -> None:
+def test_each_action_has_rights_for_exactly_the_kinds_it_acts_on() -> None:
+    playbook_kinds = set(get_args(TargetKind))
+    every = playbook_kinds.union(*(a.target_kinds for a in ACTIONS.values()))
     for name, action in ACTIONS.items():
-        for kind in action.target_kinds:
+        kinds = set(rbac.TARGET_PERMISSIONS[name])
+        # notify acts on any kind: every kind a playbook may target or another action acts on
+        assert kinds == (set(action.target_kinds) or every), name
+
+
+def test_each_action_may_read_every_kind_it_targets_and_nothing_of_other_kinds() -> None:
+    for name, by_kind in rbac.TARGET_PERMISSIONS.items():
+        for kind in by_kind:
             group, resource = rbac.RESOURCES[kind]
-            assert rbac.allowed(name, group, resource, "get"), f"{name} cannot get the {kind} it targets"
+            assert rbac.allowed(name, group, resource, "get", kind), (
+                f"{name} cannot get the {kind} it targets"
+            )
+    # on a Deployment, restart touches no StatefulSet; on any kind, it does
+    assert not rbac.allowed("restart", "apps", "statefulsets", "patch", "Deployment")
+    assert rbac.allowed("restart", "apps", "statefulsets", "patch")
+    with pytest.raises(ValueError, match="rollback does not act on a StatefulSet"):
+        rbac.permissions("rollback", "StatefulSet")
+
+
+def test_the_union_over_kinds_is_each_actions_whole_entry() -> None:
+    for name, by_kind in rbac.TARGET_PERMISSIONS.items():
+        assert rbac.grants(rbac.ACTION_PERMISSIONS[name]) == rbac.grants(
+            p for ps in by_kind.values() for p in ps
+        )
 
 
 def test_resources_cover_the_kinds_the_client_knows() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from detectors import SampleBatch
 from detectors.base import DetectorError
 from detectors.hold import AlarmHold
 from simulations.replay import HpaAlgorithm
-from simulations.workload import TIMEOUT_SECONDS, latency
+from simulations.result import CPU, READY
+from simulations.workload import TIMEOUT_SECONDS, Observation, latency
 
 
 def deployment(name: str, replicas: int) -> dict[str, object]:
@@ -16,9 +18,9 @@ def deployment(name: str, replicas: int) -> dict[str, object]:
 
 
 def hpa_at(algo: HpaAlgorithm, now: float, cpu: float, ready: float) -> None:
+    """At ``now`` metrics-server reports ``cpu`` and ``ready`` (measured one resolution earlier)."""
     algo._now = now
-    algo._cpu["web"] = cpu
-    algo._ready["web"] = ready
+    algo._seen.setdefault("web", []).append((now - algo.metrics_delay, cpu, ready))
 
 
 def test_hpa_scales_up_by_the_documented_formula() -> None:
@@ -41,6 +43,30 @@ def test_hpa_scale_down_waits_for_the_stabilisation_window() -> None:
     assert algo.recommend({}, deployment("web", 6)) == 6
     hpa_at(algo, 400.0, 0.2, 6)  # the high recommendation left the 5-minute window
     assert algo.recommend({}, deployment("web", 6)) == 2
+
+
+def test_hpa_scale_up_follows_the_default_behavior_policies() -> None:
+    """behavior.scaleUp defaults: per 15 s at most the larger of +100 % and +4 pods."""
+    algo = HpaAlgorithm(step=15.0)
+    hpa_at(algo, 0.0, 3.5, 2)  # wants ceil(2 * 3.5 / 0.7) = 10
+    assert algo.recommend({}, deployment("web", 2)) == 6  # 2 + 4 pods beats +100 %
+    hpa_at(algo, 15.0, 3.5, 10)  # wants 50
+    assert algo.recommend({}, deployment("web", 10)) == 20  # +100 % beats +4 pods
+
+
+def test_hpa_sees_cpu_one_metrics_resolution_late() -> None:
+    """What the HPA acts on is what metrics-server reported: 15 s old."""
+
+    def seen(now: float, cpu: float) -> Observation:
+        batch = SampleBatch(np.zeros(1, np.int64), np.array([now]), np.array([cpu]))
+        return Observation(batch, {"web": {CPU: cpu, READY: 4.0}}, {}, {}, {}, [])
+
+    algo = HpaAlgorithm(step=15.0)
+    for now, cpu in [(0.0, 0.7), (15.0, 0.7), (30.0, 1.4)]:
+        algo.observe(seen(now, cpu))
+    assert algo.recommend({}, deployment("web", 4)) == 4  # at 30 s it still sees 0.7 (the target)
+    algo.observe(seen(45.0, 1.4))
+    assert algo.recommend({}, deployment("web", 4)) == 8  # now the 1.4 of 30 s: ceil(4 * 2)
 
 
 def test_hpa_without_metrics_keeps_the_count() -> None:

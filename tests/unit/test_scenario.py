@@ -11,7 +11,9 @@ from agent.playbook.loader import load_paths
 from agent.yamlloc import YamlValidationError
 from simulations.runner import SHIPPED_PLAYBOOKS, SHIPPED_SCENARIOS, RunSettings, load_all
 from simulations.scenario import SurgeFault, load_scenario, parse_scenario
-from simulations.workload import surge_factor
+from simulations.workload import offered_load, surge_factor
+
+RNG = np.random.default_rng(0)
 
 PLAYBOOKS = [p.name for p in load_paths([SHIPPED_PLAYBOOKS]).playbooks]
 
@@ -119,33 +121,64 @@ def test_fault_after_the_end_and_bad_fields() -> None:
     assert any("spec.faults[0].color: unknown field" in e for e in errors)
 
 
+def trace_scenario(traffic: str = "{trace: trace.csv}", warmup: str = "0s") -> str:
+    text = with_faults().replace("traffic: {base: 100}", f"traffic: {traffic}")
+    return text.replace("  duration: 2h\n", f"  duration: 2h\n  warmup: {warmup}\n")
+
+
 def test_trace_with_a_gap_is_located(tmp_path: Path) -> None:
     rows = [f"{t},{100 + t % 7}" for t in range(0, 7200 + 15, 15) if not 3000 <= t < 3600]
     (tmp_path / "trace.csv").write_text("seconds,rps\n" + "\n".join(rows) + "\n")
-    text = with_faults().replace("traffic: {base: 100}", "traffic: {trace: trace.csv}")
-    (error,) = errors_of(text, tmp_path)
+    (error,) = errors_of(trace_scenario(), tmp_path)
     assert error.startswith(
-        "s.yaml:9:24: spec.services[0].traffic.trace: trace 'trace.csv' has a gap of 615 s"
+        "s.yaml:10:24: spec.services[0].traffic.trace: trace 'trace.csv' has a gap of 615 s after row 200 "
+        "(more than twice its typical interval of 15 s)"
     )
 
 
 def test_trace_is_read(tmp_path: Path) -> None:
     rows = [f"{t},{100 + t % 7}" for t in range(0, 7200 + 15, 15)]
     (tmp_path / "trace.csv").write_text("\n".join(rows) + "\n")
-    text = with_faults().replace("traffic: {base: 100}", "traffic: {trace: trace.csv}")
-    scenario = parse_scenario(text, "s.yaml", base=tmp_path, playbook_names=PLAYBOOKS)
+    scenario = parse_scenario(trace_scenario(), "s.yaml", base=tmp_path, playbook_names=PLAYBOOKS)
     times, values = scenario.traces["checkout"]
     assert times.size == 481
     assert values[1] == 100 + 15 % 7
 
 
+def test_a_per_minute_trace_with_timestamps_is_scaled_and_its_past_is_the_warm_up(tmp_path: Path) -> None:
+    """Rows as coarse as the data (per minute, ISO times), scaled to requests/s; the warm-up is the
+    rows before the start, never the scenario's own future."""
+    rows = [f"2024-11-15 {h:02d}:{m:02d}:00,{h * 60 + m}" for h in range(24) for m in range(60)]
+    (tmp_path / "trace.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    text = trace_scenario("{trace: {file: trace.csv, start: 10h, scale: 0.5}}", warmup="6h")
+    scenario = parse_scenario(text, "s.yaml", base=tmp_path, playbook_names=PLAYBOOKS)
+    times, values = scenario.traces["checkout"]
+    assert times[0] == -36000.0  # seconds from the start
+    assert times[-1] == 14 * 3600 - 60
+    start = int(np.searchsorted(times, 0.0))
+    assert values[start] == 0.5 * 600  # the row at 10:00, scaled
+    service = scenario.spec.services[0]
+    load = offered_load(service, scenario, scenario.start + np.array([-6 * 3600.0, -30.0, 90.0]), RNG)
+    # no noise in this check: noise 0.04 is the default, so compare within it
+    np.testing.assert_allclose(load, [0.5 * 240, 0.5 * 599.5, 0.5 * 601.5], rtol=0.2)
+
+
+def test_a_trace_too_short_for_the_warm_up_names_the_rows_missing(tmp_path: Path) -> None:
+    rows = [f"{t},{100}" for t in range(0, 7200 + 60, 60)]
+    (tmp_path / "trace.csv").write_text("\n".join(rows) + "\n")
+    (error,) = errors_of(trace_scenario("{trace: {file: trace.csv, start: 30m}}", warmup="1h"), tmp_path)
+    assert "the warm-up needs -3600..0 s: about 30 rows missing before its first row" in error
+    (error,) = errors_of(trace_scenario("{trace: {file: trace.csv, start: 1h}}", warmup="1h"), tmp_path)
+    assert "the run needs 0..7200 s: about 60 rows missing after its last row" in error
+
+
 def test_missing_trace_and_bad_rows(tmp_path: Path) -> None:
-    text = with_faults().replace("traffic: {base: 100}", "traffic: {trace: none.csv}")
+    text = trace_scenario("{trace: none.csv}")
     (error,) = errors_of(text, tmp_path)
     assert "cannot read trace 'none.csv'" in error
     (tmp_path / "bad.csv").write_text("0,1\n15,x\n")
     (error,) = errors_of(text.replace("none.csv", "bad.csv"), tmp_path)
-    assert "bad.csv:2: expected seconds,requests_per_second" in error
+    assert "bad.csv:2: expected time,value" in error
 
 
 def test_run_refuses_every_bad_file_before_replaying(tmp_path: Path) -> None:
