@@ -702,26 +702,12 @@ def _resource_panel(result: ScenarioResult, service: str) -> _Panel | None:
         return None
 
     def draw(ax: Axes) -> Axes | None:
-        for policy, run, values in accuracy:
-            style = "-" if policy == AGENT else "--"
-            ax.plot(
-                _x(run),
-                values,
-                color="C8",
-                linestyle=style,
-                linewidth=1.0,
-                label=f"model accuracy ({policy})",
-            )
-        for policy, run, values in memory:
-            style = "-" if policy == AGENT else "--"
-            ax.plot(
-                _x(run),
-                values,
-                color="C1",
-                linestyle=style,
-                linewidth=1.0,
-                label=f"memory / limit ({policy})",
-            )
+        for lines, color, name in ((accuracy, "C8", "model accuracy"), (memory, "C1", "memory / limit")):
+            for policy, run, values in lines:
+                style = "-" if policy == AGENT else "--"
+                ax.plot(
+                    _x(run), values, color=color, linestyle=style, linewidth=1.0, label=f"{name} ({policy})"
+                )
         if memory:
             ax.axhline(1.0, color="C1", linewidth=0.8, linestyle="-.", alpha=0.6, label="memory limit")
         ax.set_ylim(0, 1.05)
