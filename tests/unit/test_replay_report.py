@@ -423,3 +423,22 @@ def test_the_incident_table_counts_from_the_onset_and_names_a_fault_still_there(
     # onset at the fault (22:23:20), first signal and action after it, not the margin's
     assert cells[2:5] == ["2023-11-14 22:23:20", "22:24:00", "22:25:00"]
     assert "#2 checkout: rollout: rollout v2 (still there, since 22:23:20)" in page
+
+
+def test_model_accuracy_and_memory_near_its_limit_get_a_panel() -> None:
+    from simulations.report import _resource_panel
+    from simulations.result import ACCURACY, MEMORY
+
+    result = make_result()
+    run = result.runs[AGENT]
+    steps = run.times.size
+    assert _resource_panel(result, "checkout") is None  # neither metric: no panel
+    run.metrics["checkout"][ACCURACY] = np.full(steps, 0.9)
+    run.metrics["checkout"][MEMORY] = np.full(steps, 0.3)  # far from its limit: not shown
+    panel = _resource_panel(result, "checkout")
+    assert panel is not None
+    assert panel[0] == "model accuracy (agent solid, none dashed)"
+    run.metrics["checkout"][MEMORY][-10:] = 0.7
+    panel = _resource_panel(result, "checkout")
+    assert panel is not None
+    assert panel[0] == "model accuracy and memory against its limit (agent solid, none dashed)"
