@@ -565,6 +565,33 @@ def _time_axis(ax: Axes, lo: float, hi: float) -> None:
         ax.set_xlim(float(_days(lo)), float(_days(hi)))
 
 
+#: A forecast this many times the highest request rate is cut off at the top of its panel.
+_FORECAST_VIEW = 3.0
+
+
+def _keep_in_view(ax: Axes, measured: FloatArray | None, forecasts: list[FloatArray | None]) -> None:
+    """Keep the measured series readable: a forecast far above it (a bound that blew up) is cut off
+    at the top instead of flattening the requests to the axis."""
+    if measured is None or not np.isfinite(measured).any():
+        return
+    top = float(np.nanmax(measured))
+    highest = max(
+        (float(np.nanmax(f)) for f in forecasts if f is not None and np.isfinite(f).any()), default=0.0
+    )
+    if top > 0 and highest > _FORECAST_VIEW * top:
+        ax.set_ylim(bottom=0, top=1.5 * top)
+        ax.text(
+            0.01,
+            0.97,
+            f"forecast up to {highest:.3g} cut off",
+            transform=ax.transAxes,
+            fontsize=7,
+            va="top",
+            color=_FORECAST_COLOR,
+            parse_math=False,
+        )
+
+
 def _traffic_panel(result: ScenarioResult, service: str) -> _Panel | None:
     agent = result.runs.get(AGENT)
     requests = _metric(agent, service, REQUESTS)
@@ -598,6 +625,7 @@ def _traffic_panel(result: ScenarioResult, service: str) -> _Panel | None:
                     ax.fill_between(
                         x, lower, upper, where=ok, color=_FORECAST_COLOR, alpha=0.2, label="forecast band"
                     )
+            _keep_in_view(ax, requests, [mean, upper])
         if not replicas:
             return None
         twin = ax.twinx()

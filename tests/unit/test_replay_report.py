@@ -442,3 +442,21 @@ def test_model_accuracy_and_memory_near_its_limit_get_a_panel() -> None:
     panel = _resource_panel(result, "checkout")
     assert panel is not None
     assert panel[0] == "model accuracy and memory against its limit (agent solid, none dashed)"
+
+
+def test_a_forecast_that_blew_up_does_not_flatten_the_request_rate() -> None:
+    from matplotlib.figure import Figure
+
+    from simulations.report import _keep_in_view
+
+    requests = np.array([100.0, 120.0, np.nan, 80.0])
+    ax = Figure().subplots()
+    ax.plot(range(4), requests)
+    ax.plot(range(4), [1e33] * 4)
+    _keep_in_view(ax, requests, [np.full(4, 1e33), None])
+    assert ax.get_ylim() == (0.0, 180.0)
+    assert any("forecast up to 1e+33 cut off" in t.get_text() for t in ax.texts)
+    calm = Figure().subplots()
+    calm.plot(range(4), [0, 500, 0, 0])
+    _keep_in_view(calm, requests, [np.full(4, 200.0)])  # within 3x of the requests: left alone
+    assert calm.get_ylim()[1] > 400
