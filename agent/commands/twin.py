@@ -75,19 +75,18 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print(f"error: --port: expected 0-65535, got {args.port}", file=sys.stderr)
         return 2
+    try:
+        cluster = TwinCluster(WallClock(), host=args.host, port=args.port).start()
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
     kubeconfig: Path = args.kubeconfig or Path(tempfile.mkdtemp(prefix="aiops-twin-")) / "kubeconfig"
     stop = threading.Event()
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGINT, interrupted)
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
-        cluster = TwinCluster(WallClock(), host=args.host, port=args.port).start()
-    except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 2
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         cluster.create_namespace(NAMESPACE)
         cluster.store.create(DEPLOYMENTS, NAMESPACE, sample_deployment("v1"))
@@ -106,4 +105,6 @@ def run(args: argparse.Namespace) -> int:
         stop.wait()
     finally:
         cluster.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0

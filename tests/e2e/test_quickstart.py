@@ -112,3 +112,18 @@ def test_the_quickstart_rolls_back_the_sample_on_an_alert(
         ]
         code, _ = daemon.terminate()
         assert code == 0
+
+
+def test_twin_says_when_it_cannot_listen(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from agent.cli import main
+
+    assert main(["twin", "--port", "70000"]) == 2
+    assert capsys.readouterr().err == "error: --port: expected 0-65535, got 70000\n"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["twin", "--port", str(port)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
