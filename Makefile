@@ -1,12 +1,12 @@
 # One entry point for people and CI. `make test` and `make demo` set everything up on a fresh
-# Debian/Ubuntu machine with Python 3.11: the virtualenv, the packages, and Prometheus for the
-# integration tests (installed with apt when running as root).
+# Debian/Ubuntu machine with Python 3.11: the virtualenv, the packages, and Prometheus and
+# Chromium for the integration tests (installed with apt when running as root).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test unit integration lint bench nab clean prometheus
+.PHONY: setup demo test unit integration lint bench nab clean prometheus chromium
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need Python 3.11 or newer (set PYTHON=...)"; exit 1; }
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) prometheus
+setup: $(STAMP) prometheus chromium
 
 # Debian's prometheus package (2.42) serves the integration tests; only root can install it.
 prometheus:
@@ -26,6 +26,14 @@ prometheus:
 		echo "installing Debian's prometheus for the integration tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	else echo "prometheus not installed and not root: Prometheus integration tests will be skipped"; fi
+
+# Debian's chromium renders the replay report in the headless-browser test; only root can install it.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the report's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else echo "chromium not installed and not root: the report's browser test will be skipped"; fi
 
 # Replays the shipped incident scenarios against the twin cluster (no external services) and
 # writes the report to ./report/ (index.html, a PNG and summary JSON per scenario). Exit 1 from

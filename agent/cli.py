@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
 import logging
 import sys
@@ -28,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agent.commands.approve",
     "agent.commands.incident",
     "agent.commands.replay",
+    "agent.commands.twin",
     "agent.commands.rbac",
 )
 
@@ -38,6 +40,7 @@ SINGLE_COMMANDS: dict[str, str] = {
     "nab": "agent.commands.nab",
     "forecast": "agent.commands.forecast",
     "replay": "agent.commands.replay",
+    "twin": "agent.commands.twin",
     "rbac": "agent.commands.rbac",
 }
 
@@ -54,6 +57,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aiops", description="Event-driven AIOps self-healing agent for Kubernetes."
     )
+    p.add_argument("--version", action="version", version=f"aiops {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the agent daemon")
@@ -69,6 +73,15 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a config file without starting")
     check.add_argument("file", type=Path)
     check.add_argument("--json", action="store_true", help="print the result as JSON")
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="skip the checks of paths on this machine (a config for a pod, checked on a laptop)",
+    )
+
+    config_sub.add_parser(
+        "reference", help="print the configuration reference (Markdown, from the config models)"
+    )
 
     demo = sub.add_parser("demo", help="run the engine over generated samples and print the signals")
     demo.add_argument("--hours", type=float, default=2.0, help="how much generated time to run")
@@ -80,11 +93,19 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def version() -> str:
+    """The installed package's version (``unknown`` when run from a tree that was never installed)."""
+    try:
+        return importlib.metadata.version("aiops-agent")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    from agent.config import ConfigError, load_config  # noqa: PLC0415 - `aiops detect` needs no pydantic
+    from agent.config import ConfigError, check_config  # noqa: PLC0415 - `aiops detect` needs no pydantic
 
     try:
-        config = load_config(args.file)
+        config = check_config(args.file, local=not args.offline)
     except ConfigError as exc:
         if args.json:
             print(
@@ -153,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(func(args))
     if args.command == "run":
         return _cmd_run(args)
+    if args.command == "config" and args.config_command == "reference":
+        from agent.config_reference import reference_markdown  # noqa: PLC0415
+
+        sys.stdout.write(reference_markdown())
+        return EXIT_OK
     if args.command == "config":
         return _cmd_config_check(args)
     if args.command == "demo":

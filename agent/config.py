@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agent.durations import Duration
 from agent.playbook.settings import PlaybooksConfig
-from agent.yamlloc import LocatedError, Location, YamlValidationError, read_documents, validate_document
+from agent.yamlloc import (
+    LocatedError,
+    Location,
+    YamlDocument,
+    YamlValidationError,
+    read_documents,
+    validate_document,
+)
 
 
 class _Model(BaseModel):
@@ -26,18 +33,26 @@ class _Model(BaseModel):
 class KafkaConnection(_Model):
     """How to reach the Kafka cluster; TLS and SASL settings pass through to kafka-python."""
 
-    bootstrap_servers: list[str] = Field(default_factory=lambda: ["localhost:9092"], min_length=1)
-    client_id: str = "aiops-agent"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
-    sasl_username: str | None = None
+    bootstrap_servers: list[str] = Field(
+        default_factory=lambda: ["localhost:9092"],
+        min_length=1,
+        description="host:port of the brokers: a list, or one comma-separated string",
+    )
+    client_id: str = Field("aiops-agent", description="the client id the brokers see")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how to talk to the brokers"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="required with a SASL protocol"
+    )
+    sasl_username: str | None = Field(None, description="the SASL user")
     sasl_password_env: str | None = Field(None, description="environment variable holding the SASL password")
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
+    ssl_cafile: str | None = Field(None, description="CA bundle to verify the brokers (TLS)")
+    ssl_certfile: str | None = Field(None, description="client certificate (TLS)")
+    ssl_keyfile: str | None = Field(None, description="client key (TLS)")
     ssl_password_env: str | None = Field(None, description="environment variable holding the key password")
-    ssl_check_hostname: bool = True
-    request_timeout: Duration = 30.0
+    ssl_check_hostname: bool = Field(True, description="check the brokers' certificates name them")
+    request_timeout: Duration = Field(30.0, description="how long one request to a broker may take")
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -129,16 +144,24 @@ class PartitionStateConfig(_Model):
 class KafkaSourceConfig(_Model):
     """Consume samples from Kafka topics in a consumer group."""
 
-    enabled: bool = True
-    topics: list[str] = Field(default_factory=lambda: ["aiops.metrics"], min_length=1)
-    group_id: str = "aiops-agent"
-    format: Literal["auto", "adapter", "batch", "otlp"] = "auto"
-    dead_letter_topic: str = "aiops.metrics.dlq"
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    max_poll_records: int = Field(2000, ge=1, le=100_000)
-    poll_timeout: Duration = 0.5
-    session_timeout: Duration = 10.0
-    heartbeat_interval: Duration = 3.0
+    enabled: bool = Field(True, description="consume from Kafka (when the section is present)")
+    topics: list[str] = Field(
+        default_factory=lambda: ["aiops.metrics"], min_length=1, description="the topics of samples"
+    )
+    group_id: str = Field("aiops-agent", description="the consumer group: replicas share the partitions")
+    format: Literal["auto", "adapter", "batch", "otlp"] = Field(
+        "auto", description="the message format (docs/sources.md); auto: told apart per message"
+    )
+    dead_letter_topic: str = Field(
+        "aiops.metrics.dlq", description="where messages that cannot be decoded go, with the reason"
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a new consumer group starts"
+    )
+    max_poll_records: int = Field(2000, ge=1, le=100_000, description="messages per poll")
+    poll_timeout: Duration = Field(0.5, description="how long one poll waits for messages")
+    session_timeout: Duration = Field(10.0, description="a consumer silent this long leaves the group")
+    heartbeat_interval: Duration = Field(3.0, description="how often a consumer tells the group it lives")
     lag_interval: Duration = Field(5.0, description="how often consumer lag is measured")
     decode_worker: bool = Field(
         True,
@@ -151,20 +174,24 @@ class KafkaSourceConfig(_Model):
 class PrometheusQuery(_Model):
     """One PromQL query; each series it returns becomes a SeriesKey named ``name``."""
 
-    name: str = Field(min_length=1, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-    query: str = Field(min_length=1)
+    name: str = Field(
+        min_length=1, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", description="the series' metric name; unique"
+    )
+    query: str = Field(
+        min_length=1, description="the PromQL expression; each series it returns is one series"
+    )
 
 
 class PrometheusSourceConfig(_Model):
     """Run PromQL queries every ``interval``; backfill ``backfill`` of history at start."""
 
-    enabled: bool = True
-    url: str = "http://localhost:9090"
-    interval: Duration = 30.0
-    timeout: Duration = 10.0
-    backfill: Duration = 3600.0
-    verify_tls: bool = True
-    bearer_token_env: str | None = None
+    enabled: bool = Field(True, description="query Prometheus (when the section is present)")
+    url: str = Field("http://localhost:9090", description="the Prometheus server")
+    interval: Duration = Field(30.0, description="how often the queries run, and the backfill's step")
+    timeout: Duration = Field(10.0, description="how long one HTTP call may take")
+    backfill: Duration = Field(3600.0, description="history fetched at start, for the detectors to learn")
+    verify_tls: bool = Field(True, description="verify the server's certificate")
+    bearer_token_env: str | None = Field(None, description="environment variable holding a bearer token")
     queries: list[PrometheusQuery] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -183,7 +210,7 @@ class PrometheusSourceConfig(_Model):
 class BasicAuthConfig(_Model):
     """HTTP basic auth, as Alertmanager's ``http_config.basic_auth`` sends it."""
 
-    username: str = Field(min_length=1)
+    username: str = Field(min_length=1, description="the user Alertmanager sends")
     password_file: Path = Field(description="file holding the password (a mounted Secret)")
 
 
@@ -222,9 +249,11 @@ class SourcesConfig(_Model):
 class DetectorConfig(_Model):
     """One detector of the bank: its built-in name, its parameters and its signal bar."""
 
-    type: str = "threshold"
-    min_score: float = Field(0.5, gt=0.0, le=1.0)
-    params: dict[str, Any] = Field(default_factory=dict)
+    type: str = Field("threshold", description="the built-in detector (docs/detectors.md)")
+    min_score: float = Field(0.5, gt=0.0, le=1.0, description="the least score that is a signal")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the detector's parameters, checked when the config loads"
+    )
     metrics: str | None = Field(
         None, description="regular expression full-matched against metric names: the series it runs on"
     )
@@ -247,11 +276,11 @@ class DetectorConfig(_Model):
 class SignalsConfig(_Model):
     """Where signals go: the log, and a Kafka topic (on by default when a Kafka source is configured)."""
 
-    log: bool = True
+    log: bool = Field(True, description="log each signal")
     kafka: bool | None = Field(
         None, description="publish signals to Kafka; default: when sources.kafka is on"
     )
-    topic: str = Field("aiops.signals", min_length=1)
+    topic: str = Field("aiops.signals", min_length=1, description="the Kafka topic of signals")
     decisions: bool = Field(
         False,
         description=(
@@ -266,8 +295,13 @@ class SignalsConfig(_Model):
 class HttpConfig(_Model):
     """The health, metrics and webhook endpoint, and what it spends on clients."""
 
-    host: str = "0.0.0.0"  # noqa: S104 - the daemon serves probes and scrapes inside its pod
-    port: int = Field(8080, ge=0, le=65535)
+    host: str = Field(
+        "0.0.0.0",  # noqa: S104 - the daemon serves probes and scrapes inside its pod
+        description="the address to listen on",
+    )
+    port: int = Field(
+        8080, ge=0, le=65535, description="the port of /metrics, /healthz, /readyz and webhooks"
+    )
     workers: int = Field(8, ge=1, le=256, description="threads serving connections")
     queue: int = Field(64, ge=1, le=10_000, description="connections waiting for a thread; past it: 429")
     read_timeout: Duration = Field(10.0, description="a client must deliver its whole request within this")
@@ -286,14 +320,16 @@ class HttpConfig(_Model):
 class LogConfig(_Model):
     """Logging format and level (``--log-format`` on the command line wins)."""
 
-    format: Literal["human", "json"] = "human"
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["human", "json"] = Field("human", description="one line of text, or one JSON object")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="the least level logged")
 
 
 class EngineConfig(_Model):
     """The main loop."""
 
-    series_limit: int = Field(100_000, ge=1)
+    series_limit: int = Field(
+        100_000, ge=1, description="most series tracked; past it new series are dropped"
+    )
     series_per_source: int | None = Field(
         None, ge=1, description="most series one source (kafka, prometheus) may register; null: series_limit"
     )
@@ -304,7 +340,7 @@ class EngineConfig(_Model):
         3600.0, description="a series not seen this long is evicted, its state freed; null: never"
     )
     evict_every: Duration = Field(60.0, description="how often idle series are looked for")
-    shutdown_timeout: Duration = 10.0
+    shutdown_timeout: Duration = Field(10.0, description="a clean shutdown past this exits 1")
     stall_after: Duration = Field(60.0, description="/healthz fails when the loop has not turned this long")
 
 
@@ -338,7 +374,7 @@ class ExecutorConfig(_Model):
     )
     events: bool = Field(True, description="write a Kubernetes Event on the target for each decision")
     instance: str | None = Field(None, description="this replica's identity; default: $POD_NAME or hostname")
-    lease_name: str = Field("aiops-agent-leader", min_length=1)
+    lease_name: str = Field("aiops-agent-leader", min_length=1, description="the Lease of leader election")
     lease_namespace: str | None = Field(None, description="default: $POD_NAMESPACE, else 'default'")
     lease_duration: float = Field(15.0, gt=2, description="seconds a leader holds the lease unrenewed")
     renew_deadline: float = Field(
@@ -410,44 +446,95 @@ MAX_CONFIG_BYTES = 1 << 20
 def load_config(path: Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> AgentConfig:
     """Read and validate the config at ``path``; raise :class:`ConfigError` on any problem.
 
-    A file over ``max_bytes`` is refused before it is parsed (never read past the limit).
+    Every problem is reported at once: the fields' errors and each detector's parameters. A file
+    over ``max_bytes`` is refused before it is parsed (never read past the limit).
     """
-    try:
-        docs = read_documents(path, max_bytes=max_bytes)
-        if len(docs) > 1:
-            loc = docs[1].locate([])
-            raise ConfigError([LocatedError(loc, "", "a config file holds one YAML document, found several")])
-        if not docs or docs[0].data is None:
-            return AgentConfig()
-        doc = docs[0]
-        if not isinstance(doc.data, dict):
-            found = type(doc.data).__name__
-            raise ConfigError(
-                [LocatedError(doc.locate([]), "", f"expected a mapping at the top, got {found}")]
-            )
-        config = validate_document(doc, AgentConfig)
-    except ConfigError:
-        raise
-    except YamlValidationError as exc:
-        raise ConfigError(exc.errors) from exc
-    _check_detectors(config, doc)
+    config, errors = _validate(path, max_bytes=max_bytes)
+    if errors or config is None:
+        raise ConfigError(errors)
     return config
 
 
-def _check_detectors(config: AgentConfig, doc: Any) -> None:
+def check_config(path: Path, *, max_bytes: int = MAX_CONFIG_BYTES, local: bool = True) -> AgentConfig:
+    """:func:`load_config`, and with ``local`` what only the machine it runs on can say: that the
+    playbook directory exists and its playbooks load. Raise :class:`ConfigError` with every
+    problem found (``aiops config check``).
+    """
+    config, errors = _validate(path, max_bytes=max_bytes)
+    doc = _document(path, max_bytes) if local else None
+    section = doc.data.get("playbooks") if doc is not None and isinstance(doc.data, dict) else None
+    given = section.get("directory") if isinstance(section, dict) else None
+    if doc is not None and isinstance(given, str) and given:
+        where = doc.locate(["playbooks", "directory"])
+        if not Path(given).is_dir():
+            what = "does not exist" if not Path(given).exists() else "is not a directory"
+            errors.append(LocatedError(where, "playbooks.directory", f"{given} {what}"))
+        else:
+            from agent.playbook.loader import PlaybookLoadError, load_paths  # noqa: PLC0415 - only here
+
+            try:
+                load_paths([Path(given)])
+            except PlaybookLoadError as exc:
+                errors.extend(exc.errors)
+    if errors or config is None:
+        raise ConfigError(errors)
+    return config
+
+
+def _document(path: Path, max_bytes: int) -> YamlDocument | None:
+    """The file's one document, or None when it cannot be read (the validation says why)."""
+    try:
+        docs = read_documents(path, max_bytes=max_bytes)
+    except YamlValidationError:
+        return None
+    return docs[0] if len(docs) == 1 else None
+
+
+def _validate(path: Path, *, max_bytes: int) -> tuple[AgentConfig | None, list[LocatedError]]:
+    """The config (None when invalid) and every error found in it."""
+    try:
+        docs = read_documents(path, max_bytes=max_bytes)
+    except YamlValidationError as exc:
+        return None, list(exc.errors)
+    if len(docs) > 1:
+        loc = docs[1].locate([])
+        return None, [LocatedError(loc, "", "a config file holds one YAML document, found several")]
+    if not docs or docs[0].data is None:
+        return AgentConfig(), []
+    doc = docs[0]
+    if not isinstance(doc.data, dict):
+        found = type(doc.data).__name__
+        return None, [LocatedError(doc.locate([]), "", f"expected a mapping at the top, got {found}")]
+    config: AgentConfig | None = None
+    errors: list[LocatedError] = []
+    try:
+        config = validate_document(doc, AgentConfig)
+    except YamlValidationError as exc:
+        errors.extend(exc.errors)
+    # the detectors' parameters are checked even when other fields are wrong, so one run shows all
+    detectors = doc.data.get("detectors")
+    if isinstance(detectors, list):
+        reported = {e.field for e in errors}
+        errors.extend(e for e in _detector_errors(detectors, doc) if e.field not in reported)
+    return (config if not errors else None), errors
+
+
+def _detector_errors(detectors: list[Any], doc: YamlDocument) -> list[LocatedError]:
     """Detector parameters are validated by the detectors themselves, at load time."""
     # local import: detectors is the lower layer, and building a throwaway bank is cheap
     from detectors import SeriesRegistry, build_detector  # noqa: PLC0415
     from detectors.base import DetectorError  # noqa: PLC0415
 
     errors = []
-    for i, det in enumerate(config.detectors):
+    for i, det in enumerate(detectors):
+        if not isinstance(det, dict) or not isinstance(det.get("params", {}), dict):
+            continue  # the model's own error says what is wrong with it
+        kind = det.get("type", "threshold")
         try:
-            build_detector(det.type, det.params, SeriesRegistry(limit=1))
+            build_detector(str(kind), det.get("params") or {}, SeriesRegistry(limit=1))
         except DetectorError as exc:
             field = "type" if "unknown detector" in str(exc) else "params"
             errors.append(
                 LocatedError(doc.locate(["detectors", i, field]), f"detectors[{i}].{field}", str(exc))
             )
-    if errors:
-        raise ConfigError(errors)
+    return errors

@@ -80,6 +80,8 @@ log = logging.getLogger("aiops.replay")
 
 #: A series signalling again within this many seconds is the same episode on the timeline.
 SIGNAL_QUIET = 600.0
+#: Executor decisions that hold an action rather than take it.
+HELD_DECISIONS = frozenset({Decision.SKIPPED, Decision.PENDING_APPROVAL, Decision.REJECTED, Decision.EXPIRED})
 
 
 #: The config the agent runs in a replay by default: the file k8s/ deploys, so a replay shows what
@@ -242,14 +244,13 @@ def run_policy(scenario: Scenario, policy: str, options: ReplayOptions) -> Polic
                     recorder.events.append(Event(now, "fault", text.split(":")[0], text))
                 twin.step()
                 observation = workload.observe(k, now)
+                recorder.step(k, observation)
                 if exporter is not None:
                     exporter.update(observation.batch)
                 if hpa is not None:
                     hpa.observe(observation)
-                signals: list[Signal] = []
                 if pipeline is not None:
-                    signals = pipeline.process(observation.batch)
-                recorder.step(k, observation, signals, series)
+                    pipeline.process(observation.batch)
                 if options.progress is not None:
                     options.progress(1)
         finally:
@@ -257,7 +258,7 @@ def run_policy(scenario: Scenario, policy: str, options: ReplayOptions) -> Polic
                 pipeline.close()
             if exporter is not None:
                 exporter.close()
-    return recorder.run()
+    return recorder.run(workload.mitigated)
 
 
 class Pipeline:
@@ -338,6 +339,7 @@ class Pipeline:
         else:
             signals = self.bank.process(batch)
         if signals:
+            self.recorder.on_signals(signals)  # before the engine, so the timeline keeps cause first
             self.engine.emit(signals)
         self.runtime.turn()
         return signals
@@ -435,7 +437,12 @@ def hpa_object(service: Service) -> Obj:
 
 
 class Recorder:
-    """Collects a run's per-step metrics, signals, incident changes and actions."""
+    """Collects a run's per-step metrics, signals, incident changes, held and taken actions.
+
+    Timeline events are appended in the order they happen within a step (a fault, an OOM kill,
+    the signals, the engine's decisions, the executor's outcomes) and sorted by time only, so
+    events at one timestamp stay in causal order.
+    """
 
     def __init__(self, scenario: Scenario, policy: str, times: FloatArray) -> None:
         self.scenario = scenario
@@ -455,6 +462,7 @@ class Recorder:
         self.decisions = DecisionRecords(bounds=RecordBounds(max_incidents=10_000))
         """The decision record of every incident, folded as the daemon folds them."""
         self._last_signal: dict[tuple[str, str], float] = {}
+        self._k = 0
         self._lock = threading.Lock()
         # actions on a model's training CronJob belong to the service that serves the model
         self._owners = {
@@ -462,38 +470,66 @@ class Recorder:
         }
 
     def on_decision(self, record: AuditRecord) -> None:
-        """An executor decision: an action taken, skipped, failed ..."""
+        """An executor decision: an action taken, held (skipped, waiting for approval), failed ..."""
         name = str(record.target.get("name", ""))
         service = self._owners.get(name, name)
+        held = record.decision in HELD_DECISIONS
+        guardrail = record.guardrail or ("approval" if record.decision is Decision.PENDING_APPROVAL else "")
         with self._lock:
             self.actions.append(
-                ActionRecord(record.time, service, record.action, str(record.decision.value), record.message)
+                ActionRecord(
+                    record.time,
+                    service,
+                    record.action,
+                    str(record.decision.value),
+                    record.message,
+                    incident=record.incident,
+                    guardrail=guardrail if held else "",
+                )
             )
             self.events.append(
                 Event(
                     record.time,
-                    "action",
+                    "held" if held else "action",
                     service,
                     f"{record.action} {record.decision.value}: {record.message}",
+                    incident=record.incident,
+                    playbook=record.playbook,
+                    guardrail=guardrail if held else "",
                 )
             )
 
     def on_incident(self, event: AuditEvent) -> None:
-        """A playbook engine event (incident transitions; rejected signals)."""
+        """A playbook engine event: incident transitions, actions held by a guardrail, rejected signals."""
         if isinstance(event, IncidentEvent):
-            if not event.is_transition:
-                return
-            kind = "verification" if event.previous == IncidentState.VERIFYING else "incident"
-            text = f"{event.playbook}: {event.state.value} ({event.reason})"
             service = self._owners.get(event.target.name, event.target.name)
-            self.events.append(Event(event.time, kind, service, text))
+            if event.is_transition:
+                kind = "verification" if event.previous == IncidentState.VERIFYING else "incident"
+                text = f"{event.playbook}: {event.state.value} ({event.reason})"
+            elif event.guardrail:
+                kind, text = "held", f"{event.playbook}: {event.reason}"
+            else:  # an action submitted or its result: the executor's decision says it
+                return
+            with self._lock:
+                self.events.append(
+                    Event(
+                        event.time,
+                        kind,
+                        service,
+                        text,
+                        incident=event.incident,
+                        playbook=event.playbook,
+                        guardrail=event.guardrail or "",
+                        state=event.state.value if event.is_transition else "",
+                    )
+                )
         else:
-            self.events.append(Event(event.time, "incident", "", f"{event.playbook}: {event.reason}"))
+            with self._lock:
+                self.events.append(Event(event.time, "incident", "", f"{event.playbook}: {event.reason}"))
 
-    def step(
-        self, k: int, observation: Observation, signals: Sequence[Signal], series: SeriesRegistry
-    ) -> None:
-        """Step ``k``: metric values, replicas, signals."""
+    def step(self, k: int, observation: Observation) -> None:
+        """Step ``k``: metric values, replicas, pods OOM-killed."""
+        self._k = k
         n = self.times.size
         for service, values in observation.values.items():
             bucket = self.metrics[service]
@@ -508,6 +544,10 @@ class Recorder:
         for kill in observation.oom_kills:
             service = kill.split("/")[0]
             self.events.append(Event(float(self.times[k]), "oom", service, f"pod {kill} OOM-killed"))
+
+    def on_signals(self, signals: Sequence[Signal]) -> None:
+        """The detectors' signals of the current step, before the playbook engine sees them."""
+        k = self._k
         for signal in signals:
             labels = signal.series.label_dict
             service = labels.get("deployment", "")
@@ -533,8 +573,8 @@ class Recorder:
                 )
                 self.events.append(Event(signal.timestamp, "signal", service, text))
 
-    def run(self) -> PolicyRun:
-        """The finished run (scored later)."""
+    def run(self, mitigated: Sequence[float | None] = ()) -> PolicyRun:
+        """The finished run (scored later); ``mitigated``: when each fault was removed."""
         slo = self.scenario.spec.slo
         breach = {}
         for service, bucket in self.metrics.items():
@@ -550,8 +590,9 @@ class Recorder:
             anomaly_score=self.score if self.policy in {AGENT, STATIC} else {},
             forecast_upper=self.upper if self.policy == AGENT else {},
             forecast_mean=self.mean if self.policy == AGENT else {},
-            events=sorted(self.events, key=lambda e: (e.time, e.kind, e.service, e.text)),
-            actions=sorted(self.actions, key=lambda a: (a.time, a.service, a.action)),
+            # sorted by time only: list.sort is stable, so one timestamp keeps the order things happened
+            events=sorted(self.events, key=lambda e: e.time),
+            actions=sorted(self.actions, key=lambda a: a.time),
             requests=self.requests,
             errors=self.errors,
             incidents=[
@@ -559,6 +600,7 @@ class Recorder:
                 for r in reversed(self.decisions.latest(len(self.decisions)))
                 if r.get("fired") is not None
             ],
+            mitigated=list(mitigated),
         )
 
 

@@ -15,7 +15,8 @@ import math
 import re
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +24,23 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
+from matplotlib.dates import AutoDateLocator, DateFormatter
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from simulations.result import (
+    ACCURACY,
     AGENT,
     ERROR_RATIO,
     HPA,
+    MEMORY,
     NO_AGENT,
     P99,
     POLICIES,
     REQUESTS,
+    ActionRecord,
+    Event,
     FloatArray,
     PolicyRun,
     ScenarioResult,
@@ -42,12 +48,17 @@ from simulations.result import (
 )
 
 __all__ = [
+    "IncidentView",
     "ReportFiles",
     "dumps_json",
+    "fault_end",
     "format_scores",
     "format_timeline",
+    "incident_views",
     "json_safe",
+    "plot_incident",
     "plot_scenario",
+    "wall_time",
     "write_report",
 ]
 
@@ -73,6 +84,9 @@ _BREACH_COLOR = "#d62728"
 _ACTION_COLOR = "#7b3294"
 _UNNEEDED_COLOR = "#888888"
 _FORECAST_COLOR = "#17becf"
+_SIGNAL_COLOR = "#d95f02"
+_HELD_COLOR = "#b8860b"
+_ZOOM_HEIGHT_IN = 2.4
 #: PNG metadata: no "Software" entry, so files do not depend on the matplotlib version.
 _PNG_METADATA: dict[str, str | None] = {"Software": None}
 
@@ -172,39 +186,197 @@ def _clock(seconds: float) -> str:
     return f"{sign}{hours:02d}:{minutes:02d}:{secs:02d}"
 
 
-def _timeline_entries(result: ScenarioResult, policy: str) -> list[tuple[float, str, str, str]]:
-    """Fault windows (at their start) and the run's events, sorted by time, stable."""
-    entries: list[tuple[float, str, str, str]] = []
-    for fault in result.faults:
-        until = "until fixed" if fault.end is None else f"until {_clock(fault.end - result.start)}"
-        entries.append((fault.start, "fault", fault.service, f"{fault.kind}: {fault.text} ({until})"))
+def wall_time(seconds: float, *, date: bool = True) -> str:
+    """Unix seconds as UTC wall-clock time: ``2024-01-01 09:30:15`` (``09:30:15`` without the date)."""
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
+
+
+def fault_end(result: ScenarioResult, index: int, policy: str = AGENT) -> float | None:
+    """When fault ``index`` ended in the policy's run: removed by the run, else its own end (None: never)."""
+    run = result.runs.get(policy)
+    if run is not None and index < len(run.mitigated) and run.mitigated[index] is not None:
+        return run.mitigated[index]
+    return result.faults[index].end
+
+
+def _timeline_entries(result: ScenarioResult, policy: str) -> list[Event]:
+    """Fault windows (at their start) and the run's events, by time; equal times keep their order."""
+    entries: list[Event] = []
+    for index, fault in enumerate(result.faults):
+        end = fault_end(result, index, policy)
+        until = "not removed" if end is None else f"until {wall_time(end, date=False)}"
+        entries.append(Event(fault.start, "fault", fault.service, f"{fault.kind}: {fault.text} ({until})"))
     run = result.runs.get(policy)
     if run is not None:
-        entries.extend((e.time, e.kind, e.service, e.text) for e in run.events)
-    entries.sort(key=lambda entry: entry[0])  # list.sort is stable: faults first on equal times
+        entries.extend(run.events)
+    entries.sort(key=lambda entry: entry.time)  # stable: faults first, then the order things happened
     return entries
 
 
 def format_timeline(result: ScenarioResult, policy: str = AGENT, limit: int | None = 60) -> str:
-    """The policy run's events and the fault windows as ``+HH:MM:SS  kind  service  text`` lines.
+    """The policy run's events and the fault windows, one line each, in the order they happened.
 
-    Times are relative to the scenario's start. With more than ``limit`` lines, the first ``limit``
-    are shown and then ``... N more``.
+    ``YYYY-MM-DD HH:MM:SS  +HH:MM:SS  kind  service  text``: UTC wall-clock time, then the time since
+    the scenario's start. With more than ``limit`` lines, the first ``limit`` are shown and then
+    ``... N more``.
     """
     entries = _timeline_entries(result, policy)
     if not entries:
         return "(no events)"
     shown = entries if limit is None else entries[: max(limit, 0)]
-    kind_width = max(len(kind) for _, kind, _, _ in shown) if shown else 0
-    service_width = max(len(service) for _, _, service, _ in shown) if shown else 0
+    kind_width = max((len(e.kind) for e in shown), default=0)
+    service_width = max((len(e.service) for e in shown), default=0)
     lines = [
-        f"{_clock(time - result.start)}  {kind.ljust(kind_width)}  "
-        f"{service.ljust(service_width)}  {_one_line(text)}".rstrip()
-        for time, kind, service, text in shown
+        f"{wall_time(e.time)}  {_clock(e.time - result.start)}  {e.kind.ljust(kind_width)}  "
+        f"{e.service.ljust(service_width)}  {_one_line(e.text)}".rstrip()
+        for e in shown
     ]
     if len(entries) > len(shown):
         lines.append(f"... {len(entries) - len(shown)} more")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- incidents
+
+#: The agent's incidents on one service this close together (seconds) are one incident in the report.
+INCIDENT_GAP = 600.0
+#: Each zoomed panel shows at least this much (seconds) before the onset and after the resolution.
+MIN_MARGIN = 600.0
+#: At most this many incidents per scenario get a zoomed panel (the rest are listed).
+MAX_INCIDENT_PANELS = 12
+#: Outcomes of an action that changed nothing, and states that call a person.
+_NO_CHANGE = frozenset({"noop", "started"})
+_ALARM_STATES = frozenset({"failed", "escalated"})
+_TERMINAL_STATES = frozenset({"resolved", "failed", "escalated", "suppressed", "expired"})
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentView:
+    """One incident as the report shows it: a service's episode, from onset to resolution.
+
+    An episode groups the agent's incidents on one service that follow each other within
+    :data:`INCIDENT_GAP`, with the fault they answer; a fault nothing acted on is an episode too.
+    """
+
+    service: str
+    onset: float
+    """The fault's start, or the agent's first incident event when no fault preceded it."""
+    resolved: float | None
+    """When the last of its incidents ended or its fault was removed, whichever is later; None: open."""
+    faults: tuple[int, ...]
+    """Indices into :attr:`ScenarioResult.faults`."""
+    incidents: tuple[str, ...]
+    """The agent's incident ids, in order of appearance."""
+
+    def window(self, result: ScenarioResult) -> tuple[float, float]:
+        """The span of its zoomed panel: onset to resolution, with a margin either side, within the run."""
+        end = result.start + result.duration
+        resolved = end if self.resolved is None else self.resolved
+        margin = max(MIN_MARGIN, 0.25 * (resolved - self.onset))
+        return max(result.start, self.onset - margin), min(end, resolved + margin)
+
+
+@dataclass(slots=True)
+class _Span:
+    service: str
+    first: float
+    last: float
+    state: str = ""
+    notable: bool = False
+
+
+def incident_views(result: ScenarioResult) -> list[IncidentView]:
+    """The agent's run as incidents: its incidents grouped per service and episode, plus unanswered faults.
+
+    An incident of the agent counts when it changed something (an action other than a no-op), was
+    held or suppressed by a guardrail, or failed or escalated; the others (expired while pending,
+    a scale to the replicas already there) stay in the timeline and in the details of the
+    incident whose window they fall in.
+    """
+    run = result.runs.get(AGENT)
+    end = result.start + result.duration
+    spans: dict[str, _Span] = {}
+    changed = {a.incident for a in run.actions if a.outcome not in _NO_CHANGE} if run is not None else set()
+    for event in run.events if run is not None else ():
+        if not event.incident:
+            continue
+        span = spans.get(event.incident)
+        if span is None:
+            span = spans[event.incident] = _Span(event.service, event.time, event.time)
+        span.last = event.time
+        if event.state:
+            span.state = event.state
+        if event.guardrail or event.incident in changed or event.state in _ALARM_STATES:
+            span.notable = True
+    episodes: list[tuple[str, float, float | None, list[str]]] = []
+    by_service: dict[str, list[tuple[str, _Span]]] = {}
+    for ident, span in spans.items():
+        if span.notable:
+            by_service.setdefault(span.service, []).append((ident, span))
+    for service, members in sorted(by_service.items()):
+        members.sort(key=lambda item: item[1].first)
+        current: tuple[float, float, bool, list[str]] | None = None
+        for ident, span in members:
+            closed = span.state in _TERMINAL_STATES
+            stop = span.last if closed else end
+            if current is not None and span.first <= current[1] + INCIDENT_GAP:
+                current = (current[0], max(current[1], stop), current[2] and closed, [*current[3], ident])
+                continue
+            if current is not None:
+                episodes.append((service, current[0], current[1] if current[2] else None, current[3]))
+            current = (span.first, stop, closed, [ident])
+        if current is not None:
+            episodes.append((service, current[0], current[1] if current[2] else None, current[3]))
+    views: list[IncidentView] = []
+    linked: set[int] = set()
+    for service, first, closed_at, idents in sorted(episodes, key=lambda e: (e[1], e[0])):
+        last = end if closed_at is None else closed_at
+        faults = []
+        for index, fault in enumerate(result.faults):
+            removed = fault_end(result, index)
+            if (
+                index not in linked
+                and fault.service == service
+                and fault.start <= last
+                and (removed is None or removed >= first - INCIDENT_GAP)
+            ):
+                faults.append(index)
+                linked.add(index)
+        onset = min([first] + [result.faults[i].start for i in faults])
+        resolved = None
+        if closed_at is not None:
+            removals = [r for i in faults if (r := fault_end(result, i)) is not None]
+            resolved = max([closed_at, *removals])
+        views.append(IncidentView(service, onset, resolved, tuple(faults), tuple(idents)))
+    for index, fault in enumerate(result.faults):
+        if index not in linked:
+            views.append(IncidentView(fault.service, fault.start, fault_end(result, index), (index,), ()))
+    views.sort(key=lambda v: (v.onset, v.service))
+    return views
+
+
+def _incident_events(result: ScenarioResult, view: IncidentView) -> list[Event]:
+    """What happened in the incident, in order: every event of its incidents, and everything on
+    its service within its window (faults, signals, OOM kills, the agent's other incidents)."""
+    lo, hi = view.window(result)
+    idents = set(view.incidents)
+    return [
+        e
+        for e in _timeline_entries(result, AGENT)
+        if e.incident in idents or (e.service == view.service and lo <= e.time <= hi)
+    ]
+
+
+def _outcomes(result: ScenarioResult, view: IncidentView) -> str:
+    """``playbook: last state`` of each of the view's incidents; ``no action`` when there are none."""
+    run = result.runs.get(AGENT)
+    last: dict[str, tuple[str, str]] = {}
+    for event in run.events if run is not None else ():
+        if event.incident in view.incidents and event.state:
+            last[event.incident] = (event.playbook, event.state)
+    parts = [f"{playbook}: {state}" for playbook, state in (last[i] for i in view.incidents if i in last)]
+    return "; ".join(parts) or "no action"
 
 
 # ----------------------------------------------------------------------------------------- plots
@@ -219,8 +391,13 @@ def _plot_services(result: ScenarioResult) -> list[str]:
     return chosen[:_MAX_SERVICES]
 
 
-def _hours(run: PolicyRun, start: float) -> FloatArray:
-    return (np.asarray(run.times, dtype=np.float64) - start) / 3600.0
+def _days(seconds: Any) -> Any:
+    """Unix seconds as matplotlib date numbers (days since 1970-01-01 UTC, matplotlib's epoch)."""
+    return np.asarray(seconds, dtype=np.float64) / 86400.0
+
+
+def _x(run: PolicyRun) -> FloatArray:
+    return np.asarray(_days(run.times), dtype=np.float64)
 
 
 def _series(run: PolicyRun | None, values: Any) -> FloatArray | None:
@@ -239,15 +416,8 @@ def _metric(run: PolicyRun | None, service: str, metric: str) -> FloatArray | No
     return _series(run, run.metrics.get(service, {}).get(metric))
 
 
-def _step_hours(result: ScenarioResult, x: FloatArray) -> float:
-    if result.step > 0:
-        return result.step / 3600.0
-    diffs = np.diff(x)
-    return float(np.median(diffs)) if diffs.size else 0.0
-
-
 def _shade(ax: Axes, spans: list[tuple[float, float]], color: str, alpha: float) -> None:
-    """Full-height bands over ``spans`` (hours) without touching the y autoscaling."""
+    """Full-height bands over ``spans`` (date numbers) without touching the y autoscaling."""
     if not spans:
         return
     verts = [[(x0, 0.0), (x0, 1.0), (x1, 1.0), (x1, 0.0)] for x0, x1 in spans]
@@ -258,65 +428,105 @@ def _shade(ax: Axes, spans: list[tuple[float, float]], color: str, alpha: float)
     ax.add_collection(bands, autolim=False)
 
 
-class _Decorations:
-    """What every panel of a service shows: fault windows, SLO breaches and the agent's actions."""
+def _mark_label(ax: Axes, x: float, y: float, text: str, color: str) -> None:
+    ax.text(
+        x,
+        y,
+        f" {text}",
+        transform=ax.get_xaxis_transform(),
+        rotation=90,
+        va="top",
+        ha="right",
+        fontsize=7,
+        color=color,
+        clip_on=True,
+        parse_math=False,
+    )
 
-    def __init__(self, result: ScenarioResult, service: str) -> None:
+
+class _Decorations:
+    """What every panel of a service shows: fault windows (to their removal), SLO breaches, and the
+    agent's signals, held actions (with the guardrail that held them) and actions."""
+
+    def __init__(self, result: ScenarioResult, service: str, detail: bool = False) -> None:
         agent = result.runs.get(AGENT)
-        end = result.start + result.duration
+        run_end = result.start + result.duration
+        self.detail = detail
         self.faults = [
-            ((f.start - result.start) / 3600.0, ((end if f.end is None else f.end) - result.start) / 3600.0)
-            for f in result.faults
+            (float(_days(f.start)), float(_days(run_end if (stop := fault_end(result, i)) is None else stop)))
+            for i, f in enumerate(result.faults)
             if f.service == service
         ]
         self.breaches: list[tuple[float, float]] = []
         self.actions: list[tuple[float, str, bool]] = []
+        self.held: list[tuple[float, str]] = []
+        self.signals: list[float] = []
         if agent is None:
             return
-        self.actions = [
-            ((a.time - result.start) / 3600.0, a.action, a.necessary)
-            for a in sorted(agent.actions, key=lambda a: a.time)
-            if a.service == service
+        # held actions are timeline events (the engine's and the executor's alike), taken ones actions
+        taken: dict[float, list[ActionRecord]] = {}
+        for a in agent.actions:
+            if a.service == service and not a.guardrail and a.outcome not in _NO_CHANGE:
+                taken.setdefault(a.time, []).append(a)
+        self.actions = [  # one line per instant, its label naming every action taken then
+            (
+                float(_days(t)),
+                ", ".join(dict.fromkeys(a.action for a in same)),
+                all(a.necessary for a in same),
+            )
+            for t, same in taken.items()
         ]
+        for e in agent.events:
+            if e.service != service:
+                continue
+            if e.kind == "signal":
+                self.signals.append(float(_days(e.time)))
+            elif e.kind == "held":
+                self.held.append((float(_days(e.time)), f"held: {e.guardrail or 'guardrail'}"))
         breach = agent.slo_breach.get(service)
         if breach is None:
             return
         flags = np.asarray(breach, dtype=bool)
         if flags.ndim != 1 or flags.shape != np.shape(agent.times) or not flags.any():
             return
-        x = _hours(agent, result.start)
+        x = _x(agent)
         edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
         starts = np.flatnonzero(edges == 1)
         stops = np.flatnonzero(edges == -1) - 1
-        step = _step_hours(result, x)
+        step = float(_days(result.step)) if result.step > 0 else 0.0
         self.breaches = [(float(x[i]), float(x[j]) + step) for i, j in zip(starts, stops, strict=True)]
 
     def draw(self, ax: Axes) -> None:
         _shade(ax, self.faults, _FAULT_COLOR, 0.15)
         _shade(ax, self.breaches, _BREACH_COLOR, 0.15)
         transform = ax.get_xaxis_transform()
+        if self.signals:
+            ax.scatter(
+                self.signals,
+                [0.03] * len(self.signals),
+                marker="^",
+                s=28,
+                color=_SIGNAL_COLOR,
+                transform=transform,
+                zorder=4,
+                clip_on=True,
+            )
+        for x, label in self.held:
+            ax.scatter([x], [0.93], marker="X", s=36, color=_HELD_COLOR, transform=transform, zorder=4)
+            if self.detail:
+                _mark_label(ax, x, 0.88, label, _HELD_COLOR)
         for x, action, necessary in self.actions:
             color = _ACTION_COLOR if necessary else _UNNEEDED_COLOR
             ax.axvline(x, color=color, linewidth=1.0, linestyle="-" if necessary else "--", zorder=3)
-            ax.text(
-                x,
-                0.98,
-                f" {action}",
-                transform=transform,
-                rotation=90,
-                va="top",
-                ha="right",
-                fontsize=7,
-                color=color,
-                clip_on=True,
-                parse_math=False,
-            )
+            _mark_label(ax, x, 0.98, action, color)
 
     @staticmethod
     def legend_handles() -> list[Any]:
         return [
-            Patch(facecolor=_FAULT_COLOR, alpha=0.3, label="fault"),
+            Patch(facecolor=_FAULT_COLOR, alpha=0.3, label="fault (until removed)"),
             Patch(facecolor=_BREACH_COLOR, alpha=0.3, label="SLO breach (agent)"),
+            Line2D([], [], color=_SIGNAL_COLOR, marker="^", linestyle="none", label="signal"),
+            Line2D([], [], color=_HELD_COLOR, marker="X", linestyle="none", label="held by a guardrail"),
             Line2D([], [], color=_ACTION_COLOR, linewidth=1.0, label="agent action"),
         ]
 
@@ -342,6 +552,46 @@ def _legend(ax: Axes, extra: list[Any], twin: Axes | None = None) -> None:
         )
 
 
+def _time_axis(ax: Axes, lo: float, hi: float) -> None:
+    """UTC wall-clock ticks (HH:MM; with the day when the span crosses midnight) and the date."""
+    first, last = datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC)
+    one_day = first.date() == last.date()
+    ax.xaxis.set_major_locator(AutoDateLocator(tz=UTC, minticks=4, maxticks=12))  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_formatter(DateFormatter("%H:%M" if one_day else "%d %b %H:%M", tz=UTC))  # type: ignore[no-untyped-call]
+    ax.tick_params(axis="x", labelbottom=True)
+    dates = first.strftime("%a %Y-%m-%d") if one_day else f"{first:%Y-%m-%d} to {last:%Y-%m-%d}"
+    ax.set_xlabel(f"time (UTC), {dates}", fontsize=7)
+    if hi > lo:
+        ax.set_xlim(float(_days(lo)), float(_days(hi)))
+
+
+#: A forecast this many times the highest request rate is cut off at the top of its panel.
+_FORECAST_VIEW = 3.0
+
+
+def _keep_in_view(ax: Axes, measured: FloatArray | None, forecasts: list[FloatArray | None]) -> None:
+    """Keep the measured series readable: a forecast far above it (a bound that blew up) is cut off
+    at the top instead of flattening the requests to the axis."""
+    if measured is None or not np.isfinite(measured).any():
+        return
+    top = float(np.nanmax(measured))
+    highest = max(
+        (float(np.nanmax(f)) for f in forecasts if f is not None and np.isfinite(f).any()), default=0.0
+    )
+    if top > 0 and highest > _FORECAST_VIEW * top:
+        ax.set_ylim(bottom=0, top=1.5 * top)
+        ax.text(
+            0.01,
+            0.97,
+            f"forecast up to {highest:.3g} cut off",
+            transform=ax.transAxes,
+            fontsize=7,
+            va="top",
+            color=_FORECAST_COLOR,
+            parse_math=False,
+        )
+
+
 def _traffic_panel(result: ScenarioResult, service: str) -> _Panel | None:
     agent = result.runs.get(AGENT)
     requests = _metric(agent, service, REQUESTS)
@@ -359,7 +609,7 @@ def _traffic_panel(result: ScenarioResult, service: str) -> _Panel | None:
     def draw(ax: Axes) -> Axes | None:
         ax.set_ylabel("requests/s", fontsize=8)
         if agent is not None:
-            x = _hours(agent, result.start)
+            x = _x(agent)
             if requests is not None:
                 ax.plot(x, requests, color="C0", linewidth=1.0, label="request rate")
             if mean is not None:
@@ -375,6 +625,7 @@ def _traffic_panel(result: ScenarioResult, service: str) -> _Panel | None:
                     ax.fill_between(
                         x, lower, upper, where=ok, color=_FORECAST_COLOR, alpha=0.2, label="forecast band"
                     )
+            _keep_in_view(ax, requests, [mean, upper])
         if not replicas:
             return None
         twin = ax.twinx()
@@ -383,7 +634,7 @@ def _traffic_panel(result: ScenarioResult, service: str) -> _Panel | None:
         for policy, run, values in replicas:
             color, style = styles[policy]
             twin.plot(
-                _hours(run, result.start),
+                _x(run),
                 values,
                 color=color,
                 linestyle=style,
@@ -432,7 +683,7 @@ def _errors_panel(result: ScenarioResult, service: str) -> _Panel | None:
                 )
         for policy, run, metric, values in lines:
             axes[metric].plot(
-                _hours(run, result.start),
+                _x(run),
                 values,
                 color=colors[metric],
                 linewidth=1.0 if policy == AGENT else 0.9,
@@ -454,7 +705,7 @@ def _anomaly_panel(result: ScenarioResult, service: str) -> _Panel | None:
         return None
 
     def draw(ax: Axes) -> Axes | None:
-        ax.plot(_hours(agent, result.start), score, color="C5", linewidth=1.0, label="anomaly score")
+        ax.plot(_x(agent), score, color="C5", linewidth=1.0, label="anomaly score")
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("anomaly score", fontsize=8)
         return None
@@ -462,32 +713,89 @@ def _anomaly_panel(result: ScenarioResult, service: str) -> _Panel | None:
     return ("anomaly score (agent)", draw)
 
 
-def plot_scenario(result: ScenarioResult, path: Path) -> Path:
-    """Write the scenario's plot as a PNG at ``path`` and return the path.
+#: Memory over this share of its limit gets a panel (a leak on its way to the OOM killer).
+_MEMORY_SHOWN = 0.6
 
-    One column of panels per plotted service (see :func:`_plot_services`): request rate with the
-    agent's forecast band and the replicas of the agent, the HPA and no agent; error ratio and p99
-    latency of the agent and of no agent; the agent's anomaly score. Every panel shades fault
-    windows and the agent's SLO breaches and marks the agent's actions. Panels without data are
-    left out.
-    """
+
+def _resource_panel(result: ScenarioResult, service: str) -> _Panel | None:
+    """Model accuracy (a service serving a model) and memory against its limit (when it nears it)."""
+    runs = [(p, run) for p in (AGENT, NO_AGENT) if (run := result.runs.get(p)) is not None]
+    accuracy = [(p, run, v) for p, run in runs if (v := _metric(run, service, ACCURACY)) is not None]
+    memory = [
+        (p, run, v)
+        for p, run in runs
+        if (v := _metric(run, service, MEMORY)) is not None and np.nanmax(v) >= _MEMORY_SHOWN
+    ]
+    if not accuracy and not memory:
+        return None
+
+    def draw(ax: Axes) -> Axes | None:
+        for lines, color, name in ((accuracy, "C8", "model accuracy"), (memory, "C1", "memory / limit")):
+            for policy, run, values in lines:
+                style = "-" if policy == AGENT else "--"
+                ax.plot(
+                    _x(run), values, color=color, linestyle=style, linewidth=1.0, label=f"{name} ({policy})"
+                )
+        if memory:
+            ax.axhline(1.0, color="C1", linewidth=0.8, linestyle="-.", alpha=0.6, label="memory limit")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("ratio", fontsize=8)
+        return None
+
+    names = [n for n, shown in (("model accuracy", accuracy), ("memory against its limit", memory)) if shown]
+    return (" and ".join(names) + " (agent solid, none dashed)", draw)
+
+
+def _clip(result: ScenarioResult, lo: float, hi: float) -> ScenarioResult:
+    """``result`` with every per-step array cut to the steps in ``[lo, hi]`` (events and actions kept)."""
+
+    def cut_run(run: PolicyRun) -> PolicyRun:
+        times = np.asarray(run.times, dtype=np.float64)
+        keep = (times >= lo) & (times <= hi)
+
+        def cut(arrays: dict[str, Any]) -> dict[str, Any]:
+            return {k: np.asarray(v)[keep] if np.shape(v) == times.shape else v for k, v in arrays.items()}
+
+        return replace(
+            run,
+            times=times[keep],
+            metrics={service: cut(bucket) for service, bucket in run.metrics.items()},
+            replicas=cut(run.replicas),
+            slo_breach=cut(run.slo_breach),
+            anomaly_score=cut(run.anomaly_score),
+            forecast_upper=cut(run.forecast_upper),
+            forecast_mean=cut(run.forecast_mean),
+            requests=cut(run.requests),
+            errors=cut(run.errors),
+        )
+
+    return replace(result, runs={policy: cut_run(run) for policy, run in result.runs.items()})
+
+
+def _render(
+    result: ScenarioResult,
+    services: Sequence[str],
+    title: str,
+    span: tuple[float, float],
+    path: Path,
+    detail: bool,
+    panel_height: float,
+) -> Path:
+    """One PNG: the panels of ``services`` over ``span`` (unix seconds), decorated, on a UTC time axis."""
     panels: list[tuple[str, str, Callable[[Axes], Axes | None], _Decorations]] = []
-    for service in _plot_services(result):
-        decorations = _Decorations(result, service)
-        for make in (_traffic_panel, _errors_panel, _anomaly_panel):
+    for service in services:
+        decorations = _Decorations(result, service, detail)
+        for make in (_errors_panel, _traffic_panel, _resource_panel, _anomaly_panel) if detail else _PANELS:
             panel = make(result, service)
             if panel is not None:
                 panels.append((service, panel[0], panel[1], decorations))
-
     rows = max(len(panels), 1)
     figure = Figure(
-        figsize=(_WIDTH_IN, _TITLE_HEIGHT_IN + _PANEL_HEIGHT_IN * rows), dpi=_DPI, layout="constrained"
+        figsize=(_WIDTH_IN, _TITLE_HEIGHT_IN + panel_height * rows), dpi=_DPI, layout="constrained"
     )
     FigureCanvasAgg(figure)
-    title = f"{result.name}: {result.description}" if result.description else result.name
     figure.suptitle(textwrap.fill(title, 150), fontsize=12, parse_math=False)
     axes = figure.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
-    hours = result.duration / 3600.0
     if not panels:
         ax = axes[0]
         ax.text(0.5, 0.5, "no data to plot", ha="center", va="center", transform=ax.transAxes)
@@ -502,12 +810,38 @@ def plot_scenario(result: ScenarioResult, path: Path) -> Path:
             twin.tick_params(labelsize=8)
         ax.grid(True, alpha=0.3)
         _legend(ax, _Decorations.legend_handles() if index == 0 else [], twin)
-    if hours > 0:
-        axes[-1].set_xlim(0, hours)
-    axes[-1].set_xlabel("hours since start", fontsize=9)
+    for ax in axes:
+        _time_axis(ax, span[0], span[1])
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=_DPI, metadata=_PNG_METADATA)
     return path
+
+
+#: The whole-run view's panels per service, in order.
+_PANELS = (_traffic_panel, _errors_panel, _resource_panel, _anomaly_panel)
+
+
+def plot_scenario(result: ScenarioResult, path: Path) -> Path:
+    """Write the whole-run plot of the scenario as a PNG at ``path`` and return the path.
+
+    One column of panels per plotted service (see :func:`_plot_services`): request rate with the
+    agent's forecast band and the replicas of the agent, the HPA and no agent; error ratio and p99
+    latency of the agent and of no agent; model accuracy and memory near its limit, when the
+    service has them; the agent's anomaly score. Every panel shades fault
+    windows until the agent's run removed the fault, and the agent's SLO breaches, and marks the
+    agent's signals, held actions and actions. Panels without data are left out. Time is UTC.
+    """
+    title = f"{result.name}: {result.description}" if result.description else result.name
+    span = (result.start, result.start + result.duration)
+    return _render(result, _plot_services(result), title, span, path, False, _PANEL_HEIGHT_IN)
+
+
+def plot_incident(result: ScenarioResult, view: IncidentView, path: Path) -> Path:
+    """Write the zoomed panel of one incident (its service, onset to resolution with margins)."""
+    lo, hi = view.window(result)
+    resolved = "still open at the end" if view.resolved is None else f"resolved {wall_time(view.resolved)}"
+    title = f"{view.service}: onset {wall_time(view.onset)} UTC, {resolved}"
+    return _render(_clip(result, lo, hi), [view.service], title, (lo, hi), path, True, _ZOOM_HEIGHT_IN)
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -526,6 +860,8 @@ class ReportFiles:
     """``<scenario>.png`` per scenario, in the order of the results."""
     summaries: tuple[Path, ...]
     """``<scenario>.json`` per scenario, in the order of the results."""
+    incidents: tuple[Path, ...] = ()
+    """``incidents/<scenario>/<n>.png``: the zoomed panel of each incident, scenario by scenario."""
 
 
 def json_safe(value: Any) -> Any:
@@ -559,20 +895,39 @@ def _file_stem(name: str) -> str:
     return stem or "scenario"
 
 
+@dataclass(frozen=True, slots=True)
+class _Scenario:
+    """What the page shows of one scenario: its result, file stem, plots and incidents."""
+
+    result: ScenarioResult
+    stem: str
+    plot: Path
+    views: list[IncidentView]
+    zooms: list[Path]
+    """The zoomed panels of the first :data:`MAX_INCIDENT_PANELS` views."""
+
+
 def write_report(results: Sequence[ScenarioResult], directory: Path) -> ReportFiles:
     """Write the report into ``directory`` (created if needed) and return the paths written.
 
-    Per scenario ``<name>.png`` and ``<name>.json`` (its summary); ``summary.json`` with every
-    summary and whether all scenarios passed; ``index.html``, one page with everything embedded.
+    Per scenario ``<name>.png`` (the whole run), ``incidents/<name>/<n>.png`` (each incident
+    zoomed) and ``<name>.json`` (its summary); ``summary.json`` with every summary and whether all
+    scenarios passed; ``index.html``, one page with everything embedded.
     """
     stems = [_file_stem(r.name) for r in results]
     if len(set(stems)) != len(stems):
         raise ValueError(f"scenario names must map to distinct file names: {sorted(stems)}")
     directory.mkdir(parents=True, exist_ok=True)
-    plots: list[Path] = []
+    shown: list[_Scenario] = []
     summaries: list[Path] = []
     for result, stem in zip(results, stems, strict=True):
-        plots.append(plot_scenario(result, directory / f"{stem}.png"))
+        plot = plot_scenario(result, directory / f"{stem}.png")
+        views = incident_views(result)
+        zooms = [
+            plot_incident(result, view, directory / "incidents" / stem / f"{n}.png")
+            for n, view in enumerate(views[:MAX_INCIDENT_PANELS], start=1)
+        ]
+        shown.append(_Scenario(result, stem, plot, views, zooms))
         summary_path = directory / f"{stem}.json"
         summary_path.write_text(dumps_json(result.summary()), encoding="utf-8")
         summaries.append(summary_path)
@@ -580,24 +935,37 @@ def write_report(results: Sequence[ScenarioResult], directory: Path) -> ReportFi
     combined = {"scenarios": [r.summary() for r in results], "passed": all(r.passed for r in results)}
     summary.write_text(dumps_json(combined), encoding="utf-8")
     index = directory / "index.html"
-    index.write_text(_html(results, stems, plots), encoding="utf-8")
-    return ReportFiles(directory, index, summary, tuple(plots), tuple(summaries))
+    index.write_text(_html(shown), encoding="utf-8")
+    return ReportFiles(
+        directory,
+        index,
+        summary,
+        tuple(s.plot for s in shown),
+        tuple(summaries),
+        tuple(z for s in shown for z in s.zooms),
+    )
 
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1500px; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.3em; margin-top: 2em; border-bottom: 1px solid #ccc; }
+h3 { font-size: 1.1em; margin-top: 1.5em; } h4 { font-size: 1em; margin: 1em 0 0.4em; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.time { white-space: nowrap; font-variant-numeric: tabular-nums; }
 th { background: #f3f3f3; }
 tr.agent td { font-weight: 600; background: #f7f3fb; }
+tr.kind-signal td.kind { color: #d95f02; } tr.kind-held td.kind { color: #b8860b; }
+tr.kind-action td.kind { color: #7b3294; } tr.kind-fault td.kind { color: #c06000; }
 .ok { color: #1a7f37; } .fail { color: #c62828; }
 .badge { padding: 0.1em 0.5em; border-radius: 0.3em; color: #fff; font-size: 0.85em; }
 .badge.ok { background: #1a7f37; } .badge.fail { background: #c62828; }
 ul.expectations { list-style: none; padding-left: 0.5em; }
 img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+article.incident { border-left: 3px solid #f0a030; padding-left: 1em; margin: 1.2em 0; }
+details.record { margin: 0.4em 0; } details.record > summary { cursor: pointer; }
 .muted { color: #666; }
 """
 
@@ -606,8 +974,8 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _html(results: Sequence[ScenarioResult], stems: Sequence[str], plots: Sequence[Path]) -> str:
-    passed = all(r.passed for r in results)
+def _html(scenarios: Sequence[_Scenario]) -> str:
+    passed = all(s.result.passed for s in scenarios)
     out = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -616,40 +984,41 @@ def _html(results: Sequence[ScenarioResult], stems: Sequence[str], plots: Sequen
         "<body>",
         "<h1>aiops replay report "
         f'<span class="badge {"ok" if passed else "fail"}">{"passed" if passed else "failed"}</span></h1>',
-        "<table><tr><th>scenario</th><th>expectations met</th><th>result</th></tr>",
+        '<p class="muted">Times are UTC.</p>',
+        "<table><tr><th>scenario</th><th>incidents</th><th>expectations met</th><th>result</th></tr>",
     ]
-    for result, stem in zip(results, stems, strict=True):
-        met, total = _expectation_counts(result)
-        css, word = ("ok", "passed") if result.passed else ("fail", "failed")
+    for s in scenarios:
+        met, total = _expectation_counts(s.result)
+        css, word = ("ok", "passed") if s.result.passed else ("fail", "failed")
         out.append(
-            f'<tr><td><a href="#{_e(stem)}">{_e(result.name)}</a></td>'
+            f'<tr><td><a href="#{_e(s.stem)}">{_e(s.result.name)}</a></td>'
+            f'<td class="num">{len(s.views)}</td>'
             f'<td class="num">{met}/{total}</td><td class="{css}">{word}</td></tr>'
         )
     out.append("</table>")
-    for result, stem, plot in zip(results, stems, plots, strict=True):
-        out.extend(_html_scenario(result, stem, plot))
+    for s in scenarios:
+        out.extend(_html_scenario(s))
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
 
-def _html_scenario(result: ScenarioResult, stem: str, plot: Path) -> list[str]:
+def _png(path: Path, alt: str, css: str) -> str:
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img class="{css}" alt="{_e(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def _html_scenario(s: _Scenario) -> list[str]:
+    result = s.result
     met, total = _expectation_counts(result)
     css = "ok" if result.passed else "fail"
     out = [
-        f'<section id="{_e(stem)}">',
+        f'<section id="{_e(s.stem)}">',
         f'<h2>{_e(result.name)} <span class="badge {css}">{met}/{total} expectations met</span></h2>',
         f"<p>{_e(result.description)}</p>",
-        f'<p class="muted">seed {_e(result.seed)}, {_e(_fmt(result.duration / 3600, digits=2))} h '
-        f"at {_e(_fmt(result.step, digits=0))} s steps; services: {_e(', '.join(result.services))}</p>",
+        f'<p class="muted">from {_e(wall_time(result.start))} UTC for '
+        f"{_e(_fmt(result.duration / 3600, digits=2))} h at {_e(_fmt(result.step, digits=0))} s steps; "
+        f"seed {_e(result.seed)}; services: {_e(', '.join(result.services))}</p>",
     ]
-    if result.faults:
-        out.append("<p>faults:</p><ul>")
-        out.extend(
-            f"<li>{_e(_clock(f.start - result.start))} {_e(f.service)}: {_e(f.kind)} - {_e(f.text)}"
-            f"{'' if f.end is None else ' (until ' + _e(_clock(f.end - result.start)) + ')'}</li>"
-            for f in result.faults
-        )
-        out.append("</ul>")
     out.append("<table><tr><th>policy</th>" + "".join(f"<th>{_e(c)}</th>" for c in SCORE_COLUMNS) + "</tr>")
     for policy in _ordered_policies(result):
         cells = "".join(f'<td class="num">{_e(c)}</td>' for c in _score_cells(result.runs[policy].score))
@@ -662,10 +1031,117 @@ def _html_scenario(result: ScenarioResult, stem: str, plot: Path) -> list[str]:
         detail = f' <span class="muted">({_e(expectation.detail)})</span>' if expectation.detail else ""
         out.append(f'<li><span class="{mark_css}">{mark}</span> {_e(expectation.text)}{detail}</li>')
     out.append("</ul>")
-    encoded = base64.b64encode(plot.read_bytes()).decode("ascii")
-    out.append(f'<img alt="{_e(result.name)} plot" src="data:image/png;base64,{encoded}">')
+    out.extend(_html_incidents(s))
+    out.append("<h3>The whole run</h3>")
+    out.append(_png(s.plot, f"{result.name}: the whole run", "overview"))
     out.append("<details><summary>agent timeline</summary>")
     out.append(f"<pre>{_e(format_timeline(result, AGENT, limit=None))}</pre>")
     out.append("</details>")
     out.append("</section>")
+    return out
+
+
+def _first(events: Sequence[Event], view: IncidentView, kind: str) -> str:
+    """When the incident's first event of ``kind`` happened: a signal on its service from its onset
+    on, an action of its own incidents (the window's margin and other incidents do not count)."""
+    found = next(
+        (
+            e.time
+            for e in events
+            if e.kind == kind and e.time >= view.onset and (kind != "action" or e.incident in view.incidents)
+        ),
+        None,
+    )
+    return MISSING if found is None else wall_time(found, date=False)
+
+
+def _faults_text(result: ScenarioResult, view: IncidentView) -> str:
+    """The faults the incident answers, and those on its service still there from before it."""
+    parts = [f"{result.faults[i].kind}: {result.faults[i].text}" for i in view.faults]
+    for index, fault in enumerate(result.faults):
+        removed = fault_end(result, index)
+        if (
+            index not in view.faults
+            and fault.service == view.service
+            and fault.start < view.onset
+            and (removed is None or removed > view.onset)
+        ):
+            since = wall_time(fault.start, date=False)
+            parts.append(f"{fault.kind}: {fault.text} (still there, since {since})")
+    return "; ".join(parts) or "no fault"
+
+
+def _html_incidents(s: _Scenario) -> list[str]:
+    result, views = s.result, s.views
+    if not views:
+        return ['<h3>Incidents</h3><p class="muted">no incidents: no fault, and the agent did not act</p>']
+    out = [
+        "<h3>Incidents</h3>",
+        '<table class="incidents"><tr><th>#</th><th>service</th><th>onset</th><th>first signal</th>'
+        "<th>first action</th><th>fault removed</th><th>resolved</th><th>outcome</th></tr>",
+    ]
+    rows: list[list[Event]] = [_incident_events(result, view) for view in views]
+    for n, (view, events) in enumerate(zip(views, rows, strict=True), start=1):
+        removed = [r for i in view.faults if (r := fault_end(result, i)) is not None]
+        cells = [
+            f'<a href="#{_e(s.stem)}-incident-{n}">{n}</a>',
+            _e(view.service),
+            _e(wall_time(view.onset)),
+            _e(_first(events, view, "signal")),
+            _e(_first(events, view, "action")),
+            _e(wall_time(max(removed), date=False) if removed and view.faults else MISSING),
+            _e(MISSING if view.resolved is None else wall_time(view.resolved, date=False)),
+            _e(_outcomes(result, view)),
+        ]
+        out.append(
+            "<tr>"
+            + "".join(
+                f'<td class="time">{c}</td>' if i in {2, 3, 4, 5, 6} else f"<td>{c}</td>"
+                for i, c in enumerate(cells)
+            )
+            + "</tr>"
+        )
+    out.append("</table>")
+    if len(views) > len(s.zooms):
+        out.append(
+            f'<p class="muted">{len(views) - len(s.zooms)} more incidents are listed without a zoomed '
+            "panel; the whole-run view and the timeline show them.</p>"
+        )
+    for n, (view, events) in enumerate(zip(views, rows, strict=True), start=1):
+        out.extend(_html_incident(s, n, view, events))
+    return out
+
+
+def _html_incident(s: _Scenario, n: int, view: IncidentView, events: Sequence[Event]) -> list[str]:
+    result = s.result
+    out = [
+        f'<article class="incident" id="{_e(s.stem)}-incident-{n}">',
+        f"<h4>#{n} {_e(view.service)}: {_e(_faults_text(result, view))} &mdash; "
+        f"{_e(_outcomes(result, view))}</h4>",
+    ]
+    if n <= len(s.zooms):
+        out.append(_png(s.zooms[n - 1], f"incident {n} on {view.service}", "zoom"))
+    run = result.runs.get(AGENT)
+    records = run.records if run is not None else {}
+    for ident in view.incidents:
+        record = records.get(ident)
+        if record is None:
+            continue
+        out.append(
+            f'<details class="record" data-incident="{_e(ident)}"><summary>decision record of '
+            f"{_e(ident)}</summary><pre>{_e(dumps_json(record))}</pre></details>"
+        )
+    if not any(ident in records for ident in view.incidents):
+        out.append(
+            f'<details class="record" data-incident="{_e(",".join(view.incidents))}"><summary>what happened '
+            f"({len(events)} events)</summary>"
+        )
+        out.append("<table><tr><th>time (UTC)</th><th>kind</th><th>what</th></tr>")
+        out.extend(
+            f'<tr class="kind-{_e(e.kind)}"><td class="time">{_e(wall_time(e.time, date=False))}</td>'
+            f'<td class="kind">{_e(e.kind)}</td><td>{_e(e.text)}</td></tr>'
+            for e in events
+        )
+        out.append("</table></details>")
+    out.append("</article>")
     return out

@@ -44,9 +44,17 @@ class Event:
 
     time: float
     kind: str
-    """``fault``, ``signal``, ``incident``, ``action``, ``verification`` or ``slo``."""
+    """``fault``, ``signal``, ``incident``, ``held``, ``action``, ``verification``, ``oom`` or ``slo``."""
     service: str
     text: str
+    incident: str = ""
+    """The agent's incident the event belongs to (engine events and executor decisions)."""
+    playbook: str = ""
+    """The playbook of that incident."""
+    guardrail: str = ""
+    """For ``held`` events and held actions: the guardrail that held it."""
+    state: str = ""
+    """For ``incident`` and ``verification`` events: the state the incident entered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +70,10 @@ class ActionRecord:
     detail: str = ""
     necessary: bool = True
     """False when scoring judged it unnecessary (no fault or SLO breach near it)."""
+    incident: str = ""
+    """The agent's incident that proposed it."""
+    guardrail: str = ""
+    """For a held action (``skipped``, ``pending_approval`` ...): the guardrail that held it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +136,11 @@ class PolicyRun:
     incidents: list[dict[str, Any]] = field(default_factory=list)
     """The decision record (:mod:`agent.decisions`) of each incident that fired, oldest first."""
     score: Score | None = None
+    mitigated: list[float | None] = field(default_factory=list)
+    """Per fault of the scenario (in :attr:`ScenarioResult.faults` order): when this run removed
+    it (the bad version stopped serving, the model was retrained, the surge ended); None: never."""
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The decision record of each of the agent's incidents, by incident id, when the run has them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,11 +55,28 @@ class RunSettings:
     """None: as fast as it computes; else a factor of real time (60: an hour of scenario a minute)."""
 
 
+def shipped_scenarios() -> list[str]:
+    """The names of the shipped scenarios (``simulations/scenarios/NAME.yaml``), sorted."""
+    return sorted(p.stem for p in SHIPPED_SCENARIOS.glob("*.yaml"))
+
+
 def scenario_paths(paths: Sequence[Path]) -> list[Path]:
-    """Files as given; directories expand to their ``*.yaml`` files (sorted)."""
+    """Files as given; directories expand to their ``*.yaml`` files (sorted); a name that is no file
+    but a shipped scenario's name is that scenario. Raise ValueError naming an unknown one."""
     out: list[Path] = []
     for path in paths or [SHIPPED_SCENARIOS]:
-        out.extend(sorted(path.glob("*.yaml")) if path.is_dir() else [path])
+        if path.is_dir():
+            out.extend(sorted(path.glob("*.yaml")))
+        elif path.exists():
+            out.append(path)
+        elif path.parent == Path() and (SHIPPED_SCENARIOS / f"{path.name}.yaml").is_file():
+            out.append(SHIPPED_SCENARIOS / f"{path.name}.yaml")
+        else:
+            msg = (
+                f"{path}: no such scenario file, and no shipped scenario of that name; "
+                f"shipped: {', '.join(shipped_scenarios())}"
+            )
+            raise ValueError(msg)
     return out
 
 
@@ -84,7 +101,12 @@ def load_all(
     names = [p.name for p in playbooks.playbooks]
     scenarios: list[Scenario] = []
     failed = False
-    for path in scenario_paths(settings.scenarios):
+    try:
+        paths = scenario_paths(settings.scenarios)
+    except ValueError as exc:
+        print(f"error: {exc}", file=err)
+        return None
+    for path in paths:
         try:
             scenarios.append(load_scenario(path, playbook_names=names))
         except YamlValidationError as exc:
@@ -121,8 +143,13 @@ def _paced(update: Callable[[int], object], step: float, speed: float | None) ->
     return progress
 
 
-def run(settings: RunSettings, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Replay every scenario; exit 0 when all expectations are met, 1 if not, 2 on invalid input."""
+def run(settings: RunSettings, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Replay every scenario; exit 0 when all expectations are met, 1 if not, 2 on invalid input.
+
+    ``out`` and ``err`` default to the streams of the moment (``sys.stdout``, ``sys.stderr``).
+    """
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     loaded = load_all(settings, err)
     if loaded is None:
         return EXIT_INVALID

@@ -14,6 +14,10 @@ cluster's state at that moment, so the agent's actions change what happens next 
 - a model's accuracy drops when its inputs drift and comes back when a retraining Job (from the
   model's ``train-<model>`` CronJob) completes after the drift began.
 
+It also notes when each fault is removed (:attr:`Workload.mitigated`): a bad version once no pod
+runs it and the Deployment no longer asks for it, a drift once a retraining completed, a surge
+when its traffic is back to normal.
+
 Randomness comes from one generator seeded by the scenario's seed and the service, so the same
 scenario gives the same numbers.
 """
@@ -188,6 +192,11 @@ class Workload:
         )
         self._pods_revision = -1  # the store revision _pods_by_app was read at
         self._pods_by_app: dict[str, list[tuple[Obj, bool]]] = {}
+        self.mitigated: list[float | None] = [
+            scenario.start + f.at + f.rise + f.hold + f.fall if isinstance(f, SurgeFault) else None
+            for f in scenario.spec.faults
+        ]
+        """Per fault of the scenario, in its order: when it was removed (None: not yet)."""
 
     def _id(self, metric: str, labels: dict[str, str]) -> int:
         sid = self.series.id_for(SeriesKey.of(metric, labels))
@@ -275,6 +284,7 @@ class Workload:
         requests: dict[str, float] = {}
         errors: dict[str, float] = {}
         kills: list[str] = []
+        self._note_mitigations(now, pods_by_app)
         for name, state in self.states.items():
             s = state.service
             desired = self._desired(s)
@@ -294,6 +304,26 @@ class Workload:
             np.asarray(values, dtype=np.float64),
         )
         return Observation(batch, per_service, replicas, requests, errors, kills)
+
+    def _note_mitigations(self, now: float, pods_by_app: dict[str, list[tuple[Obj, bool]]]) -> None:
+        """Mark the injected faults that are gone at ``now`` (see :attr:`mitigated`)."""
+        start = self.scenario.start
+        for i, fault in enumerate(self.scenario.spec.faults):
+            if self.mitigated[i] is not None or now < start + fault.at:
+                continue
+            state = self.states[fault.service]
+            s = state.service
+            if isinstance(fault, RolloutFault):
+                found = self.store.peek_one(DEPLOYMENTS, s.namespace, s.name) or {}
+                template = (found.get("spec") or {}).get("template") or {}
+                wanted = _version(template)
+                running = pods_by_app.get(f"{s.namespace}/{s.name}", [])
+                if wanted != fault.version and all(_version(pod) != fault.version for pod, _ in running):
+                    self.mitigated[i] = now
+            elif isinstance(fault, DriftFault) and s.model is not None:
+                done = self._completed_training(state)
+                if done is not None and start + fault.at <= done <= now:
+                    self.mitigated[i] = done
 
     def _desired(self, s: Service) -> int:
         found = self.store.peek_one(DEPLOYMENTS, s.namespace, s.name)

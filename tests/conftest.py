@@ -9,7 +9,12 @@ import pytest
 
 from tests.servers.common import REQUIRE_INTEGRATION
 
-pytest_plugins = ["tests.servers.kafka", "tests.servers.prometheus", "tests.servers.twin"]
+pytest_plugins = [
+    "tests.servers.kafka",
+    "tests.servers.prometheus",
+    "tests.servers.twin",
+    "tests.servers.browser",
+]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -61,16 +61,25 @@ def decide(args: argparse.Namespace) -> int:
 
 
 def list_approvals(args: argparse.Namespace) -> int:
-    """Print the approval records."""
+    """Print the approval records; say where they were looked for when no option said where."""
     try:
-        store = ApprovalStore(_directory(args))
+        directory = _directory(args)
+        store = ApprovalStore(directory)
     except ApprovalError as exc:
         print(f"aiops approvals: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    if args.dir is None and args.config is None:
+        print(
+            f"aiops approvals: looking in {directory}, the default; --config FILE reads the daemon's "
+            "executor.approvals_dir, --dir DIR names one",
+            file=sys.stderr,
+        )
     records = [r for r in store.records() if args.all or r.state.value == "pending"]
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=2))
         return EXIT_OK
+    if not records:
+        print(f"no {'' if args.all else 'pending '}approvals in {directory}")
     for r in records:
         target = r.request.get("target") or {}
         where = f"{target.get('kind')}/{target.get('namespace')}/{target.get('name')}"

@@ -22,7 +22,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("playbook", help="validate, explain, test and inspect playbooks")
     psub = p.add_subparsers(dest="playbook_command", required=True, metavar="SUBCOMMAND")
 
-    v = psub.add_parser("validate", help="check playbook files; exit 0 when all are valid, 1 otherwise")
+    v = psub.add_parser(
+        "validate",
+        help="check playbook files; exit 0 when all are valid (warnings included), 1 otherwise",
+    )
     v.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="playbook files or directories")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(func=_cmd_validate)
@@ -75,11 +78,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     if args.json:
         playbooks = [{"name": p.name, "file": p.file, "line": p.line} for p in loaded]
-        print(json.dumps({"valid": True, "digest": loaded.digest, "playbooks": playbooks}, indent=2))
+        warnings = [w.to_dict() for w in loaded.warnings]
+        print(
+            json.dumps(
+                {"valid": True, "digest": loaded.digest, "playbooks": playbooks, "warnings": warnings},
+                indent=2,
+            )
+        )
     else:
         for p in loaded:
             print(f"ok: {p.file}:{p.line}: {p.name}")
-        print(f"{len(loaded)} playbook(s) valid in {len(loaded.files)} file(s)")
+        for w in loaded.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        files, warned = len(loaded.files), len(loaded.warnings)
+        print(f"{len(loaded)} playbook(s) valid in {files} file(s), {warned} warning(s)")
     return EXIT_OK
 
 

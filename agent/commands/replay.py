@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "replay",
         help="replay incident scenarios against a simulated cluster and score the agent",
         description=(
-            "Replay each SCENARIO (a file, or a directory of *.yaml; default: the shipped scenarios) "
+            "Replay each SCENARIO (a file, a directory of *.yaml, or the name of a shipped scenario such "
+            "as bad-rollout; default: every shipped scenario) "
             "closed-loop against a twin Kubernetes cluster on virtual time: the agent's detectors, "
             "playbook engine and executor act on it through the Kubernetes API, and the same scenario "
             "is replayed with the baselines (no agent, static thresholds, the HPA). Prints the timeline "

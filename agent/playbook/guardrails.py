@@ -85,7 +85,11 @@ class GuardrailDefaults(BaseModel):
     min_replicas: int = Field(1, ge=0, description="scale never goes below this")
     max_replicas: int | None = Field(None, ge=0, description="scale never goes above this")
     max_step: int | None = Field(None, ge=1, description="one scale changes replicas by at most this")
-    namespaces: list[str] | None = Field(None, description="the namespaces the agent may act in; null: all")
+    namespaces: list[str] | None = Field(
+        None,
+        description="the namespaces the agent may act in (Kubernetes names); null: all. `aiops rbac` "
+        "makes Roles in them instead of a ClusterRole (docs/deployment.md, RBAC)",
+    )
     protected_namespaces: list[str] = Field(
         default_factory=lambda: list(PROTECTED_NAMESPACES),
         description="namespaces the agent never acts in, whatever a playbook or signal names (the agent's "

@@ -31,7 +31,7 @@ from agent.playbook.actions import (
     kubernetes_names,
     target_kinds,
 )
-from agent.playbook.models import UNKNOWN_ACTION, Playbook
+from agent.playbook.models import UNKNOWN_ACTION, Playbook, Trigger
 from agent.playbook.templating import (
     NameKind,
     Scope,
@@ -143,6 +143,8 @@ class PlaybookSet:
     playbooks: tuple[LoadedPlaybook, ...]
     digest: str
     files: tuple[str, ...]
+    warnings: tuple[LocatedError, ...] = ()
+    """What loads but looks wrong: a template label the trigger does not ask signals for."""
 
     def __len__(self) -> int:
         return len(self.playbooks)
@@ -232,6 +234,7 @@ def load_paths(paths: Sequence[Path]) -> PlaybookSet:
 def load_sources(sources: Sequence[tuple[str, str]], *, max_file_bytes: int = MAX_FILE_BYTES) -> PlaybookSet:
     """Load (name, text) sources as one set; raise :class:`PlaybookLoadError` with every error."""
     errors: list[LocatedError] = []
+    warnings: list[LocatedError] = []
     loaded: list[LoadedPlaybook] = []
     first: dict[str, Location] = {}
     for file, text in sources:
@@ -259,10 +262,62 @@ def load_sources(sources: Sequence[tuple[str, str]], *, max_file_bytes: int = MA
                 continue
             first[playbook.name] = here
             loaded.append(_compile(playbook, doc))
+            warnings.extend(_label_warnings(doc, playbook))
     if errors:
         raise PlaybookLoadError(errors)
     loaded.sort(key=lambda p: (-p.priority, p.name))
-    return PlaybookSet(tuple(loaded), digest_of(sources), tuple(f for f, _ in sources))
+    return PlaybookSet(tuple(loaded), digest_of(sources), tuple(f for f, _ in sources), tuple(warnings))
+
+
+def required_labels(trigger: Trigger) -> frozenset[str]:
+    """The labels every matching signal has a value for: those ``match`` requires with a pattern
+    that does not accept the empty string (a missing label matches as ""), and ``alertname`` when
+    the trigger takes only alerts."""
+    required = {name for name, pattern in trigger.match.items() if re.fullmatch(pattern, "") is None}
+    if set(trigger.signal) == {SignalKind.ALERT}:
+        required.add("alertname")
+    return frozenset(required)
+
+
+def _label_warnings(doc: YamlDocument, playbook: Playbook) -> list[LocatedError]:
+    """Each ``{{ labels.X }}`` (target and action templates) that the trigger does not require."""
+    required = required_labels(playbook.spec.trigger)
+    found: list[LocatedError] = []
+    places: list[tuple[list[str | int], str, Scope]] = [
+        (["spec", "target", part], text, Scope.TARGET)
+        for part in ("namespace", "name")
+        if isinstance(text := _raw_at(doc.data, ["spec", "target", part]), str)
+    ]
+    for section in ("actions", "onFailure"):
+        steps = _raw_at(doc.data, ["spec", section])
+        for i, step in enumerate(steps if isinstance(steps, list) else []):
+            if isinstance(step, dict) and len(step) == 1:
+                action = next(iter(step))
+                base: list[str | int] = ["spec", section, i, action]
+                places.extend(
+                    ([*base, *sub], value, Scope.ACTION)
+                    for sub, value in _strings(_raw_at(doc.data, base), [])
+                )
+    for path, text, scope in places:
+        try:
+            used = parse_template(text, scope).variables
+        except TemplateError:
+            continue  # reported as an error already
+        for label in dict.fromkeys(v.removeprefix("labels.") for v in used if v.startswith("labels.")):
+            if label in required:
+                continue
+            hint = difflib.get_close_matches(label, sorted(required), n=1)
+            advice = (
+                f"did you mean {hint[0]!r}?"
+                if hint
+                else f'add it to trigger.match with a pattern that needs a value, like {label}: ".+"'
+            )
+            msg = (
+                f"label {label!r} is not one the trigger requires ({', '.join(sorted(required)) or 'none'}): "
+                f"a matching signal without it cannot fill this template; {advice}"
+            )
+            found.append(LocatedError(doc.locate(path), field_path(path), msg))
+    return found
 
 
 def _validate(doc: YamlDocument) -> tuple[Playbook | None, list[LocatedError]]:

@@ -65,6 +65,19 @@ def test_bad_rollout_is_rolled_back_and_errors_recover() -> None:
     assert rollback["status"] == "executed"
     assert rollback["diff"]
     assert record["verification"]["result"] == "resolved"
+    # the fault is removed once no pod runs v2, after the rollback; without the agent never
+    (rollback,) = [a for a in result.runs[AGENT].actions if a.action == "rollback"]
+    (removed,) = result.runs[AGENT].mitigated
+    assert removed is not None
+    assert rollback.time < removed < rollback.time + 600
+    assert result.runs[NO_AGENT].mitigated == [None]
+    # the timeline is causal: the rollback incident's events in the order they happened
+    events = result.runs[AGENT].events
+    mine = [e for e in events if e.incident == rollback.incident]
+    assert [e.state or e.kind for e in mine][:5] == ["pending", "firing", "acting", "action", "action"]
+    assert mine[-1].state == "resolved"
+    opened = events.index(mine[0])
+    assert any(e.kind == "signal" and e.service == "checkout" for e in events[:opened])
 
 
 @pytest.mark.xfail(

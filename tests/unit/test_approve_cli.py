@@ -49,3 +49,24 @@ def test_reject_and_unknown_ids(tmp_path: Path, capsys: pytest.CaptureFixture[st
     capsys.readouterr()
     assert main(["approve", "no-such-id", "--dir", str(tmp_path)]) == EXIT_FAILURE
     assert "no-such-id" in capsys.readouterr().err
+
+
+def test_approvals_without_config_says_where_it_looked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.commands import approve
+
+    monkeypatch.setattr(approve, "DEFAULT_APPROVALS_DIR", tmp_path / "default")
+    assert main(["approvals"]) == EXIT_OK
+    out = capsys.readouterr()
+    assert out.err == (
+        f"aiops approvals: looking in {tmp_path / 'default'}, the default; --config FILE reads the "
+        "daemon's executor.approvals_dir, --dir DIR names one\n"
+    )
+    assert out.out == f"no pending approvals in {tmp_path / 'default'}\n"
+    # told where to look, it says nothing about it
+    approval = pending(tmp_path / "mine")
+    assert main(["approvals", "--dir", str(tmp_path / "mine")]) == EXIT_OK
+    out = capsys.readouterr()
+    assert out.err == ""
+    assert approval in out.out

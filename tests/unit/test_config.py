@@ -218,8 +218,53 @@ def test_bad_durations(bad: object) -> None:
 
 
 def test_config_check_cli_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["config", "check", str(REPO / "k8s" / "agent-config.yaml")]) == EXIT_OK
+    assert main(["config", "check", "--offline", str(REPO / "k8s" / "agent-config.yaml")]) == EXIT_OK
     assert ": ok (" in capsys.readouterr().out
+    # on this machine the pod's playbook directory is missing: said, with its place in the file
+    shipped = REPO / "k8s" / "agent-config.yaml"
+    assert main(["config", "check", str(shipped)]) == EXIT_INVALID
+    line = next(i for i, text in enumerate(shipped.read_text().splitlines(), 1) if "directory: /etc" in text)
+    assert capsys.readouterr().err == (
+        f"error: {shipped}:{line}:14: playbooks.directory: /etc/aiops/playbooks does not exist\n"
+    )
+
+
+def test_config_check_reports_fields_detectors_and_the_playbook_directory_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        "http:\n  port: eighty\n"
+        "detectors:\n  - type: nosuch\n  - type: threshold\n    params: {rules: 3}\n"
+        f"playbooks:\n  directory: {tmp_path / 'absent'}\n",
+    )
+    assert main(["config", "check", str(path)]) == EXIT_INVALID
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[2] for line in err] == [
+        "http.port",
+        "detectors[0].type",
+        "detectors[1].params",
+        "playbooks.directory",
+    ], err
+    assert err[0].startswith(f"error: {path}:2:9: ")
+    assert err[1].startswith(f"error: {path}:4:11: ")
+    assert err[3] == f"error: {path}:8:14: playbooks.directory: {tmp_path / 'absent'} does not exist"
+
+
+def test_config_check_loads_the_playbooks_of_the_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "bad.yaml").write_text(
+        "apiVersion: aiops/v1\nkind: Playbook\nmetadata: {name: x}\nspec: {priority: high}\n"
+    )
+    path = write(tmp_path, f"playbooks:\n  directory: {books}\n")
+    assert main(["config", "check", str(path)]) == EXIT_INVALID
+    err = capsys.readouterr().err
+    assert f"error: {books / 'bad.yaml'}:4:" in err
+    (books / "bad.yaml").unlink()
+    assert main(["config", "check", str(path)]) == EXIT_OK
 
 
 def test_config_check_cli_reports_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -259,3 +304,41 @@ def test_a_32_mb_config_is_refused_before_it_is_parsed(
     assert time.perf_counter() - started < 2.0
     out = capsys.readouterr()
     assert f"{path}:1:1: file is 32.0 MiB, larger than the 1.0 MiB limit; refused unread" in out.out + out.err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"aiops {version('aiops-agent')}\n"
+
+
+def test_the_committed_configuration_reference_is_the_generated_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["config", "reference"]) == EXIT_OK
+    generated = capsys.readouterr().out
+    committed = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert committed == generated, (
+        "docs/configuration.md is stale: aiops config reference > docs/configuration.md"
+    )
+
+
+def test_the_reference_names_every_field_with_its_default() -> None:
+    from agent.config import AgentConfig, ExecutorConfig
+    from agent.config_reference import reference_markdown
+
+    text = reference_markdown()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    fields = {line.split("`")[1] for line in rows}
+    for name in AgentConfig.model_fields["http"].annotation.model_fields:  # type: ignore[union-attr]
+        assert f"http.{name}" in fields
+    for name in ExecutorConfig.model_fields:
+        assert f"executor.{name}" in fields
+    assert "sources.prometheus.queries[].name" in fields
+    assert "| `playbooks.guardrails.cooldown` | duration | `5m` |" in text
+    assert "| `log.format` | `human` \\| `json` | `human` |" in text
+    assert "| `sources.prometheus.queries[].query` | string | required |" in text
+    assert all(not line.endswith("|  |") for line in rows), "every field has a description"

@@ -27,7 +27,7 @@ def test_validate_errors_exit_1_located(tmp_path: Path, capsys: pytest.CaptureFi
     bad.write_text((PLAYBOOKS / "scale-out-on-latency.yaml").read_text().replace("for: 3m", "for: soon"))
     assert main(["playbook", "validate", str(bad)]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith(f"error: {bad}:17:10: spec.trigger.for: expected a duration")
+    assert err[0].startswith(f"error: {bad}:18:10: spec.trigger.for: expected a duration")
     assert err[-1] == "1 error(s)"
 
 
@@ -202,3 +202,68 @@ def test_status_ok_and_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_status_without_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["playbook", "status", "--file", str(tmp_path / "none.json")]) == 1
     assert "cannot read the playbook status" in capsys.readouterr().err
+
+
+EXAMPLE_SIGNALS = PLAYBOOKS / "examples" / "error-spike-after-rollout.jsonl"
+
+
+def test_the_shipped_example_signals_roll_back_after_the_rollout(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["playbook", "test", str(PLAYBOOKS), "--signals", str(EXAMPLE_SIGNALS), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    actions = [(a["request"]["action"], a["request"]["target"]["name"]) for a in out["actions"]]
+    assert actions == [("rollback", "checkout"), ("notify", "checkout")]
+    states = [e["state"] for e in out["events"] if e.get("previous") != e["state"]]
+    assert states == ["pending", "firing", "acting", "verifying", "resolved"]
+    acted = next(e["time"] for e in out["events"] if e["state"] == "acting")
+    assert acted - 1714557600 == 120  # the signals began at 10:00; the playbook's for: 2m
+
+
+def test_the_example_signals_without_the_rollout_fact_act_on_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [line for line in EXAMPLE_SIGNALS.read_text().splitlines() if '"fact"' not in line]
+    signals = tmp_path / "no-rollout.jsonl"
+    signals.write_text("\n".join(lines) + "\n")
+    assert main(["playbook", "test", str(PLAYBOOKS), "--signals", str(signals)]) == 0
+    out = capsys.readouterr().out
+    assert "actions that would run: 0" in out
+    assert "when.rolloutWithin" in out
+
+
+def test_validate_warns_of_a_template_label_the_trigger_does_not_require(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        (PLAYBOOKS / "scale-out-on-latency.yaml")
+        .read_text()
+        .replace("{{ labels.deployment }}", "{{ labels.deploy }}")
+    )
+    assert main(["playbook", "validate", str(typo)]) == 0
+    captured = capsys.readouterr()
+    assert "1 playbook(s) valid in 1 file(s), 1 warning(s)" in captured.out
+    (warning,) = captured.err.splitlines()
+    assert warning.startswith(
+        f"warning: {typo}:22:11: spec.target.name: label 'deploy' is not one the trigger "
+    )
+    assert warning.endswith("did you mean 'deployment'?")
+    assert main(["playbook", "validate", "--json", str(typo)]) == 0
+    (shown,) = json.loads(capsys.readouterr().out)["warnings"]
+    assert (shown["line"], shown["field"]) == (22, "spec.target.name")
+    # a label required with a pattern that accepts "" is not required: a missing label matches it
+    loose = tmp_path / "loose.yaml"
+    loose.write_text(
+        (PLAYBOOKS / "scale-out-on-latency.yaml").read_text().replace('deployment: ".+"', 'deployment: ".*"')
+    )
+    assert main(["playbook", "validate", str(loose)]) == 0
+    assert "label 'deployment' is not one the trigger requires (namespace)" in capsys.readouterr().err
+
+
+def test_the_shipped_playbooks_have_no_warnings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["playbook", "validate", str(PLAYBOOKS), str(REPO / "examples" / "quickstart" / "playbooks")])
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "6 playbook(s) valid in 6 file(s), 0 warning(s)" in captured.out
+    assert captured.err == ""

@@ -112,3 +112,56 @@ def test_latency_grows_with_utilisation_and_times_out_past_capacity() -> None:
     idle, busy, full = latency(0.04, 0.3), latency(0.04, 0.9), latency(0.04, 3.0)
     assert idle[1] < busy[1] < full[1] <= TIMEOUT_SECONDS
     assert idle[0] < idle[1]
+
+
+def test_the_recorder_keeps_held_actions_with_their_guardrail_and_the_order_they_happened() -> None:
+    from agent.audit import AuditRecord, Decision
+    from agent.playbook.events import IncidentEvent, IncidentState
+    from remediations.types import Target
+    from simulations.replay import Recorder
+    from simulations.runner import SHIPPED_SCENARIOS
+    from simulations.scenario import load_scenario
+
+    scenario = load_scenario(SHIPPED_SCENARIOS / "bad-rollout.yaml")
+    recorder = Recorder(scenario, "agent", scenario.start + 15.0 * np.arange(4, dtype=np.float64))
+    target = Target("Deployment", "shop", "checkout")
+    at = scenario.start + 30
+    firing = IncidentState.FIRING
+    recorder.on_incident(IncidentEvent(at, "inc-1", "pb", target, IncidentState.PENDING, firing, "held 2m"))
+    recorder.on_incident(  # not a transition: held by a guardrail
+        IncidentEvent(
+            at, "inc-1", "pb", target, firing, firing, "held by cooldown: 4m left", guardrail="cooldown"
+        )
+    )
+    recorder.on_incident(  # not a transition, no guardrail: an action submitted, the executor says the rest
+        IncidentEvent(at, "inc-1", "pb", target, firing, firing, "submitted restart", action="restart")
+    )
+    recorder.on_decision(
+        AuditRecord(
+            at,
+            Decision.SKIPPED,
+            "k",
+            "restart",
+            target.to_dict(),
+            "rate",
+            "pb",
+            "inc-1",
+            guardrail="maxPerHour",
+        )
+    )
+    recorder.on_decision(
+        AuditRecord(at, Decision.EXECUTED, "k2", "scale", target.to_dict(), "2 -> 4", "pb", "inc-1")
+    )
+    run = recorder.run([at + 60])
+    assert [(e.kind, e.guardrail, e.state) for e in run.events] == [
+        ("incident", "", "firing"),
+        ("held", "cooldown", ""),
+        ("held", "maxPerHour", ""),
+        ("action", "", ""),
+    ]
+    assert all(e.incident == "inc-1" and e.playbook == "pb" for e in run.events)
+    assert [(a.action, a.outcome, a.guardrail) for a in run.actions] == [
+        ("restart", "skipped", "maxPerHour"),
+        ("scale", "executed", ""),
+    ]
+    assert run.mitigated == [at + 60]

@@ -11,12 +11,18 @@ import numpy as np
 import pytest
 
 from simulations.report import (
+    INCIDENT_GAP,
+    MAX_INCIDENT_PANELS,
+    MIN_MARGIN,
     ReportFiles,
     dumps_json,
+    fault_end,
     format_scores,
     format_timeline,
+    incident_views,
     json_safe,
     plot_scenario,
+    wall_time,
     write_report,
 )
 from simulations.result import (
@@ -148,24 +154,42 @@ def test_score_table_aligns_across_scenarios_and_tolerates_missing_scores() -> N
     assert len(policy_columns) == 1
 
 
-def test_timeline_is_sorted_relative_and_includes_fault_windows() -> None:
+def test_timeline_is_in_order_with_utc_wall_clock_and_relative_times() -> None:
     text = format_timeline(make_result())
     lines = text.splitlines()
-    assert [line.split()[0] for line in lines] == [
-        "+00:00:30",
-        "+00:01:00",
-        "+00:02:00",
-        "+00:02:00",
-        "+00:10:00",
-        "+00:15:00",
+    # START is 2023-11-14 22:13:20 UTC
+    assert [line.split()[:3] for line in lines] == [
+        ["2023-11-14", "22:13:50", "+00:00:30"],
+        ["2023-11-14", "22:14:20", "+00:01:00"],
+        ["2023-11-14", "22:15:20", "+00:02:00"],
+        ["2023-11-14", "22:15:20", "+00:02:00"],
+        ["2023-11-14", "22:23:20", "+00:10:00"],
+        ["2023-11-14", "22:28:20", "+00:15:00"],
     ]
-    assert lines[1].split()[1:3] == ["fault", "checkout"]
-    assert "error_burst: 5% errors" in lines[1]
+    assert lines[1].split()[3:5] == ["fault", "checkout"]
+    assert "error_burst: 5% errors (until 22:38:20)" in lines[1]
     # stable: the signal came before the incident in the run's list
     assert "error ratio anomalous" in lines[2]
     assert "incident opened" in lines[3]
     # aligned kind and service columns
     assert len({line.index("checkout") for line in lines if "checkout" in line}) == 1
+
+
+def test_timeline_keeps_the_order_things_happened_at_one_timestamp() -> None:
+    result = make_result()
+    at = START + 300
+    happened = [
+        Event(at, "signal", "checkout", "anomaly error ratio"),
+        Event(at, "incident", "checkout", "rollback: pending", incident="inc-1", state="pending"),
+        Event(at, "incident", "checkout", "rollback: firing", incident="inc-1", state="firing"),
+        Event(at, "incident", "checkout", "rollback: acting", incident="inc-1", state="acting"),
+        Event(at, "action", "checkout", "rollback executed", incident="inc-1"),
+    ]
+    result.runs[AGENT].events = happened
+    kinds = [line.split()[3] for line in format_timeline(result).splitlines()[1:]]
+    texts = [line.split(None, 5)[5] for line in format_timeline(result).splitlines()[1:]]
+    assert kinds == ["signal", "incident", "incident", "incident", "action"]
+    assert texts == [e.text for e in happened]  # not alphabetical: acting, executed, firing, pending
 
 
 def test_timeline_truncates_with_a_count() -> None:
@@ -175,7 +199,7 @@ def test_timeline_truncates_with_a_count() -> None:
     assert lines[-1] == "... 2 more"
     assert format_timeline(result, limit=None).count("\n") == 5
     assert "... " not in format_timeline(result, limit=6)
-    assert format_timeline(result, policy=HPA).splitlines()[0].startswith("+00:01:00  fault")
+    assert format_timeline(result, policy=HPA).splitlines()[0].split()[2:4] == ["+00:01:00", "fault"]
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +245,7 @@ def test_index_html_is_self_contained_and_escaped(
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.IGNORECASE)
     assert "http://" not in page
     assert "https://" not in page
-    assert page.count('src="data:image/png;base64,') == 2
+    assert page.count('src="data:image/png;base64,') == len(files.plots) + len(files.incidents) == 4
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "second &lt;one&gt;" in page
@@ -278,3 +302,161 @@ def test_plot_survives_empty_and_partial_results(tmp_path: Path) -> None:
     assert json.loads(files.summary.read_text(encoding="utf-8"))["passed"] is True
     assert format_scores([empty, partial]).count("expectations: 0/0 met") == 2
     assert format_timeline(empty) == "(no events)"
+
+
+# ------------------------------------------------------------------------------------- incidents
+
+
+def with_events(events: list[Event], actions: list[ActionRecord] | None = None) -> ScenarioResult:
+    """make_result() whose agent run has exactly these events and actions, and one rollout fault."""
+    result = make_result()
+    result.faults = [FaultWindow("checkout", "rollout", START + 600, None, "rollout v2")]
+    run = result.runs[AGENT]
+    run.events = events
+    run.actions = actions or []
+    run.mitigated = [START + 1500]
+    return result
+
+
+def ev(at: float, kind: str, incident: str, state: str = "", guardrail: str = "") -> Event:
+    return Event(START + at, kind, "checkout", f"{kind} {state}", incident, "pb", guardrail, state)
+
+
+def test_an_incident_groups_the_agents_incidents_with_the_fault_they_answer() -> None:
+    result = with_events(
+        [
+            ev(630, "incident", "a", "pending"),
+            ev(660, "held", "a", guardrail="cooldown"),
+            ev(700, "incident", "a", "expired"),
+            ev(800, "incident", "b", "pending"),
+            ev(800, "incident", "b", "acting"),
+            ev(800, "action", "b"),
+            ev(1200, "incident", "b", "resolved"),
+        ],
+        [ActionRecord(START + 800, "checkout", "rollback", "executed", incident="b")],
+    )
+    (view,) = incident_views(result)
+    assert view.service == "checkout"
+    assert view.incidents == ("a", "b")
+    assert view.faults == (0,)
+    assert view.onset == START + 600  # the fault's start, before the first signal
+    assert view.resolved == START + 1500  # the fault was removed after the incident resolved
+    # margins: a quarter of the 900 s span, at least MIN_MARGIN, within the run
+    assert view.window(result) == (START, START + 1500 + MIN_MARGIN)
+
+
+def test_no_op_incidents_are_not_incidents_and_an_unanswered_fault_is_one() -> None:
+    result = with_events(
+        [
+            ev(30, "incident", "noop", "pending"),
+            ev(30, "action", "noop"),
+            ev(30, "incident", "noop", "resolved"),
+        ],
+        [ActionRecord(START + 30, "checkout", "scale", "noop", incident="noop")],
+    )
+    result.runs[AGENT].mitigated = [None]
+    (view,) = incident_views(result)
+    assert (view.incidents, view.faults, view.onset, view.resolved) == ((), (0,), START + 600, None)
+    assert view.window(result)[1] == result.start + result.duration  # open: to the end of the run
+
+
+def test_incidents_far_apart_are_separate_and_only_the_first_takes_the_fault() -> None:
+    gap = INCIDENT_GAP + 60
+    result = with_events(
+        [
+            ev(700, "incident", "one", "escalated"),
+            ev(700 + gap, "incident", "two", "failed"),
+        ]
+    )
+    first, second = incident_views(result)
+    assert (first.incidents, first.faults) == (("one",), (0,))
+    assert (second.incidents, second.faults, second.onset) == (("two",), (), START + 700 + gap)
+
+
+def test_zoomed_panels_are_bounded_and_the_rest_are_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simulations import report
+
+    assert MAX_INCIDENT_PANELS == 12
+    monkeypatch.setattr(report, "MAX_INCIDENT_PANELS", 2)  # the same rule, fewer plots to draw
+    many = [ev(i * (INCIDENT_GAP + 60), "incident", f"i{i}", "failed") for i in range(5)]
+    result = with_events(many)
+    result.duration = 6 * (INCIDENT_GAP + 60)
+    assert len(incident_views(result)) == 5
+    files = write_report([result], tmp_path)
+    assert len(files.incidents) == 2
+    page = files.index.read_text(encoding="utf-8")
+    assert page.count('<article class="incident"') == 5
+    assert "3 more incidents are listed without a zoomed panel" in page
+    assert page.count('class="zoom"') == 2
+
+
+def test_the_fault_band_ends_where_the_run_removed_the_fault() -> None:
+    result = with_events([])
+    assert fault_end(result, 0) == START + 1500
+    assert fault_end(result, 0, NO_AGENT) is None  # that run never removed it
+    assert "(until 22:38:20)" in format_timeline(result)
+    assert "(not removed)" in format_timeline(result, NO_AGENT)
+    assert wall_time(START) == "2023-11-14 22:13:20"
+
+
+def test_the_incident_table_counts_from_the_onset_and_names_a_fault_still_there(tmp_path: Path) -> None:
+    gap = INCIDENT_GAP + 60
+    result = with_events(
+        [
+            Event(START + 300, "signal", "checkout", "forecast, before the fault"),  # in the margin
+            Event(START + 300, "action", "checkout", "scale noop", "other", "pb"),  # not this incident's
+            Event(START + 640, "signal", "checkout", "anomaly error ratio"),
+            ev(700, "incident", "one", "acting"),
+            ev(700, "action", "one"),
+            ev(760, "incident", "one", "resolved"),
+            ev(760 + gap, "incident", "two", "escalated"),
+        ],
+        [ActionRecord(START + 700, "checkout", "rollback", "executed", incident="one")],
+    )
+    result.runs[AGENT].mitigated = [None]  # the bad version stays
+    page = write_report([result], tmp_path).index.read_text(encoding="utf-8")
+    rows = re.findall(r'<tr><td><a href="#error-burst-incident-\d">\d</a></td>.*?</tr>', page)
+    assert len(rows) == 2
+    cells = re.findall(r"<td(?: class=\"time\")?>(.*?)</td>", rows[0])
+    # onset at the fault (22:23:20), first signal and action after it, not the margin's
+    assert cells[2:5] == ["2023-11-14 22:23:20", "22:24:00", "22:25:00"]
+    assert "#2 checkout: rollout: rollout v2 (still there, since 22:23:20)" in page
+
+
+def test_model_accuracy_and_memory_near_its_limit_get_a_panel() -> None:
+    from simulations.report import _resource_panel
+    from simulations.result import ACCURACY, MEMORY
+
+    result = make_result()
+    run = result.runs[AGENT]
+    steps = run.times.size
+    assert _resource_panel(result, "checkout") is None  # neither metric: no panel
+    run.metrics["checkout"][ACCURACY] = np.full(steps, 0.9)
+    run.metrics["checkout"][MEMORY] = np.full(steps, 0.3)  # far from its limit: not shown
+    panel = _resource_panel(result, "checkout")
+    assert panel is not None
+    assert panel[0] == "model accuracy (agent solid, none dashed)"
+    run.metrics["checkout"][MEMORY][-10:] = 0.7
+    panel = _resource_panel(result, "checkout")
+    assert panel is not None
+    assert panel[0] == "model accuracy and memory against its limit (agent solid, none dashed)"
+
+
+def test_a_forecast_that_blew_up_does_not_flatten_the_request_rate() -> None:
+    from matplotlib.figure import Figure
+
+    from simulations.report import _keep_in_view
+
+    requests = np.array([100.0, 120.0, np.nan, 80.0])
+    ax = Figure().subplots()
+    ax.plot(range(4), requests)
+    ax.plot(range(4), [1e33] * 4)
+    _keep_in_view(ax, requests, [np.full(4, 1e33), None])
+    assert ax.get_ylim() == (0.0, 180.0)
+    assert any("forecast up to 1e+33 cut off" in t.get_text() for t in ax.texts)
+    calm = Figure().subplots()
+    calm.plot(range(4), [0, 500, 0, 0])
+    _keep_in_view(calm, requests, [np.full(4, 200.0)])  # within 3x of the requests: left alone
+    assert calm.get_ylim()[1] > 400

@@ -202,3 +202,24 @@ def test_surge_factor_shape() -> None:
     assert surge_factor(fault, t).tolist() == [1.0, 1.0, 2.0, 3.0, 3.0, 3.0, 2.0, 1.0, 1.0]
     daily = fault.model_copy(update={"daily": True})
     assert surge_factor(daily, t - 86400.0).tolist() == surge_factor(fault, t).tolist()
+
+
+def test_a_shipped_scenario_is_named_by_its_name_and_an_unknown_name_lists_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+    from simulations.runner import scenario_paths, shipped_scenarios
+
+    monkeypatch.chdir(tmp_path)  # no file called bad-rollout here
+    assert scenario_paths([Path("bad-rollout")]) == [SHIPPED_SCENARIOS / "bad-rollout.yaml"]
+    names = shipped_scenarios()
+    assert "bad-rollout" in names
+    assert names == sorted(p.stem for p in SHIPPED_SCENARIOS.glob("*.yaml"))
+    # a file of that name in the working directory wins over the shipped one
+    (tmp_path / "bad-rollout").write_text("")
+    assert scenario_paths([Path("bad-rollout")]) == [Path("bad-rollout")]
+    assert main(["replay", "bad-rolout", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        "error: bad-rolout: no such scenario file, and no shipped scenario of that name; "
+        f"shipped: {', '.join(names)}\n"
+    )
