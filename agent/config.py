@@ -125,7 +125,7 @@ class DecodeLimitsConfig(_Model):
 class PartitionStateConfig(_Model):
     """State moving with its partitions: checkpointed to a compacted topic, restored on assignment."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="checkpoint and restore the detector state of each partition")
     topic: str = Field("aiops.state", min_length=1, description="compacted topic of the checkpoints")
     interval: Duration = Field(60.0, gt=0, description="how often each owned partition is checkpointed")
     max_bytes: int = Field(
@@ -289,7 +289,9 @@ class SignalsConfig(_Model):
             "every replica executes for its own targets"
         ),
     )
-    decision_group: str = Field("aiops-agent-decisions", min_length=1)
+    decision_group: str = Field(
+        "aiops-agent-decisions", min_length=1, description="the consumer group of the deciding side"
+    )
 
 
 class HttpConfig(_Model):
