@@ -61,7 +61,7 @@ from detectors.forecasters import DEFAULT_FORECASTER, FORECASTERS, build_forecas
 from detectors.signal import SignalKind
 from detectors.streaming import MAX_ABS_TIMESTAMP
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 _FORECASTER_STATE = "forecaster_state"
 
 
@@ -71,7 +71,7 @@ class ForecastDetector:
     name = "forecast"
     signal_kind = SignalKind.FORECAST
     PARAMS: ClassVar[frozenset[str]] = frozenset(
-        {"forecaster", "forecaster_params", "step", "horizon", "limit", "change", "every"}
+        {"forecaster", "forecaster_params", "step", "horizon", "limit", "change", "every", "aggregate"}
     )
 
     def __init__(
@@ -83,8 +83,10 @@ class ForecastDetector:
         limit: float | None = None,
         change: float = 0.1,
         every: float | None = None,
+        aggregate: bool = False,
     ) -> None:
         self.forecaster = forecaster
+        self.aggregate = aggregate
         self.step = step
         self.horizon = horizon
         # a hair under the exact ratio, so 900 / 60 is 15 steps however the floats round
@@ -98,6 +100,10 @@ class ForecastDetector:
         self._mean = np.zeros(0, np.float64)
         self._peak = np.zeros(0, np.int64)
         self._signalled = np.zeros(0, np.float64)
+        # aggregate: the open bucket of each series (its index of step, the sum and count so far)
+        self._bucket = np.zeros(0, np.float64)
+        self._sum = np.zeros(0, np.float64)
+        self._count = np.zeros(0, np.float64)
         self._bad_time = 0
 
     @classmethod
@@ -119,6 +125,9 @@ class ForecastDetector:
             raise DetectorError(f"{cls.name}.change: applies without a limit only")
         change = p.number("change", 0.1, low=0.0)
         every = p.number("every", step, low=0.0)
+        aggregate = params.get("aggregate", False)
+        if not isinstance(aggregate, bool):
+            raise DetectorError(f"{cls.name}.aggregate: expected true or false, got {aggregate!r}")
         if "step" in raw and raw["step"] != step:
             raise DetectorError(
                 f"{cls.name}.forecaster_params.step: set step on the forecast detector "
@@ -133,7 +142,15 @@ class ForecastDetector:
             forecaster.forecast(np.zeros(0, np.int64), steps)
         except DetectorError as exc:
             raise DetectorError(f"{cls.name}.horizon: {horizon:g} s is {steps} steps; {exc}") from exc
-        return cls(forecaster, step=step, horizon=horizon, limit=limit, change=change, every=every)
+        return cls(
+            forecaster,
+            step=step,
+            horizon=horizon,
+            limit=limit,
+            change=change,
+            every=every,
+            aggregate=aggregate,
+        )
 
     @property
     def invalid(self) -> int:
@@ -157,6 +174,9 @@ class ForecastDetector:
         self._mean = grow(self._mean, rows, np.nan)
         self._peak = grow(self._peak, rows, 0)
         self._signalled = grow(self._signalled, rows, np.nan)
+        self._bucket = grow(self._bucket, rows, -np.inf)
+        self._sum = grow(self._sum, rows, 0.0)
+        self._count = grow(self._count, rows, 0.0)
 
     def forget(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         """Forget the series of ``ids`` (and the forecaster's state for them)."""
@@ -170,6 +190,9 @@ class ForecastDetector:
         self._mean[ids] = np.nan
         self._peak[ids] = 0
         self._signalled[ids] = np.nan
+        self._bucket[ids] = -np.inf
+        self._sum[ids] = 0.0
+        self._count[ids] = 0.0
 
     # ------------------------------------------------------------------ streaming
 
@@ -190,6 +213,8 @@ class ForecastDetector:
         # the samples the forecaster will learn (the same rule, against the same newest times),
         # tagged with their batch positions so the scores can be put back in batch order
         positions = np.arange(len(batch), dtype=np.float64)
+        if self.aggregate:
+            batch, positions = self._buckets(batch)
         tagged = SampleBatch(
             batch.series, batch.timestamps, np.where(np.isfinite(batch.values), positions, np.nan)
         )
@@ -229,6 +254,55 @@ class ForecastDetector:
         scores[pos] = new.astype(np.float64)
         return scores
 
+    def _buckets(self, batch: SampleBatch) -> tuple[SampleBatch, FloatArray]:
+        """The step means that ``batch`` completes, and the batch position of the sample that
+        completed each (the sample that carries its forecast's score).
+
+        Each series' samples are summed into buckets of ``step`` seconds (aligned to the epoch);
+        a bucket is complete when a sample of a later bucket arrives, and its mean is timed at the
+        bucket's end. A sample older than its series' open bucket, or not finite, is left out.
+        """
+        ok = np.isfinite(batch.values)
+        order = np.lexsort((batch.timestamps, batch.series))
+        order = order[ok[order]]
+        s = batch.series[order]
+        t = batch.timestamps[order]
+        v = batch.values[order]
+        b = np.floor(t / self.step)
+        current = b >= self._bucket[s]  # not behind the series' open bucket
+        order, s, b, v = order[current], s[current], b[current], v[current]
+        empty = (SampleBatch.empty(), np.zeros(0, np.float64))
+        if s.size == 0:
+            return empty
+        starts = np.flatnonzero(np.r_[True, (s[1:] != s[:-1]) | (b[1:] != b[:-1])])
+        run_s, run_b = s[starts], b[starts]
+        run_sum = np.add.reduceat(v, starts)
+        run_n = np.diff(np.r_[starts, s.size]).astype(np.float64)
+        first = np.r_[True, run_s[1:] != run_s[:-1]]
+        last = np.r_[run_s[1:] != run_s[:-1], True]
+        joins = first & (run_b == self._bucket[run_s])  # the batch goes on with the open bucket
+        run_sum[joins] += self._sum[run_s[joins]]
+        run_n[joins] += self._count[run_s[joins]]
+        # complete: an open bucket a new one follows, and every run but each series' last
+        closes = first & ~joins & (self._count[run_s] > 0)
+        closed_s = np.concatenate([run_s[closes], run_s[~last]])
+        closed_t = np.concatenate(
+            [(self._bucket[run_s[closes]] + 1.0) * self.step, (run_b[~last] + 1.0) * self.step]
+        )
+        closed_v = np.concatenate(
+            [self._sum[run_s[closes]] / self._count[run_s[closes]], run_sum[~last] / run_n[~last]]
+        )
+        nxt = np.flatnonzero(~last) + 1  # the run after a completed one starts with its closing sample
+        closed_pos = np.concatenate([order[starts[closes]], order[starts[nxt]]]).astype(np.float64)
+        self._bucket[run_s[last]] = run_b[last]
+        self._sum[run_s[last]] = run_sum[last]
+        self._count[run_s[last]] = run_n[last]
+        if closed_s.size == 0:
+            return empty
+        by_time = np.lexsort((closed_t, closed_s))
+        means = SampleBatch(closed_s[by_time], closed_t[by_time], closed_v[by_time])
+        return means, closed_pos[by_time]
+
     # ------------------------------------------------------------------ signals and checkpoints
 
     def signal_value(self, series_id: int) -> float | None:
@@ -259,6 +333,9 @@ class ForecastDetector:
         ("mean", 1),
         ("peak", 1),
         ("signalled", 1),
+        ("bucket", 1),
+        ("sum", 1),
+        ("count", 1),
     )
 
     def _config(self) -> dict[str, Any]:
@@ -266,6 +343,7 @@ class ForecastDetector:
             "forecaster": self.forecaster.name,
             "step": self.step,
             "horizon_steps": self.horizon_steps,
+            "aggregate": self.aggregate,
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -295,3 +295,72 @@ def test_a_sample_at_a_time_no_clock_reads_raises_no_forecast_signal() -> None:
     assert bank.process(SampleBatch(np.array([sid]), np.array([1e299]), np.array([99.0]))) == []
     assert detector.invalid == 1
     assert detector.signal_details(sid)["forecast_upper"] == pytest.approx(upper, rel=0.05)
+
+
+class _Recorder:
+    """A forecaster that remembers what it learned and forecasts its newest value (flat)."""
+
+    name = "recorder"
+    quantile = 0.95
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.invalid = 0
+        self.out_of_order = 0
+        self.learned: list[tuple[int, float, float]] = []
+        self.newest: dict[int, float] = {}
+
+    def update(self, batch: SampleBatch) -> None:
+        for s, t, v in zip(batch.series, batch.timestamps, batch.values, strict=True):
+            self.learned.append((int(s), float(t), float(v)))
+            self.newest[int(s)] = float(v)
+
+    def forecast(self, series_ids: Any, horizon: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        rows = [[self.newest.get(int(s), np.nan)] * horizon for s in series_ids]
+        mean = np.array(rows, dtype=np.float64).reshape(len(rows), horizon)
+        return mean, mean * 1.1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: Any) -> None:
+        del state
+
+
+def test_aggregate_forecasts_the_mean_of_each_step_once_it_is_complete() -> None:
+    """With aggregate, 15 s samples reach the forecaster as one mean per minute, timed at the
+    minute's end, once a sample of the next minute shows the minute is complete; the forecast's
+    score goes on that sample. Late samples of a completed minute are left out."""
+    recorder = _Recorder(60.0)
+    det = ForecastDetector(recorder, step=60.0, horizon=120.0, change=0.0, every=0.0, aggregate=True)
+    t0 = 1_700_000_040.0  # a minute boundary
+    values = [10.0, 20.0, 30.0, 40.0, 100.0, 100.0, 100.0, 100.0, 7.0]
+    scores = []
+    for k, v in enumerate(values):
+        scores.append(float(det.update(one(0, t0 + 15.0 * k, v))[0]))
+    assert recorder.learned == [(0, t0 + 60.0, 25.0), (0, t0 + 120.0, 100.0)]
+    assert scores == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    assert det.signal_value(0) == pytest.approx(110.0)
+    det.update(one(0, t0 + 119.0, 1e6))  # late: its minute is complete
+    # several minutes in one batch, two series interleaved and out of order in the batch
+    batch = SampleBatch.from_arrays(
+        [1, 0, 1, 0, 1], [t0 + 30.0, t0 + 190.0, t0 + 70.0, t0 + 250.0, t0 + 130.0], [1.0, 9.0, 2.0, 5.0, 3.0]
+    )
+    out = det.update(batch)
+    assert recorder.learned[2:] == [
+        (0, t0 + 180.0, 7.0),
+        (0, t0 + 240.0, 9.0),
+        (1, t0 + 60.0, 1.0),
+        (1, t0 + 120.0, 2.0),
+    ]
+    assert out.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]  # the newest closing sample of each series
+    state = det.state_dict()
+    fresh = ForecastDetector(_Recorder(60.0), step=60.0, horizon=120.0, change=0.0, every=0.0, aggregate=True)
+    fresh.load_state(state)
+    assert fresh._count[0] == 1.0  # the open minute of series 0 (t0 + 250) moved with the state
+    assert fresh._sum[0] == 5.0
+
+
+def test_aggregate_is_a_boolean() -> None:
+    with pytest.raises(DetectorError, match="aggregate: expected true or false"):
+        ForecastDetector.from_params({"aggregate": "yes"})
