@@ -1122,7 +1122,7 @@ def _html_incident(s: _Scenario, n: int, view: IncidentView, events: Sequence[Ev
     if n <= len(s.zooms):
         out.append(_png(s.zooms[n - 1], f"incident {n} on {view.service}", "zoom"))
     run = result.runs.get(AGENT)
-    records = run.records if run is not None else {}
+    records = {str(r.get("incident")): r for r in run.incidents} if run is not None else {}
     for ident in view.incidents:
         record = records.get(ident)
         if record is None:

@@ -139,8 +139,6 @@ class PolicyRun:
     mitigated: list[float | None] = field(default_factory=list)
     """Per fault of the scenario (in :attr:`ScenarioResult.faults` order): when this run removed
     it (the bad version stopped serving, the model was retrained, the surge ended); None: never."""
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """The decision record of each of the agent's incidents, by incident id, when the run has them."""
 
 
 @dataclass(frozen=True, slots=True)

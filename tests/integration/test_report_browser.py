@@ -81,7 +81,7 @@ def incident_result() -> ScenarioResult:
             START + 750, "checkout", "rollback", "executed", "to revision 1", incident="inc-rollback"
         )
     ]
-    run.records = {"inc-rollback": RECORD}
+    run.incidents = [RECORD]
     return result
 
 
@@ -144,7 +144,7 @@ def test_the_decision_record_opens_on_click(page: dict[str, object]) -> None:
 
 def test_without_a_record_the_incident_shows_its_events_in_order(browser: Browser, tmp_path: Path) -> None:
     result = incident_result()
-    result.runs[AGENT].records = {}
+    result.runs[AGENT].incidents = []
     files = write_report([result], tmp_path)
     browser.open(files.index.resolve().as_uri())
     facts = json.loads(browser.evaluate(PAGE_FACTS))
