@@ -592,17 +592,14 @@ class ScaleAction(BaseAction[ScaleParams]):
             if notes.was_executed(hpa, key):
                 outcome.update(done=True)
                 return None
-            decision = decide(params, ctx.request, current, base)
-            floor, why = self._floor(ctx, hpa, decision)
             now_min = _min_of(hpa)
-            if params.to_forecast is not None and floor < now_min:
-                # the HPA's floor is the forecast's knob: lowered only as far as it raised it
-                floor, note = _forecast_floor(
-                    params.to_forecast, ctx.request, now_min, floor, raise_of(hpa), now
-                )
-                why = (*why, note) if note else why
-                if not ctx.request.limits.scale_down:
-                    floor = now_min
+            if params.to_forecast is not None:
+                # the HPA's floor is the forecast's knob: the forecast is judged against the floor
+                # (not the replicas the HPA runs above it), and lowers only as far as it raised it
+                decision = decide(params, ctx.request, now_min, None, raise_of(hpa), now)
+            else:
+                decision = decide(params, ctx.request, current, base)
+            floor, why = self._floor(ctx, hpa, decision)
             outcome.update(hpa=_name(hpa), floor=floor, before=now_min, notes=list(why), done=False)
             if floor == now_min or (floor < now_min and params.to_forecast is None):
                 return None

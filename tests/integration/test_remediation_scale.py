@@ -415,3 +415,42 @@ def test_a_forecast_raises_above_the_owner_and_lowers_only_what_it_raised_after_
     never = forecast(10.0, "inc-4")  # the owner's replicas are not the forecast's to lower
     assert never.status is ActionStatus.NOOP, never.message
     assert replicas(twin) == 4
+
+
+def test_a_forecast_lowers_the_hpa_floor_it_raised_while_the_hpa_runs_above_it(twin):
+    """The HPA's floor is the forecast's knob: judged against the floor, not the replicas the HPA
+    runs above it, so a forecast that falls brings the floor back down after its hold (it once
+    stayed up for good whenever the HPA had scaled past the floor)."""
+    clock = twin.twin.clock
+    twin.clock = clock
+    twin.deployment("web", replicas=2)
+    twin.autoscaling.create_namespaced_horizontal_pod_autoscaler(twin.ns, hpa_body("web", low=2, high=30))
+
+    def forecast(value: float, incident: str) -> Any:
+        request = twin.request(
+            "scale",
+            "Deployment",
+            "web",
+            {"toForecast": {"capacityPerPod": 10, "hold": "5m"}},
+            incident=incident,
+            playbook="ahead",
+            signal_value=value,
+        )
+        return twin.run(request)
+
+    def floor() -> int:
+        return int(twin.read("HorizontalPodAutoscaler", "web")["spec"]["minReplicas"])
+
+    raised = forecast(80.0, "inc-1")
+    assert raised.status is ActionStatus.EXECUTED, raised.message
+    assert floor() == 8
+    # the HPA runs the Deployment above the floor
+    twin.apps.patch_namespaced_deployment_scale("web", twin.ns, {"spec": {"replicas": 12}})
+    twin.twin.advance(600)
+    lowered = forecast(20.0, "inc-2")
+    assert lowered.status is ActionStatus.EXECUTED, lowered.message
+    assert floor() == 3  # 20 / 10 with the 10 % tolerance kept as room
+    twin.twin.advance(600)
+    back = forecast(5.0, "inc-3")
+    assert back.status is ActionStatus.EXECUTED, back.message
+    assert floor() == 2  # never below the owner's floor
