@@ -63,6 +63,12 @@ class Recorder:
             self.events.append(entry)
 
 
+def executor_lines(audit_file: Path) -> list[dict[str, Any]]:
+    """The executor's decisions in the audit file (it also holds the incidents' decision records)."""
+    lines = [json.loads(line) for line in audit_file.read_text().splitlines()]
+    return [r for r in lines if r.get("type") != "decision"]
+
+
 @pytest.fixture
 def twin(twin_factory: Callable[..., TwinEnv]) -> TwinEnv:
     """The twin on the wall clock (the fault's latency is real time), with Deployment web."""
@@ -165,14 +171,13 @@ def test_a_35s_patch_stalls_neither_ingestion_nor_healthz_and_its_outcome_is_aud
         assert len(during) >= 10
         assert set(during) == {200}, f"/healthz while the action waited: {during}"
         assert agent.playbooks.pool.pending() == 1, "the action is still in the pool"
-        decisions = [json.loads(line)["decision"] for line in audit_file.read_text().splitlines()]
+        decisions = [r["decision"] for r in executor_lines(audit_file)]
         assert decisions == ["started"], "written ahead; the outcome has not come yet"
         acting = [e for e in recorder.events if e.state.value == "acting"]
         assert acting, "the incident is acting (in flight on its target) while the action waits"
 
         def outcome() -> bool:
-            lines = audit_file.read_text().splitlines()
-            return any(json.loads(line)["decision"] == "executed" for line in lines)
+            return any(r["decision"] == "executed" for r in executor_lines(audit_file))
 
         eventually(outcome, timeout=LATENCY + 30, what="the restart's outcome in the audit")
         eventually(
@@ -181,7 +186,7 @@ def test_a_35s_patch_stalls_neither_ingestion_nor_healthz_and_its_outcome_is_aud
             what="the outcome reported to the playbook engine",
         )
         assert healthz(port) == 200
-        records = [json.loads(line) for line in audit_file.read_text().splitlines()]
+        records = executor_lines(audit_file)
         assert [r["decision"] for r in records] == ["started", "executed"]
         assert {r["action"] for r in records} == {"restart"}
     finally:
