@@ -81,9 +81,14 @@ def test_bad_rollout_is_rolled_back_and_errors_recover() -> None:
 
 
 def test_noisy_healthy_service_gets_no_action() -> None:
+    """Nothing changes on a healthy service. The demand forecast is still acted on when it moves
+    (about once an hour here), and each such plan finds the replicas enough: a no-op, audited."""
     result = run("noisy-healthy")
     assert unmet(result) == []
-    assert [a for a in result.runs[AGENT].actions if a.action != "notify"] == []
+    actions = result.runs[AGENT].actions
+    assert [a for a in actions if a.outcome != "noop"] == []
+    assert all(a.action == "scale" for a in actions)
+    assert len(actions) <= 12  # 12 hours
 
 
 def test_model_drift_is_retrained_and_accuracy_recovers() -> None:
