@@ -152,7 +152,7 @@ def test_scale_ahead_of_forecast_demand(shipped: PlaybookSet) -> None:
     params = req.request.params
     assert isinstance(params, ScaleParams)
     assert params.to_forecast is not None
-    assert params.to_forecast.replicas(600.0) == 12  # ceil(600 / 50): the upper bound, no headroom
+    assert params.to_forecast.replicas(600.0) == 15  # ceil(600 x 1.25 / 50): at most 80 % busy at the bound
     states = [e.state.value for e in r.events if isinstance(e, IncidentEvent) and e.is_transition]
     assert states == ["pending", "firing", "acting", "resolved"]  # verify.clears: false
 
