@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
-from detectors import DetectorBank, DetectorSpec, SampleBatch, SeriesKey, SeriesRegistry, build_detector
+from agent.app import detector_bank
+from agent.config import DetectorConfig, load_config
+from detectors import DetectorBank, SampleBatch, SeriesKey, SeriesRegistry
 from detectors.checkpoint import (
     CheckpointError,
     decode,
@@ -21,7 +21,6 @@ from detectors.checkpoint import (
     state_arrays,
     take_series,
 )
-from detectors.hold import AlarmHold
 
 CONFIG = Path(__file__).parents[2] / "k8s" / "agent-config.yaml"
 METRICS = [
@@ -35,22 +34,11 @@ METRICS = [
 
 
 def _bank() -> DetectorBank:
-    """The detectors the shipped cluster config runs, plus a threshold rule."""
-    registry = SeriesRegistry(limit=1000)
-    detectors: list[dict[str, Any]] = yaml.safe_load(CONFIG.read_text())["detectors"]
-    detectors.append(
-        {"type": "threshold", "params": {"rules": [{"metric": "container_cpu_usage_ratio", "above": 0.99}]}}
+    """The shipped cluster config's detectors and a threshold rule, built as the daemon builds them."""
+    rule = DetectorConfig(
+        type="threshold", params={"rules": [{"metric": "container_cpu_usage_ratio", "above": 0.99}]}
     )
-    specs = [
-        DetectorSpec(
-            build_detector(d["type"], d.get("params") or {}, registry),
-            d.get("min_score", 0.5),
-            metrics=d.get("metrics"),
-            hold=AlarmHold() if d.get("hold") else None,
-        )
-        for d in detectors
-    ]
-    return DetectorBank(registry, specs)
+    return detector_bank([*load_config(CONFIG).detectors, rule], SeriesRegistry(limit=1000))
 
 
 def _keys(pod: str) -> list[SeriesKey]:
