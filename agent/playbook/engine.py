@@ -390,6 +390,11 @@ class PlaybookEngine:
         if inc.origin is not None:
             self._changed.add(inc.origin)
 
+    def touch(self, origin: str) -> None:
+        """Count signals partition ``origin`` as changed (its record is still to be written)."""
+        with self._lock:
+            self._changed.add(origin)
+
     def changed(self) -> set[str]:
         """The signals partitions whose incidents changed since the last call (their hand-over
         record is out of date)."""
