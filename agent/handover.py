@@ -75,50 +75,21 @@ class IncidentHandover:
     def write(self, tp: TopicPartition, offset: int, exported: Mapping[str, Any]) -> bool:
         """Write ``exported`` (the engine's export of ``tp``) as reflecting the signals before ``offset``."""
         ident = uuid.uuid4().hex
-        blobs = self._chunks(exported, tp, ident)
+        blobs, left_out = encode(exported, ident, self.config.max_bytes)
+        for part, size in left_out:
+            self.metrics.checkpoint_errors.labels("too_large").inc()
+            log.warning(
+                "handover: an entry of %s of %s[%d] is %d bytes, over max_bytes %d; left out",
+                part,
+                tp.topic,
+                tp.partition,
+                size,
+                self.config.max_bytes,
+            )
         if self.changelog.write(tp, offset, blobs, ident) is None:
             return False
         self.written += 1
         return True
-
-    def _chunks(self, exported: Mapping[str, Any], tp: TopicPartition, ident: str) -> list[bytes]:
-        """The entries of ``exported`` packed in order into envelopes of at most ``max_bytes`` of
-        JSON each (so compressed, less); an entry larger than that alone is left out, with a warning."""
-        limit = self.config.max_bytes - _ENVELOPE
-        chunks: list[dict[str, Any]] = []
-        current: dict[str, Any] = {"incidents": [], "releases": [], "ids": {}}
-        size = 0
-        entries: list[tuple[str, Any]] = [("incidents", e) for e in exported.get("incidents", ())]
-        entries += [("releases", e) for e in exported.get("releases", ())]
-        entries += [("ids", e) for e in dict(exported.get("ids", {})).items()]
-        for part, entry in entries:
-            n = len(orjson.dumps(entry)) + 1
-            if n > limit:
-                self.metrics.checkpoint_errors.labels("too_large").inc()
-                log.warning(
-                    "handover: an entry of %s of %s[%d] is %d bytes, over max_bytes %d; left out",
-                    part,
-                    tp.topic,
-                    tp.partition,
-                    n,
-                    self.config.max_bytes,
-                )
-                continue
-            if size + n > limit:
-                chunks.append(current)
-                current, size = {"incidents": [], "releases": [], "ids": {}}, 0
-            if part == "ids":
-                current["ids"][entry[0]] = entry[1]
-            else:
-                current[part].append(entry)
-            size += n
-        chunks.append(current)
-        return [
-            zlib.compress(
-                orjson.dumps({"format": FORMAT, "version": VERSION, "id": ident, "chunk": i, **chunk}), 1
-            )
-            for i, chunk in enumerate(chunks)
-        ]
 
     def read(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, tuple[int, dict[str, Any]]]:
         """The latest usable record of each of ``tps``: the offset to resume at, and what to hand
@@ -149,6 +120,43 @@ class IncidentHandover:
     def close(self) -> None:
         """Close the producer."""
         self.changelog.close()
+
+
+def encode(
+    exported: Mapping[str, Any], ident: str, max_bytes: int
+) -> tuple[list[bytes], list[tuple[str, int]]]:
+    """The entries of ``exported`` (an engine's export) packed in order into the chunks of
+    checkpoint ``ident``, at most ``max_bytes`` of JSON each (so compressed, less); and the part
+    and size of each entry left out because it is larger than that alone."""
+    limit = max_bytes - _ENVELOPE
+    chunks: list[dict[str, Any]] = []
+    current: dict[str, Any] = {"incidents": [], "releases": [], "ids": {}}
+    left_out: list[tuple[str, int]] = []
+    size = 0
+    entries: list[tuple[str, Any]] = [("incidents", e) for e in exported.get("incidents", ())]
+    entries += [("releases", e) for e in exported.get("releases", ())]
+    entries += [("ids", e) for e in dict(exported.get("ids", {})).items()]
+    for part, entry in entries:
+        n = len(orjson.dumps(entry)) + 1
+        if n > limit:
+            left_out.append((part, n))
+            continue
+        if size + n > limit:
+            chunks.append(current)
+            current, size = {"incidents": [], "releases": [], "ids": {}}, 0
+        if part == "ids":
+            current["ids"][entry[0]] = entry[1]
+        else:
+            current[part].append(entry)
+        size += n
+    chunks.append(current)
+    blobs = [
+        zlib.compress(
+            orjson.dumps({"format": FORMAT, "version": VERSION, "id": ident, "chunk": i, **chunk}), 1
+        )
+        for i, chunk in enumerate(chunks)
+    ]
+    return blobs, left_out
 
 
 def decode(blob: bytes, max_bytes: int) -> dict[str, Any]:
