@@ -217,8 +217,7 @@ class DecisionConsumer:
             return
         handover = self.handover
         for tp in sorted(gone):
-            exported = self.engine.export(origin(tp))
-            self.engine.hand_over(origin(tp))
+            exported = self.engine.hand_over(origin(tp))
             taken = self._taken.pop(tp, None)
             self._written.pop(tp, None)
             if handover is not None and handover.config.enabled and taken is not None:

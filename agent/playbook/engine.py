@@ -418,10 +418,11 @@ class PlaybookEngine:
                 "ids": {i: t for t, i in sorted(ids)[-MAX_HANDED_IDS:]},
             }
 
-    def hand_over(self, origin: str) -> int:
-        """Let go of the incidents of signals partition ``origin`` (its new owner goes on with them,
-        from :meth:`export`); return how many open ones left."""
+    def hand_over(self, origin: str) -> dict[str, Any]:
+        """Let go of the incidents of signals partition ``origin``; return their :meth:`export`,
+        taken at the same moment, for the partition's new owner to go on with."""
         with self._lock:
+            exported = self.export(origin)
             now = self.clock.now()
             gone = [inc for inc in self._active.values() if inc.origin == origin]
             for inc in gone:
@@ -438,7 +439,7 @@ class PlaybookEngine:
             if self.metrics is not None:
                 self.metrics.incidents_handed_over.inc(len(gone))
                 self.metrics.incidents_open.set(len(self._active))
-            return len(gone)
+            return exported
 
     def take_over(self, origin: str, handed: Mapping[str, Any]) -> int:
         """Go on with the incidents of signals partition ``origin`` that its previous owner

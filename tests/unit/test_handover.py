@@ -58,8 +58,8 @@ def test_an_incident_waiting_on_a_step_is_taken_over_with_its_id_window_and_step
     clock.set(T0 + 120)
     a.emit([sig(120)], origin=P)
     (submitted,) = a.executor.requests  # type: ignore[attr-defined]
-    exported = _wire(a.export(P))
-    assert a.hand_over(P) == 1
+    exported = _wire(a.hand_over(P))
+    assert [i["id"] for i in exported["incidents"]] == [submitted.request.incident]
     assert a.incidents() == []
     assert a.export(P)["incidents"] == []
 
