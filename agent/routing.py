@@ -121,7 +121,9 @@ class DecisionConsumer:
                     self.step(consumer)
                     self._backoff.reset()
                 except KafkaError as exc:  # the records not committed are read again
-                    self.leave(consumer)
+                    # the partitions may have gone to another replica meanwhile: its record must
+                    # not be overwritten by this one's; the last one written stands
+                    self.leave(consumer, write=False)
                     consumer = None
                     self._failed(exc, stop)
         finally:
@@ -133,6 +135,7 @@ class DecisionConsumer:
     def connect(self) -> Any:
         """A consumer subscribed to the topic in the group (KafkaError when the broker is away)."""
         consumer = create_consumer(**self._kwargs)
+        self._rebalances.take(settled=False)  # what a closed consumer left is not this one's
         consumer.subscribe(topics=[self.topic], listener=self._rebalances)
         return consumer
 
@@ -155,12 +158,12 @@ class DecisionConsumer:
         if polled:
             consumer.commit()
 
-    def leave(self, consumer: Any) -> None:
-        """Write the incidents of every partition owned for their next owner, let them go, and
-        close the consumer (leaving the group)."""
+    def leave(self, consumer: Any, *, write: bool = True) -> None:
+        """Write the incidents of every partition owned for their next owner (unless not ``write``),
+        let them go, and close the consumer (leaving the group)."""
         try:
             self._rebalanced(consumer, None, settled=False)
-            self._give_up(set(self.owned))
+            self._give_up(set(self.owned), write=write)
         finally:
             self.owned = set()
             self.metrics.partitions_owned.labels(self.topic).set(0)
@@ -183,7 +186,10 @@ class DecisionConsumer:
                     consumer.seek(tp, records[0].offset)
         owned = owned_after(self.owned, events)
         gone, added = self.owned - owned, owned - self.owned
-        self._give_up(gone)
+        # lost (evicted from the group): another replica may own them already; nothing is written
+        lost = gone & set().union(*(p for what, p in events if what == "lost"))
+        self._give_up(lost, write=False)
+        self._give_up(gone - lost)
         self.owned = owned
         self.metrics.partitions_owned.labels(self.topic).set(len(owned))
         if added and self.handover is not None and self.handover.config.enabled:
@@ -211,8 +217,9 @@ class DecisionConsumer:
                 "decisions: took over %s at offset %d with %d open incident(s)", origin(tp), offset, restored
             )
 
-    def _give_up(self, gone: set[TopicPartition]) -> None:
-        """Write the incidents of ``gone`` for their next owner and let them go here."""
+    def _give_up(self, gone: set[TopicPartition], *, write: bool = True) -> None:
+        """Write the incidents of ``gone`` for their next owner (unless not ``write``) and let them
+        go here."""
         if not gone:
             return
         handover = self.handover
@@ -220,7 +227,7 @@ class DecisionConsumer:
             exported = self.engine.hand_over(origin(tp))
             taken = self._taken.pop(tp, None)
             self._written.pop(tp, None)
-            if handover is not None and handover.config.enabled and taken is not None:
+            if write and handover is not None and handover.config.enabled and taken is not None:
                 handover.write(tp, taken, exported)
         if handover is not None:
             handover.forget(gone)
