@@ -173,11 +173,11 @@ class Signals:
         self.clock = clock
         self.sent = 0
 
-    def breach(self, *deployments: str) -> None:
+    def breach(self, *deployments: str, partition: int = 0) -> None:
         for name in deployments:
             signal = Signal(SignalKind.THRESHOLD, _key(name), self.clock.now(), 0.9, 1.0, "threshold")
             key = f"Deployment/{NS}/{name}".encode()
-            self.producer.send(self.topic, orjson.dumps(signal.to_dict()), key=key, partition=0)
+            self.producer.send(self.topic, orjson.dumps(signal.to_dict()), key=key, partition=partition)
             self.sent += 1
         self.producer.flush(10)
 
@@ -186,9 +186,14 @@ class Signals:
 
 
 def _replicas(
-    kafka_bootstrap: str, kafka_topic: Callable[..., str], playbooks: PlaybookSet, *, handover: bool = True
+    kafka_bootstrap: str,
+    kafka_topic: Callable[..., str],
+    playbooks: PlaybookSet,
+    *,
+    handover: bool = True,
+    partitions: int = 1,
 ) -> tuple[Replica, Replica, Signals, TopicPartition, ManualClock]:
-    signals_topic = kafka_topic(1, prefix="signals")
+    signals_topic = kafka_topic(partitions, prefix="signals")
     state_topic = kafka_topic(1, prefix="state")
     group = f"decide-{signals_topic}"
     clock = ManualClock(T0)
@@ -325,6 +330,43 @@ def test_a_clean_exit_hands_over_and_a_record_of_another_version_is_dropped_with
             for r in caplog.records
         ), [r.getMessage() for r in caplog.records]
         c.close()
+    finally:
+        signals.close()
+        a.close()
+        b.close()
+
+
+def test_a_replica_joining_takes_its_share_of_the_incidents_and_the_other_lets_them_go(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """A owns both signals partitions, an incident pending on each; B joins the group. After the
+    rebalance each replica holds the incidents of the partition it owns, under their ids, and no
+    incident is open on both."""
+    a, b, signals, tp0, clock = _replicas(
+        kafka_bootstrap, kafka_topic, _playbooks(**{"for": "5m"}), partitions=2
+    )
+    tp1 = TopicPartition(tp0.topic, 1)
+    try:
+        a.join(tp0)
+        a.drive(lambda: a.decisions.owned == {tp0, tp1}, what="a owning both partitions")
+        signals.breach("web", partition=0)
+        signals.breach("api", partition=1)
+        a.take(2)
+        before = {i["target"]["name"]: i["id"] for i in _open(a)}
+        assert sorted(before) == ["api", "web"]
+        clock.set(T0 + 30)
+        b.consumer = b.decisions.connect()
+        deadline = time.monotonic() + 60
+        while not (len(a.decisions.owned) == 1 and len(b.decisions.owned) == 1):
+            assert time.monotonic() < deadline, "timed out waiting for the rebalance"
+            a.decisions.step(a.consumer)
+            b.decisions.step(b.consumer)
+        held = {r.name: {i["target"]["name"]: i["id"] for i in _open(r)} for r in (a, b)}
+        assert sum(len(h) for h in held.values()) == 2, held
+        assert {**held["a"], **held["b"]} == before
+        assert len(held["a"]) == len(held["b"]) == 1
+        assert a.metrics.incidents_handed_over._value.get() == 1
+        assert b.metrics.incidents_restored._value.get() == 1
     finally:
         signals.close()
         a.close()
