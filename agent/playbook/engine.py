@@ -60,6 +60,12 @@ stop a second execution. An id is never given to two incidents: a new episode wh
 has the timestamp of an earlier one (an alert re-sent with the same ``startsAt`` after it was
 resolved) gets the next id in sequence. A step skipped because its key had already executed is
 not a remediation: it starts no cooldown and spends no budget.
+
+With decisions taken from the signals topic, each incident belongs to the signals partition its
+signals come from (its ``origin``). :meth:`PlaybookEngine.hand_over` lets go of a partition's
+incidents and returns what its next owner needs; :meth:`PlaybookEngine.take_over` goes on with
+them there, asking again for a step whose outcome had not come back (agent/handover.py carries
+them between replicas; agent/playbook/incident.py is their form).
 """
 
 from __future__ import annotations
