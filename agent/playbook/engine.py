@@ -483,6 +483,7 @@ class PlaybookEngine:
                     self._restores.append((float(due), inc))
             if self.metrics is not None:
                 self.metrics.incidents_restored.inc(len(restored))
+                self.metrics.incidents_open.set(len(self._active))
             for inc in restored:  # a step the previous owner was running or waiting on is asked again
                 if inc.state in STEPPING and (inc.waiting_key is not None or inc.retry_at is None):
                     inc.waiting_key = None
