@@ -155,3 +155,32 @@ def test_the_wire_form_is_chunked_bounded_and_versioned() -> None:
         decode(
             zlib.compress(orjson.dumps({"format": "aiops.incidents", "version": 1, "incidents": {}})), 1 << 20
         )
+
+
+def test_a_raise_still_to_be_released_goes_with_its_partition() -> None:
+    """scale-web raised at 0 and resolved at 5m; its raise is due back at 15m (restore_after 10m).
+    A lets the partition go at 6m40: B puts the raise back at 15m, A never does."""
+    clock = ManualClock(T0)
+    text = playbook(
+        "scale-web",
+        trigger={"metric": "cpu", "for": 0},
+        actions=[{"scale": {"by": 1}}],
+        verify={"within": "10m", "quiet": "5m"},
+    )
+    a = _engine(text, clock)
+    cpu = SeriesKey.of("cpu", {"namespace": "shop", "deployment": "web"})
+    a.emit([Signal(SignalKind.ANOMALY, cpu, T0, 0.9, 0.99, "test")], origin=P)
+    clock.set(T0 + 300)
+    a.tick()
+    assert a.incidents() == []  # resolved
+    clock.set(T0 + 400)
+    exported = _wire(a.hand_over(P))
+    assert [r["due"] for r in exported["releases"]] == [T0 + 900]
+    b_executor = RecordingExecutor()
+    b = _engine(text, clock, b_executor)
+    b.take_over(P, exported)
+    clock.set(T0 + 900)
+    a.tick()
+    b.tick()
+    assert [(p.time, p.request.restore) for p in b_executor.requests] == [(T0 + 900, True)]
+    assert [p.request.restore for p in a.executor.requests] == [False]  # type: ignore[attr-defined]
