@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 from kafka import TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 
 from agent.backoff import Backoff
 from agent.clock import Clock
@@ -156,7 +156,12 @@ class DecisionConsumer:
         self.engine.flush()
         self._save(self._due())
         if polled:
-            consumer.commit()
+            try:
+                consumer.commit()
+            except (CommitFailedError, RebalanceInProgressError) as exc:  # a rebalance began: its
+                # callbacks come with the next poll; the records not committed are read again
+                self.metrics.source_errors.labels("decisions", "commit").inc()
+                log.info("decisions: commit refused during a rebalance (%s)", exc)
 
     def leave(self, consumer: Any, *, write: bool = True) -> None:
         """Write the incidents of every partition owned for their next owner (unless not ``write``),
