@@ -252,13 +252,19 @@ def _opened(d: Daemon) -> list[dict[str, Any]]:
     return events
 
 
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
 def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
-    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str], twin_factory: TwinFactory
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    kafka_topic: Callable[..., str],
+    twin_factory: TwinFactory,
+    stop: str,
 ) -> None:
     """The incident waits in its 30 s ``for:`` window on the replica that owns its target; 10 s
-    into it that replica is SIGKILLed; the anomaly goes on, and the survivor, now owning every
-    partition, takes the incident over (its id and its window) and restarts the deployment once,
-    30 s after the incident opened: not 30 s after the take-over."""
+    into it that replica is SIGKILLed (a crash: its last hand-over record stands) or SIGTERMed (a
+    rolling update: it writes its record on the way out); the anomaly goes on, and the survivor,
+    now owning every partition, takes the incident over (its id and its window) and restarts the
+    deployment once, 30 s after the incident opened: not 30 s after the take-over."""
     playbook = PLAYBOOK.replace("    maxGap: 10m", "    maxGap: 10m\n    for: 30s")
     setup = _Setup.start(tmp_path, kafka_bootstrap, kafka_topic, twin_factory, 2, playbook)
     apps, names, daemons, namespace = setup.apps, setup.names, setup.daemons, setup.namespace
@@ -292,8 +298,11 @@ def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
         while time.time() < opened["time"] + 10:
             breach(0)
             time.sleep(1)
-        owner.proc.kill()
-        owner.proc.wait(10)
+        if stop == "SIGKILL":
+            owner.proc.kill()
+            owner.proc.wait(10)
+        else:
+            assert owner.terminate()[0] == 0
         killed = time.time()
         eventually(
             lambda: (
