@@ -141,6 +141,21 @@ class PartitionStateConfig(_Model):
     )
 
 
+class HandoverConfig(PartitionStateConfig):
+    """Open incidents moving with their signals partitions (decisions from the topic): each
+    partition's incidents written to the compacted state topic, taken over by its next owner."""
+
+    enabled: bool = Field(
+        True, description="hand the open incidents of a signals partition over to its next owner"
+    )
+    interval: Duration = Field(
+        5.0,
+        gt=0,
+        description="least time between two writes of one signals partition's incidents "
+        "(written while they or its offset change, and when it is given up)",
+    )
+
+
 class KafkaSourceConfig(_Model):
     """Consume samples from Kafka topics in a consumer group."""
 
@@ -292,6 +307,7 @@ class SignalsConfig(_Model):
     decision_group: str = Field(
         "aiops-agent-decisions", min_length=1, description="the consumer group of the deciding side"
     )
+    handover: HandoverConfig = Field(default_factory=HandoverConfig)
 
 
 class HttpConfig(_Model):

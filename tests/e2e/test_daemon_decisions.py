@@ -241,13 +241,31 @@ def test_an_anomaly_on_every_partition_is_acted_on_exactly_once(
         assert Counter(e["instance"] for e in executed) == dict.fromkeys(instances, share)
 
 
+def _opened(d: Daemon) -> list[dict[str, Any]]:
+    """The incidents the daemon opened, from its JSON log: the audit events of state pending."""
+    events = []
+    for line in d.output().splitlines():
+        with contextlib.suppress(ValueError):
+            audit = json.loads(line).get("audit")
+            if isinstance(audit, dict) and audit.get("previous") is None and audit.get("state") == "pending":
+                events.append(audit)
+    return events
+
+
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
 def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
-    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str], twin_factory: TwinFactory
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    kafka_topic: Callable[..., str],
+    twin_factory: TwinFactory,
+    stop: str,
 ) -> None:
-    """The incident waits in its 15 s ``for:`` window on the replica that owns its target; that
-    replica is SIGKILLed; the anomaly goes on, and the survivor, now owning every partition,
-    restarts the deployment, once."""
-    playbook = PLAYBOOK.replace("    maxGap: 10m", "    maxGap: 10m\n    for: 15s")
+    """The incident waits in its 30 s ``for:`` window on the replica that owns its target; 10 s
+    into it that replica is SIGKILLed (a crash: its last hand-over record stands) or SIGTERMed (a
+    rolling update: it writes its record on the way out); the anomaly goes on, and the survivor,
+    now owning every partition, takes the incident over (its id and its window) and restarts the
+    deployment once, 30 s after the incident opened: not 30 s after the take-over."""
+    playbook = PLAYBOOK.replace("    maxGap: 10m", "    maxGap: 10m\n    for: 30s")
     setup = _Setup.start(tmp_path, kafka_bootstrap, kafka_topic, twin_factory, 2, playbook)
     apps, names, daemons, namespace = setup.apps, setup.names, setup.daemons, setup.namespace
     metrics_topic, signals_topic = setup.metrics_topic, setup.signals_topic
@@ -275,8 +293,17 @@ def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
             owner = next((d for d in daemons if _sample(d, "aiops_incidents_open") == 1), None)
         assert owner is not None, "no replica opened the incident"
         survivor = b if owner is a else a
-        owner.proc.kill()
-        owner.proc.wait(10)
+        eventually(lambda: bool(_opened(owner)), timeout=10, what="the opening in the owner's log")
+        (opened,) = _opened(owner)
+        while time.time() < opened["time"] + 10:
+            breach(0)
+            time.sleep(1)
+        if stop == "SIGKILL":
+            owner.proc.kill()
+            owner.proc.wait(10)
+        else:
+            assert owner.terminate()[0] == 0
+        killed = time.time()
         eventually(
             lambda: (
                 _sample(survivor, f'aiops_kafka_partitions_owned{{topic="{signals_topic}"}}') == PARTITIONS
@@ -294,6 +321,12 @@ def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
         producer.close()
         time.sleep(2)
         executed = [e for d in daemons for e in _executed(d.log_path.parent / "audit.jsonl")]
-        assert [(e["target"]["name"], e["instance"]) for e in executed] == [
-            (names[0], survivor.log_path.parent.name)
+        assert [(e["target"]["name"], e["instance"], e["incident"]) for e in executed] == [
+            (names[0], survivor.log_path.parent.name, opened["incident"])
         ]
+        assert _sample(survivor, "aiops_incidents_restored_total") >= 1
+        # by the window that began on the dead replica (a new one would end 30 s after the kill)
+        assert executed[0]["time"] < killed + 25, (
+            executed[0]["time"] - opened["time"],
+            killed - opened["time"],
+        )
