@@ -55,6 +55,7 @@ STATE_LABEL = "aiops.dev/approval-state"
 RECORD_KEY = "record"
 #: A plan longer than this is cut (the record keeps its first lines).
 PLAN_MAX = 8192
+PLAN_CUT = "\n... (plan cut)"
 #: A decision's reason longer than this is refused.
 REASON_MAX = 1024
 #: Conflicts re-read and re-applied before a change gives up.
@@ -280,24 +281,28 @@ class _Records(abc.ABC):
             return None
 
     def encode(self, record: ApprovalRecord) -> str:
-        """The record's JSON text, within ``max_record_bytes``: a long plan is cut and a large
-        outcome reduced to its status and message first; ApprovalError if it still does not fit."""
+        """The record's JSON text, within ``max_record_bytes``: a large outcome is reduced to its
+        status and message, then the plan is cut (it keeps its first lines); ApprovalError naming
+        the sizes if it still does not fit."""
+        limit = self.limits.max_record_bytes
         if len(record.plan) > PLAN_MAX:
-            record = replace(record, plan=record.plan[:PLAN_MAX] + "\n... (plan cut)")
-        text = json.dumps(record.to_dict(), sort_keys=True)
-        if len(text.encode()) > self.limits.max_record_bytes and record.outcome:
+            record = replace(record, plan=record.plan[:PLAN_MAX] + PLAN_CUT)
+        text = _dumps(record)
+        if len(text.encode()) > limit and record.outcome:
             outcome = record.outcome
-            small = {
-                "status": outcome.get("status"),
-                "message": str(outcome.get("message") or "")[:1000],
-                "cut": True,
-            }
-            text = json.dumps(replace(record, outcome=small).to_dict(), sort_keys=True)
+            small = {"status": outcome.get("status"), "message": str(outcome.get("message") or "")[:1000]}
+            record = replace(record, outcome={**small, "cut": True})
+            text = _dumps(record)
+        plan = record.plan.removesuffix(PLAN_CUT)
+        while len(text.encode()) > limit and plan:
+            over = len(text.encode()) - limit
+            plan = plan[: max(0, len(plan) - over - len(PLAN_CUT))]
+            text = _dumps(replace(record, plan=plan + PLAN_CUT))
         size = len(text.encode())
-        if size > self.limits.max_record_bytes:
+        if size > limit:
             msg = (
-                f"approval record for {record.key} is {size} bytes, over the limit of "
-                f"{self.limits.max_record_bytes} (executor.approvals.max_record_bytes)"
+                f"approval record for {record.key} is {size} bytes without its plan, over the limit "
+                f"of {limit} (executor.approvals.max_record_bytes)"
             )
             raise ApprovalError(msg)
         return text
@@ -366,6 +371,10 @@ class _Records(abc.ABC):
             if settled is not None and now - settled >= self.limits.retention and self._delete(record):
                 gone += 1
         return gone
+
+
+def _dumps(record: ApprovalRecord) -> str:
+    return json.dumps(record.to_dict(), sort_keys=True)
 
 
 def _parse(approval: str, text: str) -> ApprovalRecord:
