@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from agent.approvals import (
     ApprovalLimits,
     ApprovalRecord,
     ApprovalState,
+    Change,
     ConfigMapStore,
     approval_id,
 )
@@ -86,6 +86,25 @@ def replicas(cluster: Cluster) -> Iterator[tuple[Replica, Replica]]:
     yield a, b
     a.close()
     b.close()
+
+
+class RacingStore(ConfigMapStore):
+    """The ConfigMap store whose first change runs ``meanwhile`` between its read and its write."""
+
+    def __init__(self, kube: Any, namespace: str, meanwhile: Callable[[], object]) -> None:
+        super().__init__(kube, namespace)
+        self.meanwhile: Callable[[], object] | None = meanwhile
+        self.seen: list[ApprovalState] = []
+
+    def change(self, approval: str, change: Change) -> ApprovalRecord | None:
+        def in_between(current: ApprovalRecord) -> ApprovalRecord | None:
+            self.seen.append(current.state)
+            if self.meanwhile is not None:
+                meanwhile, self.meanwhile = self.meanwhile, None
+                meanwhile()
+            return change(current)
+
+        return super().change(approval, in_between)
 
 
 def proposal(cluster: Cluster, incident: str = "inc-1", name: str = "web") -> Proposal:
@@ -228,25 +247,13 @@ def test_the_replica_that_loses_the_claim_by_a_conflict_skips(
     approval = str(a.executor.submit(proposal(cluster)).details["approval"])
     assert cli(cluster, "approve", approval) == EXIT_OK
     cluster.clock.advance(TAKEOVER + 1)
-    store = a.executor.approvals
-    change = store.change
-    seen: list[ApprovalState] = []
-
-    def racing(approval_: str, fn: Any) -> ApprovalRecord | None:
-        def in_between(current: ApprovalRecord) -> ApprovalRecord | None:
-            seen.append(current.state)
-            if len(seen) == 1:
-                b.executor.tick()  # b claims and executes between a's read and a's write
-            return fn(current)
-
-        return change(approval_, in_between)
-
-    store.change = racing  # type: ignore[method-assign]
+    racing = RacingStore(a.kube, cluster.ns, meanwhile=b.executor.tick)
+    a.executor.approvals = racing  # b claims and executes between a's read and a's write
     twin = cluster.twin
     assert twin is not None
     twin.server.clear_requests()
     a.executor.tick()
-    assert seen[:2] == [ApprovalState.APPROVED, ApprovalState.DONE], "a read again after its 409"
+    assert racing.seen[:2] == [ApprovalState.APPROVED, ApprovalState.DONE], "a read again after its 409"
     conflicts = [r for r in twin.server.requests if r.code == 409 and "configmaps" in r.path]
     assert len(conflicts) == 1
     assert (a.executed(), b.executed()) == (0, 1)
@@ -306,27 +313,18 @@ def test_an_approval_racing_the_expiry_keeps_the_decision_that_landed_first(clus
 
     # the other way round: the expiry lands first, the approval re-reads and is refused
     second = pending_record(executor_side, now, key="pb/Deployment/ns/web/inc/1")
-    calls = 0
 
     def expire_first(current: ApprovalRecord) -> ApprovalRecord | None:
-        nonlocal calls
-        calls += 1
         return _expired(current) if current.state is ApprovalState.PENDING else None
 
-    original = person_side.change
-
-    def racing_change(approval: str, change: Any) -> ApprovalRecord | None:
-        def change_after_expiry(current: ApprovalRecord) -> ApprovalRecord | None:
-            if calls == 0:
-                executor_side.change(approval, expire_first)
-            return change(current)
-
-        return original(approval, change_after_expiry)
-
-    person_side.change = racing_change  # type: ignore[method-assign]
+    racing = RacingStore(
+        person_side.kube, cluster.ns, meanwhile=lambda: executor_side.change(second.id, expire_first)
+    )
     with pytest.raises(ApprovalError, match="is expired, not pending"):
-        person_side.decide(second.id, True, "bob", now)
+        racing.decide(second.id, True, "bob", now)
+    assert racing.seen == [ApprovalState.PENDING, ApprovalState.EXPIRED], "re-read after the 409"
     assert executor_side.get(second.id).state is ApprovalState.EXPIRED
+    person_side.kube.close()
 
 
 def _expired(record: ApprovalRecord) -> ApprovalRecord:
