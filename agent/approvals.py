@@ -190,6 +190,16 @@ def check_id(approval: str) -> str:
     return approval
 
 
+#: What makes two requests the same step of a playbook on a target, whatever their incident.
+STEP_FIELDS = ("playbook", "target", "step", "action", "params", "restore")
+
+
+def same_step(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two requests (``Proposal.to_dict()``) are the same step, with the same parameters,
+    of one playbook on one target."""
+    return all(a.get(f) == b.get(f) for f in STEP_FIELDS)
+
+
 Change = Callable[[ApprovalRecord], ApprovalRecord | None]
 """A change of one record: the new record, or None to leave it as it is."""
 
@@ -316,11 +326,17 @@ class _Records(abc.ABC):
         plan: str = "",
         owner: str = "",
     ) -> ApprovalRecord:
-        """A pending record for ``key`` (the existing one if there is already a record for it)."""
+        """A pending record for ``key``; the existing one if there is a record for it, or an open one
+        for the same step of another incident of the same playbook and target (an incident opened
+        again after a failover: one decision per step, whichever incident carries it)."""
         existing = self.find(approval_id(key))
         if existing is not None:
             return existing
-        open_now = sum(1 for r in self.records() if r.state in OPEN_STATES)
+        records = list(self.records())
+        for record in records:
+            if record.state in OPEN_STATES and same_step(record.request, request):
+                return record
+        open_now = sum(1 for r in records if r.state in OPEN_STATES)
         if open_now >= self.limits.max_pending:
             msg = (
                 f"{open_now} approvals are open in {self.where}, the limit "

@@ -531,13 +531,11 @@ class KubeExecutor:
             record = self.approvals.create(
                 proposal.key, proposal.to_dict(), now, self.config.approval_ttl, plan, self.instance
             )
-            if record.owner != self.instance and record.state in {
-                ApprovalState.PENDING,
-                ApprovalState.APPROVED,
-                ApprovalState.REJECTED,
-            }:
-                # proposed here again (this replica owns the target now): its outcome comes here
-                adopted = self.approvals.change(record.id, self._adopt)
+            if record.owner != self.instance or record.key != proposal.key:
+                # proposed here again (this replica owns the target now), or the same step of the
+                # incident opened again after a failover: the record follows this proposal, and
+                # its outcome comes to this replica's engine
+                adopted = self.approvals.change(record.id, lambda r: self._adopt(r, proposal))
                 record = adopted if adopted is not None else self.approvals.get(record.id)
         except ApprovalError as exc:
             full = isinstance(exc, ApprovalsFullError)
@@ -550,6 +548,20 @@ class KubeExecutor:
                 details={"approvals": self.approvals.where, "full": full},
             )
             return self._finish(proposal, outcome, obj)
+        settled = record.outcome.get("status")
+        if record.settled is not None and settled in set(ActionStatus):
+            # decided and acted on before (by another replica, or before a restart): its outcome
+            message = (
+                f"approval {record.id} is {record.state.value}: {record.outcome.get('message') or settled}"
+            )
+            return ActionResult(
+                ActionStatus(settled),
+                message,
+                proposal.action,
+                proposal.key,
+                proposal.target,
+                details={"approval": record.id},
+            )
         if record.state is not ApprovalState.PENDING:
             # decided already (by a person, before a restart): the tick acts on it
             return ActionResult(
@@ -570,14 +582,13 @@ class KubeExecutor:
         )
         return self._finish(proposal, outcome, obj)
 
-    def _adopt(self, record: ApprovalRecord) -> ApprovalRecord | None:
-        if record.owner == self.instance or record.state not in {
-            ApprovalState.PENDING,
-            ApprovalState.APPROVED,
-            ApprovalState.REJECTED,
-        }:
+    def _adopt(self, record: ApprovalRecord, proposal: Proposal) -> ApprovalRecord | None:
+        """The record, owned here and carrying ``proposal``, while nobody has acted on it yet."""
+        if record.state not in {ApprovalState.PENDING, ApprovalState.APPROVED, ApprovalState.REJECTED}:
             return None
-        return replace(record, owner=self.instance)
+        if record.outcome or (record.owner == self.instance and record.key == proposal.key):
+            return None
+        return replace(record, owner=self.instance, key=proposal.key, request=proposal.to_dict())
 
     def _tick_one(self, record: ApprovalRecord) -> None:
         """Act on one record if it is this replica's to act on. Each step is a conditional change
@@ -590,14 +601,14 @@ class KubeExecutor:
             expired = self.approvals.change(record.id, lambda r: self._expire(r, now))
             if expired is None:
                 return  # decided in time, or expired by another replica
-            proposal = Proposal.from_dict(record.request)
+            proposal = Proposal.from_dict(expired.request)
             outcome = _Outcome(Decision.EXPIRED, f"approval {record.id} expired unanswered", "approval")
             self._report(self._finish(proposal, outcome, None))
         elif record.state is ApprovalState.REJECTED and not record.outcome:
             rejected = self.approvals.change(record.id, lambda r: self._settle_rejected(r, now))
             if rejected is None:
                 return
-            proposal = Proposal.from_dict(record.request)
+            proposal = Proposal.from_dict(rejected.request)
             message = f"approval {record.id} rejected by {rejected.decided_by or 'someone'}"
             if rejected.reason:
                 message += f": {rejected.reason}"

@@ -186,6 +186,37 @@ def test_a_pending_approval_is_a_configmap_decided_by_the_cli_and_run_by_another
     assert a.executed() + b.executed() == 1
 
 
+def test_the_same_step_of_an_incident_opened_again_after_a_failover_shares_the_decision(
+    cluster: Cluster, replicas: tuple[Replica, Replica]
+) -> None:
+    """The survivor opens the incident anew (another incident id, so another idempotency key):
+    its proposal of the same step finds the open record, takes it over with its own key, and the
+    decision already made applies; one ConfigMap, one execution, reported under the new key."""
+    cluster.deployment("web", replicas=2)
+    a, b = replicas
+    first = a.executor.submit(proposal(cluster, incident="inc-on-a"))
+    approval = str(first.details["approval"])
+    assert cli(cluster, "approve", approval, "--by", "alice") == EXIT_OK
+    reopened = proposal(cluster, incident="inc-on-b")
+    answer = b.executor.submit(reopened)
+    assert answer.status is ActionStatus.PENDING_APPROVAL
+    assert answer.details["approval"] == approval
+    [cm] = configmaps(cluster).values()
+    stored = record_in(cm)
+    assert (stored["key"], stored["owner"], stored["state"]) == (reopened.key, "replica-b", "approved")
+    a.executor.tick()  # replica-a (were it alive) no longer owns it
+    b.executor.tick()
+    assert (a.executed(), b.executed()) == (0, 1)
+    assert [(r.key, r.status) for r in b.reported] == [(reopened.key, ActionStatus.EXECUTED)]
+    assert replicas_of(cluster) == 4
+    # proposed once more (a restarted engine): the key is known, no other run
+    again = b.executor.submit(reopened)
+    assert again.status is ActionStatus.SKIPPED
+    assert "already executed" in again.message
+    assert replicas_of(cluster) == 4
+    assert b.executed() == 1
+
+
 def test_an_approval_whose_replica_died_is_taken_over_after_the_takeover_delay(
     cluster: Cluster, replicas: tuple[Replica, Replica]
 ) -> None:
@@ -285,10 +316,9 @@ def test_an_unanswered_approval_expires_once_and_cannot_be_approved_after(
     assert replicas_of(cluster) == 2
 
 
-def pending_record(
-    store: ConfigMapStore, now: float, key: str = "pb/Deployment/ns/web/inc/0"
-) -> ApprovalRecord:
-    return store.create(key, {"action": "scale", "target": {"name": "web"}}, now, TTL, "scale web by 2")
+def pending_record(store: ConfigMapStore, now: float, name: str = "web") -> ApprovalRecord:
+    request = {"action": "scale", "target": {"name": name}}
+    return store.create(f"pb/Deployment/ns/{name}/inc/0", request, now, TTL, f"scale {name} by 2")
 
 
 def test_an_approval_racing_the_expiry_keeps_the_decision_that_landed_first(cluster: Cluster) -> None:
@@ -312,7 +342,7 @@ def test_an_approval_racing_the_expiry_keeps_the_decision_that_landed_first(clus
     assert executor_side.get(record.id).decided_by == "alice"
 
     # the other way round: the expiry lands first, the approval re-reads and is refused
-    second = pending_record(executor_side, now, key="pb/Deployment/ns/web/inc/1")
+    second = pending_record(executor_side, now, name="api")
 
     def expire_first(current: ApprovalRecord) -> ApprovalRecord | None:
         return _expired(current) if current.state is ApprovalState.PENDING else None
@@ -334,28 +364,28 @@ def _expired(record: ApprovalRecord) -> ApprovalRecord:
 def test_open_approvals_are_capped_and_the_action_fails_naming_the_cap(
     cluster: Cluster, replicas: tuple[Replica, Replica]
 ) -> None:
-    cluster.deployment("web", replicas=2)
+    for name in ("web-1", "web-2", "web-3"):
+        cluster.deployment(name, replicas=2)
     capped = Replica(cluster, "replica-c", max_pending=2)
     try:
-        first = capped.executor.submit(proposal(cluster, incident="i1"))
-        second = capped.executor.submit(proposal(cluster, incident="i2"))
+        first = capped.executor.submit(proposal(cluster, name="web-1"))
+        second = capped.executor.submit(proposal(cluster, name="web-2"))
         assert {first.status, second.status} == {ActionStatus.PENDING_APPROVAL}
-        third = capped.executor.submit(proposal(cluster, incident="i3"))
+        third = capped.executor.submit(proposal(cluster, name="web-3"))
         assert third.status is ActionStatus.FAILED
         assert "2 approvals are open" in third.message
         assert "executor.approvals.max_pending = 2" in third.message
         assert capped.memory.records[-1].guardrail == "approval"
         assert len(configmaps(cluster)) == 2
         # the same step proposed again is the record it has, not a new one
-        assert (
-            capped.executor.submit(proposal(cluster, incident="i1")).status is ActionStatus.PENDING_APPROVAL
-        )
+        assert capped.executor.submit(proposal(cluster, name="web-1")).status is ActionStatus.PENDING_APPROVAL
+        assert len(configmaps(cluster)) == 2
         # a decision frees a slot once it has run
         assert cli(cluster, "approve", str(first.details["approval"])) == EXIT_OK
         capped.executor.tick()
-        assert (
-            capped.executor.submit(proposal(cluster, incident="i3")).status is ActionStatus.PENDING_APPROVAL
-        )
+        assert replicas_of(cluster, "web-1") == 4
+        assert capped.executor.submit(proposal(cluster, name="web-3")).status is ActionStatus.PENDING_APPROVAL
+        assert len(configmaps(cluster)) == 3
     finally:
         capped.close()
 
@@ -381,10 +411,11 @@ def test_settled_approvals_are_deleted_after_the_retention(
     cluster: Cluster, replicas: tuple[Replica, Replica]
 ) -> None:
     cluster.deployment("web", replicas=2)
+    cluster.deployment("api", replicas=2)
     a = Replica(cluster, "replica-r", retention=3600)
     try:
-        done = str(a.executor.submit(proposal(cluster, incident="done")).details["approval"])
-        waiting = str(a.executor.submit(proposal(cluster, incident="waiting")).details["approval"])
+        done = str(a.executor.submit(proposal(cluster, name="web")).details["approval"])
+        waiting = str(a.executor.submit(proposal(cluster, name="api")).details["approval"])
         assert cli(cluster, "approve", done) == EXIT_OK
         a.executor.tick()
         assert replicas_of(cluster) == 4
