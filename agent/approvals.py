@@ -36,7 +36,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from remediations.errors import AlreadyExistsError, ConflictError, KubeError, NotFoundError
+from remediations.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    KubeError,
+    NotFoundError,
+    TemporaryKubeError,
+)
 from remediations.types import key_digest
 
 if TYPE_CHECKING:
@@ -80,6 +86,10 @@ OPEN_STATES = frozenset({ApprovalState.PENDING, ApprovalState.APPROVED})
 class ApprovalError(ValueError):
     """An approval id that does not exist, a decision on a record that is not pending, a record
     that does not fit, or a store that cannot be reached."""
+
+
+class ApprovalsUnavailableError(ApprovalError):
+    """The store could not be read or written (the API server did not answer): may work later."""
 
 
 class ApprovalsFullError(ApprovalError):
@@ -527,7 +537,9 @@ class ConfigMapStore(_Records):
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {RECORD_KEY: text}}
 
     def _unreachable(self, verb: str, exc: KubeError) -> ApprovalError:
-        return ApprovalError(f"cannot {verb} approvals ({self.where}): {exc}")
+        """A clear error for a failed call: temporary ones (no answer, 429, 5xx) may work later."""
+        kind = ApprovalsUnavailableError if isinstance(exc, TemporaryKubeError) else ApprovalError
+        return kind(f"cannot {verb} approvals ({self.where}): {exc}")
 
     def _read(self, approval: str) -> tuple[ApprovalRecord, str]:
         """The record and the resourceVersion it was read at."""

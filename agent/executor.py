@@ -45,6 +45,7 @@ from agent.approvals import (
     ApprovalsFullError,
     ApprovalState,
     ApprovalStore,
+    ApprovalsUnavailableError,
     open_store,
 )
 from agent.audit import Audit, AuditRecord, Decision, executed_keys_from_file
@@ -538,14 +539,25 @@ class KubeExecutor:
                 adopted = self.approvals.change(record.id, lambda r: self._adopt(r, proposal))
                 record = adopted if adopted is not None else self.approvals.get(record.id)
         except ApprovalError as exc:
-            full = isinstance(exc, ApprovalsFullError)
+            message = f"not queued for approval: {exc}"
+            error = type(exc).__name__
+            # the store did not answer: the engine tries again within the playbook's deadline
+            retryable = isinstance(exc, ApprovalsUnavailableError)
             outcome = _Outcome(
                 Decision.FAILED,
-                f"not queued for approval: {exc}",
+                message,
                 "approval",
-                error=type(exc).__name__,
+                error=error,
                 event="AiopsFailed",
-                details={"approvals": self.approvals.where, "full": full},
+                details={"approvals": self.approvals.where, "full": isinstance(exc, ApprovalsFullError)},
+                result=ActionResult(
+                    ActionStatus.FAILED,
+                    message,
+                    proposal.action,
+                    proposal.key,
+                    error=error,
+                    retryable=retryable,
+                ),
             )
             return self._finish(proposal, outcome, obj)
         settled = record.outcome.get("status")

@@ -431,3 +431,22 @@ def test_settled_approvals_are_deleted_after_the_retention(
         assert configmaps(cluster) == {}
     finally:
         a.close()
+
+
+def test_a_store_that_does_not_answer_fails_the_step_retryably_and_a_later_try_queues_it(
+    cluster: Cluster, replicas: tuple[Replica, Replica]
+) -> None:
+    cluster.deployment("web", replicas=2)
+    a, _ = replicas
+    twin = cluster.twin
+    assert twin is not None
+    twin.server.faults.error(503, verb="list", resource="configmaps")  # every try, every retry
+    failed = a.executor.submit(proposal(cluster))
+    assert failed.status is ActionStatus.FAILED
+    assert failed.retryable, "the engine tries again within the playbook's deadline"
+    assert f"cannot list approvals (ConfigMaps in namespace {cluster.ns})" in failed.message
+    assert failed.error == "ApprovalsUnavailableError"
+    twin.server.faults.clear()
+    assert configmaps(cluster) == {}
+    assert a.executor.submit(proposal(cluster)).status is ActionStatus.PENDING_APPROVAL
+    assert len(configmaps(cluster)) == 1
