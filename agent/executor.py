@@ -259,11 +259,23 @@ class KubeExecutor:
 
     def _mine(self, record: ApprovalRecord, now: float) -> bool:
         """Whether this replica acts on ``record`` now: its own, an unowned one, or one its owner
-        has left alone past ``takeover`` since it became actionable (decided, or expired)."""
+        has left alone past ``takeover`` since it became actionable (decided, or expired); a
+        claimed one whose claimer reported nothing within ``takeover`` plus the action deadline
+        (it died while running it: the action's key on the target says whether it wrote)."""
+        if record.state is ApprovalState.DONE:
+            return self._stale_claim(record, now)
         if record.owner in {"", self.instance}:
             return True
         since = record.expires if record.state is ApprovalState.PENDING else record.decided_at
         return since is not None and now >= since + self.config.approvals.takeover
+
+    def _stale_claim(self, record: ApprovalRecord, now: float) -> bool:
+        if record.settled is not None or record.outcome.get("status") != ActionStatus.RUNNING.value:
+            return False
+        since = record.outcome.get("since", record.decided_at)
+        if not isinstance(since, int | float):
+            return False
+        return now >= since + self.config.approvals.takeover + self.config.action_deadline
 
     # ------------------------------------------------------------ the guards, in order
 
@@ -625,10 +637,10 @@ class KubeExecutor:
             if rejected.reason:
                 message += f": {rejected.reason}"
             self._report(self._finish(proposal, _Outcome(Decision.REJECTED, message, "approval"), None))
-        elif record.state is ApprovalState.APPROVED:
+        elif record.state in {ApprovalState.APPROVED, ApprovalState.DONE}:
             # Claimed (approved -> done, running) before acting, by a change conditional on the
-            # record as read: of two replicas only one claims it; a crash after the claim leaves
-            # the key annotation to stop a repeat.
+            # record as read: of two replicas only one claims it. A claim whose replica died is
+            # claimed again once stale; the action's key on the target stops a repeat.
             claimed = self.approvals.change(record.id, lambda r: self._claim(r, now))
             if claimed is None:
                 return
@@ -654,9 +666,9 @@ class KubeExecutor:
         return replace(record, outcome={"status": "skipped"}, settled=now)
 
     def _claim(self, record: ApprovalRecord, now: float) -> ApprovalRecord | None:
-        if record.state is not ApprovalState.APPROVED or not self._mine(record, now):
+        if record.state not in {ApprovalState.APPROVED, ApprovalState.DONE} or not self._mine(record, now):
             return None
-        running = {"status": "running", "by": self.instance}
+        running = {"status": ActionStatus.RUNNING.value, "by": self.instance, "since": now}
         return replace(record, state=ApprovalState.DONE, outcome=running)
 
     def _report(self, result: ActionResult) -> None:

@@ -450,3 +450,38 @@ def test_a_store_that_does_not_answer_fails_the_step_retryably_and_a_later_try_q
     assert configmaps(cluster) == {}
     assert a.executor.submit(proposal(cluster)).status is ActionStatus.PENDING_APPROVAL
     assert len(configmaps(cluster)) == 1
+
+
+@pytest.mark.parametrize("it_wrote", [False, True])
+def test_a_claim_whose_replica_died_is_claimed_again_once_stale(
+    cluster: Cluster, replicas: tuple[Replica, Replica], it_wrote: bool
+) -> None:
+    """Replica a claimed the approved record and died before it reported (before or after its
+    action wrote): after ``takeover`` plus the action deadline replica b claims it again; the
+    action runs if it had not (once in all), and is skipped by its key on the target if it had."""
+    cluster.deployment("web", replicas=2)
+    a, b = replicas
+    req = proposal(cluster)
+    approval = str(a.executor.submit(req).details["approval"])
+    assert cli(cluster, "approve", approval) == EXIT_OK
+    store = ConfigMapStore(b.kube, cluster.ns)
+    claimed_at = cluster.clock.now()
+    running = {"status": "running", "by": "replica-a", "since": claimed_at}
+    store.change(approval, lambda r: replace(r, state=ApprovalState.DONE, outcome=running))
+    if it_wrote:  # the action ran on replica-a, which died before writing the outcome
+        assert a.executor.submit(replace(req, approval=Approval.NONE)).status is ActionStatus.EXECUTED
+    assert replicas_of(cluster) == (4 if it_wrote else 2)
+    stale = TAKEOVER + b.config.action_deadline
+    cluster.clock.set(claimed_at + stale - 1)
+    b.executor.tick()
+    assert b.reported == []
+    cluster.clock.set(claimed_at + stale)
+    b.executor.tick()
+    assert replicas_of(cluster) == 4, "run once in all"
+    [result] = b.reported
+    assert result.status is (ActionStatus.SKIPPED if it_wrote else ActionStatus.EXECUTED), result.message
+    done = store.get(approval)
+    assert done.settled is not None
+    assert done.outcome["status"] == result.status.value
+    b.executor.tick()
+    assert len(b.reported) == 1
