@@ -58,6 +58,7 @@ ID_LENGTH = 12
 CONFIGMAP_PREFIX = "aiops-approval-"
 APPROVAL_LABEL = "aiops.dev/approval"
 STATE_LABEL = "aiops.dev/approval-state"
+FINISHED_LABEL = "aiops.dev/approval-finished"
 RECORD_KEY = "record"
 #: A plan longer than this is cut (the record keeps its first lines).
 PLAN_MAX = 8192
@@ -103,12 +104,20 @@ class ApprovalLimits:
     max_pending: int = 100
     max_record_bytes: int = 64 * 1024
     retention: float = 86400.0
+    max_finished: int = 500
+    """Finished records kept at most (the newest), whatever their age."""
 
     def __post_init__(self) -> None:
-        if self.max_pending < 1 or self.max_record_bytes < 1024 or self.retention < 0:
+        if (
+            self.max_pending < 1
+            or self.max_record_bytes < 1024
+            or self.retention < 0
+            or self.max_finished < 0
+        ):
             msg = (
-                "approval limits: max_pending >= 1, max_record_bytes >= 1024 and retention >= 0, got "
-                f"{self.max_pending}, {self.max_record_bytes}, {self.retention}"
+                "approval limits: max_pending >= 1, max_record_bytes >= 1024, retention >= 0 and "
+                f"max_finished >= 0, got {self.max_pending}, {self.max_record_bytes}, {self.retention}, "
+                f"{self.max_finished}"
             )
             raise ValueError(msg)
 
@@ -133,6 +142,11 @@ class ApprovalRecord:
     """The replica whose engine waits for the outcome (the one that proposed it last)."""
     settled: float | None = None
     """When the record reached its end (executed, rejected and reported, expired)."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether nothing more happens to the record (its outcome is written): only retention."""
+        return self.settled is not None
 
     @property
     def settled_at(self) -> float | None:
@@ -232,8 +246,9 @@ class ApprovalStore(Protocol):
         """The record, or None when there is none."""
         ...
 
-    def records(self) -> Iterator[ApprovalRecord]:
-        """Every readable record, in id order (unreadable ones are skipped with a warning)."""
+    def records(self, finished: bool | None = None) -> Iterator[ApprovalRecord]:
+        """The readable records, in id order (unreadable ones are skipped with a warning): every
+        one, or only the finished (True) or unfinished (False) ones."""
         ...
 
     def create(
@@ -278,8 +293,8 @@ class _Records(abc.ABC):
         """The record with this id; ApprovalError when there is none (or it is unreadable)."""
 
     @abc.abstractmethod
-    def records(self) -> Iterator[ApprovalRecord]:
-        """Every readable record, in id order."""
+    def records(self, finished: bool | None = None) -> Iterator[ApprovalRecord]:
+        """The readable records, in id order: all, or the finished or unfinished ones."""
 
     @abc.abstractmethod
     def change(self, approval: str, change: Change) -> ApprovalRecord | None:
@@ -342,7 +357,7 @@ class _Records(abc.ABC):
         existing = self.find(approval_id(key))
         if existing is not None:
             return existing
-        records = list(self.records())
+        records = list(self.records(finished=False))
         for record in records:
             if record.state in OPEN_STATES and same_step(record.request, request):
                 return record
@@ -390,11 +405,21 @@ class _Records(abc.ABC):
         return written
 
     def prune(self, now: float) -> int:
-        """Delete the records settled longer than ``retention`` ago; how many went."""
+        """Delete the records settled longer than ``retention`` ago, and the oldest finished ones
+        past ``max_finished``; how many went."""
+        settled = sorted(
+            ((r.settled_at, r) for r in self.records() if r.settled_at is not None),
+            key=lambda pair: (pair[0], pair[1].id),
+            reverse=True,
+        )
+        kept_finished = 0
         gone = 0
-        for record in list(self.records()):
-            settled = record.settled_at
-            if settled is not None and now - settled >= self.limits.retention and self._delete(record):
+        for at, record in settled:
+            over = False
+            if record.finished:
+                kept_finished += 1
+                over = kept_finished > self.limits.max_finished
+            if (over or now - at >= self.limits.retention) and self._delete(record):
                 gone += 1
         return gone
 
@@ -465,15 +490,15 @@ class DirectoryStore(_Records):
             raise ApprovalError(msg) from None
         return _parse(approval, text)
 
-    def records(self) -> Iterator[ApprovalRecord]:
-        """Every readable record, in id order (unreadable files are skipped)."""
+    def records(self, finished: bool | None = None) -> Iterator[ApprovalRecord]:
+        """The readable records, in id order (unreadable files are skipped)."""
         if not self.directory.is_dir():
             return
         for path in sorted(self.directory.glob("*.json")):
             if path.name.startswith("."):
                 continue
             record = self.find(path.stem)
-            if record is not None:
+            if record is not None and (finished is None or record.finished is finished):
                 yield record
 
     def _insert(self, record: ApprovalRecord, text: str) -> ApprovalRecord | None:
@@ -529,6 +554,7 @@ class ConfigMapStore(_Records):
             "labels": {
                 APPROVAL_LABEL: "true",
                 STATE_LABEL: record.state.value,
+                FINISHED_LABEL: str(record.finished).lower(),
                 "app.kubernetes.io/part-of": "aiops",
             },
         }
@@ -564,11 +590,12 @@ class ConfigMapStore(_Records):
         """The record with this id; ApprovalError when there is none (or it is unreadable)."""
         return self._read(approval)[0]
 
-    def _listed(self) -> list[tuple[ApprovalRecord, str]]:
+    def _listed(self, finished: bool | None = None) -> list[tuple[ApprovalRecord, str]]:
+        selector = f"{APPROVAL_LABEL}=true"
+        if finished is not None:
+            selector += f",{FINISHED_LABEL}={str(finished).lower()}"
         try:
-            items = self.kube.list_objects(
-                "ConfigMap", self.namespace, label_selector=f"{APPROVAL_LABEL}=true"
-            )
+            items = self.kube.list_objects("ConfigMap", self.namespace, label_selector=selector)
         except KubeError as exc:
             raise self._unreachable("list", exc) from exc
         found = []
@@ -581,9 +608,9 @@ class ConfigMapStore(_Records):
                 log.warning("skipping ConfigMap %s/%s: %s", self.namespace, name, exc)
         return sorted(found, key=lambda pair: pair[0].id)
 
-    def records(self) -> Iterator[ApprovalRecord]:
-        """Every readable record, in id order (one LIST by label)."""
-        for record, _ in self._listed():
+    def records(self, finished: bool | None = None) -> Iterator[ApprovalRecord]:
+        """The readable records, in id order (one LIST by label)."""
+        for record, _ in self._listed(finished):
             yield record
 
     def _insert(self, record: ApprovalRecord, text: str) -> ApprovalRecord | None:
@@ -645,7 +672,9 @@ def approvals_namespace(config: ExecutorConfig, environ: Mapping[str, str]) -> s
 def open_store(config: ExecutorConfig, kube: KubeClients | None, environ: Mapping[str, str]) -> ApprovalStore:
     """The store ``executor.approvals.store`` names; the ConfigMap one needs ``kube``."""
     settings = config.approvals
-    limits = ApprovalLimits(settings.max_pending, settings.max_record_bytes, settings.retention)
+    limits = ApprovalLimits(
+        settings.max_pending, settings.max_record_bytes, settings.retention, settings.max_finished
+    )
     if settings.store == "directory":
         return DirectoryStore(Path(config.approvals_dir), limits)
     if kube is None:

@@ -377,6 +377,12 @@ class ApprovalsConfig(_Model):
     retention: Duration = Field(
         86400.0, ge=0, description="executed, rejected and expired approvals are deleted this long after"
     )
+    max_finished: int = Field(
+        500,
+        ge=0,
+        le=10_000,
+        description="executed, rejected and expired approvals kept at most (the newest), whatever their age",
+    )
     takeover: Duration = Field(
         60.0,
         gt=0,

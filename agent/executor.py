@@ -236,7 +236,7 @@ class KubeExecutor:
         if not self.leader.is_leader():
             return
         try:
-            records = list(self.approvals.records())
+            records = list(self.approvals.records(finished=False))
         except (OSError, ApprovalError):
             log.exception("cannot read approvals (%s)", self.approvals.where)
             return

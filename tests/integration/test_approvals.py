@@ -153,6 +153,7 @@ def test_a_pending_approval_is_a_configmap_decided_by_the_cli_and_run_by_another
     [(name, cm)] = configmaps(cluster).items()
     assert name == f"aiops-approval-{approval}"
     assert cm["metadata"]["labels"]["aiops.dev/approval-state"] == "pending"
+    assert cm["metadata"]["labels"]["aiops.dev/approval-finished"] == "false"
     stored = record_in(cm)
     assert (stored["state"], stored["owner"], stored["key"]) == ("pending", "replica-a", req.key)
 
@@ -173,6 +174,7 @@ def test_a_pending_approval_is_a_configmap_decided_by_the_cli_and_run_by_another
     assert [r.status for r in b.reported] == [ActionStatus.EXECUTED]
     assert replicas_of(cluster) == 4
     assert b.memory.decisions() == ["approved", "started", "executed"]
+    assert configmaps(cluster)[name]["metadata"]["labels"]["aiops.dev/approval-finished"] == "true"
     done = record_in(configmaps(cluster)[name])
     assert done["state"] == "done"
     assert done["outcome"]["status"] == "executed"
@@ -180,10 +182,22 @@ def test_a_pending_approval_is_a_configmap_decided_by_the_cli_and_run_by_another
     # a decided record cannot be decided again, from any replica
     assert cli(cluster, "reject", approval) == EXIT_FAILURE
     assert "is done, not pending" in capsys.readouterr().err
+    twin = cluster.twin
+    assert twin is not None
+    twin.server.clear_requests()
     a.executor.tick()
     b.executor.tick()
     assert replicas_of(cluster) == 4
     assert a.executed() + b.executed() == 1
+    # a tick reads the unfinished records only, by one LIST; every PRUNE_EVERY it lists them all
+    # for the retention (replica-a's first prune comes now, replica-b's came with its first tick)
+    unfinished = f"/api/v1/namespaces/{cluster.ns}/configmaps?labelSelector=aiops.dev/approval%3Dtrue"
+    on_configmaps = [(r.method, r.path) for r in twin.server.requests if "configmaps" in r.path]
+    assert on_configmaps == [
+        ("GET", unfinished + "%2Caiops.dev/approval-finished%3Dfalse"),
+        ("GET", unfinished),
+        ("GET", unfinished + "%2Caiops.dev/approval-finished%3Dfalse"),
+    ]
 
 
 def test_the_same_step_of_an_incident_opened_again_after_a_failover_shares_the_decision(

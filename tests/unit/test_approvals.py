@@ -164,3 +164,22 @@ def test_a_record_round_trips_and_old_records_read(tmp_path: Path) -> None:
     assert ApprovalRecord.from_dict(record.to_dict()) == record
     old = {k: v for k, v in record.to_dict().items() if k not in {"owner", "settled"}}
     assert ApprovalRecord.from_dict(old) == replace(record, owner="")
+
+
+def test_finished_records_are_kept_at_most_max_finished_the_newest(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path, ApprovalLimits(retention=1e9, max_finished=2))
+    ids = []
+    for i in range(4):
+        record = store.create(f"k-{i}", request(f"t{i}"), 0.0, 60.0)
+        settled = float(10 + i)
+
+        def expire(r: ApprovalRecord, settled: float = settled) -> ApprovalRecord:
+            return replace(r, state=ApprovalState.EXPIRED, settled=settled)
+
+        store.change(record.id, expire)
+        ids.append(record.id)
+    waiting = store.create("k-open", request("open"), 0.0, 1e9)
+    assert [r.id for r in store.records(finished=False)] == [waiting.id]
+    assert sorted(r.id for r in store.records(finished=True)) == sorted(ids)
+    assert store.prune(20.0) == 2
+    assert sorted(r.id for r in store.records()) == sorted([*ids[2:], waiting.id]), "the two newest stay"
