@@ -573,7 +573,7 @@ class KubeExecutor:
             )
             return self._finish(proposal, outcome, obj)
         settled = record.outcome.get("status")
-        if record.settled is not None and settled in set(ActionStatus):
+        if record.settled is not None and settled in {s.value for s in ActionStatus}:
             # decided and acted on before (by another replica, or before a restart): its outcome
             message = (
                 f"approval {record.id} is {record.state.value}: {record.outcome.get('message') or settled}"

@@ -499,3 +499,27 @@ def test_a_claim_whose_replica_died_is_claimed_again_once_stale(
     assert done.outcome["status"] == result.status.value
     b.executor.tick()
     assert len(b.reported) == 1
+
+
+def test_a_rejection_is_reported_once_and_answers_a_later_proposal_of_the_step(
+    cluster: Cluster, replicas: tuple[Replica, Replica], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.deployment("web", replicas=2)
+    a, b = replicas
+    req = proposal(cluster)
+    approval = str(a.executor.submit(req).details["approval"])
+    assert cli(cluster, "reject", approval, "--by", "bob", "--reason", "not now") == EXIT_OK
+    assert capsys.readouterr().out.startswith("rejected: scale")
+    b.executor.tick()  # replica-a's to report
+    a.executor.tick()
+    assert [(r.status, r.message) for r in a.reported] == [
+        (ActionStatus.SKIPPED, f"approval {approval} rejected by bob: not now")
+    ]
+    a.executor.tick()
+    assert len(a.reported) == 1
+    # the engine proposes the step again (a restart): the rejection answers it, nothing waits
+    again = b.executor.submit(req)
+    assert again.status is ActionStatus.SKIPPED
+    assert again.message == f"approval {approval} is rejected: skipped"
+    assert replicas_of(cluster) == 2
+    assert len(configmaps(cluster)) == 1
