@@ -43,6 +43,7 @@ from remediations.errors import (
     NotFoundError,
     TemporaryKubeError,
 )
+from remediations.names import check_label
 from remediations.types import key_digest
 
 if TYPE_CHECKING:
@@ -533,8 +534,11 @@ class ConfigMapStore(_Records):
     """The approval records as ConfigMaps ``aiops-approval-<id>`` in one namespace."""
 
     def __init__(self, kube: KubeClients, namespace: str, limits: ApprovalLimits | None = None) -> None:
+        try:
+            self.namespace = check_label("the approvals namespace", namespace)
+        except ValueError as exc:
+            raise ApprovalError(str(exc)) from None
         self.kube = kube
-        self.namespace = namespace
         self.limits = limits if limits is not None else ApprovalLimits()
 
     @property

@@ -70,3 +70,23 @@ def test_approvals_without_config_says_where_it_looked(
     out = capsys.readouterr()
     assert out.err == ""
     assert approval in out.out
+
+
+def test_a_namespace_that_is_not_one_is_named(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\nusers: [{name: u, user: {}}]\n"
+    )
+    assert (
+        main(["approvals", "--namespace", "Not_A_Namespace", "--kubeconfig", str(kubeconfig)]) == EXIT_FAILURE
+    )
+    assert (
+        "the approvals namespace 'Not_A_Namespace' is not a valid Kubernetes name" in capsys.readouterr().err
+    )
+    assert (
+        main(["approve", "abc", "--namespace", "shop", "--kubeconfig", str(tmp_path / "none")])
+        == EXIT_FAILURE
+    )
+    assert "cannot load a Kubernetes configuration" in capsys.readouterr().err
