@@ -183,6 +183,14 @@ def _replica_config(
     }
 
 
+def _wait_owning_every_partition(survivor: Daemon, signals_topic: str) -> None:
+    eventually(
+        lambda: _sample(survivor, f'aiops_kafka_partitions_owned{{topic="{signals_topic}"}}') == PARTITIONS,
+        timeout=60,
+        what="the survivor owning every signals partition",
+    )
+
+
 def _sample(d: Daemon, name: str) -> float:
     """The value of one sample (name with its labels) on the daemon's /metrics; 0 when absent."""
     for line in d.wait_http("/metrics", 200).splitlines():
@@ -280,13 +288,7 @@ def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
         survivor = b if owner is a else a
         owner.proc.kill()
         owner.proc.wait(10)
-        eventually(
-            lambda: (
-                _sample(survivor, f'aiops_kafka_partitions_owned{{topic="{signals_topic}"}}') == PARTITIONS
-            ),
-            timeout=60,
-            what="the survivor owning every signals partition",
-        )
+        _wait_owning_every_partition(survivor, signals_topic)
 
         def restarted() -> bool:
             breach(0)  # the anomaly goes on
@@ -362,13 +364,7 @@ def test_a_pending_approval_survives_the_replica_that_made_it(
         approved = aiops("approve", pending["id"], "--by", "alice", "--reason", "e2e")
         assert approved.returncode == 0, approved
         assert approved.stdout.startswith(f"approved: restart on Deployment/{namespace}/{names[0]}")
-        eventually(
-            lambda: (
-                _sample(survivor, f'aiops_kafka_partitions_owned{{topic="{signals_topic}"}}') == PARTITIONS
-            ),
-            timeout=60,
-            what="the survivor owning every signals partition",
-        )
+        _wait_owning_every_partition(survivor, signals_topic)
 
         def restarted() -> bool:
             breach()  # the anomaly goes on: the survivor opens the incident anew
