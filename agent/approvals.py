@@ -18,7 +18,12 @@ with the ``resourceVersion`` it was read at, and a 409 Conflict reads it again a
 change (so an approval racing the executor's expiry ends as one of the two, never a mix); the
 directory backend holds a file lock around it. The id derives from the idempotency key, so the
 same step of the same incident always has the same id: a replica that restarts, or a second one,
-finds the record instead of making another.
+finds the record instead of making another; the same step of an incident opened anew (after a
+failover) finds the open record of the first by its playbook, target, step and parameters.
+
+Bounds: ``max_pending`` open records (pending, or approved and not yet run), ``max_record_bytes``
+per record (the plan is cut to fit), finished records deleted after ``retention`` and beyond the
+newest ``max_finished``.
 """
 
 from __future__ import annotations
