@@ -548,7 +548,7 @@ class KubeExecutor:
                 # proposed here again (this replica owns the target now), or the same step of the
                 # incident opened again after a failover: the record follows this proposal, and
                 # its outcome comes to this replica's engine
-                adopted = self.approvals.change(record.id, lambda r: self._adopt(r, proposal))
+                adopted = self.approvals.change(record.id, lambda r: self._adopt(r, proposal, plan))
                 record = adopted if adopted is not None else self.approvals.get(record.id)
         except ApprovalError as exc:
             message = f"not queued for approval: {exc}"
@@ -606,13 +606,15 @@ class KubeExecutor:
         )
         return self._finish(proposal, outcome, obj)
 
-    def _adopt(self, record: ApprovalRecord, proposal: Proposal) -> ApprovalRecord | None:
-        """The record, owned here and carrying ``proposal``, while nobody has acted on it yet."""
+    def _adopt(self, record: ApprovalRecord, proposal: Proposal, plan: str) -> ApprovalRecord | None:
+        """The record, owned here and carrying ``proposal``, while nobody has acted on it yet (a
+        record still waiting for a person shows the plan as it is now)."""
         if record.state not in {ApprovalState.PENDING, ApprovalState.APPROVED, ApprovalState.REJECTED}:
             return None
         if record.outcome or (record.owner == self.instance and record.key == proposal.key):
             return None
-        return replace(record, owner=self.instance, key=proposal.key, request=proposal.to_dict())
+        shown = plan if record.state is ApprovalState.PENDING else record.plan
+        return replace(record, owner=self.instance, key=proposal.key, request=proposal.to_dict(), plan=shown)
 
     def _tick_one(self, record: ApprovalRecord) -> None:
         """Act on one record if it is this replica's to act on. Each step is a conditional change
