@@ -210,6 +210,7 @@ class Agent:
         """The executor on the cluster: clients, leader election, audit sinks (only when enabled)."""
         from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
 
+        from agent.approvals import open_store  # noqa: PLC0415
         from agent.audit import KafkaAuditSink, LogAuditSink  # noqa: PLC0415
         from agent.executor import KubeExecutor  # noqa: PLC0415
         from agent.facts import KubeFacts  # noqa: PLC0415
@@ -265,6 +266,7 @@ class Agent:
             metrics=self.metrics,
             instance=identity,
             agent_record=record,
+            approvals=open_store(cfg, kube, self.environ),
         )
 
     def healthy(self) -> tuple[bool, str]:
