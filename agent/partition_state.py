@@ -191,6 +191,19 @@ class PartitionStates:
         self.written += written
         return written
 
+    def start_cold(self, positions: Mapping[TopicPartition, int]) -> int:
+        """Checkpoint each newly assigned partition that had no usable checkpoint, empty, at the
+        offset its consumer starts from; return how many were written.
+
+        A replica giving a partition up in a rebalance checkpoints it when it learns of the new
+        assignment, which may be after the new owner read the state topic. This first checkpoint
+        is what such a new owner falls back on: it replays the partition from here rather than
+        starting cold at the committed offset, which would lose every sample learned since.
+        """
+        for tp, offset in positions.items():
+            self._processed[tp] = offset
+        return self.checkpoint(positions)
+
     def _chunks(self, state: SeriesState, tp: TopicPartition, ident: str) -> list[bytes] | None:
         """``state`` encoded in chunks of at most ``max_bytes`` each; None if one series is larger."""
         limit = self.config.max_bytes

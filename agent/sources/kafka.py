@@ -381,12 +381,30 @@ class KafkaSource:
             states.checkpoint(gone)
             if states.release(gone):
                 self.forget_series()
-        for tp, offset in states.restore(added).items():
+        restored = states.restore(added)
+        for tp, offset in restored.items():
             try:
                 consumer.seek(tp, offset)
             except (KafkaError, ValueError) as exc:  # given away again meanwhile
                 log.warning("kafka source: cannot resume %s at its checkpoint %d: %s", tp, offset, exc)
+        cold = added - restored.keys()
+        if cold:
+            states.start_cold(self._positions(consumer, cold))
         return True
+
+    def _positions(self, consumer: KafkaConsumer, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """The offset each of ``tps`` will be read from (those the broker does not tell in time left out)."""
+        timeout_ms = int(self.config.state.restore_timeout * 1000)
+        positions = {}
+        for tp in sorted(tps):
+            try:
+                offset = consumer.position(tp, timeout_ms=timeout_ms)
+            except (KafkaError, ValueError) as exc:  # given away again meanwhile, or no answer
+                log.warning("kafka source: no position of %s for its first checkpoint: %s", tp, exc)
+                continue
+            if offset is not None:
+                positions[tp] = int(offset)
+        return positions
 
     def _submit(self, consumer: KafkaConsumer, worker: DecodeWorker, records: Records) -> bool:
         try:

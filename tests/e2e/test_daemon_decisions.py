@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,181 +20,12 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from tests.e2e.daemon import Daemon
-from tests.integration.test_remediation_support import deployment_body
+from tests.e2e import support
+from tests.e2e.support import PARTITIONS, PLAYBOOK, Setup
 from tests.servers.common import eventually
 from tests.servers.twin import TwinFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
-PARTITIONS = 6
-PLAYBOOK = """
-apiVersion: aiops/v1
-kind: Playbook
-metadata:
-  name: restart-on-errors
-spec:
-  trigger:
-    signal: threshold
-    metric: error_ratio
-    match:
-      deployment: ".+"
-    minScore: 0.5
-    maxGap: 10m
-  target:
-    kind: Deployment
-    namespace: "{{ labels.namespace }}"
-    name: "{{ labels.deployment }}"
-  actions:
-    - restart: {}
-  guardrails:
-    cooldown: 1h
-"""
-
-
-def _one_target_per_partition(namespace: str) -> list[str]:
-    """Deployment names whose targets the producer's partitioner puts one on each signals partition."""
-    from kafka.partitioner.default import murmur2
-
-    names: dict[int, str] = {}
-    n = 0
-    while len(names) < PARTITIONS:
-        name = f"svc-{n}"
-        key = f"Deployment/{namespace}/{name}".encode()
-        names.setdefault((murmur2(key) & 0x7FFFFFFF) % PARTITIONS, name)
-        n += 1
-    return [names[p] for p in range(PARTITIONS)]
-
-
-def _executed(audit: Path) -> list[dict[str, Any]]:
-    if not audit.exists():
-        return []
-    entries = [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
-    return [e for e in entries if e.get("decision") == "executed"]
-
-
-@dataclass
-class _Setup:
-    """A twin with one deployment per signals partition, topics, and replicas (not started)."""
-
-    apps: Any
-    names: list[str]
-    daemons: list[Daemon]
-    namespace: str
-    metrics_topic: str
-    signals_topic: str
-    kubeconfig: Path
-
-    @classmethod
-    def start(
-        cls,
-        tmp_path: Path,
-        bootstrap: str,
-        kafka_topic: Callable[..., str],
-        twin_factory: TwinFactory,
-        replicas: int,
-        playbook: str,
-        executor: dict[str, Any] | None = None,
-    ) -> _Setup:
-        from kubernetes import client
-
-        from agent.clock import WallClock
-        from simulations.twin import TwinConfig
-
-        namespace = "shop"
-        config = TwinConfig(pod_start_seconds=0.05, job_run_seconds=0.2, hpa_sync_seconds=0.5)
-        kube = twin_factory(clock=WallClock(), config=config, namespace=namespace, background=True)
-        apps: Any = client.AppsV1Api(kube.api_client())
-        names = _one_target_per_partition(namespace)
-        for name in names:
-            apps.create_namespaced_deployment(namespace, deployment_body(name, replicas=1))
-        metrics_topic = kafka_topic(PARTITIONS)
-        signals_topic = kafka_topic(PARTITIONS, prefix="signals")
-        books = tmp_path / "playbooks"
-        books.mkdir()
-        (books / "restart.yaml").write_text(playbook)
-        group = f"e2e-{uuid.uuid4().hex[:8]}"
-        daemons = []
-        for name in "abc"[:replicas]:
-            home = tmp_path / name
-            home.mkdir()
-            cfg = _replica_config(
-                home, bootstrap, kafka_topic, metrics_topic, signals_topic, group, books, kube.kubeconfig
-            )
-            cfg["executor"].update(executor or {})
-            daemons.append(Daemon(home, cfg))
-        return cls(apps, names, daemons, namespace, metrics_topic, signals_topic, kube.kubeconfig)
-
-    def wait_ready(self) -> None:
-        """Every replica ready, owning its share of the metrics and of the signals partitions."""
-        for d in self.daemons:
-            d.wait_http("/readyz", 200, timeout=60)
-        share = PARTITIONS // len(self.daemons)
-        eventually(
-            lambda: all(
-                _sample(d, f'aiops_kafka_partitions_owned{{topic="{t}"}}') == share
-                for d in self.daemons
-                for t in (self.metrics_topic, self.signals_topic)
-            ),
-            timeout=60,
-            what=f"{share} metrics and {share} signals partitions each",
-        )
-
-
-def _replica_config(
-    home: Path,
-    bootstrap: str,
-    kafka_topic: Callable[..., str],
-    metrics_topic: str,
-    signals_topic: str,
-    group: str,
-    books: Path,
-    kubeconfig: Path,
-) -> dict[str, Any]:
-    """One replica's config: detection in ``group``, decisions through ``signals_topic``, the twin."""
-    return {
-        "kafka": {"bootstrap_servers": [bootstrap]},
-        "sources": {
-            "kafka": {
-                "topics": [metrics_topic],
-                "group_id": group,
-                "dead_letter_topic": kafka_topic(prefix="dlq"),
-                "session_timeout": "2s",
-                "heartbeat_interval": "500ms",
-                "decode_worker": False,
-                "state": {"enabled": False},
-            }
-        },
-        "detectors": [{"type": "threshold", "params": {"rules": [{"metric": "error_ratio", "above": 0.5}]}}],
-        "signals": {"topic": signals_topic, "decisions": True, "decision_group": f"{group}-decisions"},
-        "playbooks": {"directory": str(books), "status_file": str(home / "status.json")},
-        "executor": {
-            "enabled": True,
-            "kubeconfig": str(kubeconfig),
-            "audit_file": str(home / "audit.jsonl"),
-            "audit_topic": None,
-            "events": False,
-            "instance": home.name,
-            "approvals_dir": str(home / "approvals"),
-        },
-        "log": {"format": "json"},
-    }
-
-
-def _wait_owning_every_partition(survivor: Daemon, signals_topic: str) -> None:
-    eventually(
-        lambda: _sample(survivor, f'aiops_kafka_partitions_owned{{topic="{signals_topic}"}}') == PARTITIONS,
-        timeout=60,
-        what="the survivor owning every signals partition",
-    )
-
-
-def _sample(d: Daemon, name: str) -> float:
-    """The value of one sample (name with its labels) on the daemon's /metrics; 0 when absent."""
-    for line in d.wait_http("/metrics", 200).splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 @pytest.mark.parametrize("replicas", [2, 3])
@@ -207,7 +36,7 @@ def test_an_anomaly_on_every_partition_is_acted_on_exactly_once(
     twin_factory: TwinFactory,
     replicas: int,
 ) -> None:
-    setup = _Setup.start(tmp_path, kafka_bootstrap, kafka_topic, twin_factory, replicas, PLAYBOOK)
+    setup = Setup.start(tmp_path, kafka_bootstrap, kafka_topic, twin_factory, replicas, PLAYBOOK)
     apps, names, daemons, namespace = setup.apps, setup.names, setup.daemons, setup.namespace
     metrics_topic, instances, share = setup.metrics_topic, "abc"[:replicas], PARTITIONS // replicas
     with contextlib.ExitStack() as stack:
@@ -244,23 +73,12 @@ def test_an_anomaly_on_every_partition_is_acted_on_exactly_once(
             what="every deployment restarted",
         )
         time.sleep(3)  # room for a second execution, which must not come
-        executed = [e for d in daemons for e in _executed(d.log_path.parent / "audit.jsonl")]
+        executed = [e for d in daemons for e in support.executed(d.log_path.parent / "audit.jsonl")]
         per_target = Counter(e["target"]["name"] for e in executed)
         assert per_target == dict.fromkeys(names, 1), per_target
         # each replica detected its own share and executed for the targets of its signals partitions
-        assert [_sample(d, "aiops_signals_forwarded_total") for d in daemons] == [share] * replicas
+        assert [support.sample(d, "aiops_signals_forwarded_total") for d in daemons] == [share] * replicas
         assert Counter(e["instance"] for e in executed) == dict.fromkeys(instances, share)
-
-
-def _opened(d: Daemon) -> list[dict[str, Any]]:
-    """The incidents the daemon opened, from its JSON log: the audit events of state pending."""
-    events = []
-    for line in d.output().splitlines():
-        with contextlib.suppress(ValueError):
-            audit = json.loads(line).get("audit")
-            if isinstance(audit, dict) and audit.get("previous") is None and audit.get("state") == "pending":
-                events.append(audit)
-    return events
 
 
 @pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
@@ -277,7 +95,7 @@ def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
     now owning every partition, takes the incident over (its id and its window) and restarts the
     deployment once, 30 s after the incident opened: not 30 s after the take-over."""
     playbook = PLAYBOOK.replace("    maxGap: 10m", "    maxGap: 10m\n    for: 30s")
-    setup = _Setup.start(tmp_path, kafka_bootstrap, kafka_topic, twin_factory, 2, playbook)
+    setup = Setup.start(tmp_path, kafka_bootstrap, kafka_topic, twin_factory, 2, playbook)
     apps, names, daemons, namespace = setup.apps, setup.names, setup.daemons, setup.namespace
     metrics_topic, signals_topic = setup.metrics_topic, setup.signals_topic
     a, b = daemons
@@ -301,11 +119,11 @@ def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
         while owner is None and time.monotonic() < deadline:
             breach(0)
             time.sleep(1)
-            owner = next((d for d in daemons if _sample(d, "aiops_incidents_open") == 1), None)
+            owner = next((d for d in daemons if support.sample(d, "aiops_incidents_open") == 1), None)
         assert owner is not None, "no replica opened the incident"
         survivor = b if owner is a else a
-        eventually(lambda: bool(_opened(owner)), timeout=10, what="the opening in the owner's log")
-        (opened,) = _opened(owner)
+        eventually(lambda: bool(support.opened(owner)), timeout=10, what="the opening in the owner's log")
+        (opened,) = support.opened(owner)
         while time.time() < opened["time"] + 10:
             breach(0)
             time.sleep(1)
@@ -315,7 +133,7 @@ def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
         else:
             assert owner.terminate()[0] == 0
         killed = time.time()
-        _wait_owning_every_partition(survivor, signals_topic)
+        support.wait_owning_every_partition(survivor, signals_topic)
 
         def restarted() -> bool:
             breach(0)  # the anomaly goes on
@@ -325,11 +143,11 @@ def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
         eventually(restarted, timeout=60, interval=1.0, what="the survivor restarting the deployment")
         producer.close()
         time.sleep(2)
-        executed = [e for d in daemons for e in _executed(d.log_path.parent / "audit.jsonl")]
+        executed = [e for d in daemons for e in support.executed(d.log_path.parent / "audit.jsonl")]
         assert [(e["target"]["name"], e["instance"], e["incident"]) for e in executed] == [
             (names[0], survivor.log_path.parent.name, opened["incident"])
         ]
-        assert _sample(survivor, "aiops_incidents_restored_total") >= 1
+        assert support.sample(survivor, "aiops_incidents_restored_total") >= 1
         # by the window that began on the dead replica (a new one would end 30 s after the kill)
         assert executed[0]["time"] < killed + 25, (
             executed[0]["time"] - opened["time"],
@@ -351,7 +169,7 @@ def test_a_pending_approval_survives_the_replica_that_made_it(
 
     playbook = PLAYBOOK.replace("    cooldown: 1h", "    cooldown: 1h\n    approval: required")
     approvals = {"store": "configmap", "namespace": "shop", "takeover": "10m"}
-    setup = _Setup.start(
+    setup = Setup.start(
         tmp_path, kafka_bootstrap, kafka_topic, twin_factory, 2, playbook, executor={"approvals": approvals}
     )
     apps, names, daemons, namespace = setup.apps, setup.names, setup.daemons, setup.namespace
@@ -397,7 +215,7 @@ def test_a_pending_approval_survives_the_replica_that_made_it(
         approved = aiops("approve", pending["id"], "--by", "alice", "--reason", "e2e")
         assert approved.returncode == 0, approved
         assert approved.stdout.startswith(f"approved: restart on Deployment/{namespace}/{names[0]}")
-        _wait_owning_every_partition(survivor, signals_topic)
+        support.wait_owning_every_partition(survivor, signals_topic)
 
         def restarted() -> bool:
             breach()  # the anomaly goes on: the survivor opens the incident anew
@@ -409,7 +227,7 @@ def test_a_pending_approval_survives_the_replica_that_made_it(
             breach()
             time.sleep(1)
         producer.close()
-        executed = [e for d in daemons for e in _executed(d.log_path.parent / "audit.jsonl")]
+        executed = [e for d in daemons for e in support.executed(d.log_path.parent / "audit.jsonl")]
         assert [(e["target"]["name"], e["instance"]) for e in executed] == [
             (names[0], survivor.log_path.parent.name)
         ]

@@ -9,7 +9,6 @@ A replica stopped by SIGTERM (a rolling update) hands its partitions over the sa
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -21,38 +20,12 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from tests.e2e.daemon import Daemon
+from tests.e2e.support import PARTITIONS, latency, metric, total
 from tests.servers.common import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-PARTITIONS = 6
 WARMUP = 60
-
-
-def _metric(text: str, name: str) -> dict[str, float]:
-    """Samples of metric ``name`` in a /metrics page, by their label text."""
-    out = {}
-    for m in re.finditer(rf"^{name}(\{{[^}}]*\}})? (\S+)$", text, re.MULTILINE):
-        out[m.group(1) or ""] = float(m.group(2))
-    return out
-
-
-def _total(d: Daemon, name: str) -> float:
-    return sum(_metric(d.wait_http("/metrics", 200), name).values())
-
-
-def _samples(partition: int, start: float, steps: range, spike: float) -> bytes:
-    return orjson.dumps(
-        [
-            {
-                "name": "latency_seconds",
-                "labels": {"deployment": f"d{partition}"},
-                "timestamp": start + 15 * i,
-                "value": 10.0 + (i * 7919 % 13) / 13.0 + spike,
-            }
-            for i in steps
-        ]
-    )
 
 
 @pytest.mark.parametrize(
@@ -98,8 +71,8 @@ def test_killed_replicas_partitions_move_with_their_baselines(
         b.wait_http("/readyz", 200, timeout=60)
         eventually(
             lambda: (
-                _total(a, "aiops_kafka_partitions_owned") == 3
-                and _total(b, "aiops_kafka_partitions_owned") == 3
+                total(a, "aiops_kafka_partitions_owned") == 3
+                and total(b, "aiops_kafka_partitions_owned") == 3
             ),
             timeout=60,
             what="each replica owning 3 of the 6 partitions",
@@ -107,23 +80,25 @@ def test_killed_replicas_partitions_move_with_their_baselines(
         producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
         for p in range(PARTITIONS):
             producer.send(
-                metrics_topic, _samples(p, start, range(WARMUP), 0.0), key=f"d{p}".encode(), partition=p
+                metrics_topic,
+                latency(p, start, range(WARMUP), 0.0),
+                key=f"d{p}".encode(),
+                partition=p,
             )
         producer.flush(10)
         eventually(
             lambda: (
-                _total(a, "aiops_samples_in_total") + _total(b, "aiops_samples_in_total")
-                == PARTITIONS * WARMUP
+                total(a, "aiops_samples_in_total") + total(b, "aiops_samples_in_total") == PARTITIONS * WARMUP
             ),
             timeout=60,
             what="both replicas learning every warm-up sample",
         )
-        assert _total(a, "aiops_samples_in_total") == 3 * WARMUP  # each learned only its own partitions
+        assert total(a, "aiops_samples_in_total") == 3 * WARMUP  # each learned only its own partitions
         if state and stop == "kill":
             # one warm-up message per partition: a checkpoint holding its series covers all of it
             eventually(
                 lambda: (
-                    list(_metric(a.wait_http("/metrics", 200), "aiops_state_checkpoint_series").values())
+                    list(metric(a.wait_http("/metrics", 200), "aiops_state_checkpoint_series").values())
                     == [1.0] * 3
                 ),
                 timeout=30,
@@ -136,17 +111,17 @@ def test_killed_replicas_partitions_move_with_their_baselines(
             code, _ = a.terminate()
             assert code == 0
         eventually(
-            lambda: _total(b, "aiops_kafka_partitions_owned") == PARTITIONS,
+            lambda: total(b, "aiops_kafka_partitions_owned") == PARTITIONS,
             timeout=60,
             what="the survivor owning all 6 partitions",
         )
         spike = range(WARMUP, WARMUP + 3)
         for p in range(PARTITIONS):
-            producer.send(metrics_topic, _samples(p, start, spike, 40.0), key=f"d{p}".encode(), partition=p)
+            producer.send(metrics_topic, latency(p, start, spike, 40.0), key=f"d{p}".encode(), partition=p)
         producer.flush(10)
         producer.close()
         eventually(
-            lambda: _total(b, "aiops_samples_in_total") >= 3 * WARMUP + PARTITIONS * len(spike),
+            lambda: total(b, "aiops_samples_in_total") >= 3 * WARMUP + PARTITIONS * len(spike),
             timeout=60,
             what="the survivor processing the spike on every partition",
         )
@@ -161,11 +136,11 @@ def test_killed_replicas_partitions_move_with_their_baselines(
 
         if state:
             eventually(read, timeout=30, what="a signal for the spike of every partition's series")
-            restored = _total(b, "aiops_state_series_restored_total")
+            restored = total(b, "aiops_state_series_restored_total")
             assert restored == 3  # the dead replica's three series, from their checkpoints
             assert "skipping the checkpoint" not in b.output()
             # no sample lost and none processed twice: the checkpoints were at the committed offsets
-            assert _total(b, "aiops_samples_in_total") == 3 * WARMUP + PARTITIONS * len(spike)
+            assert total(b, "aiops_samples_in_total") == 3 * WARMUP + PARTITIONS * len(spike)
         else:
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:

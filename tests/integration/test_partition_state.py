@@ -84,6 +84,33 @@ def test_a_checkpoint_written_by_one_replica_is_restored_by_another(
         b.close()
 
 
+def test_a_partition_that_starts_cold_is_checkpointed_empty_where_it_starts(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """The replica that owned a partition from its start has learned its series but not yet
+    written their checkpoint (it does on revoke, when it learns of the new assignment): a new
+    owner reading the state topic before then finds the empty first checkpoint and replays the
+    partition from its start, rather than starting cold at the committed offset."""
+    state_topic = kafka_topic(3, prefix="state")
+    tp = TopicPartition("metrics", 2)
+    key = SeriesKey.of("latency", {"deployment": "d2"})
+    first, second = _bank(), _bank()
+    metrics_a = AgentMetrics()
+    a = _states(kafka_bootstrap, state_topic, first, metrics_a)
+    b = _states(kafka_bootstrap, state_topic, second, AgentMetrics())
+    try:
+        assert a.restore([tp]) == {}  # nothing there yet: cold
+        assert a.start_cold({tp: 3}) == 1
+        assert _value(metrics_a.checkpoint_series.labels("metrics", "2")) == 0
+        a.observe(tp, _learn(first, [key]), next_offset=17)  # learned, committed, not checkpointed
+        assert b.restore([tp]) == {tp: 3}  # replay from where the first owner started
+        assert b.series_of(tp).size == 0
+        assert not _spike_scores(second, key)  # nothing learned yet: the replay brings it
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_large_checkpoint_goes_in_chunks_and_a_torn_write_keeps_the_previous_one(
     kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
