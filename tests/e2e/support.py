@@ -130,6 +130,7 @@ class Setup:
     metrics_topic: str
     signals_topic: str
     kubeconfig: Path
+    group: str
     tmp_path: Path
     config: Callable[[Path], dict[str, Any]] = field(repr=False)
 
@@ -179,7 +180,7 @@ class Setup:
             return cfg
 
         setup = cls(
-            apps, names, [], namespace, metrics_topic, signals_topic, kube.kubeconfig, tmp_path, config
+            apps, names, [], namespace, metrics_topic, signals_topic, kube.kubeconfig, group, tmp_path, config
         )
         for name in "abcdef"[:replicas]:
             setup.replica(name)
