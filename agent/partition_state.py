@@ -260,7 +260,7 @@ class PartitionStates:
         if not wanted:
             return {}
         started = self.clock.now()
-        for tp in wanted:  # the first checkpoint comes an interval after the assignment
+        for tp in wanted:  # the first periodic checkpoint comes an interval after the assignment
             self._saved[tp] = (started, -1)
         offsets: dict[TopicPartition, int] = {}
         for tp, (manifest, blobs) in self.changelog.read(wanted).items():
