@@ -6,6 +6,12 @@ anomaly goes on. Then the replicas are replaced the way a Deployment with ``maxS
 maxUnavailable: 0`` replaces them: c starts and takes its share, a is stopped with SIGTERM; d
 starts, b is stopped. No periodic checkpoint is taken (a 1 h interval): what moves goes by the
 checkpoints and hand-over records written in the rebalances and at shutdown.
+
+Then the incident is executed once, by c or d, under its id and by the window it began before the
+roll (not one restarted at a take-over); a spike planted on every series, whose baseline only a
+and b ever learned, is flagged; and the checkpoints c and d leave count every sample of every
+series once (records may be read twice where a new owner read a checkpoint older than the one
+being written; what the detectors learned is the same).
 """
 
 from __future__ import annotations

@@ -278,6 +278,77 @@ def test_a_consumer_killed_before_commit_loses_nothing(
     assert not set(committed_values) & set(seen_second), "committed records are not read again"
 
 
+def test_a_partition_assigned_with_no_checkpoint_gets_an_empty_one_where_it_starts(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """Before any record of a partition with no checkpoint, its first checkpoint, empty, is
+    written at the committed offset: a next owner that reads the state topic before this one's
+    revoke checkpoint lands resumes there and replays, rather than starting cold past all that
+    was learned since."""
+    from kafka.structs import OffsetAndMetadata
+
+    from agent.config import PartitionStateConfig
+    from agent.partition_state import PartitionStates
+    from detectors import build_detector
+
+    topic, state_topic = kafka_topic(), kafka_topic(prefix="state")
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    tp = TopicPartition(topic, 0)
+    produce(kafka_bootstrap, topic, one_per_message(range(5), job="a"))
+    committer = KafkaConsumer(bootstrap_servers=[kafka_bootstrap], group_id=group, enable_auto_commit=False)
+    committer.commit({tp: OffsetAndMetadata(3, "", -1)})  # a previous run processed 3 of them
+    committer.close(autocommit=False)
+
+    def bank() -> DetectorBank:
+        series = SeriesRegistry()
+        return DetectorBank(series, [DetectorSpec(build_detector("ewma", {"warmup_hours": 0}, series))])
+
+    first, metrics = bank(), AgentMetrics()
+    state = {"enabled": True, "topic": state_topic, "interval": 3600.0}
+    source = KafkaSource(
+        KafkaSourceConfig(
+            topics=[topic],
+            group_id=group,
+            dead_letter_topic=f"{topic}.dlq",
+            session_timeout=2.0,
+            heartbeat_interval=0.5,
+            decode_worker=False,
+            state=state,
+        ),
+        connection(kafka_bootstrap),
+        first.series,
+        metrics,
+        WallClock(),
+        threading.Event(),
+        environ={},
+        bank=first,
+    )
+    source.start()
+    reader = PartitionStates(
+        PartitionStateConfig(**state),
+        group,
+        bank(),
+        connection(kafka_bootstrap),
+        AgentMetrics(),
+        WallClock(),
+        threading.Event(),
+        environ={},
+    )
+    seen: list[float] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(seen) < 2 and time.monotonic() < deadline:
+            seen += poll_values(source)[1]
+        assert seen == [3.0, 4.0]
+        # while the source still owns the partition (nothing written since: no revoke, no interval)
+        where = {"topic": topic, "partition": "0"}
+        assert metrics.registry.get_sample_value("aiops_state_checkpoint_series", where) == 0
+        assert reader.restore([tp]) == {tp: 3}
+    finally:
+        source.close()
+        reader.close()
+
+
 # ---------------------------------------------------------------------------- (c) dead letters
 
 
