@@ -67,6 +67,7 @@ def make_source(
     series: SeriesRegistry | None = None,
     metrics: AgentMetrics | None = None,
     request_timeout: float = 5.0,
+    bank: DetectorBank | None = None,
     **overrides: Any,
 ) -> KafkaSource:
     settings: dict[str, Any] = {
@@ -87,6 +88,7 @@ def make_source(
         WallClock(),
         threading.Event(),
         environ={},
+        bank=bank,
     )
     source.start()
     return source
@@ -305,25 +307,9 @@ def test_a_partition_assigned_with_no_checkpoint_gets_an_empty_one_where_it_star
 
     first, metrics = bank(), AgentMetrics()
     state = {"enabled": True, "topic": state_topic, "interval": 3600.0}
-    source = KafkaSource(
-        KafkaSourceConfig(
-            topics=[topic],
-            group_id=group,
-            dead_letter_topic=f"{topic}.dlq",
-            session_timeout=2.0,
-            heartbeat_interval=0.5,
-            decode_worker=False,
-            state=state,
-        ),
-        connection(kafka_bootstrap),
-        first.series,
-        metrics,
-        WallClock(),
-        threading.Event(),
-        environ={},
-        bank=first,
+    source = make_source(
+        kafka_bootstrap, topic, group=group, series=first.series, metrics=metrics, bank=first, state=state
     )
-    source.start()
     reader = PartitionStates(
         PartitionStateConfig(**state),
         group,
