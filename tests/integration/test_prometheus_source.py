@@ -132,7 +132,7 @@ def test_query_prometheus_rejects_fails_start(prometheus_factory: Factory) -> No
 
 
 def test_backfill_returns_history_as_first_batch(prometheus_factory: Factory) -> None:
-    end = float(int(time.time()))
+    end = float(int(time.time()) // 15 * 15)  # on the source's grid: the multiples of the interval
     stamps = [end - 15 * (239 - j) for j in range(240)]  # 60 minutes at 15 s, ending now
     b_values = [0.5 * j for j in range(240)]
     b_values[10], b_values[11], b_values[12] = math.nan, math.inf, -math.inf
@@ -271,7 +271,7 @@ def test_shipped_queries_give_one_series_per_deployment(prometheus_factory: Fact
     """k8s/agent-config.yaml's PromQL on cluster-shaped metrics (cAdvisor, kube-state-metrics, an
     instrumented app): Prometheus accepts every query, and each gives the figure its name says per
     (namespace, deployment), with the deployment taken from the pod's name."""
-    end = float(int(time.time()))
+    end = float(int(time.time()) // 15 * 15)  # on the source's grid of 15 s
     stamps = [end - 15 * (119 - j) for j in range(120)]  # 30 minutes at 15 s, ending now
     pods = {"checkout-7d9f8b6c5d-x2k4q": 1.0, "checkout-7d9f8b6c5d-9zz8m": 3.0, "db-0": 2.0}
 
