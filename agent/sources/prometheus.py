@@ -145,9 +145,8 @@ class PrometheusSource:
         """True once a query succeeded, until a call fails for a reason other than the query itself.
 
         A standby is ready: standing by is its work (it validates its queries at start, or at
-        the takeover if Prometheus did not answer then). Its
-        ``aiops_source_ready`` gauge stays 0, since it is not connected: the replica that polls
-        says whether Prometheus answers.
+        the takeover if Prometheus did not answer then). Its ``aiops_source_ready`` gauge stays
+        0, since it is not connected: the replica that polls says whether Prometheus answers.
         """
         standing_by = self.leader is not None and self._active is not True and not self._closed
         return self._ready or standing_by
