@@ -6,7 +6,8 @@ no query after validating its queries at start. The holder is SIGKILLed and a br
 in Prometheus's data (the exporter it scrapes), and over again, while no replica holds the
 Lease: the survivor takes the Lease over, backfills, finds the breach in the backfilled history
 alone, publishes its signals to the signals topic like any other, and the deployment is
-restarted exactly once.
+restarted exactly once. And a breach the holder had already acted on, found again in its
+successor's backfill, is not acted on twice.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +74,18 @@ def _executed(d: Daemon) -> list[dict[str, Any]]:
 
 
 def _config(
-    home: Path, prom: str, bootstrap: str, signals: str, group: str, kubeconfig: Path
+    home: Path, prom: str, kubeconfig: Path, lease: str, kafka: dict[str, Any] | None
 ) -> dict[str, Any]:
+    """One replica's config; ``kafka``: the bootstrap and signals topic of decisions through Kafka,
+    None: no Kafka, the Lease holder decides and executes what it detects."""
     books = home / "playbooks"
     books.mkdir(parents=True)
     (books / "restart.yaml").write_text(PLAYBOOK)
+    signals: dict[str, Any] = {"kafka": False}
+    if kafka is not None:
+        signals = {"kafka": True, "topic": kafka["topic"], "decisions": True, "decision_group": lease}
     return {
-        "kafka": {"bootstrap_servers": [bootstrap]},
+        "kafka": {"bootstrap_servers": [kafka["bootstrap"] if kafka else "127.0.0.1:1"]},
         "sources": {
             "prometheus": {
                 "url": prom,
@@ -89,7 +96,7 @@ def _config(
             }
         },
         "detectors": [{"type": "threshold", "params": {"rules": [{"metric": "error_ratio", "above": 0.5}]}}],
-        "signals": {"kafka": True, "topic": signals, "decisions": True, "decision_group": group},
+        "signals": signals,
         "playbooks": {"directory": str(books), "status_file": str(home / "status.json")},
         "executor": {
             "enabled": True,
@@ -99,11 +106,81 @@ def _config(
             "events": False,
             "instance": home.name,
             "approvals_dir": str(home / "approvals"),
-            "lease_name": f"aiops-{group}",
+            "lease_name": lease,
             **LEASE,
         },
         "log": {"format": "json"},
     }
+
+
+@dataclass
+class _Replicas:
+    """Two replicas on one Prometheus scraping the test's exporter, and the twin's deployment."""
+
+    daemons: list[Daemon]
+    errors: Any  # the exporter's gauge of the deployment's error ratio
+    apps: Any
+
+    @classmethod
+    def start(
+        cls,
+        tmp_path: Path,
+        twin_factory: TwinFactory,
+        prometheus_factory: Callable[..., PrometheusServer],
+        exporter: Exporter,
+        kafka: dict[str, Any] | None,
+    ) -> _Replicas:
+        from kubernetes import client
+
+        from agent.clock import WallClock
+        from simulations.twin import TwinConfig
+
+        errors = exporter.gauge("app_error_ratio", "5xx share", ["namespace", "deployment"])
+        errors.labels(NAMESPACE, DEPLOYMENT).set(0.1)
+        prom = prometheus_factory(targets=[exporter.target])
+        config = TwinConfig(pod_start_seconds=0.05, job_run_seconds=0.2, hpa_sync_seconds=0.5)
+        kube = twin_factory(clock=WallClock(), config=config, namespace=NAMESPACE, background=True)
+        apps: Any = client.AppsV1Api(kube.api_client())
+        apps.create_namespaced_deployment(NAMESPACE, deployment_body(DEPLOYMENT, replicas=1))
+        lease = f"e2e-{uuid.uuid4().hex[:8]}"
+        daemons = []
+        for name in "ab":
+            home = tmp_path / name
+            daemons.append(Daemon(home, _config(home, prom.url, kube.kubeconfig, lease, kafka)))
+        return cls(daemons, errors.labels(NAMESPACE, DEPLOYMENT), apps)
+
+    def restarted(self) -> bool:
+        dep = self.apps.read_namespaced_deployment(DEPLOYMENT, NAMESPACE)
+        return "kubectl.kubernetes.io/restartedAt" in (dep.spec.template.metadata.annotations or {})
+
+    def active_and_standby(self) -> tuple[Daemon, Daemon]:
+        """Once both are ready and one polls (and has scraped samples through its detectors)."""
+        for d in self.daemons:
+            d.wait_http("/readyz", 200, timeout=60)  # the standby is ready too
+        eventually(  # target sync: the first scraped sample is queryable after about 5.5 s
+            lambda: (
+                sorted(_metric(d, "aiops_prometheus_source_active") for d in self.daemons) == [0.0, 1.0]
+                and max(_metric(d, "aiops_samples_in_total") for d in self.daemons) > 0
+            ),
+            timeout=60,
+            what="one replica polling Prometheus",
+        )
+        active = next(d for d in self.daemons if _metric(d, "aiops_prometheus_source_active") == 1)
+        assert _metric(active, "aiops_leader") == 1
+        return active, next(d for d in self.daemons if d is not active)
+
+    def kill_and_wait_for_takeover(self, active: Daemon, standby: Daemon) -> float:
+        """SIGKILL ``active``; the seconds until ``standby`` polls."""
+        active.proc.kill()
+        active.proc.wait(10)
+        killed = time.monotonic()
+        eventually(
+            lambda: _metric(standby, "aiops_prometheus_source_active") == 1,
+            timeout=30,
+            interval=0.2,
+            what="the survivor taking the Lease over",
+        )
+        return time.monotonic() - killed
 
 
 def test_only_the_lease_holder_queries_and_its_successor_backfills_a_breach_acted_on_once(
@@ -114,48 +191,13 @@ def test_only_the_lease_holder_queries_and_its_successor_backfills_a_breach_acte
     prometheus_factory: Callable[..., PrometheusServer],
     exporter: Exporter,
 ) -> None:
-    from kubernetes import client
-
-    from agent.clock import WallClock
-    from simulations.twin import TwinConfig
-
-    errors = exporter.gauge("app_error_ratio", "5xx share", ["namespace", "deployment"])
-    errors.labels(NAMESPACE, DEPLOYMENT).set(0.1)
-    prom = prometheus_factory(targets=[exporter.target])
-    config = TwinConfig(pod_start_seconds=0.05, job_run_seconds=0.2, hpa_sync_seconds=0.5)
-    kube = twin_factory(clock=WallClock(), config=config, namespace=NAMESPACE, background=True)
-    apps: Any = client.AppsV1Api(kube.api_client())
-    apps.create_namespaced_deployment(NAMESPACE, deployment_body(DEPLOYMENT, replicas=1))
-    signals = kafka_topic(2, prefix="signals")
-    group = f"e2e-{uuid.uuid4().hex[:8]}"
-    daemons = []
-    for name in "ab":
-        home = tmp_path / name
-        daemons.append(
-            Daemon(home, _config(home, prom.url, kafka_bootstrap, signals, group, kube.kubeconfig))
-        )
-
-    def restarted() -> bool:
-        dep = apps.read_namespaced_deployment(DEPLOYMENT, NAMESPACE)
-        return "kubectl.kubernetes.io/restartedAt" in (dep.spec.template.metadata.annotations or {})
-
+    kafka = {"bootstrap": kafka_bootstrap, "topic": kafka_topic(2, prefix="signals")}
+    replicas = _Replicas.start(tmp_path, twin_factory, prometheus_factory, exporter, kafka)
+    daemons, errors = replicas.daemons, replicas.errors
     with contextlib.ExitStack() as stack:
         for d in daemons:
             stack.enter_context(d)
-        for d in daemons:
-            d.wait_http("/readyz", 200, timeout=60)  # the standby is ready too
-        # one replica polls, and has scraped samples through its detectors (target sync: ~5.5 s)
-        eventually(
-            lambda: (
-                sorted(_metric(d, "aiops_prometheus_source_active") for d in daemons) == [0.0, 1.0]
-                and max(_metric(d, "aiops_samples_in_total") for d in daemons) > 0
-            ),
-            timeout=60,
-            what="one replica polling Prometheus",
-        )
-        active = next(d for d in daemons if _metric(d, "aiops_prometheus_source_active") == 1)
-        standby = next(d for d in daemons if d is not active)
-        assert _metric(active, "aiops_leader") == 1
+        active, standby = replicas.active_and_standby()
         eventually(
             lambda: sum(_metric(d, "aiops_kafka_partitions_owned") for d in daemons) == 2,
             timeout=60,
@@ -168,14 +210,14 @@ def test_only_the_lease_holder_queries_and_its_successor_backfills_a_breach_acte
         assert _metric(active, "aiops_prometheus_queries_total") >= polled + 2
         assert _metric(standby, "aiops_samples_in_total") == 0
         assert _metric(standby, "aiops_source_ready") == 0  # not connected, though /readyz is green
-        assert not restarted()
+        assert not replicas.restarted()
 
+        killed = time.monotonic()  # the breach starts at once after the kill, below
         active.proc.kill()
         active.proc.wait(10)
-        killed = time.monotonic()
-        errors.labels(NAMESPACE, DEPLOYMENT).set(0.9)  # a breach no replica polls: 3 s of it
+        errors.set(0.9)  # a breach no replica polls: 3 s of it
         time.sleep(3.0)
-        errors.labels(NAMESPACE, DEPLOYMENT).set(0.1)
+        errors.set(0.1)
         time.sleep(1.5)  # scraped back to normal; the Lease (8 s) has not expired yet
         assert _metric(standby, "aiops_prometheus_source_active") == 0, "took over before the breach ended"
         assert _metric(standby, "aiops_prometheus_backfill_seconds_count") == 0
@@ -187,7 +229,9 @@ def test_only_the_lease_holder_queries_and_its_successor_backfills_a_breach_acte
             what="the survivor taking the Lease over",
         )
         took_over = time.monotonic() - killed
-        eventually(restarted, timeout=60, interval=0.5, what="the survivor restarting the deployment")
+        eventually(
+            replicas.restarted, timeout=60, interval=0.5, what="the survivor restarting the deployment"
+        )
         acted = time.monotonic() - killed
         time.sleep(3.0)  # room for a second execution, which must not come
         executed = [e for d in daemons for e in _executed(d)]
@@ -201,3 +245,39 @@ def test_only_the_lease_holder_queries_and_its_successor_backfills_a_breach_acte
         f"\nPrometheus failover: Lease taken over {took_over:.1f} s after the SIGKILL (lease 8 s), "
         f"backfill {backfill * 1000:.0f} ms, deployment restarted {acted:.1f} s after the SIGKILL"
     )
+
+
+def test_a_breach_the_holder_acted_on_is_not_acted_on_again_by_its_successor(
+    tmp_path: Path,
+    twin_factory: TwinFactory,
+    prometheus_factory: Callable[..., PrometheusServer],
+    exporter: Exporter,
+) -> None:
+    """The holder detects a breach and restarts the deployment; the breach ends; the holder is
+    SIGKILLed. Its successor's backfill covers the breach and flags it again, on the same grid
+    timestamps, so it reopens the same incident id; the deployment is not restarted a second
+    time (the Lease holder decides and executes here: no Kafka)."""
+    replicas = _Replicas.start(tmp_path, twin_factory, prometheus_factory, exporter, kafka=None)
+    a, b = replicas.daemons
+    with a, b:
+        active, standby = replicas.active_and_standby()
+        replicas.errors.set(0.9)
+        eventually(replicas.restarted, timeout=30, interval=0.5, what="the holder restarting the deployment")
+        replicas.errors.set(0.1)
+        eventually(lambda: bool(_executed(active)), timeout=10, what="the holder's audit record")
+        (first,) = _executed(active)
+        assert first["instance"] == active.log_path.parent.name
+        time.sleep(2.0)  # back to normal in Prometheus; the breach stays within the 60 s backfill
+        assert _metric(standby, "aiops_signals_total") == 0
+        replicas.kill_and_wait_for_takeover(active, standby)
+        eventually(
+            lambda: _metric(standby, "aiops_signals_total") >= 1,
+            timeout=30,
+            what="the successor's backfill flagging the breach again",
+        )
+        assert _metric(standby, "aiops_prometheus_backfill_seconds_count") == 1
+        time.sleep(5.0)  # room for a second execution, which must not come
+        assert _executed(standby) == []
+        assert [e["key"] for e in _executed(active)] == [first["key"]]
+        # the same grid timestamps: the successor reopened the holder's incident, under its id
+        assert f'"incident":"{first["incident"]}"' in standby.output()
