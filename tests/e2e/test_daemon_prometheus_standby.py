@@ -65,6 +65,11 @@ def _metric(d: Daemon, name: str) -> float:
     return sum(float(m[1]) for m in re.finditer(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", text, re.M))
 
 
+def _wait_polling(d: Daemon, what: str) -> None:
+    """Until ``d`` polls Prometheus (it took the Lease and backfilled)."""
+    eventually(lambda: _metric(d, "aiops_prometheus_source_active") == 1, timeout=30, interval=0.2, what=what)
+
+
 def _executed(d: Daemon) -> list[dict[str, Any]]:
     audit = d.log_path.parent / "audit.jsonl"
     if not audit.exists():
@@ -174,12 +179,7 @@ class _Replicas:
         active.proc.kill()
         active.proc.wait(10)
         killed = time.monotonic()
-        eventually(
-            lambda: _metric(standby, "aiops_prometheus_source_active") == 1,
-            timeout=30,
-            interval=0.2,
-            what="the survivor taking the Lease over",
-        )
+        _wait_polling(standby, "the survivor taking the Lease over")
         return time.monotonic() - killed
 
 
@@ -222,12 +222,7 @@ def test_only_the_lease_holder_queries_and_its_successor_backfills_a_breach_acte
         assert _metric(standby, "aiops_prometheus_source_active") == 0, "took over before the breach ended"
         assert _metric(standby, "aiops_prometheus_backfill_seconds_count") == 0
 
-        eventually(
-            lambda: _metric(standby, "aiops_prometheus_source_active") == 1,
-            timeout=30,
-            interval=0.2,
-            what="the survivor taking the Lease over",
-        )
+        _wait_polling(standby, "the survivor taking the Lease over")
         took_over = time.monotonic() - killed
         eventually(
             replicas.restarted, timeout=60, interval=0.5, what="the survivor restarting the deployment"
@@ -281,3 +276,26 @@ def test_a_breach_the_holder_acted_on_is_not_acted_on_again_by_its_successor(
         assert [e["key"] for e in _executed(active)] == [first["key"]]
         # the same grid timestamps: the successor reopened the holder's incident, under its id
         assert f'"incident":"{first["incident"]}"' in standby.output()
+
+
+def test_a_holder_stopped_by_sigterm_hands_the_lease_over_at_once(
+    tmp_path: Path,
+    twin_factory: TwinFactory,
+    prometheus_factory: Callable[..., PrometheusServer],
+    exporter: Exporter,
+) -> None:
+    """A rolling update: the holder exits cleanly and releases the Lease; the standby polls (after
+    its backfill) within a retry period or two, not after the 8 s lease duration."""
+    replicas = _Replicas.start(tmp_path, twin_factory, prometheus_factory, exporter, kafka=None)
+    a, b = replicas.daemons
+    with a, b:
+        active, standby = replicas.active_and_standby()
+        stopped = time.monotonic()
+        code, _ = active.terminate()
+        assert code == 0
+        _wait_polling(standby, "the standby taking the released Lease")
+        handover = time.monotonic() - stopped
+        assert handover < LEASE["lease_duration"], f"took {handover:.1f} s: the Lease was left to expire"
+        assert "released lease" in active.output()
+        assert _metric(standby, "aiops_prometheus_backfill_seconds_count") == 1
+    print(f"\nPrometheus hand-over on SIGTERM: the standby polls {handover:.1f} s after the signal")
