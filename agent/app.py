@@ -270,9 +270,11 @@ class Agent:
     def ready(self) -> tuple[bool, str]:
         """Ready when every source is connected (or, on standby, waiting for the Lease).
 
-        Each source keeps its own ``aiops_source_ready`` gauge: a standby is ready here while its
-        gauge says it is not connected."""
+        A source standing by is ready here while its ``aiops_source_ready`` says it is not connected."""
         down = [s.name for s in self.sources if not s.ready]
+        for s in self.sources:
+            standing_by = getattr(s, "standing_by", False)  # only the Prometheus source has a standby
+            self.metrics.source_ready.labels(s.name).set(0 if s.name in down or standing_by else 1)
         return (False, f"sources not ready: {', '.join(down)}") if down else (True, "all sources ready")
 
     def start_http(self) -> int:

@@ -148,8 +148,12 @@ class PrometheusSource:
         the takeover if Prometheus did not answer then). Its ``aiops_source_ready`` gauge stays
         0, since it is not connected: the replica that polls says whether Prometheus answers.
         """
-        standing_by = self.leader is not None and self._active is not True and not self._closed
-        return self._ready or standing_by
+        return self._ready or self.standing_by
+
+    @property
+    def standing_by(self) -> bool:
+        """Whether the Lease is held elsewhere (or not yet by anyone): this replica does not poll."""
+        return self.leader is not None and self._active is not True and not self._closed
 
     @property
     def active(self) -> bool:

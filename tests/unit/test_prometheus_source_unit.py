@@ -320,6 +320,7 @@ def test_a_standby_sends_no_query_after_validating_and_is_ready(http_stub: HttpS
     assert metrics.source_ready.labels("prometheus")._value.get() == 0, "not connected: the gauge says so"
     assert gauge(metrics) == 0
     assert not source.active
+    assert source.standing_by
     source.close()
     assert not is_ready(source)
 
@@ -341,6 +342,7 @@ def test_taking_the_lease_over_backfills_up_to_now_then_polls_and_losing_it_stop
     assert polled is not None
     assert gauge(metrics) == 1
     assert source.active
+    assert not source.standing_by
     ((kind, params),) = queries(http_stub, before)
     assert kind == "query_range"
     # the grid of 10 s: the last point at or before T0 + 104 is T0 + 100; 60 s of points before it
