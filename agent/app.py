@@ -120,6 +120,19 @@ class Agent:
             from agent.routing import DecisionConsumer  # noqa: PLC0415
 
             kafka_source = config.sources.kafka
+            handover = None
+            if config.signals.handover.enabled:
+                from agent.handover import IncidentHandover  # noqa: PLC0415
+
+                handover = IncidentHandover(
+                    config.signals.handover,
+                    config.signals.decision_group,
+                    config.kafka,
+                    self.metrics,
+                    clock,
+                    self.stop,
+                    self.environ,
+                )
             self.routing = DecisionConsumer(
                 config.kafka,
                 config.signals.topic,
@@ -130,6 +143,7 @@ class Agent:
                 self.environ,
                 session_timeout=kafka_source.session_timeout if kafka_source else 10.0,
                 heartbeat_interval=kafka_source.heartbeat_interval if kafka_source else 3.0,
+                handover=handover,
             )
         # the engine decides on this replica's signals, unless they go through the topic
         engine_sinks: list[SignalSink] = [] if self.routing is not None else [self.playbooks.engine]
@@ -203,6 +217,7 @@ class Agent:
         """The executor on the cluster: clients, leader election, audit sinks (only when enabled)."""
         from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
 
+        from agent.approvals import open_store  # noqa: PLC0415
         from agent.audit import KafkaAuditSink, LogAuditSink  # noqa: PLC0415
         from agent.executor import KubeExecutor  # noqa: PLC0415
         from agent.facts import KubeFacts  # noqa: PLC0415
@@ -258,6 +273,7 @@ class Agent:
             metrics=self.metrics,
             instance=identity,
             agent_record=record,
+            approvals=open_store(cfg, kube, self.environ),
         )
 
     def healthy(self) -> tuple[bool, str]:

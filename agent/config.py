@@ -24,6 +24,7 @@ from agent.yamlloc import (
     read_documents,
     validate_document,
 )
+from remediations.names import check_label
 
 
 class _Model(BaseModel):
@@ -138,6 +139,21 @@ class PartitionStateConfig(_Model):
     )
     restore_timeout: Duration = Field(
         20.0, gt=0, description="longest wait to read the checkpoints of newly assigned partitions"
+    )
+
+
+class HandoverConfig(PartitionStateConfig):
+    """Open incidents moving with their signals partitions (decisions from the topic): each
+    partition's incidents written to the compacted state topic, taken over by its next owner."""
+
+    enabled: bool = Field(
+        True, description="hand the open incidents of a signals partition over to its next owner"
+    )
+    interval: Duration = Field(
+        5.0,
+        gt=0,
+        description="least time between two writes of one signals partition's incidents "
+        "(written while they or its offset change, and when it is given up)",
     )
 
 
@@ -304,6 +320,7 @@ class SignalsConfig(_Model):
     decision_group: str = Field(
         "aiops-agent-decisions", min_length=1, description="the consumer group of the deciding side"
     )
+    handover: HandoverConfig = Field(default_factory=HandoverConfig)
 
 
 class HttpConfig(_Model):
@@ -358,6 +375,57 @@ class EngineConfig(_Model):
     stall_after: Duration = Field(60.0, description="/healthz fails when the loop has not turned this long")
 
 
+class ApprovalsConfig(_Model):
+    """Where actions waiting for a person are kept, and what they may cost."""
+
+    store: Literal["directory", "configmap"] = Field(
+        "directory",
+        description="configmap: one ConfigMap per approval in the agent's namespace, shared by every "
+        "replica and kept when a pod goes; directory: files in executor.approvals_dir (one pod)",
+    )
+    namespace: str | None = Field(
+        None,
+        description="namespace of the approval ConfigMaps; none: executor.lease_namespace, else "
+        "$POD_NAMESPACE, else 'default'",
+    )
+    max_pending: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="approvals waiting for a person or approved and not yet run; beyond, an action "
+        "that needs approval fails with the reason",
+    )
+    max_record_bytes: int = Field(
+        65536,
+        ge=4096,
+        le=900_000,
+        description="bytes of one approval record (its plan is cut, then its outcome, to fit); a "
+        "request larger than this fails",
+    )
+    retention: Duration = Field(
+        86400.0, ge=0, description="executed, rejected and expired approvals are deleted this long after"
+    )
+    max_finished: int = Field(
+        500,
+        ge=0,
+        le=10_000,
+        description="executed, rejected and expired approvals kept at most (the newest), whatever their age",
+    )
+    takeover: Duration = Field(
+        60.0,
+        gt=0,
+        description="a decided or expired approval of another replica that has not acted on it this "
+        "long is acted on here (its replica is gone)",
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_label("executor.approvals.namespace", value)
+        return value
+
+
 class ExecutorConfig(_Model):
     """The executor: whether actions really run, and where (the guardrails are ``playbooks.guardrails``).
 
@@ -377,7 +445,11 @@ class ExecutorConfig(_Model):
     )
     approvals_dir: Path = Field(
         Path("/tmp/aiops-approvals"),  # noqa: S108 - approval records, not secrets
-        description="where pending approvals are kept (aiops approve/reject write here)",
+        description="where pending approvals are kept with approvals.store: directory "
+        "(aiops approve/reject write here)",
+    )
+    approvals: ApprovalsConfig = Field(
+        default_factory=ApprovalsConfig, description="the store of actions waiting for a person"
     )
     approval_ttl: Duration = Field(3600.0, description="a pending approval expires after this long")
     audit_file: Path | None = Field(

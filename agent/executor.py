@@ -18,7 +18,8 @@ decision is audited (:data:`GUARDS`):
    acted on and annotated (``annotate``), or acted on (``act``);
 
 then the request runs: in dry run (the playbook's or the agent's guardrails) the action plans and
-only an Event is written; with approval required a pending record goes to ``approvals_dir`` and
+only an Event is written; with approval required a pending record goes to the approval store
+(:mod:`agent.approvals`: ConfigMaps shared by every replica, or a directory) and
 :meth:`KubeExecutor.tick` acts on the decision (``aiops approve ID`` / ``aiops reject ID``) or
 expires it after ``approval_ttl``, reporting the outcome to the engine; otherwise a ``started``
 audit record is written first (write-ahead: a crash between the write and its outcome still
@@ -36,10 +37,17 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from agent.approvals import ApprovalRecord, ApprovalState, ApprovalStore
+from agent.approvals import (
+    ApprovalError,
+    ApprovalRecord,
+    ApprovalsFullError,
+    ApprovalState,
+    ApprovalStore,
+    ApprovalsUnavailableError,
+    open_store,
+)
 from agent.audit import Audit, AuditRecord, Decision, executed_keys_from_file
 from agent.clock import Clock
 from agent.config import ExecutorConfig
@@ -74,6 +82,8 @@ log = logging.getLogger("aiops.executor")
 Obj = dict[str, Any]
 
 HOUR = 3600.0
+#: How often settled approval records past their retention are looked for.
+PRUNE_EVERY = 60.0
 #: Per-target locks kept before idle ones are forgotten.
 MAX_TARGET_LOCKS = 4096
 
@@ -172,6 +182,7 @@ class KubeExecutor:
         stop: threading.Event | None = None,
         environ: Mapping[str, str] | None = None,
         agent_record: Target | None = None,
+        approvals: ApprovalStore | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
@@ -185,7 +196,10 @@ class KubeExecutor:
         self.stop = stop
         self.environ = environ
         """Where actions read secrets named in their parameters (None: ``os.environ``)."""
-        self.approvals = ApprovalStore(Path(config.approvals_dir))
+        self.approvals: ApprovalStore = (
+            approvals if approvals is not None else open_store(config, kube, environ or {})
+        )
+        """Actions waiting for a person (``executor.approvals.store``)."""
         self.report: Callable[[ActionResult], None] | None = None
         """Where results of approved (or rejected, expired) requests go: the engine's ``report``."""
         self.agent_record = agent_record
@@ -194,6 +208,7 @@ class KubeExecutor:
         self._executed = executed_keys_from_file(config.audit_file)
         self._lock = threading.RLock()  # approvals, and the table of per-target locks
         self._locks: dict[Target, threading.Lock] = {}
+        self._next_prune = 0.0
 
     def bind(self, report: Callable[[ActionResult], None]) -> None:
         """Send results that come later (approvals) to ``report``."""
@@ -212,13 +227,18 @@ class KubeExecutor:
             return self._finish(proposal, outcome, None)
 
     def tick(self) -> None:
-        """Act on approval decisions and expire old pending approvals (the leader only); never raises."""
+        """Act on approval decisions and expire old pending approvals (the leader only), then
+        delete settled ones past their retention; never raises.
+
+        Each record is acted on by its owner (the replica whose engine waits for it), or by any
+        replica once its owner has left it alone for ``approvals.takeover``; every transition is a
+        conditional change of the record, so two replicas never both act on one decision."""
         if not self.leader.is_leader():
             return
         try:
-            records = list(self.approvals.records())
-        except OSError:
-            log.exception("cannot read approvals in %s", self.approvals.directory)
+            records = list(self.approvals.records(finished=False))
+        except (OSError, ApprovalError):
+            log.exception("cannot read approvals (%s)", self.approvals.where)
             return
         for record in records:
             try:
@@ -226,6 +246,36 @@ class KubeExecutor:
                     self._tick_one(record)
             except Exception:
                 log.exception("approval %s could not be processed", record.id)
+        now = self.clock.now()
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY
+            try:
+                gone = self.approvals.prune(now)
+            except (OSError, ApprovalError):
+                log.exception("cannot delete settled approvals (%s)", self.approvals.where)
+            else:
+                if gone:
+                    log.info("deleted %d settled approval(s) past their retention", gone)
+
+    def _mine(self, record: ApprovalRecord, now: float) -> bool:
+        """Whether this replica acts on ``record`` now: its own, an unowned one, or one its owner
+        has left alone past ``takeover`` since it became actionable (decided, or expired); a
+        claimed one whose claimer reported nothing within ``takeover`` plus the action deadline
+        (it died while running it: the action's key on the target says whether it wrote)."""
+        if record.state is ApprovalState.DONE:
+            return self._stale_claim(record, now)
+        if record.owner in {"", self.instance}:
+            return True
+        since = record.expires if record.state is ApprovalState.PENDING else record.decided_at
+        return since is not None and now >= since + self.config.approvals.takeover
+
+    def _stale_claim(self, record: ApprovalRecord, now: float) -> bool:
+        if record.settled is not None or record.outcome.get("status") != ActionStatus.RUNNING.value:
+            return False
+        since = record.outcome.get("since", record.decided_at)
+        if not isinstance(since, int | float):
+            return False
+        return now >= since + self.config.approvals.takeover + self.config.action_deadline
 
     # ------------------------------------------------------------ the guards, in order
 
@@ -490,7 +540,52 @@ class KubeExecutor:
         except RemediationError as exc:
             return self._finish(proposal, _Outcome(Decision.FAILED, str(exc), error=type(exc).__name__), obj)
         now = self.clock.now()
-        record = self.approvals.create(proposal.key, proposal.to_dict(), now, self.config.approval_ttl, plan)
+        try:
+            record = self.approvals.create(
+                proposal.key, proposal.to_dict(), now, self.config.approval_ttl, plan, self.instance
+            )
+            if record.owner != self.instance or record.key != proposal.key:
+                # proposed here again (this replica owns the target now), or the same step of the
+                # incident opened again after a failover: the record follows this proposal, and
+                # its outcome comes to this replica's engine
+                adopted = self.approvals.change(record.id, lambda r: self._adopt(r, proposal, plan))
+                record = adopted if adopted is not None else self.approvals.get(record.id)
+        except ApprovalError as exc:
+            message = f"not queued for approval: {exc}"
+            error = type(exc).__name__
+            # the store did not answer: the engine tries again within the playbook's deadline
+            retryable = isinstance(exc, ApprovalsUnavailableError)
+            outcome = _Outcome(
+                Decision.FAILED,
+                message,
+                "approval",
+                error=error,
+                event="AiopsFailed",
+                details={"approvals": self.approvals.where, "full": isinstance(exc, ApprovalsFullError)},
+                result=ActionResult(
+                    ActionStatus.FAILED,
+                    message,
+                    proposal.action,
+                    proposal.key,
+                    error=error,
+                    retryable=retryable,
+                ),
+            )
+            return self._finish(proposal, outcome, obj)
+        settled = record.outcome.get("status")
+        if record.settled is not None and settled in {s.value for s in ActionStatus}:
+            # decided and acted on before (by another replica, or before a restart): its outcome
+            message = (
+                f"approval {record.id} is {record.state.value}: {record.outcome.get('message') or settled}"
+            )
+            return ActionResult(
+                ActionStatus(settled),
+                message,
+                proposal.action,
+                proposal.key,
+                proposal.target,
+                details={"approval": record.id},
+            )
         if record.state is not ApprovalState.PENDING:
             # decided already (by a person, before a restart): the tick acts on it
             return ActionResult(
@@ -511,31 +606,72 @@ class KubeExecutor:
         )
         return self._finish(proposal, outcome, obj)
 
+    def _adopt(self, record: ApprovalRecord, proposal: Proposal, plan: str) -> ApprovalRecord | None:
+        """The record, owned here and carrying ``proposal``, while nobody has acted on it yet (a
+        record still waiting for a person shows the plan as it is now)."""
+        if record.state not in {ApprovalState.PENDING, ApprovalState.APPROVED, ApprovalState.REJECTED}:
+            return None
+        if record.outcome or (record.owner == self.instance and record.key == proposal.key):
+            return None
+        shown = plan if record.state is ApprovalState.PENDING else record.plan
+        return replace(record, owner=self.instance, key=proposal.key, request=proposal.to_dict(), plan=shown)
+
     def _tick_one(self, record: ApprovalRecord) -> None:
+        """Act on one record if it is this replica's to act on. Each step is a conditional change
+        that re-checks the record as it is now: the replica whose change lands acts, any other
+        finds it changed and leaves it."""
         now = self.clock.now()
+        if not self._mine(record, now):
+            return
         if record.state is ApprovalState.PENDING and now >= record.expires:
-            proposal = Proposal.from_dict(record.request)
-            self.approvals.update(replace(record, state=ApprovalState.EXPIRED, outcome={"status": "failed"}))
+            expired = self.approvals.change(record.id, lambda r: self._expire(r, now))
+            if expired is None:
+                return  # decided in time, or expired by another replica
+            proposal = Proposal.from_dict(expired.request)
             outcome = _Outcome(Decision.EXPIRED, f"approval {record.id} expired unanswered", "approval")
             self._report(self._finish(proposal, outcome, None))
         elif record.state is ApprovalState.REJECTED and not record.outcome:
-            proposal = Proposal.from_dict(record.request)
-            self.approvals.update(replace(record, outcome={"status": "skipped"}))
-            message = f"approval {record.id} rejected by {record.decided_by or 'someone'}"
-            if record.reason:
-                message += f": {record.reason}"
+            rejected = self.approvals.change(record.id, lambda r: self._settle_rejected(r, now))
+            if rejected is None:
+                return
+            proposal = Proposal.from_dict(rejected.request)
+            message = f"approval {record.id} rejected by {rejected.decided_by or 'someone'}"
+            if rejected.reason:
+                message += f": {rejected.reason}"
             self._report(self._finish(proposal, _Outcome(Decision.REJECTED, message, "approval"), None))
-        elif record.state is ApprovalState.APPROVED:
-            proposal = Proposal.from_dict(record.request)
-            by = record.decided_by or "someone"
+        elif record.state in {ApprovalState.APPROVED, ApprovalState.DONE}:
+            # Claimed (approved -> done, running) before acting, by a change conditional on the
+            # record as read: of two replicas only one claims it. A claim whose replica died is
+            # claimed again once stale; the action's key on the target stops a repeat.
+            claimed = self.approvals.change(record.id, lambda r: self._claim(r, now))
+            if claimed is None:
+                return
+            proposal = Proposal.from_dict(claimed.request)
+            by = claimed.decided_by or "someone"
             self._audit(
                 proposal, _Outcome(Decision.APPROVED, f"approval {record.id} approved by {by}", "approval")
             )
-            # Marked done before acting: a crash in between leaves the key annotation to stop a repeat.
-            self.approvals.update(replace(record, state=ApprovalState.DONE, outcome={"status": "running"}))
             result = self._submit(proposal, approved=True)
-            self.approvals.update(replace(record, state=ApprovalState.DONE, outcome=result.to_dict()))
+            self.approvals.change(
+                record.id, lambda r: replace(r, outcome=result.to_dict(), settled=self.clock.now())
+            )
             self._report(result)
+
+    def _expire(self, record: ApprovalRecord, now: float) -> ApprovalRecord | None:
+        if record.state is not ApprovalState.PENDING or now < record.expires or not self._mine(record, now):
+            return None
+        return replace(record, state=ApprovalState.EXPIRED, outcome={"status": "failed"}, settled=now)
+
+    def _settle_rejected(self, record: ApprovalRecord, now: float) -> ApprovalRecord | None:
+        if record.state is not ApprovalState.REJECTED or record.outcome or not self._mine(record, now):
+            return None
+        return replace(record, outcome={"status": "skipped"}, settled=now)
+
+    def _claim(self, record: ApprovalRecord, now: float) -> ApprovalRecord | None:
+        if record.state not in {ApprovalState.APPROVED, ApprovalState.DONE} or not self._mine(record, now):
+            return None
+        running = {"status": ActionStatus.RUNNING.value, "by": self.instance, "since": now}
+        return replace(record, state=ApprovalState.DONE, outcome=running)
 
     def _report(self, result: ActionResult) -> None:
         if self.report is None:

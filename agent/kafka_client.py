@@ -26,7 +26,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from agent.backoff import Backoff
@@ -296,3 +296,51 @@ class ResilientProducer:
                 close_producer(producer, timeout)
             except Exception:  # closing is best effort
                 log.warning("kafka producer %s: error while closing", self.name, exc_info=True)
+
+
+class RebalanceEvents(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
+    """Notes a consumer's rebalance callbacks; the consumer's own thread acts on them.
+
+    kafka-python 3 calls these on its IO loop, which also sends the heartbeats: the work they
+    cause (checkpoints, restores, hand-overs) is done by the consumer's own thread before it
+    takes a record of the new assignment, never here.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, set[TopicPartition]]] = []
+
+    def _note(self, what: str, partitions: Any) -> None:
+        with self.lock:
+            self.events.append((what, set(partitions)))
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._note("revoked", revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._note("assigned", assigned)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self._note("lost", lost)
+
+    def take(self, *, settled: bool = True) -> list[tuple[str, set[TopicPartition]]]:
+        """The events noted so far; with ``settled``, none while a revocation awaits its assignment
+        (an eager rebalance revokes every partition, then assigns: a partition kept is not moved)."""
+        with self.lock:
+            if settled and self.events and self.events[-1][0] == "revoked":
+                return []
+            events, self.events = self.events, []
+        return events
+
+
+def owned_after(
+    owned: set[TopicPartition], events: list[tuple[str, set[TopicPartition]]]
+) -> set[TopicPartition]:
+    """The partitions owned once ``events`` (of :meth:`RebalanceEvents.take`) have happened to ``owned``."""
+    owned = set(owned)
+    for what, partitions in events:
+        if what == "assigned":
+            owned |= partitions
+        else:
+            owned -= partitions
+    return owned

@@ -166,6 +166,23 @@ class AgentMetrics:
             registry=r,
         )
         self.incidents_open = Gauge("aiops_incidents_open", "Open playbook incidents", registry=r)
+        self.incidents_handed_over = Counter(
+            "aiops_incidents_handed_over",
+            "Open incidents let go with their signals partition (its new owner goes on with them)",
+            registry=r,
+        )
+        self.incidents_restored = Counter(
+            "aiops_incidents_restored",
+            "Open incidents taken over with a signals partition from its previous owner",
+            registry=r,
+        )
+        self.incidents_not_restored = Counter(
+            "aiops_incidents_not_restored",
+            "Handed-over incidents dropped, by reason (incompatible: another version, playbook gone "
+            "or changed, damaged; open: the incident is open here already)",
+            ["reason"],
+            registry=r,
+        )
         self.incident_transitions = Counter(
             "aiops_incident_transitions",
             "Incident state changes, by playbook and new state",

@@ -93,24 +93,13 @@ class PartitionStates:
         self.metrics = metrics
         self.clock = clock
         self.environ = environ
-        self.producer = producer or ResilientProducer(
-            connection,
-            clock,
-            stop,
-            name="state",
-            environ=environ,
-            connect_timeout=min(connection.request_timeout, 10.0),
-            max_request_size=max(config.max_bytes + 65_536, 1 << 20),
-            compression_type=None,
-        )
-        self._flush_timeout = min(connection.request_timeout, 10.0)
+        self.changelog = Changelog(config, group, connection, metrics, clock, stop, environ, producer)
         self._index: dict[TopicPartition, int] = {}
         self._tps: list[TopicPartition] = []
         self._owner = np.full(0, _NOBODY, dtype=np.int32)
         self._generation = np.zeros(0, dtype=np.int64)
         self._processed: dict[TopicPartition, int] = {}
         self._saved: dict[TopicPartition, tuple[float, int]] = {}  # when, at which offset
-        self._slots: dict[TopicPartition, int] = {}  # the chunk slot of the last checkpoint written or read
         #: Checkpoints written and restored, and the size of the last one written.
         self.written = 0
         self.restored = 0
@@ -178,18 +167,7 @@ class PartitionStates:
         return due
 
     def checkpoint(self, tps: Iterable[TopicPartition]) -> int:
-        """Write the checkpoint of each of ``tps`` that processed something; return how many were written.
-
-        A checkpoint is its chunks (each at most ``max_bytes``), then a manifest naming them, all
-        on the state partition of the manifest's key; chunks alternate between two slots, so a
-        crash while writing one leaves the previous checkpoint whole.
-        """
-        topic = self.config.topic
-        try:
-            partitions = self.producer.partitions_for(topic)
-        except KafkaDeliveryError as exc:
-            self._write_failed(exc)
-            return 0
+        """Write the checkpoint of each of ``tps`` that processed something; return how many were written."""
         now = self.clock.now()
         written = 0
         for tp in sorted(tps):
@@ -199,25 +177,10 @@ class PartitionStates:
             ids = self.series_of(tp)
             ident = uuid.uuid4().hex
             blobs = self._chunks(take_series(self.bank, ids), tp, ident)
-            if blobs is None:
+            size = None if blobs is None else self.changelog.write(tp, offset, blobs, ident)
+            if size is None:
                 self._saved[tp] = (now, -1)  # tried: again after the next interval
                 continue
-            key = state_key(self.group, tp)
-            slot = 1 - self._slots.get(tp, 1)
-            manifest = Manifest(self.group, tp.topic, tp.partition, offset, slot, len(blobs), ident)
-            where = state_partition(key, partitions)
-            try:
-                for i, blob in enumerate(blobs):
-                    self.producer.send(topic, blob, key=manifest.chunk_key(i), partition=where)
-                self.producer.flush(self._flush_timeout)  # every chunk is there before the manifest
-                self.producer.send(topic, manifest.encode(now), key=key, partition=where)
-                self.producer.flush(self._flush_timeout)
-            except KafkaDeliveryError as exc:
-                self._write_failed(exc)
-                self._saved[tp] = (now, -1)
-                continue
-            self._slots[tp] = slot
-            size = sum(len(b) for b in blobs)
             written += 1
             self._saved[tp] = (now, offset)
             label = (tp.topic, str(tp.partition))
@@ -254,12 +217,6 @@ class PartitionStates:
         )
         return None
 
-    def _write_failed(self, exc: Exception) -> None:
-        self.metrics.checkpoint_errors.labels("write").inc()
-        log.warning(
-            "state: cannot write checkpoints to %s (%s); retried at the next interval", self.config.topic, exc
-        )
-
     def release(self, tps: Iterable[TopicPartition]) -> int:
         """Forget the series of ``tps`` (given up): their state leaves this replica; return how many."""
         gone = list(tps)
@@ -267,7 +224,6 @@ class PartitionStates:
         for tp in gone:
             self._processed.pop(tp, None)
             self._saved.pop(tp, None)
-            self._slots.pop(tp, None)
             label = (tp.topic, str(tp.partition))
             for gauge in (
                 self.metrics.checkpoint_bytes,
@@ -276,6 +232,7 @@ class PartitionStates:
             ):
                 with contextlib.suppress(KeyError):
                     gauge.remove(*label)
+        self.changelog.forget(gone)
         if ids.size == 0:
             return 0
         self.bank.forget(ids)
@@ -286,12 +243,162 @@ class PartitionStates:
     # ------------------------------------------------------------------ restore
     def restore(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Load the latest checkpoint of each of ``tps``; return the offset each restored one resumes at."""
-        wanted = {state_key(self.group, tp): tp for tp in tps}
+        wanted = list(tps)
         if not wanted:
             return {}
         started = self.clock.now()
-        for tp in wanted.values():  # the first checkpoint comes an interval after the assignment
+        for tp in wanted:  # the first checkpoint comes an interval after the assignment
             self._saved[tp] = (started, -1)
+        offsets: dict[TopicPartition, int] = {}
+        for tp, (manifest, blobs) in self.changelog.read(wanted).items():
+            resumed = self._load(tp, manifest, blobs)
+            if resumed is not None:
+                offsets[tp] = resumed
+        elapsed = max(0.0, self.clock.now() - started)
+        self.metrics.restore_seconds.observe(elapsed)
+        cold = sorted(f"{tp.topic}[{tp.partition}]" for tp in wanted if tp not in offsets)
+        log.info(
+            "state: restored %d partition(s) in %.2f s%s",
+            len(offsets),
+            elapsed,
+            f"; cold (no usable checkpoint): {', '.join(cold)}" if cold else "",
+        )
+        return offsets
+
+    def _load(self, tp: TopicPartition, manifest: Manifest, blobs: list[bytes]) -> int | None:
+        try:
+            pieces = []
+            for i, blob in enumerate(blobs):
+                piece = decode(blob, self.config.max_inflated_bytes)
+                check_chunk(manifest, i, piece.meta)
+                pieces.append(piece)
+            state = merge(pieces)
+        except CheckpointError as exc:
+            self.changelog.skipped(tp, exc)
+            return None
+        where = self.changelog.where(tp)
+        restored = put_series(self.bank, state, OWNER)
+        for part, why in restored.dropped.items():
+            self.metrics.checkpoint_errors.labels("incompatible").inc()
+            log.warning("state: %s: detector %s starts cold: %s", where, part, why)
+        if restored.refused:
+            log.warning("state: %s: %d series not restored (series limit)", where, restored.refused)
+        self._mark(tp, restored.ids)
+        self._processed[tp] = manifest.offset
+        self._saved[tp] = (self.clock.now(), manifest.offset)
+        self.metrics.series_restored.inc(int(np.count_nonzero(restored.ids >= 0)))
+        self.restored += 1
+        return manifest.offset
+
+    def close(self) -> None:
+        """Close the checkpoint producer."""
+        self.changelog.close()
+
+
+class Changelog:
+    """A compacted topic of per-partition checkpoints: chunks under ``key#slot.i``, then a manifest
+    under ``key`` (``group/topic/partition``) naming them and the offset they reflect.
+
+    What the chunks hold is the caller's (detector state, open incidents); each chunk carries the
+    checkpoint's id and its index, which the caller checks with :func:`check_chunk`.
+    """
+
+    def __init__(
+        self,
+        config: PartitionStateConfig,
+        group: str,
+        connection: KafkaConnection,
+        metrics: AgentMetrics,
+        clock: Clock,
+        stop: threading.Event,
+        environ: Mapping[str, str] | None = None,
+        producer: ResilientProducer | None = None,
+    ) -> None:
+        self.config = config
+        self.group = group
+        self.connection = connection
+        self.metrics = metrics
+        self.clock = clock
+        self.environ = environ
+        self.producer = producer or ResilientProducer(
+            connection,
+            clock,
+            stop,
+            name="state",
+            environ=environ,
+            connect_timeout=min(connection.request_timeout, 10.0),
+            max_request_size=max(config.max_bytes + 65_536, 1 << 20),
+            compression_type=None,
+        )
+        self._flush_timeout = min(connection.request_timeout, 10.0)
+        self._slots: dict[TopicPartition, int] = {}  # the chunk slot of the last checkpoint written or read
+
+    def where(self, tp: TopicPartition) -> str:
+        """``topic key group/topic/partition``: where the checkpoint of ``tp`` is, for messages."""
+        return f"{self.config.topic} key {state_key(self.group, tp).decode()}"
+
+    def write(self, tp: TopicPartition, offset: int, blobs: list[bytes], ident: str) -> int | None:
+        """Write ``blobs`` as the checkpoint ``ident`` of ``tp`` at ``offset``; its size, or None
+        when it could not be written (counted and logged).
+
+        The chunks go first, then the manifest, all on the state partition of the manifest's key;
+        chunks alternate between two slots, so a crash while writing one leaves the previous
+        checkpoint whole.
+        """
+        topic = self.config.topic
+        try:
+            partitions = self.producer.partitions_for(topic)
+        except KafkaDeliveryError as exc:
+            self._write_failed(exc)
+            return None
+        key = state_key(self.group, tp)
+        slot = 1 - self._slots.get(tp, 1)
+        manifest = Manifest(self.group, tp.topic, tp.partition, offset, slot, len(blobs), ident)
+        where = state_partition(key, partitions)
+        try:
+            for i, blob in enumerate(blobs):
+                self.producer.send(topic, blob, key=manifest.chunk_key(i), partition=where)
+            self.producer.flush(self._flush_timeout)  # every chunk is there before the manifest
+            self.producer.send(topic, manifest.encode(self.clock.now()), key=key, partition=where)
+            self.producer.flush(self._flush_timeout)
+        except KafkaDeliveryError as exc:
+            self._write_failed(exc)
+            return None
+        self._slots[tp] = slot
+        return sum(len(b) for b in blobs)
+
+    def _write_failed(self, exc: Exception) -> None:
+        self.metrics.checkpoint_errors.labels("write").inc()
+        log.warning(
+            "state: cannot write checkpoints to %s (%s); retried at the next interval", self.config.topic, exc
+        )
+
+    def forget(self, tps: Iterable[TopicPartition]) -> None:
+        """``tps`` were given up: their next checkpoint here starts from what is read then."""
+        for tp in tps:
+            self._slots.pop(tp, None)
+
+    def skipped(self, tp: TopicPartition, exc: Exception) -> None:
+        """Log and count a checkpoint of ``tp`` that cannot be used."""
+        self.metrics.checkpoint_errors.labels("corrupt").inc()
+        log.warning(
+            "state: skipping the checkpoint at %s: %s; %s[%d] starts cold",
+            self.where(tp),
+            exc,
+            tp.topic,
+            tp.partition,
+        )
+
+    def read(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, tuple[Manifest, list[bytes]]]:
+        """The latest usable checkpoint of each of ``tps``: its manifest and its chunks in order.
+
+        A checkpoint that cannot be used (its manifest damaged, foreign, of another version or
+        partition, a chunk missing) is skipped with a warning; so is everything when the topic
+        cannot be read.
+        """
+        wanted = {state_key(self.group, tp): tp for tp in tps}
+        if not wanted:
+            return {}
         try:
             found = self._read(wanted)
         except KafkaError as exc:
@@ -302,65 +409,25 @@ class PartitionStates:
                 exc,
             )
             return {}
-        offsets: dict[TopicPartition, int] = {}
-        for key, (manifest, chunks) in found.items():
+        out: dict[TopicPartition, tuple[Manifest, list[bytes]]] = {}
+        for key, (value, chunks) in found.items():
             tp = wanted[key]
-            resumed = self._load(tp, manifest, chunks)
-            if resumed is not None:
-                offsets[tp] = resumed
-        elapsed = max(0.0, self.clock.now() - started)
-        self.metrics.restore_seconds.observe(elapsed)
-        cold = sorted(f"{tp.topic}[{tp.partition}]" for tp in wanted.values() if tp not in offsets)
-        log.info(
-            "state: restored %d partition(s) in %.2f s%s",
-            len(offsets),
-            elapsed,
-            f"; cold (no usable checkpoint): {', '.join(cold)}" if cold else "",
-        )
-        return offsets
-
-    def _load(
-        self, tp: TopicPartition, value: bytes | None, chunks: Mapping[bytes, bytes | None]
-    ) -> int | None:
-        key = state_key(self.group, tp)
-        where = f"{self.config.topic} key {key.decode()}"
-        if value is None:
-            return None
-        try:
-            manifest = Manifest.decode(value, self.group, tp)
-            pieces = []
-            for i in range(manifest.chunks):
-                blob = chunks.get(manifest.chunk_key(i))
-                if blob is None:
-                    raise CheckpointError(f"its chunk {i} of {manifest.chunks} is missing")
-                piece = decode(blob, self.config.max_inflated_bytes)
-                if piece.meta.get("id") != manifest.id or piece.meta.get("chunk") != i:
-                    raise CheckpointError(f"its chunk {i} belongs to another checkpoint")
-                pieces.append(piece)
-            state = merge(pieces)
-        except CheckpointError as exc:
-            self.metrics.checkpoint_errors.labels("corrupt").inc()
-            log.warning(
-                "state: skipping the checkpoint at %s: %s; %s[%d] starts cold",
-                where,
-                exc,
-                tp.topic,
-                tp.partition,
-            )
-            return None
-        restored = put_series(self.bank, state, OWNER)
-        for part, why in restored.dropped.items():
-            self.metrics.checkpoint_errors.labels("incompatible").inc()
-            log.warning("state: %s: detector %s starts cold: %s", where, part, why)
-        if restored.refused:
-            log.warning("state: %s: %d series not restored (series limit)", where, restored.refused)
-        self._mark(tp, restored.ids)
-        self._processed[tp] = manifest.offset
-        self._saved[tp] = (self.clock.now(), manifest.offset)
-        self._slots[tp] = manifest.slot
-        self.metrics.series_restored.inc(int(np.count_nonzero(restored.ids >= 0)))
-        self.restored += 1
-        return manifest.offset
+            if value is None:  # a tombstone
+                continue
+            try:
+                manifest = Manifest.decode(value, self.group, tp)
+                blobs = []
+                for i in range(manifest.chunks):
+                    blob = chunks.get(manifest.chunk_key(i))
+                    if blob is None:
+                        raise CheckpointError(f"its chunk {i} of {manifest.chunks} is missing")
+                    blobs.append(blob)
+            except CheckpointError as exc:
+                self.skipped(tp, exc)
+                continue
+            self._slots[tp] = manifest.slot
+            out[tp] = (manifest, blobs)
+        return out
 
     def _read(
         self, wanted: Mapping[bytes, TopicPartition]
@@ -414,7 +481,7 @@ class PartitionStates:
             reader.close(autocommit=False)
 
     def close(self) -> None:
-        """Close the checkpoint producer."""
+        """Close the producer."""
         self.producer.close(self._flush_timeout)
 
 
@@ -478,6 +545,12 @@ def state_partition(key: bytes, partitions: list[int]) -> int:
     """The state partition of a manifest key and its chunks: where the producer's default
     partitioner puts the key (murmur2, as the Java client)."""
     return partitions[(int(murmur2(key)) & 0x7FFFFFFF) % len(partitions)]
+
+
+def check_chunk(manifest: Manifest, i: int, meta: Mapping[str, Any]) -> None:
+    """CheckpointError unless ``meta`` (of a chunk read as the ``i``-th of ``manifest``) says so."""
+    if meta.get("id") != manifest.id or meta.get("chunk") != i:
+        raise CheckpointError(f"its chunk {i} belongs to another checkpoint")
 
 
 def _caught_up(reader: Any, tp: TopicPartition, end: int) -> bool:

@@ -6,8 +6,8 @@ access of the actions its steps name (``actions`` and ``onFailure``) on its targ
 history a ``when: rolloutWithin`` condition reads, and the annotations the executor puts on a
 target of a workload-changing action (its record of the action, ``aiops.dev/actions``, and
 ``executor.gitops: annotate``'s mark); besides, the Leases of leader election and of the agent-wide
-actions record. With the executor off the
-agent calls no Kubernetes API, and needs nothing.
+actions record, and the ConfigMaps of pending approvals (``executor.approvals.store:
+configmap``). With the executor off the agent calls no Kubernetes API, and needs nothing.
 
 Each playbook's rights go where it may act: the namespaces its guardrails allow (the agent's
 ``namespaces``, narrowed by the playbook's own and by a literal target namespace), less the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from agent.approvals import approvals_namespace
 from agent.config import AgentConfig
 from agent.playbook.actions import changes_workload
 from agent.playbook.guardrails import GuardrailDefaults, effective, protecting
@@ -75,5 +76,8 @@ def required_access(config: AgentConfig, playbooks: Iterable[LoadedPlaybook], na
         # the leader-election Lease and the agent-wide actions record (a Lease beside it)
         lease_namespace=(executor.lease_namespace or namespace)
         if executor.leader_election or executor.actions_record is not None
+        else None,
+        approvals_namespace=approvals_namespace(executor, {"POD_NAMESPACE": namespace})
+        if executor.approvals.store == "configmap"
         else None,
     )

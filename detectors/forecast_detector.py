@@ -6,7 +6,8 @@ ahead (``ceil(horizon / step)`` steps of ``step`` seconds). Of that forecast it 
 
 - ``U``, the largest upper bound over the horizon (the demand to provision for, or the highest
   the value may reach), and
-- ``M``, the point forecast at the step where ``U`` is reached.
+- ``M``, the highest point forecast over the horizon (the demand expected at its peak; what a
+  floor under a reactive autoscaler is sized on, which covers what the forecast misses).
 
 Only the newest sample of a forecast series in a batch gets a score; every other sample scores
 0, as do series whose forecaster has not learned enough for a full-horizon forecast yet (NaN).
@@ -238,7 +239,7 @@ class ForecastDetector:
         mean, upper = mean[learned], upper[learned]
         peak = np.argmax(upper, axis=1)
         rows = np.arange(s.size)
-        u, m = upper[rows, peak], mean[rows, peak]
+        u, m = upper[rows, peak], mean.max(axis=1)
         self._forecast_ts[s] = t
         self._upper[s] = u
         self._mean[s] = m
@@ -312,7 +313,7 @@ class ForecastDetector:
         return float(self._upper[series_id])
 
     def signal_details(self, series_id: int) -> dict[str, Any]:
-        """The latest forecast of ``series_id``: its mean and upper bound at the peak, and the horizon."""
+        """The latest forecast of ``series_id``: its highest point forecast and bound, and the horizon."""
         if series_id >= self._upper.shape[0] or not math.isfinite(self._upper[series_id]):
             return {}
         details: dict[str, Any] = {

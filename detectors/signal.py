@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,14 @@ class Signal:
     def labels(self) -> dict[str, str]:
         """The labels of the series."""
         return self.series.label_dict
+
+    @property
+    def forecast_mean(self) -> float | None:
+        """A forecast's point value (its highest point forecast over the horizon); None otherwise."""
+        mean = self.details.get("forecast_mean") if self.kind is SignalKind.FORECAST else None
+        if isinstance(mean, bool) or not isinstance(mean, int | float) or not math.isfinite(mean):
+            return None
+        return float(mean)
 
     @classmethod
     def from_dict(cls, data: object) -> Signal:

@@ -136,8 +136,9 @@ KINDS: Mapping[str, _Kind] = {
     "CronJob": _Kind("batch", "cron_job", "batch/v1"),
     "HorizontalPodAutoscaler": _Kind("autoscaling", "horizontal_pod_autoscaler", "autoscaling/v2"),
     "Lease": _Kind("coordination", "lease", "coordination.k8s.io/v1"),
+    "ConfigMap": _Kind("core", "config_map", "v1"),
 }
-"""The kinds the remediations address, with their API group version."""
+"""The kinds the remediations and the agent's own records address, with their API group version."""
 
 
 def api_version_of(kind: str) -> str:
@@ -494,6 +495,12 @@ class KubeClients:
         return self._obj(
             self.call("create", ref, self._method(kind, "create_namespaced_{}"), namespace, body)
         )
+
+    def replace(self, kind: str, namespace: str, name: str, body: Obj) -> Obj:
+        """PUT an object whole; with ``metadata.resourceVersion`` set, a 409 Conflict when it changed."""
+        ref = ObjectRef(kind, namespace, name)
+        method = self._method(kind, "replace_namespaced_{}")
+        return self._obj(self.call("update", ref, method, name, namespace, body))
 
     def patch(
         self,

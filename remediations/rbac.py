@@ -7,8 +7,9 @@ agent itself needs wherever it acts (the Events every action writes on its targe
 :data:`ROLLOUT_HISTORY_PERMISSIONS` what reading a Deployment's rollout history takes,
 :func:`annotate_permissions` the annotation of a target, and
 :data:`LEADER_ELECTION_PERMISSIONS` what it needs in its own namespace (the coordination.k8s.io
-Lease of leader election). Tests keep the table in step: its keys are the registry's actions, and
-every API call an action makes against the twin API server is one the table allows.
+Lease of leader election) and :data:`APPROVALS_PERMISSIONS` what its approval records take
+there. Tests keep the table in step: its keys are the registry's actions, and every API call an
+action makes against the twin API server is one the table allows.
 
 Which of these rights a deployment needs, and in which namespaces, is an :class:`Access`, worked
 out from the agent's config and playbooks by :mod:`agent.rbac`; :func:`manifests` renders it
@@ -46,6 +47,7 @@ RESOURCES: Mapping[str, tuple[str, str]] = MappingProxyType(
         "CronJob": ("batch", "cronjobs"),
         "HorizontalPodAutoscaler": ("autoscaling", "horizontalpodautoscalers"),
         "Lease": ("coordination.k8s.io", "leases"),
+        "ConfigMap": ("", "configmaps"),
     }
 )
 
@@ -156,6 +158,13 @@ LEADER_ELECTION_PERMISSIONS: tuple[Permission, ...] = _on(
 )
 
 
+#: What the approval records take where they live (``executor.approvals.store: configmap``): one
+#: ConfigMap per approval, listed by label, created, replaced at a resourceVersion, deleted.
+APPROVALS_PERMISSIONS: tuple[Permission, ...] = _on(
+    "", ("configmaps",), "get", "list", "create", "update", "delete"
+)
+
+
 def annotate_permissions(kinds: Iterable[str]) -> tuple[Permission, ...]:
     """Patch on the resources of ``kinds``: the executor's annotations of a target, the record of
     each workload-changing action before it writes (``aiops.dev/actions``), and the mark of one it
@@ -214,21 +223,26 @@ class Access:
     """The rights one deployment of the agent needs, and where.
 
     ``cluster``: in every namespace (a ClusterRole); ``namespaces``: in each named namespace only
-    (a Role each); ``lease_namespace``: where the leader-election Lease lives (None: no election).
+    (a Role each); ``lease_namespace``: where the leader-election Lease lives (None: no election);
+    ``approvals_namespace``: where the approval ConfigMaps live (None: not on the cluster).
     """
 
     cluster: tuple[Permission, ...] = ()
     namespaces: Mapping[str, tuple[Permission, ...]] = field(default_factory=lambda: MappingProxyType({}))
     lease_namespace: str | None = None
+    approvals_namespace: str | None = None
 
     def __post_init__(self) -> None:
-        for namespace in (*self.namespaces, *([self.lease_namespace] if self.lease_namespace else [])):
+        own = [n for n in (self.lease_namespace, self.approvals_namespace) if n]
+        for namespace in (*self.namespaces, *own):
             check_label("namespace", namespace)
 
     @property
     def empty(self) -> bool:
         """True when the agent calls no Kubernetes API at all."""
-        return not (self.cluster or any(self.namespaces.values()) or self.lease_namespace)
+        return not (
+            self.cluster or any(self.namespaces.values()) or self.lease_namespace or self.approvals_namespace
+        )
 
 
 def rules(permissions: Iterable[Permission]) -> list[dict[str, list[str]]]:
@@ -252,7 +266,8 @@ def manifests(access: Access, namespace: str = "aiops", name: str = "aiops-agent
 
     A ClusterRole and ClusterRoleBinding for the cluster-wide rights; a Role and RoleBinding
     ``name`` in each namespace with rights of its own; the Role and RoleBinding
-    ``name-leader-election`` for the Lease.
+    ``name-leader-election`` for the Lease; the Role and RoleBinding ``name-approvals`` for the
+    approval ConfigMaps.
     """
     check_label("service account namespace", namespace)
     check_subdomain("service account name", name)
@@ -289,4 +304,6 @@ def manifests(access: Access, namespace: str = "aiops", name: str = "aiops-agent
             found += role("Role", name, where, perms)
     if access.lease_namespace:
         found += role("Role", f"{name}-leader-election", access.lease_namespace, LEADER_ELECTION_PERMISSIONS)
+    if access.approvals_namespace:
+        found += role("Role", f"{name}-approvals", access.approvals_namespace, APPROVALS_PERMISSIONS)
     return found

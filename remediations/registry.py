@@ -61,6 +61,7 @@ def make_request(
     dry_run: bool = False,
     reason: str = "",
     signal_value: float | None = None,
+    signal_mean: float | None = None,
     limits: Limits | None = None,
 ) -> ActionRequest:
     """A validated :class:`ActionRequest` with its idempotency key (playbook, target, incident, step)."""
@@ -75,5 +76,6 @@ def make_request(
         dry_run=dry_run,
         reason=reason,
         signal_value=signal_value,
+        signal_mean=signal_mean,
         limits=limits if limits is not None else Limits(),
     )

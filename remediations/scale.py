@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -81,6 +81,21 @@ class ForecastTarget(BaseModel):
         description="least time between a forecast's change of capacity and its lowering "
         "(default 5m, the HPA's scale-down stabilisation window)",
     )
+    with_hpa: Literal["mean", "upper"] = Field(
+        "mean",
+        alias="withHpa",
+        description="what an HPA's floor is sized on: the forecast's point value (mean: the HPA "
+        "scales above the floor for what the forecast misses) or its upper bound (upper); a "
+        "target without an HPA is always sized on the upper bound",
+    )
+
+    def sized_on(self, request: ActionRequest, *, hpa: bool) -> float | None:
+        """The forecast to size on: ``value`` if set, the point forecast under an HPA, else the bound."""
+        if self.value is not None:
+            return self.value
+        if hpa and self.with_hpa == "mean" and request.signal_mean is not None:
+            return request.signal_mean
+        return request.signal_value
 
     def replicas(self, forecast: float) -> int:
         """The replica count that serves ``forecast`` with the headroom."""
@@ -202,12 +217,15 @@ def decide(
     base: int | None = None,
     record: Raise | None = None,
     now: float = 0.0,
+    *,
+    hpa: bool = False,
 ) -> Decision:
     """The replica count to set: from ``base`` (relative modes) or absolute, then bounds and maxStep.
 
     ``base`` is the recorded starting point of a relative scale (default: ``current``). The step
     limit applies against the base, so re-executing a relative scale gives the same number. A
-    forecast (``toForecast``) lowers only what it raised (``record``), not before its hold.
+    forecast (``toForecast``) lowers only what it raised (``record``), not before its hold; with
+    ``hpa`` it sets an HPA's floor (sized as :meth:`ForecastTarget.sized_on` says).
     """
     start = current if base is None else base
     if params.replicas is not None:
@@ -218,7 +236,7 @@ def decide(
         requested = max(0, math.ceil(round(start * params.factor, 9)))
     else:
         assert params.to_forecast is not None  # exactly one mode: checked when validated
-        value = params.to_forecast.value if params.to_forecast.value is not None else request.signal_value
+        value = params.to_forecast.sized_on(request, hpa=hpa)
         if value is None or not math.isfinite(value) or value < 0:
             msg = "scale toForecast needs a forecast: set toForecast.value or send the signal's value"
             raise ActionRefused(msg)
@@ -435,9 +453,15 @@ class ScaleAction(BaseAction[ScaleParams]):
                 self.name, target, f"nothing to do: {ctx.request.key} already executed", changes=False
             )
         current = _replicas_of(ctx.kube.get_scale(target.kind, target.namespace, target.name))
-        decision = decide(
-            params, ctx.request, current, self._origin(ctx, workload), raise_of(workload), ctx.clock.now()
-        )
+        if hpa is not None and params.to_forecast is not None:
+            # as executed: the forecast is judged against the HPA's floor, which it moves
+            decision = decide(
+                params, ctx.request, _min_of(hpa), None, raise_of(hpa), ctx.clock.now(), hpa=True
+            )
+        else:
+            decision = decide(
+                params, ctx.request, current, self._origin(ctx, workload), raise_of(workload), ctx.clock.now()
+            )
         details: dict[str, Any] = {
             "current": current,
             "requested": decision.requested,
@@ -449,11 +473,12 @@ class ScaleAction(BaseAction[ScaleParams]):
             now_min = _min_of(hpa)
             details.update({"hpa": _name(hpa), "floor": floor, "minReplicas": now_min})
             title = f"HorizontalPodAutoscaler {target.namespace}/{_name(hpa)}"
-            if floor <= now_min:
+            if floor == now_min or (floor < now_min and params.to_forecast is None):
                 summary = f"nothing to do: the HPA {_name(hpa)} already keeps at least {now_min} replicas"
                 return Plan(self.name, target, summary, changes=False, details=details)
+            verb = "raise" if floor > now_min else "lower"
             summary = (
-                f"raise the floor of HPA {_name(hpa)} (which scales {target}) from {now_min} to {floor}"
+                f"{verb} the floor of HPA {_name(hpa)} (which scales {target}) from {now_min} to {floor}"
                 + (f" ({'; '.join(why)})" if why else "")
             )
             diff = render(title, {"spec": {"minReplicas": now_min}}, {"spec": {"minReplicas": floor}})
@@ -596,7 +621,7 @@ class ScaleAction(BaseAction[ScaleParams]):
             if params.to_forecast is not None:
                 # the HPA's floor is the forecast's knob: the forecast is judged against the floor
                 # (not the replicas the HPA runs above it), and lowers only as far as it raised it
-                decision = decide(params, ctx.request, now_min, None, raise_of(hpa), now)
+                decision = decide(params, ctx.request, now_min, None, raise_of(hpa), now, hpa=True)
             else:
                 decision = decide(params, ctx.request, current, base)
             floor, why = self._floor(ctx, hpa, decision)

@@ -156,6 +156,8 @@ class ActionRequest:
     reason: str = ""
     signal_value: float | None = None
     """The triggering signal's value (a forecast's upper bound for ``scale: toForecast``)."""
+    signal_mean: float | None = None
+    """A forecast signal's point value: its highest point forecast over the horizon."""
     limits: Limits = field(default_factory=Limits)
     unhealthy: tuple[tuple[float, float], ...] = ()
     """Times (start, end) when the target had an incident: a rollback avoids revisions live then."""
@@ -192,6 +194,7 @@ class ActionRequest:
             "dryRun": self.dry_run,
             "reason": self.reason,
             "signalValue": self.signal_value,
+            **({} if self.signal_mean is None else {"signalMean": self.signal_mean}),
             **({"restore": True} if self.restore else {}),
         }
 

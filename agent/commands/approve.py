@@ -1,8 +1,10 @@
 """``aiops approve ID`` / ``aiops reject ID`` / ``aiops approvals``: decide actions waiting for a person.
 
-The executor keeps each action that needs approval as a JSON record in ``executor.approvals_dir``
-(see :mod:`agent.approvals`); these commands write the decision into it, and the leader's executor
-acts on it at its next tick. ``aiops approvals`` lists the records.
+The executor keeps each action that needs approval as a record in its approval store (see
+:mod:`agent.approvals`): ConfigMaps in the agent's namespace (``executor.approvals.store:
+configmap``), or files in ``executor.approvals_dir``. These commands write the decision into the
+same store, from any replica or from a laptop with a kubeconfig, and the executor acts on it at its
+next tick. ``aiops approvals`` lists the records.
 """
 
 from __future__ import annotations
@@ -10,27 +12,63 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.approvals import DEFAULT_APPROVALS_DIR, ApprovalError, ApprovalStore
+from agent.approvals import (
+    DEFAULT_APPROVALS_DIR,
+    ApprovalError,
+    ApprovalStore,
+    ConfigMapStore,
+    DirectoryStore,
+    open_store,
+)
+
+if TYPE_CHECKING:
+    from remediations.kube import KubeClients
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 
 
-def _directory(args: argparse.Namespace) -> Path:
-    if args.dir is not None:
-        return Path(args.dir)
-    if args.config is not None:
-        from agent.config import ConfigError, load_config  # noqa: PLC0415 - only with --config
+def _connect(kubeconfig: Path | None, context: str | None) -> KubeClients:
+    from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415 - only for ConfigMaps
 
-        try:
-            return Path(load_config(args.config).executor.approvals_dir)
-        except ConfigError as exc:
-            raise ApprovalError(str(exc)) from exc
-    return DEFAULT_APPROVALS_DIR
+    from remediations.kube import connect  # noqa: PLC0415
+
+    try:
+        return connect(kubeconfig, context=context)
+    except ConfigException as exc:
+        msg = f"cannot load a Kubernetes configuration (in-cluster, --kubeconfig, KUBECONFIG): {exc}"
+        raise ApprovalError(msg) from exc
+
+
+def _store(args: argparse.Namespace) -> ApprovalStore:
+    """The store the options name: ``--dir``; ``--namespace`` (ConfigMaps); the ``--config``'s
+    ``executor.approvals``; else the default directory."""
+    if args.dir is not None:
+        return DirectoryStore(Path(args.dir))
+    if args.config is None:
+        if args.namespace is None:
+            return DirectoryStore(DEFAULT_APPROVALS_DIR)
+        return ConfigMapStore(_connect(args.kubeconfig, args.context), args.namespace)
+    from agent.config import ConfigError, load_config  # noqa: PLC0415 - only with --config
+
+    try:
+        executor = load_config(args.config).executor
+    except ConfigError as exc:
+        raise ApprovalError(str(exc)) from exc
+    if args.namespace is not None:
+        executor = executor.model_copy(
+            update={"approvals": executor.approvals.model_copy(update={"namespace": args.namespace})}
+        )
+    if executor.approvals.store == "directory":
+        return open_store(executor, None, os.environ)
+    kube = _connect(args.kubeconfig or executor.kubeconfig, args.context or executor.context)
+    return open_store(executor, kube, os.environ)
 
 
 def _by(args: argparse.Namespace) -> str:
@@ -46,7 +84,7 @@ def decide(args: argparse.Namespace) -> int:
     """Approve or reject one pending action."""
     approve = args.command == "approve"
     try:
-        store = ApprovalStore(_directory(args))
+        store = _store(args)
         record = store.decide(args.id, approve, _by(args), time.time(), args.reason or "")
     except ApprovalError as exc:
         print(f"aiops {args.command}: {exc}", file=sys.stderr)
@@ -63,34 +101,39 @@ def decide(args: argparse.Namespace) -> int:
 def list_approvals(args: argparse.Namespace) -> int:
     """Print the approval records; say where they were looked for when no option said where."""
     try:
-        directory = _directory(args)
-        store = ApprovalStore(directory)
+        store = _store(args)
+        records = [r for r in store.records() if args.all or r.state.value == "pending"]
     except ApprovalError as exc:
         print(f"aiops approvals: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    if args.dir is None and args.config is None:
+    where = store.directory if isinstance(store, DirectoryStore) else store.where
+    if args.dir is None and args.config is None and args.namespace is None:
         print(
-            f"aiops approvals: looking in {directory}, the default; --config FILE reads the daemon's "
-            "executor.approvals_dir, --dir DIR names one",
+            f"aiops approvals: looking in {where}, the default; --config FILE reads the daemon's "
+            "executor.approvals, --dir DIR or --namespace NS names one",
             file=sys.stderr,
         )
-    records = [r for r in store.records() if args.all or r.state.value == "pending"]
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=2))
         return EXIT_OK
     if not records:
-        print(f"no {'' if args.all else 'pending '}approvals in {directory}")
+        print(f"no {'' if args.all else 'pending '}approvals in {where}")
     for r in records:
         target = r.request.get("target") or {}
-        where = f"{target.get('kind')}/{target.get('namespace')}/{target.get('name')}"
+        place = f"{target.get('kind')}/{target.get('namespace')}/{target.get('name')}"
         summary = r.plan.splitlines()[0] if r.plan else ""
-        print(f"{r.id}  {r.state.value:9}  {r.request.get('action')} {where}  {summary}")
+        print(f"{r.id}  {r.state.value:9}  {r.request.get('action')} {place}  {summary}")
     return EXIT_OK
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", type=Path, help="the approvals directory (default: from --config, else /tmp)")
-    p.add_argument("--config", type=Path, help="the agent config (its executor.approvals_dir)")
+    p.add_argument("--dir", type=Path, help="an approvals directory (default: from --config, else /tmp)")
+    p.add_argument("--config", type=Path, help="the agent config (its executor.approvals)")
+    p.add_argument("--namespace", help="the approval ConfigMaps in this namespace (overrides the config's)")
+    p.add_argument(
+        "--kubeconfig", type=Path, help="for ConfigMaps: kubeconfig (default: in-cluster, KUBECONFIG)"
+    )
+    p.add_argument("--context", help="for ConfigMaps: kubeconfig context")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

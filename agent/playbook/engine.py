@@ -60,6 +60,12 @@ stop a second execution. An id is never given to two incidents: a new episode wh
 has the timestamp of an earlier one (an alert re-sent with the same ``startsAt`` after it was
 resolved) gets the next id in sequence. A step skipped because its key had already executed is
 not a remediation: it starts no cooldown and spends no budget.
+
+With decisions taken from the signals topic, each incident belongs to the signals partition its
+signals come from (its ``origin``). :meth:`PlaybookEngine.hand_over` lets go of a partition's
+incidents and returns what its next owner needs; :meth:`PlaybookEngine.take_over` goes on with
+them there, asking again for a step whose outcome had not come back (agent/handover.py carries
+them between replicas; agent/playbook/incident.py is their form).
 """
 
 from __future__ import annotations
@@ -67,11 +73,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import math
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -100,6 +104,7 @@ from agent.playbook.guardrails import (
     guardrail_values,
     values_text,
 )
+from agent.playbook.incident import ALERT_STALE_AFTER, HandoverError, Incident, freeze, thaw
 from agent.playbook.loader import EMPTY_SET, LoadedPlaybook, PlaybookSet, render_params, signal_context
 from agent.playbook.models import ActionStep
 from agent.playbook.requests import DONE_STATUSES, LATER_STATUSES, Approval, Executor, Proposal
@@ -113,15 +118,26 @@ from remediations.types import ActionClass, ActionResult, ActionStatus, Target, 
 
 log = logging.getLogger("aiops.playbooks")
 
-#: A firing alert not re-notified for this long counts as resolved (Alertmanager re-sends firing
-#: alerts every repeat_interval, 4h by default; three missed repeats mean the resolve was lost).
-ALERT_STALE_AFTER = 12 * 3600.0
 #: The same rejection (playbook, reason) is audited at most once per this long.
 REJECTION_QUIET = 300.0
 #: A series silent for this many of its scrape intervals is stale.
 STALE_INTERVALS = 3.0
 #: How long incident ids and a target's incident history are remembered.
 MEMORY = 86400.0
+#: Most incident ids of one signals partition handed over with it (the newest).
+MAX_HANDED_IDS = 1000
+#: States in which an incident holds its target's slot for its class.
+BUSY = frozenset(
+    {
+        IncidentState.ACTING,
+        IncidentState.VERIFYING,
+        IncidentState.STALE,
+        IncidentState.FAILED,
+        IncidentState.ESCALATED,
+    }
+)
+#: States in which an incident runs steps (its actions, or onFailure's).
+STEPPING = frozenset({IncidentState.ACTING, IncidentState.FAILED, IncidentState.ESCALATED})
 #: A retryable failure without a delay of its own is tried again after this long.
 RETRY_DELAY = 30.0
 
@@ -204,6 +220,12 @@ class RecordedFacts:
         return ()
 
 
+def _entries(handed: Mapping[str, Any], name: str, kind: type[Any]) -> Any:
+    """``handed[name]`` when it is a ``kind``, else an empty one."""
+    value = handed.get(name)
+    return value if isinstance(value, kind) else kind()
+
+
 def incident_id(playbook: str, target: Target, first_signal: float) -> str:
     """A stable id: the same first signal, redelivered, gives the same id."""
     raw = f"{playbook}|{target}|{first_signal!r}".encode()
@@ -213,65 +235,6 @@ def incident_id(playbook: str, target: Target, first_signal: float) -> str:
 def iso_time(ts: float) -> str:
     """``1700000000`` -> ``2023-11-14T22:13:20Z``."""
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-@dataclass(slots=True, eq=False)
-class Incident:
-    """One incident's working state (mutable; the engine publishes snapshots, not these)."""
-
-    id: str
-    playbook: LoadedPlaybook
-    guardrails: EffectiveGuardrails
-    target: Target
-    state: IncidentState
-    started_at: float
-    signal: Signal
-    last_point: float | None = None  # clock time of the last matching non-alert signal
-    alerts: dict[str, float] = field(default_factory=dict)  # firing alert fingerprint -> last notified
-    cleared_at: float | None = None  # when the last active alert resolved
-    signals: int = 0
-    held: str | None = None
-    retry_at: float | None = None
-    acted_at: float | None = None
-    phase: str = "actions"
-    step_index: int = 0
-    waiting_key: str | None = None
-    cls: ActionClass = ActionClass.CORRECTIVE
-    source: str = SIGNALS  # where the evidence came from: its own budgets and slots
-    series: dict[SeriesKey, int] = field(default_factory=dict)  # fired series -> samples at last match
-    fired_at: float | None = None  # when it reached firing (the target's incident history)
-    acting_since: float | None = None
-    raised: bool = False  # a scale step executed: released when it resolves
-    remediated: bool = False  # a workload step ran: the cooldown started
-    when_checked: list[dict[str, Any]] = field(default_factory=list)  # the `when` values, for the record
-
-    def condition_last(self, now: float) -> float:
-        """The last time the condition was seen to hold (``now`` while an alert is firing)."""
-        for fp, notified in list(self.alerts.items()):
-            if now - notified >= ALERT_STALE_AFTER:
-                del self.alerts[fp]
-                self.cleared_at = max(self.cleared_at or -math.inf, notified + ALERT_STALE_AFTER)
-        if self.alerts:
-            return now
-        return max(self.last_point or -math.inf, self.cleared_at or -math.inf, self.started_at)
-
-    def lapsed(self, now: float) -> bool:
-        """Whether the condition has been silent for ``maxGap`` or longer."""
-        return now - self.condition_last(now) >= self.playbook.model.spec.trigger.max_gap
-
-    def snapshot(self) -> dict[str, object]:
-        """A JSON-ready view."""
-        return {
-            "id": self.id,
-            "playbook": self.playbook.name,
-            "target": self.target.to_dict(),
-            "state": self.state.value,
-            "startedAt": self.started_at,
-            "signals": self.signals,
-            "heldBy": self.held,
-            "actedAt": self.acted_at,
-            "class": self.cls.value,
-        }
 
 
 class PlaybookEngine:
@@ -322,17 +285,24 @@ class PlaybookEngine:
         self._history: dict[Target, list[tuple[float, float]]] = defaultdict(list)
         self._restores: list[tuple[float, Incident]] = []
         self._open_by_source: dict[str, int] = defaultdict(int)
+        self._id_origin: dict[str, str] = {}  # the signals partition of each id given out there
+        self._changed: set[str] = set()  # signals partitions whose incidents changed since asked
         self.replace_playbooks(playbooks)
 
     # ------------------------------------------------------------------ SignalSink
 
-    def emit(self, signals: Sequence[Signal]) -> None:
-        """Match ``signals`` against the playbooks, then advance every incident."""
+    def emit(self, signals: Sequence[Signal], origin: str | None = None) -> None:
+        """Match ``signals`` against the playbooks, then advance every incident.
+
+        ``origin`` names the signals partition they came from, when decisions are taken from the
+        signals topic: the incidents they open or join belong to it and move with it (see
+        :meth:`hand_over` and :meth:`take_over`).
+        """
         with self._lock:
             now = self.clock.now()
             for signal in signals:
                 try:
-                    self._on_signal(signal, now)
+                    self._on_signal(signal, now, origin)
                 except Exception:  # a bug on one signal must not stop the agent's loop
                     self._internal_error("signal")
             try:
@@ -420,9 +390,137 @@ class PlaybookEngine:
         with self._lock:
             return [inc.snapshot() for inc in self._active.values()]
 
+    # ------------------------------------------------------------------ hand-over
+
+    def _touch(self, inc: Incident) -> None:
+        if inc.origin is not None:
+            self._changed.add(inc.origin)
+
+    def touch(self, origin: str) -> None:
+        """Count signals partition ``origin`` as changed (its record is still to be written)."""
+        with self._lock:
+            self._changed.add(origin)
+
+    def changed(self) -> set[str]:
+        """The signals partitions whose incidents changed since the last call (their hand-over
+        record is out of date)."""
+        with self._lock:
+            changed, self._changed = self._changed, set()
+            return changed
+
+    def export(self, origin: str) -> dict[str, Any]:
+        """What another replica needs to go on with the incidents of signals partition ``origin``:
+        the open ones, the resolved ones whose raise is still to be released, and the ids given out
+        there (so that none is given out again), as JSON data."""
+        with self._lock:
+            ids = [(t, i) for i, t in self._ids.items() if self._id_origin.get(i) == origin]
+            return {
+                "incidents": [freeze(inc) for inc in self._active.values() if inc.origin == origin],
+                "releases": [
+                    {"due": due, "incident": freeze(inc)}
+                    for due, inc in self._restores
+                    if inc.origin == origin
+                ],
+                "ids": {i: t for t, i in sorted(ids)[-MAX_HANDED_IDS:]},
+            }
+
+    def hand_over(self, origin: str) -> dict[str, Any]:
+        """Let go of the incidents of signals partition ``origin``; return their :meth:`export`,
+        taken at the same moment, for the partition's new owner to go on with."""
+        with self._lock:
+            exported = self.export(origin)
+            now = self.clock.now()
+            gone = [inc for inc in self._active.values() if inc.origin == origin]
+            for inc in gone:
+                self._event(inc, inc.state, inc.state, f"handed over with signals partition {origin}", now)
+                if inc.waiting_key is not None:
+                    self._waiting.pop(inc.waiting_key, None)
+                if self._in_flight.get((inc.target, inc.cls)) is inc:
+                    del self._in_flight[(inc.target, inc.cls)]
+                self._drop(inc)
+            self._restores = [(t, inc) for t, inc in self._restores if inc.origin != origin]
+            for ident in [i for i, o in self._id_origin.items() if o == origin]:
+                del self._id_origin[ident]
+            self._changed.discard(origin)
+            if self.metrics is not None:
+                self.metrics.incidents_handed_over.inc(len(gone))
+                self.metrics.incidents_open.set(len(self._active))
+            return exported
+
+    def take_over(self, origin: str, handed: Mapping[str, Any]) -> int:
+        """Go on with the incidents of signals partition ``origin`` that its previous owner
+        exported; return how many were restored. An entry that cannot be taken in (another
+        version, its playbook gone or changed, damaged, or the same incident already open here)
+        is dropped with a warning."""
+        with self._lock:
+            now = self.clock.now()
+            for ident, when in _entries(handed, "ids", dict).items():
+                if isinstance(when, int | float) and not isinstance(when, bool):
+                    self._ids.setdefault(str(ident), float(when))
+                    self._id_origin[str(ident)] = origin
+            restored: list[Incident] = []
+            for data in _entries(handed, "incidents", list):
+                inc = self._thaw(origin, data)
+                if inc is None:
+                    continue
+                key = (inc.playbook.name, inc.target)
+                if key in self._active:
+                    self._refused(origin, "open", f"incident {inc.id}: {key} has an incident open here")
+                    continue
+                self._active[key] = inc
+                self._open_by_source[inc.source] += 1
+                self._ids[inc.id] = self._ids.get(inc.id, inc.started_at)
+                self._id_origin[inc.id] = origin
+                if inc.state in BUSY and (inc.target, inc.cls) not in self._in_flight:
+                    self._in_flight[(inc.target, inc.cls)] = inc
+                restored.append(inc)
+                why = f"taken over with signals partition {origin}; started {iso_time(inc.started_at)}"
+                self._event(inc, inc.state, inc.state, why, now)
+            for item in _entries(handed, "releases", list):
+                due = item.get("due") if isinstance(item, dict) else None
+                inc = self._thaw(origin, item.get("incident") if isinstance(item, dict) else None)
+                if inc is not None and isinstance(due, int | float):
+                    self._restores.append((float(due), inc))
+            if self.metrics is not None:
+                self.metrics.incidents_restored.inc(len(restored))
+                self.metrics.incidents_open.set(len(self._active))
+            for inc in restored:  # a step the previous owner was running or waiting on is asked again
+                if inc.state in STEPPING and (inc.waiting_key is not None or inc.retry_at is None):
+                    inc.waiting_key = None
+                    try:
+                        self._run(inc, now)
+                    except Exception:
+                        self._internal_error("take_over")
+            self._changed.discard(origin)
+            return len(restored)
+
+    def _thaw(self, origin: str, data: object) -> Incident | None:
+        try:
+            name = data.get("playbook") if isinstance(data, dict) else None
+            pb = self._set.get(name) if isinstance(name, str) else None
+            cls = (
+                playbook_class(s.params for s in pb.model.spec.actions)
+                if pb is not None
+                else ActionClass.CORRECTIVE
+            )
+            inc = thaw(data, self._set, self._guardrails, cls)
+        except HandoverError as exc:
+            self._refused(origin, "incompatible", str(exc))
+            return None
+        inc.origin = origin
+        for key in inc.series:  # fresh samples are counted from here (the counts were the other replica's)
+            seen = self.freshness.seen(key) if self.freshness is not None else None
+            inc.series[key] = seen.count if seen is not None else 0
+        return inc
+
+    def _refused(self, origin: str, reason: str, why: str) -> None:
+        log.warning("hand-over of signals partition %s: incident not restored: %s", origin, why)
+        if self.metrics is not None:
+            self.metrics.incidents_not_restored.labels(reason).inc()
+
     # ------------------------------------------------------------------ signals
 
-    def _on_signal(self, signal: Signal, now: float) -> None:
+    def _on_signal(self, signal: Signal, now: float, origin: str | None = None) -> None:
         is_alert = signal.kind is SignalKind.ALERT
         resolved = is_alert and signal.details.get("status") == "resolved"
         for pb in self._set:
@@ -450,7 +548,11 @@ class PlaybookEngine:
                 if self._open_by_source[source] >= cap:
                     self._reject(pb, signal, f"{cap} incidents from {source} open; refusing more", now)
                     continue
-                inc = self._open(pb, target, signal, now)
+                inc = self._open(pb, target, signal, now, origin)
+            elif origin is not None and inc.origin != origin:  # its signals moved (the playbooks changed)
+                self._touch(inc)
+                inc.origin = origin
+            self._touch(inc)
             inc.signal = signal
             inc.signals += 1
             if is_alert:
@@ -462,13 +564,17 @@ class PlaybookEngine:
                 if inc.state is IncidentState.STALE:
                     self._transition(inc, IncidentState.VERIFYING, "fresh matching samples again", now)
 
-    def _open(self, pb: LoadedPlaybook, target: Target, signal: Signal, now: float) -> Incident:
+    def _open(
+        self, pb: LoadedPlaybook, target: Target, signal: Signal, now: float, origin: str | None = None
+    ) -> Incident:
         base = incident_id(pb.name, target, signal.timestamp)
         ident, n = base, 1
         while ident in self._ids:  # a new episode, though its first signal has an old timestamp
             n += 1
             ident = f"{base}-{n}"
         self._ids[ident] = now
+        if origin is not None:
+            self._id_origin[ident] = origin
         inc = Incident(
             id=ident,
             playbook=pb,
@@ -479,6 +585,7 @@ class PlaybookEngine:
             signal=signal,
             cls=playbook_class(s.params for s in pb.model.spec.actions),
             source=ALERTS if signal.kind is SignalKind.ALERT else SIGNALS,
+            origin=origin,
         )
         self._active[(pb.name, target)] = inc
         self._open_by_source[inc.source] += 1
@@ -550,6 +657,7 @@ class PlaybookEngine:
         if len(self._ids) > 1000:
             for ident in [i for i, t in self._ids.items() if t <= now - MEMORY]:
                 del self._ids[ident]
+                self._id_origin.pop(ident, None)
         for target in list(self._history):
             kept = [(a, b) for a, b in self._history[target] if b > now - MEMORY]
             if kept:
@@ -912,6 +1020,7 @@ class PlaybookEngine:
                 reason=f"{inc.signal.kind.value} on {inc.signal.series} "
                 f"value {format_number(inc.signal.value)}; {explain_signal(inc.signal.to_dict())}",
                 signal_value=inc.signal.value,
+                signal_mean=inc.signal.forecast_mean,
                 limits=g.limits(scale_down=not (cls is ActionClass.CAPACITY and self._open_corrective(inc))),
             )
         except (TemplateError, ValueError) as exc:  # a ParamsError is a ValueError naming the field
@@ -1122,6 +1231,7 @@ class PlaybookEngine:
         guardrail: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
+        self._touch(inc)
         event = IncidentEvent(
             now,
             inc.id,

@@ -122,6 +122,7 @@ class Proposal:
             dry_run=bool(data.get("dryRun", False)),
             reason=str(data.get("reason") or ""),
             signal_value=None if data.get("signalValue") is None else float(data["signalValue"]),
+            signal_mean=None if data.get("signalMean") is None else float(data["signalMean"]),
             limits=Limits(
                 min_replicas=lim.get("minReplicas"),
                 max_replicas=lim.get("maxReplicas"),

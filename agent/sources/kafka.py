@@ -40,14 +40,21 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
 from agent.backoff import Backoff
 from agent.clock import Clock
 from agent.config import ConfigError, KafkaConnection, KafkaSourceConfig
-from agent.kafka_client import KafkaDeliveryError, ResilientProducer, consumer_kwargs, create_consumer
+from agent.kafka_client import (
+    KafkaDeliveryError,
+    RebalanceEvents,
+    ResilientProducer,
+    consumer_kwargs,
+    create_consumer,
+    owned_after,
+)
 from agent.metrics import AgentMetrics
 from agent.sources.base import Polled, SourceStartupError
 from agent.sources.kafka_formats import DecodeLimits, Malformed, SampleDecoder
@@ -86,41 +93,6 @@ _CRASH_MEMORY = 10_000
 Records = dict[TopicPartition, list[Any]]
 
 
-class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python is untyped
-    """Notes the consumer's rebalance callbacks; the source acts on them in its own thread.
-
-    kafka-python 3 calls these on its IO loop, which also sends the heartbeats: the work they
-    cause (checkpoints, restores) is done by :meth:`KafkaSource.poll` before it hands out a
-    record of the new assignment, never here.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.events: list[tuple[str, set[TopicPartition]]] = []
-
-    def _note(self, what: str, partitions: Any) -> None:
-        with self.lock:
-            self.events.append((what, set(partitions)))
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self._note("revoked", revoked)
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self._note("assigned", assigned)
-
-    def on_partitions_lost(self, lost: Any) -> None:
-        self._note("lost", lost)
-
-    def take(self, *, settled: bool = True) -> list[tuple[str, set[TopicPartition]]]:
-        """The events noted so far; with ``settled``, none while a revocation awaits its assignment
-        (an eager rebalance revokes every partition, then assigns: a partition kept is not moved)."""
-        with self.lock:
-            if settled and self.events and self.events[-1][0] == "revoked":
-                return []
-            events, self.events = self.events, []
-        return events
-
-
 class KafkaSource:
     """Consumes samples from ``config.topics`` in the consumer group ``config.group_id``.
 
@@ -146,7 +118,7 @@ class KafkaSource:
         self.config = config
         self.bank = bank
         self.states: PartitionStates | None = None
-        self._rebalances = _Rebalances()
+        self._rebalances = RebalanceEvents()
         self._owned: set[TopicPartition] = set()
         self._split: deque[Records] = deque()  # one partition's records each, not yet handed out
         self.connection = connection
@@ -390,12 +362,7 @@ class KafkaSource:
         events = self._rebalances.take(settled=settled)
         if not events:
             return False
-        owned = set(self._owned)
-        for what, partitions in events:
-            if what == "assigned":
-                owned |= partitions
-            else:
-                owned -= partitions
+        owned = owned_after(self._owned, events)
         gone, added = self._owned - owned, owned - self._owned
         self._drop_in_flight(consumer, fetched)
         self._owned = owned  # a new object: _hold sees that a rebalance happened

@@ -85,6 +85,7 @@ class _Setup:
     namespace: str
     metrics_topic: str
     signals_topic: str
+    kubeconfig: Path
 
     @classmethod
     def start(
@@ -95,6 +96,7 @@ class _Setup:
         twin_factory: TwinFactory,
         replicas: int,
         playbook: str,
+        executor: dict[str, Any] | None = None,
     ) -> _Setup:
         from kubernetes import client
 
@@ -121,8 +123,9 @@ class _Setup:
             cfg = _replica_config(
                 home, bootstrap, kafka_topic, metrics_topic, signals_topic, group, books, kube.kubeconfig
             )
+            cfg["executor"].update(executor or {})
             daemons.append(Daemon(home, cfg))
-        return cls(apps, names, daemons, namespace, metrics_topic, signals_topic)
+        return cls(apps, names, daemons, namespace, metrics_topic, signals_topic, kube.kubeconfig)
 
     def wait_ready(self) -> None:
         """Every replica ready, owning its share of the metrics and of the signals partitions."""
@@ -178,6 +181,14 @@ def _replica_config(
         },
         "log": {"format": "json"},
     }
+
+
+def _wait_owning_every_partition(survivor: Daemon, signals_topic: str) -> None:
+    eventually(
+        lambda: _sample(survivor, f'aiops_kafka_partitions_owned{{topic="{signals_topic}"}}') == PARTITIONS,
+        timeout=60,
+        what="the survivor owning every signals partition",
+    )
 
 
 def _sample(d: Daemon, name: str) -> float:
@@ -241,13 +252,31 @@ def test_an_anomaly_on_every_partition_is_acted_on_exactly_once(
         assert Counter(e["instance"] for e in executed) == dict.fromkeys(instances, share)
 
 
+def _opened(d: Daemon) -> list[dict[str, Any]]:
+    """The incidents the daemon opened, from its JSON log: the audit events of state pending."""
+    events = []
+    for line in d.output().splitlines():
+        with contextlib.suppress(ValueError):
+            audit = json.loads(line).get("audit")
+            if isinstance(audit, dict) and audit.get("previous") is None and audit.get("state") == "pending":
+                events.append(audit)
+    return events
+
+
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
 def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
-    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str], twin_factory: TwinFactory
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    kafka_topic: Callable[..., str],
+    twin_factory: TwinFactory,
+    stop: str,
 ) -> None:
-    """The incident waits in its 15 s ``for:`` window on the replica that owns its target; that
-    replica is SIGKILLed; the anomaly goes on, and the survivor, now owning every partition,
-    restarts the deployment, once."""
-    playbook = PLAYBOOK.replace("    maxGap: 10m", "    maxGap: 10m\n    for: 15s")
+    """The incident waits in its 30 s ``for:`` window on the replica that owns its target; 10 s
+    into it that replica is SIGKILLed (a crash: its last hand-over record stands) or SIGTERMed (a
+    rolling update: it writes its record on the way out); the anomaly goes on, and the survivor,
+    now owning every partition, takes the incident over (its id and its window) and restarts the
+    deployment once, 30 s after the incident opened: not 30 s after the take-over."""
+    playbook = PLAYBOOK.replace("    maxGap: 10m", "    maxGap: 10m\n    for: 30s")
     setup = _Setup.start(tmp_path, kafka_bootstrap, kafka_topic, twin_factory, 2, playbook)
     apps, names, daemons, namespace = setup.apps, setup.names, setup.daemons, setup.namespace
     metrics_topic, signals_topic = setup.metrics_topic, setup.signals_topic
@@ -275,15 +304,18 @@ def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
             owner = next((d for d in daemons if _sample(d, "aiops_incidents_open") == 1), None)
         assert owner is not None, "no replica opened the incident"
         survivor = b if owner is a else a
-        owner.proc.kill()
-        owner.proc.wait(10)
-        eventually(
-            lambda: (
-                _sample(survivor, f'aiops_kafka_partitions_owned{{topic="{signals_topic}"}}') == PARTITIONS
-            ),
-            timeout=60,
-            what="the survivor owning every signals partition",
-        )
+        eventually(lambda: bool(_opened(owner)), timeout=10, what="the opening in the owner's log")
+        (opened,) = _opened(owner)
+        while time.time() < opened["time"] + 10:
+            breach(0)
+            time.sleep(1)
+        if stop == "SIGKILL":
+            owner.proc.kill()
+            owner.proc.wait(10)
+        else:
+            assert owner.terminate()[0] == 0
+        killed = time.time()
+        _wait_owning_every_partition(survivor, signals_topic)
 
         def restarted() -> bool:
             breach(0)  # the anomaly goes on
@@ -294,6 +326,106 @@ def test_an_incident_open_on_a_replica_that_dies_is_acted_on_by_the_survivor(
         producer.close()
         time.sleep(2)
         executed = [e for d in daemons for e in _executed(d.log_path.parent / "audit.jsonl")]
+        assert [(e["target"]["name"], e["instance"], e["incident"]) for e in executed] == [
+            (names[0], survivor.log_path.parent.name, opened["incident"])
+        ]
+        assert _sample(survivor, "aiops_incidents_restored_total") >= 1
+        # by the window that began on the dead replica (a new one would end 30 s after the kill)
+        assert executed[0]["time"] < killed + 25, (
+            executed[0]["time"] - opened["time"],
+            killed - opened["time"],
+        )
+
+
+def test_a_pending_approval_survives_the_replica_that_made_it(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str], twin_factory: TwinFactory
+) -> None:
+    """Approval required, approvals on ConfigMaps: the replica that owns the target makes the
+    pending record and is SIGKILLed; a person approves with ``aiops approve`` from outside; the
+    survivor, whose engine opens the incident anew and proposes the same step, takes the record
+    over and restarts the deployment, once."""
+    import subprocess
+    import sys
+
+    from kubernetes import client
+
+    playbook = PLAYBOOK.replace("    cooldown: 1h", "    cooldown: 1h\n    approval: required")
+    approvals = {"store": "configmap", "namespace": "shop", "takeover": "10m"}
+    setup = _Setup.start(
+        tmp_path, kafka_bootstrap, kafka_topic, twin_factory, 2, playbook, executor={"approvals": approvals}
+    )
+    apps, names, daemons, namespace = setup.apps, setup.names, setup.daemons, setup.namespace
+    metrics_topic, signals_topic = setup.metrics_topic, setup.signals_topic
+    core: Any = client.CoreV1Api(client.ApiClient(_twin_configuration(setup.kubeconfig)))
+    a, b = daemons
+    with a, b:
+        setup.wait_ready()
+        producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
+
+        def breach() -> None:
+            sample = {
+                "name": "error_ratio",
+                "labels": {"namespace": namespace, "deployment": names[0]},
+                "timestamp": time.time(),
+                "value": 0.9,
+            }
+            producer.send(metrics_topic, orjson.dumps([sample]), key=names[0].encode(), partition=0)
+            producer.flush(10)
+
+        def records() -> list[dict[str, Any]]:
+            found = core.list_namespaced_config_map(namespace, label_selector="aiops.dev/approval=true")
+            return [json.loads(cm.data["record"]) for cm in found.items]
+
+        deadline = time.monotonic() + 30
+        while not records() and time.monotonic() < deadline:
+            breach()
+            time.sleep(1)
+        [pending] = records()
+        assert pending["state"] == "pending"
+        owner = next(d for d in daemons if d.log_path.parent.name == pending["owner"])
+        survivor = b if owner is a else a
+        owner.proc.kill()
+        owner.proc.wait(10)
+
+        def aiops(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "agent.cli", *args, "--namespace", namespace]
+            command += ["--kubeconfig", str(setup.kubeconfig)]
+            return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+        listed = aiops("approvals")
+        assert pending["id"] in listed.stdout, listed
+        approved = aiops("approve", pending["id"], "--by", "alice", "--reason", "e2e")
+        assert approved.returncode == 0, approved
+        assert approved.stdout.startswith(f"approved: restart on Deployment/{namespace}/{names[0]}")
+        _wait_owning_every_partition(survivor, signals_topic)
+
+        def restarted() -> bool:
+            breach()  # the anomaly goes on: the survivor opens the incident anew
+            dep = apps.read_namespaced_deployment(names[0], namespace)
+            return "kubectl.kubernetes.io/restartedAt" in (dep.spec.template.metadata.annotations or {})
+
+        eventually(restarted, timeout=60, interval=1.0, what="the survivor restarting the deployment")
+        for _ in range(3):  # room for a second execution, which must not come
+            breach()
+            time.sleep(1)
+        producer.close()
+        executed = [e for d in daemons for e in _executed(d.log_path.parent / "audit.jsonl")]
         assert [(e["target"]["name"], e["instance"]) for e in executed] == [
             (names[0], survivor.log_path.parent.name)
         ]
+        [done] = records()
+        assert (done["id"], done["state"], done["owner"]) == (
+            pending["id"],
+            "done",
+            survivor.log_path.parent.name,
+        )
+        assert done["outcome"]["status"] == "executed"
+        assert done["decidedBy"] == "alice"
+
+
+def _twin_configuration(kubeconfig: Path) -> Any:
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    return configuration

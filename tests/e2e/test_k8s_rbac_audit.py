@@ -402,3 +402,46 @@ def test_the_generated_rights_cover_what_the_agent_calls_around_its_actions(
     assert _ungranted(calls, _rights("CronJob", "[{retrain: {}}]")) == set()
     assert ("batch", "cronjobs", "patch") in calls
     assert RECORDED in audit.kube.get("CronJob", audit.ns, "train")["metadata"]["annotations"]
+
+
+def test_the_approval_records_call_exactly_what_the_approvals_role_grants(audit: Audit) -> None:
+    """Pending, decided, run, and deleted after the retention: the ConfigMap store's calls are
+    the approvals Role's rights, every one of them used."""
+    from agent.approvals import ConfigMapStore
+    from agent.playbook.requests import Approval
+
+    audit.create(_workload("Deployment", "web"))
+    config = ExecutorConfig(
+        enabled=True,
+        audit_topic=None,
+        events=False,
+        approvals={"store": "configmap", "namespace": audit.ns, "retention": 60},
+    )
+    executor = KubeExecutor(
+        audit.kube,
+        config,
+        audit.clock,
+        AuditTrail([MemoryAuditSink()]),
+        leader=StaticLeader(True),
+        instance="a",
+    )
+    request = make_request(
+        "restart",
+        Target("Deployment", audit.ns, "web"),
+        {},
+        playbook="audited",
+        incident="i",
+        step="actions[0]",
+    )
+    audit.env.server.clear_requests()
+    pending = executor.submit(Proposal(request, audit.clock.now(), Approval.REQUIRED))
+    assert pending.status is ActionStatus.PENDING_APPROVAL, pending.message
+    ConfigMapStore(audit.kube, audit.ns).decide(
+        str(pending.details["approval"]), True, "alice", audit.clock.now()
+    )
+    executor.tick()
+    audit.clock.advance(120)
+    executor.tick()
+    assert list(ConfigMapStore(audit.kube, audit.ns).records()) == []
+    on_configmaps = {call for call in _calls(audit.env) if call[1] == "configmaps"}
+    assert on_configmaps == grants(rbac.APPROVALS_PERMISSIONS)

@@ -454,3 +454,43 @@ def test_a_forecast_lowers_the_hpa_floor_it_raised_while_the_hpa_runs_above_it(t
     back = forecast(5.0, "inc-3")
     assert back.status is ActionStatus.EXECUTED, back.message
     assert floor() == 2  # never below the owner's floor
+
+
+def test_an_hpa_floor_follows_the_point_forecast_and_its_plan_says_what_runs(twin):
+    """Under an HPA the forecast's floor is the demand it expects (the HPA scales above it for what
+    the forecast misses), not its upper bound; the plan judges the floor exactly as the run does,
+    lowering included."""
+    clock = twin.twin.clock
+    twin.clock = clock
+    twin.deployment("web", replicas=2)
+    twin.autoscaling.create_namespaced_horizontal_pod_autoscaler(twin.ns, hpa_body("web", low=2, high=30))
+
+    def forecast(upper: float, mean: float, incident: str) -> tuple[Any, Any]:
+        request = twin.request(
+            "scale",
+            "Deployment",
+            "web",
+            {"toForecast": {"capacityPerPod": 10, "hold": "5m"}},
+            incident=incident,
+            playbook="ahead",
+            signal_value=upper,
+            signal_mean=mean,
+        )
+        return ACTIONS["scale"].plan(twin.ctx(request)), twin.run(request)
+
+    def floor() -> int:
+        return int(twin.read("HorizontalPodAutoscaler", "web")["spec"]["minReplicas"])
+
+    plan, raised = forecast(200.0, 60.0, "inc-1")
+    assert plan.summary.startswith("raise the floor of HPA web")
+    assert "from 2 to 6" in plan.summary
+    assert raised.status is ActionStatus.EXECUTED, raised.message
+    assert floor() == 6  # 60 / 10, not the bound's 20
+    twin.apps.patch_namespaced_deployment_scale("web", twin.ns, {"spec": {"replicas": 14}})
+    twin.twin.advance(600)
+    plan, lowered = forecast(200.0, 30.0, "inc-2")
+    assert plan.changes
+    assert "lower the floor of HPA web" in plan.summary, plan.summary
+    assert "from 6 to 4" in plan.summary  # 30 / 10 with the 10 % tolerance kept as room
+    assert lowered.status is ActionStatus.EXECUTED, lowered.message
+    assert floor() == 4

@@ -256,6 +256,7 @@ class Cluster:
         playbook: str = "pb",
         dry_run: bool = False,
         signal_value: float | None = None,
+        signal_mean: float | None = None,
         limits: Limits | None = None,
         namespace: str | None = None,
     ) -> ActionRequest:
@@ -269,6 +270,7 @@ class Cluster:
             dry_run=dry_run,
             reason="test",
             signal_value=signal_value,
+            signal_mean=signal_mean,
             limits=limits,
         )
 

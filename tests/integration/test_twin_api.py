@@ -521,3 +521,77 @@ def test_dynamic_client_discovers_the_twin(twin_cluster):
     assert got.spec.replicas == 2
     version = client.VersionApi(twin_cluster.api_client()).get_code()
     assert version.major == "1"
+
+
+def configmap_body(name: str, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, **extra}, "data": data}
+
+
+def test_configmaps_with_labels_and_optimistic_concurrency(twin_cluster, core):
+    ns = twin_cluster.namespace
+    labels = {"aiops.dev/approval": "true"}
+    created = core.create_namespaced_config_map(ns, configmap_body("a-1", {"record": "{}"}, labels=labels))
+    assert meta(created).resource_version
+    assert meta(created).generation is None, "configmaps have no generation"
+    core.create_namespaced_config_map(ns, configmap_body("other", {"x": "1"}))
+    core.create_namespaced_config_map(ns, {**configmap_body("bin", {}), "binaryData": {"blob": "AAEC"}})
+    listed = core.list_namespaced_config_map(ns, label_selector="aiops.dev/approval=true")
+    assert [name_of(cm) for cm in listed.items] == ["a-1"]
+    mine = core.read_namespaced_config_map("a-1", ns)
+    theirs = core.read_namespaced_config_map("a-1", ns)
+    mine.data = {"record": '{"state": "approved"}'}
+    updated = core.replace_namespaced_config_map("a-1", ns, mine)
+    assert updated.data == {"record": '{"state": "approved"}'}
+    theirs.data = {"record": '{"state": "expired"}'}
+    with pytest.raises(ApiException) as caught:
+        core.replace_namespaced_config_map("a-1", ns, theirs)
+    assert caught.value.status == 409
+    assert status_body(caught.value)["reason"] == "Conflict"
+    assert core.read_namespaced_config_map("a-1", ns).data == {"record": '{"state": "approved"}'}
+    stale = meta(theirs).resource_version
+    with pytest.raises(ApiException) as caught:
+        core.delete_namespaced_config_map(
+            "a-1",
+            ns,
+            body=client.V1DeleteOptions(preconditions=client.V1Preconditions(resource_version=stale)),
+        )
+    assert caught.value.status == 409
+    core.delete_namespaced_config_map("a-1", ns)
+    with pytest.raises(ApiException) as caught:
+        core.read_namespaced_config_map("a-1", ns)
+    assert caught.value.status == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        (configmap_body("k", {"no/slash": "x"}), "data[no/slash]", "FieldValueInvalid"),
+        (configmap_body("k", {"..hidden": "x"}), "data[..hidden]", "FieldValueInvalid"),
+        (configmap_body("k", {"big": "x" * (1024 * 1024 + 1)}), "data", "FieldValueTooLong"),
+        ({**configmap_body("k", {"a": "x"}), "binaryData": {"a": "AAEC"}}, "data[a]", "FieldValueInvalid"),
+        (
+            {**configmap_body("k", {}), "binaryData": {"b": "not base64!"}},
+            "binaryData[b]",
+            "FieldValueInvalid",
+        ),
+        (configmap_body("Not_A_Name", {}), "metadata.name", "FieldValueInvalid"),
+    ],
+)
+def test_invalid_configmaps_are_422_naming_the_field(twin_cluster, core, body, field, reason):
+    with pytest.raises(ApiException) as caught:
+        core.create_namespaced_config_map(twin_cluster.namespace, body)
+    assert caught.value.status == 422
+    causes = status_body(caught.value)["details"]["causes"]
+    assert (field, reason) in {(c["field"], c["reason"]) for c in causes}
+
+
+def test_an_immutable_configmap_keeps_its_data(twin_cluster, core):
+    ns = twin_cluster.namespace
+    core.create_namespaced_config_map(ns, {**configmap_body("frozen", {"a": "1"}), "immutable": True})
+    frozen = core.read_namespaced_config_map("frozen", ns)
+    frozen.data = {"a": "2"}
+    with pytest.raises(ApiException) as caught:
+        core.replace_namespaced_config_map("frozen", ns, frozen)
+    assert caught.value.status == 422
+    assert status_body(caught.value)["details"]["causes"][0]["field"] == "data"
+    assert core.read_namespaced_config_map("frozen", ns).data == {"a": "1"}

@@ -14,6 +14,7 @@ from detectors import (
     SampleBatch,
     SeriesKey,
     SeriesRegistry,
+    Signal,
     SignalKind,
     build_detector,
     detector_names,
@@ -364,3 +365,56 @@ def test_aggregate_forecasts_the_mean_of_each_step_once_it_is_complete() -> None
 def test_aggregate_is_a_boolean() -> None:
     with pytest.raises(DetectorError, match="aggregate: expected true or false"):
         ForecastDetector.from_params({"aggregate": "yes"})
+
+
+class _Fixed:
+    """A forecaster of this project's interface whose forecast is given: point and bound peak apart."""
+
+    name = "fixed"
+    step = 60.0
+    quantile = 0.95
+    invalid = 0
+    out_of_order = 0
+
+    def update(self, batch: SampleBatch) -> None:
+        del batch
+
+    def forecast(self, series_ids: Any, horizon: int) -> tuple[Any, Any]:
+        rows = len(series_ids)
+        mean = np.tile(np.array([5.0, 9.0, 7.0])[:horizon], (rows, 1))
+        upper = np.tile(np.array([20.0, 12.0, 10.0])[:horizon], (rows, 1))
+        return mean, upper
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: Any) -> None:
+        del state
+
+
+def test_the_point_value_is_the_highest_point_forecast_and_the_value_the_highest_bound() -> None:
+    """An HPA's floor is sized on the demand expected at its peak within the horizon: the highest
+    point forecast, wherever the bound peaks (the bound is widest at the first step here)."""
+    reg = SeriesRegistry()
+    sid = reg.id_for(REQUESTS)
+    det = ForecastDetector(_Fixed(), step=60.0, horizon=180.0)
+    bank = DetectorBank(reg, [DetectorSpec(det, 0.8)])
+    signals = bank.process(one(sid, 60.0, 4.0))
+    assert len(signals) == 1
+    assert signals[0].value == 20.0
+    assert signals[0].details["forecast_mean"] == 9.0
+    assert signals[0].forecast_mean == 9.0
+    assert signals[0].details["peak_in_seconds"] == 60.0
+
+
+def test_only_a_forecast_signal_has_a_point_forecast() -> None:
+    forecast = Signal(SignalKind.FORECAST, REQUESTS, 0.0, 20.0, 1.0, "forecast", {"forecast_mean": 9})
+    assert forecast.forecast_mean == 9.0
+    assert (
+        Signal(SignalKind.ANOMALY, REQUESTS, 0.0, 20.0, 1.0, "x", {"forecast_mean": 9}).forecast_mean is None
+    )
+    for bad in (float("nan"), float("inf"), "9", True, None):
+        assert (
+            Signal(SignalKind.FORECAST, REQUESTS, 0.0, 20.0, 1.0, "f", {"forecast_mean": bad}).forecast_mean
+            is None
+        )

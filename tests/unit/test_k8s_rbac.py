@@ -55,7 +55,19 @@ def test_the_manifest_is_what_the_shipped_config_and_playbooks_need() -> None:
     rendered = render_kustomization(K8S)
     # the shipped config allows every namespace: the playbooks' rights are one ClusterRole
     assert find(rendered, "ClusterRole")["rules"] == rbac.rules(access.cluster)
-    assert find(rendered, "Role")["rules"] == rbac.rules(rbac.LEADER_ELECTION_PERMISSIONS)
+    leases = find(rendered, "Role", "aiops-agent-leader-election")
+    assert leases["rules"] == rbac.rules(rbac.LEADER_ELECTION_PERMISSIONS)
+    # the shipped config keeps pending approvals as ConfigMaps in the agent's namespace
+    assert access.approvals_namespace == "aiops"
+    approvals = find(rendered, "Role", "aiops-agent-approvals")
+    assert approvals["rules"] == rbac.rules(rbac.APPROVALS_PERMISSIONS)
+    assert approvals["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["create", "delete", "get", "list", "update"],
+        }
+    ]
 
 
 def test_rules_are_least_privilege() -> None:
@@ -74,7 +86,9 @@ def test_rules_are_least_privilege() -> None:
     # leases only in the agent's own namespace, never cluster-wide
     cluster = find(rendered, "ClusterRole")
     assert all("leases" not in rule["resources"] for rule in cluster["rules"])
-    assert find(rendered, "Role")["metadata"]["namespace"] == "aiops"
+    # and so are the approval ConfigMaps
+    assert all("configmaps" not in rule["resources"] for rule in cluster["rules"])
+    assert {r["metadata"]["namespace"] for r in rendered if r["kind"] == "Role"} == {"aiops"}
 
 
 @pytest.mark.parametrize(

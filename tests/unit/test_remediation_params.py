@@ -237,7 +237,12 @@ def test_the_registry_is_built_once_and_read_only():
 # ---------------------------------------------------------------- scale decisions
 
 
-def request(params: dict[str, Any], limits: Limits | None = None, signal: float | None = None):
+def request(
+    params: dict[str, Any],
+    limits: Limits | None = None,
+    signal: float | None = None,
+    mean: float | None = None,
+):
     return make_request(
         "scale",
         Target("Deployment", "shop", "web"),
@@ -247,6 +252,7 @@ def request(params: dict[str, Any], limits: Limits | None = None, signal: float 
         step="s",
         limits=limits,
         signal_value=signal,
+        signal_mean=mean,
     )
 
 
@@ -278,6 +284,23 @@ def test_forecast_replicas_use_the_signal_value_and_round_up():
     r = request({"toForecast": {"capacityPerPod": 50}})
     with pytest.raises(ActionRefused, match="toForecast needs a forecast"):
         decide(r.params, r, current=1)
+
+
+def test_an_hpa_floor_is_sized_on_the_point_forecast_and_a_bare_target_on_the_bound():
+    """Under an HPA the floor covers the demand the forecast expects and the HPA scales above it for
+    what the forecast misses; without one, the bound is all the capacity there is."""
+    r = request({"toForecast": {"capacityPerPod": 50}}, signal=400.0, mean=150.0)
+    assert decide(r.params, r, current=1, hpa=True).desired == 3
+    assert decide(r.params, r, current=1).desired == 8
+    r = request({"toForecast": {"capacityPerPod": 50, "withHpa": "upper"}}, signal=400.0, mean=150.0)
+    assert decide(r.params, r, current=1, hpa=True).desired == 8
+    r = request({"toForecast": {"capacityPerPod": 50}}, signal=400.0)  # no point forecast sent
+    assert decide(r.params, r, current=1, hpa=True).desired == 8
+    r = request({"toForecast": {"value": 100, "capacityPerPod": 50}}, signal=400.0, mean=300.0)
+    assert decide(r.params, r, current=1, hpa=True).desired == 2
+    with pytest.raises(ParamsError, match="withHpa"):
+        request({"toForecast": {"capacityPerPod": 50, "withHpa": "median"}})
+    assert r.to_dict()["signalMean"] == 300.0
 
 
 def test_contradicting_bounds_and_absolute_counts_outside_them_are_refused():

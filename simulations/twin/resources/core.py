@@ -1,8 +1,12 @@
-"""core/v1: Namespaces, Pods, Events."""
+"""core/v1: Namespaces, Pods, Events, ConfigMaps."""
 
 from __future__ import annotations
 
-from simulations.twin.errors import FieldError, forbidden, invalid, not_supported, required
+import base64
+import binascii
+import re
+
+from simulations.twin.errors import FieldError, forbidden, invalid, not_supported, required, too_long
 from simulations.twin.objects import Obj, metadata, name_of, namespace_of
 from simulations.twin.resources.base import ResourceType
 from simulations.twin.resources.podspec import default_pod_spec, validate_pod_spec
@@ -186,4 +190,80 @@ EVENTS = ResourceType(
     allow_create_on_update=True,
 )
 
-RESOURCES = (NAMESPACES, PODS, EVENTS)
+# ---------------------------------------------------------------- ConfigMap
+
+#: The API server's limit on a ConfigMap's data and binaryData together (``MaxSecretSize``).
+CONFIGMAP_MAX_BYTES = 1024 * 1024
+_CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_KEY_MAX = 253
+
+
+def _configmap_key(key: str) -> str | None:
+    """Why ``key`` is not a valid ConfigMap key (``IsConfigMapKey``), or None."""
+    if len(key) > _KEY_MAX:
+        return f"must be no more than {_KEY_MAX} characters"
+    if not _CONFIGMAP_KEY.fullmatch(key):
+        return "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
+    if key in {".", ".."} or key.startswith(".."):
+        return "must not be '.' or '..' or start with '..'"
+    return None
+
+
+def _string_map(new: Obj, name: str, errors: list[FieldError]) -> dict[str, str]:
+    """``new[name]`` as a map of strings, with an error per key or value that is not one."""
+    value = new.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors.append(invalid(name, value, "must be a map of string keys to string values"))
+        return {}
+    found: dict[str, str] = {}
+    for key, text in value.items():
+        problem = _configmap_key(str(key))
+        if problem is not None:
+            errors.append(invalid(f"{name}[{key}]", key, problem))
+        elif not isinstance(text, str):
+            errors.append(invalid(f"{name}[{key}]", text, "must be a string"))
+        else:
+            found[key] = text
+    return found
+
+
+def _validate_configmap(new: Obj, old: Obj | None) -> list[FieldError]:
+    errors: list[FieldError] = []
+    data = _string_map(new, "data", errors)
+    binary = _string_map(new, "binaryData", errors)
+    size = sum(len(v.encode()) for v in data.values())
+    for key, text in binary.items():
+        if key in data:
+            errors.append(invalid(f"data[{key}]", key, "duplicate of key present in binaryData"))
+        try:
+            size += len(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            errors.append(invalid(f"binaryData[{key}]", "<value>", "must be base64-encoded bytes"))
+    if size > CONFIGMAP_MAX_BYTES:
+        errors.append(too_long("data", CONFIGMAP_MAX_BYTES))
+    immutable = new.get("immutable")
+    if immutable is not None and not isinstance(immutable, bool):
+        errors.append(invalid("immutable", immutable, "must be a boolean"))
+    if old is not None and old.get("immutable") is True:
+        if immutable is not True:
+            errors.append(forbidden("immutable", "field is immutable when `immutable` is set"))
+        for name in ("data", "binaryData"):
+            if (new.get(name) or {}) != (old.get(name) or {}):
+                errors.append(forbidden(name, "field is immutable when `immutable` is set"))
+    return errors
+
+
+CONFIGMAPS = ResourceType(
+    group="",
+    version="v1",
+    plural="configmaps",
+    singular="configmap",
+    kind="ConfigMap",
+    short_names=("cm",),
+    has_generation=False,
+    validate=_validate_configmap,
+)
+
+RESOURCES = (NAMESPACES, PODS, EVENTS, CONFIGMAPS)
