@@ -80,7 +80,6 @@ class Agent:
             per_metric=config.engine.series_per_metric,
         )
         self.bank = detector_bank(config.detectors, self.series)
-        self.sources = self._build_sources()
         self.leader: LeaseLeader | None = None
         self._closers: list[Callable[[], None]] = []
         self.facts: TargetFacts | None = None
@@ -90,6 +89,7 @@ class Agent:
         """One record per incident, folded from the engine's events and the executor's decisions;
         published to the audit file and topic, served at /incidents."""
         executor = self._build_executor() if config.executor.enabled else None
+        self.sources = self._build_sources()  # after the executor: the Lease decides who polls Prometheus
         # the agent never acts on itself: its own namespace is protected like the cluster's
         guardrails = protecting(config.playbooks.guardrails, self.environ.get("POD_NAMESPACE"))
         playbooks_config = config.playbooks.model_copy(update={"guardrails": guardrails})
@@ -181,9 +181,16 @@ class Agent:
         if cfg.sources.prometheus is not None and cfg.sources.prometheus.enabled:
             from agent.sources.prometheus import PrometheusSource  # noqa: PLC0415
 
+            # with a Lease, only its holder polls; the standby backfills from Prometheus on takeover
             sources.append(
                 PrometheusSource(
-                    cfg.sources.prometheus, self.series, self.metrics, self.clock, self.stop, self.environ
+                    cfg.sources.prometheus,
+                    self.series,
+                    self.metrics,
+                    self.clock,
+                    self.stop,
+                    self.environ,
+                    leader=self.leader,
                 )
             )
         return sources
@@ -277,10 +284,13 @@ class Agent:
         return True, "engine loop turning"
 
     def ready(self) -> tuple[bool, str]:
-        """Ready when every source is connected."""
+        """Ready when every source is connected (or, on standby, waiting for the Lease).
+
+        A source standing by is ready here while its ``aiops_source_ready`` says it is not connected."""
         down = [s.name for s in self.sources if not s.ready]
         for s in self.sources:
-            self.metrics.source_ready.labels(s.name).set(0 if s.name in down else 1)
+            standing_by = getattr(s, "standing_by", False)  # only the Prometheus source has a standby
+            self.metrics.source_ready.labels(s.name).set(0 if s.name in down or standing_by else 1)
         return (False, f"sources not ready: {', '.join(down)}") if down else (True, "all sources ready")
 
     def start_http(self) -> int:

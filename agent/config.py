@@ -199,13 +199,25 @@ class PrometheusQuery(_Model):
 
 
 class PrometheusSourceConfig(_Model):
-    """Run PromQL queries every ``interval``; backfill ``backfill`` of history at start."""
+    """Run PromQL queries every ``interval``; backfill ``backfill`` of history at start.
+
+    With leader election on (``executor.leader_election``), only the replica holding the Lease
+    queries; another backfills when it takes the Lease over (docs/scale-out.md).
+    """
 
     enabled: bool = Field(True, description="query Prometheus (when the section is present)")
     url: str = Field("http://localhost:9090", description="the Prometheus server")
-    interval: Duration = Field(30.0, description="how often the queries run, and the backfill's step")
+    interval: Duration = Field(
+        30.0,
+        description="how often the queries run, evaluated at the multiples of interval since the epoch, "
+        "and the backfill's step",
+    )
     timeout: Duration = Field(10.0, description="how long one HTTP call may take")
-    backfill: Duration = Field(3600.0, description="history fetched at start, for the detectors to learn")
+    backfill: Duration = Field(
+        3600.0,
+        description="history fetched at start and on taking the Lease over (what this replica has "
+        "not seen, at most this much), for the detectors to learn",
+    )
     verify_tls: bool = Field(True, description="verify the server's certificate")
     bearer_token_env: str | None = Field(None, description="environment variable holding a bearer token")
     queries: list[PrometheusQuery] = Field(default_factory=list)
@@ -455,7 +467,11 @@ class ExecutorConfig(_Model):
         10.0, gt=1, description="seconds a leader tries to renew before it steps down"
     )
     retry_period: float = Field(2.0, ge=1, description="seconds between lease attempts")
-    leader_election: bool = Field(True, description="elect a leader on a Lease; off: this replica acts alone")
+    leader_election: bool = Field(
+        True,
+        description="elect a leader on a Lease: only the leader polls Prometheus, and executes unless "
+        "signals.decisions; off: this replica executes and polls alone",
+    )
     workers: int = Field(
         4,
         ge=0,
