@@ -160,7 +160,7 @@ class HandoverConfig(PartitionStateConfig):
 class FreshnessConfig(_Model):
     """Freshness carried with the signals (decisions from the topic): each replica publishes, for
     the series it signalled recently, when each last reported and how many samples it sent, so the
-    replica deciding their incidents can verify them (agent/freshness.py)."""
+    replica deciding their incidents can verify them (docs/scale-out.md)."""
 
     enabled: bool = Field(
         True,
