@@ -371,6 +371,8 @@ class FreshnessView:
                 source, seen = record.source, record.seen
                 interval = max(seen.interval, record.every)
             else:
+                if entry is not None:  # the engine counts from 0 on a series never seen: so does the view
+                    entry.source, entry.total = None, 0
                 return None
             if entry is None:
                 entry = self._entry(key, now)

@@ -196,6 +196,28 @@ def test_a_record_already_past_the_signal_counts_on() -> None:
     assert end.count - at_signal.count == 5
 
 
+def test_a_series_no_longer_known_counts_again_from_nothing() -> None:
+    """The bank forgot the series (its partition went) and no record came: the view answers None,
+    and the engine takes 0 as the baseline; when the series comes back, the view counts from 0
+    too, not from what it had counted before."""
+    bank = Bank()
+    view, _ = _view(bank)
+    bank.report(WEB, T0)
+    view.seen(WEB)
+    bank.report(WEB, T0 + 15, T0 + 30, T0 + 45)
+    before = view.seen(WEB)
+    assert before is not None
+    assert before.count == 3
+    bank.freshness.forget(np.array([bank.series.lookup(WEB)]))
+    assert view.seen(WEB) is None
+    bank.report(WEB, T0 + 60)
+    view.seen(WEB)
+    bank.report(WEB, T0 + 75)
+    after = view.seen(WEB)
+    assert after is not None
+    assert after.count == 1
+
+
 def test_a_remote_series_is_stale_on_at_least_the_publishing_interval() -> None:
     """A series sampled every second, heard of every 5 s: judged on 5 s, so a record 12 s old is
     not stale (3 intervals = 15 s), one 16 s old is."""
