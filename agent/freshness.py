@@ -27,6 +27,11 @@ samples one source counted between two consecutive observations of it:
 - an observation whose predecessor is older than the series' newest signal starts a new
   baseline too: the samples between may be the signalled one, or come before it.
 
+Until the first record of a signalled series arrives (it follows the signal by up to
+``interval``), its signal is the evidence: a sample at the signal's time, none counted, judged
+stale on ``interval``; so an incident that acts at once is not called stale for the record's
+delay.
+
 Both rules can only under-count fresh samples (a verification waits an observation longer),
 never over-count them, and counts of two sources are never added up. Staleness of a series
 known from records is judged on the larger of its interval and the publisher's ``every``: the
@@ -370,6 +375,9 @@ class FreshnessView:
             elif record is not None:
                 source, seen = record.source, record.seen
                 interval = max(seen.interval, record.every)
+            elif entry is not None and math.isfinite(entry.signal):
+                # signalled, its first record still on the way: the signal is a sample of it
+                return Seen(entry.signal, entry.total, self.config.interval)
             else:
                 if entry is not None:  # the engine counts from 0 on a series never seen: so does the view
                     entry.source, entry.total = None, 0

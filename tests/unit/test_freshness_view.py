@@ -218,6 +218,25 @@ def test_a_series_no_longer_known_counts_again_from_nothing() -> None:
     assert after.count == 1
 
 
+def test_a_signalled_series_whose_first_record_is_on_the_way_is_not_stale() -> None:
+    """The signal came first (the record follows within the publishing interval): the series
+    counts as reported at the signal's time, with nothing fresh, and is stale only when no
+    record follows for 3 publishing intervals. The record then starts a baseline."""
+    view, _ = _view(Bank(), interval=5.0)
+    view.signalled([_signal(T0)])
+    at_signal = view.seen(WEB)
+    assert at_signal is not None
+    assert at_signal == Seen(T0, 0, 5.0)
+    assert not at_signal.stale(T0 + 15, 3.0)
+    assert at_signal.stale(T0 + 16, 3.0)
+    view.receive([_record("a-1", T0 + 4, 20)])
+    view.seen(WEB)
+    view.receive([_record("a-1", T0 + 9, 25)])
+    seen = view.seen(WEB)
+    assert seen is not None
+    assert seen.count - at_signal.count == 5
+
+
 def test_a_remote_series_is_stale_on_at_least_the_publishing_interval() -> None:
     """A series sampled every second, heard of every 5 s: judged on 5 s, so a record 12 s old is
     not stale (3 intervals = 15 s), one 16 s old is."""
