@@ -10,6 +10,7 @@ on B's own bank alone (how verification worked before), both escalate: B never s
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -19,12 +20,12 @@ import numpy as np
 import orjson
 import pytest
 import yaml
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
 from agent.app import detector_bank
 from agent.clock import ManualClock
 from agent.config import DetectorConfig, FreshnessConfig, KafkaConnection
-from agent.freshness import FreshnessForwarder, FreshnessView
+from agent.freshness import FreshnessForwarder, FreshnessRecord, FreshnessView
 from agent.kafka_client import ResilientProducer
 from agent.kafka_sink import KafkaSignalSink
 from agent.metrics import AgentMetrics
@@ -34,7 +35,8 @@ from agent.playbook.loader import PlaybookSet, load_sources
 from agent.playbook.requests import RecordingExecutor
 from agent.routing import DecisionConsumer, target_key
 from detectors import SampleBatch, SeriesKey, SeriesRegistry, Signal
-from detectors.freshness import SeriesFreshness
+from detectors.freshness import Seen, SeriesFreshness
+from detectors.signal import SignalKind
 
 pytestmark = pytest.mark.integration
 
@@ -238,4 +240,46 @@ def test_an_incident_detected_on_one_replica_is_verified_on_the_replica_that_dec
             assert {w for w, _ in where[deployment]} == {"signal", "freshness"}
     finally:
         a.close()
+        b.close()
+
+
+def test_bad_freshness_records_are_counted_and_skipped_with_a_warning(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Between a good record and a signal: a record of another version and a damaged one. Both
+    are counted and skipped, each with a warning naming where it is; the good ones go on."""
+    topic = kafka_topic(1, prefix="signals")
+    connection = KafkaConnection(bootstrap_servers=[kafka_bootstrap], request_timeout=5.0)
+    clock = ManualClock(T0)
+    b = Deciding(connection, topic, _playbooks(), clock, forwarded=True)
+    good = FreshnessRecord("replica-a-1", _key("web"), Seen(T0, 7, 15.0), 5.0)
+    newer = {**orjson.loads(good.encode()), "version": 2}
+    damaged = {**orjson.loads(good.encode()), "count": "many"}
+    signal = Signal(SignalKind.THRESHOLD, _key("web"), T0, 0.9, 1.0, "threshold")
+    producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
+    for value in (good.encode(), orjson.dumps(newer), orjson.dumps(damaged), orjson.dumps(signal.to_dict())):
+        producer.send(topic, value, key=b"Deployment/shop/web")
+    producer.flush(10)
+    producer.close()
+    try:
+        with caplog.at_level(logging.WARNING, logger="aiops.decisions"):
+            b.drive(lambda: b.decisions.received == 1, what="b taking the signal")
+        assert b.view.received == 1
+        assert b.decisions.malformed == 2
+        errors = b.metrics.source_errors.labels("decisions", "malformed_freshness")._value.get()
+        assert errors == 2
+        warnings = [r.getMessage() for r in caplog.records]
+        assert any(
+            f"not a freshness record at {topic}[0]@1: freshness record version 2 is not supported" in w
+            for w in warnings
+        ), warnings
+        assert any(
+            f"at {topic}[0]@2: field 'count' must be a non-negative integer, got 'many'" in w
+            for w in warnings
+        ), warnings
+        seen = b.view.seen(_key("web"))
+        assert seen is not None
+        assert seen.last == T0
+        assert [p.request.target.name for p in b.executor.requests] == ["web"]
+    finally:
         b.close()
