@@ -55,6 +55,10 @@ log = logging.getLogger("aiops.decisions")
 
 #: Records taken per poll.
 MAX_POLL_RECORDS = 500
+#: A partition whose offset moved by freshness records alone has its hand-over record written at
+#: most this often: its next owner reads at most this long of records again, and a partition
+#: without signals is not written every interval for records alone.
+RECORDS_ONLY_EVERY = 60.0
 
 
 def target_key(playbooks: PlaybookSet, signal: Signal) -> bytes:
@@ -110,6 +114,7 @@ class DecisionConsumer:
         self.owned: set[TopicPartition] = set()
         self._taken: dict[TopicPartition, int] = {}  # the next offset the engine has not taken
         self._written: dict[TopicPartition, tuple[float, int]] = {}  # the last hand-over record: when, offset
+        self._signalled: dict[TopicPartition, int] = {}  # the offset after the last signal taken
         #: Signals handed to the engine, and records that were neither signals nor freshness records.
         self.received = 0
         self.malformed = 0
@@ -165,6 +170,8 @@ class DecisionConsumer:
                 self.engine.emit(signals, origin=origin(tp))
             if records:
                 self._taken[tp] = records[-1].offset + 1
+            if signals:
+                self._signalled[tp] = records[-1].offset + 1
         self.engine.flush()
         self._save(self._due())
         if polled:
@@ -244,14 +251,16 @@ class DecisionConsumer:
             exported = self.engine.hand_over(origin(tp))
             taken = self._taken.pop(tp, None)
             self._written.pop(tp, None)
+            self._signalled.pop(tp, None)
             if write and handover is not None and handover.config.enabled and taken is not None:
                 handover.write(tp, taken, exported)
         if handover is not None:
             handover.forget(gone)
 
     def _due(self) -> list[TopicPartition]:
-        """The partitions whose incidents or offset changed since their record was written, at
-        least ``interval`` ago."""
+        """The partitions whose incidents changed, or that had signals, since their record was
+        written at least ``interval`` ago; those whose offset moved by other records alone (the
+        freshness records) when it was written at least :data:`RECORDS_ONLY_EVERY` ago."""
         if self.handover is None or not self.handover.config.enabled:
             return []
         now = self.clock.now()
@@ -262,11 +271,14 @@ class DecisionConsumer:
             if taken is None:
                 continue
             when, offset = self._written.get(tp, (-math.inf, -1))
-            if origin(tp) in changed or offset != taken:
+            moved = self._signalled.get(tp, -1) > offset
+            if origin(tp) in changed or moved:
                 if now - when >= self.handover.config.interval:
                     due.append(tp)
-                else:
+                elif origin(tp) in changed:
                     self.engine.touch(origin(tp))  # still changed: written when the interval is over
+            elif offset != taken and now - when >= max(RECORDS_ONLY_EVERY, self.handover.config.interval):
+                due.append(tp)
         return due
 
     def _save(self, tps: list[TopicPartition]) -> None:

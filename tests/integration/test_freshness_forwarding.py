@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 import pytest
 import yaml
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from agent.app import detector_bank
 from agent.clock import ManualClock
@@ -283,3 +283,45 @@ def test_bad_freshness_records_are_counted_and_skipped_with_a_warning(
         assert [p.request.target.name for p in b.executor.requests] == ["web"]
     finally:
         b.close()
+
+
+def test_freshness_records_alone_write_the_hand_over_record_once_a_minute_signals_at_once(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """A deciding replica with hand-over records every 1 s: two minutes of freshness records
+    (one every 2 s, no signal) write its record at most once a minute (the next owner reads at
+    most a minute of records again); a signal has it written at the next step."""
+    from tests.integration.test_handover import Replica
+
+    signals_topic = kafka_topic(1, prefix="signals")
+    state_topic = kafka_topic(1, prefix="state")
+    clock = ManualClock(T0)
+    replica = Replica(
+        "a", kafka_bootstrap, signals_topic, state_topic, f"decide-{signals_topic}", _playbooks(), clock
+    )
+    tp = TopicPartition(signals_topic, 0)
+    producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
+
+    def send(value: bytes) -> None:
+        producer.send(signals_topic, value, key=b"Deployment/shop/web")
+        producer.flush(10)
+        sent = producer_offsets[0] = producer_offsets[0] + 1
+        replica.drive(lambda: replica.consumer.position(tp) >= sent, what=f"taking {sent} records")
+
+    producer_offsets = [0]
+    try:
+        replica.join(tp)
+        before = replica.handover.written
+        for t in range(0, 121, 2):
+            clock.set(T0 + t)
+            record = FreshnessRecord("replica-z-1", _key("web"), Seen(T0 + t, t, 2.0), 5.0)
+            send(record.encode())
+        records_only = replica.handover.written - before
+        assert 1 <= records_only <= 3, records_only  # at T0, T0+60, T0+120 (every 1 s before)
+        clock.set(T0 + 122)
+        signal = Signal(SignalKind.THRESHOLD, _key("web"), T0 + 122, 0.9, 1.0, "threshold")
+        send(orjson.dumps(signal.to_dict()))
+        assert replica.handover.written - before == records_only + 1
+    finally:
+        producer.close()
+        replica.close()
