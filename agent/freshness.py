@@ -27,15 +27,18 @@ samples one source counted between two consecutive observations of it:
 - an observation whose predecessor is older than the series' newest signal starts a new
   baseline too: the samples between may be the signalled one, or come before it.
 
+Both rules can only under-count fresh samples (a verification waits an observation longer),
+never over-count them, and counts of two sources are never added up. A series the view can no
+longer answer for (the bank forgot it, no record) loses its count, as the engine counts a
+series never seen from 0. Staleness of a series known from records is judged on the larger of
+its interval and the publisher's ``every``: the evidence cannot be fresher than its forwarding.
 Until the first record of a signalled series arrives (it follows the signal by up to
 ``interval``), its signal is the evidence: a sample at the signal's time, none counted, judged
 stale on ``interval``; so an incident that acts at once is not called stale for the record's
 delay.
 
-Both rules can only under-count fresh samples (a verification waits an observation longer),
-never over-count them, and counts of two sources are never added up. Staleness of a series
-known from records is judged on the larger of its interval and the publisher's ``every``: the
-evidence cannot be fresher than its forwarding.
+A replica publishes only for the series it signalled itself: a series whose metrics partition
+moved to a replica where it has not signalled is not published until it signals there.
 
 Records are versioned JSON (``{"format": "aiops.freshness", "version": 1, ...}``; a signal
 has no ``format``); a record of another format or version, or damaged, is counted and skipped by
