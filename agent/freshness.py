@@ -12,8 +12,8 @@ the last ``window`` (at most ``max_series``, the most recently signalled), a sma
 to the signals topic under the key of that series' signals, so it lands on the partition of the
 incidents it is evidence for. It holds the series, its newest sample's time, its sample count,
 its interval, the publishing process (the *source*) and the publisher's ``interval`` (*every*).
-A series' record is sent when its count changed since the last one, at most every ``interval``
-per series and key.
+Each series (and key) is looked at every ``interval``, and a record sent when its count changed
+since the last one.
 
 Reading, on the deciding side (:class:`FreshnessView`, the engine's freshness): the decision
 consumer hands it the records and the signals it takes. Per series it answers from this
@@ -160,7 +160,7 @@ class _Published:
     """What was last published for one series under one key."""
 
     signalled: float  # clock time of its newest signal
-    sent: float = -math.inf  # clock time of its last record
+    checked: float = -math.inf  # clock time it was last looked at (a record sent, or nothing new)
     count: int = -1  # the count in it
 
 
@@ -235,21 +235,22 @@ class FreshnessForwarder:
             horizon = now - self.config.window
             while self._tracked and next(iter(self._tracked.values())).signalled < horizon:
                 self._tracked.popitem(last=False)
-            due = [(t, e) for t, e in self._tracked.items() if now - e.sent >= interval]
+            due = [(t, e) for t, e in self._tracked.items() if now - e.checked >= interval]
         try:
             for (series, key), entry in due:
+                entry.checked = now  # nothing new: looked at again an interval later
                 seen = self.local.seen(series)
                 if seen is None or seen.count == entry.count:
                     continue
                 record = FreshnessRecord(self.source, series, seen, interval)
                 self.producer.send(self.topic, record.encode(), key=key)
-                entry.sent, entry.count = now, seen.count
+                entry.count = seen.count
                 sent.append(entry)
             if sent:
                 self.producer.flush(max(interval, 1.0))
         except KafkaDeliveryError as exc:
             for entry in sent:
-                entry.sent, entry.count = -math.inf, -1
+                entry.checked, entry.count = -math.inf, -1
             self.metrics.sink_errors.labels(self.name).inc()
             log.warning("freshness: publishing %d record(s) to %s failed: %s", len(sent), self.topic, exc)
             return 0
