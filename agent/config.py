@@ -157,6 +157,38 @@ class HandoverConfig(PartitionStateConfig):
     )
 
 
+class FreshnessConfig(_Model):
+    """Freshness carried with the signals (decisions from the topic): each replica publishes, for
+    the series it signalled recently, when each last reported and how many samples it sent, so the
+    replica deciding their incidents can verify them (docs/scale-out.md)."""
+
+    enabled: bool = Field(
+        True,
+        description="publish freshness records of recently signalled series to the signals topic, "
+        "and verify incidents on them on the deciding replica (with signals.decisions)",
+    )
+    interval: Duration = Field(
+        5.0,
+        gt=0,
+        description="least time between two freshness records of one series (sent while its "
+        "sample count changes); staleness of a series heard of this way is judged on at least "
+        "this interval",
+    )
+    window: Duration = Field(
+        3600.0,
+        gt=0,
+        description="how long after its last signal a series' freshness is published and kept; "
+        "longer than the longest verify.within of the playbooks",
+    )
+    max_series: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="most series whose freshness is published (the most recently signalled) and "
+        "kept on the deciding side",
+    )
+
+
 class KafkaSourceConfig(_Model):
     """Consume samples from Kafka topics in a consumer group."""
 
@@ -321,6 +353,7 @@ class SignalsConfig(_Model):
         "aiops-agent-decisions", min_length=1, description="the consumer group of the deciding side"
     )
     handover: HandoverConfig = Field(default_factory=HandoverConfig)
+    freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
 
 
 class HttpConfig(_Model):

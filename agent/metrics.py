@@ -144,6 +144,16 @@ class AgentMetrics:
         self.signals_forwarded = Counter(
             "aiops_signals_forwarded", "Signals published to the signals topic", registry=r
         )
+        self.freshness_published = Counter(
+            "aiops_freshness_records_published",
+            "Freshness records of signalled series published to the signals topic",
+            registry=r,
+        )
+        self.freshness_received = Counter(
+            "aiops_freshness_records_received",
+            "Freshness records taken from the signals topic by the deciding side",
+            registry=r,
+        )
         self.commits = Counter(
             "aiops_commits", "Offset commits after processed batches, by source", ["source"], registry=r
         )
