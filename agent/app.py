@@ -34,6 +34,7 @@ from detectors.hold import AlarmHold
 from remediations.types import Target
 
 if TYPE_CHECKING:
+    from agent.freshness import FreshnessForwarder, FreshnessView
     from agent.leader import LeaseLeader
     from agent.routing import DecisionConsumer
 
@@ -80,7 +81,6 @@ class Agent:
             per_metric=config.engine.series_per_metric,
         )
         self.bank = detector_bank(config.detectors, self.series)
-        self.sources = self._build_sources()
         self.leader: LeaseLeader | None = None
         self._closers: list[Callable[[], None]] = []
         self.facts: TargetFacts | None = None
@@ -90,6 +90,19 @@ class Agent:
         """One record per incident, folded from the engine's events and the executor's decisions;
         published to the audit file and topic, served at /incidents."""
         executor = self._build_executor() if config.executor.enabled else None
+        self.sources = self._build_sources()  # after the executor: the Lease decides who polls Prometheus
+        self.freshness: FreshnessView | None = None
+        """With decisions from the topic: the freshness the engine verifies on (this bank's and
+        the records of the replicas that detect the other series)."""
+        self.forwarder: FreshnessForwarder | None = None
+        self.source_id = ""
+        if config.signals.decisions and config.signals.freshness.enabled:
+            from agent.freshness import FreshnessView, source_id  # noqa: PLC0415
+
+            self.source_id = source_id(self.environ)
+            self.freshness = FreshnessView(
+                config.signals.freshness, self.bank.freshness, self.source_id, clock, self.metrics
+            )
         # the agent never acts on itself: its own namespace is protected like the cluster's
         guardrails = protecting(config.playbooks.guardrails, self.environ.get("POD_NAMESPACE"))
         playbooks_config = config.playbooks.model_copy(update={"guardrails": guardrails})
@@ -100,7 +113,7 @@ class Agent:
             executor=executor,
             audit=Audit([LogAudit(), *self.audit_sinks, self.decisions]),
             facts=self.facts,
-            freshness=self.bank.freshness,
+            freshness=self.freshness if self.freshness is not None else self.bank.freshness,
             pool=PoolSettings(
                 workers=config.executor.workers,
                 queue=config.executor.queue,
@@ -144,6 +157,7 @@ class Agent:
                 session_timeout=kafka_source.session_timeout if kafka_source else 10.0,
                 heartbeat_interval=kafka_source.heartbeat_interval if kafka_source else 3.0,
                 handover=handover,
+                freshness=self.freshness,
             )
         # the engine decides on this replica's signals, unless they go through the topic
         engine_sinks: list[SignalSink] = [] if self.routing is not None else [self.playbooks.engine]
@@ -181,9 +195,16 @@ class Agent:
         if cfg.sources.prometheus is not None and cfg.sources.prometheus.enabled:
             from agent.sources.prometheus import PrometheusSource  # noqa: PLC0415
 
+            # with a Lease, only its holder polls; the standby backfills from Prometheus on takeover
             sources.append(
                 PrometheusSource(
-                    cfg.sources.prometheus, self.series, self.metrics, self.clock, self.stop, self.environ
+                    cfg.sources.prometheus,
+                    self.series,
+                    self.metrics,
+                    self.clock,
+                    self.stop,
+                    self.environ,
+                    leader=self.leader,
                 )
             )
         return sources
@@ -204,6 +225,20 @@ class Agent:
                 engine = self.playbooks.engine
                 key = lambda s: target_key(engine.playbooks, s)  # noqa: E731 - the set changes on reload
             sinks.append(KafkaSignalSink(producer, self.config.signals.topic, key=key, metrics=self.metrics))
+            if key is not None and self.freshness is not None:
+                from agent.freshness import FreshnessForwarder  # noqa: PLC0415
+
+                self.forwarder = FreshnessForwarder(
+                    self.config.signals.freshness,
+                    ResilientProducer(self.config.kafka, self.clock, self.stop, name="freshness"),
+                    self.config.signals.topic,
+                    key,
+                    self.bank.freshness,
+                    self.clock,
+                    self.metrics,
+                    self.source_id,
+                )
+                sinks.append(self.forwarder)
         return sinks
 
     def _build_executor(self) -> Executor:
@@ -277,10 +312,13 @@ class Agent:
         return True, "engine loop turning"
 
     def ready(self) -> tuple[bool, str]:
-        """Ready when every source is connected."""
+        """Ready when every source is connected (or, on standby, waiting for the Lease).
+
+        A source standing by is ready here while its ``aiops_source_ready`` says it is not connected."""
         down = [s.name for s in self.sources if not s.ready]
         for s in self.sources:
-            self.metrics.source_ready.labels(s.name).set(0 if s.name in down else 1)
+            standing_by = getattr(s, "standing_by", False)  # only the Prometheus source has a standby
+            self.metrics.source_ready.labels(s.name).set(0 if s.name in down or standing_by else 1)
         return (False, f"sources not ready: {', '.join(down)}") if down else (True, "all sources ready")
 
     def start_http(self) -> int:
@@ -332,6 +370,8 @@ class Agent:
             self.playbooks.start(self.stop)
             if self.routing is not None:
                 self.routing.start(self.stop)
+            if self.forwarder is not None:
+                self.forwarder.start(self.stop)
             log.info(
                 "agent running: %d source(s), %d detector(s), %d sink(s)",
                 len(self.sources),
@@ -344,6 +384,8 @@ class Agent:
             self.playbooks.join()
             if self.routing is not None:
                 self.routing.join()
+            if self.forwarder is not None:
+                self.forwarder.join()
             if self.leader is not None:
                 self.leader.stop()
             for close in self._closers:

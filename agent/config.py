@@ -157,6 +157,38 @@ class HandoverConfig(PartitionStateConfig):
     )
 
 
+class FreshnessConfig(_Model):
+    """Freshness carried with the signals (decisions from the topic): each replica publishes, for
+    the series it signalled recently, when each last reported and how many samples it sent, so the
+    replica deciding their incidents can verify them (docs/scale-out.md)."""
+
+    enabled: bool = Field(
+        True,
+        description="publish freshness records of recently signalled series to the signals topic, "
+        "and verify incidents on them on the deciding replica (with signals.decisions)",
+    )
+    interval: Duration = Field(
+        5.0,
+        gt=0,
+        description="least time between two freshness records of one series (sent while its "
+        "sample count changes); staleness of a series heard of this way is judged on at least "
+        "this interval",
+    )
+    window: Duration = Field(
+        3600.0,
+        gt=0,
+        description="how long after its last signal a series' freshness is published and kept; "
+        "longer than the longest verify.within of the playbooks",
+    )
+    max_series: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="most series whose freshness is published (the most recently signalled) and "
+        "kept on the deciding side",
+    )
+
+
 class KafkaSourceConfig(_Model):
     """Consume samples from Kafka topics in a consumer group."""
 
@@ -199,13 +231,25 @@ class PrometheusQuery(_Model):
 
 
 class PrometheusSourceConfig(_Model):
-    """Run PromQL queries every ``interval``; backfill ``backfill`` of history at start."""
+    """Run PromQL queries every ``interval``; backfill ``backfill`` of history at start.
+
+    With leader election on (``executor.leader_election``), only the replica holding the Lease
+    queries; another backfills when it takes the Lease over (docs/scale-out.md).
+    """
 
     enabled: bool = Field(True, description="query Prometheus (when the section is present)")
     url: str = Field("http://localhost:9090", description="the Prometheus server")
-    interval: Duration = Field(30.0, description="how often the queries run, and the backfill's step")
+    interval: Duration = Field(
+        30.0,
+        description="how often the queries run, evaluated at the multiples of interval since the epoch, "
+        "and the backfill's step",
+    )
     timeout: Duration = Field(10.0, description="how long one HTTP call may take")
-    backfill: Duration = Field(3600.0, description="history fetched at start, for the detectors to learn")
+    backfill: Duration = Field(
+        3600.0,
+        description="history fetched at start and on taking the Lease over (what this replica has "
+        "not seen, at most this much), for the detectors to learn",
+    )
     verify_tls: bool = Field(True, description="verify the server's certificate")
     bearer_token_env: str | None = Field(None, description="environment variable holding a bearer token")
     queries: list[PrometheusQuery] = Field(default_factory=list)
@@ -309,6 +353,7 @@ class SignalsConfig(_Model):
         "aiops-agent-decisions", min_length=1, description="the consumer group of the deciding side"
     )
     handover: HandoverConfig = Field(default_factory=HandoverConfig)
+    freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
 
 
 class HttpConfig(_Model):
@@ -455,7 +500,11 @@ class ExecutorConfig(_Model):
         10.0, gt=1, description="seconds a leader tries to renew before it steps down"
     )
     retry_period: float = Field(2.0, ge=1, description="seconds between lease attempts")
-    leader_election: bool = Field(True, description="elect a leader on a Lease; off: this replica acts alone")
+    leader_election: bool = Field(
+        True,
+        description="elect a leader on a Lease: only the leader polls Prometheus, and executes unless "
+        "signals.decisions; off: this replica executes and polls alone",
+    )
     workers: int = Field(
         4,
         ge=0,

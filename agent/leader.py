@@ -7,8 +7,10 @@ Two things are added around the library:
 - the LeaseLock builds its API object from the client's global default configuration; here it is
   swapped for one on the agent's own ApiClient (the kubeconfig or in-cluster config it was given);
 - the library's loops never end; :meth:`LeaseLeader.stop` makes the next lease attempt raise
-  inside the election thread, so the thread ends and this replica stops renewing (its lease then
-  expires and another replica takes over within the lease duration).
+  inside the election thread, so the thread ends and this replica stops renewing, then releases
+  the Lease if it still names this replica (the holder cleared, so another replica takes over at
+  its next attempt, within ``retry_period``). A replica that dies without stopping leaves the
+  Lease to expire: another takes over within the lease duration.
 
 ``is_leader()`` is True only while the last successful renewal is younger than the renew
 deadline, so a replica cut off from the API server stops acting before another can take over.
@@ -194,10 +196,34 @@ class LeaseLeader:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop campaigning and renewing (the lease is left to expire) and wait for the thread."""
+        """Stop campaigning and renewing, wait for the thread, and release the Lease if it is ours.
+
+        Call it once this replica no longer acts: the next holder may start at once."""
         self._stop.set()
         with self._lock:
             self._leading = False
         self._gauge(0)
         if self._thread is not None:
             self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._release()
+
+    def _release(self) -> None:
+        """Clear the Lease's holder if it names this replica; on any failure it is left to expire."""
+        api = k8s.CoordinationV1Api(self._api_client)
+        try:
+            lease = api.read_namespaced_lease(self.name, self.namespace)
+            if lease.spec is None or lease.spec.holder_identity != self.identity:
+                return
+            lease.spec.holder_identity = None
+            # the resourceVersion read makes this a compare-and-swap: a newer holder is kept
+            api.replace_namespaced_lease(self.name, self.namespace, lease)
+        except Exception:  # releasing only shortens the wait; the lease expires anyway
+            log.warning(
+                "could not release lease %s/%s; it expires by itself",
+                self.namespace,
+                self.name,
+                exc_info=True,
+            )
+            return
+        log.info("%s released lease %s/%s", self.identity, self.namespace, self.name)

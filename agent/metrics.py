@@ -65,6 +65,23 @@ class AgentMetrics:
             ["source", "kind"],
             registry=r,
         )
+        self.prometheus_active = Gauge(
+            "aiops_prometheus_source_active",
+            "1 while this replica polls Prometheus: it holds the Lease, or no Lease is asked",
+            registry=r,
+        )
+        self.prometheus_queries = Counter(
+            "aiops_prometheus_queries",
+            "Queries sent to Prometheus, by kind (instant | range)",
+            ["kind"],
+            registry=r,
+        )
+        self.prometheus_backfill_seconds = Histogram(
+            "aiops_prometheus_backfill_seconds",
+            "Time the range queries of a backfill took (at start, or on taking the Lease over)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
         self.sink_errors = Counter(
             "aiops_sink_errors", "Errors delivering signals, by sink", ["sink"], registry=r
         )
@@ -126,6 +143,16 @@ class AgentMetrics:
         )
         self.signals_forwarded = Counter(
             "aiops_signals_forwarded", "Signals published to the signals topic", registry=r
+        )
+        self.freshness_published = Counter(
+            "aiops_freshness_records_published",
+            "Freshness records of signalled series published to the signals topic",
+            registry=r,
+        )
+        self.freshness_received = Counter(
+            "aiops_freshness_records_received",
+            "Freshness records taken from the signals topic by the deciding side",
+            registry=r,
         )
         self.commits = Counter(
             "aiops_commits", "Offset commits after processed batches, by source", ["source"], registry=r

@@ -18,6 +18,12 @@ taking any of its signals. An incident keeps its id, its ``for:`` window, the st
 and its deadlines across the move; the idempotency key of each step (playbook, target,
 incident, step), recorded on the target object, remains the guard against a step running
 twice when the record a dead replica left is older than what it did.
+
+Beside the signals, the topic carries freshness records (agent/freshness.py): each replica
+publishes, under the same key as a series' signals, how many samples the series sent and when
+its newest came, so the replica deciding its incidents verifies them on samples it never saw.
+The consumer hands them to the engine's :class:`~agent.freshness.FreshnessView`, with the
+timestamps of the signals, before the engine takes the signals of the same poll.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from agent.backoff import Backoff
 from agent.clock import Clock
 from agent.config import KafkaConnection
+from agent.freshness import FreshnessRecord, FreshnessRecordError, FreshnessView, is_record
 from agent.handover import IncidentHandover, origin
 from agent.kafka_client import RebalanceEvents, consumer_kwargs, create_consumer, owned_after
 from agent.metrics import AgentMetrics
@@ -48,6 +55,10 @@ log = logging.getLogger("aiops.decisions")
 
 #: Records taken per poll.
 MAX_POLL_RECORDS = 500
+#: A partition whose offset moved by freshness records alone has its hand-over record written at
+#: most this often: its next owner reads at most this long of records again, and a partition
+#: without signals is not written every interval for records alone.
+RECORDS_ONLY_EVERY = 60.0
 
 
 def target_key(playbooks: PlaybookSet, signal: Signal) -> bytes:
@@ -78,6 +89,7 @@ class DecisionConsumer:
         session_timeout: float = 10.0,
         heartbeat_interval: float = 3.0,
         handover: IncidentHandover | None = None,
+        freshness: FreshnessView | None = None,
     ) -> None:
         self.topic = topic
         self.group = group
@@ -85,6 +97,7 @@ class DecisionConsumer:
         self.metrics = metrics
         self.clock = clock
         self.handover = handover
+        self.freshness = freshness
         self._kwargs = consumer_kwargs(
             connection,
             environ,
@@ -101,7 +114,8 @@ class DecisionConsumer:
         self.owned: set[TopicPartition] = set()
         self._taken: dict[TopicPartition, int] = {}  # the next offset the engine has not taken
         self._written: dict[TopicPartition, tuple[float, int]] = {}  # the last hand-over record: when, offset
-        #: Signals handed to the engine, and records that were not signals.
+        self._signalled: dict[TopicPartition, int] = {}  # the offset after the last signal taken
+        #: Signals handed to the engine, and records that were neither signals nor freshness records.
         self.received = 0
         self.malformed = 0
 
@@ -148,11 +162,16 @@ class DecisionConsumer:
         if self._rebalanced(consumer, polled):
             return
         for tp, records in polled.items():
-            signals = self._decode(records)
+            signals, fresh = self._decode(records)
+            if self.freshness is not None:  # before the engine: its baselines are taken on them
+                self.freshness.signalled(signals)
+                self.freshness.receive(fresh)
             if signals:
                 self.engine.emit(signals, origin=origin(tp))
             if records:
                 self._taken[tp] = records[-1].offset + 1
+            if signals:
+                self._signalled[tp] = records[-1].offset + 1
         self.engine.flush()
         self._save(self._due())
         if polled:
@@ -232,14 +251,16 @@ class DecisionConsumer:
             exported = self.engine.hand_over(origin(tp))
             taken = self._taken.pop(tp, None)
             self._written.pop(tp, None)
+            self._signalled.pop(tp, None)
             if write and handover is not None and handover.config.enabled and taken is not None:
                 handover.write(tp, taken, exported)
         if handover is not None:
             handover.forget(gone)
 
     def _due(self) -> list[TopicPartition]:
-        """The partitions whose incidents or offset changed since their record was written, at
-        least ``interval`` ago."""
+        """The partitions whose incidents changed, or that had signals, since their record was
+        written at least ``interval`` ago; those whose offset moved by other records alone (the
+        freshness records) when it was written at least :data:`RECORDS_ONLY_EVERY` ago."""
         if self.handover is None or not self.handover.config.enabled:
             return []
         now = self.clock.now()
@@ -250,11 +271,14 @@ class DecisionConsumer:
             if taken is None:
                 continue
             when, offset = self._written.get(tp, (-math.inf, -1))
-            if origin(tp) in changed or offset != taken:
+            moved = self._signalled.get(tp, -1) > offset
+            if origin(tp) in changed or moved:
                 if now - when >= self.handover.config.interval:
                     due.append(tp)
-                else:
+                elif origin(tp) in changed:
                     self.engine.touch(origin(tp))  # still changed: written when the interval is over
+            elif offset != taken and now - when >= max(RECORDS_ONLY_EVERY, self.handover.config.interval):
+                due.append(tp)
         return due
 
     def _save(self, tps: list[TopicPartition]) -> None:
@@ -268,23 +292,32 @@ class DecisionConsumer:
                 self.engine.touch(origin(tp))  # tried again at the next interval
                 self._written[tp] = (now, self._written.get(tp, (now, -1))[1])
 
-    def _decode(self, records: Sequence[object]) -> list[Signal]:
+    def _decode(self, records: Sequence[object]) -> tuple[list[Signal], list[FreshnessRecord]]:
+        """The signals and the freshness records among ``records``; others are counted and skipped."""
         signals: list[Signal] = []
+        fresh: list[FreshnessRecord] = []
         for rec in records:
             value = getattr(rec, "value", None)
+            what = "signal"
             try:
-                signals.append(Signal.from_dict(orjson.loads(value or b"")))
-            except (ValueError, orjson.JSONDecodeError) as exc:
+                data = orjson.loads(value or b"")
+                if is_record(data):
+                    what = "freshness record"
+                    fresh.append(FreshnessRecord.from_dict(data))
+                else:
+                    signals.append(Signal.from_dict(data))
+            except (ValueError, orjson.JSONDecodeError) as exc:  # FreshnessRecordError is a ValueError
                 self.malformed += 1
-                self.metrics.source_errors.labels("decisions", "malformed_signal").inc()
+                bad = "malformed_freshness" if isinstance(exc, FreshnessRecordError) else "malformed_signal"
+                self.metrics.source_errors.labels("decisions", bad).inc()
                 at = (
                     getattr(rec, "topic", "?"),
                     getattr(rec, "partition", "?"),
                     getattr(rec, "offset", "?"),
                 )
-                log.warning("decisions: skipping a record that is not a signal at %s[%s]@%s: %s", *at, exc)
+                log.warning("decisions: skipping a record that is not a %s at %s[%s]@%s: %s", what, *at, exc)
         self.received += len(signals)
-        return signals
+        return signals, fresh
 
     def _failed(self, exc: Exception, stop: threading.Event) -> None:
         self.metrics.source_errors.labels("decisions", "consume").inc()

@@ -143,7 +143,9 @@ RETRY_DELAY = 30.0
 
 
 class Freshness(Protocol):
-    """When a series last reported and how often (the detector bank's :class:`SeriesFreshness`)."""
+    """When a series last reported and how often: the detector bank's :class:`SeriesFreshness`, or
+    with decisions from the signals topic :class:`~agent.freshness.FreshnessView` (the bank, and
+    the records of the replicas that detect the other series)."""
 
     def seen(self, key: SeriesKey) -> Seen | None:
         """The series' freshness; None for a series never seen."""

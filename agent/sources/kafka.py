@@ -741,8 +741,11 @@ def _seek_back(consumer: KafkaConsumer, batches: list[Records]) -> None:
         for tp, recs in records.items():
             if recs and tp not in first:
                 first[tp] = recs[0].offset
+    owned = consumer.assignment()
     for tp, offset in first.items():
+        if tp not in owned:  # no longer ours: its new owner starts from the commit
+            continue
         try:
             consumer.seek(tp, offset)
-        except KafkaError:  # no longer ours: its new owner starts from the commit
+        except (KafkaError, ValueError):  # revoked meanwhile (kafka-python: "Unassigned partition")
             log.debug("kafka source: cannot seek %s back", tp, exc_info=True)

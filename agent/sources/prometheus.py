@@ -1,9 +1,17 @@
 """Samples from PromQL queries run against a Prometheus server every ``interval``.
 
-Each configured query runs as an instant query evaluated at the clock's time; every series it
-returns becomes the :class:`~detectors.SeriesKey` named after the query, with the result's
-labels (``__name__`` dropped). The first successful contact also backfills the last
-``backfill`` seconds with range queries at ``step = interval``, so detectors start warm.
+Each configured query runs as an instant query; every series it returns becomes the
+:class:`~detectors.SeriesKey` named after the query, with the result's labels (``__name__``
+dropped). Queries are evaluated on one grid, the multiples of ``interval`` since the epoch (the
+last grid point at or before the clock's time), so every replica, and a backfill, sees the same
+samples at the same timestamps. The first successful contact also backfills the last
+``backfill`` seconds with range queries on that grid, so detectors start warm.
+
+Active/standby: given a :class:`~agent.leader.LeaderState` (the executor's Lease), the source
+polls only while this replica holds it. A standby sends no query after the one validation at
+start. On taking the Lease over, the source backfills the grid points it has not evaluated
+itself, at most ``backfill`` seconds of them, up to now, and then polls; on losing it, it stops
+at once, and a round whose answers arrive after the Lease was lost is dropped, not handed out.
 
 A query Prometheus rejects (HTTP 400, ``bad_data``: a PromQL syntax error) cannot be fixed by
 retrying, so it raises :class:`~agent.sources.SourceStartupError` at the first successful
@@ -28,7 +36,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import requests
@@ -43,6 +51,9 @@ from agent.metrics import AgentMetrics
 from agent.sources.base import Polled, SourceStartupError
 from agent.yamlloc import LocatedError, Location
 from detectors import SampleBatch, SeriesKey, SeriesRegistry
+
+if TYPE_CHECKING:
+    from agent.leader import LeaderState
 
 log = logging.getLogger("aiops.sources.prometheus")
 
@@ -87,6 +98,7 @@ class PrometheusSource:
         clock: Clock,
         stop: threading.Event,
         environ: Mapping[str, str] | None = None,
+        leader: LeaderState | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         headers: dict[str, str] | None = None
@@ -102,6 +114,8 @@ class PrometheusSource:
         self.metrics = metrics
         self.clock = clock
         self.stop = stop
+        self.leader = leader
+        """Polls only while this says the replica leads; None: always (one replica, no Lease)."""
         self.url = config.url.rstrip("/")
         # No retries inside urllib3: they would sleep on the wall clock and hide failures from the
         # metrics. The source retries by itself, with backoff on the injected clock.
@@ -120,14 +134,31 @@ class PrometheusSource:
         self._closed = False
         self._validated = False
         self._backfilled = config.backfill <= 0
-        self._planned = 0.0  # when the next round of queries is scheduled
-        self._due = 0.0  # when poll next calls Prometheus: the planned round, or a retry
+        self._active: bool | None = None  # polling: holding the Lease, or no Lease asked (None: not yet)
+        self._last: int | None = None  # the last grid point (index) this replica handed out
+        self._due = 0.0  # when poll next calls Prometheus: the next grid point, or a retry
         self.metrics.source_ready.labels(self.name).set(0)
+        self.metrics.prometheus_active.set(0)
 
     @property
     def ready(self) -> bool:
-        """True once a query succeeded, until a call fails for a reason other than the query itself."""
-        return self._ready
+        """True once a query succeeded, until a call fails for a reason other than the query itself.
+
+        A standby is ready: standing by is its work (it validates its queries at start, or at
+        the takeover if Prometheus did not answer then). Its ``aiops_source_ready`` gauge stays
+        0, since it is not connected: the replica that polls says whether Prometheus answers.
+        """
+        return self._ready or self.standing_by
+
+    @property
+    def standing_by(self) -> bool:
+        """Whether the Lease is held elsewhere (or not yet by anyone): this replica does not poll."""
+        return self.leader is not None and self._active is not True and not self._closed
+
+    @property
+    def active(self) -> bool:
+        """Whether this replica polls Prometheus (as of the last :meth:`poll`)."""
+        return self._active is True
 
     def start(self) -> None:
         """Contact Prometheus once, briefly, and validate every query if it answers.
@@ -138,7 +169,7 @@ class PrometheusSource:
         """
         self._started = True
         now = self.clock.now()
-        self._planned = self._due = now
+        self._due = now
         try:
             self._validate(now, min(self.config.timeout, START_TIMEOUT))
         except _CallError as exc:
@@ -147,28 +178,38 @@ class PrometheusSource:
         log.info("Prometheus at %s accepted %d queries", self.url, len(self.config.queries))
 
     def poll(self, timeout: float) -> Polled | None:
-        """One round of queries when it is due (the backfill first), else wait up to ``timeout``."""
+        """One round of queries when it is due (the backfill first), else wait up to ``timeout``.
+
+        A standby (the Lease held elsewhere) sends nothing and waits ``timeout``.
+        """
         if not self._started:
             msg = "PrometheusSource.poll() called before start()"
             raise RuntimeError(msg)
         if self._closed or self.stop.is_set():
             return None
+        if not self._holds_lease():
+            self.clock.wait(timeout, self.stop)
+            return None
         now = self.clock.now()
         if now < self._due:
             self.clock.wait(min(timeout, self._due - now), self.stop)
             return None
+        point = self._grid_point(now)
+        backfill = not self._backfilled
         try:
             if not self._validated:
                 self._validate(now, self.config.timeout)
-            if not self._backfilled:
-                batch = self._backfill(now)
-                self._backfilled = True
-            else:
-                batch = self._round(now)
+            batch = self._backfill(point) if backfill else self._round(point)
         except _CallError as exc:
             self._failed(exc, "poll")
             return None
-        self._succeeded(now)
+        if not self._holds_lease():
+            at = point * self.config.interval
+            log.warning("the Lease was lost while querying: the answers at %.3f are dropped", at)
+            return None
+        self._backfilled = True
+        self._last = point
+        self._succeeded(point)
         return Polled(self.name, batch) if len(batch) else None
 
     def commit(self, polled: Polled) -> None:
@@ -206,12 +247,35 @@ class PrometheusSource:
         self._validated = True
         self._set_ready(True)
 
-    def _round(self, now: float) -> SampleBatch:
-        """Every query as an instant query at ``now``; a query-specific error skips that query only."""
+    def _holds_lease(self) -> bool:
+        """Whether to poll now; on a change, take over (backfill next) or stand by."""
+        active = self.leader is None or self.leader.is_leader()
+        if active == self._active:
+            return active
+        previous, self._active = self._active, active
+        self.metrics.prometheus_active.set(1 if active else 0)
+        if not active:
+            self._set_ready(False)
+            log.info("the Lease is held elsewhere: standing by, no queries to %s", self.url)
+        elif previous is False:  # a takeover: backfill what this replica has not seen, then poll
+            self._backfilled = self.config.backfill <= 0
+            self._due = self.clock.now()
+            self._backoff.reset()
+            log.info("holding the Lease: polling Prometheus at %s, backfilling first", self.url)
+        return active
+
+    def _grid_point(self, now: float) -> int:
+        """The index of the last grid point at or before ``now`` (after the last one handed out)."""
+        point = math.floor(now / self.config.interval)
+        return point if self._last is None else max(point, self._last + 1)
+
+    def _round(self, point: int) -> SampleBatch:
+        """Every query as an instant query at grid ``point``; a query-specific error skips that query."""
+        at = point * self.config.interval
         parts: list[SampleBatch] = []
         for query in self.config.queries:
             try:
-                results = self._instant(query.query, now, self.config.timeout)
+                results = self._instant(query.query, at, self.config.timeout)
             except _CallError as exc:
                 if not exc.query_only:
                     raise
@@ -221,18 +285,20 @@ class PrometheusSource:
             parts.append(self._to_batch(query.name, results))
         return SampleBatch.concat(parts)
 
-    def _backfill(self, now: float) -> SampleBatch:
-        """Range queries over the last ``backfill`` seconds ending at ``now``, sorted by time."""
+    def _backfill(self, end: int) -> SampleBatch:
+        """Range queries over the grid points up to ``end`` this replica has not handed out, at most
+        the last ``backfill`` seconds of them, sorted by time."""
         step = self.config.interval
-        steps = math.floor(self.config.backfill / step)
-        start = now - steps * step
+        first_point = end - math.floor(self.config.backfill / step)
+        if self._last is not None:
+            first_point = max(first_point, self._last + 1)
+        started = self.clock.now()
         parts: list[SampleBatch] = []
         for query in self.config.queries:
-            for first in range(0, steps + 1, MAX_POINTS_PER_RANGE):
-                last = min(steps, first + MAX_POINTS_PER_RANGE - 1)
-                lo, hi = start + first * step, start + last * step
+            for first in range(first_point, end + 1, MAX_POINTS_PER_RANGE):
+                last = min(end, first + MAX_POINTS_PER_RANGE - 1)
                 try:
-                    results = self._range(query.query, lo, hi, step)
+                    results = self._range(query.query, first * step, last * step, step)
                 except _CallError as exc:
                     if exc.rejected:
                         self._set_ready(False)
@@ -251,7 +317,15 @@ class PrometheusSource:
         if len(batch) > 1:
             order = np.argsort(batch.timestamps, kind="stable")
             batch = SampleBatch(batch.series[order], batch.timestamps[order], batch.values[order])
-        log.info("backfilled %d samples over %.0f s from %s", len(batch), now - start, self.url)
+        took = max(0.0, self.clock.now() - started)
+        self.metrics.prometheus_backfill_seconds.observe(took)
+        log.info(
+            "backfilled %d samples over %.0f s from %s in %.3f s",
+            len(batch),
+            max(0, end - first_point) * step,
+            self.url,
+            took,
+        )
         return batch
 
     # ------------------------------------------------------------------ HTTP
@@ -259,6 +333,7 @@ class PrometheusSource:
     def _instant(self, query: str, at: float, timeout: float) -> list[_Series]:
         """An instant query evaluated at ``at``, parsed."""
         params = {"time": repr(at), "timeout": repr(timeout)}
+        self.metrics.prometheus_queries.labels("instant").inc()
         with self._translated(timeout):
             return _parse_instant(self._client.custom_query(query, params=params, timeout=timeout))
 
@@ -267,6 +342,7 @@ class PrometheusSource:
         timeout = self.config.timeout
         # The client rounds start and end to whole seconds; exact values go in params, which win.
         params = {"start": repr(start), "end": repr(end), "timeout": repr(timeout)}
+        self.metrics.prometheus_queries.labels("range").inc()
         with self._translated(timeout):
             result = self._client.custom_query_range(
                 query,
@@ -311,14 +387,11 @@ class PrometheusSource:
             np.concatenate([r.values for r in results]),
         )
 
-    def _succeeded(self, now: float) -> None:
+    def _succeeded(self, point: int) -> None:
         self._backoff.reset()
         self._set_ready(True)
-        interval = self.config.interval
-        # The next round keeps the schedule's phase; rounds missed while busy or down are skipped.
-        missed = max(0, math.floor((now - self._planned) / interval))
-        self._planned += (missed + 1) * interval
-        self._due = self._planned
+        # The next round at the next grid point; points missed while busy or down are skipped.
+        self._due = (point + 1) * self.config.interval
 
     def _failed(self, exc: _CallError, where: str) -> None:
         self._count(exc.kind)
@@ -402,6 +475,7 @@ def _parse_range(result: Any) -> list[_Series]:
         pairs = item.get("values")
         if not pairs:
             continue
-        points = np.array([_point(p) for p in pairs], dtype=np.float64).reshape(-1, 2)
+        # numpy reads Prometheus's "NaN", "+Inf", "-Inf" as float() does, without a Python loop
+        points = np.array(pairs, dtype=np.float64).reshape(-1, 2)
         out.append(_Series(dict(item["metric"]), points[:, 0].copy(), points[:, 1].copy()))
     return out

@@ -247,3 +247,89 @@ def _twin_configuration(kubeconfig: Path) -> Any:
     configuration = client.Configuration()
     config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
     return configuration
+
+
+def _transitions(d: Daemon, target: str) -> list[dict[str, Any]]:
+    """The state changes of the incidents on ``target`` in the daemon's JSON log."""
+    events = []
+    for line in d.output().splitlines():
+        with contextlib.suppress(ValueError):
+            audit = json.loads(line).get("audit")
+            if (
+                isinstance(audit, dict)
+                and audit.get("type") == "incident"
+                and audit.get("previous") != audit.get("state")
+                and audit["target"]["name"] == target
+            ):
+                events.append(audit)
+    return events
+
+
+def test_an_incident_verifies_and_resolves_on_the_replica_that_did_not_detect_it(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic: Callable[..., str], twin_factory: TwinFactory
+) -> None:
+    """Two replicas. The series of two deployments, whose targets are on signals partitions 0
+    and 3 (owned by different replicas), both go to metrics partition 0: one replica detects
+    both, and one of the two incidents is decided on the other replica. Both breach once and then
+    report under the bar every second: each deployment is restarted once, and each incident
+    resolves on the replica that restarted it, after ``verify.quiet`` and on fresh samples; for
+    the one decided away from its detector, the samples came as freshness records."""
+    playbook = PLAYBOOK + "  verify:\n    quiet: 10s\n    within: 90s\n    samples: 3\n"
+    setup = _Setup.start(tmp_path, kafka_bootstrap, kafka_topic, twin_factory, 2, playbook)
+    names, daemons, namespace = setup.names, setup.daemons, setup.namespace
+    targets = [names[0], names[3]]
+    with contextlib.ExitStack() as stack:
+        for d in daemons:
+            stack.enter_context(d)
+        setup.wait_ready()
+        producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
+
+        def scrape(value: float) -> None:
+            samples = [
+                {
+                    "name": "error_ratio",
+                    "labels": {"namespace": namespace, "deployment": name},
+                    "timestamp": time.time(),
+                    "value": value,
+                }
+                for name in targets
+            ]
+            producer.send(setup.metrics_topic, orjson.dumps(samples), partition=0)
+            producer.flush(10)
+
+        for _ in range(3):
+            scrape(0.1)
+            time.sleep(1)
+        scrape(0.9)
+
+        def resolved() -> bool:
+            scrape(0.1)
+            return all(
+                any(e["state"] in {"resolved", "escalated"} for d in daemons for e in _transitions(d, t))
+                for t in targets
+            )
+
+        eventually(resolved, timeout=120, interval=1.0, what="both incidents verified")
+        producer.close()
+        executed = {
+            e["target"]["name"]: e["instance"]
+            for d in daemons
+            for e in _executed(d.log_path.parent / "audit.jsonl")
+        }
+        assert sorted(executed) == sorted(targets)
+        published = {
+            d.log_path.parent.name: _sample(d, "aiops_freshness_records_published_total") for d in daemons
+        }
+        (detector,) = [name for name, n in published.items() if n > 0]
+        away = [t for t in targets if executed[t] != detector]
+        assert len(away) == 1, (executed, detector)  # signals partitions 0 and 3 have different owners
+        for target in targets:
+            decider = next(d for d in daemons if d.log_path.parent.name == executed[target])
+            states = [e["state"] for e in _transitions(decider, target)]
+            assert states[-1] == "resolved", (target, states)
+            assert "stale" not in states, (target, states)
+            (done,) = [e for e in _transitions(decider, target) if e["state"] == "resolved"]
+            assert "fresh samples" in done["reason"]
+            assert all(e["freshSamples"] >= 3 for e in done["details"]["evidence"])
+        receiver = next(d for d in daemons if d.log_path.parent.name == executed[away[0]])
+        assert _sample(receiver, "aiops_freshness_records_received_total") > 0

@@ -59,6 +59,34 @@ CASES = [
         value="2",
     ),
     Case(
+        # the holder died and no replica took the Lease over: nobody polls
+        "AiopsAgentPrometheusNotPolled",
+        {
+            f'aiops_prometheus_source_active{{{JOB}, pod="a"}}': "1x5",
+            f'aiops_prometheus_source_active{{{JOB}, pod="b"}}': "0x30",
+            f'aiops_source_ready{{{JOB}, pod="b", source="prometheus"}}': "0x30",
+        },
+        {"namespace": "aiops"},
+        value="0",
+    ),
+    Case(
+        # the standby took over within a minute
+        "AiopsAgentPrometheusNotPolled",
+        {
+            f'aiops_prometheus_source_active{{{JOB}, pod="a"}}': "1x5",
+            f'aiops_prometheus_source_active{{{JOB}, pod="b"}}': "0x6 1x24",
+            f'aiops_source_ready{{{JOB}, pod="b", source="prometheus"}}': "0x6 1x24",
+        },
+    ),
+    Case(
+        # no Prometheus source configured: the gauge is 0 everywhere and means nothing
+        "AiopsAgentPrometheusNotPolled",
+        {
+            f'aiops_prometheus_source_active{{{JOB}, pod="a"}}': "0x30",
+            f'aiops_source_ready{{{JOB}, pod="a", source="kafka"}}': "1x30",
+        },
+    ),
+    Case(
         "AiopsAgentLoopStalled",
         {f'aiops_loop_last_turn_timestamp_seconds{{{JOB}, pod="a"}}': "0x30"},
         {"job": "aiops-agent", "namespace": "aiops", "pod": "a"},

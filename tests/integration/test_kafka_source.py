@@ -33,6 +33,7 @@ from agent.sources.kafka import (
     PARTITION_HEADER,
     TOPIC_HEADER,
     KafkaSource,
+    _seek_back,
 )
 from agent.sources.kafka_formats import Malformed
 from agent.sources.kafka_worker import DecodeWorker, Taken
@@ -858,3 +859,34 @@ def test_resilient_producer_recreates_itself_after_a_broker_restart(
     assert [r.value for r in records] == [b"after"]
     assert records[0].key == b"k"
     assert records[0].headers == [("h", b"v")]
+
+
+def test_seeking_back_skips_the_partitions_a_rebalance_took_away(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """Records polled from a partition that is no longer assigned are dropped, not sought back:
+    kafka-python refuses that seek with ValueError("Unassigned partition"), which once killed a
+    replica whose engine was slow enough to be dropped from its group (3 replicas on 2 cores)."""
+    topic = kafka_topic(2)
+    producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
+    for p in (0, 1):
+        for i in range(3):
+            producer.send(topic, f"{p}-{i}".encode(), partition=p)
+    producer.flush(10)
+    producer.close()
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    consumer = KafkaConsumer(bootstrap_servers=[kafka_bootstrap], auto_offset_reset="earliest")
+    try:
+        consumer.assign([tp0, tp1])
+        polled: dict[TopicPartition, list[Any]] = {}
+        deadline = time.monotonic() + 10
+        while sum(len(r) for r in polled.values()) < 6 and time.monotonic() < deadline:
+            for tp, recs in consumer.poll(500).items():
+                polled.setdefault(tp, []).extend(recs)
+        assert {tp: len(r) for tp, r in polled.items()} == {tp0: 3, tp1: 3}
+        consumer.assign([tp0])  # the rebalance: partition 1 went to another replica
+        _seek_back(consumer, [polled])
+        assert consumer.position(tp0) == 0, "the partition kept is read again"
+        assert consumer.assignment() == {tp0}
+    finally:
+        consumer.close()

@@ -21,22 +21,27 @@ from tests.servers.common import eventually
 LEASE = 3.0
 
 
+def _two_leaders(kube_env: Any, name: str, namespace: str, lease: float, renew: float) -> list[LeaseLeader]:
+    """Two replicas ``r0`` and ``r1`` campaigning for one Lease (not started)."""
+    return [
+        LeaseLeader(
+            kube_env.api_client(),
+            name=name,
+            namespace=namespace,
+            identity=f"r{i}",
+            lease_duration=lease,
+            renew_deadline=renew,
+            retry_period=1.0,
+            metrics=AgentMetrics(),
+        )
+        for i in range(2)
+    ]
+
+
 def test_only_the_leader_acts_and_the_other_takes_over(kube_env: Any, tmp_path: Path) -> None:
     with open_cluster(kube_env) as cluster:
         cluster.deployment("web", replicas=2)
-        leaders = [
-            LeaseLeader(
-                kube_env.api_client(),
-                name="aiops-test",
-                namespace=cluster.ns,
-                identity=f"r{i}",
-                lease_duration=LEASE,
-                renew_deadline=2.0,
-                retry_period=1.0,
-                metrics=AgentMetrics(),
-            )
-            for i in range(2)
-        ]
+        leaders = _two_leaders(kube_env, "aiops-test", cluster.ns, LEASE, 2.0)
         config = ExecutorConfig(enabled=True, approvals_dir=tmp_path / "a")
         executors = [
             KubeExecutor(cluster.kube, config, cluster.clock, Audit([MemoryAuditSink()]), leader=leader)
@@ -70,3 +75,25 @@ def test_only_the_leader_acts_and_the_other_takes_over(kube_env: Any, tmp_path: 
         finally:
             for leader in leaders:
                 leader.stop()
+
+
+def test_a_stopped_leader_releases_the_lease_and_the_other_takes_over_at_once(kube_env: Any) -> None:
+    """A leader stopped cleanly (SIGTERM, a rolling update) clears the Lease's holder: the other
+    replica leads at its next attempt, long before the lease duration would have run out."""
+    lease = 20.0
+    leaders = _two_leaders(kube_env, "aiops-release", kube_env.namespace, lease, 10.0)
+    for leader in leaders:
+        leader.start()
+    try:
+        eventually(lambda: any(le.is_leader() for le in leaders), timeout=10)
+        first = next(i for i, le in enumerate(leaders) if le.is_leader())
+        other = leaders[1 - first]
+        stopped = time.monotonic()
+        leaders[first].stop()
+        eventually(other.is_leader, timeout=lease)
+        assert time.monotonic() - stopped < 5.0, "taken over at the next attempt, not at expiry"
+        leaders[first].stop()  # twice: the Lease is another's now, and stays so
+        assert other.is_leader()
+    finally:
+        for leader in leaders:
+            leader.stop()

@@ -14,6 +14,7 @@ import pytest
 from agent.clock import ManualClock, WallClock
 from agent.config import PrometheusQuery, PrometheusSourceConfig, load_config
 from agent.engine import Engine
+from agent.leader import StaticLeader
 from agent.metrics import AgentMetrics
 from agent.sinks import CollectingSink
 from agent.sources.base import SourceStartupError
@@ -132,7 +133,7 @@ def test_query_prometheus_rejects_fails_start(prometheus_factory: Factory) -> No
 
 
 def test_backfill_returns_history_as_first_batch(prometheus_factory: Factory) -> None:
-    end = float(int(time.time()))
+    end = float(int(time.time()) // 15 * 15)  # on the source's grid: the multiples of the interval
     stamps = [end - 15 * (239 - j) for j in range(240)]  # 60 minutes at 15 s, ending now
     b_values = [0.5 * j for j in range(240)]
     b_values[10], b_values[11], b_values[12] = math.nan, math.inf, -math.inf
@@ -271,7 +272,7 @@ def test_shipped_queries_give_one_series_per_deployment(prometheus_factory: Fact
     """k8s/agent-config.yaml's PromQL on cluster-shaped metrics (cAdvisor, kube-state-metrics, an
     instrumented app): Prometheus accepts every query, and each gives the figure its name says per
     (namespace, deployment), with the deployment taken from the pod's name."""
-    end = float(int(time.time()))
+    end = float(int(time.time()) // 15 * 15)  # on the source's grid of 15 s
     stamps = [end - 15 * (119 - j) for j in range(120)]  # 30 minutes at 15 s, ending now
     pods = {"checkout-7d9f8b6c5d-x2k4q": 1.0, "checkout-7d9f8b6c5d-9zz8m": 3.0, "db-0": 2.0}
 
@@ -345,3 +346,62 @@ def test_shipped_queries_give_one_series_per_deployment(prometheus_factory: Fact
     assert set(last) == set(expected)
     for where, value in expected.items():
         assert last[where] == pytest.approx(value, rel=1e-6), where
+
+
+def test_a_lease_handover_loses_no_grid_point_and_changes_no_sample(prometheus_factory: Factory) -> None:
+    """Two replicas' sources on one Prometheus, the Lease moving from one to the other with a gap
+    in between: what the successor hands out (its backfill, then its rounds) covers the gap and
+    agrees, timestamp for timestamp and value for value, with one uninterrupted source."""
+    end = float(int(time.time()) // 10 * 10)
+    start = end - 600
+    stamps = [start + 5 * k for k in range(121)]  # scraped every 5 s; the sources' grid is 10 s
+    history = openmetrics("hist_load", {"pod": "a"}, [(t, math.sin(t / 37.0) + t / 1e9) for t in stamps])
+    prom = prometheus_factory(history=history)
+
+    def replica(clock: ManualClock, lease: StaticLeader | None) -> tuple[PrometheusSource, SeriesRegistry]:
+        series = SeriesRegistry()
+        config = PrometheusSourceConfig(
+            url=prom.url,
+            queries=[PrometheusQuery(name="load", query="hist_load")],
+            interval=10.0,
+            timeout=5.0,
+            backfill=120.0,
+        )
+        return PrometheusSource(
+            config, series, AgentMetrics(), clock, threading.Event(), environ={}, leader=lease
+        ), series
+
+    def run(source: PrometheusSource, clock: ManualClock, until: float) -> list[tuple[float, float]]:
+        got: list[tuple[float, float]] = []
+        while clock.now() <= until:
+            polled = source.poll(1.0)
+            if polled is not None:
+                got += zip(polled.samples.timestamps.tolist(), polled.samples.values.tolist(), strict=True)
+        return got
+
+    clock_a, clock_b, clock_u = (
+        ManualClock(start + 300.5),
+        ManualClock(start + 300.5),
+        ManualClock(start + 300.5),
+    )
+    lease_a, lease_b = StaticLeader(leading=True), StaticLeader(leading=False)
+    a, _ = replica(clock_a, lease_a)
+    b, _ = replica(clock_b, lease_b)
+    uninterrupted, _ = replica(clock_u, None)
+    for s in (a, b, uninterrupted):
+        s.start()
+    reference = dict(run(uninterrupted, clock_u, end))
+    from_a = run(a, clock_a, start + 450)  # A holds the Lease until start + 450, then dies
+    assert run(b, clock_b, start + 480) == []  # B stands by; nobody holds the Lease after 450
+    lease_b.leading = True
+    from_b = run(b, clock_b, end)
+    for s in (a, b, uninterrupted):
+        s.close()
+
+    assert max(t for t, _ in from_a) == start + 450
+    assert min(t for t, _ in from_b) == start + 480 - 120, "the successor backfills its 120 s"
+    handed_out = dict(from_a) | dict(from_b)
+    assert sorted(handed_out) == sorted(reference), "no grid point lost across the handover"
+    assert all(dict(from_b)[t] == reference[t] for t, _ in from_b)
+    assert all(dict(from_a)[t] == reference[t] for t, _ in from_a)
+    assert len(from_b) == len(set(dict(from_b))), "the successor hands out each point once"

@@ -11,6 +11,7 @@ import pytest
 
 from agent.clock import ManualClock
 from agent.config import ConfigError, PrometheusQuery, PrometheusSourceConfig
+from agent.leader import LeaderState, StaticLeader
 from agent.metrics import AgentMetrics
 from agent.sources.base import SourceStartupError
 from agent.sources.prometheus import MAX_POINTS_PER_RANGE, PrometheusSource
@@ -27,6 +28,7 @@ def make_source(
     metrics: AgentMetrics | None = None,
     series: SeriesRegistry | None = None,
     environ: dict[str, str] | None = None,
+    leader: LeaderState | None = None,
     **settings: object,
 ) -> PrometheusSource:
     fields: dict[str, object] = {"interval": 10.0, "timeout": 2.0, "backfill": 0.0, **settings}
@@ -42,6 +44,7 @@ def make_source(
         clock,
         threading.Event(),
         environ=environ if environ is not None else {},
+        leader=leader,
     )
 
 
@@ -108,10 +111,10 @@ def test_one_round_per_interval_at_the_clock_time(http_stub: HttpStub) -> None:
     assert polled is not None
     assert polled.samples.values.tolist() == [T0 + 10.0]
 
-    clock.advance(35.0)  # busy for three intervals: one round now, then back on the schedule's phase
-    polled = source.poll(1.0)
+    clock.advance(35.0)  # busy for three intervals: one round now, at the grid point passed last,
+    polled = source.poll(1.0)  # then back on the grid (the multiples of the interval)
     assert polled is not None
-    assert polled.samples.timestamps.tolist() == [T0 + 45.0]
+    assert polled.samples.timestamps.tolist() == [T0 + 40.0]
     assert source.poll(100.0) is None
     assert clock.now() == T0 + 50.0
     assert len(http_stub.requests) == 4
@@ -279,3 +282,158 @@ def test_answers_that_are_not_prometheus_json_are_counted(http_stub: HttpStub) -
     assert source.poll(100.0) is None
     assert errors(metrics, "http_error") == 1
     source.close()
+
+
+# ---------------------------------------------------------------- active/standby on the Lease
+
+
+def ranged(req: StubRequest) -> StubResponse:
+    """Instant queries echo their time; range queries answer one point per step, valued its time."""
+    if req.path == "/api/v1/query":
+        return echo_time(req)
+    start, end, step = (float(req.params[k]) for k in ("start", "end", "step"))
+    n = round((end - start) / step) + 1
+    return matrix({"job": "x"}, [(start + i * step, repr(start + i * step)) for i in range(n)])
+
+
+def queries(stub: HttpStub, since: int = 0) -> list[tuple[str, dict[str, str]]]:
+    return [(r.path.rsplit("/", 1)[1], r.params) for r in stub.requests[since:]]
+
+
+def gauge(metrics: AgentMetrics) -> float:
+    return float(metrics.prometheus_active._value.get())
+
+
+def test_a_standby_sends_no_query_after_validating_and_is_ready(http_stub: HttpStub) -> None:
+    http_stub.handler = ranged
+    clock = ManualClock(T0)
+    metrics = AgentMetrics()
+    lease = StaticLeader(leading=False)
+    source = make_source(http_stub, {"up": "up"}, clock, metrics=metrics, leader=lease, backfill=60.0)
+    source.start()
+    assert [q for q, _ in queries(http_stub)] == ["query"]  # the queries are validated on every replica
+    for _ in range(50):
+        assert source.poll(1.0) is None
+    assert clock.now() == T0 + 50.0  # it waited on the clock, polled nothing
+    assert len(http_stub.requests) == 1
+    assert source.ready, "standing by is a standby's work: /readyz stays green"
+    assert metrics.source_ready.labels("prometheus")._value.get() == 0, "not connected: the gauge says so"
+    assert gauge(metrics) == 0
+    assert not source.active
+    assert source.standing_by
+    source.close()
+    assert not is_ready(source)
+
+
+def test_taking_the_lease_over_backfills_up_to_now_then_polls_and_losing_it_stops_at_once(
+    http_stub: HttpStub,
+) -> None:
+    http_stub.handler = ranged
+    clock = ManualClock(T0 + 3.0)
+    metrics = AgentMetrics()
+    lease = StaticLeader(leading=False)
+    source = make_source(http_stub, {"up": "up"}, clock, metrics=metrics, leader=lease, backfill=60.0)
+    source.start()
+    assert source.poll(1.0) is None
+    clock.advance(100.0)  # T0 + 104
+    lease.leading = True
+    before = len(http_stub.requests)
+    polled = source.poll(1.0)
+    assert polled is not None
+    assert gauge(metrics) == 1
+    assert source.active
+    assert not source.standing_by
+    ((kind, params),) = queries(http_stub, before)
+    assert kind == "query_range"
+    # the grid of 10 s: the last point at or before T0 + 104 is T0 + 100; 60 s of points before it
+    assert (float(params["start"]), float(params["end"]), params["step"]) == (T0 + 40, T0 + 100, "10.0")
+    assert polled.samples.timestamps.tolist() == [T0 + 40 + 10 * i for i in range(7)]
+    assert metrics.prometheus_backfill_seconds._sum.get() == 0.0  # virtual time: no time passed
+    assert metrics.prometheus_queries.labels("range")._value.get() == 1
+    assert source.poll(60.0) is None  # waits only until the next grid point
+    assert clock.now() == T0 + 110
+    polled = source.poll(1.0)
+    assert polled is not None
+    assert polled.samples.timestamps.tolist() == [T0 + 110]
+
+    lease.leading = False
+    clock.advance(10.0)
+    before = len(http_stub.requests)
+    assert source.poll(1.0) is None
+    assert len(http_stub.requests) == before, "no query once the Lease is lost"
+    assert gauge(metrics) == 0
+    assert metrics.source_ready.labels("prometheus")._value.get() == 0
+    source.close()
+
+
+def test_answers_that_arrive_after_the_lease_was_lost_are_dropped(http_stub: HttpStub) -> None:
+    lease = StaticLeader(leading=True)
+    lose = False
+
+    def answer(req: StubRequest) -> StubResponse:
+        if lose:
+            lease.leading = False  # the Lease goes while this query is in flight
+        return echo_time(req)
+
+    http_stub.handler = answer
+    clock = ManualClock(T0)
+    source = make_source(http_stub, {"up": "up"}, clock, leader=lease)
+    source.start()
+    assert source.poll(1.0) is not None
+    lose = True
+    clock.advance(10.0)
+    assert source.poll(1.0) is None, "the round came back after the Lease was lost: not handed out"
+    assert len(http_stub.requests) == 3
+    assert not source.active
+
+
+def test_a_new_holder_backfills_only_the_grid_points_it_has_not_handed_out(http_stub: HttpStub) -> None:
+    http_stub.handler = ranged
+    clock = ManualClock(T0)
+    lease = StaticLeader(leading=True)
+    source = make_source(http_stub, {"up": "up"}, clock, leader=lease, backfill=120.0)
+    source.start()
+    first = source.poll(1.0)
+    assert first is not None
+    assert first.samples.timestamps.tolist() == [T0 - 120 + 10 * i for i in range(13)]
+    lease.leading = False
+    assert source.poll(1.0) is None
+    clock.advance(35.0)  # T0 + 36: standing by for three grid points
+    lease.leading = True
+    before = len(http_stub.requests)
+    gap = source.poll(1.0)
+    assert gap is not None
+    ((kind, params),) = queries(http_stub, before)
+    assert kind == "query_range"
+    assert (float(params["start"]), float(params["end"])) == (T0 + 10, T0 + 30)
+    assert gap.samples.timestamps.tolist() == [T0 + 10, T0 + 20, T0 + 30]  # nothing learned twice
+
+    lease.leading = False
+    assert source.poll(1.0) is None
+    clock.advance(1000.0)  # away longer than the backfill: its last 120 s only
+    lease.leading = True
+    before = len(http_stub.requests)
+    assert source.poll(1.0) is not None
+    ((_, params),) = queries(http_stub, before)
+    assert (float(params["start"]), float(params["end"])) == (T0 + 910, T0 + 1030)
+
+
+def test_replicas_started_at_different_times_see_the_same_timestamps(http_stub: HttpStub) -> None:
+    """Every replica evaluates on the multiples of the interval: a redelivered anomaly has the same
+    timestamp on the new holder, so it reopens the same incident id and its idempotency keys."""
+    http_stub.handler = ranged
+    clock_a, clock_b = ManualClock(T0 + 3.3), ManualClock(T0 + 7.9)
+    a = make_source(http_stub, {"up": "up"}, clock_a)
+    b = make_source(http_stub, {"up": "up"}, clock_b, backfill=30.0)
+    a.start()
+    b.start()
+    seen_a: list[float] = []
+    for _ in range(5):  # round, wait, round, wait, round
+        polled = a.poll(100.0)
+        if polled is not None:
+            seen_a += polled.samples.timestamps.tolist()
+    backfill = b.poll(0.0)
+    assert backfill is not None
+    assert seen_a == [T0, T0 + 10, T0 + 20]
+    assert backfill.samples.timestamps.tolist() == [T0 - 30, T0 - 20, T0 - 10, T0]
+    assert set(seen_a) & set(backfill.samples.timestamps.tolist()) == {T0}
