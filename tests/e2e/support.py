@@ -94,15 +94,20 @@ def executed(audit: Path) -> list[dict[str, Any]]:
     return [e for e in entries if e.get("decision") == "executed"]
 
 
-def opened(d: Daemon) -> list[dict[str, Any]]:
-    """The incidents the daemon opened, from its JSON log: the audit events of state pending."""
+def audits(d: Daemon) -> list[dict[str, Any]]:
+    """Every audit event in the daemon's JSON log, in order."""
     events = []
     for line in d.output().splitlines():
         with contextlib.suppress(ValueError):
             audit = json.loads(line).get("audit")
-            if isinstance(audit, dict) and audit.get("previous") is None and audit.get("state") == "pending":
+            if isinstance(audit, dict):
                 events.append(audit)
     return events
+
+
+def opened(d: Daemon) -> list[dict[str, Any]]:
+    """The incidents the daemon opened: the audit events of state pending with no previous one."""
+    return [a for a in audits(d) if a.get("previous") is None and a.get("state") == "pending"]
 
 
 def one_target_per_partition(namespace: str) -> list[str]:

@@ -21,6 +21,7 @@ import pytest
 from kafka import KafkaProducer
 
 from tests.e2e import support
+from tests.e2e.daemon import Daemon
 from tests.e2e.support import PARTITIONS, PLAYBOOK, Setup
 from tests.servers.common import eventually
 from tests.servers.twin import TwinFactory
@@ -251,18 +252,13 @@ def _twin_configuration(kubeconfig: Path) -> Any:
 
 def _transitions(d: Daemon, target: str) -> list[dict[str, Any]]:
     """The state changes of the incidents on ``target`` in the daemon's JSON log."""
-    events = []
-    for line in d.output().splitlines():
-        with contextlib.suppress(ValueError):
-            audit = json.loads(line).get("audit")
-            if (
-                isinstance(audit, dict)
-                and audit.get("type") == "incident"
-                and audit.get("previous") != audit.get("state")
-                and audit["target"]["name"] == target
-            ):
-                events.append(audit)
-    return events
+    return [
+        a
+        for a in support.audits(d)
+        if a.get("type") == "incident"
+        and a.get("previous") != a.get("state")
+        and a["target"]["name"] == target
+    ]
 
 
 def test_an_incident_verifies_and_resolves_on_the_replica_that_did_not_detect_it(
@@ -275,7 +271,7 @@ def test_an_incident_verifies_and_resolves_on_the_replica_that_did_not_detect_it
     resolves on the replica that restarted it, after ``verify.quiet`` and on fresh samples; for
     the one decided away from its detector, the samples came as freshness records."""
     playbook = PLAYBOOK + "  verify:\n    quiet: 10s\n    within: 90s\n    samples: 3\n"
-    setup = _Setup.start(tmp_path, kafka_bootstrap, kafka_topic, twin_factory, 2, playbook)
+    setup = Setup.start(tmp_path, kafka_bootstrap, kafka_topic, twin_factory, 2, playbook)
     names, daemons, namespace = setup.names, setup.daemons, setup.namespace
     targets = [names[0], names[3]]
     with contextlib.ExitStack() as stack:
@@ -314,11 +310,12 @@ def test_an_incident_verifies_and_resolves_on_the_replica_that_did_not_detect_it
         executed = {
             e["target"]["name"]: e["instance"]
             for d in daemons
-            for e in _executed(d.log_path.parent / "audit.jsonl")
+            for e in support.executed(d.log_path.parent / "audit.jsonl")
         }
         assert sorted(executed) == sorted(targets)
         published = {
-            d.log_path.parent.name: _sample(d, "aiops_freshness_records_published_total") for d in daemons
+            d.log_path.parent.name: support.sample(d, "aiops_freshness_records_published_total")
+            for d in daemons
         }
         (detector,) = [name for name, n in published.items() if n > 0]
         away = [t for t in targets if executed[t] != detector]
@@ -332,4 +329,4 @@ def test_an_incident_verifies_and_resolves_on_the_replica_that_did_not_detect_it
             assert "fresh samples" in done["reason"]
             assert all(e["freshSamples"] >= 3 for e in done["details"]["evidence"])
         receiver = next(d for d in daemons if d.log_path.parent.name == executed[away[0]])
-        assert _sample(receiver, "aiops_freshness_records_received_total") > 0
+        assert support.sample(receiver, "aiops_freshness_records_received_total") > 0

@@ -13,8 +13,6 @@ successor's backfill, is not acted on twice.
 from __future__ import annotations
 
 import contextlib
-import json
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -24,7 +22,9 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import support
 from tests.e2e.daemon import Daemon
+from tests.e2e.support import PLAYBOOK
 from tests.integration.test_remediation_support import deployment_body
 from tests.servers.common import eventually
 from tests.servers.prometheus import Exporter, PrometheusServer
@@ -35,47 +35,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 NAMESPACE = "shop"
 DEPLOYMENT = "web"
 LEASE = {"lease_duration": 8.0, "renew_deadline": 5.0, "retry_period": 1.0}
-PLAYBOOK = """
-apiVersion: aiops/v1
-kind: Playbook
-metadata:
-  name: restart-on-errors
-spec:
-  trigger:
-    signal: threshold
-    metric: error_ratio
-    match:
-      deployment: ".+"
-    minScore: 0.5
-    maxGap: 10m
-  target:
-    kind: Deployment
-    namespace: "{{ labels.namespace }}"
-    name: "{{ labels.deployment }}"
-  actions:
-    - restart: {}
-  guardrails:
-    cooldown: 1h
-"""
-
-
-def _metric(d: Daemon, name: str) -> float:
-    """The sum of every sample of ``name`` (any labels) on the daemon's /metrics; 0 when absent."""
-    text = d.wait_http("/metrics", 200)
-    return sum(float(m[1]) for m in re.finditer(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", text, re.M))
 
 
 def _wait_polling(d: Daemon, what: str) -> None:
     """Until ``d`` polls Prometheus (it took the Lease and backfilled)."""
-    eventually(lambda: _metric(d, "aiops_prometheus_source_active") == 1, timeout=30, interval=0.2, what=what)
-
-
-def _executed(d: Daemon) -> list[dict[str, Any]]:
-    audit = d.log_path.parent / "audit.jsonl"
-    if not audit.exists():
-        return []
-    entries = [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
-    return [e for e in entries if e.get("decision") == "executed"]
+    eventually(
+        lambda: support.total(d, "aiops_prometheus_source_active") == 1, timeout=30, interval=0.2, what=what
+    )
 
 
 def _config(
@@ -164,14 +130,14 @@ class _Replicas:
             d.wait_http("/readyz", 200, timeout=60)  # the standby is ready too
         eventually(  # target sync: the first scraped sample is queryable after about 5.5 s
             lambda: (
-                sorted(_metric(d, "aiops_prometheus_source_active") for d in self.daemons) == [0.0, 1.0]
-                and max(_metric(d, "aiops_samples_in_total") for d in self.daemons) > 0
+                sorted(support.total(d, "aiops_prometheus_source_active") for d in self.daemons) == [0.0, 1.0]
+                and max(support.total(d, "aiops_samples_in_total") for d in self.daemons) > 0
             ),
             timeout=60,
             what="one replica polling Prometheus",
         )
-        active = next(d for d in self.daemons if _metric(d, "aiops_prometheus_source_active") == 1)
-        assert _metric(active, "aiops_leader") == 1
+        active = next(d for d in self.daemons if support.total(d, "aiops_prometheus_source_active") == 1)
+        assert support.total(active, "aiops_leader") == 1
         return active, next(d for d in self.daemons if d is not active)
 
     def kill_and_wait_for_takeover(self, active: Daemon, standby: Daemon) -> float:
@@ -199,17 +165,17 @@ def test_only_the_lease_holder_queries_and_its_successor_backfills_a_breach_acte
             stack.enter_context(d)
         active, standby = replicas.active_and_standby()
         eventually(
-            lambda: sum(_metric(d, "aiops_kafka_partitions_owned") for d in daemons) == 2,
+            lambda: sum(support.total(d, "aiops_kafka_partitions_owned") for d in daemons) == 2,
             timeout=60,
             what="the signals partitions owned by the decision group",
         )
-        queried = _metric(standby, "aiops_prometheus_queries_total")
-        polled = _metric(active, "aiops_prometheus_queries_total")
+        queried = support.total(standby, "aiops_prometheus_queries_total")
+        polled = support.total(active, "aiops_prometheus_queries_total")
         time.sleep(3.0)
-        assert _metric(standby, "aiops_prometheus_queries_total") == queried == 1  # its validation only
-        assert _metric(active, "aiops_prometheus_queries_total") >= polled + 2
-        assert _metric(standby, "aiops_samples_in_total") == 0
-        assert _metric(standby, "aiops_source_ready") == 0  # not connected, though /readyz is green
+        assert support.total(standby, "aiops_prometheus_queries_total") == queried == 1  # its validation only
+        assert support.total(active, "aiops_prometheus_queries_total") >= polled + 2
+        assert support.total(standby, "aiops_samples_in_total") == 0
+        assert support.total(standby, "aiops_source_ready") == 0  # not connected, though /readyz is green
         assert not replicas.restarted()
 
         killed = time.monotonic()  # the breach starts at once after the kill, below
@@ -219,8 +185,10 @@ def test_only_the_lease_holder_queries_and_its_successor_backfills_a_breach_acte
         time.sleep(3.0)
         errors.set(0.1)
         time.sleep(1.5)  # scraped back to normal; the Lease (8 s) has not expired yet
-        assert _metric(standby, "aiops_prometheus_source_active") == 0, "took over before the breach ended"
-        assert _metric(standby, "aiops_prometheus_backfill_seconds_count") == 0
+        assert support.total(standby, "aiops_prometheus_source_active") == 0, (
+            "took over before the breach ended"
+        )
+        assert support.total(standby, "aiops_prometheus_backfill_seconds_count") == 0
 
         _wait_polling(standby, "the survivor taking the Lease over")
         took_over = time.monotonic() - killed
@@ -229,13 +197,13 @@ def test_only_the_lease_holder_queries_and_its_successor_backfills_a_breach_acte
         )
         acted = time.monotonic() - killed
         time.sleep(3.0)  # room for a second execution, which must not come
-        executed = [e for d in daemons for e in _executed(d)]
+        executed = [e for d in daemons for e in support.executed(d.log_path.parent / "audit.jsonl")]
         assert [(e["target"]["name"], e["instance"]) for e in executed] == [
             (DEPLOYMENT, standby.log_path.parent.name)
         ]
-        assert _metric(standby, "aiops_prometheus_backfill_seconds_count") == 1
-        assert _metric(standby, "aiops_signals_forwarded_total") >= 1  # through the signals topic
-        backfill = _metric(standby, "aiops_prometheus_backfill_seconds_sum")
+        assert support.total(standby, "aiops_prometheus_backfill_seconds_count") == 1
+        assert support.total(standby, "aiops_signals_forwarded_total") >= 1  # through the signals topic
+        backfill = support.total(standby, "aiops_prometheus_backfill_seconds_sum")
     print(
         f"\nPrometheus failover: Lease taken over {took_over:.1f} s after the SIGKILL (lease 8 s), "
         f"backfill {backfill * 1000:.0f} ms, deployment restarted {acted:.1f} s after the SIGKILL"
@@ -259,21 +227,25 @@ def test_a_breach_the_holder_acted_on_is_not_acted_on_again_by_its_successor(
         replicas.errors.set(0.9)
         eventually(replicas.restarted, timeout=30, interval=0.5, what="the holder restarting the deployment")
         replicas.errors.set(0.1)
-        eventually(lambda: bool(_executed(active)), timeout=10, what="the holder's audit record")
-        (first,) = _executed(active)
+        eventually(
+            lambda: bool(support.executed(active.log_path.parent / "audit.jsonl")),
+            timeout=10,
+            what="the holder's audit record",
+        )
+        (first,) = support.executed(active.log_path.parent / "audit.jsonl")
         assert first["instance"] == active.log_path.parent.name
         time.sleep(2.0)  # back to normal in Prometheus; the breach stays within the 60 s backfill
-        assert _metric(standby, "aiops_signals_total") == 0
+        assert support.total(standby, "aiops_signals_total") == 0
         replicas.kill_and_wait_for_takeover(active, standby)
         eventually(
-            lambda: _metric(standby, "aiops_signals_total") >= 1,
+            lambda: support.total(standby, "aiops_signals_total") >= 1,
             timeout=30,
             what="the successor's backfill flagging the breach again",
         )
-        assert _metric(standby, "aiops_prometheus_backfill_seconds_count") == 1
+        assert support.total(standby, "aiops_prometheus_backfill_seconds_count") == 1
         time.sleep(5.0)  # room for a second execution, which must not come
-        assert _executed(standby) == []
-        assert [e["key"] for e in _executed(active)] == [first["key"]]
+        assert support.executed(standby.log_path.parent / "audit.jsonl") == []
+        assert [e["key"] for e in support.executed(active.log_path.parent / "audit.jsonl")] == [first["key"]]
         # the same grid timestamps: the successor reopened the holder's incident, under its id
         assert f'"incident":"{first["incident"]}"' in standby.output()
 
@@ -297,5 +269,5 @@ def test_a_holder_stopped_by_sigterm_hands_the_lease_over_at_once(
         handover = time.monotonic() - stopped
         assert handover < LEASE["lease_duration"], f"took {handover:.1f} s: the Lease was left to expire"
         assert "released lease" in active.output()
-        assert _metric(standby, "aiops_prometheus_backfill_seconds_count") == 1
+        assert support.total(standby, "aiops_prometheus_backfill_seconds_count") == 1
     print(f"\nPrometheus hand-over on SIGTERM: the standby polls {handover:.1f} s after the signal")
