@@ -25,6 +25,11 @@ from tests.servers.common import eventually
 from tests.servers.twin import TwinFactory
 
 PARTITIONS = 6
+#: The detector of the playbook below: an error ratio above 0.5.
+THRESHOLD: dict[str, Any] = {
+    "type": "threshold",
+    "params": {"rules": [{"metric": "error_ratio", "above": 0.5}]},
+}
 #: Restart a deployment whose error ratio is over its threshold (the playbook of the decision tests).
 PLAYBOOK = """
 apiVersion: aiops/v1
@@ -242,19 +247,24 @@ def replica_config(
                 "state": {"enabled": False},
             }
         },
-        "detectors": [{"type": "threshold", "params": {"rules": [{"metric": "error_ratio", "above": 0.5}]}}],
+        "detectors": [THRESHOLD],
         "signals": {"topic": signals_topic, "decisions": True, "decision_group": f"{group}-decisions"},
         "playbooks": {"directory": str(books), "status_file": str(home / "status.json")},
-        "executor": {
-            "enabled": True,
-            "kubeconfig": str(kubeconfig),
-            "audit_file": str(home / "audit.jsonl"),
-            "audit_topic": None,
-            "events": False,
-            "instance": home.name,
-            "approvals_dir": str(home / "approvals"),
-        },
+        "executor": executor_config(home, kubeconfig),
         "log": {"format": "json"},
+    }
+
+
+def executor_config(home: Path, kubeconfig: Path) -> dict[str, Any]:
+    """A replica's executor on the twin: its audit file and approvals in ``home``, named by it."""
+    return {
+        "enabled": True,
+        "kubeconfig": str(kubeconfig),
+        "audit_file": str(home / "audit.jsonl"),
+        "audit_topic": None,
+        "events": False,
+        "instance": home.name,
+        "approvals_dir": str(home / "approvals"),
     }
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from tests.e2e import support
 from tests.e2e.daemon import Daemon
-from tests.e2e.support import PLAYBOOK
+from tests.e2e.support import PLAYBOOK, THRESHOLD
 from tests.integration.test_remediation_support import deployment_body
 from tests.servers.common import eventually
 from tests.servers.prometheus import Exporter, PrometheusServer
@@ -66,20 +66,10 @@ def _config(
                 "queries": [{"name": "error_ratio", "query": 'app_error_ratio{job="exporter"}'}],
             }
         },
-        "detectors": [{"type": "threshold", "params": {"rules": [{"metric": "error_ratio", "above": 0.5}]}}],
+        "detectors": [THRESHOLD],
         "signals": signals,
         "playbooks": {"directory": str(books), "status_file": str(home / "status.json")},
-        "executor": {
-            "enabled": True,
-            "kubeconfig": str(kubeconfig),
-            "audit_file": str(home / "audit.jsonl"),
-            "audit_topic": None,
-            "events": False,
-            "instance": home.name,
-            "approvals_dir": str(home / "approvals"),
-            "lease_name": lease,
-            **LEASE,
-        },
+        "executor": {**support.executor_config(home, kubeconfig), "lease_name": lease, **LEASE},
         "log": {"format": "json"},
     }
 

@@ -34,7 +34,7 @@ from kafka.admin import NewTopic
 
 from tests.e2e import support
 from tests.e2e.daemon import Daemon
-from tests.e2e.support import PARTITIONS, PLAYBOOK, Setup
+from tests.e2e.support import PARTITIONS, PLAYBOOK, THRESHOLD, Setup
 from tests.servers.common import eventually
 from tests.servers.twin import TwinFactory
 
@@ -159,7 +159,7 @@ def test_a_rolling_restart_of_every_replica_loses_no_incident_and_no_state(
     playbook = PLAYBOOK.replace("    maxGap: 10m", f"    maxGap: 10m\n    for: {WINDOW:.0f}s")
     detectors: list[dict[str, Any]] = [
         EWMA,
-        {"type": "threshold", "params": {"rules": [{"metric": "error_ratio", "above": 0.5}]}},
+        THRESHOLD,
     ]
     source = {"state": {"enabled": True, "topic": state_topic, "interval": "1h"}}
     setup = Setup.start(
