@@ -109,9 +109,9 @@ class _Flagged:
     def read(self) -> set[str]:
         for records in self.consumer.poll(500).values():
             for r in records:
-                signal = orjson.loads(r.value)
+                signal = orjson.loads(r.value)  # or a freshness record, which has no detector
                 if (
-                    signal["detector"] == "ewma"
+                    signal.get("detector") == "ewma"
                     and signal["metric"] == "latency_seconds"
                     and signal["timestamp"] >= self.since
                 ):
