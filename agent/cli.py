@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -57,7 +56,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aiops", description="Event-driven AIOps self-healing agent for Kubernetes."
     )
-    p.add_argument("--version", action="version", version=f"aiops {version()}")
+    p.add_argument("--version", action=_Version, help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the agent daemon")
@@ -95,10 +94,30 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def version() -> str:
     """The installed package's version (``unknown`` when run from a tree that was never installed)."""
+    import importlib.metadata  # noqa: PLC0415 - only --version reads the package metadata
+
     try:
         return importlib.metadata.version("aiops-agent")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+class _Version(argparse.Action):
+    """``--version``: looks the version up only when asked (argparse's own action takes it when
+    the parser is built, on every run)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(f"aiops {version()}\n")
+        parser.exit()
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
