@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +43,11 @@ SINGLE_COMMANDS: dict[str, str] = {
     "twin": "agent.commands.twin",
     "rbac": "agent.commands.rbac",
 }
+
+#: Commands whose work has no matrix algebra in it (numba's loop, element-wise numpy): when one
+#: of them starts numpy, its OpenBLAS starts one thread instead of one per core, which takes
+#: about 50 ms of numpy's import on a 2-core machine. An OPENBLAS_NUM_THREADS already set wins.
+ONE_BLAS_THREAD: frozenset[str] = frozenset({"detect"})
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -187,6 +193,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aiops`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ONE_BLAS_THREAD and "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = _parser(argv[0] if argv else None).parse_args(argv)
     func = getattr(args, "func", None)
     if func is not None:

@@ -178,8 +178,8 @@ _PLAIN_ISO = re.compile(
     r"(?:(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?\n)*"
 )
 
-#: Microseconds below which a float64 holds every count exactly (up to the year 2255), so that
-#: dividing by 1e6 rounds as Python's ``timedelta.total_seconds`` does.
+#: Microseconds from 1970 below which a float64 holds every count exactly (the years 1685 to
+#: 2255), so that dividing by 1e6 rounds as Python's ``timedelta.total_seconds`` does.
 _EXACT_MICROS = 2**53
 
 
