@@ -21,7 +21,7 @@ setup: $(STAMP) bytecode prometheus chromium
 
 # The project's own modules compiled to bytecode, as pip does for an installed package: where
 # PYTHONDONTWRITEBYTECODE is set, an editable install would otherwise compile every imported
-# module from source at each start (about 60 ms of `aiops detect`). Only changed files are redone.
+# module from source at each start (a tenth of `aiops detect`). Only changed files are redone.
 bytecode: $(STAMP)
 	$(BIN)/python -m compileall -q agent detectors remediations simulations
 

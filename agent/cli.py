@@ -45,8 +45,8 @@ SINGLE_COMMANDS: dict[str, str] = {
 }
 
 #: Commands whose work has no matrix algebra in it (numba's loop, element-wise numpy): when one
-#: of them starts numpy, its OpenBLAS starts one thread instead of one per core, which takes
-#: about 50 ms of numpy's import on a 2-core machine. An OPENBLAS_NUM_THREADS already set wins.
+#: of them starts numpy, its OpenBLAS starts one thread, not one per core, whose start-up would
+#: take a good part of numpy's import (docs/benchmarks.md). An OPENBLAS_NUM_THREADS set wins.
 ONE_BLAS_THREAD: frozenset[str] = frozenset({"detect"})
 
 EXIT_OK = 0

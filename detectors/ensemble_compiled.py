@@ -56,10 +56,11 @@ def _import_numba_arrays() -> None:
     safe: scipy.linalg not loaded yet (else the probe is free) and no other thread that could
     import it meanwhile.
 
-    Importing scipy.linalg takes about as long as everything else numba loads for the first call
-    (0.2-0.3 s here); the loop uses neither BLAS nor ``np.correlate``/``np.convolve``, so its code
-    and scores do not change. The only lasting effect is on numba code compiled later in the same
-    process: its ``np.correlate``/``np.convolve`` use numba's own loop instead of BLAS.
+    Importing scipy.linalg costs about as much as everything else numba loads for the first call
+    (docs/benchmarks.md, ``aiops detect`` start-up); the loop uses neither BLAS nor
+    ``np.correlate``/``np.convolve``, so its code and scores do not change. The only lasting effect
+    is on numba code compiled later in the same process: its ``np.correlate``/``np.convolve`` use
+    numba's own loop instead of BLAS.
     """
     if _NUMBA_ARRAYS in sys.modules:
         return
