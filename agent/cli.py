@@ -7,6 +7,7 @@ rejects, a runtime failure); 2 invalid usage or an invalid config file.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import logging
@@ -44,10 +45,12 @@ SINGLE_COMMANDS: dict[str, str] = {
     "rbac": "agent.commands.rbac",
 }
 
-#: Commands whose work has no matrix algebra in it (numba's loop, element-wise numpy): when one
-#: of them starts numpy, its OpenBLAS starts one thread, not one per core, whose start-up would
-#: take a good part of numpy's import (docs/benchmarks.md). An OPENBLAS_NUM_THREADS set wins.
-ONE_BLAS_THREAD: frozenset[str] = frozenset({"detect"})
+#: One-shot commands made to start and stop fast (docs/benchmarks.md, ``aiops detect`` start-up).
+#: They do no matrix algebra (numba's loop, element-wise numpy), so numpy's OpenBLAS starts one
+#: thread for them, not one per core (an OPENBLAS_NUM_THREADS already set wins); and once one has
+#: written its output, the console script exits without the interpreter's garbage collections,
+#: which would walk every object numba made only to free memory the process gives back anyway.
+QUICK_COMMANDS: frozenset[str] = frozenset({"detect"})
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -193,7 +196,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aiops`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ONE_BLAS_THREAD and "numpy" not in sys.modules:
+    if argv and argv[0] in QUICK_COMMANDS and "numpy" not in sys.modules:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = _parser(argv[0] if argv else None).parse_args(argv)
     func = getattr(args, "func", None)
@@ -216,5 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_INVALID  # unreachable: argparse requires a command
 
 
+def console() -> None:
+    """Entry point of the ``aiops`` console script: :func:`main` on the command line, then exit
+    with its code (for :data:`QUICK_COMMANDS`, with every object left frozen out of the
+    collections of the interpreter's shutdown; their files are closed by then)."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv and argv[0] in QUICK_COMMANDS:
+        gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

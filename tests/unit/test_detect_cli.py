@@ -344,3 +344,33 @@ def test_detect_imports_no_client_nor_scipy_linalg_and_starts_one_blas_thread(tm
     assert loaded == []
     assert blas_threads == "1"
     assert len(read_output(out)[1]) == 1200
+
+
+@pytest.mark.parametrize("good", [True, False], ids=["scored", "bad-input"])
+def test_the_console_script_exits_with_the_commands_code_and_its_output_whole(
+    tmp_path: Path, good: bool
+) -> None:
+    """The console entry point of a quick command leaves its objects to the OS at exit: the
+    output file, stdout and stderr are complete all the same, and the exit code is main's."""
+    if good:
+        write_input(tmp_path / "in.csv", n=1500)
+    else:
+        (tmp_path / "in.csv").write_text("timestamp,value\n2014-04-01 00:00:00,1\nyesterday,2\n")
+    out = tmp_path / "out.csv"
+    script = (
+        "import sys\n"
+        "from agent.cli import console\n"
+        f"sys.argv = ['aiops', 'detect', {str(tmp_path / 'in.csv')!r}, '--output', {str(out)!r}]\n"
+        "console()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=110
+    )
+    if good:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{out}: 1500 rows scored by ensemble\n"
+        assert len(read_output(out)[1]) == 1500
+    else:
+        assert done.returncode == 2
+        assert done.stderr == f"error: {tmp_path / 'in.csv'}:3: cannot parse the timestamp 'yesterday'\n"
+        assert not out.exists()
