@@ -7,14 +7,15 @@ rejects, a runtime failure); 2 invalid usage or an invalid config file.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
-import importlib.metadata
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -44,6 +45,13 @@ SINGLE_COMMANDS: dict[str, str] = {
     "rbac": "agent.commands.rbac",
 }
 
+#: One-shot commands made to start and stop fast (docs/benchmarks.md, ``aiops detect`` start-up).
+#: They do no matrix algebra (numba's loop, element-wise numpy), so numpy's OpenBLAS starts one
+#: thread for them, not one per core (an OPENBLAS_NUM_THREADS already set wins); and once one has
+#: written its output, the console script exits without the interpreter's garbage collections,
+#: which would walk every object numba made only to free memory the process gives back anyway.
+QUICK_COMMANDS: frozenset[str] = frozenset({"detect"})
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
@@ -57,7 +65,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aiops", description="Event-driven AIOps self-healing agent for Kubernetes."
     )
-    p.add_argument("--version", action="version", version=f"aiops {version()}")
+    p.add_argument("--version", action=_Version, help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the agent daemon")
@@ -95,10 +103,30 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def version() -> str:
     """The installed package's version (``unknown`` when run from a tree that was never installed)."""
+    import importlib.metadata  # noqa: PLC0415 - only --version reads the package metadata
+
     try:
         return importlib.metadata.version("aiops-agent")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+class _Version(argparse.Action):
+    """``--version``: looks the version up only when asked (argparse's own action takes it when
+    the parser is built, on every run)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(f"aiops {version()}\n")
+        parser.exit()
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
@@ -168,6 +196,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aiops`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in QUICK_COMMANDS and "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = _parser(argv[0] if argv else None).parse_args(argv)
     func = getattr(args, "func", None)
     if func is not None:
@@ -189,5 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_INVALID  # unreachable: argparse requires a command
 
 
+def console() -> None:
+    """Entry point of the ``aiops`` console script: :func:`main` on the command line, then exit
+    with its code (for :data:`QUICK_COMMANDS`, with every object left frozen out of the
+    collections of the interpreter's shutdown; their files are closed by then)."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv and argv[0] in QUICK_COMMANDS:
+        gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -17,6 +17,9 @@ into batches.
 
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
 from typing import Any
 
 import numba
@@ -38,6 +41,38 @@ _MAX_ABS_TIMESTAMP = 1e11
 
 F64 = np.ndarray[Any, np.dtype[np.float64]]
 F32 = np.ndarray[Any, np.dtype[np.float32]]
+
+#: numba's array functions, which its CPU target imports when the first compiled function of a
+#: process is called (loaded from the cache or compiled).
+_NUMBA_ARRAYS = "numba.np.arraymath"
+
+#: What that import probes for, only to choose how compiled ``np.correlate``/``np.convolve`` take
+#: inner products (BLAS or a plain loop); the probe imports all of ``scipy.linalg``.
+_BLAS_PROBE = "scipy.linalg.cython_blas"
+
+
+def _import_numba_arrays() -> None:
+    """Import :data:`_NUMBA_ARRAYS` with :data:`_BLAS_PROBE` reported missing, when that is
+    safe: scipy.linalg not loaded yet (else the probe is free) and no other thread that could
+    import it meanwhile.
+
+    Importing scipy.linalg costs about as much as everything else numba loads for the first call
+    (docs/benchmarks.md, ``aiops detect`` start-up); the loop uses neither BLAS nor
+    ``np.correlate``/``np.convolve``, so its code and scores do not change. The only lasting effect
+    is on numba code compiled later in the same process: its ``np.correlate``/``np.convolve`` use
+    numba's own loop instead of BLAS.
+    """
+    if _NUMBA_ARRAYS in sys.modules:
+        return
+    if "scipy.linalg" in sys.modules or threading.active_count() > 1:
+        importlib.import_module(_NUMBA_ARRAYS)
+        return
+    sys.modules[_BLAS_PROBE] = None  # type: ignore[assignment]  # the import system's "not found"
+    try:
+        importlib.import_module(_NUMBA_ARRAYS)
+    finally:
+        if sys.modules.get(_BLAS_PROBE, sys) is None:
+            del sys.modules[_BLAS_PROBE]
 
 
 @numba.njit(cache=True, inline="always")
@@ -561,6 +596,7 @@ class CompiledPlan:
     ) -> None:
         """Score and learn the samples ``order`` of ``batch`` into ``scores`` (duplicates and
         out-of-order samples counted in ``counters``)."""
+        _import_numba_arrays()  # before the first call sets numba up
         a = state.arrays
 
         def lattice(prefix: str) -> tuple[F64, ...]:

@@ -15,9 +15,10 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,11 +106,18 @@ def read_csv(
 
     With ``extra_columns`` the header only has to start with ``header`` and rows may be longer.
     """
+    return list(iter_csv(path, header, extra_columns=extra_columns))
+
+
+def iter_csv(
+    path: Path, header: tuple[str, ...], *, extra_columns: bool = False
+) -> Iterator[tuple[int, list[str]]]:
+    """:func:`read_csv` one row at a time (a caller that keeps only the cells keeps no row lists:
+    thousands of them would wake the garbage collector over every object the imports made)."""
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    rows: list[tuple[int, list[str]]] = []
     with handle:
         reader = csv.reader(handle)
         try:
@@ -128,31 +136,66 @@ def read_csv(
                     raise InputError(
                         f"{path}:{reader.line_num}: expected {len(header)} fields, got {len(row)}"
                     )
-                rows.append((reader.line_num, row))
+                yield reader.line_num, row
         except (csv.Error, UnicodeDecodeError) as exc:
             raise InputError(f"{path}:{reader.line_num}: {exc}") from exc
-    return rows
 
 
 def read_series(path: Path) -> Series:
-    """Read a ``timestamp,value`` file; an empty value is NaN, any other bad cell an error."""
-    rows = read_csv(path, HEADER)
+    """Read a ``timestamp,value`` file; an empty value is NaN, any other bad cell an error (the
+    first bad line of the file is the one named)."""
+    lines: list[int] = []
     stamps: list[str] = []
     raw_values: list[str] = []
-    timestamps = np.empty(len(rows))
-    values = np.empty(len(rows))
-    for i, (line, (stamp, value)) in enumerate(rows):
-        try:
-            timestamps[i] = parse_timestamp(stamp)
-        except ValueError:
-            raise InputError(f"{path}:{line}: cannot parse the timestamp {stamp!r}") from None
-        try:
-            values[i] = parse_value(value)
-        except ValueError:
-            raise InputError(f"{path}:{line}: cannot parse the value {value!r} as a number") from None
+    values: list[float] = []
+    bad_value: InputError | None = None
+    for line, (stamp, value) in iter_csv(path, HEADER):
+        lines.append(line)
         stamps.append(stamp)
         raw_values.append(value)
-    return Series(path, stamps, raw_values, timestamps, values)
+        try:
+            values.append(parse_value(value))
+        except ValueError:
+            bad_value = InputError(f"{path}:{line}: cannot parse the value {value!r} as a number")
+            break
+    timestamps = None if bad_value else parse_plain_timestamps(stamps)
+    if timestamps is None:
+        timestamps = np.empty(len(stamps))
+        for i, (line, stamp) in enumerate(zip(lines, stamps, strict=True)):
+            try:
+                timestamps[i] = parse_timestamp(stamp)
+            except ValueError:
+                raise InputError(f"{path}:{line}: cannot parse the timestamp {stamp!r}") from None
+    if bad_value is not None:
+        raise bad_value
+    return Series(path, stamps, raw_values, timestamps, np.array(values, dtype=np.float64))
+
+
+#: A run of timestamps, one a line, that numpy's datetime64 parser reads exactly as
+#: :func:`parse_timestamp` does: ISO 8601 date and time without an offset, to the second or the
+#: microsecond (not the year 0, which numpy takes and Python refuses).
+_PLAIN_ISO = re.compile(
+    r"(?:(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?\n)*"
+)
+
+#: Microseconds from 1970 below which a float64 holds every count exactly (the years 1685 to
+#: 2255), so that dividing by 1e6 rounds as Python's ``timedelta.total_seconds`` does.
+_EXACT_MICROS = 2**53
+
+
+def parse_plain_timestamps(stamps: list[str]) -> FloatArray | None:
+    """Unix seconds of every stamp at once when all are plain ISO 8601 (see :data:`_PLAIN_ISO`),
+    as :func:`parse_timestamp` gives them one by one; None when any is not (or is no date, like
+    February 30): then each is parsed alone, and the bad one named."""
+    if not _PLAIN_ISO.fullmatch("\n".join(stamps) + "\n" if stamps else ""):
+        return None
+    try:
+        micros = np.array(stamps, dtype="datetime64[us]").astype(np.int64)
+    except ValueError:
+        return None
+    if micros.size and int(np.abs(micros).max()) >= _EXACT_MICROS:
+        return None
+    return micros / 1e6
 
 
 def parse_params(text: str | None) -> dict[str, Any]:

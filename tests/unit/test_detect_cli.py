@@ -6,12 +6,18 @@ import argparse
 import csv
 import importlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.cli import SINGLE_COMMANDS, main
 from agent.commands import detect
@@ -231,3 +237,140 @@ def test_missing_value_markers_and_unix_timestamps_are_read(tmp_path: Path) -> N
     assert series.values[0] == 1.0
     assert np.isnan(series.values[1:]).all()
     assert series.raw_values[1:] == ["NA", "null", " None ", "-"]  # written back as they came
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    moments=st.lists(
+        st.datetimes(min_value=datetime(1686, 1, 1), max_value=datetime(2254, 12, 31)),
+        min_size=1,
+        max_size=20,
+    ),
+    separator=st.sampled_from([" ", "T"]),
+    timespec=st.sampled_from(["seconds", "milliseconds", "microseconds"]),
+)
+def test_plain_iso_timestamps_parsed_at_once_equal_parsing_them_one_by_one(
+    moments: list[datetime], separator: str, timespec: str
+) -> None:
+    stamps = [m.isoformat(sep=separator, timespec=timespec) for m in moments]
+    at_once = detect.parse_plain_timestamps(stamps)
+    assert at_once is not None
+    assert at_once.tolist() == [detect.parse_timestamp(s) for s in stamps]  # exactly, bit for bit
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2014-04-01T02:00:00+02:00",  # an offset
+        "1396310400",  # Unix seconds
+        " 2014-04-01 00:00:00",  # spaces around
+        "2014-02-30 00:00:00",  # no such day
+        "0000-01-01 00:00:00",  # numpy reads the year 0, Python does not
+        "2014-04-01 00:00",  # no seconds
+        "2300-01-01 00:00:00",  # microseconds past what a float64 holds exactly
+        "1600-01-01 00:00:00",  # ... either way
+    ],
+)
+def test_other_timestamps_are_left_to_the_one_by_one_parse(tmp_path: Path, stamp: str) -> None:
+    stamps = ["2014-04-01 00:05:00", stamp]
+    assert detect.parse_plain_timestamps(stamps) is None
+    src = tmp_path / "in.csv"
+    src.write_text("timestamp,value\n" + "".join(f"{s},1\n" for s in stamps))
+    try:
+        expected = [detect.parse_timestamp(s) for s in stamps]
+    except ValueError:
+        with pytest.raises(detect.InputError, match=r":3: cannot parse the timestamp"):
+            detect.read_series(src)
+    else:
+        assert detect.read_series(src).timestamps.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            ["2014-04-01 00:00:00,1", "yesterday,2", "2014-04-01 00:10:00,abc"],
+            ":3: cannot parse the timestamp",
+        ),
+        (["2014-04-01 00:00:00,1", "2014-04-01 00:05:00,abc", "yesterday,2"], ":3: cannot parse the value"),
+        (["yesterday,abc"], ":2: cannot parse the timestamp"),
+    ],
+    ids=["timestamp-first", "value-first", "same-row"],
+)
+def test_the_first_bad_line_is_the_one_named(tmp_path: Path, rows: list[str], message: str) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    with pytest.raises(detect.InputError, match=message):
+        detect.read_series(src)
+
+
+#: What `aiops detect` must not import: the daemon's clients, the simulator, the config models,
+#: the plotting and learning libraries, and scipy.linalg (which numba probes for BLAS).
+NOT_FOR_DETECT = (
+    "kafka",
+    "kubernetes",
+    "prometheus_api_client",
+    "prometheus_client",
+    "requests",
+    "pydantic",
+    "agent.config",
+    "simulations",
+    "sklearn",
+    "pyod",
+    "matplotlib",
+    "scipy.linalg",
+)
+
+
+def test_detect_imports_no_client_nor_scipy_linalg_and_starts_one_blas_thread(tmp_path: Path) -> None:
+    """A fresh process runs ``aiops detect`` with the default detector (its compiled loop loaded
+    or compiled) and reports which heavy modules it loaded and the BLAS thread setting it had."""
+    write_input(tmp_path / "in.csv", n=1200)
+    out = tmp_path / "out.csv"
+    script = (
+        "import json, os, sys\n"
+        "from agent.cli import main\n"
+        f"code = main(['detect', {str(tmp_path / 'in.csv')!r}, '--output', {str(out)!r}])\n"
+        f"loaded = sorted(m for m in {NOT_FOR_DETECT!r} if m in sys.modules)\n"
+        "print(json.dumps([code, loaded, os.environ.get('OPENBLAS_NUM_THREADS')]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False, timeout=110
+    )
+    assert done.returncode == 0, done.stderr
+    code, loaded, blas_threads = json.loads(done.stdout.splitlines()[-1])
+    assert code == 0
+    assert loaded == []
+    assert blas_threads == "1"
+    assert len(read_output(out)[1]) == 1200
+
+
+@pytest.mark.parametrize("good", [True, False], ids=["scored", "bad-input"])
+def test_the_console_script_exits_with_the_commands_code_and_its_output_whole(
+    tmp_path: Path, good: bool
+) -> None:
+    """The console entry point of a quick command leaves its objects to the OS at exit: the
+    output file, stdout and stderr are complete all the same, and the exit code is main's."""
+    if good:
+        write_input(tmp_path / "in.csv", n=1500)
+    else:
+        (tmp_path / "in.csv").write_text("timestamp,value\n2014-04-01 00:00:00,1\nyesterday,2\n")
+    out = tmp_path / "out.csv"
+    script = (
+        "import sys\n"
+        "from agent.cli import console\n"
+        f"sys.argv = ['aiops', 'detect', {str(tmp_path / 'in.csv')!r}, '--output', {str(out)!r}]\n"
+        "console()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=110
+    )
+    if good:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"{out}: 1500 rows scored by ensemble\n"
+        assert len(read_output(out)[1]) == 1500
+    else:
+        assert done.returncode == 2
+        assert done.stderr == f"error: {tmp_path / 'in.csv'}:3: cannot parse the timestamp 'yesterday'\n"
+        assert not out.exists()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -103,3 +106,41 @@ def test_any_chunking_gives_the_scores_of_one_sample_at_a_time(sizes: list[int])
     )
     np.testing.assert_array_equal(np.concatenate([*parts, rest]), ONE_AT_A_TIME)
     assert ONE_AT_A_TIME.max() > 0.3
+
+
+def _fresh_process(setup: str) -> dict[str, Any]:
+    """Run the default ensemble over one batch in a new interpreter after ``setup``; what it
+    loaded of scipy, and whether sklearn (which links scipy's BLAS) still imports afterwards."""
+    script = (
+        "import json, sys, threading\n"
+        f"{setup}\n"
+        "from detectors import SampleBatch\n"
+        "from detectors.registry import build_learned\n"
+        "build_learned('ensemble', {}).update(SampleBatch.from_arrays([0, 0], [0.0, 60.0], [1.0, 2.0]))\n"
+        "seen = {m: m in sys.modules for m in ('scipy.linalg', 'scipy.linalg.cython_blas')}\n"
+        "import sklearn.linear_model, scipy.linalg.cython_blas\n"
+        "from numba.np import arraymath\n"
+        "print(json.dumps({'seen': seen, 'blas': arraymath._HAVE_BLAS}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=110
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def test_the_first_call_does_not_import_scipy_linalg_and_leaves_it_importable() -> None:
+    result = _fresh_process("")
+    assert result["seen"] == {"scipy.linalg": False, "scipy.linalg.cython_blas": False}
+    assert result["blas"] is False  # numba's compiled np.correlate/np.convolve: its own loop
+
+
+def test_with_another_thread_or_scipy_loaded_numba_probes_blas_as_usual() -> None:
+    threaded = _fresh_process(
+        "stop = threading.Event(); threading.Thread(target=stop.wait, daemon=True).start()"
+    )
+    assert threaded["seen"]["scipy.linalg"] is True
+    assert threaded["blas"] is True
+    loaded = _fresh_process("import scipy.linalg")
+    assert loaded["blas"] is True

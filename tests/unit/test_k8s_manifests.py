@@ -293,7 +293,7 @@ def test_deployment_command_is_the_cli_with_the_mounted_config(rendered: list[Ob
     argv = [*agent["command"], *agent["args"]]
     assert argv[0] == "aiops"
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["aiops"] == "agent.cli:main"
+    assert scripts["aiops"] == "agent.cli:console"
     args: argparse.Namespace = _parser().parse_args(argv[1:])
     assert args.command == "run"
     assert args.config == Path(CONFIG_PATH)
