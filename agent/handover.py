@@ -35,7 +35,7 @@ from agent.clock import Clock
 from agent.config import HandoverConfig, KafkaConnection
 from agent.metrics import AgentMetrics
 from agent.partition_state import Changelog, check_chunk
-from detectors.checkpoint import CheckpointError
+from detectors.checkpoint import CheckpointError, inflate
 
 log = logging.getLogger("aiops.handover")
 
@@ -162,13 +162,7 @@ def encode(
 def decode(blob: bytes, max_bytes: int) -> dict[str, Any]:
     """One chunk's envelope; CheckpointError when it is not one of this format and version, or
     inflates past ``max_bytes``."""
-    inflater = zlib.decompressobj()
-    try:
-        raw = inflater.decompress(blob, max_bytes)
-    except zlib.error as exc:
-        raise CheckpointError(f"not an incidents chunk (not zlib: {exc})") from exc
-    if inflater.unconsumed_tail:
-        raise CheckpointError(f"an incidents chunk inflates past max_inflated_bytes {max_bytes}")
+    raw = inflate(blob, max_bytes, "an incidents chunk", "max_inflated_bytes")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

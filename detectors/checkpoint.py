@@ -257,19 +257,27 @@ def encode(state: SeriesState, level: int = 1) -> bytes:
     return zlib.compress(body, level)
 
 
-def decode(data: bytes, max_bytes: int) -> SeriesState:
-    """The state :func:`encode` wrote; :class:`CheckpointError` for anything else, or for more
-    than ``max_bytes`` once decompressed."""
+def inflate(data: bytes, max_bytes: int, what: str, bound: str = "max_bytes") -> bytes:
+    """``data`` decompressed, never past ``max_bytes + 1`` bytes; :class:`CheckpointError` naming
+    ``what`` (and the setting ``bound`` that ``max_bytes`` comes from) when it is not zlib data,
+    inflates past ``max_bytes`` or ends early."""
     try:
         inflater = zlib.decompressobj()
         body = inflater.decompress(data, max_bytes + 1)
     except zlib.error as exc:
-        raise CheckpointError(f"not a checkpoint (not zlib data: {exc})") from exc
+        raise CheckpointError(f"not {what} (not zlib data: {exc})") from exc
     if len(body) > max_bytes or inflater.unconsumed_tail:
-        msg = f"checkpoint is larger than {max_bytes} bytes once decompressed"
+        msg = f"{what} inflates past {bound} {max_bytes} (larger than {max_bytes} bytes once decompressed)"
         raise CheckpointError(msg)
     if not inflater.eof:
-        raise CheckpointError("checkpoint is truncated (its compressed stream ends early)")
+        raise CheckpointError(f"{what} is truncated (its compressed stream ends early)")
+    return body
+
+
+def decode(data: bytes, max_bytes: int) -> SeriesState:
+    """The state :func:`encode` wrote; :class:`CheckpointError` for anything else, or for more
+    than ``max_bytes`` once decompressed."""
+    body = inflate(data, max_bytes, "a checkpoint")
     if not body.startswith(_MAGIC):
         raise CheckpointError("not a checkpoint (wrong magic)")
     try:
