@@ -266,7 +266,7 @@ class Agent:
         lease_namespace = cfg.lease_namespace or self.environ.get("POD_NAMESPACE") or "default"
         record = None if cfg.actions_record is None else Target("Lease", lease_namespace, cfg.actions_record)
         self.facts = KubeFacts(kube, self.clock, agent_record=record)
-        identity = cfg.instance or self.environ.get("POD_NAME") or default_identity()
+        identity = cfg.instance or default_identity(self.environ)
         leader: LeaderState = AlwaysLeader()
         if cfg.leader_election:
             self.leader = LeaseLeader(

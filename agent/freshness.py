@@ -49,8 +49,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
 import threading
 import uuid
 from collections import OrderedDict
@@ -63,6 +61,7 @@ import orjson
 from agent.clock import Clock
 from agent.config import FreshnessConfig
 from agent.kafka_client import KafkaDeliveryError, ResilientProducer
+from agent.leader import default_identity
 from agent.metrics import AgentMetrics
 from detectors import SeriesKey, Signal
 from detectors.freshness import Seen, SeriesFreshness
@@ -81,10 +80,9 @@ class FreshnessRecordError(ValueError):
 
 
 def source_id(environ: Mapping[str, str] | None = None) -> str:
-    """This process's name as a source of records: the pod (or host) and a random suffix, so a
-    restarted replica counts as a new source."""
-    env = os.environ if environ is None else environ
-    return f"{env.get('POD_NAME') or socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    """This process's name as a source of records: the replica's identity and a random suffix, so
+    a restarted replica counts as a new source."""
+    return f"{default_identity(environ)}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from kubernetes import client as k8s
@@ -62,9 +63,11 @@ class StaticLeader:
         return self.leading
 
 
-def default_identity() -> str:
-    """This replica's identity: ``$POD_NAME``, else the host name and process id."""
-    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+def default_identity(environ: Mapping[str, str] | None = None) -> str:
+    """This replica's identity: ``$POD_NAME`` (in ``environ``, default the process's), else the
+    host name and process id."""
+    env = os.environ if environ is None else environ
+    return env.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 class _StoppedError(Exception):
