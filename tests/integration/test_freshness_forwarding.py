@@ -19,7 +19,6 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 import pytest
-import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from agent.app import detector_bank
@@ -31,42 +30,18 @@ from agent.kafka_sink import KafkaSignalSink
 from agent.metrics import AgentMetrics
 from agent.playbook.engine import PlaybookEngine
 from agent.playbook.events import AuditLog, IncidentState
-from agent.playbook.loader import PlaybookSet, load_sources
+from agent.playbook.loader import PlaybookSet
 from agent.playbook.requests import RecordingExecutor
 from agent.routing import DecisionConsumer, target_key
-from detectors import SampleBatch, SeriesKey, SeriesRegistry, Signal
+from detectors import SampleBatch, SeriesRegistry, Signal
 from detectors.freshness import Seen, SeriesFreshness
 from detectors.signal import SignalKind
+from tests.integration.decision_support import error_key, restart_playbooks
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000.0
-NS = "shop"
 SCRAPE = 15.0
-
-
-def _playbooks() -> PlaybookSet:
-    doc = {
-        "apiVersion": "aiops/v1",
-        "kind": "Playbook",
-        "metadata": {"name": "restart-on-errors"},
-        "spec": {
-            "trigger": {
-                "signal": "threshold",
-                "metric": "error_ratio",
-                "match": {"deployment": ".+"},
-                "maxGap": "10m",
-            },
-            "target": {"kind": "Deployment", "namespace": NS, "name": "{{ labels.deployment }}"},
-            "actions": [{"restart": {}}],
-            "verify": {"quiet": "2m", "within": "10m", "samples": 3},
-        },
-    }
-    return load_sources([("restart.yaml", yaml.safe_dump(doc))])
-
-
-def _key(deployment: str) -> SeriesKey:
-    return SeriesKey.of("error_ratio", {"namespace": NS, "deployment": deployment})
 
 
 class Detecting:
@@ -101,7 +76,7 @@ class Detecting:
     def scrape(self, at: float, **values: float) -> None:
         """One scrape of the given deployments at ``at``: detect, publish the signals, then what
         freshness is due."""
-        ids = np.array([self.series.id_for(_key(d)) for d in values], dtype=np.int64)
+        ids = np.array([self.series.id_for(error_key(d)) for d in values], dtype=np.int64)
         batch = SampleBatch.from_arrays(ids, np.full(ids.size, at), np.array(list(values.values())))
         signals = self.bank.process(batch)
         for sink in (self.signals, self.forwarder):
@@ -200,7 +175,7 @@ def test_an_incident_detected_on_one_replica_is_verified_on_the_replica_that_dec
     topic = kafka_topic(3, prefix="signals")
     connection = KafkaConnection(bootstrap_servers=[kafka_bootstrap], request_timeout=5.0)
     clock = ManualClock(T0 - 2 * SCRAPE)
-    playbooks = _playbooks()
+    playbooks = restart_playbooks()
     a = Detecting(connection, topic, playbooks, clock)
     b = Deciding(connection, topic, playbooks, clock, forwarded=forwarded)
     try:
@@ -251,11 +226,11 @@ def test_bad_freshness_records_are_counted_and_skipped_with_a_warning(
     topic = kafka_topic(1, prefix="signals")
     connection = KafkaConnection(bootstrap_servers=[kafka_bootstrap], request_timeout=5.0)
     clock = ManualClock(T0)
-    b = Deciding(connection, topic, _playbooks(), clock, forwarded=True)
-    good = FreshnessRecord("replica-a-1", _key("web"), Seen(T0, 7, 15.0), 5.0)
+    b = Deciding(connection, topic, restart_playbooks(), clock, forwarded=True)
+    good = FreshnessRecord("replica-a-1", error_key("web"), Seen(T0, 7, 15.0), 5.0)
     newer = {**orjson.loads(good.encode()), "version": 2}
     damaged = {**orjson.loads(good.encode()), "count": "many"}
-    signal = Signal(SignalKind.THRESHOLD, _key("web"), T0, 0.9, 1.0, "threshold")
+    signal = Signal(SignalKind.THRESHOLD, error_key("web"), T0, 0.9, 1.0, "threshold")
     producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
     for value in (good.encode(), orjson.dumps(newer), orjson.dumps(damaged), orjson.dumps(signal.to_dict())):
         producer.send(topic, value, key=b"Deployment/shop/web")
@@ -277,7 +252,7 @@ def test_bad_freshness_records_are_counted_and_skipped_with_a_warning(
             f"at {topic}[0]@2: field 'count' must be a non-negative integer, got 'many'" in w
             for w in warnings
         ), warnings
-        seen = b.view.seen(_key("web"))
+        seen = b.view.seen(error_key("web"))
         assert seen is not None
         assert seen.last == T0
         assert [p.request.target.name for p in b.executor.requests] == ["web"]
@@ -297,7 +272,13 @@ def test_freshness_records_alone_write_the_hand_over_record_once_a_minute_signal
     state_topic = kafka_topic(1, prefix="state")
     clock = ManualClock(T0)
     replica = Replica(
-        "a", kafka_bootstrap, signals_topic, state_topic, f"decide-{signals_topic}", _playbooks(), clock
+        "a",
+        kafka_bootstrap,
+        signals_topic,
+        state_topic,
+        f"decide-{signals_topic}",
+        restart_playbooks(),
+        clock,
     )
     tp = TopicPartition(signals_topic, 0)
     producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
@@ -314,12 +295,12 @@ def test_freshness_records_alone_write_the_hand_over_record_once_a_minute_signal
         before = replica.handover.written
         for t in range(0, 121, 2):
             clock.set(T0 + t)
-            record = FreshnessRecord("replica-z-1", _key("web"), Seen(T0 + t, t, 2.0), 5.0)
+            record = FreshnessRecord("replica-z-1", error_key("web"), Seen(T0 + t, t, 2.0), 5.0)
             send(record.encode())
         records_only = replica.handover.written - before
         assert 1 <= records_only <= 3, records_only  # at T0, T0+60, T0+120 (every 1 s before)
         clock.set(T0 + 122)
-        signal = Signal(SignalKind.THRESHOLD, _key("web"), T0 + 122, 0.9, 1.0, "threshold")
+        signal = Signal(SignalKind.THRESHOLD, error_key("web"), T0 + 122, 0.9, 1.0, "threshold")
         send(orjson.dumps(signal.to_dict()))
         assert replica.handover.written - before == records_only + 1
     finally:

@@ -19,7 +19,6 @@ from typing import Any, cast
 import numpy as np
 import orjson
 import pytest
-import yaml
 from kafka import KafkaProducer, TopicPartition
 
 from agent.clock import ManualClock
@@ -29,43 +28,21 @@ from agent.metrics import AgentMetrics
 from agent.partition_state import Manifest, state_key
 from agent.playbook.engine import PlaybookEngine
 from agent.playbook.events import AuditLog, IncidentState
-from agent.playbook.loader import PlaybookSet, load_sources
+from agent.playbook.loader import PlaybookSet
 from agent.playbook.requests import RecordingExecutor
 from agent.routing import DecisionConsumer
-from detectors import SampleBatch, SeriesKey, SeriesRegistry, Signal
+from detectors import SampleBatch, SeriesRegistry, Signal
 from detectors.freshness import SeriesFreshness
 from detectors.signal import SignalKind
+from tests.integration.decision_support import NS, error_key, restart_playbooks
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000.0
-NS = "shop"
 
 
 def _playbooks(**trigger: Any) -> PlaybookSet:
-    doc = {
-        "apiVersion": "aiops/v1",
-        "kind": "Playbook",
-        "metadata": {"name": "restart-on-errors"},
-        "spec": {
-            "trigger": {
-                "signal": "threshold",
-                "metric": "error_ratio",
-                "match": {"deployment": ".+"},
-                "minScore": 0.5,
-                "maxGap": "10m",
-                **trigger,
-            },
-            "target": {"kind": "Deployment", "namespace": NS, "name": "{{ labels.deployment }}"},
-            "actions": [{"restart": {}}],
-            "verify": {"quiet": "2m", "within": "10m", "samples": 3},
-        },
-    }
-    return load_sources([("restart.yaml", yaml.safe_dump(doc))])
-
-
-def _key(deployment: str) -> SeriesKey:
-    return SeriesKey.of("error_ratio", {"namespace": NS, "deployment": deployment})
+    return restart_playbooks(minScore=0.5, **trigger)
 
 
 class Replica:
@@ -147,7 +124,7 @@ class Replica:
 
     def report(self, deployment: str, *times: float) -> None:
         """Samples of the deployment's series under the bar at ``times`` (counted as fresh)."""
-        sid = self.series.id_for(_key(deployment))
+        sid = self.series.id_for(error_key(deployment))
         ts = np.array(times, dtype=np.float64)
         self.freshness.observe(SampleBatch.from_arrays(np.full(ts.size, sid), ts, np.full(ts.size, 0.01)))
 
@@ -175,7 +152,7 @@ class Signals:
 
     def breach(self, *deployments: str, partition: int = 0) -> None:
         for name in deployments:
-            signal = Signal(SignalKind.THRESHOLD, _key(name), self.clock.now(), 0.9, 1.0, "threshold")
+            signal = Signal(SignalKind.THRESHOLD, error_key(name), self.clock.now(), 0.9, 1.0, "threshold")
             key = f"Deployment/{NS}/{name}".encode()
             self.producer.send(self.topic, orjson.dumps(signal.to_dict()), key=key, partition=partition)
             self.sent += 1

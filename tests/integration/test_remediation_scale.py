@@ -12,6 +12,7 @@ from remediations import ActionStatus, KubeSettings, Limits
 from remediations.registry import ACTIONS
 from remediations.scale import CAPACITY_RAISE, SCALE_ORIGIN, ScaleAction, raise_of
 from remediations.state import EXECUTED_KEYS, dump_json, stored_key
+from remediations.types import ActionRequest
 from tests.integration.test_remediation_support import Cluster, hpa_body, open_cluster, statefulset_body
 
 pytestmark = pytest.mark.integration
@@ -382,37 +383,48 @@ def test_no_scale_down_while_a_corrective_incident_is_open(cluster):
     assert replicas(cluster) == 8
 
 
+def forecast(
+    cluster: Cluster, upper: float, incident: str, *, hold: str = "5m", mean: float | None = None
+) -> ActionRequest:
+    """A forecast of ``upper`` (and point value ``mean``) for ``web``, 10 per pod, as its own incident."""
+    return cluster.request(
+        "scale",
+        "Deployment",
+        "web",
+        {"toForecast": {"capacityPerPod": 10, "hold": hold}},
+        incident=incident,
+        playbook="ahead",
+        signal_value=upper,
+        signal_mean=mean,
+    )
+
+
+def hpa_floor(cluster: Cluster) -> int:
+    return int(cluster.read("HorizontalPodAutoscaler", "web")["spec"]["minReplicas"])
+
+
 def test_a_forecast_raises_above_the_owner_and_lowers_only_what_it_raised_after_its_hold(twin):
     clock = twin.twin.clock
     twin.clock = clock
     twin.deployment("web", replicas=4)
 
-    def forecast(value: float, incident: str) -> Any:
-        request = twin.request(
-            "scale",
-            "Deployment",
-            "web",
-            {"toForecast": {"capacityPerPod": 10, "hold": "30m"}},
-            incident=incident,
-            playbook="ahead",
-            signal_value=value,
-        )
-        return twin.run(request)
+    def run(value: float, incident: str) -> Any:
+        return twin.run(forecast(twin, value, incident, hold="30m"))
 
-    assert forecast(70.0, "inc-1").status is ActionStatus.EXECUTED
+    assert run(70.0, "inc-1").status is ActionStatus.EXECUTED
     assert replicas(twin) == 7
     twin.twin.advance(600)
-    held = forecast(30.0, "inc-2")  # within the hold: stays
+    held = run(30.0, "inc-2")  # within the hold: stays
     assert held.status is ActionStatus.NOOP, held.message
     assert replicas(twin) == 7
     twin.twin.advance(1800)
-    lowered = forecast(10.0, "inc-3")  # after the hold: down, but not below the owner's 4
+    lowered = run(10.0, "inc-3")  # after the hold: down, but not below the owner's 4
     assert lowered.status is ActionStatus.EXECUTED, lowered.message
     assert replicas(twin) == 4
     assert "lowered no further than 4" in lowered.message
     assert CAPACITY_RAISE not in (twin.read("Deployment", "web")["metadata"].get("annotations") or {})
     twin.twin.advance(3600)
-    never = forecast(10.0, "inc-4")  # the owner's replicas are not the forecast's to lower
+    never = run(10.0, "inc-4")  # the owner's replicas are not the forecast's to lower
     assert never.status is ActionStatus.NOOP, never.message
     assert replicas(twin) == 4
 
@@ -426,34 +438,19 @@ def test_a_forecast_lowers_the_hpa_floor_it_raised_while_the_hpa_runs_above_it(t
     twin.deployment("web", replicas=2)
     twin.autoscaling.create_namespaced_horizontal_pod_autoscaler(twin.ns, hpa_body("web", low=2, high=30))
 
-    def forecast(value: float, incident: str) -> Any:
-        request = twin.request(
-            "scale",
-            "Deployment",
-            "web",
-            {"toForecast": {"capacityPerPod": 10, "hold": "5m"}},
-            incident=incident,
-            playbook="ahead",
-            signal_value=value,
-        )
-        return twin.run(request)
-
-    def floor() -> int:
-        return int(twin.read("HorizontalPodAutoscaler", "web")["spec"]["minReplicas"])
-
-    raised = forecast(80.0, "inc-1")
+    raised = twin.run(forecast(twin, 80.0, "inc-1"))
     assert raised.status is ActionStatus.EXECUTED, raised.message
-    assert floor() == 8
+    assert hpa_floor(twin) == 8
     # the HPA runs the Deployment above the floor
     twin.apps.patch_namespaced_deployment_scale("web", twin.ns, {"spec": {"replicas": 12}})
     twin.twin.advance(600)
-    lowered = forecast(20.0, "inc-2")
+    lowered = twin.run(forecast(twin, 20.0, "inc-2"))
     assert lowered.status is ActionStatus.EXECUTED, lowered.message
-    assert floor() == 3  # 20 / 10 with the 10 % tolerance kept as room
+    assert hpa_floor(twin) == 3  # 20 / 10 with the 10 % tolerance kept as room
     twin.twin.advance(600)
-    back = forecast(5.0, "inc-3")
+    back = twin.run(forecast(twin, 5.0, "inc-3"))
     assert back.status is ActionStatus.EXECUTED, back.message
-    assert floor() == 2  # never below the owner's floor
+    assert hpa_floor(twin) == 2  # never below the owner's floor
 
 
 def test_an_hpa_floor_follows_the_point_forecast_and_its_plan_says_what_runs(twin):
@@ -465,32 +462,20 @@ def test_an_hpa_floor_follows_the_point_forecast_and_its_plan_says_what_runs(twi
     twin.deployment("web", replicas=2)
     twin.autoscaling.create_namespaced_horizontal_pod_autoscaler(twin.ns, hpa_body("web", low=2, high=30))
 
-    def forecast(upper: float, mean: float, incident: str) -> tuple[Any, Any]:
-        request = twin.request(
-            "scale",
-            "Deployment",
-            "web",
-            {"toForecast": {"capacityPerPod": 10, "hold": "5m"}},
-            incident=incident,
-            playbook="ahead",
-            signal_value=upper,
-            signal_mean=mean,
-        )
+    def plan_and_run(upper: float, mean: float, incident: str) -> tuple[Any, Any]:
+        request = forecast(twin, upper, incident, mean=mean)
         return ACTIONS["scale"].plan(twin.ctx(request)), twin.run(request)
 
-    def floor() -> int:
-        return int(twin.read("HorizontalPodAutoscaler", "web")["spec"]["minReplicas"])
-
-    plan, raised = forecast(200.0, 60.0, "inc-1")
+    plan, raised = plan_and_run(200.0, 60.0, "inc-1")
     assert plan.summary.startswith("raise the floor of HPA web")
     assert "from 2 to 6" in plan.summary
     assert raised.status is ActionStatus.EXECUTED, raised.message
-    assert floor() == 6  # 60 / 10, not the bound's 20
+    assert hpa_floor(twin) == 6  # 60 / 10, not the bound's 20
     twin.apps.patch_namespaced_deployment_scale("web", twin.ns, {"spec": {"replicas": 14}})
     twin.twin.advance(600)
-    plan, lowered = forecast(200.0, 30.0, "inc-2")
+    plan, lowered = plan_and_run(200.0, 30.0, "inc-2")
     assert plan.changes
     assert "lower the floor of HPA web" in plan.summary, plan.summary
     assert "from 6 to 4" in plan.summary  # 30 / 10 with the 10 % tolerance kept as room
     assert lowered.status is ActionStatus.EXECUTED, lowered.message
-    assert floor() == 4
+    assert hpa_floor(twin) == 4
