@@ -14,7 +14,8 @@ reads the cluster and produces metrics; the policy reacts; the cluster reconcile
 - ``none``: nothing reacts.
 
 Before the scenario starts, the agent's detectors learn from ``warmup`` of healthy history (what
-the Prometheus backfill gives the daemon). Same scenario and seed: the same run, sample for sample.
+the Prometheus backfill gives the daemon); the workloads were created before that history, so
+their first revision is not a recent rollout. Same scenario and seed: the same run, sample for sample.
 """
 
 from __future__ import annotations
@@ -171,6 +172,25 @@ def replay(scenario: Scenario, options: ReplayOptions) -> ScenarioResult:
     return result
 
 
+def bring_up(twin: TwinCluster, workload: Workload, autoscaled: Sequence[Service], ready_by: float) -> None:
+    """Create the workload and its HPAs now (their ReplicaSets and pods too), then move to
+    ``ready_by``, the pods started 5 minutes before it.
+
+    Created at the clock's time, before the warm-up in a replay: a Deployment's first revision
+    then reads as what it is, a workload that has run for days, not a rollout minutes before the
+    start (which let `rolloutWithin` pass, and a rollback with nothing to go back to fail, on
+    every error spike of the first half hour).
+    """
+    workload.setup()
+    for service in autoscaled:
+        twin.store.create(HORIZONTALPODAUTOSCALERS, service.namespace, hpa_object(service))
+    twin.step()
+    clock = twin.clock
+    assert isinstance(clock, ManualClock)  # a replay runs on virtual time
+    clock.set(ready_by - 300.0)
+    twin.advance(ready_by - clock.now())
+
+
 def steps_of(scenario: Scenario) -> int:
     """How many steps a run of ``scenario`` takes."""
     return math.floor(scenario.spec.duration / scenario.spec.step + 1e-9)
@@ -192,7 +212,9 @@ def run_policy(scenario: Scenario, policy: str, options: ReplayOptions) -> Polic
     spec = scenario.spec
     start, step, n = scenario.start, spec.step, steps_of(scenario)
     times = start + step * np.arange(n, dtype=np.float64)
-    clock = ManualClock(start - spec.warmup - step)
+    # the workload has run since before the warm-up: its first revision is not a recent rollout
+    created = start - spec.warmup - 300.0
+    clock = ManualClock(created)
     # the services with a HorizontalPodAutoscaler: every one under the 'hpa' policy; under the
     # agent and the static baseline, those that declare one (the agent works with it)
     autoscaled = [s for s in spec.services if policy == HPA or (s.hpa and policy != NO_AGENT)]
@@ -226,11 +248,7 @@ def run_policy(scenario: Scenario, policy: str, options: ReplayOptions) -> Polic
             if spec.warmup > 0:
                 history = start - spec.warmup + step * np.arange(int(spec.warmup // step), dtype=np.float64)
                 pipeline.warm(workload.history(history))
-        clock.set(start - 300.0)
-        workload.setup()
-        for service in autoscaled:
-            twin.store.create(HORIZONTALPODAUTOSCALERS, service.namespace, hpa_object(service))
-        twin.advance(300.0 - step)
+        bring_up(twin, workload, autoscaled, start - step)
         exporter = (
             MetricsExporter(series, options.metrics_port)
             if options.metrics_port is not None and policy == AGENT

@@ -5,13 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detectors import SampleBatch
+from agent.clock import ManualClock
+from detectors import SampleBatch, SeriesRegistry
 from detectors.base import DetectorError
 from detectors.hold import AlarmHold
-from simulations.replay import HpaAlgorithm
+from simulations.replay import HpaAlgorithm, bring_up
 from simulations.result import CPU, READY
+from simulations.runner import SHIPPED_SCENARIOS as SCENARIOS
+from simulations.scenario import load_scenario
 from simulations.scoring import recovered
-from simulations.workload import TIMEOUT_SECONDS, Observation, latency
+from simulations.twin import TwinCluster, TwinConfig
+from simulations.twin.objects import parse_time
+from simulations.twin.resources.apps import REPLICASETS
+from simulations.twin.resources.core import PODS
+from simulations.workload import TIMEOUT_SECONDS, Observation, Workload, latency
 
 
 def deployment(name: str, replicas: int) -> dict[str, object]:
@@ -183,3 +190,28 @@ def test_recovery_is_judged_to_the_end_or_over_its_hold() -> None:
     assert recovered(times, np.ones(12, dtype=bool), 1000.0, None) == 1000.0
     # steps before the fault do not count
     assert recovered(times, np.ones(12, dtype=bool), 1300.0, 60.0) == 1300.0
+
+
+def test_a_replays_workload_is_created_before_its_warm_up_and_ready_at_the_start() -> None:
+    """Its first ReplicaSet is as old as the history the agent learned, not a rollout 5 minutes
+    before the start (which let `rolloutWithin: 30m` pass on any early error spike)."""
+    scenario = load_scenario(SCENARIOS / "bad-rollout.yaml")
+    start, step = scenario.start, scenario.spec.step
+    created = start - scenario.spec.warmup - 300.0
+    times = start + step * np.arange(4, dtype=np.float64)
+    with TwinCluster(ManualClock(created), TwinConfig(seed=1)) as twin:
+        workload = Workload(scenario, twin.store, SeriesRegistry(), times)
+        bring_up(twin, workload, [], start - step)
+        assert twin.clock.now() == start - step
+        service = scenario.spec.services[0]
+        sets, _ = twin.store.list(REPLICASETS, service.namespace)
+        assert sets
+        assert {parse_time(rs["metadata"]["creationTimestamp"]) for rs in sets} == {created}
+        pods, _ = twin.store.list(PODS, service.namespace)
+        ready = [
+            p
+            for p in pods
+            if any(c.get("type") == "Ready" and c.get("status") == "True" for c in p["status"]["conditions"])
+        ]
+        mine = [p for p in ready if p["metadata"]["name"].startswith(service.name + "-")]
+        assert len(mine) == service.replicas
