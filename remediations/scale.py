@@ -31,7 +31,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from remediations import state as notes
 from remediations.base import BaseAction
@@ -109,6 +117,15 @@ class ForecastTarget(BaseModel):
         "scales above the floor for what the forecast misses) or its upper bound (upper); a "
         "target without an HPA is always sized on the upper bound",
     )
+
+    @field_validator("capacity_per_pod", mode="wrap")
+    @classmethod
+    def _measured_or_a_number(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        try:
+            return handler(value)
+        except ValidationError:  # one message, not one per member of the union
+            msg = f"expected 'measured' or a number above 0, got {value!r}"
+            raise ValueError(msg) from None
 
     @model_validator(mode="after")
     def _fallback_with_measured(self) -> ForecastTarget:
