@@ -58,7 +58,14 @@ import numpy as np
 from detectors.base import DetectorError, grow
 from detectors.batch import FloatArray, SampleBatch
 from detectors.capacity import CapacityEstimator
-from detectors.forecast import Forecaster, ParamReader, export_state, order_batch, restore_state
+from detectors.forecast import (
+    Forecaster,
+    ParamReader,
+    check_state_version,
+    export_state,
+    order_batch,
+    restore_state,
+)
 from detectors.forecasters import DEFAULT_FORECASTER, FORECASTERS, build_forecaster
 from detectors.series import SeriesRegistry
 from detectors.signal import SignalKind
@@ -406,6 +413,7 @@ class ForecastDetector:
         if state.get("kind") == self.name and state.get("version") == 2:
             state = {**state, "version": _STATE_VERSION}
             state.pop(_CAPACITY_STATE, None)
+        check_state_version(state, self.name, _STATE_VERSION)
         capacity = state.get(_CAPACITY_STATE)
         if capacity is not None and not isinstance(capacity, Mapping):
             raise DetectorError(f"{self.name}: state's {_CAPACITY_STATE!r} is not a mapping")
