@@ -20,7 +20,7 @@ The estimate is a **median of bucket means**: valid estimates are averaged per b
 means (the open one included). Means within a bucket average out sampling noise; the median
 across buckets ignores the few buckets a transient (a roll-out, a scale while the CPU rate lags,
 a load step between scrapes) skews, which an EWMA would follow. Memory per series is fixed
-(``3 x buckets + 5`` numbers), the estimate uses only samples at or before the newest one, and
+(``3 x buckets + 7`` numbers), the estimate uses only samples at or before the newest one, and
 it is trusted (:meth:`CapacityEstimator.value` returns it) only after ``min_samples`` valid
 samples within the window. It is the last measured hour (by default) of *valid* samples: while
 the pods run saturated or idle, the last measurement stands.
