@@ -342,7 +342,7 @@ def test_a_fixed_capacity_per_pod_ignores_the_measurement():
 
 def test_a_forecast_without_any_capacity_is_refused_and_says_what_to_set():
     r = request({"toForecast": {"headroom": 0.25}}, signal=1000.0)
-    with pytest.raises(ActionRefused, match="not measured yet.*fallbackCapacityPerPod"):
+    with pytest.raises(ActionRefused, match=r"not measured yet.*fallbackCapacityPerPod"):
         decide(r.params, r, current=4)
 
 
