@@ -16,14 +16,15 @@ also skipped until the ready count has been unchanged that long: a utilisation c
 rate window (``rate(...[5m])``) still describes the previous pods for that window.
 
 The estimate is a **median of bucket means**: valid estimates are averaged per bucket of
-``window / buckets`` seconds, and the value is the median of the last ``buckets`` buckets'
-means (the open one included). Means within a bucket average out sampling noise; the median
-across buckets ignores the few buckets a transient (a roll-out, a scale while the CPU rate lags,
-a load step between scrapes) skews, which an EWMA would follow. Memory per series is fixed
-(``3 x buckets + 7`` numbers), the estimate uses only samples at or before the newest one, and
-it is trusted (:meth:`CapacityEstimator.value` returns it) only after ``min_samples`` valid
-samples within the window. It is the last measured hour (by default) of *valid* samples: while
-the pods run saturated or idle, the last measurement stands.
+``window / buckets`` seconds, and the value is the median of the means of the last ``buckets``
+buckets that had valid samples, and of the open one. Means within a bucket average out sampling
+noise; the median across buckets ignores the few buckets a transient (a roll-out, a scale while
+the CPU rate lags, a load step between scrapes) skews, which an EWMA would follow. Buckets without
+a valid sample do not count, so it is the last hour (by default) of *valid* samples, however
+long ago: while the pods run saturated or idle, the last measurement stands. Memory per series is
+fixed (``2 x buckets + 8`` numbers), the estimate uses only samples at or before the newest one,
+and it is trusted (:meth:`CapacityEstimator.value` returns it) only once those buckets hold
+``min_samples`` valid samples.
 
 Partner series are joined, not forecast: :meth:`CapacityEstimator.update` returns which samples
 of a batch are the forecast's own.
@@ -96,12 +97,12 @@ class CapacityEstimator:
         ("open", 1),
         ("open_sum", 1),
         ("open_n", 1),
+        ("next", 1),
         ("value", 1),
         ("time", 1),
         ("changed", 1),
         ("ring_sum", 2),
         ("ring_n", 2),
-        ("ring_at", 2),
     )
 
     def __init__(
@@ -142,10 +143,10 @@ class CapacityEstimator:
         self._value: FloatArray = np.zeros(0)
         self._time: FloatArray = np.zeros(0)
         self._changed: FloatArray = np.zeros(0)
-        # per demand series, one slot per bucket (index mod buckets): sum, count and bucket index
+        # per demand series, its last `buckets` closed buckets (a ring; `next` counts them): sums, counts
+        self._next: FloatArray = np.zeros(0)
         self._ring_sum: FloatArray = np.zeros((0, buckets))
         self._ring_n: FloatArray = np.zeros((0, buckets))
-        self._ring_at: FloatArray = np.zeros((0, buckets))
         self._role: IdArray = np.zeros(0, dtype=np.int64)
         self._partner: npt.NDArray[np.int64] = np.zeros((0, 2), dtype=np.int64)
 
@@ -200,7 +201,7 @@ class CapacityEstimator:
         self._changed = grow(self._changed, rows, -np.inf)
         self._ring_sum = _grow_rows(self._ring_sum, rows, 0.0)
         self._ring_n = _grow_rows(self._ring_n, rows, 0.0)
-        self._ring_at = _grow_rows(self._ring_at, rows, -np.inf)
+        self._next = grow(self._next, rows, 0.0)
         self._role = grow(self._role, rows, _UNKNOWN)
         partner = np.full((rows, 2), -1, dtype=np.int64)
         partner[: self._partner.shape[0]] = self._partner
@@ -236,7 +237,7 @@ class CapacityEstimator:
         self._changed[ids] = -np.inf
         self._ring_sum[ids] = 0.0
         self._ring_n[ids] = 0.0
-        self._ring_at[ids] = -np.inf
+        self._next[ids] = 0.0
         self._role[ids] = _UNKNOWN
         self._partner[ids] = -1
         # a demand series whose partner was evicted looks for it again
@@ -338,45 +339,49 @@ class CapacityEstimator:
         joins = first & (run_b == self._open[run_d])
         run_sum[joins] += self._open_sum[run_d[joins]]
         run_n[joins] += self._open_n[run_d[joins]]
+        # closed: the open bucket a later one follows, then every run but each series' last
         closes = first & ~joins & (self._open_n[run_d] > 0)
-        closing = run_d[closes]
-        self._store(closing, self._open[closing], self._open_sum[closing], self._open_n[closing])
-        # every run but a series' last is a complete bucket; only the newest `buckets` of them count
-        newest = np.repeat(run_b[last], np.diff(np.r_[0, np.flatnonzero(last) + 1]))
-        done = ~last & (run_b > newest - self.buckets)
-        self._store(run_d[done], run_b[done], run_sum[done], run_n[done])
+        opened = run_d[closes]
+        self._close(
+            np.r_[opened, run_d[~last]],
+            np.r_[np.full(opened.size, -1), np.flatnonzero(~last)],
+            np.r_[self._open_sum[opened], run_sum[~last]],
+            np.r_[self._open_n[opened], run_n[~last]],
+        )
         self._open[run_d[last]] = run_b[last]
         self._open_sum[run_d[last]] = run_sum[last]
         self._open_n[run_d[last]] = run_n[last]
 
-    def _store(self, d: IdArray, b: FloatArray, total: FloatArray, n: FloatArray) -> None:
-        slot = np.mod(b, self.buckets).astype(np.int64)
-        self._ring_sum[d, slot] = total
-        self._ring_n[d, slot] = n
-        self._ring_at[d, slot] = b
+    def _close(self, d: IdArray, seq: IdArray, total: FloatArray, n: FloatArray) -> None:
+        """Put closed buckets (in ``seq`` order per series) into each series' ring of the last ones."""
+        if d.size == 0:
+            return
+        order = np.lexsort((seq, d))
+        d, total, n = d[order], total[order], n[order]
+        first = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+        count = np.diff(np.r_[first, d.size])
+        rank = np.arange(d.size) - np.repeat(first, count)
+        keep = rank >= np.repeat(count, count) - self.buckets  # older ones would be overwritten anyway
+        slot = ((self._next[d] + rank) % self.buckets).astype(np.int64)
+        self._ring_sum[d[keep], slot[keep]] = total[keep]
+        self._ring_n[d[keep], slot[keep]] = n[keep]
+        self._next[d[first]] += count
 
     # ------------------------------------------------------------------ reading
 
     def samples(self, series_id: int) -> int:
-        """Valid samples of ``series_id`` within the window (the open bucket's included)."""
+        """Valid samples of ``series_id`` in its last ``buckets`` buckets (the open one included)."""
         if series_id >= self._last.shape[0] or self._open_n[series_id] <= 0:
             return 0
-        fresh = self._fresh(series_id)
-        return int(self._open_n[series_id] + self._ring_n[series_id, fresh].sum())
-
-    def _fresh(self, series_id: int) -> npt.NDArray[np.bool_]:
-        at = self._ring_at[series_id]
-        open_b = self._open[series_id]
-        fresh = (at > open_b - self.buckets) & (at < open_b) & (self._ring_n[series_id] > 0)
-        return np.asarray(fresh, dtype=bool)
+        return int(self._open_n[series_id] + self._ring_n[series_id].sum())
 
     def value(self, series_id: int) -> float | None:
         """The measured capacity per pod of ``series_id``; None until ``min_samples`` valid samples."""
         if self.samples(series_id) < self.min_samples:
             return None
-        fresh = self._fresh(series_id)
+        full = self._ring_n[series_id] > 0
         means = np.r_[
-            self._ring_sum[series_id, fresh] / self._ring_n[series_id, fresh],
+            self._ring_sum[series_id, full] / self._ring_n[series_id, full],
             self._open_sum[series_id] / self._open_n[series_id],
         ]
         out = float(np.median(means))

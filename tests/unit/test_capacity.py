@@ -106,6 +106,16 @@ def test_only_the_last_window_of_valid_samples_counts() -> None:
     assert est.value(d) == pytest.approx(50.0)
 
 
+def test_a_quiet_night_keeps_the_last_measurement() -> None:
+    """Hours at 8 % CPU are no evidence; the morning's first valid sample joins the evening's."""
+    est, d = estimator(min_samples=20)
+    feed(est, times(240), demand=400.0, util=0.8, ready=5.0, chunk=40)  # an hour at 100 per pod
+    feed(est, times(960, start=3600.0), demand=40.0, util=0.08, ready=5.0, chunk=40)  # 4 idle hours
+    feed(est, times(1, start=5 * 3600.0), demand=280.0, util=0.7, ready=4.0)  # 100 again
+    assert est.samples(d) == 241
+    assert est.value(d) == pytest.approx(100.0)
+
+
 def test_partners_join_as_of_the_demand_sample_never_from_its_future() -> None:
     reg, d, u, r = registry()
     est = CapacityEstimator.from_params({**CAPACITY, "min_samples": 1}, reg)
