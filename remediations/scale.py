@@ -70,8 +70,8 @@ class ForecastTarget(BaseModel):
 
     A forecast raises capacity above what the owner set and lowers only what it raised itself,
     never below the owner's value, and not before ``hold`` has passed since its last change; it
-    changes nothing while the forecast is within ``tolerance`` of the current capacity: the
-    forecast's noise does not make the replicas flap.
+    changes nothing while the replicas the forecast needs (headroom included) are within
+    ``tolerance`` of the current ones: the forecast's noise does not make the replicas flap.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_by_name=False)
@@ -100,8 +100,8 @@ class ForecastTarget(BaseModel):
         0.1,
         ge=0,
         le=1,
-        description="no change while the forecast is within this fraction of the current capacity "
-        "(the HPA's tolerance, 10 %)",
+        description="no change while the replicas the forecast needs (headroom included) are "
+        "within this fraction of the current ones (the HPA's tolerance, 10 %)",
     )
     hold: Duration = Field(
         300.0,
@@ -169,10 +169,14 @@ class ForecastTarget(BaseModel):
             return request.signal_mean
         return request.signal_value
 
+    def need(self, forecast: float, capacity: float) -> float:
+        """The replicas, not rounded, that serve ``forecast`` with the headroom, at ``capacity`` per pod."""
+        return forecast * (1.0 + self.headroom) / capacity
+
     def replicas(self, forecast: float, capacity: float) -> int:
         """The replica count that serves ``forecast`` with the headroom, at ``capacity`` per pod."""
         # Rounded before ceil so 2.0000000001 (float noise) does not become 3.
-        return max(0, math.ceil(round(forecast * (1.0 + self.headroom) / capacity, 9)))
+        return max(0, math.ceil(round(self.need(forecast, capacity), 9)))
 
 
 class ScaleParams(ActionParams):
@@ -318,10 +322,12 @@ def decide(
         capacity, basis = params.to_forecast.capacity(request)
         sizing = f"forecast {value:.4g} at {basis}"
         requested = params.to_forecast.replicas(value, capacity)
-        need = value / capacity
+        need = params.to_forecast.need(value, capacity)
         tolerance = params.to_forecast.tolerance
         if abs(need - current) <= tolerance * current:
-            requested = current  # within the tolerance: the forecast's noise is not a reason to act
+            # within the tolerance (the HPA's: desired / current within 10 %): the forecast's noise
+            # is not a reason to act
+            requested = current
         elif requested < current:
             # lowered with the tolerance kept as room, so the next small rise does not raise it again
             requested = min(

@@ -195,13 +195,20 @@ class ActionExpectation(_Model):
 
 class RecoveryExpectation(_Model):
     """After the service's first fault, ``metric`` must be back under ``below`` (or over ``above``)
-    within ``within``, and stay there (a 5-step rolling median, so one noisy sample does not count)."""
+    within ``within``, and stay there for ``hold`` (default: to the end of the run), judged on a
+    5-step rolling median, so one noisy sample does not count."""
 
     service: str
     metric: str
     below: float | None = None
     above: float | None = None
     within: Duration = 3600.0
+    hold: Duration | None = Field(
+        None,
+        gt=0,
+        description="how long the metric must then stay back (default: to the end of the run); for "
+        "traffic whose own bursts cross the bar now and then, whatever is done about the fault",
+    )
 
 
 class BeatExpectation(_Model):

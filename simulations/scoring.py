@@ -217,16 +217,14 @@ def evaluate(scenario: Scenario, result: ScenarioResult) -> list[Expectation]:
             continue
         smooth = _rolling_median(np.nan_to_num(values, nan=np.nan), 5)
         ok = (smooth <= r.below) if r.below is not None else (smooth >= (r.above or 0.0))
-        ok &= run.times >= since
-        # recovered at the first step from which the metric stays under the bar to the end
-        bad = np.flatnonzero(~ok & (run.times >= since))
-        recovered_at = float(run.times[bad[-1] + 1]) if bad.size and bad[-1] + 1 < run.times.size else None
-        if not bad.size:
-            recovered_at = since
+        recovered_at = recovered(run.times, ok, since, r.hold)
         met = recovered_at is not None and recovered_at <= since + r.within
         detail = "never" if recovered_at is None else f"at +{(recovered_at - since) / 60:.1f} min"
+        kept = "" if r.hold is None else f", then for {r.hold / 60:g} min"
         out.append(
-            Expectation(f"{r.metric} of {r.service} back {bar} within {r.within / 60:g} min", met, detail)
+            Expectation(
+                f"{r.metric} of {r.service} back {bar} within {r.within / 60:g} min{kept}", met, detail
+            )
         )
     for b in expect.beats:
         base = result.runs.get(b.baseline)
@@ -255,6 +253,22 @@ def evaluate(scenario: Scenario, result: ScenarioResult) -> list[Expectation]:
                 )
             )
     return out
+
+
+def recovered(times: np.ndarray, ok: np.ndarray, since: float, hold: float | None) -> float | None:
+    """The first time at or after ``since`` from which ``ok`` holds for ``hold`` seconds (None: to
+    the end of the run); None if there is none. A window the run ends in counts to the end."""
+    good = np.asarray(ok, dtype=bool) & (times >= since)
+    if hold is None:
+        bad = np.flatnonzero(~good & (times >= since))
+        if not bad.size:
+            return since
+        return float(times[bad[-1] + 1]) if bad[-1] + 1 < times.size else None
+    failed = np.concatenate([[0], np.cumsum(~good)])
+    end = np.searchsorted(times, times + hold, side="right")  # each window's exclusive end
+    clean = good & (failed[end] - failed[np.arange(times.size)] == 0)
+    first = np.flatnonzero(clean)
+    return float(times[first[0]]) if first.size else None
 
 
 def _rolling_median(values: np.ndarray, width: int) -> np.ndarray:

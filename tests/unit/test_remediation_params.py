@@ -288,6 +288,18 @@ def test_forecast_replicas_use_the_signal_value_and_round_up():
         decide(r.params, r, current=1)
 
 
+def test_a_forecast_within_the_tolerance_of_what_runs_changes_nothing_headroom_included():
+    """The tolerance compares the replicas the forecast needs, headroom included, with the current
+    ones (the HPA's desired/current ratio): 241 x 1.25 / 50 = 6.03 replicas is within 10 % of 6.
+    Judged without the headroom (4.8 against 6) it was outside, and ceil(6.03) raised 6 to 7."""
+    r = request({"toForecast": {"capacityPerPod": 50, "headroom": 0.25}}, signal=241.0)
+    assert decide(r.params, r, current=6).desired == 6
+    r = request({"toForecast": {"capacityPerPod": 50, "headroom": 0.25}}, signal=270.0)
+    assert decide(r.params, r, current=6).desired == 7  # 6.75: 12.5 % over
+    r = request({"toForecast": {"capacityPerPod": 50, "headroom": 0.25}}, signal=200.0)
+    assert decide(r.params, r, current=6).desired == 6  # 5.0: 17 % under, but raised by no forecast
+
+
 def test_an_hpa_floor_is_sized_on_the_point_forecast_and_a_bare_target_on_the_bound():
     """Under an HPA the floor covers the demand the forecast expects and the HPA scales above it for
     what the forecast misses; without one, the bound is all the capacity there is."""

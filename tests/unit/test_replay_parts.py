@@ -10,6 +10,7 @@ from detectors.base import DetectorError
 from detectors.hold import AlarmHold
 from simulations.replay import HpaAlgorithm
 from simulations.result import CPU, READY
+from simulations.scoring import recovered
 from simulations.workload import TIMEOUT_SECONDS, Observation, latency
 
 
@@ -165,3 +166,20 @@ def test_the_recorder_keeps_held_actions_with_their_guardrail_and_the_order_they
         ("scale", "executed", ""),
     ]
     assert run.mitigated == [at + 60]
+
+
+def test_recovery_is_judged_to_the_end_or_over_its_hold() -> None:
+    times = 1000.0 + 60.0 * np.arange(12)
+    #           fault at 1000: bad, bad, back at 1120 ... then one bad step at 1540
+    ok = np.array([0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1], dtype=bool)
+    # to the end of the run: only from the step after the last bad one
+    assert recovered(times, ok, 1000.0, None) == 1600.0
+    # for 5 minutes: from 1120 (1120 .. 1420 all back)
+    assert recovered(times, ok, 1000.0, 300.0) == 1120.0
+    # for 8 minutes the window from 1120 reaches the bad step; from 1600 the run ends first
+    assert recovered(times, ok, 1000.0, 480.0) == 1600.0
+    assert recovered(times, np.zeros(12, dtype=bool), 1000.0, 300.0) is None
+    assert recovered(times, np.zeros(12, dtype=bool), 1000.0, None) is None
+    assert recovered(times, np.ones(12, dtype=bool), 1000.0, None) == 1000.0
+    # steps before the fault do not count
+    assert recovered(times, np.ones(12, dtype=bool), 1300.0, 60.0) == 1300.0
