@@ -396,6 +396,25 @@ class CapacityEstimator:
         """Per-series buckets and the partners' newest samples (copies)."""
         return export_state(self, self.owner, _STATE_VERSION, self._ARRAYS, self._config(), ())
 
+    def restored(self, state: Mapping[str, Any] | None) -> CapacityEstimator:
+        """A copy of this estimator with ``state`` loaded (None: nothing learned); this one is left
+        as it is, so a caller can check a state before putting it in place."""
+        copy = CapacityEstimator(
+            self.series,
+            self.utilisation_metric,
+            self.replicas_metric,
+            low=self.low,
+            high=self.high,
+            window=self.window,
+            buckets=self.buckets,
+            min_samples=self.min_samples,
+            max_age=self.max_age,
+            settle=self.settle,
+        )
+        if state is not None:
+            copy.load_state(state)
+        return copy
+
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` exported (same buckets); roles and partners are found again."""
         restore_state(

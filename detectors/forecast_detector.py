@@ -403,9 +403,8 @@ class ForecastDetector:
         """Restore what :meth:`state_dict` exported, for the same forecaster, step and horizon.
 
         Either all of the state is loaded, or (on a DetectorError) none of it. A version 2 state
-        (from before capacity was measured) loads with no capacity measured yet; a state without
-        a capacity estimator's leaves it as it is (capacity just configured), and one with it is
-        ignored when none is configured.
+        (from before capacity was measured), or one without the capacity estimator's state, loads
+        with no capacity measured yet; a capacity state is ignored when none is configured.
         """
         inner = state.get(_FORECASTER_STATE)
         if not isinstance(inner, Mapping):
@@ -417,26 +416,24 @@ class ForecastDetector:
         capacity = state.get(_CAPACITY_STATE)
         if capacity is not None and not isinstance(capacity, Mapping):
             raise DetectorError(f"{self.name}: state's {_CAPACITY_STATE!r} is not a mapping")
+        # checked first, put in place last: a refused capacity state changes nothing
+        staged = None if self.capacity is None else self.capacity.restored(capacity)
         before = {key: getattr(self, f"_{key}") for key, _ in self._ARRAYS}
-        capacity_before = None if self.capacity is None else self.capacity.state_dict()
+        restore_state(
+            self,
+            state,
+            self.name,
+            _STATE_VERSION,
+            self._ARRAYS,
+            self._config(),
+            (),
+            lambda _key, rows: (rows,),
+            {"peak"},
+        )
         try:
-            if self.capacity is not None and capacity is not None:
-                self.capacity.load_state(capacity)
-            restore_state(
-                self,
-                state,
-                self.name,
-                _STATE_VERSION,
-                self._ARRAYS,
-                self._config(),
-                (),
-                lambda _key, rows: (rows,),
-                {"peak"},
-            )
             self.forecaster.load_state(inner)
         except DetectorError:
             for key, array in before.items():
                 setattr(self, f"_{key}", array)
-            if self.capacity is not None and capacity_before is not None:
-                self.capacity.load_state(capacity_before)
             raise
+        self.capacity = staged

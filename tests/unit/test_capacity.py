@@ -293,12 +293,28 @@ def test_a_refused_capacity_state_loads_nothing() -> None:
     det = detector(reg)
     day(det)
     other = detector(reg, buckets=6)  # another bucket count: another state shape
+    day(other, start=50_000.0)  # learned something of its own
+    own = other.signal_details(d)
+    assert own["capacity_per_pod"] == pytest.approx(80.0)
     with pytest.raises(DetectorError, match="buckets"):
         other.load_state(det.state_dict())
-    assert other.signal_value(d) is None
-    assert other.capacity is not None
-    assert other.capacity.value(d) is None
+    assert other.signal_details(d) == own  # neither the forecast nor the capacity moved
     older = det.state_dict()
     older["version"] = 1
     with pytest.raises(DetectorError, match="version 1"):
         other.load_state(older)
+    assert other.signal_details(d) == own
+
+
+def test_a_state_without_capacity_leaves_nothing_measured() -> None:
+    """A checkpoint of a detector configured without capacity, loaded where it is configured."""
+    reg, d, _, _ = registry()
+    det = detector(reg)
+    day(det)
+    state = det.state_dict()
+    del state["capacity_state"]
+    restored = detector(reg)
+    day(restored, start=50_000.0)
+    restored.load_state(state)
+    assert restored.signal_value(d) == det.signal_value(d)
+    assert "capacity_per_pod" not in restored.signal_details(d)
