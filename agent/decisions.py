@@ -49,7 +49,18 @@ _PUBLISH_STATES = frozenset({"acting", "verifying", "stale"}) | TERMINAL_STATES
 _VERIFIED_STATES = frozenset({"resolved", "escalated", "stale"})
 
 #: Signal fields kept in a record (the rest of a detector's details stay in the signal topic).
-_SIGNAL_FACTS = ("expected", "band", "p_value", "seen", "limit", "above", "below", "forecast_upper", "window")
+_SIGNAL_FACTS = (
+    "expected",
+    "band",
+    "p_value",
+    "seen",
+    "limit",
+    "above",
+    "below",
+    "forecast_upper",
+    "capacity_per_pod",
+    "window",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +152,9 @@ def explain_signal(signal: Mapping[str, Any]) -> str:
         limit = details.get("limit")
         if isinstance(limit, int | float):
             text += f" vs limit {_num(limit)}"
+        capacity = details.get("capacity_per_pod")
+        if isinstance(capacity, int | float):
+            text += f" (measured {_num(capacity)} per pod)"
         parts.append(text)
     value = signal.get("value")
     if isinstance(value, int | float):

@@ -57,13 +57,24 @@ import numpy as np
 
 from detectors.base import DetectorError, grow
 from detectors.batch import FloatArray, SampleBatch
-from detectors.forecast import Forecaster, ParamReader, export_state, order_batch, restore_state
+from detectors.capacity import CapacityEstimator
+from detectors.forecast import (
+    Forecaster,
+    ParamReader,
+    check_state_version,
+    export_state,
+    order_batch,
+    restore_state,
+)
 from detectors.forecasters import DEFAULT_FORECASTER, FORECASTERS, build_forecaster
+from detectors.series import SeriesRegistry
 from detectors.signal import SignalKind
 from detectors.streaming import MAX_ABS_TIMESTAMP
 
-_STATE_VERSION = 2
+_STATE_VERSION = 3
+"""3: may carry the capacity estimator's state; a version 2 state (without it) is still loaded."""
 _FORECASTER_STATE = "forecaster_state"
+_CAPACITY_STATE = "capacity_state"
 
 
 class ForecastDetector:
@@ -72,7 +83,17 @@ class ForecastDetector:
     name = "forecast"
     signal_kind = SignalKind.FORECAST
     PARAMS: ClassVar[frozenset[str]] = frozenset(
-        {"forecaster", "forecaster_params", "step", "horizon", "limit", "change", "every", "aggregate"}
+        {
+            "forecaster",
+            "forecaster_params",
+            "step",
+            "horizon",
+            "limit",
+            "change",
+            "every",
+            "aggregate",
+            "capacity",
+        }
     )
 
     def __init__(
@@ -85,8 +106,10 @@ class ForecastDetector:
         change: float = 0.1,
         every: float | None = None,
         aggregate: bool = False,
+        capacity: CapacityEstimator | None = None,
     ) -> None:
         self.forecaster = forecaster
+        self.capacity = capacity
         self.aggregate = aggregate
         self.step = step
         self.horizon = horizon
@@ -108,12 +131,11 @@ class ForecastDetector:
         self._bad_time = 0
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], series: object = None) -> ForecastDetector:
+    def from_params(cls, params: Mapping[str, Any], series: SeriesRegistry | None = None) -> ForecastDetector:
         """Build from a parameter mapping; every error names the parameter.
 
-        ``series`` (the registry) is accepted for symmetry with the other detectors and unused.
+        ``series`` (the registry) is needed with ``capacity``, to join the partner series.
         """
-        del series
         p = ParamReader(cls.name, params, cls.PARAMS)
         name = p.choice("forecaster", DEFAULT_FORECASTER, sorted(FORECASTERS))
         raw = params.get("forecaster_params", {})
@@ -151,6 +173,9 @@ class ForecastDetector:
             change=change,
             every=every,
             aggregate=aggregate,
+            capacity=None
+            if params.get("capacity") is None
+            else CapacityEstimator.from_params(params["capacity"], series),
         )
 
     @property
@@ -184,6 +209,8 @@ class ForecastDetector:
         forget = getattr(self.forecaster, "forget", None)
         if forget is not None:
             forget(ids)
+        if self.capacity is not None:
+            self.capacity.forget(ids)
         ids = ids[ids < self._last_ts.shape[0]]
         self._last_ts[ids] = -np.inf
         self._forecast_ts[ids] = -np.inf
@@ -210,6 +237,17 @@ class ForecastDetector:
             if sane.any():
                 scores[sane] = self.update(batch.select(sane))
             return scores
+        if self.capacity is not None:
+            own = self.capacity.update(batch)  # the partner series are joined, not forecast
+            if not own.all():
+                if own.any():
+                    scores[own] = self._forecast(batch.select(own))
+                return scores
+        return self._forecast(batch)
+
+    def _forecast(self, batch: SampleBatch) -> FloatArray:
+        """Forecast the series of ``batch`` (its timestamps sane) and score their newest samples."""
+        scores = np.zeros(len(batch), dtype=np.float64)
         self._ensure(int(batch.series.max()) + 1)
         # the samples the forecaster will learn (the same rule, against the same newest times),
         # tagged with their batch positions so the scores can be put back in batch order
@@ -325,6 +363,11 @@ class ForecastDetector:
         }
         if self.limit is not None:
             details["limit"] = self.limit
+        if self.capacity is not None:
+            capacity = self.capacity.value(series_id)
+            if capacity is not None:
+                details["capacity_per_pod"] = capacity
+                details["capacity_samples"] = self.capacity.samples(series_id)
         return details
 
     _ARRAYS: ClassVar[tuple[tuple[str, int], ...]] = (
@@ -348,19 +391,33 @@ class ForecastDetector:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Per-series forecast times and results (copies), and the forecaster's own state."""
+        """Per-series forecast times and results (copies), the forecaster's own state and the
+        capacity estimator's (when configured)."""
         state = export_state(self, self.name, _STATE_VERSION, self._ARRAYS, self._config(), ())
         state[_FORECASTER_STATE] = self.forecaster.state_dict()
+        if self.capacity is not None:
+            state[_CAPACITY_STATE] = self.capacity.state_dict()
         return state
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` exported, for the same forecaster, step and horizon.
 
-        Either all of the state is loaded, or (on a DetectorError) none of it.
+        Either all of the state is loaded, or (on a DetectorError) none of it. A version 2 state
+        (from before capacity was measured), or one without the capacity estimator's state, loads
+        with no capacity measured yet; a capacity state is ignored when none is configured.
         """
         inner = state.get(_FORECASTER_STATE)
         if not isinstance(inner, Mapping):
             raise DetectorError(f"{self.name}: state lacks {_FORECASTER_STATE!r}")
+        if state.get("kind") == self.name and state.get("version") == 2:
+            state = {**state, "version": _STATE_VERSION}
+            state.pop(_CAPACITY_STATE, None)
+        check_state_version(state, self.name, _STATE_VERSION)
+        capacity = state.get(_CAPACITY_STATE)
+        if capacity is not None and not isinstance(capacity, Mapping):
+            raise DetectorError(f"{self.name}: state's {_CAPACITY_STATE!r} is not a mapping")
+        # checked first, put in place last: a refused capacity state changes nothing
+        staged = None if self.capacity is None else self.capacity.restored(capacity)
         before = {key: getattr(self, f"_{key}") for key, _ in self._ARRAYS}
         restore_state(
             self,
@@ -379,3 +436,4 @@ class ForecastDetector:
             for key, array in before.items():
                 setattr(self, f"_{key}", array)
             raise
+        self.capacity = staged

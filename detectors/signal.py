@@ -45,10 +45,19 @@ class Signal:
     @property
     def forecast_mean(self) -> float | None:
         """A forecast's point value (its highest point forecast over the horizon); None otherwise."""
-        mean = self.details.get("forecast_mean") if self.kind is SignalKind.FORECAST else None
-        if isinstance(mean, bool) or not isinstance(mean, int | float) or not math.isfinite(mean):
+        return self._forecast_number("forecast_mean")
+
+    @property
+    def capacity_per_pod(self) -> float | None:
+        """A forecast's measured capacity per pod (what one ready pod serves at full utilisation)."""
+        value = self._forecast_number("capacity_per_pod")
+        return value if value is not None and value > 0 else None
+
+    def _forecast_number(self, name: str) -> float | None:
+        value = self.details.get(name) if self.kind is SignalKind.FORECAST else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             return None
-        return float(mean)
+        return float(value)
 
     @classmethod
     def from_dict(cls, data: object) -> Signal:

@@ -62,6 +62,7 @@ def make_request(
     reason: str = "",
     signal_value: float | None = None,
     signal_mean: float | None = None,
+    signal_capacity: float | None = None,
     limits: Limits | None = None,
 ) -> ActionRequest:
     """A validated :class:`ActionRequest` with its idempotency key (playbook, target, incident, step)."""
@@ -77,5 +78,6 @@ def make_request(
         reason=reason,
         signal_value=signal_value,
         signal_mean=signal_mean,
+        signal_capacity=signal_capacity,
         limits=limits if limits is not None else Limits(),
     )

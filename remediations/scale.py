@@ -1,7 +1,8 @@
 """``scale``: set the replicas of a Deployment or StatefulSet, or raise its HPA's floor.
 
 Exactly one way to say how many: ``replicas`` (absolute), ``by`` (relative), ``factor``
-(relative, rounding up) or ``toForecast`` (``ceil(forecast x (1 + headroom) / capacityPerPod)``).
+(relative, rounding up) or ``toForecast`` (``ceil(forecast x (1 + headroom) / capacity per pod)``,
+the capacity measured by the forecast detector or given).
 The result is clamped by ``minReplicas`` / ``maxReplicas`` and limited to ``maxStep`` away from
 where it started, with the parameters' bounds and the guardrails' (:class:`~remediations.types.Limits`)
 combined, the tighter winning. An absolute ``replicas`` outside the bounds is refused rather than
@@ -28,9 +29,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from remediations import state as notes
 from remediations.base import BaseAction
@@ -47,8 +56,17 @@ MAX_REPLICAS = 10_000
 Obj = dict[str, Any]
 
 
+MEASURED: Literal["measured"] = "measured"
+
+
 class ForecastTarget(BaseModel):
-    """Replicas from a forecast: ``ceil(value x (1 + headroom) / capacityPerPod)``, as a floor.
+    """Replicas from a forecast: ``ceil(value x (1 + headroom) / capacity per pod)``, as a floor.
+
+    The capacity per pod is measured (``capacityPerPod: measured``, the default): the forecast
+    signal carries what one ready pod of the target serves at full utilisation, as the forecast
+    detector measured it from demand, utilisation and ready replicas. Until it has a measurement
+    the action uses ``fallbackCapacityPerPod``, or is refused when there is none. A number for
+    ``capacityPerPod`` fixes the capacity and ignores the measurement.
 
     A forecast raises capacity above what the owner set and lowers only what it raised itself,
     never below the owner's value, and not before ``hold`` has passed since its last change; it
@@ -63,8 +81,19 @@ class ForecastTarget(BaseModel):
         ge=0,
         description="the forecast (its upper bound), e.g. '{{ signal.value }}'; default: the signal's value",
     )
-    capacity_per_pod: float = Field(
-        alias="capacityPerPod", gt=0, description="how much of the forecast metric one pod serves"
+    capacity_per_pod: Annotated[float, Field(gt=0)] | Literal["measured"] = Field(
+        MEASURED,
+        alias="capacityPerPod",
+        description="how much of the forecast metric one pod serves at full utilisation: 'measured' "
+        "(default) takes what the forecast detector measured for the target (its capacity "
+        "parameter: demand / (ready replicas x CPU utilisation)); a number fixes it",
+    )
+    fallback_capacity_per_pod: float | None = Field(
+        None,
+        alias="fallbackCapacityPerPod",
+        gt=0,
+        description="with capacityPerPod 'measured': the capacity per pod to use until a measurement "
+        "exists; without it the action is refused until then",
     )
     headroom: float = Field(0.0, ge=0, le=10, description="extra capacity on top, as a fraction (0.2 = 20%)")
     tolerance: float = Field(
@@ -89,6 +118,49 @@ class ForecastTarget(BaseModel):
         "target without an HPA is always sized on the upper bound",
     )
 
+    @field_validator("capacity_per_pod", mode="wrap")
+    @classmethod
+    def _measured_or_a_number(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        try:
+            return handler(value)
+        except ValidationError:  # one message, not one per member of the union
+            msg = f"expected 'measured' or a number above 0, got {value!r}"
+            raise ValueError(msg) from None
+
+    @model_validator(mode="after")
+    def _fallback_with_measured(self) -> ForecastTarget:
+        if self.fallback_capacity_per_pod is not None and self.capacity_per_pod != MEASURED:
+            msg = (
+                "fallbackCapacityPerPod applies only with capacityPerPod 'measured' (a number is kept as is)"
+            )
+            raise ValueError(msg)
+        return self
+
+    def capacity(self, request: ActionRequest) -> tuple[float, str]:
+        """The capacity per pod to size on, and where it came from (for the plan and the audit)."""
+        if self.capacity_per_pod != MEASURED:
+            return float(self.capacity_per_pod), f"{self.capacity_per_pod:g} per pod (capacityPerPod)"
+        if request.signal_capacity is not None:
+            return request.signal_capacity, f"{request.signal_capacity:.4g} per pod (measured)"
+        if self.fallback_capacity_per_pod is not None:
+            fallback = self.fallback_capacity_per_pod
+            return fallback, f"{fallback:g} per pod (fallbackCapacityPerPod: not measured yet)"
+        msg = (
+            "scale toForecast: the capacity per pod of the target is not measured yet (the forecast "
+            "signal carries no capacity_per_pod: configure the forecast detector's capacity, and "
+            "let it see enough samples at moderate utilisation) and the playbook sets no "
+            "toForecast.fallbackCapacityPerPod"
+        )
+        raise ActionRefused(msg)
+
+    def describe_capacity(self) -> str:
+        """The capacity per pod in plain words."""
+        if self.capacity_per_pod != MEASURED:
+            return f"{self.capacity_per_pod:g} per pod"
+        if self.fallback_capacity_per_pod is not None:
+            return f"the measured capacity per pod (until measured, {self.fallback_capacity_per_pod:g})"
+        return "the measured capacity per pod"
+
     def sized_on(self, request: ActionRequest, *, hpa: bool) -> float | None:
         """The forecast to size on: ``value`` if set, the point forecast under an HPA, else the bound."""
         if self.value is not None:
@@ -97,14 +169,14 @@ class ForecastTarget(BaseModel):
             return request.signal_mean
         return request.signal_value
 
-    def need(self, forecast: float) -> float:
-        """The replicas, not rounded, that serve ``forecast`` with the headroom."""
-        return forecast * (1.0 + self.headroom) / self.capacity_per_pod
+    def need(self, forecast: float, capacity: float) -> float:
+        """The replicas, not rounded, that serve ``forecast`` with the headroom, at ``capacity`` per pod."""
+        return forecast * (1.0 + self.headroom) / capacity
 
-    def replicas(self, forecast: float) -> int:
-        """The replica count that serves ``forecast`` with the headroom."""
+    def replicas(self, forecast: float, capacity: float) -> int:
+        """The replica count that serves ``forecast`` with the headroom, at ``capacity`` per pod."""
         # Rounded before ceil so 2.0000000001 (float noise) does not become 3.
-        return max(0, math.ceil(round(self.need(forecast), 9)))
+        return max(0, math.ceil(round(self.need(forecast, capacity), 9)))
 
 
 class ScaleParams(ActionParams):
@@ -174,7 +246,7 @@ class ScaleParams(ActionParams):
         if self.factor is not None:
             return f"multiply the replicas by {self.factor:g}, rounding up"
         assert self.to_forecast is not None  # exactly one mode: checked above
-        return f"scale to the forecast at {self.to_forecast.capacity_per_pod:g} per pod"
+        return f"scale to the forecast at {self.to_forecast.describe_capacity()}"
 
 
 # ---------------------------------------------------------------- the decision, pure
@@ -189,6 +261,8 @@ class Decision:
     requested: int
     desired: int
     notes: tuple[str, ...] = field(default=())
+    sizing: str = ""
+    """For a forecast: what it sized on (``forecast 1200 at 48.5 per pod (measured)``)."""
 
     def explain(self) -> str:
         """``4 (asked 9; clamped to maxReplicas 4)``."""
@@ -232,6 +306,7 @@ def decide(
     ``hpa`` it sets an HPA's floor (sized as :meth:`ForecastTarget.sized_on` says).
     """
     start = current if base is None else base
+    sizing = ""
     if params.replicas is not None:
         requested = params.replicas
     elif params.by is not None:
@@ -244,8 +319,10 @@ def decide(
         if value is None or not math.isfinite(value) or value < 0:
             msg = "scale toForecast needs a forecast: set toForecast.value or send the signal's value"
             raise ActionRefused(msg)
-        requested = params.to_forecast.replicas(value)
-        need = params.to_forecast.need(value)
+        capacity, basis = params.to_forecast.capacity(request)
+        sizing = f"forecast {value:.4g} at {basis}"
+        requested = params.to_forecast.replicas(value, capacity)
+        need = params.to_forecast.need(value, capacity)
         tolerance = params.to_forecast.tolerance
         if abs(need - current) <= tolerance * current:
             # within the tolerance (the HPA's: desired / current within 10 %): the forecast's noise
@@ -253,7 +330,9 @@ def decide(
             requested = current
         elif requested < current:
             # lowered with the tolerance kept as room, so the next small rise does not raise it again
-            requested = min(current, params.to_forecast.replicas(value / max(1.0 - tolerance, 1e-9)))
+            requested = min(
+                current, params.to_forecast.replicas(value / max(1.0 - tolerance, 1e-9), capacity)
+            )
     low, high, step = bounds(params, request)
     if params.replicas is not None and (
         (low is not None and params.replicas < low) or (high is not None and params.replicas > high)
@@ -278,7 +357,7 @@ def decide(
     if not request.limits.scale_down and desired < current:
         desired = current
         why.append("not scaled down: a corrective incident is open on the target")
-    return Decision(current, start, requested, desired, tuple(why))
+    return Decision(current, start, requested, desired, tuple(why), sizing)
 
 
 def holder_of(request: ActionRequest) -> str:
@@ -411,6 +490,11 @@ def _max_of(hpa: Obj) -> int:
     return int((hpa.get("spec") or {}).get("maxReplicas") or 1)
 
 
+def _sizing(decision: Decision) -> dict[str, str]:
+    """``{"sizing": ...}`` for a forecast's decision (the capacity it used), else nothing."""
+    return {"sizing": decision.sizing} if decision.sizing else {}
+
+
 def _name(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
 
@@ -473,26 +557,31 @@ class ScaleAction(BaseAction[ScaleParams]):
             "requested": decision.requested,
             "desired": decision.desired,
             "notes": list(decision.notes),
+            **_sizing(decision),
         }
+        sized = f"; {decision.sizing}" if decision.sizing else ""
         if hpa is not None:
             floor, why = self._floor(ctx, hpa, decision)
             now_min = _min_of(hpa)
             details.update({"hpa": _name(hpa), "floor": floor, "minReplicas": now_min})
             title = f"HorizontalPodAutoscaler {target.namespace}/{_name(hpa)}"
             if floor == now_min or (floor < now_min and params.to_forecast is None):
-                summary = f"nothing to do: the HPA {_name(hpa)} already keeps at least {now_min} replicas"
+                summary = (
+                    f"nothing to do: the HPA {_name(hpa)} already keeps at least {now_min} replicas{sized}"
+                )
                 return Plan(self.name, target, summary, changes=False, details=details)
             verb = "raise" if floor > now_min else "lower"
             summary = (
                 f"{verb} the floor of HPA {_name(hpa)} (which scales {target}) from {now_min} to {floor}"
                 + (f" ({'; '.join(why)})" if why else "")
+                + sized
             )
             diff = render(title, {"spec": {"minReplicas": now_min}}, {"spec": {"minReplicas": floor}})
             return Plan(self.name, target, summary, diff, details=details)
         if decision.desired == current:
-            summary = f"nothing to do: {target} already has {current} replicas"
+            summary = f"nothing to do: {target} already has {current} replicas{sized}"
             return Plan(self.name, target, summary, changes=False, details=details)
-        summary = f"scale {target} from {current} to {decision.explain()} replicas"
+        summary = f"scale {target} from {current} to {decision.explain()} replicas{sized}"
         diff = render(
             f"{target.kind} {target.namespace}/{target.name}",
             {"spec": {"replicas": current}},
@@ -565,6 +654,7 @@ class ScaleAction(BaseAction[ScaleParams]):
             "to": decision.desired,
             "requested": decision.requested,
             "notes": list(decision.notes),
+            **_sizing(decision),
         }
         if written is None and base is None:
             message = f"{target} already has {decision.current} replicas"
@@ -601,6 +691,8 @@ class ScaleAction(BaseAction[ScaleParams]):
             message = f"{target} already has {decision.current} replicas; recorded {key} as executed"
             return self.result(ctx, ActionStatus.NOOP, message, details=details)
         message = f"scaled {target} from {decision.current} to {decision.explain()} replicas"
+        if decision.sizing:
+            message += f"; {decision.sizing}"
         details["event"] = self.event(ctx, workload, "AiopsScaled", message)
         return self.result(ctx, ActionStatus.EXECUTED, message, diff=diff, details=details)
 
@@ -631,7 +723,9 @@ class ScaleAction(BaseAction[ScaleParams]):
             else:
                 decision = decide(params, ctx.request, current, base)
             floor, why = self._floor(ctx, hpa, decision)
-            outcome.update(hpa=_name(hpa), floor=floor, before=now_min, notes=list(why), done=False)
+            outcome.update(
+                hpa=_name(hpa), floor=floor, before=now_min, notes=list(why), done=False, **_sizing(decision)
+            )
             if floor == now_min or (floor < now_min and params.to_forecast is None):
                 return None
             held = raised(raise_of(hpa), holder_of(ctx.request), now_min, floor, now)
@@ -651,7 +745,14 @@ class ScaleAction(BaseAction[ScaleParams]):
         if outcome.get("done"):
             return self.result(ctx, ActionStatus.NOOP, f"already executed: {key}")
         name, floor, before = outcome["hpa"], outcome["floor"], outcome["before"]
-        details = {"hpa": name, "from": before, "to": floor, "replicas": current, "notes": outcome["notes"]}
+        details = {
+            "hpa": name,
+            "from": before,
+            "to": floor,
+            "replicas": current,
+            "notes": outcome["notes"],
+            **({"sizing": outcome["sizing"]} if "sizing" in outcome else {}),
+        }
         diff = render(
             f"HorizontalPodAutoscaler {target.namespace}/{name}",
             {"spec": {"minReplicas": before}},
@@ -664,6 +765,8 @@ class ScaleAction(BaseAction[ScaleParams]):
         message = f"{verb} the floor of HPA {name} for {target} from {before} to {floor} replicas"
         if outcome["notes"]:
             message += f" ({'; '.join(outcome['notes'])})"
+        if "sizing" in outcome:
+            message += f"; {outcome['sizing']}"
         details["event"] = self.event(ctx, workload, "AiopsScaleFloorRaised", message)
         return self.result(ctx, ActionStatus.EXECUTED, message, diff=diff, details=details)
 

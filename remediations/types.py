@@ -158,6 +158,8 @@ class ActionRequest:
     """The triggering signal's value (a forecast's upper bound for ``scale: toForecast``)."""
     signal_mean: float | None = None
     """A forecast signal's point value: its highest point forecast over the horizon."""
+    signal_capacity: float | None = None
+    """A forecast signal's measured capacity per pod: what one ready pod serves at full utilisation."""
     limits: Limits = field(default_factory=Limits)
     unhealthy: tuple[tuple[float, float], ...] = ()
     """Times (start, end) when the target had an incident: a rollback avoids revisions live then."""
@@ -195,6 +197,7 @@ class ActionRequest:
             "reason": self.reason,
             "signalValue": self.signal_value,
             **({} if self.signal_mean is None else {"signalMean": self.signal_mean}),
+            **({} if self.signal_capacity is None else {"signalCapacity": self.signal_capacity}),
             **({"restore": True} if self.restore else {}),
         }
 

@@ -335,7 +335,13 @@ class Pipeline:
         self.engine.replace_playbooks(playbooks)
 
     def warm(self, history: SampleBatch, chunk: int = 20_000) -> None:
-        """Let the detectors learn ``history``; its signals are history too and are dropped."""
+        """Let the detectors learn ``history``; its signals are history too and are dropped.
+
+        The history goes in time order, as the Prometheus source's backfill delivers it, so a
+        detector that joins series (ratio, the forecast's capacity) sees partners side by side.
+        """
+        order = np.argsort(history.timestamps, kind="stable")
+        history = SampleBatch(history.series[order], history.timestamps[order], history.values[order])
         for lo in range(0, len(history), chunk):
             hi = lo + chunk
             self.bank.process(

@@ -1023,6 +1023,7 @@ class PlaybookEngine:
                 f"value {format_number(inc.signal.value)}; {explain_signal(inc.signal.to_dict())}",
                 signal_value=inc.signal.value,
                 signal_mean=inc.signal.forecast_mean,
+                signal_capacity=inc.signal.capacity_per_pod,
                 limits=g.limits(scale_down=not (cls is ActionClass.CAPACITY and self._open_corrective(inc))),
             )
         except (TemplateError, ValueError) as exc:  # a ParamsError is a ValueError naming the field

@@ -123,6 +123,7 @@ class Proposal:
             reason=str(data.get("reason") or ""),
             signal_value=None if data.get("signalValue") is None else float(data["signalValue"]),
             signal_mean=None if data.get("signalMean") is None else float(data["signalMean"]),
+            signal_capacity=None if data.get("signalCapacity") is None else float(data["signalCapacity"]),
             limits=Limits(
                 min_replicas=lim.get("minReplicas"),
                 max_replicas=lim.get("maxReplicas"),

@@ -122,6 +122,43 @@ def test_scale_to_a_forecast_is_clamped_by_the_guardrail_limits(cluster):
     assert replicas(cluster) == 6
 
 
+def test_a_forecast_sized_on_the_measured_capacity_says_so_in_plan_result_and_event(cluster):
+    cluster.deployment("web", replicas=2)
+    params = {"toForecast": {"headroom": 0.25}}  # capacityPerPod: measured, the default
+    request = cluster.request("scale", "Deployment", "web", params, signal_value=1000.0, signal_capacity=80.0)
+
+    plan = ACTIONS["scale"].plan(cluster.ctx(request))
+    assert plan.summary.endswith("from 2 to 16 replicas; forecast 1000 at 80 per pod (measured)"), (
+        plan.summary
+    )
+    result = cluster.run(request)
+
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert replicas(cluster) == 16  # ceil(1000 x 1.25 / 80)
+    assert result.details["sizing"] == "forecast 1000 at 80 per pod (measured)"
+    assert result.message.endswith("; forecast 1000 at 80 per pod (measured)")
+    assert request.to_dict()["signalCapacity"] == 80.0
+    (event,) = cluster.events("Deployment", "web", "AiopsScaled")
+    assert "80 per pod (measured)" in event.message
+
+
+def test_a_forecast_without_a_measured_capacity_uses_the_fallback_or_is_refused(cluster):
+    cluster.deployment("web", replicas=2, settled=True)
+    before = cluster.rv("Deployment", "web")
+    refused = cluster.run(
+        cluster.request("scale", "Deployment", "web", {"toForecast": {}}, signal_value=400.0)
+    )
+    assert refused.status is ActionStatus.FAILED
+    assert "not measured yet" in refused.message
+    assert "fallbackCapacityPerPod" in refused.message
+    assert cluster.rv("Deployment", "web") == before  # nothing written
+    params = {"toForecast": {"fallbackCapacityPerPod": 50}}
+    result = cluster.run(cluster.request("scale", "Deployment", "web", params, signal_value=400.0, step="s2"))
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert replicas(cluster) == 8
+    assert result.details["sizing"] == "forecast 400 at 50 per pod (fallbackCapacityPerPod: not measured yet)"
+
+
 def test_scale_down_stops_at_min_replicas(cluster):
     cluster.deployment("web", replicas=3)
     result = cluster.run(cluster.request("scale", "Deployment", "web", {"by": -3, "minReplicas": 2}))
@@ -469,6 +506,8 @@ def test_an_hpa_floor_follows_the_point_forecast_and_its_plan_says_what_runs(twi
     plan, raised = plan_and_run(200.0, 60.0, "inc-1")
     assert plan.summary.startswith("raise the floor of HPA web")
     assert "from 2 to 6" in plan.summary
+    assert plan.summary.endswith("; forecast 60 at 10 per pod (capacityPerPod)"), plan.summary
+    assert raised.details["sizing"] == "forecast 60 at 10 per pod (capacityPerPod)"
     assert raised.status is ActionStatus.EXECUTED, raised.message
     assert hpa_floor(twin) == 6  # 60 / 10, not the bound's 20
     twin.apps.patch_namespaced_deployment_scale("web", twin.ns, {"spec": {"replicas": 14}})

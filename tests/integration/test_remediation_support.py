@@ -257,6 +257,7 @@ class Cluster:
         dry_run: bool = False,
         signal_value: float | None = None,
         signal_mean: float | None = None,
+        signal_capacity: float | None = None,
         limits: Limits | None = None,
         namespace: str | None = None,
     ) -> ActionRequest:
@@ -271,6 +272,7 @@ class Cluster:
             reason="test",
             signal_value=signal_value,
             signal_mean=signal_mean,
+            signal_capacity=signal_capacity,
             limits=limits,
         )
 

@@ -19,6 +19,7 @@ from agent.playbook.requests import Proposal, RecordingExecutor
 from detectors.freshness import Seen
 from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
+from remediations.registry import make_request
 from remediations.state import RecordedAction
 from remediations.types import ActionResult, ActionStatus, Target
 
@@ -864,3 +865,31 @@ def test_an_incident_is_held_while_the_records_of_past_actions_cannot_be_read() 
     facts.readable = True
     h.signal(40)
     assert h.requests() == [(40, "restart-web", "restart")]
+
+
+def test_a_forecast_signals_measured_capacity_reaches_the_request_and_survives_a_stored_proposal() -> None:
+    """Signal details -> Signal.capacity_per_pod -> ActionRequest.signal_capacity -> an approval
+    record (Proposal.to_dict / from_dict), like forecast_mean -> signal_mean."""
+    details = {"forecast_mean": 400.0, "capacity_per_pod": 80.0}
+    signal = Signal(SignalKind.FORECAST, SeriesKey.of("rps", {}), 0.0, 600.0, 1.0, "forecast", details)
+    assert (signal.forecast_mean, signal.capacity_per_pod) == (400.0, 80.0)
+    for bad in (0.0, -3.0, float("nan"), True, "80"):
+        odd = Signal(
+            SignalKind.FORECAST, SeriesKey.of("rps", {}), 0.0, 1.0, 1.0, "f", {"capacity_per_pod": bad}
+        )
+        assert odd.capacity_per_pod is None, bad
+    anomaly = Signal(SignalKind.ANOMALY, SeriesKey.of("rps", {}), 0.0, 1.0, 1.0, "f", details)
+    assert anomaly.capacity_per_pod is None  # only a forecast carries one
+    request = make_request(
+        "scale",
+        Target("Deployment", "shop", "web"),
+        {"toForecast": {}},
+        playbook="p",
+        incident="i",
+        step="s",
+        signal_value=signal.value,
+        signal_mean=signal.forecast_mean,
+        signal_capacity=signal.capacity_per_pod,
+    )
+    stored = Proposal.from_dict(Proposal(request, 0.0).to_dict())
+    assert (stored.request.signal_mean, stored.request.signal_capacity) == (400.0, 80.0)

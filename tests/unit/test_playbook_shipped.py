@@ -152,14 +152,19 @@ def test_scale_ahead_of_forecast_demand(shipped: PlaybookSet) -> None:
         "namespace": "shop",
         "deployment": "web",
     }
-    r = rehearse(shipped, [sig(0, **demand, score=0.9, value=600.0, details={"forecast_mean": 400.0})])
+    details = {"forecast_mean": 400.0, "capacity_per_pod": 50.0}
+    r = rehearse(shipped, [sig(0, **demand, score=0.9, value=600.0, details=details)])
     assert ran(r) == [(0, "scale-ahead-of-forecast", "scale", Target("Deployment", "shop", "web"))]
     req = r.ran()[0]
     assert (req.request.signal_value, req.request.signal_mean) == (600.0, 400.0)
+    assert req.request.signal_capacity == 50.0  # measured by the forecast detector, not in the playbook
     params = req.request.params
     assert isinstance(params, ScaleParams)
     assert params.to_forecast is not None
-    assert params.to_forecast.replicas(600.0) == 15  # ceil(600 x 1.25 / 50): at most 80 % busy at the bound
+    assert params.to_forecast.capacity(req.request) == (50.0, "50 per pod (measured)")
+    assert (
+        params.to_forecast.replicas(600.0, 50.0) == 15
+    )  # ceil(600 x 1.25 / 50): at most 80 % busy at the bound
     assert params.to_forecast.sized_on(req.request, hpa=False) == 600.0  # alone: the bound
     assert params.to_forecast.sized_on(req.request, hpa=True) == 400.0  # under an HPA: the point forecast
     states = [e.state.value for e in r.events if isinstance(e, IncidentEvent) and e.is_transition]

@@ -99,7 +99,7 @@ def test_a_request_is_frozen_and_carries_validated_params():
         (
             "scale",
             {"toForecast": {"capacityPerPod": 0}},
-            "scale.toForecast.capacityPerPod: Input should be greater than 0",
+            "scale.toForecast.capacityPerPod: Value error, expected 'measured' or a number above 0, got 0",
         ),
         (
             "scale",
@@ -242,6 +242,7 @@ def request(
     limits: Limits | None = None,
     signal: float | None = None,
     mean: float | None = None,
+    capacity: float | None = None,
 ):
     return make_request(
         "scale",
@@ -253,6 +254,7 @@ def request(
         limits=limits,
         signal_value=signal,
         signal_mean=mean,
+        signal_capacity=capacity,
     )
 
 
@@ -313,6 +315,61 @@ def test_an_hpa_floor_is_sized_on_the_point_forecast_and_a_bare_target_on_the_bo
     with pytest.raises(ParamsError, match="withHpa"):
         request({"toForecast": {"capacityPerPod": 50, "withHpa": "median"}})
     assert r.to_dict()["signalMean"] == 300.0
+
+
+def test_forecast_replicas_use_the_measured_capacity_per_pod_by_default():
+    """No capacityPerPod: the signal's measured capacity; 1000 x 1.25 / 80 = 15.6 -> 16 pods."""
+    r = request({"toForecast": {"headroom": 0.25}}, signal=1000.0, capacity=80.0)
+    decision = decide(r.params, r, current=4)
+    assert decision.desired == 16
+    assert decision.sizing == "forecast 1000 at 80 per pod (measured)"
+    assert r.to_dict()["signalCapacity"] == 80.0
+    assert r.params.describe() == "scale to the forecast at the measured capacity per pod"
+    explicit = request(
+        {"toForecast": {"capacityPerPod": "measured", "headroom": 0.25}}, signal=1000.0, capacity=20.0
+    )
+    assert decide(explicit.params, explicit, current=4).desired == 63  # 1250 / 20 = 62.5 -> 63
+
+
+def test_forecast_replicas_use_the_fallback_until_a_capacity_is_measured():
+    params = {"toForecast": {"fallbackCapacityPerPod": 50, "headroom": 0.25}}
+    r = request(params, signal=1000.0)  # nothing measured yet: 1250 / 50 = 25
+    decision = decide(r.params, r, current=4)
+    assert decision.desired == 25
+    assert decision.sizing == "forecast 1000 at 50 per pod (fallbackCapacityPerPod: not measured yet)"
+    measured = request(params, signal=1000.0, capacity=125.0)  # once measured, the fallback is unused
+    assert decide(measured.params, measured, current=4).desired == 10
+    assert (
+        r.params.describe() == "scale to the forecast at the measured capacity per pod (until measured, 50)"
+    )
+
+
+def test_a_fixed_capacity_per_pod_ignores_the_measurement():
+    r = request({"toForecast": {"capacityPerPod": 50}}, signal=400.0, capacity=80.0)
+    decision = decide(r.params, r, current=1)
+    assert decision.desired == 8
+    assert decision.sizing == "forecast 400 at 50 per pod (capacityPerPod)"
+    assert r.params.describe() == "scale to the forecast at 50 per pod"
+
+
+def test_a_forecast_without_any_capacity_is_refused_and_says_what_to_set():
+    r = request({"toForecast": {"headroom": 0.25}}, signal=1000.0)
+    with pytest.raises(ActionRefused, match=r"not measured yet.*fallbackCapacityPerPod"):
+        decide(r.params, r, current=4)
+
+
+@pytest.mark.parametrize(
+    ("to_forecast", "why"),
+    [
+        ({"capacityPerPod": 50, "fallbackCapacityPerPod": 40}, "fallbackCapacityPerPod applies only with"),
+        ({"capacityPerPod": "guessed"}, "capacityPerPod"),
+        ({"capacityPerPod": -5}, "capacityPerPod"),
+        ({"fallbackCapacityPerPod": 0}, "fallbackCapacityPerPod"),
+    ],
+)
+def test_capacity_parameters_are_checked_when_the_playbook_loads(to_forecast: dict[str, Any], why: str):
+    with pytest.raises(ParamsError, match=why):
+        request({"toForecast": to_forecast})
 
 
 def test_contradicting_bounds_and_absolute_counts_outside_them_are_refused():
