@@ -657,7 +657,9 @@ def test_start_rejects_a_configuration_that_cannot_work() -> None:
         match=r"request_timeout \(0\.5 s\) must be longer than sources\.kafka\.fetch_max_wait \(0\.5 s\)",
     ):
         source(hasty).start()
-    source(hasty, fetch_max_wait=0.1).start()  # a shorter broker-side wait fits
+    fits = source(hasty, fetch_max_wait=0.1)  # a shorter broker-side wait fits
+    fits.start()
+    fits.close()
     sasl = KafkaConnection(
         bootstrap_servers=["127.0.0.1:1"],
         security_protocol="SASL_PLAINTEXT",
