@@ -208,6 +208,12 @@ class KafkaSourceConfig(_Model):
     )
     max_poll_records: int = Field(2000, ge=1, le=100_000, description="messages per poll")
     poll_timeout: Duration = Field(0.5, description="how long one poll waits for messages")
+    fetch_max_wait: Duration = Field(
+        0.5,
+        gt=0,
+        description="how long the broker may hold a fetch that finds no new records (shorter: "
+        "lower latency on brokers that do not answer a waiting fetch when records arrive, more requests)",
+    )
     session_timeout: Duration = Field(10.0, description="a consumer silent this long leaves the group")
     heartbeat_interval: Duration = Field(3.0, description="how often a consumer tells the group it lives")
     lag_interval: Duration = Field(5.0, description="how often consumer lag is measured")

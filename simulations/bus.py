@@ -50,6 +50,9 @@ class KafkaBus:
             session_timeout=6.0,
             heartbeat_interval=1.0,
             poll_timeout=0.2,
+            # lock step: each step waits for its own samples, and a broker that holds a waiting
+            # fetch to its end (tansu does) would add that hold to every step
+            fetch_max_wait=0.01,
             # replayed samples carry the scenario's virtual time, not the wall clock's the source runs on
             limits=DecodeLimitsConfig(max_future=None, max_past=None),
         )

@@ -80,8 +80,6 @@ TRUNCATED_HEADER = "aiops-truncated-from"
 MAX_DEAD_LETTER_VALUE = 900_000
 #: Consecutive poll failures after which the consumer is closed and created anew.
 RECREATE_AFTER = 3
-#: kafka-python's default fetch_max_wait_ms; its request timeout must be longer.
-_FETCH_MAX_WAIT_MS = 500
 #: How long closing waits for the decode worker to exit before terminating it.
 WORKER_CLOSE_TIMEOUT = 1.0
 #: A message that killed the decode worker this many times is dead-lettered, not decoded again.
@@ -179,8 +177,11 @@ class KafkaSource:
                 f"session_timeout ({cfg.session_timeout} s)"
             )
             raise SourceStartupError(msg)
-        if self.connection.request_timeout * 1000 <= _FETCH_MAX_WAIT_MS:
-            msg = f"kafka: request_timeout must be longer than {_FETCH_MAX_WAIT_MS} ms"
+        if self.connection.request_timeout <= cfg.fetch_max_wait:
+            msg = (
+                f"kafka: request_timeout ({self.connection.request_timeout} s) must be longer than "
+                f"sources.kafka.fetch_max_wait ({cfg.fetch_max_wait} s)"
+            )
             raise SourceStartupError(msg)
         try:
             self._kwargs = consumer_kwargs(
@@ -190,6 +191,7 @@ class KafkaSource:
                 enable_auto_commit=False,
                 auto_offset_reset=cfg.auto_offset_reset,
                 max_poll_records=cfg.max_poll_records,
+                fetch_max_wait_ms=max(1, round(cfg.fetch_max_wait * 1000)),
                 session_timeout_ms=int(cfg.session_timeout * 1000),
                 heartbeat_interval_ms=int(cfg.heartbeat_interval * 1000),
             )

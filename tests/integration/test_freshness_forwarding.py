@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 
 from agent.app import detector_bank
 from agent.clock import ManualClock
@@ -37,6 +37,7 @@ from detectors import SampleBatch, SeriesRegistry, Signal
 from detectors.freshness import Seen, SeriesFreshness
 from detectors.signal import SignalKind
 from tests.integration.decision_support import error_key, restart_playbooks
+from tests.servers.kafka import read_records
 
 pytestmark = pytest.mark.integration
 
@@ -150,17 +151,11 @@ class Deciding:
 
 def _partitions(bootstrap: str, topic: str) -> dict[str, set[tuple[str, int]]]:
     """Per deployment, the (what, partition) pairs its messages on ``topic`` went to."""
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=[bootstrap], auto_offset_reset="earliest", consumer_timeout_ms=2000
-    )
     out: dict[str, set[tuple[str, int]]] = defaultdict(set)
-    try:
-        for message in consumer:
-            data = orjson.loads(message.value)
-            what = "freshness" if "format" in data else "signal"
-            out[data["labels"]["deployment"]].add((what, message.partition))
-    finally:
-        consumer.close()
+    for message in read_records(bootstrap, topic):
+        data = orjson.loads(message.value)
+        what = "freshness" if "format" in data else "signal"
+        out[data["labels"]["deployment"]].add((what, message.partition))
     return out
 
 

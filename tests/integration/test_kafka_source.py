@@ -651,6 +651,15 @@ def test_start_rejects_a_configuration_that_cannot_work() -> None:
     plain = KafkaConnection(bootstrap_servers=["127.0.0.1:1"])
     with pytest.raises(SourceStartupError, match="heartbeat_interval"):
         source(plain, session_timeout=2.0, heartbeat_interval=2.0).start()
+    hasty = KafkaConnection(bootstrap_servers=["127.0.0.1:1"], request_timeout=0.5)
+    with pytest.raises(
+        SourceStartupError,
+        match=r"request_timeout \(0\.5 s\) must be longer than sources\.kafka\.fetch_max_wait \(0\.5 s\)",
+    ):
+        source(hasty).start()
+    fits = source(hasty, fetch_max_wait=0.1)  # a shorter broker-side wait fits
+    fits.start()
+    fits.close()
     sasl = KafkaConnection(
         bootstrap_servers=["127.0.0.1:1"],
         security_protocol="SASL_PLAINTEXT",

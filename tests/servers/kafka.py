@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,17 +192,38 @@ def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
         admin.close()
 
 
-def read_topic(bootstrap: str, topic: str, idle_ms: int = 5000) -> list[tuple[bytes | None, bytes]]:
-    """Every message of ``topic`` from the start, as (key, value), once ``idle_ms`` pass without one."""
-    from kafka import KafkaConsumer
+def read_records(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every record of ``topic`` from the start up to its end offsets now, each partition in order.
+
+    That is everything produced (and flushed) before the call; records are ``ConsumerRecord``s.
+    Fails when the end is not reached within ``timeout`` seconds.
+    """
+    from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=[bootstrap], auto_offset_reset="earliest", consumer_timeout_ms=idle_ms
+        bootstrap_servers=[bootstrap], auto_offset_reset="earliest", enable_auto_commit=False
     )
     try:
-        return [(m.key, m.value) for m in consumer]
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        if not partitions:
+            pytest.fail(f"topic {topic} does not exist")
+        consumer.assign(partitions)
+        end = consumer.end_offsets(partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                pytest.fail(f"read {len(records)} records of {topic} in {timeout} s, not up to {end}")
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+        return records
     finally:
-        consumer.close()
+        consumer.close(autocommit=False)
+
+
+def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+    """Every message of ``topic`` produced before the call, as (key, value) (see :func:`read_records`)."""
+    return [(m.key, m.value) for m in read_records(bootstrap, topic)]
 
 
 @pytest.fixture

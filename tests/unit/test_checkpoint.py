@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import zlib
 from pathlib import Path
 
@@ -60,13 +61,22 @@ def _signals(
     return out
 
 
+@functools.cache
+def _unmoved() -> tuple[DetectorBank, list[list[tuple[str, str, float]]]]:
+    """Pod a's series in a bank that keeps them: 300 steps (seed 1), then 250 more (seed 3), and
+    the signals of those 250. Shared by the tests below, which only read it."""
+    reference = _bank()
+    _signals(reference, _keys("a"), 0, 300, seed=1)
+    return reference, _signals(reference, _keys("a"), 300, 250, seed=3)
+
+
 def test_moved_series_score_as_if_they_never_moved() -> None:
     """Series learned in bank A, moved to bank B (which has series of its own under clashing ids),
     signal exactly as in A from then on; B's own series are not disturbed."""
     moved, own = _keys("a"), _keys("b")
-    a, b, reference = _bank(), _bank(), _bank()
+    a, b = _bank(), _bank()
+    reference, expected = _unmoved()
     _signals(a, moved, 0, 300, seed=1)
-    _signals(reference, moved, 0, 300, seed=1)
     _signals(b, own, 0, 300, seed=2)  # b's ids 0..5 name other series than a's
     ids = np.array([a.series.lookup(k) for k in moved], dtype=np.int64)
     blob = encode(take_series(a, ids, {"partition": 3, "offset": 42}))
@@ -76,7 +86,6 @@ def test_moved_series_score_as_if_they_never_moved() -> None:
     assert restored.dropped == {}
     assert [b.series.lookup(k) for k in moved] == restored.ids.tolist()
     assert set(restored.ids.tolist()).isdisjoint({b.series.lookup(k) for k in own})
-    expected = _signals(reference, moved, 300, 250, seed=3)
     got = _signals(b, moved, 300, 250, seed=3)
     assert got == expected
     assert sum(len(s) for s in expected) > 0  # the comparison covers signals, not silence
@@ -101,10 +110,8 @@ def test_moved_series_score_as_if_they_never_moved() -> None:
 
 def test_a_cold_bank_does_not_signal_like_the_restored_one() -> None:
     """Without the state the same samples give other signals: the test above compares something."""
-    moved = _keys("a")
-    reference, cold = _bank(), _bank()
-    _signals(reference, moved, 0, 300, seed=1)
-    assert _signals(cold, moved, 300, 250, seed=3) != _signals(reference, moved, 300, 250, seed=3)
+    _, restored = _unmoved()
+    assert _signals(_bank(), _keys("a"), 300, 250, seed=3) != restored
 
 
 def test_a_changed_detector_is_dropped_with_its_reason_and_the_rest_loads() -> None:
