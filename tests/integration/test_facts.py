@@ -66,6 +66,12 @@ def test_a_rollback_by_the_agent_counts_as_a_change(cluster: Cluster) -> None:
     target = Target("Deployment", cluster.ns, "web")
     before = facts.last_rollout(target)
     assert before is not None
+    # the rollback a while after the rollout: creationTimestamp has one-second resolution
+    twin = cluster.twin
+    if twin is not None and isinstance(twin.clock, ManualClock):
+        twin.advance(60)
+    else:
+        time.sleep(1.5)
     request = cluster.request("rollback", "Deployment", "web", {"healthyFor": 0})
     result = cluster.run(request)
     assert result.status.value == "executed", result.message
