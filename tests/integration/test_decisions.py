@@ -38,6 +38,7 @@ pytestmark = pytest.mark.integration
 
 SHIPPED = Path(__file__).resolve().parents[2] / "playbooks"
 STEP = 15.0
+CAPACITY_PER_POD = 50.0
 
 
 @pytest.fixture
@@ -117,7 +118,10 @@ class Loop:
             self.freshness.observe(SampleBatch.from_arrays(ids, [now] * len(ids), list(samples.values())))
         if signals:
             self.engine.emit(
-                [Signal(kind, key, now, value, score, "test", {}) for key, kind, value, score in signals]
+                [
+                    Signal(kind, key, now, value, score, "test", details(kind))
+                    for key, kind, value, score in signals
+                ]
             )
         self.engine.tick()
         self.executor.tick()
@@ -137,6 +141,12 @@ class Loop:
 
     def held(self, playbook: str) -> list[IncidentEvent]:
         return [e for e in self.audit.incident_events() if e.playbook == playbook and e.guardrail is not None]
+
+
+def details(kind: SignalKind) -> dict[str, float]:
+    """A forecast signal carries the capacity per pod its detector measured (the shipped
+    scale-ahead-of-forecast playbook sizes on it); here 50 requests/s per pod."""
+    return {"capacity_per_pod": CAPACITY_PER_POD} if kind is SignalKind.FORECAST else {}
 
 
 def version(cluster: Cluster, name: str = "checkout") -> str:
