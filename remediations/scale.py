@@ -490,9 +490,14 @@ def _max_of(hpa: Obj) -> int:
     return int((hpa.get("spec") or {}).get("maxReplicas") or 1)
 
 
-def _sizing(decision: Decision) -> dict[str, str]:
+def _sizing(sizing: str) -> dict[str, str]:
     """``{"sizing": ...}`` for a forecast's decision (the capacity it used), else nothing."""
-    return {"sizing": decision.sizing} if decision.sizing else {}
+    return {"sizing": sizing} if sizing else {}
+
+
+def _sized(sizing: str) -> str:
+    """``"; <sizing>"`` to end a plan's or result's text with, or nothing."""
+    return f"; {sizing}" if sizing else ""
 
 
 def _name(obj: Obj) -> str:
@@ -557,9 +562,9 @@ class ScaleAction(BaseAction[ScaleParams]):
             "requested": decision.requested,
             "desired": decision.desired,
             "notes": list(decision.notes),
-            **_sizing(decision),
+            **_sizing(decision.sizing),
         }
-        sized = f"; {decision.sizing}" if decision.sizing else ""
+        sized = _sized(decision.sizing)
         if hpa is not None:
             floor, why = self._floor(ctx, hpa, decision)
             now_min = _min_of(hpa)
@@ -654,7 +659,7 @@ class ScaleAction(BaseAction[ScaleParams]):
             "to": decision.desired,
             "requested": decision.requested,
             "notes": list(decision.notes),
-            **_sizing(decision),
+            **_sizing(decision.sizing),
         }
         if written is None and base is None:
             message = f"{target} already has {decision.current} replicas"
@@ -691,8 +696,7 @@ class ScaleAction(BaseAction[ScaleParams]):
             message = f"{target} already has {decision.current} replicas; recorded {key} as executed"
             return self.result(ctx, ActionStatus.NOOP, message, details=details)
         message = f"scaled {target} from {decision.current} to {decision.explain()} replicas"
-        if decision.sizing:
-            message += f"; {decision.sizing}"
+        message += _sized(decision.sizing)
         details["event"] = self.event(ctx, workload, "AiopsScaled", message)
         return self.result(ctx, ActionStatus.EXECUTED, message, diff=diff, details=details)
 
@@ -724,7 +728,12 @@ class ScaleAction(BaseAction[ScaleParams]):
                 decision = decide(params, ctx.request, current, base)
             floor, why = self._floor(ctx, hpa, decision)
             outcome.update(
-                hpa=_name(hpa), floor=floor, before=now_min, notes=list(why), done=False, **_sizing(decision)
+                hpa=_name(hpa),
+                floor=floor,
+                before=now_min,
+                notes=list(why),
+                done=False,
+                **_sizing(decision.sizing),
             )
             if floor == now_min or (floor < now_min and params.to_forecast is None):
                 return None
@@ -751,7 +760,7 @@ class ScaleAction(BaseAction[ScaleParams]):
             "to": floor,
             "replicas": current,
             "notes": outcome["notes"],
-            **({"sizing": outcome["sizing"]} if "sizing" in outcome else {}),
+            **_sizing(outcome.get("sizing", "")),
         }
         diff = render(
             f"HorizontalPodAutoscaler {target.namespace}/{name}",
@@ -765,8 +774,7 @@ class ScaleAction(BaseAction[ScaleParams]):
         message = f"{verb} the floor of HPA {name} for {target} from {before} to {floor} replicas"
         if outcome["notes"]:
             message += f" ({'; '.join(outcome['notes'])})"
-        if "sizing" in outcome:
-            message += f"; {outcome['sizing']}"
+        message += _sized(outcome.get("sizing", ""))
         details["event"] = self.event(ctx, workload, "AiopsScaleFloorRaised", message)
         return self.result(ctx, ActionStatus.EXECUTED, message, diff=diff, details=details)
 
