@@ -337,11 +337,10 @@ class Pipeline:
     def warm(self, history: SampleBatch, chunk: int = 20_000) -> None:
         """Let the detectors learn ``history``; its signals are history too and are dropped.
 
-        The history goes in time order, as the Prometheus source's backfill delivers it, so a
-        detector that joins series (ratio, the forecast's capacity) sees partners side by side.
+        ``history`` is in time order (:meth:`Workload.history` sorts it so), as the Prometheus
+        source's backfill delivers it, so a detector that joins series (ratio, the forecast's
+        capacity) sees partners side by side.
         """
-        order = np.argsort(history.timestamps, kind="stable")
-        history = SampleBatch(history.series[order], history.timestamps[order], history.values[order])
         for lo in range(0, len(history), chunk):
             hi = lo + chunk
             self.bank.process(
