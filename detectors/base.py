@@ -53,10 +53,10 @@ class Detector(Protocol):
 
 
 def grow(array: np.ndarray[Any, Any], size: int, fill: float | int) -> np.ndarray[Any, Any]:
-    """``array`` extended to at least ``size`` entries (amortised doubling), new entries ``fill``."""
+    """``array`` with at least ``size`` rows (amortised doubling), new rows set to ``fill``."""
     if size <= array.shape[0]:
         return array
     new_size = max(size, 2 * array.shape[0], 64)
-    out = np.full(new_size, fill, dtype=array.dtype)
+    out = np.full((new_size, *array.shape[1:]), fill, dtype=array.dtype)
     out[: array.shape[0]] = array
     return out

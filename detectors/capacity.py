@@ -48,15 +48,6 @@ _STATE_VERSION = 1
 _UNKNOWN, _DEMAND, _UTILISATION, _REPLICAS = -2, 0, 1, 2
 
 
-def _grow_rows(array: npt.NDArray[Any], size: int, fill: float) -> npt.NDArray[Any]:
-    """A 2-D ``array`` extended to at least ``size`` rows (amortised doubling), new rows ``fill``."""
-    if size <= array.shape[0]:
-        return array
-    out = np.full((max(size, 2 * array.shape[0], 64), array.shape[1]), fill, dtype=array.dtype)
-    out[: array.shape[0]] = array
-    return out
-
-
 def _asof(query_ids: IdArray, query_ts: FloatArray, ids: IdArray, ts: FloatArray) -> npt.NDArray[np.int64]:
     """For each query, the index into ``ids``/``ts`` of the newest sample of the same id at or
     before the query's time; -1 where there is none."""
@@ -199,8 +190,8 @@ class CapacityEstimator:
         self._value = grow(self._value, rows, np.nan)
         self._time = grow(self._time, rows, -np.inf)
         self._changed = grow(self._changed, rows, -np.inf)
-        self._ring_sum = _grow_rows(self._ring_sum, rows, 0.0)
-        self._ring_n = _grow_rows(self._ring_n, rows, 0.0)
+        self._ring_sum = grow(self._ring_sum, rows, 0.0)
+        self._ring_n = grow(self._ring_n, rows, 0.0)
         self._next = grow(self._next, rows, 0.0)
         self._role = grow(self._role, rows, _UNKNOWN)
         partner = np.full((rows, 2), -1, dtype=np.int64)

@@ -172,11 +172,11 @@ class RegressionForecaster:
         self._last_ts = grow(self._last_ts, rows, -np.inf)
         self._since = grow(self._since, rows, 0)
         self._fit_len = grow(self._fit_len, rows, 0)
-        self._ring_t = _grow_rows(self._ring_t, rows, 0.0)
-        self._ring_z = _grow_rows(self._ring_z, rows, 0.0)
-        self._coef = _grow_rows(self._coef, rows, 0.0)
-        self._icpt = _grow_rows(self._icpt, rows, 0.0)
-        self._margin = _grow_rows(self._margin, rows, np.nan)
+        self._ring_t = grow(self._ring_t, rows, 0.0)
+        self._ring_z = grow(self._ring_z, rows, 0.0)
+        self._coef = grow(self._coef, rows, 0.0)
+        self._icpt = grow(self._icpt, rows, 0.0)
+        self._margin = grow(self._margin, rows, np.nan)
 
     def forget(self, ids: IdArray) -> None:
         """Forget the series of ``ids``: the next sample under one of them starts a new series."""
@@ -394,12 +394,3 @@ class RegressionForecaster:
             self._shape,
             self._INTS,
         )
-
-
-def _grow_rows(array: FloatArray, rows: int, fill: float) -> FloatArray:
-    """``array`` with at least ``rows`` rows, new rows ``fill``."""
-    if rows <= array.shape[0]:
-        return array
-    out = np.full((rows, *array.shape[1:]), fill, dtype=array.dtype)
-    out[: array.shape[0]] = array
-    return out

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from detectors.base import DetectorError
+from detectors.base import DetectorError, grow
 from detectors.batch import FloatArray, IdArray, SampleBatch
 from detectors.signal import SignalKind
 
@@ -67,16 +67,6 @@ class ArraySpec:
     width: int = 0
 
 
-def grow_rows(array: np.ndarray[Any, Any], size: int, fill: float) -> np.ndarray[Any, Any]:
-    """``array`` with at least ``size`` rows (amortised doubling), new rows set to ``fill``."""
-    if size <= array.shape[0]:
-        return array
-    new_size = max(size, 2 * array.shape[0], 64)
-    out = np.full((new_size, *array.shape[1:]), fill, dtype=array.dtype)
-    out[: array.shape[0]] = array
-    return out
-
-
 class SeriesState:
     """Named per-series arrays, grown together and exported together."""
 
@@ -99,7 +89,7 @@ class SeriesState:
         if size <= self.size:
             return
         for name, spec in self.specs.items():
-            self.arrays[name] = grow_rows(self.arrays[name], size, spec.fill)
+            self.arrays[name] = grow(self.arrays[name], size, spec.fill)
         self.size = min(a.shape[0] for a in self.arrays.values())
 
     def reset(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> None:
