@@ -59,6 +59,7 @@ _SIGNAL_FACTS = (
     "below",
     "forecast_upper",
     "capacity_per_pod",
+    "observed_peak",
     "window",
 )
 
@@ -155,6 +156,9 @@ def explain_signal(signal: Mapping[str, Any]) -> str:
         capacity = details.get("capacity_per_pod")
         if isinstance(capacity, int | float):
             text += f" (measured {_num(capacity)} per pod)"
+        observed = details.get("observed_peak")
+        if isinstance(observed, int | float):
+            text += f", observed up to {_num(observed)}"
         parts.append(text)
     value = signal.get("value")
     if isinstance(value, int | float):

@@ -16,14 +16,20 @@ Two modes:
 - **With a** ``limit`` (e.g. 1.0 for a memory working set as a ratio of its limit): the score is
   ``clip(U / limit, 0, 1)``, so 1 means the upper bound reaches the limit within the horizon
   and a bank ``min_score`` of 0.9 signals when it reaches 90 % of it.
-- **Without one** (e.g. requests per second, to scale ahead of demand): the score is 1 when ``U``
-  differs from the ``U`` of the series' last *signalled* forecast by at least ``change``
-  relatively (or none was signalled yet), else 0: a new forecast worth acting on. The detector
+- **Without one** (e.g. requests per second, to scale ahead of demand): the score is 1 when ``U``,
+  or the observed peak (below), differs from its value at the series' last *signalled* forecast
+  by at least ``change`` relatively (or none was signalled yet), else 0: a new forecast, or a new
+  observation, worth acting on (a floor held up by the load seen is lowered when that load has
+  passed, even if the forecast stays where it was). The detector
   records a forecast as signalled when it scores 1, so it assumes the bank's ``min_score``
   (which is at most 1) lets every such score through.
 
 The signal's value is ``U`` (the bank asks :meth:`ForecastDetector.signal_value`), not the
-sample's value, and its details carry ``M``, ``U``, the horizon and the forecaster's name.
+sample's value, and its details carry ``M``, ``U``, the horizon and the forecaster's name, and
+``observed_peak``: the highest value the series took over the last horizon (per ``step``, what
+the forecaster learned), the load seen beside the load expected. A floor that follows the forecast
+lowers only as far as both allow (``scale: toForecast``), as an HPA lowers only to the highest of
+its recent recommendations.
 Scores are causal: a forecast uses only samples up to the newest one of its series, which is the
 sample that carries its score. Samples the forecaster refuses (not finite, out of order) are
 counted by the forecaster; :attr:`ForecastDetector.invalid` and
@@ -54,6 +60,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from detectors.base import DetectorError, grow
 from detectors.batch import FloatArray, SampleBatch
@@ -71,8 +78,9 @@ from detectors.series import SeriesRegistry
 from detectors.signal import SignalKind
 from detectors.streaming import MAX_ABS_TIMESTAMP
 
-_STATE_VERSION = 3
-"""3: may carry the capacity estimator's state; a version 2 state (without it) is still loaded."""
+_STATE_VERSION = 4
+"""4: carries the steps' highest values (observed_peak); 3: may carry the capacity estimator's
+state. Versions 2 and 3 still load: what they lack starts empty."""
 _FORECASTER_STATE = "forecaster_state"
 _CAPACITY_STATE = "capacity_state"
 
@@ -124,10 +132,14 @@ class ForecastDetector:
         self._mean = np.zeros(0, np.float64)
         self._peak = np.zeros(0, np.int64)
         self._signalled = np.zeros(0, np.float64)
+        self._signalled_seen = np.zeros(0, np.float64)
         # aggregate: the open bucket of each series (its index of step, the sum and count so far)
         self._bucket = np.zeros(0, np.float64)
         self._sum = np.zeros(0, np.float64)
         self._count = np.zeros(0, np.float64)
+        # the highest value of each of the last horizon_steps steps (a ring indexed by step)
+        self._seen_step = np.zeros((0, self.horizon_steps), np.float64)
+        self._seen_max = np.zeros((0, self.horizon_steps), np.float64)
         self._bad_time = 0
 
     @classmethod
@@ -200,9 +212,12 @@ class ForecastDetector:
         self._mean = grow(self._mean, rows, np.nan)
         self._peak = grow(self._peak, rows, 0)
         self._signalled = grow(self._signalled, rows, np.nan)
+        self._signalled_seen = grow(self._signalled_seen, rows, np.nan)
         self._bucket = grow(self._bucket, rows, -np.inf)
         self._sum = grow(self._sum, rows, 0.0)
         self._count = grow(self._count, rows, 0.0)
+        self._seen_step = grow(self._seen_step, rows, -np.inf)
+        self._seen_max = grow(self._seen_max, rows, np.nan)
 
     def forget(self, ids: np.ndarray[Any, np.dtype[np.int64]]) -> None:
         """Forget the series of ``ids`` (and the forecaster's state for them)."""
@@ -218,9 +233,12 @@ class ForecastDetector:
         self._mean[ids] = np.nan
         self._peak[ids] = 0
         self._signalled[ids] = np.nan
+        self._signalled_seen[ids] = np.nan
         self._bucket[ids] = -np.inf
         self._sum[ids] = 0.0
         self._count[ids] = 0.0
+        self._seen_step[ids] = -np.inf
+        self._seen_max[ids] = np.nan
 
     # ------------------------------------------------------------------ streaming
 
@@ -250,20 +268,24 @@ class ForecastDetector:
         scores = np.zeros(len(batch), dtype=np.float64)
         self._ensure(int(batch.series.max()) + 1)
         # the samples the forecaster will learn (the same rule, against the same newest times),
-        # tagged with their batch positions so the scores can be put back in batch order
+        # tagged with their index in the batch it learns (and, through positions, in the batch
+        # given) so the scores can be put back in batch order
         positions = np.arange(len(batch), dtype=np.float64)
         if self.aggregate:
             batch, positions = self._buckets(batch)
+        index = np.arange(len(batch), dtype=np.float64)
         tagged = SampleBatch(
-            batch.series, batch.timestamps, np.where(np.isfinite(batch.values), positions, np.nan)
+            batch.series, batch.timestamps, np.where(np.isfinite(batch.values), index, np.nan)
         )
         samples = order_batch(tagged, self._last_ts)
         self.forecaster.update(batch)
         if len(samples) == 0:
             return scores
+        kept = samples.values.astype(np.int64)
+        self._see(samples.series, samples.timestamps, batch.values[kept])
         newest = samples.newest()
         s, t = samples.series[newest], samples.timestamps[newest]
-        pos = samples.values[newest].astype(np.int64)
+        pos = positions[kept[newest]].astype(np.int64)
         self._last_ts[s] = t
         due = t - self._forecast_ts[s] >= self.every
         if not due.any():
@@ -285,13 +307,52 @@ class ForecastDetector:
         if self.limit is not None:
             scores[pos] = np.clip(u / self.limit, 0.0, 1.0)
             return scores
-        ref = self._signalled[s]
-        with np.errstate(invalid="ignore"):
-            moved = (np.abs(u - ref) >= self.change * np.abs(ref)) & (u != ref)
-        new = np.isnan(ref) | moved
+        seen = self._observed(s, t)
+        new = self._moved(u, self._signalled[s]) | self._moved(seen, self._signalled_seen[s])
         self._signalled[s[new]] = u[new]
+        self._signalled_seen[s[new]] = seen[new]
         scores[pos] = new.astype(np.float64)
         return scores
+
+    def _see(self, s: np.ndarray[Any, np.dtype[np.int64]], t: FloatArray, v: FloatArray) -> None:
+        """Keep the highest value of each step among the samples (series, time order) learned."""
+        step = np.floor(t / self.step)
+        # one (series, step) per run; the batch may span more steps than the ring holds, and the
+        # newest step of each ring slot wins
+        starts = np.flatnonzero(np.r_[True, (s[1:] != s[:-1]) | (step[1:] != step[:-1])])
+        run_s, run_step = s[starts], step[starts]
+        run_max = np.maximum.reduceat(v, starts)
+        slot = (run_step % self.horizon_steps).astype(np.int64)
+        order = np.lexsort((run_step, slot, run_s))
+        run_s, run_step, run_max, slot = run_s[order], run_step[order], run_max[order], slot[order]
+        last = np.r_[(run_s[1:] != run_s[:-1]) | (slot[1:] != slot[:-1]), True]
+        run_s, run_step, run_max, slot = run_s[last], run_step[last], run_max[last], slot[last]
+        same = self._seen_step[run_s, slot] == run_step  # a step the ring holds goes on
+        self._seen_max[run_s, slot] = np.where(same, np.fmax(self._seen_max[run_s, slot], run_max), run_max)
+        self._seen_step[run_s, slot] = run_step
+
+    def _observed(self, s: np.ndarray[Any, np.dtype[np.int64]], t: FloatArray) -> FloatArray:
+        """The highest value of each series of ``s`` over the horizon up to ``t``; NaN if none."""
+        now = np.floor(t / self.step)
+        recent = self._seen_step[s] > (now - self.horizon_steps)[:, None]
+        peak = np.where(recent, self._seen_max[s], -np.inf).max(axis=1, initial=-np.inf)
+        return np.where(np.isfinite(peak), peak, np.nan)
+
+    def _moved(self, value: FloatArray, ref: FloatArray) -> npt.NDArray[np.bool_]:
+        """Whether ``value`` differs from ``ref`` by at least ``change`` relatively (or ``ref`` is NaN
+        and ``value`` is not: the first one)."""
+        with np.errstate(invalid="ignore"):
+            moved: npt.NDArray[np.bool_] = (np.abs(value - ref) >= self.change * np.abs(ref)) & (value != ref)
+        first: npt.NDArray[np.bool_] = np.isnan(ref) & ~np.isnan(value)
+        return np.asarray(first | moved, dtype=np.bool_)
+
+    def observed_peak(self, series_id: int) -> float | None:
+        """The highest value of ``series_id`` over the horizon up to its newest sample; None if none."""
+        if series_id >= self._seen_step.shape[0] or not math.isfinite(self._last_ts[series_id]):
+            return None
+        ids = np.array([series_id], np.int64)
+        peak = float(self._observed(ids, self._last_ts[ids])[0])
+        return peak if math.isfinite(peak) else None
 
     def _buckets(self, batch: SampleBatch) -> tuple[SampleBatch, FloatArray]:
         """The step means that ``batch`` completes, and the batch position of the sample that
@@ -361,6 +422,9 @@ class ForecastDetector:
             "peak_in_seconds": int(self._peak[series_id]) * self.step,
             "forecaster": self.forecaster.name,
         }
+        observed = self.observed_peak(series_id)
+        if observed is not None:
+            details["observed_peak"] = observed
         if self.limit is not None:
             details["limit"] = self.limit
         if self.capacity is not None:
@@ -377,9 +441,12 @@ class ForecastDetector:
         ("mean", 1),
         ("peak", 1),
         ("signalled", 1),
+        ("signalled_seen", 1),
         ("bucket", 1),
         ("sum", 1),
         ("count", 1),
+        ("seen_step", 2),
+        ("seen_max", 2),
     )
 
     def _config(self) -> dict[str, Any]:
@@ -404,14 +471,23 @@ class ForecastDetector:
 
         Either all of the state is loaded, or (on a DetectorError) none of it. A version 2 state
         (from before capacity was measured), or one without the capacity estimator's state, loads
-        with no capacity measured yet; a capacity state is ignored when none is configured.
+        with no capacity measured yet; a capacity state is ignored when none is configured. A
+        version 2 or 3 state (from before the observed peak was kept) loads with none observed.
         """
         inner = state.get(_FORECASTER_STATE)
         if not isinstance(inner, Mapping):
             raise DetectorError(f"{self.name}: state lacks {_FORECASTER_STATE!r}")
-        if state.get("kind") == self.name and state.get("version") == 2:
-            state = {**state, "version": _STATE_VERSION}
-            state.pop(_CAPACITY_STATE, None)
+        if state.get("kind") == self.name and state.get("version") in (2, 3):
+            if state.get("version") == 2:
+                state = {k: v for k, v in state.items() if k != _CAPACITY_STATE}
+            rows = np.shape(state.get("last_ts", ()))[:1] or (0,)
+            state = {
+                **state,
+                "version": _STATE_VERSION,
+                "seen_step": np.full((rows[0], self.horizon_steps), -np.inf),
+                "seen_max": np.full((rows[0], self.horizon_steps), np.nan),
+                "signalled_seen": np.full(rows[0], np.nan),
+            }
         check_state_version(state, self.name, _STATE_VERSION)
         capacity = state.get(_CAPACITY_STATE)
         if capacity is not None and not isinstance(capacity, Mapping):
@@ -427,7 +503,7 @@ class ForecastDetector:
             self._ARRAYS,
             self._config(),
             (),
-            lambda _key, rows: (rows,),
+            lambda key, rows: (rows, self.horizon_steps) if key.startswith("seen_") else (rows,),
             {"peak"},
         )
         try:

@@ -53,6 +53,11 @@ class Signal:
         value = self._forecast_number("capacity_per_pod")
         return value if value is not None and value > 0 else None
 
+    @property
+    def observed_peak(self) -> float | None:
+        """A forecast's observed peak: the highest value its series took over the last horizon."""
+        return self._forecast_number("observed_peak")
+
     def _forecast_number(self, name: str) -> float | None:
         value = self.details.get(name) if self.kind is SignalKind.FORECAST else None
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):

@@ -63,6 +63,7 @@ def make_request(
     signal_value: float | None = None,
     signal_mean: float | None = None,
     signal_capacity: float | None = None,
+    signal_observed: float | None = None,
     limits: Limits | None = None,
 ) -> ActionRequest:
     """A validated :class:`ActionRequest` with its idempotency key (playbook, target, incident, step)."""
@@ -79,5 +80,6 @@ def make_request(
         signal_value=signal_value,
         signal_mean=signal_mean,
         signal_capacity=signal_capacity,
+        signal_observed=signal_observed,
         limits=limits if limits is not None else Limits(),
     )

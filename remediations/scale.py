@@ -71,7 +71,10 @@ class ForecastTarget(BaseModel):
     A forecast raises capacity above what the owner set and lowers only what it raised itself,
     never below the owner's value, and not before ``hold`` has passed since its last change; it
     changes nothing while the replicas the forecast needs (headroom included) are within
-    ``tolerance`` of the current ones: the forecast's noise does not make the replicas flap.
+    ``tolerance`` of the current ones: the forecast's noise does not make the replicas flap. With
+    ``lowerWithObserved`` (the default) it lowers only as far as the load observed over the last
+    horizon (the signal's observed peak) allows too: forecast and observed load must agree that
+    fewer replicas will do, as an HPA lowers only to the highest of its recent recommendations.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_by_name=False)
@@ -109,6 +112,13 @@ class ForecastTarget(BaseModel):
         le=86400,
         description="least time between a forecast's change of capacity and its lowering "
         "(default 5m, the HPA's scale-down stabilisation window)",
+    )
+    lower_with_observed: bool = Field(
+        True,
+        alias="lowerWithObserved",
+        description="lower only as far as the load observed over the forecast's horizon allows "
+        "too (the signal's observed peak, headroom included): fewer replicas only when forecast "
+        "and observed load agree; false lowers on the forecast alone",
     )
     with_hpa: Literal["mean", "upper"] = Field(
         "mean",
@@ -297,13 +307,15 @@ def decide(
     now: float = 0.0,
     *,
     hpa: bool = False,
+    running: int | None = None,
 ) -> Decision:
     """The replica count to set: from ``base`` (relative modes) or absolute, then bounds and maxStep.
 
     ``base`` is the recorded starting point of a relative scale (default: ``current``). The step
     limit applies against the base, so re-executing a relative scale gives the same number. A
     forecast (``toForecast``) lowers only what it raised (``record``), not before its hold; with
-    ``hpa`` it sets an HPA's floor (sized as :meth:`ForecastTarget.sized_on` says).
+    ``hpa`` it sets an HPA's floor (sized as :meth:`ForecastTarget.sized_on` says), and
+    ``running`` (the replicas the HPA runs) is what a raise of that floor must get past.
     """
     start = current if base is None else base
     sizing = ""
@@ -315,24 +327,7 @@ def decide(
         requested = max(0, math.ceil(round(start * params.factor, 9)))
     else:
         assert params.to_forecast is not None  # exactly one mode: checked when validated
-        value = params.to_forecast.sized_on(request, hpa=hpa)
-        if value is None or not math.isfinite(value) or value < 0:
-            msg = "scale toForecast needs a forecast: set toForecast.value or send the signal's value"
-            raise ActionRefused(msg)
-        capacity, basis = params.to_forecast.capacity(request)
-        sizing = f"forecast {value:.4g} at {basis}"
-        requested = params.to_forecast.replicas(value, capacity)
-        need = params.to_forecast.need(value, capacity)
-        tolerance = params.to_forecast.tolerance
-        if abs(need - current) <= tolerance * current:
-            # within the tolerance (the HPA's: desired / current within 10 %): the forecast's noise
-            # is not a reason to act
-            requested = current
-        elif requested < current:
-            # lowered with the tolerance kept as room, so the next small rise does not raise it again
-            requested = min(
-                current, params.to_forecast.replicas(value / max(1.0 - tolerance, 1e-9), capacity)
-            )
+        requested, sizing = _from_forecast(params.to_forecast, request, current, hpa=hpa, running=running)
     low, high, step = bounds(params, request)
     if params.replicas is not None and (
         (low is not None and params.replicas < low) or (high is not None and params.replicas > high)
@@ -358,6 +353,39 @@ def decide(
         desired = current
         why.append("not scaled down: a corrective incident is open on the target")
     return Decision(current, start, requested, desired, tuple(why), sizing)
+
+
+def _from_forecast(
+    forecast: ForecastTarget, request: ActionRequest, current: int, *, hpa: bool, running: int | None
+) -> tuple[int, str]:
+    """The replicas a forecast asks for (before bounds and holds), and what it sized them on.
+
+    No change within the tolerance; a raise only past what an HPA already runs (``running``); a
+    lowering only as far as the load observed over the horizon allows too, with the tolerance
+    kept as room so the next small rise does not raise it again.
+    """
+    value = forecast.sized_on(request, hpa=hpa)
+    if value is None or not math.isfinite(value) or value < 0:
+        msg = "scale toForecast needs a forecast: set toForecast.value or send the signal's value"
+        raise ActionRefused(msg)
+    capacity, basis = forecast.capacity(request)
+    sizing = f"forecast {value:.4g} at {basis}"
+    requested = forecast.replicas(value, capacity)
+    if abs(forecast.need(value, capacity) - current) <= forecast.tolerance * current:
+        # within the tolerance (the HPA's: desired / current within 10 %): the forecast's noise
+        # is not a reason to act
+        return current, sizing
+    if requested < current:
+        lower_on = value / max(1.0 - forecast.tolerance, 1e-9)
+        observed = request.signal_observed
+        if forecast.lower_with_observed and observed is not None and observed > lower_on:
+            lower_on = observed
+            sizing += f"; observed up to {observed:.4g}"
+        return min(current, forecast.replicas(lower_on, capacity)), sizing
+    if running is not None and requested <= running:
+        # an HPA's floor below what the HPA runs: the replicas running already serve the forecast
+        return current, f"{sizing}; the HPA runs {running}"
+    return requested, sizing
 
 
 def holder_of(request: ActionRequest) -> str:
@@ -551,7 +579,14 @@ class ScaleAction(BaseAction[ScaleParams]):
         if hpa is not None and params.to_forecast is not None:
             # as executed: the forecast is judged against the HPA's floor, which it moves
             decision = decide(
-                params, ctx.request, _min_of(hpa), None, raise_of(hpa), ctx.clock.now(), hpa=True
+                params,
+                ctx.request,
+                _min_of(hpa),
+                None,
+                raise_of(hpa),
+                ctx.clock.now(),
+                hpa=True,
+                running=current,
             )
         else:
             decision = decide(
@@ -723,7 +758,9 @@ class ScaleAction(BaseAction[ScaleParams]):
             if params.to_forecast is not None:
                 # the HPA's floor is the forecast's knob: the forecast is judged against the floor
                 # (not the replicas the HPA runs above it), and lowers only as far as it raised it
-                decision = decide(params, ctx.request, now_min, None, raise_of(hpa), now, hpa=True)
+                decision = decide(
+                    params, ctx.request, now_min, None, raise_of(hpa), now, hpa=True, running=current
+                )
             else:
                 decision = decide(params, ctx.request, current, base)
             floor, why = self._floor(ctx, hpa, decision)
@@ -769,6 +806,7 @@ class ScaleAction(BaseAction[ScaleParams]):
         )
         if written is None:
             message = f"the HPA {name} already keeps at least {before} replicas of {target}; left as is"
+            message += _sized(outcome.get("sizing", ""))
             return self.result(ctx, ActionStatus.NOOP, message, details=details)
         verb = "raised" if floor > before else "lowered"
         message = f"{verb} the floor of HPA {name} for {target} from {before} to {floor} replicas"

@@ -160,6 +160,8 @@ class ActionRequest:
     """A forecast signal's point value: its highest point forecast over the horizon."""
     signal_capacity: float | None = None
     """A forecast signal's measured capacity per pod: what one ready pod serves at full utilisation."""
+    signal_observed: float | None = None
+    """A forecast signal's observed peak: the highest value its series took over the last horizon."""
     limits: Limits = field(default_factory=Limits)
     unhealthy: tuple[tuple[float, float], ...] = ()
     """Times (start, end) when the target had an incident: a rollback avoids revisions live then."""
@@ -198,6 +200,7 @@ class ActionRequest:
             "signalValue": self.signal_value,
             **({} if self.signal_mean is None else {"signalMean": self.signal_mean}),
             **({} if self.signal_capacity is None else {"signalCapacity": self.signal_capacity}),
+            **({} if self.signal_observed is None else {"signalObserved": self.signal_observed}),
             **({"restore": True} if self.restore else {}),
         }
 

@@ -1024,6 +1024,7 @@ class PlaybookEngine:
                 signal_value=inc.signal.value,
                 signal_mean=inc.signal.forecast_mean,
                 signal_capacity=inc.signal.capacity_per_pod,
+                signal_observed=inc.signal.observed_peak,
                 limits=g.limits(scale_down=not (cls is ActionClass.CAPACITY and self._open_corrective(inc))),
             )
         except (TemplateError, ValueError) as exc:  # a ParamsError is a ValueError naming the field

@@ -124,6 +124,7 @@ class Proposal:
             signal_value=None if data.get("signalValue") is None else float(data["signalValue"]),
             signal_mean=None if data.get("signalMean") is None else float(data["signalMean"]),
             signal_capacity=None if data.get("signalCapacity") is None else float(data["signalCapacity"]),
+            signal_observed=None if data.get("signalObserved") is None else float(data["signalObserved"]),
             limits=Limits(
                 min_replicas=lim.get("minReplicas"),
                 max_replicas=lim.get("maxReplicas"),

@@ -421,9 +421,16 @@ def test_no_scale_down_while_a_corrective_incident_is_open(cluster):
 
 
 def forecast(
-    cluster: Cluster, upper: float, incident: str, *, hold: str = "5m", mean: float | None = None
+    cluster: Cluster,
+    upper: float,
+    incident: str,
+    *,
+    hold: str = "5m",
+    mean: float | None = None,
+    observed: float | None = None,
 ) -> ActionRequest:
-    """A forecast of ``upper`` (and point value ``mean``) for ``web``, 10 per pod, as its own incident."""
+    """A forecast of ``upper`` (point value ``mean``, load observed over its horizon ``observed``)
+    for ``web``, 10 per pod, as its own incident."""
     return cluster.request(
         "scale",
         "Deployment",
@@ -433,6 +440,7 @@ def forecast(
         playbook="ahead",
         signal_value=upper,
         signal_mean=mean,
+        signal_observed=observed,
     )
 
 
@@ -518,3 +526,39 @@ def test_an_hpa_floor_follows_the_point_forecast_and_its_plan_says_what_runs(twi
     assert "from 6 to 4" in plan.summary  # 30 / 10 with the 10 % tolerance kept as room
     assert lowered.status is ActionStatus.EXECUTED, lowered.message
     assert hpa_floor(twin) == 4
+
+
+def test_an_hpa_floor_is_raised_only_past_what_the_hpa_runs_and_lowered_as_far_as_the_load_seen(twin):
+    """Floor 2 and the HPA runs 12: a forecast of 80 (8 pods) is served already, so nothing is
+    written; one of 150 raises the floor to 15. Later a forecast of 20 would bring it to 3, but the
+    load seen over its horizon reached 100, so it goes to 10 only; once that has passed, to 3."""
+    clock = twin.twin.clock
+    twin.clock = clock
+    twin.deployment("web", replicas=2)
+    twin.autoscaling.create_namespaced_horizontal_pod_autoscaler(twin.ns, hpa_body("web", low=2, high=30))
+    twin.apps.patch_namespaced_deployment_scale("web", twin.ns, {"spec": {"replicas": 12}})
+
+    served = forecast(twin, 200.0, "inc-1", mean=80.0)
+    plan = ACTIONS["scale"].plan(twin.ctx(served))
+    assert not plan.changes
+    assert plan.summary.endswith("; forecast 80 at 10 per pod (capacityPerPod); the HPA runs 12"), (
+        plan.summary
+    )
+    result = twin.run(served)
+    assert result.status is ActionStatus.NOOP, result.message
+    assert "the HPA runs 12" in result.message
+    assert hpa_floor(twin) == 2
+    raised = twin.run(forecast(twin, 200.0, "inc-2", mean=150.0))
+    assert raised.status is ActionStatus.EXECUTED, raised.message
+    assert hpa_floor(twin) == 15
+    twin.twin.advance(600)
+    held = twin.run(forecast(twin, 200.0, "inc-3", mean=20.0, observed=100.0))
+    assert held.status is ActionStatus.EXECUTED, held.message
+    assert hpa_floor(twin) == 10
+    assert held.message.endswith("; forecast 20 at 10 per pod (capacityPerPod); observed up to 100"), (
+        held.message
+    )
+    twin.twin.advance(600)
+    lowered = twin.run(forecast(twin, 200.0, "inc-4", mean=20.0, observed=25.0))
+    assert lowered.status is ActionStatus.EXECUTED, lowered.message
+    assert hpa_floor(twin) == 3  # 20 / 0.9 / 10 = 2.2 -> 3, the load seen (25: 2.5 -> 3) agrees

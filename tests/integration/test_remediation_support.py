@@ -258,6 +258,7 @@ class Cluster:
         signal_value: float | None = None,
         signal_mean: float | None = None,
         signal_capacity: float | None = None,
+        signal_observed: float | None = None,
         limits: Limits | None = None,
         namespace: str | None = None,
     ) -> ActionRequest:
@@ -273,6 +274,7 @@ class Cluster:
             signal_value=signal_value,
             signal_mean=signal_mean,
             signal_capacity=signal_capacity,
+            signal_observed=signal_observed,
             limits=limits,
         )
 

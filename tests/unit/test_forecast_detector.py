@@ -101,7 +101,9 @@ def test_default_forecaster_signals_a_memory_ramp_in_time_with_the_same_signal_s
         "peak_in_seconds",
         "forecaster",
         "limit",
+        "observed_peak",
     }
+    assert signal.details["observed_peak"] == pytest.approx(values[i - 14 : i + 1].max())
 
 
 def test_steady_series_signals_once_then_again_only_after_the_level_moves() -> None:
@@ -418,3 +420,89 @@ def test_only_a_forecast_signal_has_a_point_forecast() -> None:
             Signal(SignalKind.FORECAST, REQUESTS, 0.0, 20.0, 1.0, "f", {"forecast_mean": bad}).forecast_mean
             is None
         )
+
+
+def _brute_peak(times: list[float], values: list[float], step: float, steps: int) -> float | None:
+    """The highest value over the steps of the horizon up to the newest sample, by brute force."""
+    now = np.floor(times[-1] / step)
+    recent = [v for t, v in zip(times, values, strict=True) if np.floor(t / step) > now - steps]
+    return max(recent) if recent else None
+
+
+def test_the_observed_peak_is_the_highest_value_over_the_last_horizon() -> None:
+    det = ForecastDetector.from_params({"step": 60, "horizon": 600, "forecaster": "holt_winters"})
+    rng = np.random.default_rng(3)
+    times: list[float] = []
+    values: list[float] = []
+    t = 0.0
+    for _ in range(40):  # batches of 1-30 samples, 15-200 s apart: within a step and across the ring
+        n = int(rng.integers(1, 30))
+        gaps = rng.choice([15.0, 30.0, 200.0], size=n)
+        ts = (t + np.cumsum(gaps)).tolist()
+        vs = rng.gamma(2.0, 50.0, size=n).tolist()
+        t = ts[-1]
+        det.update(SampleBatch.from_arrays([0] * n, ts, vs))
+        times += ts
+        values += vs
+        assert det.observed_peak(0) == pytest.approx(_brute_peak(times, values, 60.0, 10))
+    assert det.signal_details(0)["observed_peak"] == pytest.approx(_brute_peak(times, values, 60.0, 10))
+
+
+def test_the_observed_peak_forgets_a_spike_a_horizon_later_and_survives_a_checkpoint() -> None:
+    det = ForecastDetector.from_params(
+        {"step": 60, "horizon": 300, "aggregate": True, "forecaster": "holt_winters"}
+    )
+    for minute in range(30):
+        value = 900.0 if minute == 20 else 100.0
+        det.update(
+            SampleBatch.from_arrays([0] * 4, [60.0 * minute + q for q in (0, 15, 30, 45)], [value] * 4)
+        )
+    # minute 20's mean is timed at its end (21 min) and the newest complete minute ends at 29 min
+    assert det.observed_peak(0) == 100.0
+    restored = ForecastDetector.from_params(
+        {"step": 60, "horizon": 300, "aggregate": True, "forecaster": "holt_winters"}
+    )
+    restored.load_state(det.state_dict())
+    assert restored.observed_peak(0) == 100.0
+    for minute in range(30, 33):
+        det.update(SampleBatch.from_arrays([0], [60.0 * minute], [500.0]))
+        restored.update(SampleBatch.from_arrays([0], [60.0 * minute], [500.0]))
+    assert det.observed_peak(0) == restored.observed_peak(0) == 500.0
+    det.forget(np.array([0]))
+    assert det.observed_peak(0) is None
+
+
+def test_a_version_3_checkpoint_loads_with_nothing_observed_yet() -> None:
+    det = ForecastDetector.from_params({"step": 60, "horizon": 300, "forecaster": "holt_winters"})
+    for minute in range(10):
+        det.update(one(0, 60.0 * minute, 100.0 + minute))
+    old = det.state_dict()
+    old["version"] = 3
+    del old["seen_step"], old["seen_max"]
+    restored = ForecastDetector.from_params({"step": 60, "horizon": 300, "forecaster": "holt_winters"})
+    restored.load_state(old)
+    assert restored.signal_value(0) == det.signal_value(0)
+    assert restored.observed_peak(0) is None
+    restored.update(one(0, 600.0, 50.0))
+    assert restored.observed_peak(0) == 50.0
+
+
+def test_a_spike_leaving_the_horizon_is_signalled_even_when_the_forecast_stays() -> None:
+    """A floor held up by the load seen must hear when that load has passed: the detector signals
+    when the observed peak moves by ``change``, not only when the forecast's bound does."""
+    det = ForecastDetector.from_params({"step": 60, "horizon": 300, "forecaster": "holt_winters"})
+    rng = np.random.default_rng(5)
+    signalled: list[tuple[int, float, float]] = []
+    for minute in range(240):
+        value = 400.0 if minute == 200 else 100.0 + rng.normal(0.0, 2.0)
+        if det.update(one(0, 60.0 * minute, value))[0] == 1.0:
+            signalled.append((minute, det.signal_value(0) or 0.0, det.signal_details(0)["observed_peak"]))
+    after = [(m, u, seen) for m, u, seen in signalled if m >= 200]
+    assert after[0][:1] + after[0][2:] == (200, 400.0)  # the spike is seen at once
+    gone = [(m, u, seen) for m, u, seen in after if m >= 205]
+    assert gone, signalled
+    minute, upper, seen = gone[0]
+    assert minute == 205  # the minute the spike left the five-minute horizon
+    assert seen == pytest.approx(100.0, abs=10.0)
+    before = [u for m, u, _ in signalled if m < minute][-1]
+    assert abs(upper - before) < 0.1 * before  # the bound alone would not have signalled

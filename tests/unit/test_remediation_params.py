@@ -22,7 +22,7 @@ from remediations import (
 from remediations.names import check_selector, selector_from_label_selector
 from remediations.params import parse_duration
 from remediations.retrain import job_name
-from remediations.scale import decide
+from remediations.scale import Raise, decide
 from remediations.state import EXECUTED_KEYS, MAX_KEYS, executed_keys, stored_key, was_executed, with_key
 
 # ---------------------------------------------------------------- Target
@@ -243,6 +243,7 @@ def request(
     signal: float | None = None,
     mean: float | None = None,
     capacity: float | None = None,
+    observed: float | None = None,
 ):
     return make_request(
         "scale",
@@ -255,6 +256,7 @@ def request(
         signal_value=signal,
         signal_mean=mean,
         signal_capacity=capacity,
+        signal_observed=observed,
     )
 
 
@@ -298,6 +300,46 @@ def test_a_forecast_within_the_tolerance_of_what_runs_changes_nothing_headroom_i
     assert decide(r.params, r, current=6).desired == 7  # 6.75: 12.5 % over
     r = request({"toForecast": {"capacityPerPod": 50, "headroom": 0.25}}, signal=200.0)
     assert decide(r.params, r, current=6).desired == 6  # 5.0: 17 % under, but raised by no forecast
+
+
+def test_a_forecast_lowers_only_as_far_as_the_load_observed_over_its_horizon_allows():
+    """The forecast raised 3 to 8 (held by it since t=0); a forecast of 100 needs 3 (with the
+    tolerance as room: 100 / 0.9 x 1.25 / 50 = 2.8), but the load seen over the last horizon
+    reached 300, which needs 300 x 1.25 / 50 = 7.5: kept at 8. Once the peak has left the horizon
+    (observed 150: 3.75), both agree on 4."""
+    held = Raise(original=3, set_to=8, holders={"forecast:p": 8}, at=0.0)
+    params = {"toForecast": {"capacityPerPod": 50, "headroom": 0.25}}
+    r = request(params, signal=100.0, observed=300.0)
+    assert decide(r.params, r, current=8, record=held, now=600.0).desired == 8
+    r = request(params, signal=100.0, observed=150.0)
+    decision = decide(r.params, r, current=8, record=held, now=600.0)
+    assert decision.desired == 4
+    assert decision.sizing == "forecast 100 at 50 per pod (capacityPerPod); observed up to 150"
+    assert r.to_dict()["signalObserved"] == 150.0
+    r = request(params, signal=100.0, observed=60.0)  # observed below the forecast: the forecast's 3
+    assert decide(r.params, r, current=8, record=held, now=600.0).desired == 3
+    r = request(params, signal=100.0)  # no observation sent: the forecast alone
+    assert decide(r.params, r, current=8, record=held, now=600.0).desired == 3
+    off = request(
+        {"toForecast": {**params["toForecast"], "lowerWithObserved": False}}, signal=100.0, observed=300.0
+    )
+    assert decide(off.params, off, current=8, record=held, now=600.0).desired == 3
+    # a raise is the forecast's alone: the observed load does not raise the floor
+    r = request(params, signal=500.0, observed=900.0)
+    assert decide(r.params, r, current=8, record=held, now=600.0).desired == 13
+
+
+def test_an_hpa_floor_is_raised_only_when_the_forecast_needs_more_than_the_hpa_runs():
+    """Floor 3, the HPA runs 8: a forecast that needs 7 is served already (no action on noise
+    below what runs); one that needs 10 raises the floor to 10, as it does when what runs is not known."""
+    params = {"toForecast": {"capacityPerPod": 50, "headroom": 0.25}}
+    r = request(params, signal=900.0, mean=280.0)  # 280 x 1.25 / 50 = 7
+    decision = decide(r.params, r, current=3, hpa=True, running=8)
+    assert decision.desired == 3
+    assert decision.sizing == "forecast 280 at 50 per pod (capacityPerPod); the HPA runs 8"
+    r = request(params, signal=900.0, mean=400.0)  # 10
+    assert decide(r.params, r, current=3, hpa=True, running=8).desired == 10
+    assert decide(r.params, r, current=3, hpa=True).desired == 10
 
 
 def test_an_hpa_floor_is_sized_on_the_point_forecast_and_a_bare_target_on_the_bound():
