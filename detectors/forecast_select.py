@@ -21,8 +21,11 @@ candidate's ``n`` scaled errors times its typical error now, added to every step
 forecast, so the largest upper bound over the lead covers the lead's peak with probability
 ``level``; each single step is covered at least as often. ``level`` starts at ``quantile`` and is
 adapted per series as the published bounds are judged (adaptive conformal inference, Gibbs and
-Candes 2021: up by ``adapt x quantile`` after a miss, down by ``adapt x (1 - quantile)`` after a
-cover), never below ``quantile``: when the errors drift, as demand that grows or changes its daily
+Candes 2021: up by ``adapt / lead x quantile`` after a miss, down by ``adapt / lead x
+(1 - quantile)`` after a cover), never below ``quantile``. The bounds published at consecutive
+origins share all but one step of their lead, so one burst is missed by up to ``lead`` of them
+at once: judged at ``1 / lead`` each it counts as one miss, and the adaptation's pace is per
+lead, the same at any step. When the errors drift, as demand that grows or changes its daily
 shape makes them, the misses beyond the budget raise the level until they are paid back, and a
 stretch of easy covers does not lower it below the one the errors alone would give. The bound is
 NaN until the chosen candidate has eight scaled errors.
@@ -399,12 +402,13 @@ class SelectingForecaster:
             self._res[target, cc, pos] = resid[rr, cc]
             self._res_pos[target, cc] = (pos + 1) % self.calibration
             self._res_len[target, cc] = np.minimum(self._res_len[target, cc] + 1, self.calibration)
-            # adaptive conformal (Gibbs and Candes 2021): the level moves by `adapt` x (miss - 1 + q),
-            # so the published bound's long-run coverage of the peak holds when errors drift
+            # adaptive conformal (Gibbs and Candes 2021): the level moves by `adapt` / lead x
+            # (miss - 1 + q), so the published bound's long-run coverage of the peak holds when
+            # errors drift; a lead's worth of consecutive bounds share one peak and count as one
             up = self._pend_up[sr, col]
             judged = np.isfinite(up)
             miss = self._pend_peak[sr, col] > up
-            level = self._level[sr] + self.adapt * (miss - (1.0 - self.quantile))
+            level = self._level[sr] + self.adapt / self.max_horizon * (miss - (1.0 - self.quantile))
             self._level[sr] = np.where(judged, np.clip(level, self.quantile, _MAX_LEVEL), self._level[sr])
         gone = match | (due < t[:, None] - half)
         self._pend_t[s] = np.where(gone, np.nan, due)

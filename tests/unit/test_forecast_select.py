@@ -167,3 +167,22 @@ def test_state_round_trip_continues_exactly_as_if_never_interrupted() -> None:
     with pytest.raises(DetectorError):
         untouched.load_state(broken)
     assert untouched.state_dict()["count"].size == 0  # nothing of the refused state was loaded
+
+
+@pytest.mark.parametrize("lead", [3, 10])
+def test_a_burst_every_bound_of_a_lead_missed_moves_the_level_as_one_miss(lead: int) -> None:
+    # A constant series is covered by every bound (the level sits at its floor, the quantile).
+    # One sample of 3x is the peak of the `lead` bounds published at the origins before it:
+    # they all miss it. Judged at 1 / lead each, they raise the level by adapt x quantile once,
+    # at any lead (counted as lead misses, the rise was lead times that).
+    f = SelectingForecaster(step=STEP, max_horizon=lead, adapt=0.01, quantile=0.9)
+    n = PER_DAY + 50
+    ts = T0 + np.arange(n + lead) * STEP
+    values = np.full(ts.size, 100.0)
+    values[n] = 300.0
+    _feed(f, ts[:n], values[:n])
+    before = float(f._level[0])  # read directly: the level is internal state
+    assert before == pytest.approx(0.9)
+    _feed(f, ts[n:], values[n:], chunk=1)  # the burst, then until the last bound over it is judged
+    rise = float(f._level[0]) - before
+    assert rise == pytest.approx(0.01 * 0.9, rel=1e-9)
