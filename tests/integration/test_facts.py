@@ -72,6 +72,9 @@ def test_a_rollback_by_the_agent_counts_as_a_change(cluster: Cluster) -> None:
         twin.advance(60)
     else:
         time.sleep(1.5)
+        # the agent's clock is virtual (it stood still since the fixture was built): it reads
+        # the time the cluster's timestamps are in, as a deployed agent's does
+        cluster.clock.set(time.time())
     request = cluster.request("rollback", "Deployment", "web", {"healthyFor": 0})
     result = cluster.run(request)
     assert result.status.value == "executed", result.message
