@@ -323,10 +323,11 @@ class ForecastDetector:
         run_s, run_step = s[starts], step[starts]
         run_max = np.maximum.reduceat(v, starts)
         slot = (run_step % self.horizon_steps).astype(np.int64)
-        order = np.lexsort((run_step, slot, run_s))
-        run_s, run_step, run_max, slot = run_s[order], run_step[order], run_max[order], slot[order]
-        last = np.r_[(run_s[1:] != run_s[:-1]) | (slot[1:] != slot[:-1]), True]
-        run_s, run_step, run_max, slot = run_s[last], run_step[last], run_max[last], slot[last]
+        if run_s.size > 1 and not bool(np.all(run_s[1:] != run_s[:-1])):  # a series with several steps
+            order = np.lexsort((run_step, slot, run_s))
+            run_s, run_step, run_max, slot = run_s[order], run_step[order], run_max[order], slot[order]
+            last = np.r_[(run_s[1:] != run_s[:-1]) | (slot[1:] != slot[:-1]), True]
+            run_s, run_step, run_max, slot = run_s[last], run_step[last], run_max[last], slot[last]
         same = self._seen_step[run_s, slot] == run_step  # a step the ring holds goes on
         self._seen_max[run_s, slot] = np.where(same, np.fmax(self._seen_max[run_s, slot], run_max), run_max)
         self._seen_step[run_s, slot] = run_step
