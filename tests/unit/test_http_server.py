@@ -213,10 +213,15 @@ def test_a_flood_gets_429_and_probes_are_still_answered(webhook: HttpServer, hoo
     first = threading.Thread(target=request, args=(webhook.port, "POST", "/alertmanager", b"{}", bearer()))
     first.start()
     eventually(lambda: webhook._post_slots._value == 0, timeout=5, what="the POST slot taken")
-    statuses: list[int] = []
+    statuses: list[int | str] = []
 
     def flood() -> None:
-        statuses.append(request(webhook.port, "POST", "/alertmanager", b"{}", bearer())[0])
+        try:
+            statuses.append(request(webhook.port, "POST", "/alertmanager", b"{}", bearer())[0])
+        except (BrokenPipeError, ConnectionResetError):
+            # a full queue is answered 429 by the accepting thread without waiting for the body:
+            # a client still sending it when the socket closes sees the connection refused
+            statuses.append("closed")
 
     floods = [threading.Thread(target=flood) for _ in range(40)]
     for t in floods:
@@ -225,7 +230,9 @@ def test_a_flood_gets_429_and_probes_are_still_answered(webhook: HttpServer, hoo
     for t in floods:
         t.join(10)
     assert probes == [200] * 5
-    assert statuses == [429] * 40
+    assert len(statuses) == 40
+    assert set(statuses) <= {429, "closed"}, statuses
+    assert statuses.count("closed") <= webhook.rejected  # only the full queue closes unread
     hook.gate.set()
     first.join(10)
     assert hook.bodies == [b"{}"]
