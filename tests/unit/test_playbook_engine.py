@@ -870,9 +870,9 @@ def test_an_incident_is_held_while_the_records_of_past_actions_cannot_be_read() 
 def test_a_forecast_signals_measured_capacity_reaches_the_request_and_survives_a_stored_proposal() -> None:
     """Signal details -> Signal.capacity_per_pod -> ActionRequest.signal_capacity -> an approval
     record (Proposal.to_dict / from_dict), like forecast_mean -> signal_mean."""
-    details = {"forecast_mean": 400.0, "capacity_per_pod": 80.0}
+    details = {"forecast_mean": 400.0, "capacity_per_pod": 80.0, "observed_peak": 350.0}
     signal = Signal(SignalKind.FORECAST, SeriesKey.of("rps", {}), 0.0, 600.0, 1.0, "forecast", details)
-    assert (signal.forecast_mean, signal.capacity_per_pod) == (400.0, 80.0)
+    assert (signal.forecast_mean, signal.capacity_per_pod, signal.observed_peak) == (400.0, 80.0, 350.0)
     for bad in (0.0, -3.0, float("nan"), True, "80"):
         odd = Signal(
             SignalKind.FORECAST, SeriesKey.of("rps", {}), 0.0, 1.0, 1.0, "f", {"capacity_per_pod": bad}
@@ -890,6 +890,9 @@ def test_a_forecast_signals_measured_capacity_reaches_the_request_and_survives_a
         signal_value=signal.value,
         signal_mean=signal.forecast_mean,
         signal_capacity=signal.capacity_per_pod,
+        signal_observed=signal.observed_peak,
     )
     stored = Proposal.from_dict(Proposal(request, 0.0).to_dict())
     assert (stored.request.signal_mean, stored.request.signal_capacity) == (400.0, 80.0)
+    assert stored.request.signal_observed == 350.0
+    assert anomaly.observed_peak is None
