@@ -791,13 +791,14 @@ class ScaleAction(BaseAction[ScaleParams]):
         if outcome.get("done"):
             return self.result(ctx, ActionStatus.NOOP, f"already executed: {key}")
         name, floor, before = outcome["hpa"], outcome["floor"], outcome["before"]
+        sizing = str(outcome.get("sizing", ""))
         details = {
             "hpa": name,
             "from": before,
             "to": floor,
             "replicas": current,
             "notes": outcome["notes"],
-            **_sizing(outcome.get("sizing", "")),
+            **_sizing(sizing),
         }
         diff = render(
             f"HorizontalPodAutoscaler {target.namespace}/{name}",
@@ -806,13 +807,13 @@ class ScaleAction(BaseAction[ScaleParams]):
         )
         if written is None:
             message = f"the HPA {name} already keeps at least {before} replicas of {target}; left as is"
-            message += _sized(outcome.get("sizing", ""))
+            message += _sized(sizing)
             return self.result(ctx, ActionStatus.NOOP, message, details=details)
         verb = "raised" if floor > before else "lowered"
         message = f"{verb} the floor of HPA {name} for {target} from {before} to {floor} replicas"
         if outcome["notes"]:
             message += f" ({'; '.join(outcome['notes'])})"
-        message += _sized(outcome.get("sizing", ""))
+        message += _sized(sizing)
         details["event"] = self.event(ctx, workload, "AiopsScaleFloorRaised", message)
         return self.result(ctx, ActionStatus.EXECUTED, message, diff=diff, details=details)
 

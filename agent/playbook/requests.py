@@ -121,10 +121,10 @@ class Proposal:
             step=str(data["step"]),
             dry_run=bool(data.get("dryRun", False)),
             reason=str(data.get("reason") or ""),
-            signal_value=None if data.get("signalValue") is None else float(data["signalValue"]),
-            signal_mean=None if data.get("signalMean") is None else float(data["signalMean"]),
-            signal_capacity=None if data.get("signalCapacity") is None else float(data["signalCapacity"]),
-            signal_observed=None if data.get("signalObserved") is None else float(data["signalObserved"]),
+            signal_value=_number(data, "signalValue"),
+            signal_mean=_number(data, "signalMean"),
+            signal_capacity=_number(data, "signalCapacity"),
+            signal_observed=_number(data, "signalObserved"),
             limits=Limits(
                 min_replicas=lim.get("minReplicas"),
                 max_replicas=lim.get("maxReplicas"),
@@ -235,3 +235,9 @@ class DryRunExecutor:
             extra={"action_request": proposal.to_dict()},
         )
         return outcome(proposal, ActionStatus.DRY_RUN, "dry run: no executor configured")
+
+
+def _number(data: Mapping[str, Any], key: str) -> float | None:
+    """``data[key]`` as a float, or None when it is absent or null."""
+    value = data.get(key)
+    return None if value is None else float(value)
