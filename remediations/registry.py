@@ -18,7 +18,7 @@ from remediations.restart import RestartAction
 from remediations.retrain import RetrainAction
 from remediations.rollback import RollbackAction
 from remediations.scale import ScaleAction
-from remediations.types import Action, ActionRequest, Limits, Target, idempotency_key
+from remediations.types import Action, ActionRequest, Limits, SignalFacts, Target, idempotency_key
 
 _ALL: tuple[Action, ...] = (
     ScaleAction(),
@@ -60,10 +60,7 @@ def make_request(
     step: str,
     dry_run: bool = False,
     reason: str = "",
-    signal_value: float | None = None,
-    signal_mean: float | None = None,
-    signal_capacity: float | None = None,
-    signal_observed: float | None = None,
+    signal: SignalFacts | None = None,
     limits: Limits | None = None,
 ) -> ActionRequest:
     """A validated :class:`ActionRequest` with its idempotency key (playbook, target, incident, step)."""
@@ -77,9 +74,6 @@ def make_request(
         step=step,
         dry_run=dry_run,
         reason=reason,
-        signal_value=signal_value,
-        signal_mean=signal_mean,
-        signal_capacity=signal_capacity,
-        signal_observed=signal_observed,
+        signal=signal if signal is not None else SignalFacts(),
         limits=limits if limits is not None else Limits(),
     )

@@ -150,8 +150,8 @@ class ForecastTarget(BaseModel):
         """The capacity per pod to size on, and where it came from (for the plan and the audit)."""
         if self.capacity_per_pod != MEASURED:
             return float(self.capacity_per_pod), f"{self.capacity_per_pod:g} per pod (capacityPerPod)"
-        if request.signal_capacity is not None:
-            return request.signal_capacity, f"{request.signal_capacity:.4g} per pod (measured)"
+        if request.signal.capacity is not None:
+            return request.signal.capacity, f"{request.signal.capacity:.4g} per pod (measured)"
         if self.fallback_capacity_per_pod is not None:
             fallback = self.fallback_capacity_per_pod
             return fallback, f"{fallback:g} per pod (fallbackCapacityPerPod: not measured yet)"
@@ -175,9 +175,9 @@ class ForecastTarget(BaseModel):
         """The forecast to size on: ``value`` if set, the point forecast under an HPA, else the bound."""
         if self.value is not None:
             return self.value
-        if hpa and self.with_hpa == "mean" and request.signal_mean is not None:
-            return request.signal_mean
-        return request.signal_value
+        if hpa and self.with_hpa == "mean" and request.signal.mean is not None:
+            return request.signal.mean
+        return request.signal.value
 
     def need(self, forecast: float, capacity: float) -> float:
         """The replicas, not rounded, that serve ``forecast`` with the headroom, at ``capacity`` per pod."""
@@ -377,7 +377,7 @@ def _from_forecast(
         return current, sizing
     if requested < current:
         lower_on = value / max(1.0 - forecast.tolerance, 1e-9)
-        observed = request.signal_observed
+        observed = request.signal.observed
         if forecast.lower_with_observed and observed is not None and observed > lower_on:
             lower_on = observed
             sizing += f"; observed up to {observed:.4g}"

@@ -138,6 +138,41 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalFacts:
+    """What the triggering signal measured, for an action sized on it (``scale: toForecast``).
+
+    Audited and stored with an approval flat, as ``signalValue``, ``signalMean``,
+    ``signalCapacity`` and ``signalObserved``.
+    """
+
+    value: float | None = None
+    """The signal's value (a forecast's upper bound)."""
+    mean: float | None = None
+    """A forecast's point value: its highest point forecast over the horizon."""
+    capacity: float | None = None
+    """A forecast's measured capacity per pod: what one ready pod serves at full utilisation."""
+    observed: float | None = None
+    """A forecast's observed peak: the highest value its series took over the last horizon."""
+
+    def to_dict(self) -> dict[str, float | None]:
+        """The audit's fields: ``signalValue`` always, the others when known."""
+        known = {"signalMean": self.mean, "signalCapacity": self.capacity, "signalObserved": self.observed}
+        return {"signalValue": self.value, **{k: v for k, v in known.items() if v is not None}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SignalFacts:
+        """The facts in a mapping from :meth:`to_dict` (absent or null fields: unknown)."""
+
+        def number(key: str) -> float | None:
+            value = data.get(key)
+            return None if value is None else float(value)
+
+        return cls(
+            number("signalValue"), number("signalMean"), number("signalCapacity"), number("signalObserved")
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ActionRequest:
     """One action to run: which, on what, with which parameters, and the key that makes it run once.
 
@@ -154,14 +189,8 @@ class ActionRequest:
     step: str = ""
     dry_run: bool = False
     reason: str = ""
-    signal_value: float | None = None
-    """The triggering signal's value (a forecast's upper bound for ``scale: toForecast``)."""
-    signal_mean: float | None = None
-    """A forecast signal's point value: its highest point forecast over the horizon."""
-    signal_capacity: float | None = None
-    """A forecast signal's measured capacity per pod: what one ready pod serves at full utilisation."""
-    signal_observed: float | None = None
-    """A forecast signal's observed peak: the highest value its series took over the last horizon."""
+    signal: SignalFacts = field(default_factory=SignalFacts)
+    """What the triggering signal measured (a forecast's bound, point value, capacity, peak seen)."""
     limits: Limits = field(default_factory=Limits)
     unhealthy: tuple[tuple[float, float], ...] = ()
     """Times (start, end) when the target had an incident: a rollback avoids revisions live then."""
@@ -197,10 +226,7 @@ class ActionRequest:
             "step": self.step,
             "dryRun": self.dry_run,
             "reason": self.reason,
-            "signalValue": self.signal_value,
-            **({} if self.signal_mean is None else {"signalMean": self.signal_mean}),
-            **({} if self.signal_capacity is None else {"signalCapacity": self.signal_capacity}),
-            **({} if self.signal_observed is None else {"signalObserved": self.signal_observed}),
+            **self.signal.to_dict(),
             **({"restore": True} if self.restore else {}),
         }
 

@@ -114,7 +114,7 @@ from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
 from remediations.registry import make_request
 from remediations.state import RecordedAction
-from remediations.types import ActionClass, ActionResult, ActionStatus, Target, idempotency_key
+from remediations.types import ActionClass, ActionResult, ActionStatus, SignalFacts, Target, idempotency_key
 
 log = logging.getLogger("aiops.playbooks")
 
@@ -1021,10 +1021,12 @@ class PlaybookEngine:
                 dry_run=g.dry_run,
                 reason=f"{inc.signal.kind.value} on {inc.signal.series} "
                 f"value {format_number(inc.signal.value)}; {explain_signal(inc.signal.to_dict())}",
-                signal_value=inc.signal.value,
-                signal_mean=inc.signal.forecast_mean,
-                signal_capacity=inc.signal.capacity_per_pod,
-                signal_observed=inc.signal.observed_peak,
+                signal=SignalFacts(
+                    inc.signal.value,
+                    inc.signal.forecast_mean,
+                    inc.signal.capacity_per_pod,
+                    inc.signal.observed_peak,
+                ),
                 limits=g.limits(scale_down=not (cls is ActionClass.CAPACITY and self._open_corrective(inc))),
             )
         except (TemplateError, ValueError) as exc:  # a ParamsError is a ValueError naming the field

@@ -21,7 +21,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from remediations.registry import get_action, make_request
-from remediations.types import ActionClass, ActionRequest, ActionResult, ActionStatus, Limits, Target
+from remediations.types import (
+    ActionClass,
+    ActionRequest,
+    ActionResult,
+    ActionStatus,
+    Limits,
+    SignalFacts,
+    Target,
+)
 
 log = logging.getLogger("aiops.executor")
 
@@ -121,10 +129,7 @@ class Proposal:
             step=str(data["step"]),
             dry_run=bool(data.get("dryRun", False)),
             reason=str(data.get("reason") or ""),
-            signal_value=_number(data, "signalValue"),
-            signal_mean=_number(data, "signalMean"),
-            signal_capacity=_number(data, "signalCapacity"),
-            signal_observed=_number(data, "signalObserved"),
+            signal=SignalFacts.from_dict(data),
             limits=Limits(
                 min_replicas=lim.get("minReplicas"),
                 max_replicas=lim.get("maxReplicas"),
@@ -235,9 +240,3 @@ class DryRunExecutor:
             extra={"action_request": proposal.to_dict()},
         )
         return outcome(proposal, ActionStatus.DRY_RUN, "dry run: no executor configured")
-
-
-def _number(data: Mapping[str, Any], key: str) -> float | None:
-    """``data[key]`` as a float, or None when it is absent or null."""
-    value = data.get(key)
-    return None if value is None else float(value)

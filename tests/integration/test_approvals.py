@@ -33,7 +33,7 @@ from agent.leader import StaticLeader
 from agent.playbook.requests import Approval, Proposal
 from remediations.kube import KubeSettings, connect
 from remediations.registry import make_request
-from remediations.types import ActionResult, ActionStatus, Target
+from remediations.types import ActionResult, ActionStatus, SignalFacts, Target
 from tests.integration.test_remediation_support import Cluster, open_cluster
 
 pytestmark = pytest.mark.integration
@@ -115,7 +115,7 @@ def proposal(cluster: Cluster, incident: str = "inc-1", name: str = "web") -> Pr
         playbook="pb",
         incident=incident,
         step="actions[0]",
-        signal_value=1.0,
+        signal=SignalFacts(1.0),
     )
     return Proposal(request, cluster.clock.now(), Approval.REQUIRED)
 

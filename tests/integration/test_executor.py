@@ -16,7 +16,7 @@ from agent.leader import StaticLeader
 from agent.playbook.requests import Approval, Proposal
 from remediations.registry import make_request
 from remediations.state import ACTIONS, EXECUTED_KEYS
-from remediations.types import ActionResult, ActionStatus, Limits, Target, key_digest
+from remediations.types import ActionResult, ActionStatus, Limits, SignalFacts, Target, key_digest
 from tests.integration.test_remediation_support import Cluster, open_cluster
 
 
@@ -49,7 +49,7 @@ def request(
         incident=incident,
         step=step,
         dry_run=dry_run,
-        signal_value=1.0,
+        signal=SignalFacts(1.0),
         limits=limits,
     )
     return Proposal(req, cluster.clock.now(), approval)

@@ -12,7 +12,7 @@ from remediations import ActionStatus, KubeSettings, Limits
 from remediations.registry import ACTIONS
 from remediations.scale import CAPACITY_RAISE, SCALE_ORIGIN, ScaleAction, raise_of
 from remediations.state import EXECUTED_KEYS, dump_json, stored_key
-from remediations.types import ActionRequest
+from remediations.types import ActionRequest, SignalFacts
 from tests.integration.test_remediation_support import Cluster, hpa_body, open_cluster, statefulset_body
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,7 @@ def test_scale_to_a_forecast_is_clamped_by_the_guardrail_limits(cluster):
     cluster.deployment("web", replicas=2)
     params = {"toForecast": {"capacityPerPod": 50, "headroom": 0.2}}
     request = cluster.request(
-        "scale", "Deployment", "web", params, signal_value=400.0, limits=Limits(max_replicas=6)
+        "scale", "Deployment", "web", params, signal=SignalFacts(400.0), limits=Limits(max_replicas=6)
     )
 
     result = cluster.run(request)
@@ -125,7 +125,7 @@ def test_scale_to_a_forecast_is_clamped_by_the_guardrail_limits(cluster):
 def test_a_forecast_sized_on_the_measured_capacity_says_so_in_plan_result_and_event(cluster):
     cluster.deployment("web", replicas=2)
     params = {"toForecast": {"headroom": 0.25}}  # capacityPerPod: measured, the default
-    request = cluster.request("scale", "Deployment", "web", params, signal_value=1000.0, signal_capacity=80.0)
+    request = cluster.request("scale", "Deployment", "web", params, signal=SignalFacts(1000.0, capacity=80.0))
 
     plan = ACTIONS["scale"].plan(cluster.ctx(request))
     assert plan.summary.endswith("from 2 to 16 replicas; forecast 1000 at 80 per pod (measured)"), (
@@ -146,14 +146,16 @@ def test_a_forecast_without_a_measured_capacity_uses_the_fallback_or_is_refused(
     cluster.deployment("web", replicas=2, settled=True)
     before = cluster.rv("Deployment", "web")
     refused = cluster.run(
-        cluster.request("scale", "Deployment", "web", {"toForecast": {}}, signal_value=400.0)
+        cluster.request("scale", "Deployment", "web", {"toForecast": {}}, signal=SignalFacts(400.0))
     )
     assert refused.status is ActionStatus.FAILED
     assert "not measured yet" in refused.message
     assert "fallbackCapacityPerPod" in refused.message
     assert cluster.rv("Deployment", "web") == before  # nothing written
     params = {"toForecast": {"fallbackCapacityPerPod": 50}}
-    result = cluster.run(cluster.request("scale", "Deployment", "web", params, signal_value=400.0, step="s2"))
+    result = cluster.run(
+        cluster.request("scale", "Deployment", "web", params, signal=SignalFacts(400.0), step="s2")
+    )
     assert result.status is ActionStatus.EXECUTED, result.message
     assert replicas(cluster) == 8
     assert result.details["sizing"] == "forecast 400 at 50 per pod (fallbackCapacityPerPod: not measured yet)"
@@ -438,9 +440,7 @@ def forecast(
         {"toForecast": {"capacityPerPod": 10, "hold": hold}},
         incident=incident,
         playbook="ahead",
-        signal_value=upper,
-        signal_mean=mean,
-        signal_observed=observed,
+        signal=SignalFacts(upper, mean, observed=observed),
     )
 
 

@@ -30,7 +30,7 @@ from remediations import (
 )
 from remediations.kube import KubeClients, KubeSettings, RetryEvent, connect
 from remediations.registry import get_action
-from remediations.types import RetrainPublisher
+from remediations.types import RetrainPublisher, SignalFacts
 from tests.servers.common import eventually
 from tests.servers.twin import KubeEnv, TwinEnv
 
@@ -255,10 +255,7 @@ class Cluster:
         step: str = "actions[0]",
         playbook: str = "pb",
         dry_run: bool = False,
-        signal_value: float | None = None,
-        signal_mean: float | None = None,
-        signal_capacity: float | None = None,
-        signal_observed: float | None = None,
+        signal: SignalFacts | None = None,
         limits: Limits | None = None,
         namespace: str | None = None,
     ) -> ActionRequest:
@@ -271,10 +268,7 @@ class Cluster:
             step=step,
             dry_run=dry_run,
             reason="test",
-            signal_value=signal_value,
-            signal_mean=signal_mean,
-            signal_capacity=signal_capacity,
-            signal_observed=signal_observed,
+            signal=signal,
             limits=limits,
         )
 

@@ -21,7 +21,7 @@ from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
 from remediations.registry import make_request
 from remediations.state import RecordedAction
-from remediations.types import ActionResult, ActionStatus, Target
+from remediations.types import ActionResult, ActionStatus, SignalFacts, Target
 
 T0 = 1_700_000_000.0
 WEB = Target("Deployment", "shop", "web")
@@ -868,8 +868,8 @@ def test_an_incident_is_held_while_the_records_of_past_actions_cannot_be_read() 
 
 
 def test_a_forecast_signals_measured_capacity_reaches_the_request_and_survives_a_stored_proposal() -> None:
-    """Signal details -> Signal.capacity_per_pod -> ActionRequest.signal_capacity -> an approval
-    record (Proposal.to_dict / from_dict), like forecast_mean -> signal_mean."""
+    """Signal details -> Signal.capacity_per_pod -> ActionRequest.signal.capacity -> an approval
+    record (Proposal.to_dict / from_dict), like forecast_mean -> signal.mean."""
     details = {"forecast_mean": 400.0, "capacity_per_pod": 80.0, "observed_peak": 350.0}
     signal = Signal(SignalKind.FORECAST, SeriesKey.of("rps", {}), 0.0, 600.0, 1.0, "forecast", details)
     assert (signal.forecast_mean, signal.capacity_per_pod, signal.observed_peak) == (400.0, 80.0, 350.0)
@@ -887,12 +887,9 @@ def test_a_forecast_signals_measured_capacity_reaches_the_request_and_survives_a
         playbook="p",
         incident="i",
         step="s",
-        signal_value=signal.value,
-        signal_mean=signal.forecast_mean,
-        signal_capacity=signal.capacity_per_pod,
-        signal_observed=signal.observed_peak,
+        signal=SignalFacts(signal.value, signal.forecast_mean, signal.capacity_per_pod, signal.observed_peak),
     )
     stored = Proposal.from_dict(Proposal(request, 0.0).to_dict())
-    assert (stored.request.signal_mean, stored.request.signal_capacity) == (400.0, 80.0)
-    assert stored.request.signal_observed == 350.0
+    assert (stored.request.signal.mean, stored.request.signal.capacity) == (400.0, 80.0)
+    assert stored.request.signal.observed == 350.0
     assert anomaly.observed_peak is None

@@ -156,8 +156,8 @@ def test_scale_ahead_of_forecast_demand(shipped: PlaybookSet) -> None:
     r = rehearse(shipped, [sig(0, **demand, score=0.9, value=600.0, details=details)])
     assert ran(r) == [(0, "scale-ahead-of-forecast", "scale", Target("Deployment", "shop", "web"))]
     req = r.ran()[0]
-    assert (req.request.signal_value, req.request.signal_mean) == (600.0, 400.0)
-    assert req.request.signal_capacity == 50.0  # measured by the forecast detector, not in the playbook
+    assert (req.request.signal.value, req.request.signal.mean) == (600.0, 400.0)
+    assert req.request.signal.capacity == 50.0  # measured by the forecast detector, not in the playbook
     params = req.request.params
     assert isinstance(params, ScaleParams)
     assert params.to_forecast is not None

@@ -24,6 +24,7 @@ from remediations.params import parse_duration
 from remediations.retrain import job_name
 from remediations.scale import Raise, decide
 from remediations.state import EXECUTED_KEYS, MAX_KEYS, executed_keys, stored_key, was_executed, with_key
+from remediations.types import SignalFacts
 
 # ---------------------------------------------------------------- Target
 
@@ -253,10 +254,7 @@ def request(
         incident="i",
         step="s",
         limits=limits,
-        signal_value=signal,
-        signal_mean=mean,
-        signal_capacity=capacity,
-        signal_observed=observed,
+        signal=SignalFacts(signal, mean, capacity, observed),
     )
 
 
