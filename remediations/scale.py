@@ -5,7 +5,9 @@ Exactly one way to say how many: ``replicas`` (absolute), ``by`` (relative), ``f
 the capacity measured by the forecast detector or given).
 The result is clamped by ``minReplicas`` / ``maxReplicas`` and limited to ``maxStep`` away from
 where it started, with the parameters' bounds and the guardrails' (:class:`~remediations.types.Limits`)
-combined, the tighter winning. An absolute ``replicas`` outside the bounds is refused rather than
+combined, the tighter winning. A forecast lowering an HPA's floor is the one change ``maxStep``
+does not limit: it removes no pod itself, and the HPA's scale-down (its stabilisation window and
+policies) paces the pods that go. An absolute ``replicas`` outside the bounds is refused rather than
 quietly changed: it says the playbook contradicts itself.
 
 Writes go through the ``scale`` subresource. A relative scale first records its starting point
@@ -75,6 +77,7 @@ class ForecastTarget(BaseModel):
     ``lowerWithObserved`` (the default) it lowers only as far as the load observed over the last
     horizon (the signal's observed peak) allows too: forecast and observed load must agree that
     fewer replicas will do, as an HPA lowers only to the highest of its recent recommendations.
+    An HPA's floor is lowered in one step, ``maxStep`` or not: the HPA paces the pods that go.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_by_name=False)
@@ -207,7 +210,11 @@ class ScaleParams(ActionParams):
         None, alias="maxReplicas", ge=0, le=MAX_REPLICAS, description="upper bound"
     )
     max_step: int | None = Field(
-        None, alias="maxStep", ge=1, le=MAX_REPLICAS, description="change the replicas by at most this much"
+        None,
+        alias="maxStep",
+        ge=1,
+        le=MAX_REPLICAS,
+        description="change the replicas by at most this much (not when a forecast lowers an HPA's floor)",
     )
 
     @model_validator(mode="after")
@@ -343,8 +350,12 @@ def decide(
         why.append(f"raised to minReplicas {low}")
     origin = start if params.relative else current
     if step is not None and abs(desired - origin) > step:
-        desired = origin + step if desired > origin else origin - step
-        why.append(f"limited to maxStep {step} from {origin}")
+        if hpa and params.to_forecast is not None and desired < origin:
+            # lowering an HPA's floor removes no pod itself: the HPA's scale-down paces them
+            why.append(f"not limited to maxStep {step}: the HPA paces its own scale-down")
+        else:
+            desired = origin + step if desired > origin else origin - step
+            why.append(f"limited to maxStep {step} from {origin}")
     if params.to_forecast is not None and desired < current:
         desired, note = _forecast_floor(params.to_forecast, request, current, desired, record, now)
         if note:

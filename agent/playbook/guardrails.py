@@ -45,6 +45,11 @@ ALERTS = "alerts"
 
 #: The cluster's own namespaces: no playbook acts there unless the config lifts it (``unprotect``).
 PROTECTED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+#: What ``max_step`` limits (the agent's guardrail and a playbook's ``maxStep``).
+MAX_STEP = (
+    "one scale changes replicas by at most this (not a forecast lowering an HPA's floor: the HPA paces"
+    " the pods that go)"
+)
 
 
 def _namespace_names(value: list[str] | None) -> list[str] | None:
@@ -84,7 +89,7 @@ class GuardrailDefaults(BaseModel):
     )
     min_replicas: int = Field(1, ge=0, description="scale never goes below this")
     max_replicas: int | None = Field(None, ge=0, description="scale never goes above this")
-    max_step: int | None = Field(None, ge=1, description="one scale changes replicas by at most this")
+    max_step: int | None = Field(None, ge=1, description=MAX_STEP)
     namespaces: list[str] | None = Field(
         None,
         description="the namespaces the agent may act in (Kubernetes names); null: all. `aiops rbac` "
@@ -135,9 +140,7 @@ class PlaybookGuardrails(BaseModel):
     )
     min_replicas: int | None = Field(None, alias="minReplicas", ge=0, description="scale never below this")
     max_replicas: int | None = Field(None, alias="maxReplicas", ge=0, description="scale never above this")
-    max_step: int | None = Field(
-        None, alias="maxStep", ge=1, description="one scale changes replicas by at most this"
-    )
+    max_step: int | None = Field(None, alias="maxStep", ge=1, description=MAX_STEP)
     namespaces: list[str] | None = Field(
         None,
         description="only act in these namespaces (within the agent's own allow-list)",

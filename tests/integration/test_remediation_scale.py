@@ -562,3 +562,40 @@ def test_an_hpa_floor_is_raised_only_past_what_the_hpa_runs_and_lowered_as_far_a
     lowered = twin.run(forecast(twin, 200.0, "inc-4", mean=20.0, observed=25.0))
     assert lowered.status is ActionStatus.EXECUTED, lowered.message
     assert hpa_floor(twin) == 3  # 20 / 0.9 / 10 = 2.2 -> 3, the load seen (25: 2.5 -> 3) agrees
+
+
+def test_an_hpa_floor_comes_down_in_one_step_under_the_step_guardrail(twin):
+    """maxStep 5 paces each raise of the floor (2 -> 7 -> 12), but when the forecast falls the
+    floor goes from 12 back to 2 in one step: lowering minReplicas removes no pod itself, the
+    HPA's scale-down paces the pods that go. The plan says so, as the run does."""
+    clock = twin.twin.clock
+    twin.clock = clock
+    twin.deployment("web", replicas=2)
+    twin.autoscaling.create_namespaced_horizontal_pod_autoscaler(twin.ns, hpa_body("web", low=2, high=30))
+
+    def stepped(mean: float, incident: str) -> ActionRequest:
+        request: ActionRequest = twin.request(
+            "scale",
+            "Deployment",
+            "web",
+            {"toForecast": {"capacityPerPod": 10, "hold": "5m"}},
+            incident=incident,
+            playbook="ahead",
+            signal=SignalFacts(2 * mean, mean),
+            limits=Limits(max_step=5),
+        )
+        return request
+
+    for incident, floor in (("inc-1", 7), ("inc-2", 12)):
+        raised = twin.run(stepped(150.0, incident))
+        assert raised.status is ActionStatus.EXECUTED, raised.message
+        assert "limited to maxStep 5" in raised.message
+        assert hpa_floor(twin) == floor
+    twin.twin.advance(600)
+    request = stepped(10.0, "inc-3")
+    plan = ACTIONS["scale"].plan(twin.ctx(request))
+    assert "from 12 to 2" in plan.summary, plan.summary
+    lowered = twin.run(request)
+    assert lowered.status is ActionStatus.EXECUTED, lowered.message
+    assert "not limited to maxStep 5: the HPA paces its own scale-down" in lowered.message
+    assert hpa_floor(twin) == 2

@@ -340,6 +340,25 @@ def test_an_hpa_floor_is_raised_only_when_the_forecast_needs_more_than_the_hpa_r
     assert decide(r.params, r, current=3, hpa=True).desired == 10
 
 
+def test_an_hpa_floor_comes_down_in_one_step_where_replicas_go_by_max_step():
+    """A forecast raised the floor from 3 to 20 and now needs 3. maxStep 5 limits a raise (of
+    the floor or of replicas) and the lowering of a Deployment's replicas, but not the lowering of
+    an HPA's floor: that removes no pod itself, and the HPA's scale-down paces the pods that go."""
+    held = Raise(original=3, set_to=20, holders={"forecast:p": 20}, at=0.0)
+    params = {"toForecast": {"capacityPerPod": 50, "headroom": 0.25}, "maxStep": 5}
+    r = request(params, signal=100.0, mean=100.0)
+    floor = decide(r.params, r, current=20, record=held, now=600.0, hpa=True, running=20)
+    assert floor.desired == 3
+    assert "not limited to maxStep 5: the HPA paces its own scale-down" in floor.notes
+    assert decide(r.params, r, current=20, record=held, now=600.0).desired == 15  # replicas: 5 at a time
+    r = request(params, signal=900.0, mean=900.0)  # 23 wanted: a raise of the floor is limited
+    raised = decide(r.params, r, current=3, hpa=True, running=3)
+    assert raised.desired == 8
+    assert "limited to maxStep 5 from 3" in raised.notes
+    fixed = request({"by": -10, "maxStep": 5})  # only a forecast's floor: a relative scale is not
+    assert decide(fixed.params, fixed, current=20, hpa=True).desired == 15
+
+
 def test_an_hpa_floor_is_sized_on_the_point_forecast_and_a_bare_target_on_the_bound():
     """Under an HPA the floor covers the demand the forecast expects and the HPA scales above it for
     what the forecast misses; without one, the bound is all the capacity there is."""
