@@ -18,9 +18,13 @@ Two modes:
   and a bank ``min_score`` of 0.9 signals when it reaches 90 % of it.
 - **Without one** (e.g. requests per second, to scale ahead of demand): the score is 1 when ``U``,
   or the observed peak (below), differs from its value at the series' last *signalled* forecast
-  by at least ``change`` relatively (or none was signalled yet), else 0: a new forecast, or a new
-  observation, worth acting on (a floor held up by the load seen is lowered when that load has
-  passed, even if the forecast stays where it was). The detector
+  by at least ``change`` relatively (or none was signalled yet), or when ``refresh`` seconds
+  (default: the horizon) have passed since the series was last signalled, else 0: a new forecast,
+  or a new observation, worth acting on (a floor held up by the load seen is lowered when that
+  load has passed, even if the forecast stays where it was), and at least once a horizon the
+  forecast again, so that a target whose replicas changed under it (restored by another incident,
+  scaled by a person, a restart of the agent) is brought back to what the forecast needs while
+  the forecast itself stands still. The detector
   records a forecast as signalled when it scores 1, so it assumes the bank's ``min_score``
   (which is at most 1) lets every such score through.
 
@@ -78,7 +82,7 @@ from detectors.series import SeriesRegistry
 from detectors.signal import SignalKind
 from detectors.streaming import MAX_ABS_TIMESTAMP
 
-_STATE_VERSION = 4
+_STATE_VERSION = 5
 """4: carries the steps' highest values (observed_peak); 3: may carry the capacity estimator's
 state. Versions 2 and 3 still load: what they lack starts empty."""
 _FORECASTER_STATE = "forecaster_state"
@@ -98,6 +102,7 @@ class ForecastDetector:
             "horizon",
             "limit",
             "change",
+            "refresh",
             "every",
             "aggregate",
             "capacity",
@@ -112,6 +117,7 @@ class ForecastDetector:
         horizon: float = 900.0,
         limit: float | None = None,
         change: float = 0.1,
+        refresh: float | None = None,
         every: float | None = None,
         aggregate: bool = False,
         capacity: CapacityEstimator | None = None,
@@ -125,6 +131,7 @@ class ForecastDetector:
         self.horizon_steps = max(1, math.ceil(horizon / step - 1e-9))
         self.limit = limit
         self.change = change
+        self.refresh = horizon if refresh is None else refresh
         self.every = step if every is None else every
         self._last_ts = np.zeros(0, np.float64)
         self._forecast_ts = np.zeros(0, np.float64)
@@ -133,6 +140,7 @@ class ForecastDetector:
         self._peak = np.zeros(0, np.int64)
         self._signalled = np.zeros(0, np.float64)
         self._signalled_seen = np.zeros(0, np.float64)
+        self._signalled_ts = np.zeros(0, np.float64)
         # aggregate: the open bucket of each series (its index of step, the sum and count so far)
         self._bucket = np.zeros(0, np.float64)
         self._sum = np.zeros(0, np.float64)
@@ -156,9 +164,11 @@ class ForecastDetector:
         step = p.number("step", 60.0, low=0.0, low_open=True)
         horizon = p.number("horizon", 900.0, low=0.0, low_open=True)
         limit = p.optional_number("limit", None, low=0.0, low_open=True)
-        if limit is not None and "change" in params:
-            raise DetectorError(f"{cls.name}.change: applies without a limit only")
+        for key in ("change", "refresh"):
+            if limit is not None and key in params:
+                raise DetectorError(f"{cls.name}.{key}: applies without a limit only")
         change = p.number("change", 0.1, low=0.0)
+        refresh = p.number("refresh", horizon, low=0.0, low_open=True)
         every = p.number("every", step, low=0.0)
         aggregate = params.get("aggregate", False)
         if not isinstance(aggregate, bool):
@@ -183,6 +193,7 @@ class ForecastDetector:
             horizon=horizon,
             limit=limit,
             change=change,
+            refresh=refresh,
             every=every,
             aggregate=aggregate,
             capacity=None
@@ -213,6 +224,7 @@ class ForecastDetector:
         self._peak = grow(self._peak, rows, 0)
         self._signalled = grow(self._signalled, rows, np.nan)
         self._signalled_seen = grow(self._signalled_seen, rows, np.nan)
+        self._signalled_ts = grow(self._signalled_ts, rows, np.nan)
         self._bucket = grow(self._bucket, rows, -np.inf)
         self._sum = grow(self._sum, rows, 0.0)
         self._count = grow(self._count, rows, 0.0)
@@ -234,6 +246,7 @@ class ForecastDetector:
         self._peak[ids] = 0
         self._signalled[ids] = np.nan
         self._signalled_seen[ids] = np.nan
+        self._signalled_ts[ids] = np.nan
         self._bucket[ids] = -np.inf
         self._sum[ids] = 0.0
         self._count[ids] = 0.0
@@ -309,8 +322,11 @@ class ForecastDetector:
             return scores
         seen = self._observed(s, t)
         new = self._moved(u, self._signalled[s]) | self._moved(seen, self._signalled_seen[s])
+        with np.errstate(invalid="ignore"):  # never signalled (NaN): due
+            new |= ~(t - self._signalled_ts[s] < self.refresh)
         self._signalled[s[new]] = u[new]
         self._signalled_seen[s[new]] = seen[new]
+        self._signalled_ts[s[new]] = t[new]
         scores[pos] = new.astype(np.float64)
         return scores
 
@@ -443,6 +459,7 @@ class ForecastDetector:
         ("peak", 1),
         ("signalled", 1),
         ("signalled_seen", 1),
+        ("signalled_ts", 1),
         ("bucket", 1),
         ("sum", 1),
         ("count", 1),
@@ -473,22 +490,25 @@ class ForecastDetector:
         Either all of the state is loaded, or (on a DetectorError) none of it. A version 2 state
         (from before capacity was measured), or one without the capacity estimator's state, loads
         with no capacity measured yet; a capacity state is ignored when none is configured. A
-        version 2 or 3 state (from before the observed peak was kept) loads with none observed.
+        version 2 or 3 state (from before the observed peak was kept) loads with none observed, and
+        a version 2 to 4 state (from before ``refresh``) signals at its next forecast.
         """
         inner = state.get(_FORECASTER_STATE)
         if not isinstance(inner, Mapping):
             raise DetectorError(f"{self.name}: state lacks {_FORECASTER_STATE!r}")
-        if state.get("kind") == self.name and state.get("version") in (2, 3):
-            if state.get("version") == 2:
+        version = state.get("version") if state.get("kind") == self.name else None
+        if version in (2, 3, 4):
+            if version == 2:
                 state = {k: v for k, v in state.items() if k != _CAPACITY_STATE}
             rows = np.shape(state.get("last_ts", ()))[:1] or (0,)
-            state = {
-                **state,
-                "version": _STATE_VERSION,
-                "seen_step": np.full((rows[0], self.horizon_steps), -np.inf),
-                "seen_max": np.full((rows[0], self.horizon_steps), np.nan),
-                "signalled_seen": np.full(rows[0], np.nan),
-            }
+            older: dict[str, Any] = {"signalled_ts": np.full(rows[0], np.nan)}
+            if version in (2, 3):
+                older |= {
+                    "seen_step": np.full((rows[0], self.horizon_steps), -np.inf),
+                    "seen_max": np.full((rows[0], self.horizon_steps), np.nan),
+                    "signalled_seen": np.full(rows[0], np.nan),
+                }
+            state = {**state, "version": _STATE_VERSION, **older}
         check_state_version(state, self.name, _STATE_VERSION)
         capacity = state.get(_CAPACITY_STATE)
         if capacity is not None and not isinstance(capacity, Mapping):

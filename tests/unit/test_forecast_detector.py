@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -107,7 +108,7 @@ def test_default_forecaster_signals_a_memory_ramp_in_time_with_the_same_signal_s
 
 
 def test_steady_series_signals_once_then_again_only_after_the_level_moves() -> None:
-    det = ForecastDetector.from_params({})
+    det = ForecastDetector.from_params({"refresh": 1e9})  # the moves alone (refresh: below)
     rng = np.random.default_rng(2)
     values = np.where(np.arange(700) < 500, 100.0, 130.0) + 0.5 * rng.standard_normal(700)
     hits: list[tuple[int, float, float]] = []
@@ -129,7 +130,7 @@ def test_steady_series_signals_once_then_again_only_after_the_level_moves() -> N
 
 
 def test_a_forecast_that_did_not_move_enough_is_not_signalled_again() -> None:
-    det = ForecastDetector.from_params({"forecaster": "holt_winters", "change": 0.5})
+    det = ForecastDetector.from_params({"forecaster": "holt_winters", "change": 0.5, "refresh": 1e9})
     for i in range(50):
         det.update(one(0, 60.0 * i, 100.0 + (i % 2)))
     # +30 % is less than the configured 50 % change
@@ -264,6 +265,8 @@ def test_load_state_refuses_another_configuration_and_keeps_its_own() -> None:
         ({"limit": "high"}, "forecast.limit"),
         ({"change": -0.1}, "forecast.change"),
         ({"limit": 1.0, "change": 0.2}, "forecast.change"),
+        ({"refresh": 0}, "forecast.refresh"),
+        ({"limit": 1.0, "refresh": 600}, "forecast.refresh"),
         ({"every": -5}, "forecast.every"),
         ({"horizn": 900}, "horizn"),
     ],
@@ -491,7 +494,8 @@ def test_a_version_3_checkpoint_loads_with_nothing_observed_yet() -> None:
 def test_a_spike_leaving_the_horizon_is_signalled_even_when_the_forecast_stays() -> None:
     """A floor held up by the load seen must hear when that load has passed: the detector signals
     when the observed peak moves by ``change``, not only when the forecast's bound does."""
-    det = ForecastDetector.from_params({"step": 60, "horizon": 300, "forecaster": "holt_winters"})
+    params = {"step": 60, "horizon": 300, "forecaster": "holt_winters", "refresh": 1e9}
+    det = ForecastDetector.from_params(params)
     rng = np.random.default_rng(5)
     signalled: list[tuple[int, float, float]] = []
     for minute in range(240):
@@ -507,3 +511,44 @@ def test_a_spike_leaving_the_horizon_is_signalled_even_when_the_forecast_stays()
     assert seen == pytest.approx(100.0, abs=10.0)
     before = [u for m, u, _ in signalled if m < minute][-1]
     assert abs(upper - before) < 0.1 * before  # the bound alone would not have signalled
+
+
+def test_a_standing_forecast_is_signalled_again_once_a_refresh_has_passed() -> None:
+    """A forecast that stands still is signalled again every ``refresh`` seconds (default: the
+    horizon), so a target whose replicas changed under it is brought back to what it needs; a
+    move in between restarts the count."""
+    det = ForecastDetector.from_params({"step": 60, "horizon": 600, "forecaster": "holt_winters"})
+    assert det.refresh == 600.0
+    minutes = []
+    for minute in range(120):
+        value = 100.0 if minute < 75 else 200.0
+        if det.update(one(0, 60.0 * minute, value))[0] == 1.0:
+            minutes.append(minute)
+    first = minutes[0]
+    steady = [m for m in minutes if m < 75]
+    assert steady == list(range(first, 75, 10))  # the first forecast, then every 10 minutes
+    assert 75 in minutes  # the level moved: at once
+    later = [m for m in minutes if m > 75]
+    assert all(b - a <= 10 for a, b in zip([75, *later], later, strict=False))
+    custom = ForecastDetector.from_params({"step": 60, "horizon": 600, "refresh": 1800})
+    hits = [m for m in range(120) if custom.update(one(0, 60.0 * m, 100.0))[0] == 1.0]
+    assert [b - a for a, b in itertools.pairwise(hits)] == [30] * (len(hits) - 1)
+    assert len(hits) >= 3
+
+
+def test_a_version_4_checkpoint_signals_at_its_next_forecast() -> None:
+    """A checkpoint from before ``refresh`` keeps what was signalled, and signals at the next
+    forecast: after a restart the agent looks at the floor again, even if the forecast stands."""
+    params = {"step": 60, "horizon": 300, "forecaster": "holt_winters", "refresh": 1e9}
+    det = ForecastDetector.from_params(params)
+    for minute in range(30):
+        det.update(one(0, 60.0 * minute, 100.0))
+    old = det.state_dict()
+    old["version"] = 4
+    del old["signalled_ts"]
+    restored = ForecastDetector.from_params(params)
+    restored.load_state(old)
+    assert restored.signal_value(0) == det.signal_value(0)
+    assert float(det.update(one(0, 1800.0, 100.0))[0]) == 0.0
+    assert float(restored.update(one(0, 1800.0, 100.0))[0]) == 1.0
+    assert float(restored.update(one(0, 1860.0, 100.0))[0]) == 0.0
