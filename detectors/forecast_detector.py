@@ -83,8 +83,9 @@ from detectors.signal import SignalKind
 from detectors.streaming import MAX_ABS_TIMESTAMP
 
 _STATE_VERSION = 5
-"""4: carries the steps' highest values (observed_peak); 3: may carry the capacity estimator's
-state. Versions 2 and 3 still load: what they lack starts empty."""
+"""5: carries the time of each series' last signal (refresh); 4: the steps' highest values
+(observed_peak); 3: may carry the capacity estimator's state. Versions 2 to 4 still load: what
+they lack starts empty."""
 _FORECASTER_STATE = "forecaster_state"
 _CAPACITY_STATE = "capacity_state"
 
