@@ -137,6 +137,15 @@ class Limits:
             raise ValueError(msg)
 
 
+#: Each of :class:`SignalFacts`' fields and its key in the audit and the approval records.
+_SIGNAL_KEYS = (
+    ("value", "signalValue"),
+    ("mean", "signalMean"),
+    ("capacity", "signalCapacity"),
+    ("observed", "signalObserved"),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class SignalFacts:
     """What the triggering signal measured, for an action sized on it (``scale: toForecast``).
@@ -156,20 +165,17 @@ class SignalFacts:
 
     def to_dict(self) -> dict[str, float | None]:
         """The audit's fields: ``signalValue`` always, the others when known."""
-        known = {"signalMean": self.mean, "signalCapacity": self.capacity, "signalObserved": self.observed}
-        return {"signalValue": self.value, **{k: v for k, v in known.items() if v is not None}}
+        return {
+            key: getattr(self, name)
+            for name, key in _SIGNAL_KEYS
+            if name == "value" or getattr(self, name) is not None
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SignalFacts:
         """The facts in a mapping from :meth:`to_dict` (absent or null fields: unknown)."""
-
-        def number(key: str) -> float | None:
-            value = data.get(key)
-            return None if value is None else float(value)
-
-        return cls(
-            number("signalValue"), number("signalMean"), number("signalCapacity"), number("signalObserved")
-        )
+        read = {name: data.get(key) for name, key in _SIGNAL_KEYS}
+        return cls(**{name: None if value is None else float(value) for name, value in read.items()})
 
 
 @dataclass(frozen=True, slots=True)

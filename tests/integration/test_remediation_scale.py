@@ -430,9 +430,10 @@ def forecast(
     hold: str = "5m",
     mean: float | None = None,
     observed: float | None = None,
+    limits: Limits | None = None,
 ) -> ActionRequest:
     """A forecast of ``upper`` (point value ``mean``, load observed over its horizon ``observed``)
-    for ``web``, 10 per pod, as its own incident."""
+    for ``web``, 10 per pod, as its own incident, under the guardrails' ``limits``."""
     return cluster.request(
         "scale",
         "Deployment",
@@ -441,6 +442,7 @@ def forecast(
         incident=incident,
         playbook="ahead",
         signal=SignalFacts(upper, mean, observed=observed),
+        limits=limits,
     )
 
 
@@ -574,17 +576,7 @@ def test_an_hpa_floor_comes_down_in_one_step_under_the_step_guardrail(twin):
     twin.autoscaling.create_namespaced_horizontal_pod_autoscaler(twin.ns, hpa_body("web", low=2, high=30))
 
     def stepped(mean: float, incident: str) -> ActionRequest:
-        request: ActionRequest = twin.request(
-            "scale",
-            "Deployment",
-            "web",
-            {"toForecast": {"capacityPerPod": 10, "hold": "5m"}},
-            incident=incident,
-            playbook="ahead",
-            signal=SignalFacts(2 * mean, mean),
-            limits=Limits(max_step=5),
-        )
-        return request
+        return forecast(twin, 2 * mean, incident, mean=mean, limits=Limits(max_step=5))
 
     for incident, floor in (("inc-1", 7), ("inc-2", 12)):
         raised = twin.run(stepped(150.0, incident))
