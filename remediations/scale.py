@@ -73,7 +73,8 @@ class ForecastTarget(BaseModel):
     A forecast raises capacity above what the owner set and lowers only what it raised itself,
     never below the owner's value, and not before ``hold`` has passed since its last change; it
     changes nothing while the replicas the forecast needs (headroom included) are within
-    ``tolerance`` of the current ones: the forecast's noise does not make the replicas flap. With
+    ``tolerance`` of the current ones: the forecast's noise does not make the replicas flap, and it
+    lowers only when that frees at least ``minLowering`` of them. With
     ``lowerWithObserved`` (the default) it lowers only as far as the load observed over the last
     horizon (the signal's observed peak) allows too: forecast and observed load must agree that
     fewer replicas will do, as an HPA lowers only to the highest of its recent recommendations.
@@ -122,6 +123,15 @@ class ForecastTarget(BaseModel):
         description="lower only as far as the load observed over the forecast's horizon allows "
         "too (the signal's observed peak, headroom included): fewer replicas only when forecast "
         "and observed load agree; false lowers on the forecast alone",
+    )
+    min_lowering: float = Field(
+        0.2,
+        alias="minLowering",
+        ge=0,
+        lt=1,
+        description="lower only when that frees at least this fraction of the current replicas (or "
+        "of the HPA's floor): a forecast that decays slowly after a peak comes down in a few "
+        "steps, not one replica per hold",
     )
     with_hpa: Literal["mean", "upper"] = Field(
         "mean",
@@ -392,7 +402,12 @@ def _from_forecast(
         if forecast.lower_with_observed and observed is not None and observed > lower_on:
             lower_on = observed
             sizing += f"; observed up to {observed:.4g}"
-        return min(current, forecast.replicas(lower_on, capacity)), sizing
+        lowered = min(current, forecast.replicas(lower_on, capacity))
+        if lowered < current and current - lowered < forecast.min_lowering * current:
+            # each lowering is an action: one replica at a time is the budget spent on noise
+            short = f"{current} -> {lowered} frees less than minLowering {forecast.min_lowering:g}"
+            return current, f"{sizing}; {short}"
+        return lowered, sizing
     if running is not None and requested <= running:
         # an HPA's floor below what the HPA runs: the replicas running already serve the forecast
         return current, f"{sizing}; the HPA runs {running}"

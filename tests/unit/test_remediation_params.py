@@ -327,6 +327,30 @@ def test_a_forecast_lowers_only_as_far_as_the_load_observed_over_its_horizon_all
     assert decide(r.params, r, current=8, record=held, now=600.0).desired == 13
 
 
+def test_a_forecast_lowers_only_when_that_frees_at_least_min_lowering_of_the_replicas():
+    """10 replicas raised by the forecast; a forecast of 330 needs 330 / 0.9 x 1.25 / 50 = 9.2,
+    so 10: within the tolerance. 300 needs 8.3 -> 9: one replica, 10 % of them, below the default
+    minLowering 0.2: kept at 10. 270 needs 7.5 -> 8: 20 %, lowered. minLowering 0 lowers by one."""
+    held = Raise(original=3, set_to=10, holders={"forecast:p": 10}, at=0.0)
+    params = {"toForecast": {"capacityPerPod": 50, "headroom": 0.25}}
+    r = request(params, signal=300.0)
+    kept = decide(r.params, r, current=10, record=held, now=600.0)
+    assert kept.desired == 10
+    assert kept.sizing.endswith("10 -> 9 frees less than minLowering 0.2")
+    r = request(params, signal=270.0)
+    assert decide(r.params, r, current=10, record=held, now=600.0).desired == 8
+    r = request({"toForecast": {**params["toForecast"], "minLowering": 0}}, signal=300.0)
+    assert decide(r.params, r, current=10, record=held, now=600.0).desired == 9
+    # an HPA's floor alike: 6 -> 5 frees 17 %, 6 -> 4 a third
+    floor = Raise(original=3, set_to=6, holders={"forecast:p": 6}, at=0.0)
+    r = request(params, signal=900.0, mean=180.0)  # 180 / 0.9 x 1.25 / 50 = 5
+    assert decide(r.params, r, current=6, record=floor, now=600.0, hpa=True, running=6).desired == 6
+    r = request(params, signal=900.0, mean=120.0)  # 3.3 -> 4
+    assert decide(r.params, r, current=6, record=floor, now=600.0, hpa=True, running=6).desired == 4
+    with pytest.raises(ParamsError, match="minLowering"):
+        request({"toForecast": {"capacityPerPod": 50, "minLowering": 1}})
+
+
 def test_an_hpa_floor_is_raised_only_when_the_forecast_needs_more_than_the_hpa_runs():
     """Floor 3, the HPA runs 8: a forecast that needs 7 is served already (no action on noise
     below what runs); one that needs 10 raises the floor to 10, as it does when what runs is not known."""
