@@ -328,11 +328,16 @@ def test_a_forecast_lowers_only_as_far_as_the_load_observed_over_its_horizon_all
 
 
 def test_a_forecast_lowers_only_when_that_frees_at_least_min_lowering_of_the_replicas():
-    """10 replicas raised by the forecast; a forecast of 330 needs 330 / 0.9 x 1.25 / 50 = 9.2,
-    so 10: within the tolerance. 300 needs 8.3 -> 9: one replica, 10 % of them, below the default
-    minLowering 0.2: kept at 10. 270 needs 7.5 -> 8: 20 %, lowered. minLowering 0 lowers by one."""
+    """10 replicas raised by the forecast. A lowering keeps the tolerance as room: a forecast of
+    330 lowers to 330 / 0.9 x 1.25 / 50 = 9.2 -> 10, nothing to lower. 300 lowers to 8.3 -> 9: one
+    replica, 10 % of them, below the default minLowering 0.2: kept at 10. 270 lowers to 7.5 -> 8:
+    20 %, lowered. minLowering 0 lowers by one."""
     held = Raise(original=3, set_to=10, holders={"forecast:p": 10}, at=0.0)
     params = {"toForecast": {"capacityPerPod": 50, "headroom": 0.25}}
+    r = request(params, signal=330.0)
+    unchanged = decide(r.params, r, current=10, record=held, now=600.0)
+    assert unchanged.desired == 10
+    assert "minLowering" not in unchanged.sizing
     r = request(params, signal=300.0)
     kept = decide(r.params, r, current=10, record=held, now=600.0)
     assert kept.desired == 10
