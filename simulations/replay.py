@@ -191,6 +191,13 @@ def bring_up(twin: TwinCluster, workload: Workload, autoscaled: Sequence[Service
     twin.advance(ready_by - clock.now())
 
 
+def autoscaled_services(services: Sequence[Service], policy: str) -> list[Service]:
+    """The services that run with a HorizontalPodAutoscaler under ``policy``: every one under
+    'hpa', none under 'none', and under the agent and the static baseline those that have one
+    (every service unless it says ``hpa: false``); the agent works with it, raising its floor."""
+    return [s for s in services if policy == HPA or (s.hpa and policy != NO_AGENT)]
+
+
 def steps_of(scenario: Scenario) -> int:
     """How many steps a run of ``scenario`` takes."""
     return math.floor(scenario.spec.duration / scenario.spec.step + 1e-9)
@@ -215,9 +222,7 @@ def run_policy(scenario: Scenario, policy: str, options: ReplayOptions) -> Polic
     # the workload has run since before the warm-up: its first revision is not a recent rollout
     created = start - spec.warmup - 300.0
     clock = ManualClock(created)
-    # the services with a HorizontalPodAutoscaler: every one under the 'hpa' policy; under the
-    # agent and the static baseline, those that declare one (the agent works with it)
-    autoscaled = [s for s in spec.services if policy == HPA or (s.hpa and policy != NO_AGENT)]
+    autoscaled = autoscaled_services(spec.services, policy)
     hpa = HpaAlgorithm(step) if autoscaled else None
     config = TwinConfig(
         seed=spec.seed,

@@ -137,9 +137,10 @@ class Service(_Model):
     start_seconds: Duration = Field(45.0, alias="startSeconds", description="pod start to ready")
     max_replicas: int = Field(40, alias="maxReplicas", ge=1, description="the HPA's ceiling")
     hpa: bool = Field(
-        False,
-        description="the service has a CPU HorizontalPodAutoscaler under every policy but 'none' "
-        "(the agent then works with it, raising its floor); the 'hpa' policy gives every service one",
+        True,
+        description="the service has a CPU HorizontalPodAutoscaler under every policy but 'none', as "
+        "a Deployment that serves requests does in most clusters (the agent then works with it, "
+        "raising its floor); false: a Deployment without one, which the agent scales directly",
     )
     version: str = Field("v1", pattern=K8S_NAME)
     traffic: Traffic = Field(default_factory=Traffic)

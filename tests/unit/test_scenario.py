@@ -9,6 +9,8 @@ import pytest
 
 from agent.playbook.loader import load_paths
 from agent.yamlloc import YamlValidationError
+from simulations.replay import autoscaled_services
+from simulations.result import AGENT, HPA, NO_AGENT, POLICIES, STATIC
 from simulations.runner import SHIPPED_PLAYBOOKS, SHIPPED_SCENARIOS, RunSettings, load_all
 from simulations.scenario import SurgeFault, load_scenario, parse_scenario
 from simulations.workload import offered_load, surge_factor
@@ -63,6 +65,21 @@ def test_a_valid_scenario_parses() -> None:
     )
     assert scenario.spec.duration == 7200.0
     assert scenario.spec.faults[0].at == 3600.0
+
+
+def test_a_service_has_an_hpa_under_the_agent_unless_it_says_hpa_false() -> None:
+    """A Deployment that serves requests has an HPA in most clusters; a scenario says when not."""
+    model = "      model: {name: ranker}"
+    text = with_faults().replace(model, model + "\n      hpa: false")
+    services = parse_scenario(text, "s.yaml", playbook_names=PLAYBOOKS).spec.services
+    assert [s.hpa for s in services] == [True, False]
+    autoscaled = {policy: [s.name for s in autoscaled_services(services, policy)] for policy in POLICIES}
+    assert autoscaled == {
+        AGENT: ["checkout"],
+        STATIC: ["checkout"],
+        HPA: ["checkout", "recommender"],
+        NO_AGENT: [],
+    }
 
 
 def test_unknown_service_is_located() -> None:
