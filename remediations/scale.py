@@ -74,7 +74,8 @@ class ForecastTarget(BaseModel):
     never below the owner's value, and not before ``hold`` has passed since its last change; it
     changes nothing while the replicas the forecast needs (headroom included) are within
     ``tolerance`` of the current ones: the forecast's noise does not make the replicas flap, and it
-    lowers only when that frees at least ``minLowering`` of them. With
+    lowers only when that frees at least ``minLowering`` of them (an HPA's floor that the observed
+    load holds up part-way: twice that). With
     ``lowerWithObserved`` (the default) it lowers only as far as the load observed over the last
     horizon (the signal's observed peak) allows too: forecast and observed load must agree that
     fewer replicas will do, as an HPA lowers only to the highest of its recent recommendations.
@@ -130,8 +131,9 @@ class ForecastTarget(BaseModel):
         ge=0,
         lt=1,
         description="lower only when that frees at least this fraction of the current replicas (or "
-        "of the HPA's floor): a forecast that decays slowly after a peak comes down in a few "
-        "steps, not one replica per hold",
+        "of the HPA's floor; twice it for an HPA's floor that the observed load holds up part-way): "
+        "a forecast that decays slowly after a peak comes down in a few steps, not one replica "
+        "per hold",
     )
     with_hpa: Literal["mean", "upper"] = Field(
         "mean",
@@ -383,7 +385,10 @@ def _from_forecast(
 
     No change within the tolerance; a raise only past what an HPA already runs (``running``); a
     lowering only as far as the load observed over the horizon allows too, with the tolerance
-    kept as room so the next small rise does not raise it again.
+    kept as room so the next small rise does not raise it again, and only when it frees
+    ``min_lowering`` of the replicas. An HPA's floor that the observed load holds up comes down
+    part-way only when that frees twice as many: the HPA serves the load it sees, so the floor
+    otherwise waits for the load to agree with the forecast and comes down once.
     """
     value = forecast.sized_on(request, hpa=hpa)
     if value is None or not math.isfinite(value) or value < 0:
@@ -399,14 +404,21 @@ def _from_forecast(
     if requested < current:
         lower_on = value / max(1.0 - forecast.tolerance, 1e-9)
         observed = request.signal.observed
+        least, what = forecast.min_lowering, f"minLowering {forecast.min_lowering:g}"
         if forecast.lower_with_observed and observed is not None and observed > lower_on:
             lower_on = observed
             sizing += f"; observed up to {observed:.4g}"
+            if hpa:
+                # the HPA serves the load it sees: a floor lowered part-way to that load frees
+                # little of what the HPA would not run anyway, and spends an action
+                least, what = (
+                    2 * least,
+                    f"twice minLowering {forecast.min_lowering:g} (part-way, with an HPA)",
+                )
         lowered = min(current, forecast.replicas(lower_on, capacity))
-        if lowered < current and current - lowered < forecast.min_lowering * current:
+        if lowered < current and current - lowered < least * current:
             # each lowering is an action: one replica at a time is the budget spent on noise
-            short = f"{current} -> {lowered} frees less than minLowering {forecast.min_lowering:g}"
-            return current, f"{sizing}; {short}"
+            return current, f"{sizing}; {current} -> {lowered} frees less than {what}"
         return lowered, sizing
     if running is not None and requested <= running:
         # an HPA's floor below what the HPA runs: the replicas running already serve the forecast

@@ -356,6 +356,30 @@ def test_a_forecast_lowers_only_when_that_frees_at_least_min_lowering_of_the_rep
         request({"toForecast": {"capacityPerPod": 50, "minLowering": 1}})
 
 
+def test_an_hpa_floor_held_up_by_the_observed_load_comes_down_part_way_only_for_twice_min_lowering():
+    """A forecast raised 3 to 10 and now needs 3 (100 / 0.9 x 1.25 / 50 = 2.8), but the load seen
+    over the horizon reached 270, which needs 6.75 -> 7. A Deployment's replicas go 10 -> 7 (30 %,
+    over minLowering 0.2). An HPA's floor waits: the HPA serves the load it sees, and 30 % is under
+    twice minLowering; at 200 observed (5, half of them) it comes down part-way, and once the load
+    agrees with the forecast it comes down to the forecast's 3 in one action."""
+    held = Raise(original=3, set_to=10, holders={"forecast:p": 10}, at=0.0)
+    params = {"toForecast": {"capacityPerPod": 50, "headroom": 0.25}}
+    r = request(params, signal=100.0, mean=100.0, observed=270.0)
+    assert decide(r.params, r, current=10, record=held, now=600.0).desired == 7
+    kept = decide(r.params, r, current=10, record=held, now=600.0, hpa=True, running=10)
+    assert kept.desired == 10
+    assert kept.sizing.endswith("10 -> 7 frees less than twice minLowering 0.2 (part-way, with an HPA)")
+    r = request(params, signal=100.0, mean=100.0, observed=200.0)
+    assert decide(r.params, r, current=10, record=held, now=600.0, hpa=True, running=10).desired == 5
+    r = request(params, signal=100.0, mean=100.0, observed=90.0)
+    assert decide(r.params, r, current=10, record=held, now=600.0, hpa=True, running=10).desired == 3
+    # minLowering 0: any part-way lowering, with an HPA too
+    r = request(
+        {"toForecast": {**params["toForecast"], "minLowering": 0}}, signal=100.0, mean=100.0, observed=270.0
+    )
+    assert decide(r.params, r, current=10, record=held, now=600.0, hpa=True, running=10).desired == 7
+
+
 def test_an_hpa_floor_is_raised_only_when_the_forecast_needs_more_than_the_hpa_runs():
     """Floor 3, the HPA runs 8: a forecast that needs 7 is served already (no action on noise
     below what runs); one that needs 10 raises the floor to 10, as it does when what runs is not known."""
