@@ -533,7 +533,9 @@ def test_an_hpa_floor_follows_the_point_forecast_and_its_plan_says_what_runs(twi
 def test_an_hpa_floor_is_raised_only_past_what_the_hpa_runs_and_lowered_as_far_as_the_load_seen(twin):
     """Floor 2 and the HPA runs 12: a forecast of 80 (8 pods) is served already, so nothing is
     written; one of 150 raises the floor to 15. Later a forecast of 20 would bring it to 3, but the
-    load seen over its horizon reached 100, so it goes to 10 only; once that has passed, to 3."""
+    load seen over its horizon reached 100: 15 -> 10 frees a third, under twice minLowering, so
+    the floor stays (the HPA serves that load). At 80 seen it goes part-way to 8 (almost half);
+    once the load agrees with the forecast, to 3."""
     clock = twin.twin.clock
     twin.clock = clock
     twin.deployment("web", replicas=2)
@@ -555,10 +557,16 @@ def test_an_hpa_floor_is_raised_only_past_what_the_hpa_runs_and_lowered_as_far_a
     assert hpa_floor(twin) == 15
     twin.twin.advance(600)
     held = twin.run(forecast(twin, 200.0, "inc-3", mean=20.0, observed=100.0))
-    assert held.status is ActionStatus.EXECUTED, held.message
-    assert hpa_floor(twin) == 10
-    assert held.message.endswith("; forecast 20 at 10 per pod (capacityPerPod); observed up to 100"), (
-        held.message
+    assert held.status is ActionStatus.NOOP, held.message
+    assert hpa_floor(twin) == 15
+    assert held.message.endswith(
+        "; observed up to 100; 15 -> 10 frees less than twice minLowering 0.2 (part-way, with an HPA)"
+    ), held.message
+    part = twin.run(forecast(twin, 200.0, "inc-5", mean=20.0, observed=80.0))
+    assert part.status is ActionStatus.EXECUTED, part.message
+    assert hpa_floor(twin) == 8
+    assert part.message.endswith("; forecast 20 at 10 per pod (capacityPerPod); observed up to 80"), (
+        part.message
     )
     twin.twin.advance(600)
     lowered = twin.run(forecast(twin, 200.0, "inc-4", mean=20.0, observed=25.0))
