@@ -140,7 +140,8 @@ class Service(_Model):
         True,
         description="the service has a CPU HorizontalPodAutoscaler under every policy but 'none', as "
         "a Deployment that serves requests does in most clusters (the agent then works with it, "
-        "raising its floor); false: a Deployment without one, which the agent scales directly",
+        "raising its floor); false: a Deployment without one, which the agent scales directly "
+        "(the 'hpa' policy gives every service one)",
     )
     version: str = Field("v1", pattern=K8S_NAME)
     traffic: Traffic = Field(default_factory=Traffic)
