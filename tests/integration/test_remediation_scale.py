@@ -562,14 +562,14 @@ def test_an_hpa_floor_is_raised_only_past_what_the_hpa_runs_and_lowered_as_far_a
     assert held.message.endswith(
         "; observed up to 100; 15 -> 10 frees less than twice minLowering 0.2 (part-way, with an HPA)"
     ), held.message
-    part = twin.run(forecast(twin, 200.0, "inc-5", mean=20.0, observed=80.0))
+    part = twin.run(forecast(twin, 200.0, "inc-4", mean=20.0, observed=80.0))
     assert part.status is ActionStatus.EXECUTED, part.message
     assert hpa_floor(twin) == 8
     assert part.message.endswith("; forecast 20 at 10 per pod (capacityPerPod); observed up to 80"), (
         part.message
     )
     twin.twin.advance(600)
-    lowered = twin.run(forecast(twin, 200.0, "inc-4", mean=20.0, observed=25.0))
+    lowered = twin.run(forecast(twin, 200.0, "inc-5", mean=20.0, observed=25.0))
     assert lowered.status is ActionStatus.EXECUTED, lowered.message
     assert hpa_floor(twin) == 3  # 20 / 0.9 / 10 = 2.2 -> 3, the load seen (25: 2.5 -> 3) agrees
 
