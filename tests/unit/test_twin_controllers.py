@@ -398,6 +398,38 @@ def test_controllers_record_events(twin):
     assert {"ScalingReplicaSet", "SuccessfulCreate"} <= reasons
 
 
+def test_events_expire_an_hour_after_they_were_created_unless_the_ttl_is_off():
+    def events_at(ttl: float | None) -> tuple[list[str], list[list[str]]]:
+        """The Events of a scale at 0 s, and those at 3599, 3610, 5399 and 5410 s after one at 1800 s."""
+        twin = TwinCluster(ManualClock(0), TwinConfig(event_ttl_seconds=ttl))
+        twin.store.create(DEPLOYMENTS, NS, deployment(replicas=1))
+        twin.advance(1800)
+        first = sorted(e["metadata"]["name"] for e in twin.store.list(EVENTS, NS)[0])
+        obj = twin.store.get(DEPLOYMENTS, NS, "web")
+        obj["spec"]["replicas"] = 2
+        twin.store.update(DEPLOYMENTS, NS, "web", obj)
+        # an Event written through the API (as the agent writes them) expires the same way
+        involved = {"kind": "Deployment", "namespace": NS, "name": "web"}
+        twin.store.create(EVENTS, NS, {"metadata": {"name": "agent.1"}, "involvedObject": involved})
+        seen = []
+        for until in (3599, 3610, 5399, 5410):
+            twin.advance(until - twin.clock.now())
+            seen.append(sorted(e["metadata"]["name"] for e in twin.store.list(EVENTS, NS)[0]))
+        return first, seen
+
+    first, kept = events_at(None)
+    assert first
+    assert all(names == kept[0] for names in kept), "without a TTL every Event stays"
+    assert set(first) < set(kept[0])
+    assert "agent.1" in kept[0]
+    first, (before_hour, after_hour, before_second, after_second) = events_at(3600)
+    assert before_hour == kept[0]
+    assert after_hour == sorted(set(kept[0]) - set(first)), "the first scale's Events go an hour after it"
+    assert "agent.1" in after_hour
+    assert before_second == after_hour
+    assert after_second == [], "the second scale's Events and the agent's go an hour after them"
+
+
 def test_pod_fate_hook_decides_readiness():
     config = TwinConfig(pod_fate=lambda pod: PodFate(start_seconds=1, ready=False))
     twin = TwinCluster(ManualClock(0), config)

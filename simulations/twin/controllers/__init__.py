@@ -10,7 +10,7 @@ from __future__ import annotations
 from agent.clock import Clock
 from simulations.twin.controllers.base import Context, Controller, PodFate, TwinConfig
 from simulations.twin.controllers.deployment import DeploymentController
-from simulations.twin.controllers.garbage import GarbageCollector, NamespaceController
+from simulations.twin.controllers.garbage import EventExpiry, GarbageCollector, NamespaceController
 from simulations.twin.controllers.hpa import HorizontalPodAutoscalerController
 from simulations.twin.controllers.job import JobController
 from simulations.twin.controllers.kubelet import Kubelet
@@ -29,6 +29,7 @@ class ControllerManager:
         self.controllers: list[Controller] = [
             NamespaceController(),
             GarbageCollector(),
+            EventExpiry(),
             HorizontalPodAutoscalerController(),
             DeploymentController(),
             ReplicaSetController(),

@@ -64,6 +64,8 @@ class TwinConfig:
     namespaces: tuple[str, ...] = ("default", "kube-system", "kube-public", "kube-node-lease")
     emit_events: bool = True
     """Whether controllers write Events (ScalingReplicaSet, SuccessfulCreate ...) like the real ones."""
+    event_ttl_seconds: float | None = 3600.0
+    """How long an Event is kept after it was created (the API server's ``--event-ttl``; None: forever)."""
     pod_fate: PodFateHook | None = None
     hpa_recommendation: HpaHook | None = None
 

@@ -1,11 +1,11 @@
-"""Deletion: the garbage collector (dependents of deleted owners) and the namespace controller."""
+"""Deletion: the garbage collector (dependents of deleted owners), Event expiry, the namespace controller."""
 
 from __future__ import annotations
 
 from simulations.twin import resources
 from simulations.twin.controllers.base import Context
-from simulations.twin.objects import name_of, namespace_of
-from simulations.twin.resources.core import NAMESPACES
+from simulations.twin.objects import name_of, namespace_of, parse_time
+from simulations.twin.resources.core import EVENTS, NAMESPACES
 
 
 class GarbageCollector:
@@ -28,6 +28,38 @@ class GarbageCollector:
         """Nothing timed."""
         del ctx
         return None
+
+
+class EventExpiry:
+    """Deletes each Event ``event_ttl_seconds`` after it was created, as the API server's
+    ``--event-ttl`` (default 1 h) does, so a long replay keeps the last hour of Events, not all.
+
+    Events are created at the clock's time, so the oldest one expires first: between sweeps the
+    controller only compares the time with that expiry.
+    """
+
+    def __init__(self) -> None:
+        self._due: float | None = None
+        """When the oldest stored Event expires (None: not known, sweep)."""
+
+    def sync(self, ctx: Context) -> None:
+        """Delete the Events whose time is up."""
+        ttl = ctx.config.event_ttl_seconds
+        if ttl is None or (self._due is not None and ctx.now < self._due):
+            return
+        oldest: float | None = None
+        for obj in ctx.store.peek(EVENTS):
+            created = parse_time(str(obj["metadata"]["creationTimestamp"]))
+            if created + ttl <= ctx.now:
+                ctx.store.remove(EVENTS, namespace_of(obj), name_of(obj))
+            elif oldest is None or created < oldest:
+                oldest = created
+        self._due = None if oldest is None else oldest + ttl
+
+    def next_due(self, ctx: Context) -> float | None:
+        """When the oldest Event expires."""
+        del ctx
+        return self._due
 
 
 class NamespaceController:
