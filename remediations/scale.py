@@ -388,7 +388,9 @@ def _from_forecast(
     kept as room so the next small rise does not raise it again, and only when it frees
     ``min_lowering`` of the replicas. An HPA's floor that the observed load holds up comes down
     part-way only when that frees twice as many: the HPA serves the load it sees, so the floor
-    otherwise waits for the load to agree with the forecast and comes down once.
+    otherwise waits for the load to agree with the forecast and comes down once. "Holds up" is
+    the observed load above the level the forecast would lower on, even where both round to the
+    same replicas: forecast and load disagree until the load comes down too.
     """
     value = forecast.sized_on(request, hpa=hpa)
     if value is None or not math.isfinite(value) or value < 0:
