@@ -378,6 +378,13 @@ def test_an_hpa_floor_held_up_by_the_observed_load_comes_down_part_way_only_for_
         {"toForecast": {**params["toForecast"], "minLowering": 0}}, signal=100.0, mean=100.0, observed=270.0
     )
     assert decide(r.params, r, current=10, record=held, now=600.0, hpa=True, running=10).desired == 7
+    # the load seen above the forecast's level holds the floor up even where both need 3 replicas
+    # (115 x 1.25 / 50 = 2.9, 111 x 1.25 / 50 = 2.8): 4 -> 3 frees a quarter, under twice minLowering
+    held = Raise(original=2, set_to=4, holders={"forecast:p": 4}, at=0.0)
+    r = request(params, signal=100.0, mean=100.0, observed=115.0)
+    assert decide(r.params, r, current=4, record=held, now=600.0, hpa=True, running=4).desired == 4
+    r = request(params, signal=100.0, mean=100.0, observed=90.0)
+    assert decide(r.params, r, current=4, record=held, now=600.0, hpa=True, running=4).desired == 3
 
 
 def test_an_hpa_floor_is_raised_only_when_the_forecast_needs_more_than_the_hpa_runs():
