@@ -18,8 +18,9 @@ decision is audited (:data:`GUARDS`):
    acted on and annotated (``annotate``), or acted on (``act``);
 
 then the request runs: in dry run (the playbook's or the agent's guardrails) the action plans and
-only an Event is written; with approval required a pending record goes to the approval store
-(:mod:`agent.approvals`: ConfigMaps shared by every replica, or a directory) and
+only an Event is written; a workload action whose plan changes nothing is a ``noop`` (audited once:
+nothing is recorded ahead, no approval is asked); with approval required a pending record goes to
+the approval store (:mod:`agent.approvals`: ConfigMaps shared by every replica, or a directory) and
 :meth:`KubeExecutor.tick` acts on the decision (``aiops approve ID`` / ``aiops reject ID``) or
 expires it after ``approval_ttl``, reporting the outcome to the engine; otherwise a ``started``
 audit record is written first (write-ahead: a crash between the write and its outcome still
@@ -361,6 +362,10 @@ class KubeExecutor:
                 result=result,
             )
             return self._finish(proposal, outcome, check.obj)
+        unchanged = self._unchanged(proposal, action, ctx)
+        if unchanged is not None:
+            outcome = _Outcome(Decision.NOOP, unchanged.message, details=guards, result=unchanged)
+            return self._finish(proposal, outcome, None)
         needs_approval = (
             action.action_class is not ActionClass.NOTIFY and proposal.approval is Approval.REQUIRED
         )
@@ -387,6 +392,34 @@ class KubeExecutor:
         decision = Decision.NOOP if result.status is ActionStatus.NOOP else Decision.EXECUTED
         outcome = _Outcome(decision, result.message, details=details, result=result)
         return self._finish(proposal, outcome, None)  # the action wrote its own Event
+
+    def _unchanged(self, proposal: Proposal, action: Action, ctx: ActionContext) -> ActionResult | None:
+        """The no-op result of a workload action whose plan changes nothing, else None.
+
+        Such a request writes nothing, so it is neither recorded ahead nor asked for approval:
+        the plan's reads decide, and the request is audited once, as ``noop``. (A forecast that
+        moved without moving the replicas it needs is the common case.) A plan that cannot be
+        made leaves the answer to the execution, which reports why.
+        """
+        if action.action_class is ActionClass.NOTIFY or proposal.request.restore:
+            return None
+        try:
+            plan = action.plan(ctx)
+        except Exception:  # executing reads the same and reports the error
+            log.debug(
+                "no plan for %s on %s; executing decides", proposal.action, proposal.target, exc_info=True
+            )
+            return None
+        if plan.changes:
+            return None
+        return ActionResult(
+            ActionStatus.NOOP,
+            plan.summary,
+            proposal.action,
+            proposal.key,
+            proposal.target,
+            details=plan.details,
+        )
 
     def _record_ahead(self, c: _Check) -> notes.RecordedAction | ActionResult | None:
         """Record a workload-changing action on its target (and in the agent-wide record) before it

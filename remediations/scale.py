@@ -629,9 +629,8 @@ class ScaleAction(BaseAction[ScaleParams]):
                 running=current,
             )
         else:
-            decision = decide(
-                params, ctx.request, current, self._origin(ctx, workload), raise_of(workload), ctx.clock.now()
-            )
+            origin = self._origin(ctx, workload)
+            decision = decide(params, ctx.request, current, origin, raise_of(workload), ctx.clock.now())
         details: dict[str, Any] = {
             "current": current,
             "requested": decision.requested,
@@ -658,6 +657,10 @@ class ScaleAction(BaseAction[ScaleParams]):
             )
             diff = render(title, {"spec": {"minReplicas": now_min}}, {"spec": {"minReplicas": floor}})
             return Plan(self.name, target, summary, diff, details=details)
+        if decision.desired == current and origin is not None:
+            # written before a restart, not yet recorded: executing records the key as executed
+            summary = f"record {ctx.request.key} as executed: {target} already has {current} replicas"
+            return Plan(self.name, target, summary, details=details)
         if decision.desired == current:
             summary = f"nothing to do: {target} already has {current} replicas{sized}"
             return Plan(self.name, target, summary, changes=False, details=details)

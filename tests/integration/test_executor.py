@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from agent.facts import KubeFacts
 from agent.leader import StaticLeader
 from agent.playbook.requests import Approval, Proposal
 from remediations.registry import make_request
-from remediations.state import ACTIONS, EXECUTED_KEYS
+from remediations.scale import SCALE_ORIGIN
+from remediations.state import ACTIONS, EXECUTED_KEYS, dump_json, stored_key
 from remediations.types import ActionResult, ActionStatus, Limits, SignalFacts, Target, key_digest
 from tests.integration.test_remediation_support import Cluster, open_cluster
 
@@ -163,6 +165,57 @@ def test_dry_run_writes_nothing_but_an_event(cluster: Cluster, tmp_path: Path) -
     assert {(verb, resource) for verb, resource, _ in cluster.writes()} == {("create", "events")}
     assert cluster.events("Deployment", "web", "AiopsDryRun")
     assert h.decisions() == ["dry_run"]
+
+
+def test_a_request_whose_plan_changes_nothing_writes_nothing_and_asks_no_one(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.deployment("web", replicas=4)
+    h = Harness(cluster, tmp_path)
+    lease = Target("Lease", cluster.ns, "aiops-agent-actions")
+    h.executor.agent_record = lease
+    twin = cluster.twin
+    assert twin is not None
+    twin.server.clear_requests()
+    result = h.executor.submit(request(cluster, params={"replicas": 4}))
+    assert result.status is ActionStatus.NOOP, result
+    assert result.message == f"nothing to do: Deployment/{cluster.ns}/web already has 4 replicas"
+    assert cluster.writes() == [], "not recorded ahead, not recorded agent-wide, no Event"
+    assert h.decisions() == ["noop"], "audited once, with no write-ahead record"
+    # with approval required, nobody is asked to approve a change that is not one
+    pending = h.executor.submit(
+        request(cluster, params={"replicas": 4}, incident="inc-2", approval=Approval.REQUIRED)
+    )
+    assert pending.status is ActionStatus.NOOP
+    assert list(h.executor.approvals.records()) == []
+    assert cluster.writes() == []
+    # a change goes the whole way: recorded ahead, written, audited as started and executed
+    assert h.executor.submit(request(cluster, params={"replicas": 5}, incident="inc-3")).status is (
+        ActionStatus.EXECUTED
+    )
+    assert replicas(cluster) == 5
+    assert h.decisions() == ["noop", "noop", "started", "executed"]
+
+
+def test_a_relative_scale_written_before_a_restart_is_still_recorded_as_executed(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # as if an earlier leader recorded the start (2), scaled to 4 and stopped before recording the key:
+    # the replicas are as wanted, but executing has something to write (the key)
+    cluster.deployment("web", replicas=4)
+    h = Harness(cluster, tmp_path)
+    req = request(cluster)
+    origin = dump_json({"key": stored_key(req.key), "replicas": 2})
+    cluster.apps.patch_namespaced_deployment(
+        "web", cluster.ns, {"metadata": {"annotations": {SCALE_ORIGIN: origin}}}
+    )
+    result = h.executor.submit(req)
+    assert result.status is ActionStatus.NOOP, result
+    assert replicas(cluster) == 4
+    notes = cluster.read("Deployment", "web")["metadata"]["annotations"]
+    assert SCALE_ORIGIN not in notes
+    assert req.key in json.loads(notes[EXECUTED_KEYS])
+    assert h.decisions() == ["started", "noop"]
 
 
 @pytest.mark.parametrize(
