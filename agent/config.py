@@ -8,7 +8,6 @@ environment variable that holds them.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +23,7 @@ from agent.yamlloc import (
     read_documents,
     validate_document,
 )
+from detectors.patterns import compile_pattern
 from remediations.names import check_label
 
 
@@ -321,7 +321,9 @@ class DetectorConfig(_Model):
         default_factory=dict, description="the detector's parameters, checked when the config loads"
     )
     metrics: str | None = Field(
-        None, description="regular expression full-matched against metric names: the series it runs on"
+        None,
+        description="regular expression (RE2 syntax), full-matched against metric names: the series it "
+        "runs on",
     )
     hold: bool = Field(
         False, description="keep an alarm up while the series stays away from its pre-alarm level"
@@ -331,11 +333,7 @@ class DetectorConfig(_Model):
     @classmethod
     def _metrics(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                msg = f"not a valid regular expression: {exc}"
-                raise ValueError(msg) from exc
+            compile_pattern(value)  # a ValueError naming the problem
         return value
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from detectors.drift import DriftDetector
 from detectors.forecast_detector import ForecastDetector
 from detectors.freshness import SeriesFreshness
 from detectors.hold import AlarmHold
+from detectors.patterns import Pattern, compile_pattern
 from detectors.ratio import RatioDetector
 from detectors.registry import DEFAULT, LEARNED, build_learned
 from detectors.series import SeriesRegistry
@@ -42,7 +42,7 @@ class DetectorSpec:
     metrics: str | None = None
     hold: AlarmHold | None = None
     """Keep an alarm up while its series stays away from its pre-alarm level (see detectors/hold.py)."""
-    pattern: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    pattern: Pattern | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_score <= 1.0:
@@ -52,15 +52,15 @@ class DetectorSpec:
             object.__setattr__(self, "pattern", compile_metrics(self.detector.name, self.metrics))
 
 
-def compile_metrics(owner: str, metrics: object) -> re.Pattern[str]:
+def compile_metrics(owner: str, metrics: object) -> Pattern:
     """``metrics`` compiled as a regular expression; a DetectorError naming ``owner`` otherwise."""
     if not isinstance(metrics, str):
         msg = f"{owner}: metrics must be a regular expression string, got {metrics!r}"
         raise DetectorError(msg)
     try:
-        return re.compile(metrics)
-    except re.error as exc:
-        msg = f"{owner}: metrics {metrics!r} is not a valid regular expression: {exc}"
+        return compile_pattern(metrics)
+    except ValueError as exc:
+        msg = f"{owner}: metrics {metrics[:100]!r}: {exc}"
         raise DetectorError(msg) from exc
 
 
@@ -72,7 +72,7 @@ class MetricFilter:
     with one numpy lookup, never a Python object per sample.
     """
 
-    def __init__(self, series: SeriesRegistry, pattern: re.Pattern[str]) -> None:
+    def __init__(self, series: SeriesRegistry, pattern: Pattern) -> None:
         self.series = series
         self.pattern = pattern
         self._by_name: dict[str, bool] = {}
@@ -85,7 +85,7 @@ class MetricFilter:
         name = self.series.key(sid).name
         hit = self._by_name.get(name)
         if hit is None:
-            hit = self._by_name[name] = self.pattern.fullmatch(name) is not None
+            hit = self._by_name[name] = self.pattern.fullmatch(name)
         return hit
 
     def _extend(self) -> None:

@@ -8,7 +8,6 @@ resolved once per series, the first time a series is seen; the hot path is numpy
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 
 from detectors.base import DetectorError, grow
 from detectors.batch import FloatArray, SampleBatch
+from detectors.patterns import Pattern, compile_pattern
 from detectors.series import SeriesKey, SeriesRegistry
 from detectors.signal import SignalKind
 
@@ -32,7 +32,7 @@ class ThresholdRule:
     above: float | None = None
     below: float | None = None
     max_rate: float | None = None
-    match: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    match: tuple[tuple[str, Pattern], ...] = ()
 
     def applies_to(self, key: SeriesKey) -> bool:
         """Whether this rule governs the series ``key``."""
@@ -68,12 +68,12 @@ class ThresholdRule:
         match_raw = raw.get("match") or {}
         if not isinstance(match_raw, Mapping):
             raise DetectorError(f"{where}.match: expected a mapping of label to regex, got {match_raw!r}")
-        match: list[tuple[str, re.Pattern[str]]] = []
+        match: list[tuple[str, Pattern]] = []
         for label, pattern in sorted(match_raw.items()):
             try:
-                match.append((str(label), re.compile(str(pattern))))
-            except re.error as exc:
-                raise DetectorError(f"{where}.match.{label}: invalid regex {pattern!r}: {exc}") from exc
+                match.append((str(label), compile_pattern(str(pattern))))
+            except ValueError as exc:
+                raise DetectorError(f"{where}.match.{label}: {exc}") from exc
         return cls(metric, limits["above"], limits["below"], limits["max_rate"], tuple(match))
 
 

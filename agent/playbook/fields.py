@@ -13,12 +13,10 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
 from agent.durations import parse_duration
+from detectors.patterns import MAX_PATTERN, compile_pattern
 
 #: The longest duration a playbook may name: longer ones are typos (``30d`` for ``30m``).
 MAX_DURATION = 30 * 86400.0
-#: The longest regular expression accepted in a matcher.
-MAX_PATTERN = 512
-
 _DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+$"
 
 
@@ -82,54 +80,9 @@ def _label_name(value: str) -> str:
 #: A Prometheus label name.
 LabelName = Annotated[str, AfterValidator(_label_name)]
 
-# A group that is itself repeated and contains a repetition: (a+)+, (a|aa)*, (x*y?){2,} ...
-# the shapes that make a backtracking regex engine take exponential time on a crafted input.
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}?](?:[^()\\]|\\.)*\)(?:[+*]|\{\d*,)")
-_ALTERNATION_REPEATED = re.compile(r"\((?:[^()\\]|\\.)*\|(?:[^()\\]|\\.)*\)(?:[+*]|\{\d*,)")
-
-
-#: Unbounded repetitions (``*``, ``+``, ``{n,}``, ``{n,m}`` with m > 32) one pattern may hold: each
-#: one more can multiply the backtracking work by the input's length (``.*.*.*x`` takes 0.3 s on
-#: 1,000 characters, ten ``.*`` take 6 s on 30); two keep it quadratic at worst.
-MAX_UNBOUNDED = 2
-_ESCAPE_OR_CLASS = re.compile(r"\\.|\[\^?\]?(?:[^\]\\]|\\.)*\]")
-_UNBOUNDED = re.compile(r"(?<![*+?}])(?:\*|\+)|\{(\d*),(\d*)\}")
-
-
-def _unbounded(pattern: str) -> int:
-    """How many unbounded repetitions ``pattern`` holds (outside escapes and character classes)."""
-    bare = _ESCAPE_OR_CLASS.sub("x", pattern)
-    count = 0
-    for m in _UNBOUNDED.finditer(bare):
-        low, high = m.group(1), m.group(2)
-        if m.group(0).startswith("{") and high and int(high) - int(low or 0) <= 32:
-            continue
-        count += 1
-    return count
-
 
 def _regex(value: str) -> str:
-    if len(value) > MAX_PATTERN:
-        msg = f"a pattern is limited to {MAX_PATTERN} characters, got {len(value)}"
-        raise ValueError(msg)
-    try:
-        re.compile(value)
-    except re.error as exc:
-        msg = f"not a valid regular expression: {exc}"
-        raise ValueError(msg) from exc
-    plain = re.sub(r"\(\?(?:[:>]|P<\w+>|[aiLmsux-]+:)", "(", value)  # non-capturing/named groups
-    if _NESTED_QUANTIFIER.search(plain) or _ALTERNATION_REPEATED.search(plain):
-        msg = (
-            f"{value!r} repeats a group that itself repeats or alternates; such patterns can take "
-            "exponential time, write it without the nesting"
-        )
-        raise ValueError(msg)
-    if _unbounded(plain) > MAX_UNBOUNDED:
-        msg = (
-            f"{value!r} holds {_unbounded(plain)} unbounded repetitions (*, +, {{n,}}), more than "
-            f"{MAX_UNBOUNDED}; each one more can multiply the matching time by the value's length"
-        )
-        raise ValueError(msg)
+    compile_pattern(value)  # RE2: matched in linear time, whatever the pattern (detectors.patterns)
     return value
 
 
@@ -138,6 +91,11 @@ Regex = Annotated[
     str,
     AfterValidator(_regex),
     WithJsonSchema(
-        {"type": "string", "maxLength": MAX_PATTERN, "description": "a regular expression; matches whole"}
+        {
+            "type": "string",
+            "maxLength": MAX_PATTERN,
+            "description": "a regular expression (RE2 syntax: no backreferences, no lookaround); "
+            "matches whole",
+        }
     ),
 ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from agent.yamlloc import (
     read_text,
     too_large_error,
 )
+from detectors.patterns import Pattern, compile_pattern
 from detectors.signal import Signal, SignalKind
 from remediations.types import Target
 
@@ -83,8 +83,8 @@ class LoadedPlaybook:
     file: str
     line: int
     kinds: frozenset[SignalKind]
-    metric: re.Pattern[str] | None
-    matchers: tuple[tuple[str, re.Pattern[str]], ...]
+    metric: Pattern | None
+    matchers: tuple[tuple[str, Pattern], ...]
     target_namespace: Template
     target_name: Template
 
@@ -102,12 +102,12 @@ class LoadedPlaybook:
         """Whether ``signal`` has the trigger's kind, metric and labels (the score is checked apart)."""
         if signal.kind not in self.kinds:
             return False
-        if self.metric is not None and self.metric.fullmatch(signal.metric) is None:
+        if self.metric is not None and not self.metric.fullmatch(signal.metric):
             return False
         labels = signal.series.labels
         for name, pattern in self.matchers:
             value = next((v for k, v in labels if k == name), "")
-            if pattern.fullmatch(value) is None:
+            if not pattern.fullmatch(value):
                 return False
         return True
 
@@ -273,7 +273,7 @@ def required_labels(trigger: Trigger) -> frozenset[str]:
     """The labels every matching signal has a value for: those ``match`` requires with a pattern
     that does not accept the empty string (a missing label matches as ""), and ``alertname`` when
     the trigger takes only alerts."""
-    required = {name for name, pattern in trigger.match.items() if re.fullmatch(pattern, "") is None}
+    required = {name for name, pattern in trigger.match.items() if not compile_pattern(pattern).fullmatch("")}
     if set(trigger.signal) == {SignalKind.ALERT}:
         required.add("alertname")
     return frozenset(required)
@@ -481,8 +481,8 @@ def _compile(playbook: Playbook, doc: YamlDocument) -> LoadedPlaybook:
         file=doc.file,
         line=doc.locate([]).line,
         kinds=frozenset(trigger.signal),
-        metric=re.compile(trigger.metric) if trigger.metric is not None else None,
-        matchers=tuple((k, re.compile(v)) for k, v in sorted(trigger.match.items())),
+        metric=compile_pattern(trigger.metric) if trigger.metric is not None else None,
+        matchers=tuple((k, compile_pattern(v)) for k, v in sorted(trigger.match.items())),
         target_namespace=parse_template(target.namespace, Scope.TARGET),
         target_name=parse_template(target.name, Scope.TARGET),
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from agent.commands.detect import register as register_detect
 from agent.config import AgentConfig, ConfigError, KafkaConnection, load_config
 from agent.durations import parse_duration
 from detectors import SeriesRegistry, build_detector
+from detectors.patterns import compile_pattern
 from detectors.registry import ALARM_SCORE, DEFAULT, LEARNED
 from detectors.streaming import StreamingDetector
 from simulations.replay import SHIPPED_CONFIG, replay_guardrails, shipped_config
@@ -95,15 +95,14 @@ def test_every_shipped_playbook_is_fed_by_the_shipped_config() -> None:
     detectors = [
         (d.metrics, build_detector(d.type, d.params, series).signal_kind.value) for d in config.detectors
     ]
-    kinds = {
-        name: {kind for metrics, kind in detectors if metrics is None or re.fullmatch(metrics, name)}
-        for name in queries
-    }
+    patterns = [(None if metrics is None else compile_pattern(metrics), kind) for metrics, kind in detectors]
+    kinds = {name: {kind for p, kind in patterns if p is None or p.fullmatch(name)} for name in queries}
     playbooks = sorted((REPO / "playbooks").glob("*.yaml"))
     assert len(playbooks) >= 5
     for path in playbooks:
         trigger = yaml.safe_load(path.read_text())["spec"]["trigger"]
-        fed = [q for q in queries if re.fullmatch(trigger["metric"], q) and trigger["signal"] in kinds[q]]
+        metric = compile_pattern(trigger["metric"])
+        fed = [q for q in queries if metric.fullmatch(q) and trigger["signal"] in kinds[q]]
         assert fed, f"{path.name}: no query gives {trigger['metric']!r} a {trigger['signal']} detector"
 
 

@@ -138,7 +138,10 @@ def test_state_round_trips() -> None:
         ({"rules": [{"metric": "m", "max_rate": -1}]}, r"rules\[0\].max_rate: must be positive"),
         ({"rules": [{"metric": "m", "above": 1, "colour": "red"}]}, r"rules\[0\]: unknown field"),
         ({"rules": [{"above": 1}]}, r"rules\[0\].metric: expected a metric name"),
-        ({"rules": [{"metric": "m", "above": 1, "match": {"a": "("}}]}, r"match.a: invalid regex"),
+        (
+            {"rules": [{"metric": "m", "above": 1, "match": {"a": "("}}]},
+            r"match.a: not a valid regular expression",
+        ),
         ({"rules": "nope"}, "expected a list"),
         ({"thresholds": []}, "unknown parameter"),
     ],
