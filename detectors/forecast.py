@@ -27,6 +27,17 @@ from detectors.batch import FloatArray, IdArray, SampleBatch
 #: The transforms a forecaster may model its series in; see :class:`Transform`.
 TRANSFORMS = ("none", "log1p", "asinh")
 
+#: The most seasonal slots (bins) one series may hold: Holt-Winters' ``season / max(step,
+#: resolution)``, seasonal naive's ``week / max(step, resolution)``. Each is an array row per
+#: series, allocated when the series is first seen, so the count is bounded before any is made.
+#: The defaults need 48 and 2016; a week of 10-second bins is 60480. 100000 slots cost 1.6 MB
+#: (Holt-Winters) and 2.4 MB (seasonal naive) per series; a season of 1e12 s would ask for gigabytes.
+MAX_SEASON_SLOTS = 100_000
+
+#: The most steps a forecast may reach ahead (``max_horizon``, the forecast detector's horizon,
+#: ``aiops forecast --horizon``): the forecasts are arrays of this many steps per series.
+MAX_HORIZON_STEPS = 10_000
+
 
 @runtime_checkable
 class Forecaster(Protocol):
@@ -104,6 +115,16 @@ class ParamReader:
             interval = f"{left}{lo}, {hi}{right}"
             raise self._fail(key, f"a number in {interval}", value)
         return out
+
+    def slots(self, key: str, span: float, width: float) -> None:
+        """Refuse a ``span`` (seconds) of more than :data:`MAX_SEASON_SLOTS` slots of ``width`` seconds."""
+        if not span / width <= MAX_SEASON_SLOTS:
+            limit = f"{MAX_SEASON_SLOTS * width:g}"
+            raise self._fail(
+                key,
+                f"at most {MAX_SEASON_SLOTS} slots of max(step, resolution) = {width:g} s, i.e. {limit} s",
+                span,
+            )
 
     def optional_number(
         self, key: str, default: float | None, *, low: float, low_open: bool = False

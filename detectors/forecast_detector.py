@@ -70,6 +70,7 @@ from detectors.base import DetectorError, grow
 from detectors.batch import FloatArray, SampleBatch
 from detectors.capacity import CapacityEstimator
 from detectors.forecast import (
+    MAX_HORIZON_STEPS,
     Forecaster,
     ParamReader,
     check_state_version,
@@ -162,8 +163,16 @@ class ForecastDetector:
         raw = params.get("forecaster_params", {})
         if not isinstance(raw, Mapping):
             raise DetectorError(f"{cls.name}.forecaster_params: expected a mapping, got {raw!r}")
-        step = p.number("step", 60.0, low=0.0, low_open=True)
+        # Timestamps are Unix seconds (at most MAX_ABS_TIMESTAMP) and steps are counted as int64
+        # (t / step); samples come from scrapes and pushes seconds apart (15 s is the shortest the
+        # shipped config uses): a step under a second is a mistake, not a resolution.
+        step = p.number("step", 60.0, low=1.0)
         horizon = p.number("horizon", 900.0, low=0.0, low_open=True)
+        if horizon / step > MAX_HORIZON_STEPS:  # the forecasts, and the ring of values seen, per series
+            raise DetectorError(
+                f"{cls.name}.horizon: at most {MAX_HORIZON_STEPS} steps of {step:g} s "
+                f"({MAX_HORIZON_STEPS * step:g} s), got {horizon:g}"
+            )
         limit = p.optional_number("limit", None, low=0.0, low_open=True)
         for key in ("change", "refresh"):
             if limit is not None and key in params:

@@ -48,6 +48,7 @@ import numpy.typing as npt
 from detectors.base import DetectorError, grow
 from detectors.batch import FloatArray, IdArray, SampleBatch
 from detectors.forecast import (
+    MAX_HORIZON_STEPS,
     ParamReader,
     as_ids,
     check_horizon,
@@ -205,6 +206,8 @@ class SelectingForecaster:
                 f"{cls.name}.season: must be at least two steps ({2 * step:g} s) and at most week "
                 f"({week:g} s), got {season:g}"
             )
+        resolution = p.number("resolution", 300.0, low=0.0, low_open=True)
+        p.slots("week", week, max(step, resolution))  # seasonal naive's bins: a row per series
         nested: dict[str, Mapping[str, Any]] = {}
         for key in ("holt_winters_params", "regression_params"):
             raw = params.get(key, {})
@@ -213,8 +216,8 @@ class SelectingForecaster:
             nested[key] = raw
         values: dict[str, Any] = {
             "quantile": p.number("quantile", 0.95, low=0.5, high=1.0, high_open=True),
-            "resolution": p.number("resolution", 300.0, low=0.0, low_open=True),
-            "max_horizon": p.integer("max_horizon", 12, low=1, high=10_000),
+            "resolution": resolution,
+            "max_horizon": p.integer("max_horizon", 12, low=1, high=MAX_HORIZON_STEPS),
             "memory": p.number("memory", 21600.0, low=step),
             "min_scored": p.integer("min_scored", 12, low=_MIN_RESIDUALS),
             "calibration": p.integer("calibration", 576, low=_MIN_RESIDUALS * 2, high=100_000),

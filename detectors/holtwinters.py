@@ -141,11 +141,13 @@ class HoltWintersForecaster:
             raise DetectorError(
                 f"{cls.name}.season: must be at least two steps ({2 * step:g} s), got {season:g}"
             )
+        resolution = p.number("resolution", 1800.0, low=0.0, low_open=True)
+        p.slots("season", season, max(step, resolution))  # one slot of state per series each
         return cls(
             step=step,
             quantile=p.number("quantile", 0.95, low=0.5, high=1.0, high_open=True),
             season=season,
-            resolution=p.number("resolution", 1800.0, low=0.0, low_open=True),
+            resolution=resolution,
             alpha=p.number("alpha", 0.4, low=0.0, high=1.0, low_open=True),
             beta=p.number("beta", 0.0, low=0.0, high=1.0),
             phi=p.number("phi", 0.9, low=0.0, high=1.0, low_open=True),

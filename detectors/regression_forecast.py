@@ -37,6 +37,7 @@ import numpy.typing as npt
 from detectors.base import DetectorError, grow
 from detectors.batch import FloatArray, IdArray, SampleBatch
 from detectors.forecast import (
+    MAX_HORIZON_STEPS,
     TRANSFORMS,
     ParamReader,
     Transform,
@@ -153,7 +154,7 @@ class RegressionForecaster:
             transform=p.choice("transform", "asinh", TRANSFORMS),
             lags=p.integer("lags", 6, low=1, high=256),
             harmonics=p.integer("harmonics", 2, low=0, high=24),
-            max_horizon=p.integer("max_horizon", 12, low=1, high=10_000),
+            max_horizon=p.integer("max_horizon", 12, low=1, high=MAX_HORIZON_STEPS),
             window=window,
             refit_every=p.integer("refit_every", 288, low=1),
             min_train=min_train,

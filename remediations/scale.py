@@ -59,6 +59,9 @@ Obj = dict[str, Any]
 
 
 MEASURED: Literal["measured"] = "measured"
+#: The least capacity per pod a playbook may fix: above 0 is not enough, a forecast divided by
+#: 5e-324 is infinite. 1e-6 of the metric per pod keeps any forecast up to 1e300 finite.
+MIN_CAPACITY = 1e-6
 
 
 class ForecastTarget(BaseModel):
@@ -89,7 +92,7 @@ class ForecastTarget(BaseModel):
         ge=0,
         description="the forecast (its upper bound), e.g. '{{ signal.value }}'; default: the signal's value",
     )
-    capacity_per_pod: Annotated[float, Field(gt=0)] | Literal["measured"] = Field(
+    capacity_per_pod: Annotated[float, Field(ge=MIN_CAPACITY)] | Literal["measured"] = Field(
         MEASURED,
         alias="capacityPerPod",
         description="how much of the forecast metric one pod serves at full utilisation: 'measured' "
@@ -99,7 +102,7 @@ class ForecastTarget(BaseModel):
     fallback_capacity_per_pod: float | None = Field(
         None,
         alias="fallbackCapacityPerPod",
-        gt=0,
+        ge=MIN_CAPACITY,
         description="with capacityPerPod 'measured': the capacity per pod to use until a measurement "
         "exists; without it the action is refused until then",
     )
@@ -149,7 +152,7 @@ class ForecastTarget(BaseModel):
         try:
             return handler(value)
         except ValidationError:  # one message, not one per member of the union
-            msg = f"expected 'measured' or a number above 0, got {value!r}"
+            msg = f"expected 'measured' or a number of at least {MIN_CAPACITY:g}, got {value!r}"
             raise ValueError(msg) from None
 
     @model_validator(mode="after")
@@ -200,8 +203,15 @@ class ForecastTarget(BaseModel):
 
     def replicas(self, forecast: float, capacity: float) -> int:
         """The replica count that serves ``forecast`` with the headroom, at ``capacity`` per pod."""
+        need = self.need(forecast, capacity)
+        if not math.isfinite(need):  # a measured capacity near 0, a forecast near the float limit
+            msg = (
+                f"scale toForecast: {forecast:g} x (1 + headroom {self.headroom:g}) / {capacity:g} per pod "
+                "is not a finite number of replicas"
+            )
+            raise ActionRefused(msg)
         # Rounded before ceil so 2.0000000001 (float noise) does not become 3.
-        return max(0, math.ceil(round(self.need(forecast, capacity), 9)))
+        return max(0, math.ceil(round(need, 9)))
 
 
 class ScaleParams(ActionParams):

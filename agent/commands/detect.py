@@ -4,21 +4,24 @@ The input is ``timestamp,value`` (timestamps like ``2014-04-01 00:00:00``, read 
 carry an offset, or Unix seconds; a value left empty, or ``NA``, ``null`` and the like, is a
 missing sample: scored 0, and the detector skips it). The rows are fed to the detector in order,
 in batches of :data:`BATCH_ROWS`, as one series named ``value``; the output repeats every row
-with its anomaly score: ``timestamp,value,anomaly_score``. ``aiops nab`` scores its corpus through
-the same functions.
+with its anomaly score: ``timestamp,value,anomaly_score``, written to a temporary file renamed over
+the output once whole. The input must be a regular file of at most :data:`MAX_INPUT_BYTES` bytes
+and :data:`MAX_INPUT_ROWS` rows. ``aiops nab`` scores its corpus through the same functions.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +45,14 @@ BATCH_ROWS = 1024
 SERIES = SeriesKey.of("value")
 
 HEADER = ("timestamp", "value")
+
+#: The largest input file read (bytes). Checked before the file is read and again while it is
+#: read (a file that grows), never reading past it. 128 MiB holds :data:`MAX_INPUT_ROWS` rows of
+#: up to 53 bytes: an ISO timestamp and a value of 20 digits.
+MAX_INPUT_BYTES = 128 << 20
+#: The most data rows read: a year of 15-second samples is 2,102,400. A row costs about 240
+#: bytes once read (its text, kept for the output, and its numbers), so this is some 600 MB.
+MAX_INPUT_ROWS = 2_500_000
 
 
 class InputError(Exception):
@@ -113,12 +124,12 @@ def iter_csv(
     path: Path, header: tuple[str, ...], *, extra_columns: bool = False
 ) -> Iterator[tuple[int, list[str]]]:
     """:func:`read_csv` one row at a time (a caller that keeps only the cells keeps no row lists:
-    thousands of them would wake the garbage collector over every object the imports made)."""
-    try:
-        handle = path.open(newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    with handle:
+    thousands of them would wake the garbage collector over every object the imports made).
+
+    Only a regular file is read (a FIFO would hang, a device never end), of at most
+    :data:`MAX_INPUT_BYTES` bytes and :data:`MAX_INPUT_ROWS` rows.
+    """
+    with open_input(path) as handle:
         reader = csv.reader(handle)
         try:
             first = next(reader, None)
@@ -129,6 +140,7 @@ def iter_csv(
                 raise InputError(
                     f"{path}:{reader.line_num}: expected the header {','.join(header)}, got {','.join(first)}"
                 )
+            rows = 0
             for row in reader:
                 if not row:
                     continue
@@ -136,9 +148,85 @@ def iter_csv(
                     raise InputError(
                         f"{path}:{reader.line_num}: expected {len(header)} fields, got {len(row)}"
                     )
+                rows += 1
+                if rows > MAX_INPUT_ROWS:
+                    raise InputError(
+                        f"{path}:{reader.line_num}: more than {MAX_INPUT_ROWS} rows (MAX_INPUT_ROWS); "
+                        "split the file"
+                    )
                 yield reader.line_num, row
         except (csv.Error, UnicodeDecodeError) as exc:
             raise InputError(f"{path}:{reader.line_num}: {exc}") from exc
+
+
+class _Capped(io.RawIOBase):
+    """A file descriptor read to at most ``limit + 1`` bytes: past ``limit``, an :class:`InputError`."""
+
+    def __init__(self, fd: int, path: Path, limit: int) -> None:
+        self._file = io.FileIO(fd, "rb")
+        self._path = path
+        self._limit = limit
+        self._read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = self._file.readinto(view[: self._limit + 1 - self._read]) or 0
+        self._read += n
+        if self._read > self._limit:
+            raise InputError(_too_large(self._path))
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def _too_large(path: Path) -> str:
+    limit = f"{MAX_INPUT_BYTES >> 20} MiB" if MAX_INPUT_BYTES % (1 << 20) == 0 else f"{MAX_INPUT_BYTES} bytes"
+    return f"{path}: larger than {limit} (MAX_INPUT_BYTES); refused"
+
+
+def open_input(path: Path) -> io.TextIOWrapper:
+    """``path`` opened as UTF-8 text (a BOM skipped) if it is a regular file within
+    :data:`MAX_INPUT_BYTES`; an :class:`InputError` naming it otherwise.
+
+    Opened without blocking and checked on the descriptor: a FIFO put in its place between a
+    check and the open cannot hang the read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{path}: cannot read: {_kind(info.st_mode)}, not a regular file")
+        if info.st_size > MAX_INPUT_BYTES:
+            raise InputError(_too_large(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        raw = _Capped(fd, path, MAX_INPUT_BYTES)
+    except BaseException:
+        os.close(fd)
+        raise
+    return io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8-sig", newline="")
 
 
 def read_series(path: Path) -> Series:
@@ -244,18 +332,36 @@ def score_series(
 
 
 def write_scores(path: Path, series: Series, scores: FloatArray) -> None:
-    """Write ``timestamp,value,anomaly_score`` rows atomically (a temporary file, then a rename)."""
+    """Write ``timestamp,value,anomaly_score`` rows atomically (see :func:`write_csv`)."""
+    rows = zip(series.stamps, series.raw_values, map(repr, scores.tolist()), strict=True)
+    write_csv(path, ("timestamp", "value", "anomaly_score"), rows)
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Write ``header`` and ``rows`` to ``path`` atomically: a temporary file beside it, renamed
+    over it once whole. A failure (raised while writing, or by ``rows``) leaves ``path`` as it was."""
     directory = path.parent if str(path.parent) else Path()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            os.chmod(tmp, _output_mode(path))  # not mkstemp's 0600: the mode open() would give
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(("timestamp", "value", "anomaly_score"))
-            writer.writerows(zip(series.stamps, series.raw_values, map(repr, scores.tolist()), strict=True))
+            writer.writerow(header)
+            writer.writerows(rows)
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _output_mode(path: Path) -> int:
+    """The permissions of the file ``path`` names, or those a new file gets under the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mask = os.umask(0o022)  # read by setting it: a command runs one thread
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

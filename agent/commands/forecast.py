@@ -14,7 +14,6 @@ rules, same errors: exit 2 naming the file and line).
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from datetime import UTC, datetime
@@ -23,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from agent.cli import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
-from agent.commands.detect import InputError, parse_params, read_series
+from agent.commands.detect import InputError, parse_params, read_series, write_csv
 from detectors.backtest import backtest, resample_sum
 from detectors.base import DetectorError
 from detectors.batch import FloatArray
-from detectors.forecast import Forecaster
+from detectors.forecast import MAX_HORIZON_STEPS, Forecaster
 from detectors.forecast_select import CANDIDATES, SelectingForecaster
 from detectors.forecasters import DEFAULT_FORECASTER, FORECASTERS, build_forecaster
 
@@ -47,6 +46,14 @@ def median_step(timestamps: FloatArray) -> float:
     if diffs.size == 0:
         return math.nan
     return float(np.median(diffs))
+
+
+def newest(timestamps: FloatArray, values: FloatArray) -> int:
+    """The index of the newest row with a finite value (of the newest row, when none has one)."""
+    usable = np.isfinite(timestamps) & np.isfinite(values)
+    if not usable.any():
+        usable = np.isfinite(timestamps)
+    return int(np.argmax(np.where(usable, timestamps, -np.inf)))
 
 
 def _fmt(value: float) -> str:
@@ -84,8 +91,10 @@ def candidate_lines(forecaster: Forecaster, horizon: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``aiops forecast`` with parsed arguments; returns the exit code."""
-    if args.horizon < 1:
-        print(f"error: --horizon: must be at least 1 step, got {args.horizon}", file=sys.stderr)
+    if not 1 <= args.horizon <= MAX_HORIZON_STEPS:
+        print(
+            f"error: --horizon: must be 1 to {MAX_HORIZON_STEPS} steps, got {args.horizon}", file=sys.stderr
+        )
         return EXIT_INVALID
     try:
         params = parse_params(args.params)
@@ -115,16 +124,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
 
-    last = float(np.max(timestamps[np.isfinite(timestamps) & np.isfinite(values)], initial=-np.inf))
-    if not math.isfinite(last):
-        last = float(np.max(timestamps[np.isfinite(timestamps)]))
-    try:
-        with args.output.open("w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(["timestamp", "forecast", "upper"])
-            for k in range(args.horizon):
-                ts = last + (k + 1) * forecaster.step
-                writer.writerow([format_timestamp(ts), _fmt(float(mean[0, k])), _fmt(float(upper[0, k]))])
+    last = float(timestamps[newest(timestamps, values)])
+    rows: list[list[str]] = []
+    for k in range(args.horizon):
+        ts = last + (k + 1) * forecaster.step
+        try:
+            stamp = format_timestamp(ts)
+        except (OverflowError, ValueError, OSError):
+            row = series.stamps[newest(series.timestamps, series.values)]
+            shown = repr(row) if len(row) <= 40 else f"{row[:40]!r}..."
+            print(
+                f"error: {args.input}: the newest row, timestamped {shown}, puts the forecast's step "
+                f"{k + 1} at {ts:.6g} s, outside the years 1 to 9999 a timestamp can be written in",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
+        rows.append([stamp, _fmt(float(mean[0, k])), _fmt(float(upper[0, k]))])
+    try:  # a temporary file renamed over the output: a failed write leaves it as it was
+        write_csv(args.output, ("timestamp", "forecast", "upper"), rows)
     except OSError as exc:
         print(f"error: {args.output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILURE

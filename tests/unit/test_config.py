@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -204,7 +205,18 @@ def test_bootstrap_servers_accepts_a_comma_list() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("250ms", 0.25), (12, 12.0), ("2d", 172800.0)],
+    [
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        (12, 12.0),
+        ("2d", 172800.0),
+        ("1w2d3h4m5s6ms", 788645.006),
+        (" 1.5h ", 5400.0),
+        ("5ms5s", 5.005),
+        ("3650d", 3650 * 86400.0),
+    ],
 )
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -343,3 +355,45 @@ def test_the_reference_names_every_field_with_its_default() -> None:
     assert "| `log.format` | `human` \\| `json` | `human` |" in text
     assert "| `sources.prometheus.queries[].query` | string | required |" in text
     assert all(not line.endswith("|  |") for line in rows), "every field has a description"
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (float("nan"), "must be a finite number of seconds, got nan"),
+        (float("inf"), "must be a finite number of seconds, got inf"),
+        (1e12, "cannot exceed 3.1536e+08 seconds (3650d), got 1000000000000.0"),
+        (10**400, "cannot exceed 3.1536e+08 seconds (3650d), got an integer of 1329 bits"),
+        ("9" * 60 + "w", "cannot exceed 3.1536e+08 seconds"),
+        ("1" * 65 + "s", "at most 64 characters, got '1111111111111111111111111111111111111111'... (66"),
+    ],
+)
+def test_durations_that_are_not_finite_or_absurdly_long_are_refused(bad: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_duration(bad)
+
+
+def test_a_long_duration_text_is_refused_at_once_and_not_echoed_whole() -> None:
+    # digits without a unit made the part-by-part search quadratic: 52 s for 50 000 characters
+    text = "1" * 1_000_000 + "x"
+    with pytest.raises(ValueError, match="at most 64 characters") as info:
+        parse_duration(text)
+    assert len(str(info.value)) < 200
+    # the longest text within the limit fails fast too, with the accepted forms named
+    with pytest.raises(ValueError, match="expected a duration like 30s"):
+        parse_duration("1" * 63 + "x")
+
+
+def test_a_non_finite_duration_in_a_config_is_located(tmp_path: Path) -> None:
+    path = write(tmp_path, "sources:\n  prometheus:\n    interval: .nan\n")
+    line, _, field, message = only_error(path)
+    assert (line, field) == (3, "sources.prometheus.interval")
+    assert "a duration must be a finite number of seconds, got nan" in message
+
+
+def test_a_forecasters_seasonal_memory_is_bounded_at_load(tmp_path: Path) -> None:
+    params = "{forecaster: holt_winters, forecaster_params: {season: 1.0e+13}}"
+    path = write(tmp_path, f"detectors:\n  - type: forecast\n    params: {params}\n")
+    line, _, field, message = only_error(path)
+    assert (line, field) == (3, "detectors[0].params")
+    assert "holt_winters.season: expected at most 100000 slots" in message

@@ -374,3 +374,62 @@ def test_the_console_script_exits_with_the_commands_code_and_its_output_whole(
         assert done.returncode == 2
         assert done.stderr == f"error: {tmp_path / 'in.csv'}:3: cannot parse the timestamp 'yesterday'\n"
         assert not out.exists()
+
+
+# ---------------------------------------------------------------- inputs that are not small files
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_refused_not_waited_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+    assert main(["detect", str(fifo), "--output", str(tmp_path / "out.csv")]) == 2
+    assert f"{fifo}: cannot read: a FIFO, not a regular file" in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [("/dev/zero", "a device, not a regular file"), (".", "a directory, not a regular file")],
+)
+def test_a_device_or_directory_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, message: str
+) -> None:
+    path = tmp_path if source == "." else Path(source)
+    if not path.exists():
+        pytest.skip(f"no {source} here")
+    assert main(["detect", str(path), "--output", str(tmp_path / "out.csv")]) == 2
+    assert f"{path}: cannot read: {message}" in capsys.readouterr().err
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.csv"
+    with src.open("wb") as f:  # sparse: no disk, no time
+        f.write(b"timestamp,value\n")
+        f.truncate(detect.MAX_INPUT_BYTES + 1)
+    assert main(["detect", str(src), "--output", str(tmp_path / "out.csv")]) == 2
+    assert f"{src}: larger than 128 MiB (MAX_INPUT_BYTES); refused" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="no procfs")
+def test_a_file_that_says_it_is_empty_is_still_read_no_further_than_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # procfs files are regular and report size 0: the limit holds while reading, too
+    monkeypatch.setattr(detect, "MAX_INPUT_BYTES", 64)
+    with pytest.raises(detect.InputError, match=r"status: larger than 64 bytes \(MAX_INPUT_BYTES\); refused"):
+        detect.read_series(Path("/proc/self/status"))
+
+
+def test_more_rows_than_the_limit_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("timestamp,value\n" + "".join(f"{t},{i}\n" for i, t in enumerate(stamps(5))))
+    monkeypatch.setattr(detect, "MAX_INPUT_ROWS", 3)
+    with pytest.raises(detect.InputError, match=r"in.csv:5: more than 3 rows \(MAX_INPUT_ROWS\)"):
+        detect.read_series(src)
+    monkeypatch.setattr(detect, "MAX_INPUT_ROWS", 5)
+    assert len(detect.read_series(src)) == 5

@@ -163,6 +163,24 @@ def test_a_constant_series_forecasts_itself(name: str) -> None:
         ("regression", {"max_horizon": True}, "regression.max_horizon"),
         ("regression", {"min_train": 5000}, "regression.min_train"),
         ("regression", {"ridge_alpha": -1}, "regression.ridge_alpha"),
+        # a slot of state per series each: 1e13 s of 1800-second slots would be 40 GiB a series
+        (
+            "holt_winters",
+            {"season": 1e13},
+            r"holt_winters.season: expected at most 100000 slots of max\(step, resolution\) = 1800 s",
+        ),
+        ("holt_winters", {"resolution": 1e-300, "step": 1e-300}, "holt_winters.season: expected at most"),
+        (
+            "select",
+            {"week": 1e12},
+            r"select.week: expected at most 100000 slots of .* = 300 s, i.e. 3e\+07 s",
+        ),
+        ("select", {"resolution": 1e-9, "step": 1e-9}, "select.week: expected at most 100000 slots"),
+        (
+            "select",
+            {"holt_winters_params": {"season": 1e12}},
+            "select: holt_winters.season: expected at most",
+        ),
         ("prophet", {}, "unknown forecaster"),
     ],
 )
@@ -256,3 +274,11 @@ def test_arbitrary_floats_never_crash_and_are_all_accounted_for(values: list[flo
     if finite:
         assert not np.any(np.isnan(mean))
     assert not np.any(upper < mean)
+
+
+def test_holt_winters_slots_are_bounded_before_any_is_allocated() -> None:
+    assert HoltWintersForecaster.from_params({"season": 100_000 * 1800.0}).slots == 100_000
+    with pytest.raises(
+        DetectorError, match=r"holt_winters.season: expected at most 100000 slots .* got 180001800.0"
+    ):
+        HoltWintersForecaster.from_params({"season": 100_001 * 1800.0})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -162,3 +163,61 @@ def test_resample_sums_the_rows_per_bin(tmp_path: Path, capsys: pytest.CaptureFi
     assert [float(r[1]) for r in rows[1:]] == [5.0, 5.0, 5.0]
     assert main(["forecast", str(src), "--horizon", "3", "--output", str(out), "--resample", "0"]) == 2
     assert "--resample" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("last_row", "message"),
+    [
+        (
+            "9999-12-31 23:59:59,2",
+            "the newest row, timestamped '9999-12-31 23:59:59', puts the forecast's step 1",
+        ),
+        ("1e300,2", "the newest row, timestamped '1e300', puts the forecast's step 1 at 1e+297 s"),
+    ],
+)
+def test_a_forecast_past_the_year_9999_is_an_error_and_the_output_is_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], last_row: str, message: str
+) -> None:
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    if last_row.startswith("9999"):
+        src.write_text(f"timestamp,value\n9999-12-31 23:55:00,1\n{last_row}\n")
+    else:  # a row far past the others: the step is still theirs
+        _write_series(src, n=50)
+        src.write_text(src.read_text() + f"{last_row}\n")
+    out.write_text("an earlier forecast\n")
+    assert main(["forecast", str(src), "--horizon", "3", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{src}: {message}" in err
+    assert "outside the years 1 to 9999" in err
+    assert out.read_text() == "an earlier forecast\n"  # not truncated to the header
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.csv"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--horizon", "10001"], "--horizon: must be 1 to 10000 steps, got 10001"),
+        (
+            ["--horizon", "3", "--forecaster", "holt_winters", "--params", '{"season": 1e12}'],
+            "holt_winters.season: expected at most 100000 slots of max(step, resolution) = 1800 s",
+        ),
+        (["--horizon", "3", "--params", '{"week": 1e12}'], "select.week: expected at most 100000 slots"),
+    ],
+)
+def test_what_a_forecast_may_cost_is_bounded_before_it_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    _write_series(src, n=50)
+    assert main(["forecast", str(src), "--output", str(out), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_input_is_refused_not_waited_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "in.csv"
+    os.mkfifo(fifo)
+    assert main(["forecast", str(fifo), "--horizon", "3", "--output", str(tmp_path / "out.csv")]) == 2
+    assert f"{fifo}: cannot read: a FIFO, not a regular file" in capsys.readouterr().err

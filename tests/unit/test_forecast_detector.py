@@ -269,6 +269,19 @@ def test_load_state_refuses_another_configuration_and_keeps_its_own() -> None:
         ({"limit": 1.0, "refresh": 600}, "forecast.refresh"),
         ({"every": -5}, "forecast.every"),
         ({"horizn": 900}, "horizn"),
+        # steps are counted as int64 (t / step): 1e-300 overflowed to an IndexError in _see
+        ({"step": 1e-300, "horizon": 1e-298}, "forecast.step: expected a number in [1, inf), got 1e-300"),
+        ({"step": 0.5}, "forecast.step: expected a number in [1, inf)"),
+        # a ring of horizon steps per series, and forecasts as long: bounded for every forecaster
+        (
+            {"forecaster": "holt_winters", "step": 1, "horizon": 1e9},
+            "forecast.horizon: at most 10000 steps of 1 s (10000 s), got 1e+09",
+        ),
+        (
+            {"forecaster": "holt_winters", "forecaster_params": {"season": 1e13}},
+            "forecast.forecaster_params: holt_winters.season: expected at most 100000 slots",
+        ),
+        ({"forecaster_params": {"week": 1e12}}, "forecast.forecaster_params: select.week: expected at most"),
     ],
 )
 def test_bad_params_name_the_parameter(params: dict[str, Any], named: str) -> None:

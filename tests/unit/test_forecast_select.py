@@ -186,3 +186,16 @@ def test_a_burst_every_bound_of_a_lead_missed_moves_the_level_as_one_miss(lead: 
     _feed(f, ts[n:], values[n:], chunk=1)  # the burst, then until the last bound over it is judged
     rise = float(f._level[0]) - before
     assert rise == pytest.approx(0.01 * 0.9, rel=1e-9)
+
+
+def test_the_seasonal_bins_are_bounded_before_any_is_allocated() -> None:
+    # week / max(step, resolution) bins a series: at most 100000, the bound itself allowed
+    assert SelectingForecaster.from_params({"week": 100_000 * 300.0}).bins == 100_000
+    with pytest.raises(DetectorError, match=r"select.week: expected at most 100000 slots .* got 30000300.0"):
+        SelectingForecaster.from_params({"week": 100_001 * 300.0})
+    # 1e12 s of 300-second bins asked numpy for 2.4 TB a series, at the first sample
+    with pytest.raises(DetectorError, match=r"select.week: .* = 300 s, i.e. 3e\+07 s, got 1000000000000.0"):
+        SelectingForecaster.from_params({"week": 1e12})
+    # a finer resolution is the same bound in fewer seconds
+    with pytest.raises(DetectorError, match=r"select.week: .* = 1 s, i.e. 100000 s, got 604800"):
+        SelectingForecaster.from_params({"step": 1, "resolution": 1})

@@ -100,7 +100,8 @@ def test_a_request_is_frozen_and_carries_validated_params():
         (
             "scale",
             {"toForecast": {"capacityPerPod": 0}},
-            "scale.toForecast.capacityPerPod: Value error, expected 'measured' or a number above 0, got 0",
+            "scale.toForecast.capacityPerPod: Value error, expected 'measured' or a number of at least "
+            "1e-06, got 0",
         ),
         (
             "scale",
@@ -489,6 +490,45 @@ def test_a_forecast_without_any_capacity_is_refused_and_says_what_to_set():
 def test_capacity_parameters_are_checked_when_the_playbook_loads(to_forecast: dict[str, Any], why: str):
     with pytest.raises(ParamsError, match=why):
         request({"toForecast": to_forecast})
+
+
+@pytest.mark.parametrize(
+    ("to_forecast", "why"),
+    [
+        (
+            {"capacityPerPod": 5.0e-324},
+            "scale.toForecast.capacityPerPod: Value error, expected 'measured' or a number of at least "
+            "1e-06, got 5e-324",
+        ),
+        (
+            {"fallbackCapacityPerPod": 1e-9},
+            "scale.toForecast.fallbackCapacityPerPod: Input should be greater than or equal to 0.000001",
+        ),
+        ({"capacityPerPod": float("inf")}, "expected 'measured' or a number of at least 1e-06, got inf"),
+    ],
+)
+def test_a_capacity_that_divides_a_forecast_to_infinity_is_refused_at_load(
+    to_forecast: dict[str, Any], why: str
+):
+    with pytest.raises(ParamsError) as caught:
+        request({"toForecast": to_forecast})
+    assert why in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("params", "signal", "capacity"),
+    [
+        ({"capacityPerPod": "measured"}, 400.0, 5e-324),  # a measurement the playbook cannot bound
+        ({"capacityPerPod": 1e-6, "headroom": 10}, 1e303, None),  # a forecast near the float limit
+        ({"value": 1.7e308, "capacityPerPod": 1e-6}, None, None),
+    ],
+)
+def test_a_forecast_needing_infinitely_many_replicas_is_a_refused_action(
+    params: dict[str, Any], signal: float | None, capacity: float | None
+):
+    r = request({"toForecast": params}, signal=signal, capacity=capacity)
+    with pytest.raises(ActionRefused, match="per pod is not a finite number of replicas"):
+        decide(r.params, r, current=2)
 
 
 def test_contradicting_bounds_and_absolute_counts_outside_them_are_refused():
