@@ -34,6 +34,12 @@ from detectors.series import SeriesKey, SeriesRegistry
 from detectors.signal import SignalKind
 
 _STATE_VERSION = 1
+#: The most trials one sample may add (its rate x the time it covers): finite whatever it claims.
+MAX_TRIALS = 1e15
+#: The most trials a tail is computed over (see :func:`tail_counts`): 8 MB and a few ms at most.
+TAIL_TRIALS = 1e6
+#: The highest baseline concentration: a hundredth of :data:`TAIL_TRIALS`.
+MAX_CONCENTRATION = 1e4
 
 
 class RatioDetector:
@@ -114,7 +120,7 @@ class RatioDetector:
             series,
             count,
             half_life=p.number("half_life", 6 * 3600.0, low=60.0, high=30 * 86400.0),
-            concentration=p.number("concentration", 1000.0, low=1.0, high=1e9),
+            concentration=p.number("concentration", 1000.0, low=1.0, high=MAX_CONCENTRATION),
             prior_rate=p.number("prior_rate", 0.01, low=0.0, high=1.0, low_open=True, high_open=True),
             prior_weight=p.number("prior_weight", 100.0, low=0.0, low_open=True, high=1e9),
             min_requests=p.number("min_requests", 10.0, low=0.0, high=1e12),
@@ -185,7 +191,8 @@ class RatioDetector:
         # the ratio covers the time since the previous sample, at most max_count_age (after a gap
         # the ratio is still a recent one, not one over the whole gap)
         span = np.where(ok, np.minimum(dt, self.max_count_age), 0.0)
-        trials = np.where(ok, np.floor(self._rate[partner] * span + 0.5), 0.0)
+        # a count is capped where it stays finite whatever a sample says (1e15 requests per second)
+        trials = np.where(ok, np.floor(np.minimum(self._rate[partner] * span, MAX_TRIALS) + 0.5), 0.0)
         events = np.floor(values * trials + 0.5)
         fade = np.exp(-span / self.window) if self.window > 0 else np.zeros(sids.size)
         recent_k = np.where(ok, self._recent_events[sids] * fade + events, self._recent_events[sids])
@@ -200,7 +207,7 @@ class RatioDetector:
         if judged.any():
             j = np.flatnonzero(judged)
             a, b = base[j] * kappa[j], (1.0 - base[j]) * kappa[j]
-            k, m = k_all[j], n_all[j]
+            k, m = tail_counts(k_all[j], n_all[j])
             p = _betabinom_sf(k - 1, m.astype(np.int64), a, b)
             p = np.where(k <= 0, 1.0, np.clip(p, 0.0, 1.0))
             out[j] = 1.0 - p
@@ -208,9 +215,9 @@ class RatioDetector:
                 self._details[sid] = {
                     "expected": float(base[j][i]),
                     "seen": float(values[j][i]),
-                    "window_ratio": float(k[i] / m[i]) if m[i] else 0.0,
-                    "errors": int(k[i]),
-                    "requests": int(m[i]),
+                    "window_ratio": float(k_all[j][i] / n_all[j][i]) if n_all[j][i] else 0.0,
+                    "errors": int(k_all[j][i]),
+                    "requests": int(n_all[j][i]),
                     "p_value": float(p[i]),
                 }
         learn = ok & (out < self.learn_below)
@@ -271,12 +278,26 @@ class RatioDetector:
         self._details.clear()
 
 
+def tail_counts(k: FloatArray, n: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``k`` events of ``n`` trials, scaled down in proportion to at most :data:`TAIL_TRIALS` trials.
+
+    The beta-binomial tail is a sum over the events (time and memory in ``k``): one sample
+    claiming 1e15 requests would ask for petabytes. With the baseline's concentration at most
+    :data:`MAX_CONCENTRATION`, a window of more than ``TAIL_TRIALS`` trials is judged as one of
+    ``TAIL_TRIALS`` at the same ratio: the spread of the ratio grows by at most
+    ``(c + TAIL_TRIALS) / TAIL_TRIALS``, 1 %, so the tail is a little more cautious, never bolder.
+    """
+    shrink = np.minimum(1.0, TAIL_TRIALS / np.maximum(n, 1.0))
+    return np.floor(k * shrink + 0.5), np.floor(n * shrink + 0.5)
+
+
 def tail(k: int, n: int, rate: float, concentration: float) -> float:
     """P(X >= k) for X ~ BetaBinomial(n, rate x c, (1 - rate) x c): for tests and explanations."""
     if k <= 0:
         return 1.0
     a, b = rate * concentration, (1.0 - rate) * concentration
-    return float(_betabinom_sf(k - 1, n, a, b)) if math.isfinite(a) else 0.0
+    ks, ns = tail_counts(np.array([float(k)]), np.array([float(n)]))
+    return float(_betabinom_sf(ks[0] - 1, int(ns[0]), a, b)) if math.isfinite(a) else 0.0
 
 
 def _betabinom_sf(k: Any, n: Any, a: Any, b: Any) -> Any:

@@ -143,3 +143,34 @@ def test_parameters_are_checked() -> None:
         RatioDetector.from_params({"count_metric": "x", "half_life": 1}, series)
     with pytest.raises(DetectorError, match="unknown parameter"):
         RatioDetector.from_params({"count_metric": "x", "bucket": 3}, series)
+    with pytest.raises(DetectorError, match=r"ratio\.concentration"):
+        RatioDetector.from_params({"count_metric": "x", "concentration": 1e5}, series)
+
+
+def test_a_window_past_the_tail_bound_is_judged_at_its_ratio_and_a_little_more_cautiously() -> None:
+    # the tail is a sum over the events: past TAIL_TRIALS it is computed at the same ratio on
+    # TAIL_TRIALS trials, whose spread is within 1 % of the larger window's at concentration 1e4
+    from scipy import stats
+
+    for k, n, c in [(102_000, 2_000_000, 1e4), (104_000, 2_000_000, 1e4), (110_000, 2_000_000, 1e3)]:
+        exact = float(stats.betabinom.sf(k - 1, n, 0.05 * c, 0.95 * c))
+        bounded = tail(k, n, 0.05, c)
+        assert exact <= bounded <= exact * 1.01, (k, n, c)
+    assert tail(1_020_000, 20_000_000, 0.05, 1e4) == tail(51_000, 1_000_000, 0.05, 1e4)
+    assert tail(300_000, 2_000_000, 0.05, 1e3) < 1 - MIN_SCORE  # 15 % on a 5 % baseline
+
+
+def test_a_sample_claiming_absurd_traffic_is_scored_at_once_with_its_counts_reported() -> None:
+    # one sample of 1e15 requests per second asked the beta-binomial for a sum over 1e16 terms
+    series = SeriesRegistry()
+    ratio = series.id_for(SeriesKey.of("http_requests_error_ratio", LABELS))
+    rate = series.id_for(SeriesKey.of("http_requests_per_second", LABELS))
+    detector = RatioDetector(series, "http_requests_per_second", min_history=0.0)
+    detector.update(SampleBatch.from_arrays([rate, ratio], [T0, T0], [10.0, 0.01]))
+    for k, rps in enumerate([1e15, 1e300, 1e15], start=1):
+        t = T0 + k * STEP
+        scores = detector.update(SampleBatch.from_arrays([rate, ratio], [t, t], [rps, 0.5]))
+        assert scores[1] > MIN_SCORE, rps  # half of everything failing on a 1 % baseline
+        details = detector.signal_details(ratio)
+        assert details["requests"] >= 1e15  # MAX_TRIALS a sample: finite, whatever it claims
+        assert details["window_ratio"] == pytest.approx(0.5, rel=1e-6)
