@@ -18,23 +18,36 @@
 
 Scenario files are validated like playbooks: every error names the file, line, column and field,
 and a scenario that names an unknown service, playbook or fault, overlapping faults that cannot
-both apply, or a trace file with gaps is refused before anything runs.
+both apply, or a trace file with gaps is refused before anything runs. So is one that would cost
+more than a replay is bounded to (steps, services, pods, faults, samples, request rate: the
+``MAX_*`` and ``MIN_STEP`` bounds below), a number that is not finite, and a scenario or trace
+that is not a regular file (a FIFO or a device would block or never end).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
-from collections.abc import Sequence
+import os
+import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
-from agent.durations import Duration
+from agent.durations import Duration as _ParsedDuration
 from agent.yamlloc import (
     LocatedError,
     Location,
@@ -43,7 +56,7 @@ from agent.yamlloc import (
     field_path,
     parse_documents,
     pydantic_errors,
-    read_text,
+    too_large_error,
 )
 
 #: Scenario files larger than this are refused unread.
@@ -52,9 +65,64 @@ MAX_SCENARIO_BYTES = 1 << 20
 DEFAULT_START = "2026-01-05T00:00:00Z"
 K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
+# What a scenario can make a replay cost is bounded here, before anything runs. For scale: the
+# shipped scenarios run at most 2 days after at most 3 days of warm-up at the 15 s step (28,800
+# steps) of a few services, the 50-service benchmark 30 h (7,200 steps). Measured, a replay costs
+# about 3 ms a step plus 0.2 ms a service and step (agent policy), and its warm-up history about
+# 75 bytes a sample (one per series and step) at its peak.
+
+#: The shortest step: the detectors and the twin work in seconds, and a shorter step only
+#: multiplies the steps (the shipped scenarios use the default, 15 s).
+MIN_STEP = 1.0
+#: The longest run plus warm-up simulated: a quarter, far more than any incident needs.
+MAX_SPAN = 90 * 86400.0
+#: The most steps of run plus warm-up: 23 days at 1 s, a year at 15 s, 70 times the longest
+#: shipped scenario; about two hours of one service under the agent.
+MAX_STEPS = 2_000_000
+#: The most samples simulated (steps of run plus warm-up times each service's series): a
+#: single service for :data:`MAX_STEPS` steps, or 50 services for a week at 15 s; its warm-up
+#: history then peaks near 1.8 GB.
+MAX_SAMPLES = 24_000_000
+#: Series of every service and of a served model (``SERVICE_METRICS`` and ``MODEL_METRICS`` of
+#: :mod:`simulations.workload`, which imports this module).
+SERIES_PER_SERVICE = 8
+SERIES_PER_MODEL = 3
+#: The most services of one scenario.
+MAX_SERVICES = 1_000
+#: The most pods the services can run, their ``replicas`` or ``maxReplicas`` if more, summed:
+#: each pod is an object the twin steps (about 7 us a step under the agent).
+MAX_PODS = 20_000
+#: The most pod-steps: the pods counted for :data:`MAX_PODS` times the run's steps, at most about
+#: 25 minutes of twin work (the 50-service benchmark needs 12 million).
+MAX_POD_STEPS = 200_000_000
+#: The most faults of one scenario (each is checked, scheduled and scored at every step).
+MAX_FAULTS = 1_000
+#: Scenario times (the start minus its warm-up, and trace rows) lie in 1970-01-01..9000-01-01, so
+#: every time the replay derives from them stays a valid date.
+EARLIEST_TIME = 0.0
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
+#: The highest request rate a service can be offered, requests/s: its ``base`` or a scaled trace
+#: row, and its peak with the daily cycle, growth and surges. 4000 times the busiest shipped
+#: trace, and more than :data:`MAX_PODS` pods serve at the default capacity; request counts per
+#: step stay exact integers in a float.
+MAX_RATE = 1e7
+#: The largest trace ``scale``.
+MAX_TRACE_SCALE = 1e6
+#: Trace files with more rows than this are refused: 23 days per second, 3.8 years per minute
+#: (the shipped ones have 33,000 at most).
+MAX_TRACE_ROWS = 2_000_000
+#: A quoted trace row is cut to this many characters in an error.
+MAX_QUOTE = 80
+
+
+#: A duration (``30s``, ``5m``, ``1h30m``, ``2d`` or seconds): finite and at most ten years
+#: (:mod:`agent.durations`), so a scenario's times stay in the years a timestamp can be written in.
+Duration = _ParsedDuration
+
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # allow_inf_nan=False: .inf, .nan and "999...9w" (which parses to inf) are located errors
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, allow_inf_nan=False)
 
 
 class Surge(_Model):
@@ -74,11 +142,11 @@ MAX_TRACE_BYTES = 64 << 20
 class Trace(_Model):
     """Requests from a CSV file of ``time,value`` rows (a header row is allowed).
 
-    ``time`` is seconds from any origin or an ISO-8601 time (``2024-11-15 16:57:00``); rows may be
-    as coarse as the data is (per minute, per five minutes) and are interpolated to the scenario's
-    step. The scenario starts ``start`` after the first row and the warm-up is the rows before it,
-    so the detectors learn only the trace's past; a trace too short for the warm-up or the run is
-    an error naming the rows missing.
+    ``time`` is seconds from any origin (from 0 to those of 9000-01-01) or an ISO-8601 time from
+    1970 to 9000 (``2024-11-15 16:57:00``); rows may be as coarse as the data is (per minute, per
+    five minutes) and are interpolated to the scenario's step. The scenario starts ``start`` after
+    the first row and the warm-up is the rows before it, so the detectors learn only the trace's
+    past; a trace too short for the warm-up or the run is an error naming the rows missing.
     """
 
     file: str = Field(description="CSV file, relative to the scenario")
@@ -88,6 +156,7 @@ class Trace(_Model):
     scale: float = Field(
         1.0,
         gt=0,
+        le=MAX_TRACE_SCALE,
         description="multiplies the file's values into requests/s (1/60 for requests per minute; more to "
         "make a small trace need several pods)",
     )
@@ -96,7 +165,7 @@ class Trace(_Model):
 class Traffic(_Model):
     """A service's offered request rate: a generated pattern, or a trace file."""
 
-    base: float = Field(100.0, gt=0, description="mean requests/s")
+    base: float = Field(100.0, gt=0, le=MAX_RATE, description="mean requests/s")
     daily: float = Field(0.3, ge=0, lt=1, description="amplitude of the daily cycle, a fraction of base")
     peak_hour: float = Field(14.0, alias="peakHour", ge=0, lt=24, description="UTC hour of the daily peak")
     noise: float = Field(0.04, ge=0, lt=1, description="relative noise of each step")
@@ -118,7 +187,7 @@ class Model(_Model):
     name: str = Field(pattern=K8S_NAME, max_length=52)
     accuracy: float = Field(0.92, gt=0, lt=1)
     train_time: Duration = Field(1200.0, alias="trainTime", description="how long a retraining Job runs")
-    predictions: int = Field(400, gt=0, description="predictions scored per step")
+    predictions: int = Field(400, gt=0, le=1_000_000_000, description="predictions scored per step")
 
 
 class Service(_Model):
@@ -254,7 +323,20 @@ class Spec(_Model):
     @field_validator("start")
     @classmethod
     def _start(cls, value: str) -> str:
-        parse_start(value)
+        when = parse_start(value)
+        if not EARLIEST_TIME <= when <= LATEST_TIME:
+            msg = f"must be between 1970-01-01 and 9000-01-01, got {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("services", "faults", mode="before")
+    @classmethod
+    def _count(cls, value: Any, info: ValidationInfo) -> Any:
+        """Too many services or faults are refused before any is validated."""
+        limit = MAX_SERVICES if info.field_name == "services" else MAX_FAULTS
+        if isinstance(value, list) and len(value) > limit:
+            msg = f"at most {limit} {info.field_name} can be simulated, got {len(value)}"
+            raise ValueError(msg)
         return value
 
 
@@ -314,8 +396,62 @@ def load_scenario(path: Path, *, playbook_names: Sequence[str] | None = None) ->
 
     ``playbook_names`` are the playbooks available; a scenario naming another one is an error.
     """
-    text = read_text(path, max_bytes=MAX_SCENARIO_BYTES)
-    return parse_scenario(text, str(path), base=path.parent, playbook_names=playbook_names)
+    name = str(path)
+    try:
+        raw = read_regular_file(path, MAX_SCENARIO_BYTES)
+        if len(raw) > MAX_SCENARIO_BYTES:
+            raise YamlValidationError([too_large_error(name, _size(path, len(raw)), MAX_SCENARIO_BYTES)])
+        text = raw.decode("utf-8")
+    except FileNotFoundError as exc:
+        raise YamlValidationError([LocatedError(Location(name, 0, 0), "", "file not found")]) from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, or not UTF-8
+        raise YamlValidationError([LocatedError(Location(name, 0, 0), "", f"cannot read: {exc}")]) from exc
+    return parse_scenario(text, name, base=path.parent, playbook_names=playbook_names)
+
+
+class NotRegularFileError(OSError):
+    """A path names a FIFO, a device, a directory or a socket, which are not read."""
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((what for test, what in _SPECIAL_FILES if test(mode)), "a special file")
+        msg = f"{kind}, not a regular file"
+        raise NotRegularFileError(msg)
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """At most ``max_bytes + 1`` bytes of the regular file at ``path``: more than ``max_bytes``
+    means too large (a file that grew since its size was read too); OSError if it cannot be read.
+
+    Anything but a regular file is refused before it is read (:class:`NotRegularFileError`): a
+    FIFO blocks the reader until something writes to it, a device such as /dev/zero never ends,
+    and their sizes say 0. It is checked before opening (opening a device can do something) and
+    again on the open file (the path may have been replaced in between), opened non-blocking so
+    that even then a FIFO cannot hang the open.
+    """
+    _check_regular(os.stat(path).st_mode)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as fh:
+        _check_regular(os.fstat(fh.fileno()).st_mode)
+        return fh.read(max_bytes + 1)
+
+
+def _size(path: Path, at_least: int) -> int:
+    try:
+        return max(path.stat().st_size, at_least)
+    except OSError:
+        return at_least
 
 
 def parse_scenario(
@@ -333,15 +469,18 @@ def parse_scenario(
         model = ScenarioDoc.model_validate(doc.data if doc.data is not None else {})
     except ValidationError as exc:
         raise YamlValidationError(pydantic_errors(doc, exc)) from exc
-    errors = _check(doc, model.spec, playbook_names)
+    bounds = _check_bounds(doc, model.spec)
+    errors = bounds + _check(doc, model.spec, playbook_names)
     traces: dict[str, Any] = {}
     for i, service in enumerate(model.spec.services):
-        if service.traffic.trace is not None:
+        if service.traffic.trace is not None and not bounds:
             trace, problem = read_trace(base, service.traffic.trace, model.spec)
             if problem is not None:
                 errors.append(_err(doc, ["spec", "services", i, "traffic", "trace"], problem))
             elif trace is not None:
                 traces[service.name] = trace
+    if not errors:
+        errors = _check_load(doc, model.spec, traces)
     if errors:
         raise YamlValidationError(errors)
     return Scenario(model, file, traces)
@@ -349,6 +488,138 @@ def parse_scenario(
 
 def _err(doc: YamlDocument, path: list[str | int], message: str) -> LocatedError:
     return LocatedError(doc.locate(path), field_path(path), message)
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:.4g} days"
+
+
+def _check_bounds(doc: YamlDocument, spec: Spec) -> list[LocatedError]:
+    """What the scenario would cost to replay: refused over the bounds above, before anything runs."""
+    errors: list[LocatedError] = []
+    if spec.step < MIN_STEP:
+        errors.append(_err(doc, ["spec", "step"], f"must be at least {MIN_STEP:g} s, got {spec.step:g} s"))
+        return errors  # the step counts below would only repeat it
+    if parse_start(spec.start) - spec.warmup < EARLIEST_TIME:
+        errors.append(
+            _err(doc, ["spec", "warmup"], f"reaches back before 1970-01-01 from the start {spec.start}")
+        )
+    span = spec.duration + spec.warmup
+    if span > MAX_SPAN:
+        field = "duration" if spec.duration >= spec.warmup else "warmup"
+        errors.append(
+            _err(
+                doc,
+                ["spec", field],
+                f"the duration ({_days(spec.duration)}) and warm-up ({_days(spec.warmup)}) add up to "
+                f"{_days(span)}; at most {_days(MAX_SPAN)} can be simulated",
+            )
+        )
+        return errors
+    steps = math.floor(span / spec.step)
+    if steps > MAX_STEPS:
+        errors.append(
+            _err(
+                doc,
+                ["spec", "step"],
+                f"the duration and warm-up are {steps} steps of {spec.step:g} s; at most {MAX_STEPS} can be "
+                f"simulated (a longer step or a shorter duration or warm-up)",
+            )
+        )
+        return errors
+    series = sum(SERIES_PER_SERVICE + (SERIES_PER_MODEL if s.model else 0) for s in spec.services)
+    if steps * series > MAX_SAMPLES:
+        errors.append(
+            _err(
+                doc,
+                ["spec", "services"],
+                f"{len(spec.services)} services with {series} series over {steps} steps (duration and "
+                f"warm-up) are {steps * series} samples; at most {MAX_SAMPLES} can be simulated",
+            )
+        )
+    pods = 0
+    for i, s in enumerate(spec.services):
+        pods += max(s.replicas, s.max_replicas)
+        if pods > MAX_PODS:
+            field = "maxReplicas" if s.max_replicas >= s.replicas else "replicas"
+            errors.append(
+                _err(
+                    doc,
+                    ["spec", "services", i, field],
+                    f"the services up to this one can run {pods} pods (replicas or maxReplicas if more, "
+                    f"summed); at most {MAX_PODS} can be simulated",
+                )
+            )
+            break
+    run_steps = math.floor(spec.duration / spec.step)
+    if pods <= MAX_PODS and pods * run_steps > MAX_POD_STEPS:
+        errors.append(
+            _err(
+                doc,
+                ["spec", "duration"],
+                f"the services can run {pods} pods (replicas or maxReplicas if more, summed) for "
+                f"{run_steps} steps: {pods * run_steps} pod-steps; at most {MAX_POD_STEPS} can be simulated",
+            )
+        )
+    return errors
+
+
+def _check_load(doc: YamlDocument, spec: Spec, traces: dict[str, Any]) -> list[LocatedError]:
+    """Each service's peak offered load (noise aside) is at most :data:`MAX_RATE`: its trace's
+    highest row or its base at the daily peak and at the end of its growth, times the surges in
+    effect together (compared as logarithms: a product of many factors can overflow)."""
+    errors: list[LocatedError] = []
+    for i, s in enumerate(spec.services):
+        traffic = s.traffic
+        trace = traces.get(s.name)
+        if trace is not None:
+            peak, what = float(np.max(trace[1])), "its trace's highest row"
+        else:
+            growth = max(1.0, 1.0 + traffic.growth * spec.duration / 3600.0)
+            peak, what = traffic.base * (1.0 + traffic.daily) * growth, "base, daily cycle and growth"
+        surges = _surge_peak(spec, s.name)
+        if surges > 0:
+            what += " times the surges in effect together"
+        if math.log(peak) + surges > math.log(MAX_RATE):
+            shown = math.exp(min(math.log(peak) + surges, 700.0))
+            errors.append(
+                _err(
+                    doc,
+                    ["spec", "services", i, "traffic"],
+                    f"offers up to {shown:.4g} requests/s ({what}); at most {MAX_RATE:g} can be simulated",
+                )
+            )
+    return errors
+
+
+def _surge_peak(spec: Spec, service: str) -> float:
+    """The log of the largest product of ``service``'s surge factors in effect at one time of the
+    run or its warm-up: a sweep over the surges' windows, every day's of a daily one."""
+    day = 86400.0
+    low, high = -spec.warmup, spec.duration
+    events: list[tuple[float, float]] = []  # (time, +log factor where a window opens, - where it closes)
+    for fault in spec.faults:
+        if not isinstance(fault, SurgeFault) or fault.service != service:
+            continue
+        length = fault.rise + fault.hold + fault.fall
+        if length <= 0:
+            continue
+        weight = math.log(fault.factor)
+        if not fault.daily:
+            events += [(fault.at, weight), (fault.at + length, -weight)]
+        elif length >= day:  # in effect all the time
+            events += [(low, weight), (high, -weight)]
+        else:  # the span is at most MAX_SPAN: about 90 windows
+            first = math.floor((low - fault.at - length) / day)
+            for k in range(first, math.ceil((high - fault.at) / day) + 1):
+                opens = fault.at + k * day
+                events += [(opens, weight), (opens + length, -weight)]
+    events.sort()  # at one time, closing (negative) before opening: windows are half-open
+    total = best = 0.0
+    for _, weight in events:
+        total += weight
+        best = max(best, total)
+    return best
 
 
 def _check(doc: YamlDocument, spec: Spec, playbook_names: Sequence[str] | None) -> list[LocatedError]:
@@ -362,7 +633,7 @@ def _check(doc: YamlDocument, spec: Spec, playbook_names: Sequence[str] | None) 
         seen.add((s.namespace, s.name))
         if s.memory_mib >= s.memory_limit_mib:
             errors.append(_err(doc, ["spec", "services", i, "memoryMiB"], "must be below memoryLimitMiB"))
-    if spec.step <= 0 or spec.duration < spec.step:
+    if spec.step >= MIN_STEP and spec.duration < spec.step:  # a shorter step is refused by _check_bounds
         errors.append(_err(doc, ["spec", "duration"], "must be at least one step long"))
     if playbook_names is not None:
         known = set(playbook_names)
@@ -411,16 +682,7 @@ def _check(doc: YamlDocument, spec: Spec, playbook_names: Sequence[str] | None) 
                     )
                 )
             drifts[fault.service] = i
-    for i, surge_a in enumerate(spec.faults):
-        if not isinstance(surge_a, SurgeFault):
-            continue
-        for j, surge_b in enumerate(spec.faults[:i]):
-            if isinstance(surge_b, SurgeFault) and surge_b.service == surge_a.service:
-                end_b = surge_b.at + surge_b.rise + surge_b.hold + surge_b.fall
-                if surge_b.at <= surge_a.at < end_b:
-                    errors.append(
-                        _err(doc, ["spec", "faults", i, "at"], f"overlaps faults[{j}]: one surge at a time")
-                    )
+    errors += _overlapping_surges(doc, spec)
     expect = spec.expect
     for i, a in enumerate(expect.actions):
         if a.service not in services:
@@ -440,6 +702,29 @@ def _check(doc: YamlDocument, spec: Spec, playbook_names: Sequence[str] | None) 
     return errors
 
 
+def _overlapping_surges(doc: YamlDocument, spec: Spec) -> list[LocatedError]:
+    """One surge at a time per service: each surge that starts before an earlier-starting one (or
+    one starting with it but listed before it) has ended overlaps it; sorted, so O(n log n)."""
+    by_service: dict[str, list[tuple[float, int, float]]] = {}
+    for i, fault in enumerate(spec.faults):
+        if isinstance(fault, SurgeFault):
+            end = fault.at + fault.rise + fault.hold + fault.fall
+            by_service.setdefault(fault.service, []).append((fault.at, i, end))
+    found: list[tuple[int, int]] = []
+    for surges in by_service.values():
+        surges.sort()
+        reach, reached_by = -math.inf, -1  # the latest end so far, and whose
+        for at, i, end in surges:
+            if at < reach:
+                found.append((i, reached_by))
+            if end > reach:
+                reach, reached_by = end, i
+    return [
+        _err(doc, ["spec", "faults", i, "at"], f"overlaps faults[{j}]: one surge at a time")
+        for i, j in sorted(found)
+    ]
+
+
 def _trace_time(text: str) -> float | None:
     """Seconds from a number or an ISO-8601 time (no zone: UTC); None if it is neither."""
     if _is_number(text):
@@ -457,39 +742,29 @@ def read_trace(
 ]:
     """Read a trace CSV as (seconds from the scenario's start, requests/s), or say what is wrong.
 
-    Problems: an unreadable or oversized file, a bad row (named by its line), a gap longer than
-    twice the trace's own typical interval, and too few rows before the start for the warm-up or
-    after it for the run.
+    Problems: an unreadable, oversized or not regular file (a FIFO, a device), more than
+    :data:`MAX_TRACE_ROWS` rows, a bad row (named by its line): a time that is no finite number or
+    ISO time or is outside 1970..9000, a value that is not a finite number >= 0 or is over
+    :data:`MAX_RATE` once scaled; a gap longer than twice the trace's own typical interval, and too
+    few rows before the start for the warm-up or after it for the run.
     """
     name = trace.file
     path = (base or Path()) / name
     try:
-        if path.stat().st_size > MAX_TRACE_BYTES:
+        raw = read_regular_file(path, MAX_TRACE_BYTES)
+        if len(raw) > MAX_TRACE_BYTES:
             return None, f"trace {name!r} is larger than {MAX_TRACE_BYTES >> 20} MiB"
-        with path.open(encoding="utf-8", newline="") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        rows = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
+        del raw
+        parsed = _trace_rows(name, rows, trace.scale)
+    except (OSError, ValueError, csv.Error) as exc:  # ValueError: a NUL in the name, or not UTF-8
         return None, f"cannot read trace {name!r}: {exc}"
-    times: list[float] = []
-    values: list[float] = []
-    for n, row in enumerate(rows, start=1):
-        if not row:
-            continue
-        t = _trace_time(row[0]) if row else None
-        if n == 1 and t is None:
-            continue  # header
-        if len(row) < 2 or t is None or not _is_number(row[1]):
-            expected = "time,value (seconds or an ISO time, then a number)"
-            return None, f"{name}:{n}: expected {expected}, got {row!r}"
-        v = float(row[1])
-        if v < 0 or not math.isfinite(v) or not math.isfinite(t):
-            return None, f"{name}:{n}: a value must be a finite number >= 0, got {row[1]!r}"
-        if times and t <= times[-1]:
-            return None, f"{name}:{n}: time {row[0]} is not after the previous row's"
-        times.append(t)
-        values.append(v * trace.scale)
+    if isinstance(parsed, str):
+        return None, parsed
+    times, values = parsed
     if len(times) < 2:
         return None, f"trace {name!r} has fewer than two rows"
+    # times lie in 1970..9000: no difference of two overflows
     t_arr = np.asarray(times) - times[0]
     gaps = np.diff(t_arr)
     typical = float(np.median(gaps))
@@ -500,18 +775,61 @@ def read_trace(
             f"(more than twice its typical interval of {typical:g} s)"
         )
     start = spec.warmup if trace.start is None else trace.start
-    first, last = -start, t_arr[-1] - start  # the trace's span, in seconds from the scenario's start
+    first, last = -start, float(t_arr[-1]) - start  # the trace's span, in seconds from the scenario's start
     needs = [(-spec.warmup, "the warm-up"), (spec.duration, "the run")]
     for edge, what in needs:
         if edge < first - typical or edge > last + typical:
-            missing = math.ceil(((first - edge) if edge < first else (edge - last)) / typical)
+            missing = ((first - edge) if edge < first else (edge - last)) / typical
+            # rows may be far closer than the span they miss: no ceil of inf
+            count = f"about {math.ceil(missing)}" if missing < 1e15 else "more than 10^15"
             where = "before its first row" if edge < first else "after its last row"
             return None, (
                 f"trace {name!r} starts the scenario {start:g} s after its first row and covers "
                 f"{first:g}..{last:g} s around the start; {what} needs {min(edge, 0):g}..{max(edge, 0):g} s: "
-                f"about {missing} rows missing {where}"
+                f"{count} rows missing {where}"
             )
     return (t_arr - start, np.asarray(values)), None
+
+
+def _trace_rows(name: str, rows: Iterator[list[str]], scale: float) -> tuple[list[float], list[float]] | str:
+    """The (times, scaled values) of a trace's rows, or what is wrong with the first bad one."""
+    times: list[float] = []
+    values: list[float] = []
+    for n, row in enumerate(rows, start=1):
+        if not row:
+            continue
+        t = _trace_time(row[0])
+        if n == 1 and t is None:
+            continue  # header
+        if len(row) < 2 or t is None or not _is_number(row[1]):
+            expected = "time,value (seconds or an ISO time, then a number)"
+            return f"{name}:{n}: expected {expected}, got {_quote(row)}"
+        if not math.isfinite(t) or not EARLIEST_TIME <= t <= LATEST_TIME:
+            return (
+                f"{name}:{n}: time {_quote(row[0])} must be seconds or an ISO time between "
+                f"1970-01-01 and 9000-01-01 ({EARLIEST_TIME:g}..{LATEST_TIME:.0f} s)"
+            )
+        v = float(row[1])
+        if v < 0 or not math.isfinite(v):
+            return f"{name}:{n}: a value must be a finite number >= 0, got {_quote(row[1])}"
+        if v * scale > MAX_RATE:  # inf too
+            return (
+                f"{name}:{n}: value {_quote(row[1])} times scale {scale:g} is {v * scale:g} requests/s, "
+                f"more than the {MAX_RATE:g} a service can be offered"
+            )
+        if times and t <= times[-1]:
+            return f"{name}:{n}: time {_quote(row[0])} is not after the previous row's"
+        if len(times) == MAX_TRACE_ROWS:
+            return f"trace {name!r} has more than {MAX_TRACE_ROWS} rows"
+        times.append(t)
+        values.append(v * scale)
+    return times, values
+
+
+def _quote(value: object) -> str:
+    """``repr(value)``, cut to :data:`MAX_QUOTE` characters."""
+    text = repr(value)
+    return text if len(text) <= MAX_QUOTE else f"{text[: MAX_QUOTE - 3]}..."
 
 
 def _is_number(text: str) -> bool:

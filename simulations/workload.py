@@ -117,9 +117,18 @@ def latency(base_seconds: float, utilisation: float) -> tuple[float, float]:
     p50 = base_seconds * (1.0 + 0.3 * queue)
     p99 = base_seconds * (2.5 + 1.5 * queue)
     if utilisation >= 1.0:  # overloaded: the queue grows until requests time out
-        p99 = min(TIMEOUT_SECONDS, p99 * utilisation**8)
-        p50 = min(TIMEOUT_SECONDS, p50 * utilisation**4)
+        p99 = _grown(p99, utilisation, 8)
+        p50 = _grown(p50, utilisation, 4)
     return p50, p99
+
+
+def _grown(seconds: float, utilisation: float, power: int) -> float:
+    """``seconds x utilisation**power``, at most :data:`TIMEOUT_SECONDS` (also where the power
+    overflows a float: a service offered far more than its pods can serve)."""
+    try:
+        return min(TIMEOUT_SECONDS, seconds * utilisation**power)
+    except OverflowError:
+        return TIMEOUT_SECONDS
 
 
 @dataclass(slots=True)
