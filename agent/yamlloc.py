@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from agent.files import read_regular_file
+
 M = TypeVar("M", bound=BaseModel)
 
 #: Default ceiling on the nodes of one document counted with every alias expanded: far above any
@@ -245,18 +247,16 @@ def parse_documents(
 
 
 def read_text(path: Path, *, max_bytes: int | None = None, file: str | None = None) -> str:
-    """Read a UTF-8 file; missing, unreadable or (with ``max_bytes``) oversized is a located error.
+    """Read a UTF-8 regular file; missing, unreadable, not a regular file or (with ``max_bytes``)
+    oversized is a located error.
 
     An oversized file is refused without reading past the limit. ``file`` names the file in errors
     (default: ``path``), for files read through a snapshot directory.
     """
     name = str(path) if file is None else file
     try:
-        if max_bytes is None:
-            return path.read_text(encoding="utf-8")
-        with path.open("rb") as fh:
-            raw = fh.read(max_bytes + 1)
-        if len(raw) > max_bytes:
+        raw = read_regular_file(path, max_bytes)  # not a FIFO or a device: they would never end
+        if max_bytes is not None and len(raw) > max_bytes:
             size = _file_size(path, len(raw))
             raise YamlValidationError([LocatedError(Location(name, 1, 1), "", _too_large(size, max_bytes))])
         return raw.decode("utf-8")

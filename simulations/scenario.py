@@ -29,8 +29,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +46,7 @@ from pydantic import (
 )
 
 from agent.durations import Duration as _ParsedDuration
+from agent.files import read_regular_file
 from agent.yamlloc import (
     LocatedError,
     Location,
@@ -407,44 +406,6 @@ def load_scenario(path: Path, *, playbook_names: Sequence[str] | None = None) ->
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, or not UTF-8
         raise YamlValidationError([LocatedError(Location(name, 0, 0), "", f"cannot read: {exc}")]) from exc
     return parse_scenario(text, name, base=path.parent, playbook_names=playbook_names)
-
-
-class NotRegularFileError(OSError):
-    """A path names a FIFO, a device, a directory or a socket, which are not read."""
-
-
-_SPECIAL_FILES = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def _check_regular(mode: int) -> None:
-    if not stat.S_ISREG(mode):
-        kind = next((what for test, what in _SPECIAL_FILES if test(mode)), "a special file")
-        msg = f"{kind}, not a regular file"
-        raise NotRegularFileError(msg)
-
-
-def read_regular_file(path: Path, max_bytes: int) -> bytes:
-    """At most ``max_bytes + 1`` bytes of the regular file at ``path``: more than ``max_bytes``
-    means too large (a file that grew since its size was read too); OSError if it cannot be read.
-
-    Anything but a regular file is refused before it is read (:class:`NotRegularFileError`): a
-    FIFO blocks the reader until something writes to it, a device such as /dev/zero never ends,
-    and their sizes say 0. It is checked before opening (opening a device can do something) and
-    again on the open file (the path may have been replaced in between), opened non-blocking so
-    that even then a FIFO cannot hang the open.
-    """
-    _check_regular(os.stat(path).st_mode)
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
-    with os.fdopen(fd, "rb") as fh:
-        _check_regular(os.fstat(fh.fileno()).st_mode)
-        return fh.read(max_bytes + 1)
 
 
 def _size(path: Path, at_least: int) -> int:

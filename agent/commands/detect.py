@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.files import open_regular
 from detectors import DetectorError, SampleBatch, SeriesKey, SeriesRegistry, build_detector
 from detectors.bank import DEFAULT_DETECTOR
 from detectors.batch import FloatArray
@@ -184,20 +185,6 @@ class _Capped(io.RawIOBase):
         super().close()
 
 
-def _kind(mode: int) -> str:
-    """What a file that is not a regular one is, in words."""
-    for test, kind in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a device"),
-        (stat.S_ISBLK, "a device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "a special file"
-
-
 def _too_large(path: Path) -> str:
     limit = f"{MAX_INPUT_BYTES >> 20} MiB" if MAX_INPUT_BYTES % (1 << 20) == 0 else f"{MAX_INPUT_BYTES} bytes"
     return f"{path}: larger than {limit} (MAX_INPUT_BYTES); refused"
@@ -207,21 +194,15 @@ def open_input(path: Path) -> io.TextIOWrapper:
     """``path`` opened as UTF-8 text (a BOM skipped) if it is a regular file within
     :data:`MAX_INPUT_BYTES`; an :class:`InputError` naming it otherwise.
 
-    Opened without blocking and checked on the descriptor: a FIFO put in its place between a
-    check and the open cannot hang the read.
+    Opened by :func:`agent.files.open_regular`: a FIFO or a device is refused, never waited on.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
+        fd = open_regular(path)
+    except OSError as exc:  # NotRegularFileError says what the path is instead
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{path}: cannot read: {_kind(info.st_mode)}, not a regular file")
-        if info.st_size > MAX_INPUT_BYTES:
+        if os.fstat(fd).st_size > MAX_INPUT_BYTES:
             raise InputError(_too_large(path))
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
         raw = _Capped(fd, path, MAX_INPUT_BYTES)
     except BaseException:
         os.close(fd)

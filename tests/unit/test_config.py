@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from agent.cli import EXIT_INVALID, EXIT_OK, main
 from agent.commands.detect import register as register_detect
 from agent.config import AgentConfig, ConfigError, KafkaConnection, load_config
 from agent.durations import parse_duration
+from agent.playbook.loader import PlaybookLoadError, load_paths
 from detectors import SeriesRegistry, build_detector
 from detectors.patterns import compile_pattern
 from detectors.registry import ALARM_SCORE, DEFAULT, LEARNED
@@ -397,3 +399,23 @@ def test_a_forecasters_seasonal_memory_is_bounded_at_load(tmp_path: Path) -> Non
     line, _, field, message = only_error(path)
     assert (line, field) == (3, "detectors[0].params")
     assert "holt_winters.season: expected at most 100000 slots" in message
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_config_or_playbook_that_is_a_fifo_or_a_device_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "agent.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as info:
+        load_config(fifo)
+    assert f"{fifo}:0:0: cannot read: a FIFO, not a regular file" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_config(Path("/dev/zero"))
+    assert "/dev/zero:0:0: cannot read: a character device, not a regular file" in str(info.value)
+    playbooks = tmp_path / "playbooks"
+    playbooks.mkdir()
+    os.mkfifo(playbooks / "scale.yaml")
+    with pytest.raises(PlaybookLoadError) as pb:
+        load_paths([playbooks / "scale.yaml"])
+    assert [e.message for e in pb.value.errors] == ["cannot read: a FIFO, not a regular file"]
+    assert load_paths([playbooks]).playbooks == (), "in a directory, only files are playbooks"

@@ -392,7 +392,7 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path: Path, capsys: pytest.CaptureF
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize(
     ("source", "message"),
-    [("/dev/zero", "a device, not a regular file"), (".", "a directory, not a regular file")],
+    [("/dev/zero", "a character device, not a regular file"), (".", "a directory, not a regular file")],
 )
 def test_a_device_or_directory_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, message: str
