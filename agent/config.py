@@ -250,7 +250,15 @@ class PrometheusSourceConfig(_Model):
         description="how often the queries run, evaluated at the multiples of interval since the epoch, "
         "and the backfill's step",
     )
-    timeout: Duration = Field(10.0, description="how long one HTTP call may take")
+    timeout: Duration = Field(
+        10.0, description="how long one HTTP call may take, from the request to the whole answer parsed"
+    )
+    max_response_bytes: int = Field(
+        64 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="the largest answer read (bytes, decompressed); a larger one is an error, not parsed",
+    )
     backfill: Duration = Field(
         3600.0,
         description="history fetched at start and on taking the Lease over (what this replica has "

@@ -20,7 +20,12 @@ contact: from :meth:`PrometheusSource.start` when the server is up then, else fr
 answering 5xx) is counted in ``aiops_source_errors{source="prometheus",kind=...}``, turns
 readiness off and is retried with backoff; it never escapes the source.
 
-The source reads and waits on the injected clock only; HTTP calls are bounded by ``timeout``.
+The source reads and waits on the injected clock only; HTTP calls are bounded by ``timeout``
+from the request to the whole answer parsed (a server trickling its answer a byte at a time
+included), and an answer by ``max_response_bytes``. A call past its ``timeout`` is left to finish
+on its own thread and no other is sent until it has: one call at a time, whatever the server does.
+Samples whose timestamp is not the evaluation's (not finite, or off the queried range by more than
+a step) are dropped and counted (``kind="bad_sample"``).
 """
 
 from __future__ import annotations
@@ -33,15 +38,16 @@ import math
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from agent.backoff import Backoff
@@ -63,6 +69,51 @@ START_TIMEOUT = 2.0
 MAX_POINTS_PER_RANGE = 10_000
 
 _STATUS_MESSAGE = re.compile(r"HTTP Status Code (\d+) \((.*)\)\Z", re.DOTALL)
+
+T = TypeVar("T")
+
+
+class _TooLargeError(Exception):
+    """An answer past ``max_response_bytes``."""
+
+
+class _CappedBody:
+    """A urllib3 response whose body is read to at most ``limit`` bytes (decompressed)."""
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self._raw = raw
+        self._limit = limit
+
+    def stream(self, amt: int | None = 2**16, decode_content: bool | None = None) -> Iterator[bytes]:
+        read = 0
+        for chunk in self._raw.stream(amt, decode_content=decode_content):
+            read += len(chunk)
+            if read > self._limit:
+                self._raw.close()
+                msg = f"the answer is larger than max_response_bytes ({self._limit} bytes)"
+                raise _TooLargeError(msg)
+            yield chunk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class _CappedAdapter(HTTPAdapter):
+    """The client's adapter (no retries), reading no answer past ``limit`` bytes."""
+
+    def __init__(self, limit: int, max_retries: Retry) -> None:
+        self.limit = limit
+        super().__init__(max_retries=max_retries)
+
+    def build_response(self, req: Any, resp: Any) -> requests.Response:
+        length = resp.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > self.limit:
+            resp.close()
+            msg = f"the answer is {int(length)} bytes, more than max_response_bytes ({self.limit})"
+            raise _TooLargeError(msg)
+        response = super().build_response(req, resp)
+        response.raw = _CappedBody(resp, self.limit)
+        return response
 
 
 class _CallError(Exception):
@@ -120,13 +171,20 @@ class PrometheusSource:
         # No retries inside urllib3: they would sleep on the wall clock and hide failures from the
         # metrics. The source retries by itself, with backoff on the injected clock.
         # (requests' own default: read=False re-raises a read timeout as itself, a ReadTimeout.)
+        retry = Retry(total=0, read=False)
+        session = requests.Session()
+        session.verify = config.verify_tls
         self._client = PrometheusConnect(
             url=self.url,
             headers=headers,
             disable_ssl=not config.verify_tls,
-            retry=Retry(total=0, read=False),
+            retry=retry,
             timeout=config.timeout,
+            session=session,
         )
+        # mounted after the client's own adapter, which it replaces: the same retries, a capped answer
+        session.mount(self.url, _CappedAdapter(config.max_response_bytes, retry))
+        self._calling: threading.Thread | None = None  # a call abandoned at its timeout, still running
         initial = min(1.0, config.interval)
         self._backoff = Backoff(initial=initial, maximum=max(initial, min(30.0, config.interval)))
         self._ready = False
@@ -335,7 +393,11 @@ class PrometheusSource:
         params = {"time": repr(at), "timeout": repr(timeout)}
         self.metrics.prometheus_queries.labels("instant").inc()
         with self._translated(timeout):
-            return _parse_instant(self._client.custom_query(query, params=params, timeout=timeout))
+            results = self._within(
+                timeout,
+                lambda: _parse_instant(self._client.custom_query(query, params=params, timeout=timeout)),
+            )
+        return self._on_grid(results, at, at)
 
     def _range(self, query: str, start: float, end: float, step: float) -> list[_Series]:
         """A range query over ``[start, end]`` at ``step``, parsed."""
@@ -344,15 +406,68 @@ class PrometheusSource:
         params = {"start": repr(start), "end": repr(end), "timeout": repr(timeout)}
         self.metrics.prometheus_queries.labels("range").inc()
         with self._translated(timeout):
-            result = self._client.custom_query_range(
-                query,
-                start_time=datetime.fromtimestamp(start, tz=UTC),
-                end_time=datetime.fromtimestamp(end, tz=UTC),
-                step=repr(step),
-                params=params,
-                timeout=timeout,
+            results = self._within(
+                timeout,
+                lambda: _parse_range(
+                    self._client.custom_query_range(
+                        query,
+                        start_time=datetime.fromtimestamp(start, tz=UTC),
+                        end_time=datetime.fromtimestamp(end, tz=UTC),
+                        step=repr(step),
+                        params=params,
+                        timeout=timeout,
+                    )
+                ),
             )
-            return _parse_range(result)
+        return self._on_grid(results, start, end)
+
+    def _within(self, timeout: float, call: Callable[[], T]) -> T:
+        """``call()`` on its own thread, given ``timeout`` seconds for all of it (requests' own
+        timeout bounds each read, not the answer: a byte a second never trips it).
+
+        Past the timeout the call is left to end on its own (its socket reads are bounded, its
+        answer is capped) and no other call starts until it has, so there is one at most.
+        """
+        if self._calling is not None and self._calling.is_alive():
+            msg = "the previous call, given up at its timeout, is still being answered"
+            raise _CallError("timeout", msg)
+        outcome: list[tuple[bool, Any]] = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, call()))
+            except BaseException as exc:  # handed to the caller, which translates it
+                outcome.append((False, exc))
+
+        thread = threading.Thread(target=run, name="aiops-prometheus-call", daemon=True)
+        thread.start()
+        thread.join(timeout)  # real time, as the HTTP timeouts are: the wait is on the network
+        if thread.is_alive():
+            self._calling = thread
+            raise _CallError("timeout", f"no whole answer within {timeout:g} s")
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def _on_grid(self, results: list[_Series], start: float, end: float) -> list[_Series]:
+        """``results`` without the samples timed off ``[start, end]`` by more than a step (a
+        server's bug or a hostile answer: the detectors are fed only the times queried)."""
+        slack = self.config.interval
+        out: list[_Series] = []
+        dropped = 0
+        for r in results:
+            keep = np.isfinite(r.timestamps) & (r.timestamps >= start - slack) & (r.timestamps <= end + slack)
+            if keep.all():
+                out.append(r)
+                continue
+            dropped += int((~keep).sum())
+            if keep.any():
+                out.append(_Series(r.labels, r.timestamps[keep], r.values[keep]))
+        if dropped:
+            self.metrics.source_errors.labels(self.name, "bad_sample").inc(dropped)
+            log.warning("dropped %d samples timed off the queried range [%.3f, %.3f]", dropped, start, end)
+        return out
 
     @contextlib.contextmanager
     def _translated(self, timeout: float) -> Iterator[None]:
@@ -365,6 +480,10 @@ class PrometheusSource:
             raise _CallError("timeout", f"no answer within {timeout:g} s: {exc}") from exc
         except requests.exceptions.JSONDecodeError as exc:
             raise _CallError("bad_response", f"the answer is not JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise _CallError("bad_response", "the answer's JSON is nested too deeply") from exc
+        except _TooLargeError as exc:
+            raise _CallError("bad_response", str(exc)) from exc
         except requests.exceptions.RequestException as exc:
             raise _CallError("connection", str(exc)) from exc
         except (KeyError, IndexError, TypeError, ValueError) as exc:

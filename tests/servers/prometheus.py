@@ -308,11 +308,15 @@ class StubRequest:
 
 @dataclass(frozen=True)
 class StubResponse:
-    """What the stub answers: after ``delay`` seconds, ``status`` with a JSON or text ``body``."""
+    """What the stub answers: after ``delay`` seconds, ``status`` with a JSON or text ``body``,
+    written ``trickle`` seconds a byte (0: at once), with its length or (``length=False``) until
+    the connection closes."""
 
     status: int = 200
     body: Any = None
     delay: float = 0.0
+    trickle: float = 0.0
+    length: bool = True
 
 
 def vector(*series: tuple[Mapping[str, str], float, str]) -> StubResponse:
@@ -356,9 +360,16 @@ class HttpStub:
                 try:
                     self.send_response(response.status)
                     self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(raw)))
+                    if response.length:
+                        self.send_header("Content-Length", str(len(raw)))
                     self.end_headers()
-                    self.wfile.write(raw)
+                    if not response.trickle:
+                        self.wfile.write(raw)
+                    for i in range(len(raw) if response.trickle else 0):
+                        self.wfile.write(raw[i : i + 1])
+                        self.wfile.flush()
+                        if stub.release.wait(response.trickle):
+                            return
                 except OSError:
                     pass  # the client gave up (timeout) and closed the connection
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -437,3 +439,78 @@ def test_replicas_started_at_different_times_see_the_same_timestamps(http_stub: 
     assert seen_a == [T0, T0 + 10, T0 + 20]
     assert backfill.samples.timestamps.tolist() == [T0 - 30, T0 - 20, T0 - 10, T0]
     assert set(seen_a) & set(backfill.samples.timestamps.tolist()) == {T0}
+
+
+# ---------------------------------------------------------------- hostile answers
+
+
+def test_an_answer_nested_too_deeply_is_a_bad_response_not_a_crash(http_stub: HttpStub) -> None:
+    deep = '{"status":"success","data":{"resultType":"vector","result":' + "[" * 5000 + "]" * 5000 + "}}"
+    http_stub.handler = lambda _req: StubResponse(200, deep)
+    metrics = AgentMetrics()
+    clock = ManualClock(T0)
+    source = make_source(http_stub, {"up": "up"}, clock, metrics=metrics)
+    source.start()
+    assert not source.ready
+    assert errors(metrics, "bad_response") == 1
+    http_stub.handler = echo_time
+    assert source.poll(100.0) is None  # the backoff's wait
+    clock.advance(10.0)
+    polled = source.poll(100.0)
+    assert polled is not None
+    assert is_ready(source)
+    source.close()
+
+
+@pytest.mark.parametrize("length", [True, False])
+def test_an_answer_past_max_response_bytes_is_refused_unread(http_stub: HttpStub, length: bool) -> None:
+    big = [({"job": f"j{i}", "pad": "x" * 100}, T0, "1") for i in range(100)]  # about 13 KB
+    http_stub.handler = lambda _req: replace(vector(*big), length=length)
+    metrics = AgentMetrics()
+    source = make_source(http_stub, {"up": "up"}, ManualClock(T0), metrics=metrics, max_response_bytes=4096)
+    source.start()
+    assert not source.ready
+    assert errors(metrics, "bad_response") == 1
+    source.close()
+    roomy = make_source(http_stub, {"up": "up"}, ManualClock(T0), max_response_bytes=1 << 20)
+    roomy.start()
+    assert is_ready(roomy)
+    roomy.close()
+
+
+@pytest.mark.timeout(30)
+def test_an_answer_trickled_a_byte_at_a_time_is_a_timeout_and_one_call_at_most(http_stub: HttpStub) -> None:
+    # each byte comes well within the read timeout, so only a bound on the whole call stops it
+    http_stub.handler = lambda _req: replace(vector(({"job": "a"}, T0, "1")), trickle=0.05)
+    metrics = AgentMetrics()
+    clock = ManualClock(T0)
+    source = make_source(http_stub, {"up": "up"}, clock, metrics=metrics, timeout=0.5)
+    started = time.monotonic()
+    source.start()
+    assert time.monotonic() - started < 3.0, "given up at the timeout, not when the answer ends"
+    assert not source.ready
+    assert errors(metrics, "timeout") == 1
+    clock.advance(10.0)
+    assert source.poll(100.0) is None  # the abandoned call is still being answered: no second one
+    assert errors(metrics, "timeout") == 2
+    assert len(http_stub.requests) == 1
+    source.close()
+
+
+def test_samples_timed_off_the_queried_time_are_dropped_and_counted(http_stub: HttpStub) -> None:
+    http_stub.handler = echo_time
+    metrics = AgentMetrics()
+    clock = ManualClock(T0)
+    source = make_source(http_stub, {"up": "up"}, clock, metrics=metrics)
+    source.start()
+    http_stub.handler = lambda req: vector(
+        ({"job": "now"}, float(req.params["time"]), "1"),
+        ({"job": "future"}, 4e12, "1"),
+        ({"job": "nan"}, float("nan"), "1"),
+    )
+    clock.advance(10.0)
+    polled = source.poll(100.0)
+    assert polled is not None
+    assert len(polled.samples) == 1
+    assert errors(metrics, "bad_sample") == 2
+    source.close()
