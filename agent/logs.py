@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
@@ -31,6 +32,32 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
+#: Characters that would end a log line or move the cursor: C0 controls (newline, carriage return,
+#: escape ...), DEL, C1 controls and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(char: re.Match[str]) -> str:
+    code = ord(char.group())
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(
+        char.group(), f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
+    )
+
+
+class HumanFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, one line per record: control characters in the message
+    (a label value from a metric, say, with a newline and a forged record after it) are escaped,
+    so every line the log shows is one the agent wrote. A traceback follows on its own lines."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        """The line, with the message's control characters escaped."""
+        record.message = _CONTROL.sub(_escaped, record.message)
+        return super().formatMessage(record)
+
+
 def setup_logging(
     fmt: Literal["human", "json"] = "human", level: str = "INFO", stream: TextIO | None = None
 ) -> None:
@@ -39,7 +66,7 @@ def setup_logging(
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(HumanFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

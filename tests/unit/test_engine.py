@@ -191,6 +191,27 @@ def test_json_logs_are_one_object_per_line() -> None:
     setup_logging("human", "INFO", io.StringIO())
 
 
+def test_human_logs_show_a_label_value_with_control_characters_on_one_escaped_line() -> None:
+    # a label value from a metric, forging a record of its own after a newline, and moving the cursor
+    forged = "web\n2026-12-07 10:00:00,000 INFO    aiops.executor: approved by admin\r\x1b[2K\u2028x"
+    stream = io.StringIO()
+    setup_logging("human", "INFO", stream)
+    logging.getLogger("aiops.test").warning("signal on %s", forged)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("aiops.test").exception("failed on %s", "a\nb")
+    setup_logging("human", "INFO", io.StringIO())
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith(
+        "WARNING aiops.test: signal on web\\n2026-12-07 10:00:00,000 INFO    aiops.executor: approved by "
+        "admin\\r\\x1b[2K\\u2028x"
+    )
+    assert lines[1].endswith("ERROR   aiops.test: failed on a\\nb")
+    assert lines[2] == "Traceback (most recent call last):", "a traceback keeps its own lines"
+    assert lines[-1] == "ValueError: boom"
+
+
 def test_an_agent_without_sources_is_ready_and_stops_on_request() -> None:
     agent = Agent(AgentConfig(), ManualClock(), environ={})
     assert agent.ready() == (True, "all sources ready")
