@@ -407,10 +407,16 @@ class EngineConfig(_Model):
         100_000, ge=1, description="most series tracked; past it new series are dropped"
     )
     series_per_source: int | None = Field(
-        None, ge=1, description="most series one source (kafka, prometheus) may register; null: series_limit"
+        80_000,
+        ge=1,
+        description="most series one source (kafka, prometheus) may register, so one cannot fill the "
+        "table alone; null: series_limit",
     )
     series_per_metric: int | None = Field(
-        None, ge=1, description="most series of one metric name (junk labels on one metric); null: no limit"
+        20_000,
+        ge=1,
+        description="most series of one metric name, so junk labels on one metric (a request id) cannot "
+        "fill the table; null: no limit",
     )
     series_idle: Duration | None = Field(
         3600.0, description="a series not seen this long is evicted, its state freed; null: never"

@@ -13,6 +13,7 @@ freed for new series, and the sources drop what they cached about them.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Sequence
 
@@ -24,6 +25,9 @@ from agent.sources.base import Polled, Source
 from detectors import DetectorBank, Signal
 
 log = logging.getLogger("aiops.engine")
+
+#: Dropped samples of new series are logged at most this often (seconds of the clock); counted always.
+DROP_WARNING_EVERY = 60.0
 
 
 class Engine:
@@ -51,6 +55,8 @@ class Engine:
         self.last_turn = clock.now()
         self.samples_processed = 0
         self._dropped_seen = 0
+        self._dropped_warned = 0
+        self._drop_warned = -math.inf
         self._refused_seen: dict[str, int] = {}
         self.series_idle = series_idle
         self.evict_every = evict_every
@@ -129,6 +135,16 @@ class Engine:
         dropped = self.bank.series.dropped
         if dropped > self._dropped_seen:
             m.series_dropped.inc(dropped - self._dropped_seen)
+            now = self.clock.now()
+            if now >= self._drop_warned + DROP_WARNING_EVERY:  # said once a minute, counted always
+                log.warning(
+                    "%d samples of new series dropped since the last warning (series table at %d of %d, "
+                    "or a source or metric at its limit: aiops_series_refused_total says which)",
+                    dropped - self._dropped_warned,
+                    len(self.bank.series),
+                    self.bank.series.limit,
+                )
+                self._drop_warned, self._dropped_warned = now, dropped
             self._dropped_seen = dropped
         for owner, refused in self.bank.series.refused_by_owner.items():
             seen = self._refused_seen.get(owner, 0)

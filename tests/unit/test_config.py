@@ -419,3 +419,14 @@ def test_a_config_or_playbook_that_is_a_fifo_or_a_device_is_refused_not_waited_o
         load_paths([playbooks / "scale.yaml"])
     assert [e.message for e in pb.value.errors] == ["cannot read: a FIFO, not a regular file"]
     assert load_paths([playbooks]).playbooks == (), "in a directory, only files are playbooks"
+
+
+def test_by_default_one_source_or_one_metric_cannot_fill_the_series_table() -> None:
+    engine = AgentConfig().engine
+    assert (engine.series_limit, engine.series_per_source, engine.series_per_metric) == (
+        100_000,
+        80_000,
+        20_000,
+    )
+    shipped = load_config(REPO / "k8s" / "agent-config.yaml").engine
+    assert (shipped.series_per_source, shipped.series_per_metric) == (80_000, 20_000)

@@ -191,6 +191,25 @@ def test_json_logs_are_one_object_per_line() -> None:
     setup_logging("human", "INFO", io.StringIO())
 
 
+def test_dropped_series_are_counted_always_and_logged_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    clock = ManualClock()
+    engine, _, reg = make_engine([CollectingSink()], clock, batches=3)
+    reg.limit = 1  # KEY holds the only place: every new series is refused, as at a full table
+    caplog.set_level(logging.WARNING, logger="aiops.engine")
+    for minute in (0.0, 0.5, 1.0):
+        clock.advance(minute * 60.0 - clock.now())
+        reg.id_for(SeriesKey.of("junk", {"i": str(minute)}))  # what a source does with a new series
+        engine.run_once()
+    warnings = [r.getMessage() for r in caplog.records if "new series dropped" in r.getMessage()]
+    assert warnings == [
+        "1 samples of new series dropped since the last warning (series table at 1 of 1, or a source or "
+        "metric at its limit: aiops_series_refused_total says which)",
+        "2 samples of new series dropped since the last warning (series table at 1 of 1, or a source or "
+        "metric at its limit: aiops_series_refused_total says which)",
+    ]
+    assert engine.metrics.series_dropped._value.get() == 3
+
+
 def test_human_logs_show_a_label_value_with_control_characters_on_one_escaped_line() -> None:
     # a label value from a metric, forging a record of its own after a newline, and moving the cursor
     forged = "web\n2026-12-07 10:00:00,000 INFO    aiops.executor: approved by admin\r\x1b[2K\u2028x"
