@@ -111,6 +111,12 @@ class DecodeLimitsConfig(_Model):
     )
     max_labels: int = Field(128, ge=1, description="most labels of one series")
     max_label_length: int = Field(4096, ge=1, description="longest label name, label value or metric name")
+    max_series_length: int = Field(
+        16384,
+        ge=1,
+        description="most characters of one series' metric name, label names and values together: "
+        "what the agent keeps for each series",
+    )
     max_decoded_bytes: int = Field(
         16 << 20, ge=1, description="most label text one OTLP message may produce (nested values re-encoded)"
     )

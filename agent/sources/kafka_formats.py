@@ -123,12 +123,20 @@ class DecodeLimits:
     max_depth: int = 8
     max_labels: int = 128
     max_label_length: int = 4096
+    max_series_length: int = 16384
     max_decoded_bytes: int = 16 << 20
     max_future: float | None = 86_400.0
     max_past: float | None = 30 * 86_400.0
 
     def __post_init__(self) -> None:
-        for name in ("max_message_bytes", "max_depth", "max_labels", "max_label_length", "max_decoded_bytes"):
+        for name in (
+            "max_message_bytes",
+            "max_depth",
+            "max_labels",
+            "max_label_length",
+            "max_series_length",
+            "max_decoded_bytes",
+        ):
             if getattr(self, name) < 1:
                 msg = f"decode limit {name} must be at least 1, got {getattr(self, name)}"
                 raise ValueError(msg)
@@ -359,6 +367,7 @@ def _check_series(
         raise _Bad(
             "over_limit", f"{where}field 'labels': {len(names)} labels, over max_labels {limits.max_labels}"
         )
+    total = len(name)
     for k, v in zip(names, values, strict=True):
         if type(k) is not str or type(v) is not str:
             raise _Bad(
@@ -371,6 +380,13 @@ def _check_series(
                 f"{where}field 'labels': label {_show(k)} is {max(len(k), len(v))} characters long, "
                 f"over max_label_length {longest}",
             )
+        total += len(k) + len(v)
+    if total > limits.max_series_length:
+        raise _Bad(
+            "over_limit",
+            f"{where}field 'labels': the name and labels are {total} characters in all, "
+            f"over max_series_length {limits.max_series_length}",
+        )
 
 
 class _Budget:
@@ -829,7 +845,7 @@ class SampleDecoder:
         if max(map(len, labels)) > limits.max_labels:
             return False
         longest = limits.max_label_length
-        return (
+        within = (
             max(
                 map(
                     len,
@@ -840,6 +856,10 @@ class SampleDecoder:
             )
             <= longest
         )
+        return within and all(
+            len(n) + sum(map(len, d)) + sum(map(len, d.values())) <= limits.max_series_length
+            for n, d in zip(names, labels, strict=True)
+        )
 
     def _keys_within_limits(self, keys: list[RawKey]) -> bool:
         """Whether new series (as cache keys of strings) are within the label limits."""
@@ -849,7 +869,11 @@ class SampleDecoder:
         texts = chain(
             map(_FIRST, keys), chain.from_iterable(map(_SECOND, keys)), chain.from_iterable(map(_THIRD, keys))
         )
-        return max(map(len, texts)) <= limits.max_label_length
+        if max(map(len, texts)) > limits.max_label_length:
+            return False
+        return all(
+            len(k[0]) + sum(map(len, k[1])) + sum(map(len, k[2])) <= limits.max_series_length for k in keys
+        )
 
     def _fast_samples(
         self, items: list[Any], out_sids: list[int], out_ts: list[float], out_vals: list[float]

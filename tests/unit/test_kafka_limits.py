@@ -179,9 +179,33 @@ def test_label_count_and_length_limits(message: bytes, expected: str) -> None:
 
 
 def test_a_series_at_the_limits_is_accepted() -> None:
-    labels = {f"l{i}": "v" * 4096 for i in range(127)}  # 127 labels and __name__
+    labels = {f"l{i:03d}": "v" * 90 for i in range(126)}  # 127 labels and __name__
+    labels["long"] = "v" * 4096  # 15,954 characters in all, with the name: under 16,384
     _, errors, _ = decode([orjson.dumps(adapter(labels=labels))])
     assert errors == []
+
+
+#: 100 labels of 200 characters: each within max_label_length, 20,390 characters in all.
+WIDE = {f"l{i:02d}": "v" * 200 for i in range(100)}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        orjson.dumps(adapter(labels=WIDE)),
+        orjson.dumps([adapter(), adapter(labels=WIDE)]),
+        orjson.dumps([columnar([NOW], labels=WIDE)]),
+        otlp(point(attrs=WIDE)),
+    ],
+    ids=["adapter", "batch", "columnar", "otlp"],
+)
+def test_a_series_longer_in_all_than_max_series_length_is_refused(message: bytes) -> None:
+    # 600 series of 120 labels of 4 KB each passed every other limit: 490 KB kept per series
+    batch, errors, registry = decode([message, orjson.dumps(adapter(job="ok"))])
+    assert [(e.position, e.kind) for e in errors] == [(0, "over_limit")]
+    assert "characters in all, over max_series_length 16384" in errors[0].reason
+    assert len(batch) == 1
+    assert len(registry) == 1
 
 
 def test_message_size_is_checked_before_parsing() -> None:
