@@ -355,6 +355,7 @@ class Agent:
                 read_timeout=http.read_timeout,
                 max_body=http.max_body,
                 post_concurrency=http.post_concurrency,
+                per_client=http.per_client,
             ),
             gets,
         )

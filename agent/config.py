@@ -389,6 +389,13 @@ class HttpConfig(_Model):
     read_timeout: Duration = Field(10.0, description="a client must deliver its whole request within this")
     max_body: int = Field(4 << 20, ge=1, description="largest POST body; larger: 413, unread")
     post_concurrency: int = Field(2, ge=1, le=64, description="POSTs handled at once; past it: 429")
+    per_client: int | None = Field(
+        8,
+        ge=1,
+        le=10_000,
+        description="connections one client address may hold, waiting or served; past it: 429 (one "
+        "client's stalled connections cannot starve the probes); null: no limit",
+    )
     incidents: bool = Field(
         True,
         description="serve GET /incidents and /incidents/ID: the decision records (no secrets, but "

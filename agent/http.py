@@ -2,8 +2,10 @@
 
 What one client can cost is bounded: a fixed pool of worker threads serves connections from a
 bounded queue (a full queue is answered 429 by the accepting thread, without reading the
-request); each connection must deliver its request within ``read_timeout`` in all (a reaper
-closes it otherwise: a stalled or trickling client holds a worker no longer than that); POST
+request, and so is a client address past its ``per_client`` connections, so that one client's
+stalled connections cannot starve the kubelet's probes); each connection must deliver its
+request within ``read_timeout`` in all (a reaper closes it otherwise: a stalled or trickling
+client holds a worker no longer than that); POST
 bodies are bounded by ``max_body`` (413, refused from the Content-Length, before the body is
 read) and handled ``post_concurrency`` at a time (429 past that), so GETs for probes and
 scrapes keep being served while a webhook floods. A :class:`PostRoute` may require an
@@ -80,6 +82,8 @@ class ServerLimits:
     read_timeout: float = 10.0
     max_body: int = MAX_BODY
     post_concurrency: int = 2
+    per_client: int | None = None
+    """Connections one client address may hold, queued or served; past it: 429 at once (None: any)."""
 
     def __post_init__(self) -> None:
         for name in ("workers", "queue", "max_body", "post_concurrency"):
@@ -88,6 +92,9 @@ class ServerLimits:
                 raise ValueError(msg)
         if not self.read_timeout > 0:
             msg = f"http read_timeout must be positive, got {self.read_timeout}"
+            raise ValueError(msg)
+        if self.per_client is not None and self.per_client < 1:
+            msg = f"http limit per_client must be at least 1, got {self.per_client}"
             raise ValueError(msg)
 
 
@@ -113,7 +120,8 @@ class _PooledServer(HTTPServer):
         self._deadlines: dict[socket.socket, float] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self.rejected = 0  # connections answered 429 because the queue was full
+        self.rejected = 0  # connections answered 429 because the queue was full, or their client's share
+        self._by_client: dict[str, int] = {}  # connections queued or served, per client address
         self.reaped = 0  # connections closed for not delivering their request in time
         self._threads = [
             threading.Thread(target=self._work, name=f"aiops-http-{i}", daemon=True)
@@ -124,16 +132,37 @@ class _PooledServer(HTTPServer):
             t.start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Queue the connection for a worker, or answer 429 at once when the queue is full."""
-        try:
-            self._queue.put_nowait((request, client_address))
-        except queue.Full:
-            self.rejected += 1
-            with contextlib.suppress(OSError):
-                request.settimeout(0.2)
-                request.sendall(_TOO_BUSY)
-                _drain_socket(request)
-            self.shutdown_request(request)
+        """Queue the connection for a worker, or answer 429 at once when the queue is full or its
+        client already holds ``per_client`` connections (so that one client's stalled connections
+        cannot take every worker and queue slot from the kubelet's probes)."""
+        client = _client_of(client_address)
+        with self._lock:
+            held = self._by_client.get(client, 0)
+            admitted = self.limits.per_client is None or held < self.limits.per_client
+            if admitted:
+                try:
+                    self._queue.put_nowait((request, client_address))
+                except queue.Full:
+                    admitted = False
+                else:
+                    self._by_client[client] = held + 1
+        if admitted:
+            return
+        self.rejected += 1
+        with contextlib.suppress(OSError):
+            request.settimeout(0.2)
+            request.sendall(_TOO_BUSY)
+            _drain_socket(request)
+        self.shutdown_request(request)
+
+    def _release(self, client_address: Any) -> None:
+        client = _client_of(client_address)
+        with self._lock:
+            left = self._by_client.get(client, 1) - 1
+            if left > 0:
+                self._by_client[client] = left
+            else:
+                self._by_client.pop(client, None)
 
     def _work(self) -> None:
         while True:
@@ -149,6 +178,7 @@ class _PooledServer(HTTPServer):
             finally:
                 self.end_deadline(request)
                 self.shutdown_request(request)
+                self._release(address)
 
     def start_deadline(self, conn: socket.socket) -> None:
         """The request on ``conn`` must be read within ``read_timeout`` from now."""
@@ -183,6 +213,11 @@ class _PooledServer(HTTPServer):
         for _ in range(self.limits.workers):
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)
+
+
+def _client_of(address: Any) -> str:
+    """The client's address without its port (IPv4 or IPv6)."""
+    return str(address[0]) if isinstance(address, tuple) and address else str(address)
 
 
 def _drain_socket(conn: socket.socket) -> None:

@@ -5,6 +5,7 @@ are still answered; a stalled client is dropped after the read timeout."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import socket
@@ -352,3 +353,34 @@ def test_the_webhook_never_fails_on_any_body(body: bytes) -> None:
         assert delivered == []
     else:
         assert all(s.series.name for s in delivered)
+
+
+def test_one_clients_stalled_connections_cannot_starve_another_clients_probe(hook: Hook) -> None:
+    """4 workers, a queue of 8, 3 connections a client: 20 stalled connections from one address
+    hold 3 places; the rest get 429 at once, and a probe from another address is answered."""
+    server = serve(
+        lambda _body: Response(200, b"ok\n"),
+        ServerLimits(workers=4, queue=8, read_timeout=30.0, post_concurrency=1, per_client=3),
+    )
+    stalled = []
+    try:
+        for _ in range(20):
+            s = socket.create_connection(
+                ("127.0.0.1", server.port), timeout=5, source_address=("127.0.0.2", 0)
+            )
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finished
+            stalled.append(s)
+        eventually(lambda: server.rejected == 17, timeout=5, what="the client's connections past 3 refused")
+        started = time.monotonic()
+        assert request(server.port, "GET", "/healthz") == (200, "ok: fine\n")
+        assert time.monotonic() - started < 2.0, "answered at once, not after the stalled ones' timeout"
+        refused = 0
+        for s in stalled:
+            s.settimeout(0.5)
+            with contextlib.suppress(TimeoutError):
+                refused += s.recv(64).startswith(b"HTTP/1.0 429 ")
+        assert refused == 17
+    finally:
+        for s in stalled:
+            s.close()
+        server.close()
