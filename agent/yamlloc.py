@@ -262,7 +262,7 @@ def read_text(path: Path, *, max_bytes: int | None = None, file: str | None = No
         return raw.decode("utf-8")
     except FileNotFoundError as exc:
         raise YamlValidationError([LocatedError(Location(name, 0, 0), "", "file not found")]) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
         raise YamlValidationError([LocatedError(Location(name, 0, 0), "", f"cannot read: {exc}")]) from exc
 
 

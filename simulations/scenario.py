@@ -45,7 +45,7 @@ from pydantic import (
     field_validator,
 )
 
-from agent.durations import Duration as _ParsedDuration
+from agent.durations import Duration
 from agent.files import read_regular_file
 from agent.yamlloc import (
     LocatedError,
@@ -55,7 +55,7 @@ from agent.yamlloc import (
     field_path,
     parse_documents,
     pydantic_errors,
-    too_large_error,
+    read_text,
 )
 
 #: Scenario files larger than this are refused unread.
@@ -112,11 +112,6 @@ MAX_TRACE_SCALE = 1e6
 MAX_TRACE_ROWS = 2_000_000
 #: A quoted trace row is cut to this many characters in an error.
 MAX_QUOTE = 80
-
-
-#: A duration (``30s``, ``5m``, ``1h30m``, ``2d`` or seconds): finite and at most ten years
-#: (:mod:`agent.durations`), so a scenario's times stay in the years a timestamp can be written in.
-Duration = _ParsedDuration
 
 
 class _Model(BaseModel):
@@ -395,24 +390,8 @@ def load_scenario(path: Path, *, playbook_names: Sequence[str] | None = None) ->
 
     ``playbook_names`` are the playbooks available; a scenario naming another one is an error.
     """
-    name = str(path)
-    try:
-        raw = read_regular_file(path, MAX_SCENARIO_BYTES)
-        if len(raw) > MAX_SCENARIO_BYTES:
-            raise YamlValidationError([too_large_error(name, _size(path, len(raw)), MAX_SCENARIO_BYTES)])
-        text = raw.decode("utf-8")
-    except FileNotFoundError as exc:
-        raise YamlValidationError([LocatedError(Location(name, 0, 0), "", "file not found")]) from exc
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, or not UTF-8
-        raise YamlValidationError([LocatedError(Location(name, 0, 0), "", f"cannot read: {exc}")]) from exc
-    return parse_scenario(text, name, base=path.parent, playbook_names=playbook_names)
-
-
-def _size(path: Path, at_least: int) -> int:
-    try:
-        return max(path.stat().st_size, at_least)
-    except OSError:
-        return at_least
+    text = read_text(path, max_bytes=MAX_SCENARIO_BYTES)
+    return parse_scenario(text, str(path), base=path.parent, playbook_names=playbook_names)
 
 
 def parse_scenario(
