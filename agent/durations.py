@@ -12,7 +12,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 6048
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 #: A whole duration: one or more parts. Each part ends in a unit (no digit), so a string splits
 #: into parts one way only and a match, or its failure, takes one pass over the text.
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+_DURATION = re.compile(f"(?:{_PART.pattern})+")
 #: The longest duration text read: ``1w2d3h4m5s6ms`` is 14 characters; a longer one is a mistake
 #: (or an attack on the parser), refused before it is parsed.
 MAX_TEXT = 64

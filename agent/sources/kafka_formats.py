@@ -59,7 +59,7 @@ same way.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain, repeat
@@ -351,6 +351,11 @@ def _timestamp(value: Any, where: str, field: str = "timestamp") -> float:
     return result
 
 
+def _series_length(name: str, names: Iterable[str], values: Iterable[str]) -> int:
+    """What ``max_series_length`` counts: the characters of a series' name, label names and values."""
+    return len(name) + sum(map(len, names)) + sum(map(len, values))
+
+
 def _check_series(
     name: Any, names: Sequence[Any], values: Sequence[Any], where: str, limits: DecodeLimits
 ) -> None:
@@ -367,7 +372,6 @@ def _check_series(
         raise _Bad(
             "over_limit", f"{where}field 'labels': {len(names)} labels, over max_labels {limits.max_labels}"
         )
-    total = len(name)
     for k, v in zip(names, values, strict=True):
         if type(k) is not str or type(v) is not str:
             raise _Bad(
@@ -380,7 +384,7 @@ def _check_series(
                 f"{where}field 'labels': label {_show(k)} is {max(len(k), len(v))} characters long, "
                 f"over max_label_length {longest}",
             )
-        total += len(k) + len(v)
+    total = _series_length(name, names, values)
     if total > limits.max_series_length:
         raise _Bad(
             "over_limit",
@@ -857,7 +861,7 @@ class SampleDecoder:
             <= longest
         )
         return within and all(
-            len(n) + sum(map(len, d)) + sum(map(len, d.values())) <= limits.max_series_length
+            _series_length(n, d, d.values()) <= limits.max_series_length
             for n, d in zip(names, labels, strict=True)
         )
 
@@ -871,9 +875,7 @@ class SampleDecoder:
         )
         if max(map(len, texts)) > limits.max_label_length:
             return False
-        return all(
-            len(k[0]) + sum(map(len, k[1])) + sum(map(len, k[2])) <= limits.max_series_length for k in keys
-        )
+        return all(_series_length(*k) <= limits.max_series_length for k in keys)
 
     def _fast_samples(
         self, items: list[Any], out_sids: list[int], out_ts: list[float], out_vals: list[float]
