@@ -150,7 +150,7 @@ def test_parameters_are_checked() -> None:
 def test_a_window_past_the_tail_bound_is_judged_at_its_ratio_and_a_little_more_cautiously() -> None:
     # the tail is a sum over the events: past TAIL_TRIALS it is computed at the same ratio on
     # TAIL_TRIALS trials, whose spread is within 1 % of the larger window's at concentration 1e4
-    from scipy import stats
+    from scipy import stats  # type: ignore[import-untyped]  # no stubs
 
     for k, n, c in [(102_000, 2_000_000, 1e4), (104_000, 2_000_000, 1e4), (110_000, 2_000_000, 1e3)]:
         exact = float(stats.betabinom.sf(k - 1, n, 0.05 * c, 0.95 * c))
