@@ -62,7 +62,7 @@ def _config(
                 "url": prom,
                 "interval": "1s",
                 "timeout": "2s",
-                "backfill": "60s",
+                "backfill": "300s",
                 "queries": [{"name": "error_ratio", "query": 'app_error_ratio{job="exporter"}'}],
             }
         },
@@ -224,7 +224,9 @@ def test_a_breach_the_holder_acted_on_is_not_acted_on_again_by_its_successor(
         )
         (first,) = support.executed(active.log_path.parent / "audit.jsonl")
         assert first["instance"] == active.log_path.parent.name
-        time.sleep(2.0)  # back to normal in Prometheus; the breach stays within the 60 s backfill
+        # back to normal in Prometheus; the breach stays within the 300 s backfill (wide: on a loaded
+        # machine the detection, the restart and the takeover can take a minute between them)
+        time.sleep(2.0)
         assert support.total(standby, "aiops_signals_total") == 0
         replicas.kill_and_wait_for_takeover(active, standby)
         eventually(
