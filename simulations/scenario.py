@@ -110,6 +110,10 @@ MAX_TRACE_SCALE = 1e6
 #: Trace files with more rows than this are refused: 23 days per second, 3.8 years per minute
 #: (the shipped ones have 33,000 at most).
 MAX_TRACE_ROWS = 2_000_000
+#: A trace may miss rows for this long (or twice its own interval, if longer) where the replay
+#: reads it; the values in between are interpolated. Prometheus' default lookback (5 minutes)
+#: reads a scraped series across a hole this long as present too.
+MAX_TRACE_GAP = 300.0
 #: A quoted trace row is cut to this many characters in an error.
 MAX_QUOTE = 80
 
@@ -685,8 +689,9 @@ def read_trace(
     Problems: an unreadable, oversized or not regular file (a FIFO, a device), more than
     :data:`MAX_TRACE_ROWS` rows, a bad row (named by its line): a time that is no finite number or
     ISO time or is outside 1970..9000, a value that is not a finite number >= 0 or is over
-    :data:`MAX_RATE` once scaled; a gap longer than twice the trace's own typical interval, and too
-    few rows before the start for the warm-up or after it for the run.
+    :data:`MAX_RATE` once scaled; too few rows before the start for the warm-up or after it for
+    the run, and where the replay reads it, a gap longer than both twice the trace's own typical
+    interval and :data:`MAX_TRACE_GAP`.
     """
     name = trace.file
     path = (base or Path()) / name
@@ -708,12 +713,6 @@ def read_trace(
     t_arr = np.asarray(times) - times[0]
     gaps = np.diff(t_arr)
     typical = float(np.median(gaps))
-    worst = int(np.argmax(gaps))
-    if gaps[worst] > 2 * typical:
-        return None, (
-            f"trace {name!r} has a gap of {gaps[worst]:g} s after row {worst + 1} "
-            f"(more than twice its typical interval of {typical:g} s)"
-        )
     start = spec.warmup if trace.start is None else trace.start
     first, last = -start, float(t_arr[-1]) - start  # the trace's span, in seconds from the scenario's start
     needs = [(-spec.warmup, "the warm-up"), (spec.duration, "the run")]
@@ -727,6 +726,19 @@ def read_trace(
                 f"trace {name!r} starts the scenario {start:g} s after its first row and covers "
                 f"{first:g}..{last:g} s around the start; {what} needs {min(edge, 0):g}..{max(edge, 0):g} s: "
                 f"{count} rows missing {where}"
+            )
+    # a gap only counts where the replay reads the trace: from the row at or before the warm-up's
+    # first time to the row at or after the run's end
+    lo = max(int(np.searchsorted(t_arr, start - spec.warmup, side="right")) - 1, 0)
+    hi = min(int(np.searchsorted(t_arr, start + spec.duration, side="left")), len(t_arr) - 1)
+    allowed = max(2 * typical, MAX_TRACE_GAP)
+    if hi > lo:
+        worst = lo + int(np.argmax(gaps[lo:hi]))
+        if gaps[worst] > allowed:
+            return None, (
+                f"trace {name!r} has a gap of {gaps[worst]:g} s after row {worst + 1} "
+                f"(more than twice its typical interval of {typical:g} s and more than "
+                f"{MAX_TRACE_GAP:g} s) within the warm-up and the run"
             )
     return (t_arr - start, np.asarray(values)), None
 

@@ -149,8 +149,38 @@ def test_trace_with_a_gap_is_located(tmp_path: Path) -> None:
     (error,) = errors_of(trace_scenario(), tmp_path)
     assert error.startswith(
         "s.yaml:10:24: spec.services[0].traffic.trace: trace 'trace.csv' has a gap of 615 s after row 200 "
-        "(more than twice its typical interval of 15 s)"
+        "(more than twice its typical interval of 15 s and more than 300 s) within the warm-up and the run"
     )
+
+
+def test_a_gap_where_the_replay_does_not_read_the_trace_is_no_error(tmp_path: Path) -> None:
+    """Rows missing an hour before the warm-up starts do not refuse the trace; the same hole
+    inside the warm-up does."""
+    rows = [f"{t},{100 + t % 7}" for t in range(0, 4 * 3600 + 15, 15) if not 600 <= t < 4200]
+    (tmp_path / "trace.csv").write_text("\n".join(rows) + "\n")
+    text = trace_scenario("{trace: {file: trace.csv, start: 1h30m}}", warmup="20m")
+    scenario = parse_scenario(text, "s.yaml", base=tmp_path, playbook_names=PLAYBOOKS)
+    times, _ = scenario.traces["checkout"]
+    assert times[0] == -5400.0
+    (error,) = errors_of(trace_scenario("{trace: {file: trace.csv, start: 1h30m}}", warmup="1h"), tmp_path)
+    assert "has a gap of 3615 s after row 40 " in error
+
+
+def test_a_per_second_trace_missing_a_few_minutes_is_interpolated(tmp_path: Path) -> None:
+    """Up to 300 s of missing rows (Prometheus' default lookback) are read across, even where that
+    is far more than twice the trace's own interval; 301 s is not."""
+    for hole, refused in ((300, False), (301, True)):
+        rows = [f"{t},{t // 60}" for t in range(0, 7300) if not 1000 < t < 1000 + hole]
+        (tmp_path / "trace.csv").write_text("\n".join(rows) + "\n")
+        if refused:
+            (error,) = errors_of(trace_scenario(), tmp_path)
+            assert (
+                f"has a gap of {hole} s after row 1001 (more than twice its typical interval of 1 s" in error
+            )
+            continue
+        scenario = parse_scenario(trace_scenario(), "s.yaml", base=tmp_path, playbook_names=PLAYBOOKS)
+        times, values = scenario.traces["checkout"]
+        assert np.interp(1150.0, times, values) == pytest.approx(16 + (21 - 16) * 150 / 300)
 
 
 def test_trace_is_read(tmp_path: Path) -> None:
