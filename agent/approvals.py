@@ -34,7 +34,9 @@ import enum
 import fcntl
 import json
 import logging
+import math
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -71,6 +73,9 @@ PLAN_MAX = 8192
 PLAN_CUT = "\n... (plan cut)"
 #: A decision's reason longer than this is refused.
 REASON_MAX = 1024
+#: A record file larger than this is not read (a record is at most ``max_record_bytes``, 900 000
+#: at most, as a ConfigMap is at most 1 MiB).
+READ_MAX = 1024 * 1024
 #: Conflicts re-read and re-applied before a change gives up.
 CONFLICT_ATTEMPTS = 8
 
@@ -187,7 +192,7 @@ class ApprovalRecord:
     def from_dict(cls, data: Mapping[str, Any]) -> ApprovalRecord:
         """The record from its JSON form; ValueError when it does not fit."""
         try:
-            return cls(
+            record = cls(
                 id=str(data["id"]),
                 key=str(data["key"]),
                 state=ApprovalState(data["state"]),
@@ -202,9 +207,14 @@ class ApprovalRecord:
                 owner=str(data.get("owner") or ""),
                 settled=None if data.get("settled") is None else float(data["settled"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             msg = f"not an approval record: {exc}"
             raise ValueError(msg) from None
+        for name, when in (("created", record.created), ("expires", record.expires)):
+            if not math.isfinite(when):  # NaN never expires: approvable for ever
+                msg = f"not an approval record: {name} is {when}, not a time"
+                raise ValueError(msg)
+        return record
 
 
 def approval_id(key: str) -> str:
@@ -393,6 +403,12 @@ class _Records(abc.ABC):
         if len(reason) > REASON_MAX or len(by) > REASON_MAX:
             msg = f"a reason or a name is at most {REASON_MAX} characters"
             raise ApprovalError(msg)
+        for what, text in (("reason", reason), ("name", by)):
+            try:
+                text.encode()
+            except UnicodeEncodeError as exc:  # a byte that was not UTF-8, from the command line
+                msg = f"the {what} is not UTF-8 text (character {exc.start + 1}: {text[exc.start]!r})"
+                raise ApprovalError(msg) from None
 
         def decided(record: ApprovalRecord) -> ApprovalRecord:
             if record.state is not ApprovalState.PENDING:
@@ -440,6 +456,9 @@ def _parse(approval: str, text: str) -> ApprovalRecord:
     except ValueError as exc:  # json.JSONDecodeError is one
         msg = f"approval {approval!r} is unreadable: {exc}"
         raise ApprovalError(msg) from None
+    except RecursionError:
+        msg = f"approval {approval!r} is unreadable: JSON nested too deep"
+        raise ApprovalError(msg) from None
     if record.id != approval:
         msg = f"approval {approval!r} holds the record of {record.id!r}"
         raise ApprovalError(msg)
@@ -450,7 +469,12 @@ def _parse(approval: str, text: str) -> ApprovalRecord:
 
 
 class DirectoryStore(_Records):
-    """The approval records as ``<id>.json`` files in one directory (one pod, local use)."""
+    """The approval records as ``<id>.json`` files in one directory (one pod, local use).
+
+    Whoever can write a file there can approve any action, so a directory owned by another user
+    (root excepted) or writable by every user is refused (an ``/tmp/aiops-approvals`` another user
+    made first, say). A record is read only from a regular file of at most :data:`READ_MAX` bytes,
+    never through a symbolic link: a FIFO or ``/dev/zero`` there cannot hang or fill the agent."""
 
     def __init__(self, directory: Path, limits: ApprovalLimits | None = None) -> None:
         self.directory = directory
@@ -464,10 +488,63 @@ class DirectoryStore(_Records):
     def _path(self, approval: str) -> Path:
         return self.directory / f"{check_id(approval)}.json"
 
+    def _trusted(self) -> bool:
+        """Whether the directory exists; ApprovalError when another user could write records in it."""
+        try:
+            info = self.directory.stat()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            msg = f"cannot read approvals ({self.where}): {exc}"
+            raise ApprovalError(msg) from None
+        if not stat.S_ISDIR(info.st_mode):
+            msg = f"{self.where} is not a directory"
+            raise ApprovalError(msg)
+        me = os.geteuid()
+        if info.st_uid not in {0, me}:
+            problem = f"is owned by uid {info.st_uid}, not by this user (uid {me}) or root"
+        elif info.st_mode & stat.S_IWOTH:
+            problem = f"is writable by every user (mode {stat.filemode(info.st_mode)})"
+        else:
+            return True
+        msg = (
+            f"{self.where} {problem}: whoever can write there can approve any action; choose another "
+            "executor.approvals_dir (--dir), or make it this user's and not writable by others"
+        )
+        raise ApprovalError(msg)
+
+    def _read(self, approval: str, path: Path) -> str:
+        """The text of a record file: a regular file (not followed through a link) of at most
+        READ_MAX bytes, read without waiting on a FIFO; ApprovalError otherwise."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            msg = f"no approval {approval!r} in {self.where}"
+            raise ApprovalError(msg) from None
+        except OSError as exc:  # ELOOP: a symbolic link
+            msg = f"approval {approval!r} is unreadable ({path}): {exc.strerror}"
+            raise ApprovalError(msg) from None
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                msg = f"approval {approval!r} is not a regular file ({path})"
+                raise ApprovalError(msg)
+            data = fh.read(READ_MAX + 1)
+        if len(data) > READ_MAX:
+            msg = f"approval {approval!r} is over {READ_MAX} bytes ({path})"
+            raise ApprovalError(msg)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            msg = f"approval {approval!r} is unreadable ({path}): not UTF-8 at byte {exc.start}"
+            raise ApprovalError(msg) from None
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Exclusive use of the directory between processes on this host (a read-modify-write)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # this user's alone, whatever the umask: a directory others can write is refused below
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._trusted()
         with (self.directory / ".lock").open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -489,22 +566,25 @@ class DirectoryStore(_Records):
     def get(self, approval: str) -> ApprovalRecord:
         """The record with this id; ApprovalError when there is none (or it is unreadable)."""
         path = self._path(approval)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        if not self._trusted():
             msg = f"no approval {approval!r} in {self.where}"
-            raise ApprovalError(msg) from None
-        return _parse(approval, text)
+            raise ApprovalError(msg)
+        return _parse(approval, self._read(approval, path))
 
     def records(self, finished: bool | None = None) -> Iterator[ApprovalRecord]:
-        """The readable records, in id order (unreadable files are skipped)."""
-        if not self.directory.is_dir():
+        """The readable records, in id order (unreadable files are skipped with a warning)."""
+        if not self._trusted():
             return
         for path in sorted(self.directory.glob("*.json")):
             if path.name.startswith("."):
                 continue
-            record = self.find(path.stem)
-            if record is not None and (finished is None or record.finished is finished):
+            try:
+                record = self.get(path.stem)
+            except ApprovalError as exc:
+                if os.path.lexists(path):  # not deleted meanwhile
+                    log.warning("skipping %s: %s", path, exc)
+                continue
+            if finished is None or record.finished is finished:
                 yield record
 
     def _insert(self, record: ApprovalRecord, text: str) -> ApprovalRecord | None:

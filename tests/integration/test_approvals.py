@@ -523,3 +523,40 @@ def test_a_rejection_is_reported_once_and_answers_a_later_proposal_of_the_step(
     assert again.message == f"approval {approval} is rejected: skipped"
     assert replicas_of(cluster) == 2
     assert len(configmaps(cluster)) == 1
+
+
+def test_a_configmap_that_is_no_record_stops_neither_the_executor_nor_the_cli(
+    cluster: Cluster, replicas: tuple[Replica, Replica], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Anyone who may write ConfigMaps there can label one as an approval: one nested past the JSON
+    parser's depth, or with a number past a float, is skipped with a warning; the others are run."""
+    cluster.deployment("web", replicas=2)
+    a, _ = replicas
+    pending = a.executor.submit(proposal(cluster))
+    approval = str(pending.details["approval"])
+    bad = {
+        "aaaaaaaaaaaa": "[" * 200_000,
+        "bbbbbbbbbbbb": json.dumps(
+            {"id": "bbbbbbbbbbbb", "key": "k", "state": "approved", "created": 0, "expires": 10**400}
+            | {"request": {}}
+        ),
+    }
+    for approval_of, text in bad.items():
+        cluster.core.create_namespaced_config_map(
+            cluster.ns,
+            {
+                "metadata": {
+                    "name": f"aiops-approval-{approval_of}",
+                    "labels": {APPROVAL_LABEL: "true", "aiops.dev/approval-finished": "false"},
+                },
+                "data": {"record": text},
+            },
+        )
+    assert cli(cluster, "approvals") == EXIT_OK
+    assert approval in capsys.readouterr().out
+    assert cli(cluster, "approve", approval, "--by", "alice") == EXIT_OK
+    a.executor.tick()
+    assert [r.status for r in a.reported] == [ActionStatus.EXECUTED]
+    assert replicas_of(cluster) == 4
+    assert cli(cluster, "approve", "aaaaaaaaaaaa") == EXIT_FAILURE
+    assert "approval 'aaaaaaaaaaaa' is unreadable: JSON nested too deep" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from agent.approvals import (
     PLAN_CUT,
+    READ_MAX,
     ApprovalError,
     ApprovalLimits,
     ApprovalRecord,
@@ -183,3 +185,120 @@ def test_finished_records_are_kept_at_most_max_finished_the_newest(tmp_path: Pat
     assert sorted(r.id for r in store.records(finished=True)) == sorted(ids)
     assert store.prune(20.0) == 2
     assert sorted(r.id for r in store.records()) == sorted([*ids[2:], waiting.id]), "the two newest stay"
+
+
+def poison(directory: Path) -> dict[str, str]:
+    """Record files that are JSON but no record: nested past the parser's depth, a number past a float."""
+    record = {"id": "", "key": "k", "state": "pending", "created": 0, "expires": 10**400, "request": {}}
+    files = {"aaaaaaaaaaaa": "[" * 200_000, "bbbbbbbbbbbb": '{"a":' * 100_000 + "1" + "}" * 100_000}
+    files["cccccccccccc"] = json.dumps({**record, "id": "cccccccccccc"})
+    for name, text in files.items():
+        (directory / f"{name}.json").write_text(text)
+    return {
+        "aaaaaaaaaaaa": "JSON nested too deep",
+        "bbbbbbbbbbbb": "JSON nested too deep",
+        "cccccccccccc": "int too large to convert to float",
+    }
+
+
+def test_a_record_nested_too_deep_or_with_a_huge_number_is_skipped_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = DirectoryStore(tmp_path, ApprovalLimits(retention=0.0))
+    good = store.create("k", request("a"), 0.0, 60.0)
+    for approval, why in poison(tmp_path).items():
+        with pytest.raises(ApprovalError, match=f"approval '{approval}' is unreadable: .*{why}"):
+            store.get(approval)
+        assert store.find(approval) is None
+    assert [r.id for r in store.records()] == [good.id]
+    assert sum("skipping" in m for m in caplog.messages) == 3, "each is named in a warning"
+    assert store.decide(good.id, True, "alice", 1.0).state is ApprovalState.APPROVED
+    assert store.prune(100.0) == 0
+    assert store.create("k2", request("b"), 0.0, 60.0).key == "k2"
+
+
+def test_a_fifo_a_link_a_huge_or_a_non_utf8_file_is_not_read(tmp_path: Path) -> None:
+    """A FIFO would block the reader for good, /dev/zero would fill its memory: neither is opened
+    as a record, and the records beside them are read."""
+    store = DirectoryStore(tmp_path)
+    good = store.create("k", request("a"), 0.0, 60.0)
+    os.mkfifo(tmp_path / "aaaaaaaaaaaa.json")
+    (tmp_path / "bbbbbbbbbbbb.json").symlink_to("/dev/zero")
+    (tmp_path / "cccccccccccc.json").write_bytes(b" " * (READ_MAX + 1))
+    (tmp_path / "dddddddddddd.json").write_bytes(b'{"id": "\xff"}')
+    found: list[list[str]] = []
+    reader = threading.Thread(target=lambda: found.append([r.id for r in store.records()]), daemon=True)
+    reader.start()
+    reader.join(10.0)
+    assert not reader.is_alive(), "records() hung on a file"
+    assert found == [[good.id]]
+    with pytest.raises(ApprovalError, match="'aaaaaaaaaaaa' is not a regular file"):
+        store.get("aaaaaaaaaaaa")
+    with pytest.raises(ApprovalError, match=r"'bbbbbbbbbbbb' is unreadable .*symbolic links"):
+        store.get("bbbbbbbbbbbb")
+    with pytest.raises(ApprovalError, match=f"'cccccccccccc' is over {READ_MAX} bytes"):
+        store.get("cccccccccccc")
+    with pytest.raises(ApprovalError, match=r"'dddddddddddd' is unreadable .*not UTF-8 at byte 8"):
+        store.get("dddddddddddd")
+
+
+def test_a_directory_every_user_can_write_is_refused(tmp_path: Path) -> None:
+    """Whoever can write there can approve: such a directory (an /tmp/aiops-approvals another user
+    made first) is neither read nor written."""
+    shared = tmp_path / "shared"
+    store = DirectoryStore(shared)
+    approval = store.create("k", request("a"), 0.0, 60.0).id
+    shared.chmod(0o777)
+    why = r"directory .*/shared is writable by every user \(mode drwxrwxrwx\): whoever can write there"
+    for call in (
+        lambda: list(store.records()),
+        lambda: store.get(approval),
+        lambda: store.decide(approval, True, "alice", 1.0),
+        lambda: store.create("k2", request("b"), 0.0, 60.0),
+    ):
+        with pytest.raises(ApprovalError, match=why):
+            call()
+    shared.chmod(0o775)  # its owner may share it with a group
+    assert store.decide(approval, True, "alice", 1.0).state is ApprovalState.APPROVED
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory to another user")
+def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    store = DirectoryStore(theirs)
+    forged = store.create("k", request("a"), 0.0, 60.0)
+    store.decide(forged.id, True, "mallory", 1.0)
+    os.chown(theirs, 65534, -1)
+    with pytest.raises(ApprovalError, match=r"is owned by uid 65534, not by this user \(uid 0\) or root"):
+        list(store.records(finished=False))
+    os.chown(theirs, 0, -1)
+    assert [r.state for r in store.records()] == [ApprovalState.APPROVED]
+
+
+def test_a_reason_or_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    """A byte that is not UTF-8 on the command line comes as a lone surrogate, which no JSON log
+    line or UTF-8 writer can carry further."""
+    store = DirectoryStore(tmp_path)
+    record = store.create("k", request("a"), 0.0, 60.0)
+    with pytest.raises(ApprovalError, match=r"the reason is not UTF-8 text \(character 4: '\\udcff'\)"):
+        store.decide(record.id, False, "alice", 1.0, "bad\udcff")
+    with pytest.raises(ApprovalError, match="the name is not UTF-8 text"):
+        store.decide(record.id, True, "\udce9ve", 1.0)
+    assert store.get(record.id).state is ApprovalState.PENDING
+    decided = store.decide(record.id, False, "zoë", 1.0, "not now\nnot during the sale")
+    assert (decided.decided_by, decided.reason) == ("zoë", "not now\nnot during the sale")
+
+
+@pytest.mark.parametrize(("when", "read"), [("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf")])
+def test_a_record_that_never_expires_is_no_record(tmp_path: Path, when: str, read: str) -> None:
+    """Python's JSON reads NaN and Infinity: an expiry of either would keep a forged record
+    approvable for ever (no time is at or past NaN)."""
+    store = DirectoryStore(tmp_path)
+    record = store.create("k", request("a"), 0.0, 60.0)
+    path = tmp_path / f"{record.id}.json"
+    path.write_text(path.read_text().replace('"expires": 60.0', f'"expires": {when}'))
+    assert when in path.read_text()
+    with pytest.raises(ApprovalError, match=f"not an approval record: expires is {read}, not a time"):
+        store.get(record.id)
+    with pytest.raises(ValueError, match="created is nan, not a time"):
+        ApprovalRecord.from_dict({**record.to_dict(), "created": float("nan")})
