@@ -15,6 +15,7 @@ recorded (if the pod is still there) or does nothing.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
@@ -32,6 +33,8 @@ from remediations.types import ActionClass, ActionContext, ActionResult, ActionS
 DELETIONS = notes.PREFIX + "pod-deletions"
 KEEP_SECONDS = 86_400.0
 KEEP_ENTRIES = 100
+SKEW = 60.0
+"""A deletion dated further ahead of the agent's clock than this (another replica's) is not believed."""
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "DaemonSet"})
 
 Obj = dict[str, Any]
@@ -179,12 +182,34 @@ def pods_of(kube: KubeClients, owner: _Owner, selector: str | None) -> list[Obj]
     return [p for p in pods if (controller_of(p) or {}).get("uid") in controllers]
 
 
+def controls(kube: KubeClients, owner: _Owner, pod: Obj) -> bool:
+    """Whether ``owner`` controls ``pod`` (a Deployment through a ReplicaSet it controls)."""
+    ref = controller_of(pod)
+    if ref is None:
+        return False
+    uid = _meta(owner.obj).get("uid")
+    if ref.get("uid") == uid:
+        return True
+    if owner.kind != "Deployment" or ref.get("kind") != "ReplicaSet":
+        return False
+    try:
+        rs = kube.get("ReplicaSet", owner.namespace, str(ref.get("name")))
+    except NotFoundError:
+        return False
+    up = controller_of(rs)
+    return _meta(rs).get("uid") == ref.get("uid") and up is not None and up.get("uid") == uid
+
+
 def deletions(owner: Obj) -> list[dict[str, Any]]:
-    """The deletions recorded on the workload, oldest first."""
+    """The deletions recorded on the workload, oldest first (entries without a finite time left out)."""
     value = notes.read_json(owner, DELETIONS)
     if not isinstance(value, list):
         return []
-    return [e for e in value if isinstance(e, dict) and isinstance(e.get("at"), int | float)]
+    return [e for e in value if isinstance(e, dict) and _finite(e.get("at"))]
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class DeletePodAction(BaseAction[DeletePodParams]):
@@ -224,7 +249,14 @@ class DeletePodAction(BaseAction[DeletePodParams]):
     def _window(self, ctx: ActionContext, owner: Obj) -> list[dict[str, Any]]:
         params = self.params(ctx)
         now = ctx.clock.now()
-        recent = [e for e in deletions(owner) if float(e["at"]) > now - params.window]
+        recorded = deletions(owner)
+        future = [e for e in recorded if float(e["at"]) > now + SKEW]
+        if future:
+            # the agent dates its entries by its clock: one dated later was not written by it, and
+            # would hold the window shut until then
+            why = f"{len(future)} deletion(s) dated after now left out"
+            notes.unreadable(owner, DELETIONS, why)
+        recent = [e for e in recorded if now - params.window < float(e["at"]) <= now + SKEW]
         if len(recent) >= params.max_per_window:
             oldest = min(float(e["at"]) for e in recent)
             msg = (
@@ -275,7 +307,8 @@ class DeletePodAction(BaseAction[DeletePodParams]):
                 "uid": _meta(victim).get("uid"),
                 "key": notes.stored_key(key),
             }
-            keep = [e for e in entries if float(e["at"]) > ctx.clock.now() - KEEP_SECONDS][
+            now = ctx.clock.now()
+            keep = [e for e in entries if now - KEEP_SECONDS < float(e["at"]) <= now + SKEW][
                 -KEEP_ENTRIES + 1 :
             ]
             chosen.update(entry=entry, earlier=False, used=len(recent) + 1, pod=victim)
@@ -288,6 +321,17 @@ class DeletePodAction(BaseAction[DeletePodParams]):
         )
         entry = chosen["entry"]
         name, uid = str(entry.get("pod")), str(entry.get("uid"))
+        if chosen["earlier"]:
+            # the entry was read back from the workload: it names the pod to delete, so that pod
+            # must be one the workload controls, as when the entry was made
+            try:
+                recorded = kube.get("Pod", owner.namespace, name)
+            except NotFoundError:
+                return self.result(ctx, ActionStatus.NOOP, f"already executed: {key} (pod {name} is gone)")
+            if _meta(recorded).get("uid") == uid and not controls(kube, owner, recorded):
+                why = f"the deletion recorded for {key} names pod {name}, which {owner} does not control"
+                notes.unreadable(owner_obj, DELETIONS, why)
+                raise ActionRefused(f"{why}: refused, nothing deleted")
         grace = None if params.grace_period is None else round(params.grace_period)
         try:
             kube.delete("Pod", owner.namespace, name, uid=uid, grace_period=grace)

@@ -26,6 +26,7 @@ the Deployment is paused.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -165,8 +166,17 @@ def rollbacks_of(deployment: Obj) -> list[Rollback]:
     data = notes.read_json(deployment, ROLLBACKS)
     out: list[Rollback] = []
     for item in data if isinstance(data, list) else []:
-        if isinstance(item, dict) and isinstance(item.get("time"), int | float):
-            out.append(Rollback(float(item["time"]), str(item.get("from", "")), str(item.get("to", ""))))
+        if not isinstance(item, dict):
+            continue
+        time, source, to = item.get("time"), item.get("from", ""), item.get("to", "")
+        if (
+            isinstance(time, int | float)
+            and not isinstance(time, bool)
+            and math.isfinite(time)
+            and isinstance(source, str)
+            and isinstance(to, str)
+        ):
+            out.append(Rollback(float(time), source, to))
     return sorted(out, key=lambda r: r.time)
 
 

@@ -30,8 +30,8 @@ corrective incident is open on the target (``Limits.scale_down`` false) a scale 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, ClassVar, Literal, TypeGuard
 
 from pydantic import (
     BaseModel,
@@ -54,6 +54,8 @@ from remediations.types import ActionClass, ActionContext, ActionRequest, Action
 SCALE_ORIGIN = notes.PREFIX + "scale-origin"
 CAPACITY_RAISE = notes.PREFIX + "capacity-raise"
 MAX_REPLICAS = 10_000
+MAX_INT32 = 2**31 - 1
+"""The most replicas a Kubernetes object holds (an int32)."""
 
 Obj = dict[str, Any]
 
@@ -486,17 +488,35 @@ class Raise:
         )
 
 
+def _count(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is a replica count the API could hold (an int32 of at least 0)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INT32
+
+
 def raise_of(obj: Obj) -> Raise | None:
-    """The raise recorded on ``obj``, or None (also for a record that does not parse)."""
+    """The raise recorded on ``obj``, or None (also for a record that does not parse, with a warning:
+    a count the API could not hold, or a time that is not a finite number, is nobody's raise)."""
     data = notes.read_json(obj, CAPACITY_RAISE)
+    if data is None:
+        return None
     if not isinstance(data, dict):
+        notes.unreadable(obj, CAPACITY_RAISE, "not an object")
         return None
     original, set_to, holders = data.get("original"), data.get("set"), data.get("holders")
-    if not isinstance(original, int) or not isinstance(set_to, int) or not isinstance(holders, dict):
-        return None
     at = data.get("at", 0.0)
-    holders_read = {str(k): int(v) for k, v in holders.items() if isinstance(v, int)}
-    return Raise(original, set_to, holders_read, float(at) if isinstance(at, int | float) else 0.0)
+    if (
+        not _count(original)
+        or not _count(set_to)
+        or not isinstance(holders, dict)
+        or not all(_count(v) for v in holders.values())
+        or not isinstance(at, int | float)
+        or isinstance(at, bool)
+        or not math.isfinite(at)
+    ):
+        notes.unreadable(obj, CAPACITY_RAISE, "not a raise the agent records")
+        return None
+    holders_read = {str(k): int(v) for k, v in holders.items()}
+    return Raise(original, set_to, holders_read, float(at))
 
 
 def raised(record: Raise | None, incident: str, before: int, to: int, now: float = 0.0) -> Raise | None:
@@ -541,6 +561,19 @@ def release(record: Raise | None, incident: str, current: int) -> Release | None
     return Release(
         value, Raise(record.original, value, rest, record.at), f"down to {value}: still held by {others}"
     )
+
+
+def within(done: Release | None, low: int | None, high: int, current: int) -> Release | None:
+    """``done`` with the value it writes kept within the bounds: a record read back from the object
+    says what the value was before the raise, and the bounds hold whatever it says."""
+    if done is None or done.value is None:
+        return done
+    value = min(max(done.value, low if low is not None else 0), high)
+    if value == done.value:
+        return done
+    record = None if done.record is None else replace(done.record, set_to=value)
+    why = f"{done.why}; kept within the bounds at {value}"
+    return replace(done, value=None if value == current else value, record=record, why=why)
 
 
 # ---------------------------------------------------------------- the action
@@ -899,8 +932,16 @@ class ScaleAction(BaseAction[ScaleParams]):
             def value_of(_: Obj) -> int:
                 return _replicas_of(kube.get_scale(target.kind, target.namespace, target.name))
 
+        low, high, _ = bounds(self.params(ctx), ctx.request)
+
+        def releasing(current: Obj) -> Release | None:
+            ceiling = _max_of(current) if kind == "HorizontalPodAutoscaler" else None
+            top = min(v for v in (high, ceiling, MAX_INT32) if v is not None)
+            value = value_of(current)
+            return within(release(raise_of(current), incident, value), low, top, value)
+
         obj = read()
-        plan = release(raise_of(obj), incident, value_of(obj))
+        plan = releasing(obj)
         if plan is None:
             return self.result(ctx, ActionStatus.NOOP, f"{incident} holds no raise of {what}")
         title = f"{kind} {target.namespace}/{name}"
@@ -916,7 +957,7 @@ class ScaleAction(BaseAction[ScaleParams]):
         outcome: dict[str, Release] = {}
 
         def put_back(current: Obj) -> Obj | None:
-            now = release(raise_of(current), incident, value_of(current))
+            now = releasing(current)
             if now is None:
                 return None
             outcome["release"] = now

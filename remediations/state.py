@@ -13,11 +13,14 @@ engine's cooldowns and hourly budgets count these after a restart or a leader ch
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from remediations.types import key_digest
+
+log = logging.getLogger(__name__)
 
 PREFIX = "aiops.dev/"
 EXECUTED_KEYS = PREFIX + "executed-keys"
@@ -50,15 +53,33 @@ def uid_of(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("uid") or "")
 
 
+def describe(obj: Obj) -> str:
+    """``Kind namespace/name`` of an object as read, for messages."""
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('kind') or 'object'} {meta.get('namespace') or ''}/{meta.get('name') or ''}"
+
+
+def unreadable(obj: Obj, annotation: str, why: str) -> None:
+    """Warn that ``annotation`` on ``obj`` is not the agent's record (it is then treated as absent)."""
+    log.warning("ignoring annotation %s on %s: %s", annotation, describe(obj), why)
+
+
+def _loads(obj: Obj, annotation: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        unreadable(obj, annotation, "not JSON")
+    except RecursionError:  # nested deeper than the decoder goes: nobody's record
+        unreadable(obj, annotation, "JSON nested too deep")
+    return None
+
+
 def read_json(obj: Obj, annotation: str) -> Any:
     """The JSON value of an annotation, or None when it is missing or not JSON (never trust it blindly)."""
     text = annotations_of(obj).get(annotation)
     if text is None:
         return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
+    return _loads(obj, annotation, text)
 
 
 def dump_json(value: Any) -> str:
@@ -170,13 +191,15 @@ def recorded_actions(obj: Obj, limit: int = MAX_ACTIONS) -> list[RecordedAction]
     """The actions recorded on an object, oldest first (the newest ``limit``; entries that do not
     parse are left out)."""
     text = annotations_of(obj).get(ACTIONS)
-    if text is None or len(text) > MAX_RECORD_TEXT * max(1, limit // MAX_ACTIONS):
+    if text is None:
         return []
-    try:
-        value = json.loads(text)
-    except ValueError:
+    if len(text) > MAX_RECORD_TEXT * max(1, limit // MAX_ACTIONS):
+        unreadable(obj, ACTIONS, f"{len(text)} characters, longer than the agent writes")
         return []
+    value = _loads(obj, ACTIONS, text)
     if not isinstance(value, list):
+        if value is not None:
+            unreadable(obj, ACTIONS, "not a list")
         return []
     parsed = (RecordedAction.parse(v) for v in value[-limit:])
     return sorted((r for r in parsed if r is not None), key=lambda r: r.time)

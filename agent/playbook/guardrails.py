@@ -255,6 +255,10 @@ class Verdict:
 ALLOW = Verdict(True)
 
 
+_Counted = tuple[float, str, Target, ActionClass, str, bool]
+"""An action counted: when, playbook, target, class, source, and whether it counts beyond its target."""
+
+
 class ActionLedger:
     """What was done recently, for cooldowns and rate limits; bounded in memory.
 
@@ -267,11 +271,17 @@ class ActionLedger:
     (``aiops.dev/actions`` on the targets and the agent-wide record, written by the executor
     before each write), so a restart or a leader change forgets nothing. Each action counts once,
     by its key's digest, however often it is recalled.
+
+    What a target's own record says counts for that target only (its cooldown, ``maxPerHour``,
+    the repeat window): whoever may edit the target may edit that record, and must not spend the
+    budgets of the playbook or of the agent, which only this process's memory and the agent-wide
+    record (in the agent's namespace) fill.
     """
 
     def __init__(self) -> None:
         self._last: dict[tuple[str, Target], float] = {}
-        self._actions: deque[tuple[float, str, Target, ActionClass, str]] = deque()
+        self._actions: deque[_Counted] = deque()
+        self._narrow: dict[str, _Counted] = {}  # key digest -> counted for its target only
         self._fixes: dict[tuple[Target, str], float] = {}
         self._keys: dict[str, float] = {}  # key digest -> when: what is counted already
         self._horizon = -math.inf  # what is older than this is forgotten (and not recalled)
@@ -280,25 +290,44 @@ class ActionLedger:
         """Count the recorded actions not counted yet (``target``: the object they were recorded on;
         None: each entry names its own); return how many were new. Entries dated more than
         :data:`SKEW` ahead of ``now`` or of an unknown class are ignored."""
-        new: list[tuple[float, str, Target, ActionClass, str]] = []
+        new: list[_Counted] = []
+        wide = target is None
         for e in entries:
-            if e.key in self._keys or e.time > now + SKEW or e.time <= self._horizon:
+            if e.time > now + SKEW or e.time <= self._horizon or (e.key in self._keys and not wide):
                 continue
             try:
                 cls = ActionClass(e.action_class)
                 where = target if target is not None else Target(*e.target.split("/"))
             except (ValueError, TypeError):
                 continue
+            counted = (e.time, e.playbook, where, cls, e.source, wide)
+            if e.key in self._keys:
+                # counted from a target's record: the agent-wide record says it counts for all
+                self._widen(e.key, counted)
+                continue
             self._keys[e.key] = e.time
+            if not wide:
+                self._narrow[e.key] = counted
             last = self._last.get((e.playbook, where))
             self._last[(e.playbook, where)] = e.time if last is None else max(last, e.time)
             if cls is ActionClass.CORRECTIVE:
                 fix = self._fixes.get((where, e.action))
                 self._fixes[(where, e.action)] = e.time if fix is None else max(fix, e.time)
-            new.append((e.time, e.playbook, where, cls, e.source))
+            new.append(counted)
         if new:
             self._actions = deque(sorted([*self._actions, *new], key=lambda a: a[0]))
         return len(new)
+
+    def _widen(self, digest: str, counted: _Counted) -> None:
+        """Count the action of ``digest``, known from a target's record only, as ``counted`` says."""
+        narrow = self._narrow.pop(digest, None)
+        if narrow is None:
+            return
+        try:
+            self._actions.remove(narrow)
+        except ValueError:
+            return  # older than an hour already
+        self._actions = deque(sorted([*self._actions, counted], key=lambda a: a[0]))
 
     def record_remediation(self, playbook: str, target: Target, now: float) -> None:
         """A remediation of ``target`` by ``playbook`` acted at ``now`` (starts its cooldown)."""
@@ -317,12 +346,14 @@ class ActionLedger:
         """One workload-changing action of class ``cls`` ran (or was planned in dry-run) at ``now``,
         for an incident opened by ``source`` (:data:`SIGNALS` or :data:`ALERTS`); ``key``: its
         idempotency key (an action recalled from a record already is not counted twice)."""
+        counted = (now, playbook, target, cls, source, True)
         if key:
             digest = key_digest(key)
             if digest in self._keys:
+                self._widen(digest, counted)
                 return
             self._keys[digest] = now
-        self._actions.append((now, playbook, target, cls, source))
+        self._actions.append(counted)
         if cls is ActionClass.CORRECTIVE and action:
             self._fixes[(target, action)] = now
 
@@ -343,12 +374,13 @@ class ActionLedger:
         cls: ActionClass | None = None,
         source: str | None = None,
     ) -> list[float]:
-        """Times of actions after ``since``, for one target, playbook, class and/or source; oldest first."""
+        """Times of actions after ``since``, for one target, playbook, class and/or source; oldest first.
+        Without ``target``, what only a target's own record says is not counted."""
         return [
             t
-            for t, p, tg, c, src in self._actions
+            for t, p, tg, c, src, wide in self._actions
             if t > since
-            and (target is None or tg == target)
+            and (tg == target if target is not None else wide)
             and (playbook is None or p == playbook)
             and (cls is None or c is cls)
             and (source is None or src == source)
@@ -359,6 +391,8 @@ class ActionLedger:
         corrective actions older than ``keep_fixes``."""
         while self._actions and self._actions[0][0] <= now - HOUR:
             self._actions.popleft()
+        for digest in [d for d, a in self._narrow.items() if a[0] <= now - HOUR]:
+            del self._narrow[digest]
         stale = [k for k, t in self._last.items() if t <= now - keep]
         for k in stale:
             del self._last[k]

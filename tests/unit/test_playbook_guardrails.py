@@ -26,7 +26,7 @@ from remediations.state import (
     with_action,
     without_action,
 )
-from remediations.types import ActionClass, Target
+from remediations.types import ActionClass, Target, key_digest
 
 WEB = Target("Deployment", "shop", "web")
 API = Target("Deployment", "shop", "api")
@@ -213,6 +213,36 @@ def test_recall_ignores_what_it_cannot_believe() -> None:
     ]
     assert ledger.recall(entries, now) == 1
     assert ledger.actions_since(now - HOUR, target=Target("Deployment", "shop", "api")) == [now - 10]
+
+
+def test_a_targets_own_record_spends_only_that_targets_budgets() -> None:
+    # whoever may edit a target may write its aiops.dev/actions: entries there hold that target's
+    # cooldown and maxPerHour, never the budgets of the playbook or the agent across targets
+    g = effective(
+        PlaybookGuardrails(cooldown=0.0, maxPerHour=2, maxPerHourTotal=5),
+        GuardrailDefaults(cooldown=0.0, max_per_hour_total=5),
+    )
+    ledger = ActionLedger()
+    now = 10_000.0
+    other = Target("Deployment", "tenant-b", "api")
+    forged = [recorded(now - i, f"forged-{i}") for i in range(MAX_ACTIONS)]
+    assert ledger.recall(forged, now, WEB) == MAX_ACTIONS
+    assert check_action(g, ledger, "pb", other, 1, now).allowed
+    assert check_action(g, ledger, "pb", WEB, 1, now).guardrail == "maxPerHour"
+
+    # the agent-wide record (the agent's namespace) says an action of WEB counts for all
+    wide = [recorded(now - i, f"forged-{i}", target=str(WEB)) for i in range(5)]
+    assert ledger.recall(wide, now) == 0, "counted once, by its key"
+    assert len(ledger.actions_since(now - HOUR)) == 5
+    assert len(ledger.actions_since(now - HOUR, target=WEB)) == MAX_ACTIONS
+    assert check_action(g, ledger, "pb", other, 1, now).guardrail == "maxPerHourTotal"
+    # and so does what this process ran itself, though recalled from the target first
+    ledger = ActionLedger()
+    ledger.recall([recorded(now - 1, key_digest("k-run"))], now, WEB)
+    ledger.record_action("pb", WEB, now, ActionClass.CORRECTIVE, "restart", key="k-run")
+    assert ledger.actions_since(now - HOUR) == [now]
+    ledger.prune(now + HOUR, keep=60.0)
+    assert ledger.actions_since(now) == []
 
 
 def test_the_record_on_an_object_is_bounded_and_never_trusted_blindly() -> None:
