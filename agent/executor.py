@@ -22,7 +22,9 @@ only an Event is written; a workload action whose plan changes nothing is a ``no
 nothing is recorded ahead, no approval is asked); with approval required a pending record goes to
 the approval store (:mod:`agent.approvals`: ConfigMaps shared by every replica, or a directory) and
 :meth:`KubeExecutor.tick` acts on the decision (``aiops approve ID`` / ``aiops reject ID``) or
-expires it after ``approval_ttl``, reporting the outcome to the engine; otherwise a ``started``
+expires it after ``approval_ttl``, reporting the outcome to the engine (an approved request runs
+only if the engine's ``vet``, bound with :meth:`KubeExecutor.bind`, finds it one the engine would
+have proposed: a record is data anyone who may write the store can forge); otherwise a ``started``
 audit record is written first (write-ahead: a crash between the write and its outcome still
 leaves a record), then the action runs within the request's
 :class:`~remediations.types.Limits` (replica bounds, step, the namespace allow-list, which the
@@ -81,6 +83,8 @@ from remediations.types import (
 log = logging.getLogger("aiops.executor")
 
 Obj = dict[str, Any]
+Vet = Callable[[Proposal], str | None]
+"""Why a request would not have been proposed (a phrase), or None: :meth:`PlaybookEngine.vet`."""
 
 HOUR = 3600.0
 #: How often settled approval records past their retention are looked for.
@@ -203,6 +207,9 @@ class KubeExecutor:
         """Actions waiting for a person (``executor.approvals.store``)."""
         self.report: Callable[[ActionResult], None] | None = None
         """Where results of approved (or rejected, expired) requests go: the engine's ``report``."""
+        self.vet: Vet | None = None
+        """Why the engine would not have proposed a request read back from an approval record (None:
+        it would): the engine's ``vet``. Unbound, no approved record is run."""
         self.agent_record = agent_record
         """The object whose ``aiops.dev/actions`` records every action of the agent in the last hour
         (a Lease in the agent's namespace): the agent-wide budgets after a restart; None: none."""
@@ -211,9 +218,12 @@ class KubeExecutor:
         self._locks: dict[Target, threading.Lock] = {}
         self._next_prune = 0.0
 
-    def bind(self, report: Callable[[ActionResult], None]) -> None:
-        """Send results that come later (approvals) to ``report``."""
+    def bind(self, report: Callable[[ActionResult], None], vet: Vet | None = None) -> None:
+        """Send results that come later (approvals) to ``report``; check approved requests with
+        ``vet`` (the engine's policy) before running them."""
         self.report = report
+        if vet is not None:
+            self.vet = vet
 
     # ------------------------------------------------------------ the protocol
 
@@ -679,16 +689,51 @@ class KubeExecutor:
             claimed = self.approvals.change(record.id, lambda r: self._claim(r, now))
             if claimed is None:
                 return
-            proposal = Proposal.from_dict(claimed.request)
-            by = claimed.decided_by or "someone"
-            self._audit(
-                proposal, _Outcome(Decision.APPROVED, f"approval {record.id} approved by {by}", "approval")
-            )
-            result = self._submit(proposal, approved=True)
+            try:
+                proposal = Proposal.from_dict(claimed.request)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                self._refuse_unreadable(claimed, exc)
+                return
+            refused = self._refusal(claimed, proposal)
+            if refused is not None:
+                log.warning("%s", refused)
+                outcome = _Outcome(Decision.FAILED, refused, "approval", error="ApprovalRefused")
+                result = self._finish(proposal, outcome, None)
+            else:
+                by = claimed.decided_by or "someone"
+                approved = _Outcome(Decision.APPROVED, f"approval {record.id} approved by {by}", "approval")
+                self._audit(proposal, approved)
+                result = self._submit(proposal, approved=True)
             self.approvals.change(
                 record.id, lambda r: replace(r, outcome=result.to_dict(), settled=self.clock.now())
             )
             self._report(result)
+
+    def _refusal(self, record: ApprovalRecord, proposal: Proposal) -> str | None:
+        """Why the approved ``proposal`` read from ``record`` is not run, or None: anyone who may
+        write the records could have written it, so it runs only if the engine would have proposed
+        it, as the record's own (its key the record's)."""
+        why: str | None
+        if record.key != proposal.key:
+            why = f"carries the request of {proposal.key!r}, not its own {record.key!r}"
+        elif proposal.action not in self.actions:
+            why = f"asks for unknown action {proposal.action!r}"
+        elif self.vet is None:
+            why = "cannot be checked: no playbook policy is bound to the executor"
+        else:
+            try:
+                why = self.vet(proposal)
+            except Exception as exc:  # a bug in the check must refuse, never run
+                log.exception("approval %s could not be checked", record.id)
+                why = f"could not be checked ({exc!r})"
+        return None if why is None else f"approval {record.id} {why}: refused"
+
+    def _refuse_unreadable(self, record: ApprovalRecord, exc: Exception) -> None:
+        """Settle a claimed record whose request cannot be read as failed (nothing to audit it by)."""
+        message = f"approval {record.id} holds no readable request ({exc!r}): refused"
+        log.warning("%s", message)
+        outcome = {"status": ActionStatus.FAILED.value, "message": message, "error": "ApprovalRefused"}
+        self.approvals.change(record.id, lambda r: replace(r, outcome=outcome, settled=self.clock.now()))
 
     def _expire(self, record: ApprovalRecord, now: float) -> ApprovalRecord | None:
         if record.state is not ApprovalState.PENDING or now < record.expires or not self._mine(record, now):

@@ -84,12 +84,18 @@ class ActionPool:
         """Whether proposals run in the caller's thread."""
         return self.settings.workers == 0
 
-    def bind(self, report: Callable[[ActionResult], None]) -> None:
-        """Send outcomes that come later (the pool's, the executor's approvals) to ``report``."""
+    def bind(
+        self, report: Callable[[ActionResult], None], vet: Callable[[Proposal], str | None] | None = None
+    ) -> None:
+        """Send outcomes that come later (the pool's, the executor's approvals) to ``report``; the
+        executor checks approved requests with ``vet`` (the engine's policy)."""
         self.report = report
         bind = getattr(self.executor, "bind", None)
         if callable(bind):
-            bind(report)
+            if vet is None:
+                bind(report)
+            else:
+                bind(report, vet)
 
     def tick(self) -> None:
         """The executor's own timers (approvals decided and expired), if it has any: inline in the

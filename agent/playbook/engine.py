@@ -109,6 +109,7 @@ from agent.playbook.loader import EMPTY_SET, LoadedPlaybook, PlaybookSet, render
 from agent.playbook.models import ActionStep
 from agent.playbook.requests import DONE_STATUSES, LATER_STATUSES, Approval, Executor, Proposal
 from agent.playbook.templating import TemplateError, format_number
+from agent.playbook.vetting import vet
 from detectors.freshness import Seen
 from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
@@ -386,6 +387,11 @@ class PlaybookEngine:
     def playbooks(self) -> PlaybookSet:
         """The active set."""
         return self._set
+
+    def vet(self, proposal: Proposal) -> str | None:
+        """Why this engine, with its playbooks and guardrails as they are now, would not have
+        proposed ``proposal`` (a request read back from an approval record); None when it would."""
+        return vet(proposal, self._set, self.defaults)  # the set is swapped whole: no lock needed
 
     def incidents(self) -> list[dict[str, object]]:
         """Snapshots of the open incidents."""

@@ -75,8 +75,9 @@ class PlaybookRuntime:
                 metrics=metrics,
                 status_file=config.status_file,
             )
-        # results that come later (the pool's, approvals) are reported to the engine
-        self.pool.bind(self.engine.report)
+        # results that come later (the pool's, approvals) are reported to the engine, and an
+        # approved request runs only if the engine would have proposed it
+        self.pool.bind(self.engine.report, self.engine.vet)
         self._thread: threading.Thread | None = None
 
     def load(self) -> None:

@@ -30,11 +30,16 @@ from agent.cli import EXIT_FAILURE, EXIT_OK, main
 from agent.config import ExecutorConfig
 from agent.executor import KubeExecutor
 from agent.leader import StaticLeader
+from agent.metrics import AgentMetrics
+from agent.playbook.guardrails import GuardrailDefaults, effective, protecting
+from agent.playbook.loader import load_sources
 from agent.playbook.requests import Approval, Proposal
+from agent.playbook.runtime import PlaybookRuntime
+from agent.playbook.settings import PlaybooksConfig
 from remediations.kube import KubeSettings, connect
 from remediations.registry import make_request
 from remediations.types import ActionResult, ActionStatus, SignalFacts, Target
-from tests.integration.test_remediation_support import Cluster, open_cluster
+from tests.integration.test_remediation_support import Cluster, deployment_body, open_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +76,9 @@ class Replica:
             leader=StaticLeader(True),
             instance=instance,
         )
-        self.executor.bind(self.reported.append)
+        # requests of no loaded playbook: the store and the claims are tested here, the policy check
+        # of approved requests in test_approved_requests_the_engine_would_not_propose_are_refused
+        self.executor.bind(self.reported.append, lambda _: None)
 
     def executed(self) -> int:
         return self.memory.decisions().count("executed")
@@ -560,3 +567,129 @@ def test_a_configmap_that_is_no_record_stops_neither_the_executor_nor_the_cli(
     assert replicas_of(cluster) == 4
     assert cli(cluster, "approve", "aaaaaaaaaaaa") == EXIT_FAILURE
     assert "approval 'aaaaaaaaaaaa' is unreadable: JSON nested too deep" in capsys.readouterr().err
+
+
+PLAYBOOK = """
+apiVersion: aiops/v1
+kind: Playbook
+metadata: {name: pb}
+spec:
+  trigger: {signal: anomaly, match: {namespace: ".+", deployment: ".+"}}
+  target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
+  actions:
+    - scale: {by: 2}
+  guardrails: {maxReplicas: 6, approval: required}
+"""
+
+
+def plant(cluster: Cluster, request: dict[str, Any], key: str | None = None) -> str:
+    """An approved record written straight into the approvals namespace, as anyone who may write
+    ConfigMaps there can: the agent never proposed it."""
+    key = key if key is not None else str(request["key"])
+    now = cluster.clock.now()
+    record = ApprovalRecord(
+        id=approval_id(key),
+        key=key,
+        state=ApprovalState.APPROVED,
+        created=now,
+        expires=now + TTL,
+        request=request,
+        decided_by="mallory",
+        decided_at=now,
+    )
+    body = {
+        "metadata": {
+            "name": f"aiops-approval-{record.id}",
+            "labels": {
+                APPROVAL_LABEL: "true",
+                "aiops.dev/approval-state": "approved",
+                "aiops.dev/approval-finished": "false",
+            },
+        },
+        "data": {"record": json.dumps(record.to_dict())},
+    }
+    cluster.core.create_namespaced_config_map(cluster.ns, body)
+    return record.id
+
+
+def test_approved_requests_the_engine_would_not_propose_are_refused(
+    cluster: Cluster, replicas: tuple[Replica, Replica], capsys: pytest.CaptureFixture[str]
+) -> None:
+    twin = cluster.twin
+    assert twin is not None
+    a, _ = replicas
+    # the daemon's composition (agent/app.py): the engine's runtime binds its policy to the executor
+    defaults = protecting(GuardrailDefaults(), "aiops")
+    runtime = PlaybookRuntime(
+        PlaybooksConfig(guardrails=defaults), cluster.clock, AgentMetrics(), executor=a.executor
+    )
+    playbooks = load_sources([("pb.yaml", PLAYBOOK)])
+    runtime.engine.replace_playbooks(playbooks)
+    loaded = playbooks.get("pb")
+    assert loaded is not None
+    limits = effective(loaded.model.spec.guardrails, defaults).limits()
+    for name in ("web", "api", "other", "wide"):
+        cluster.deployment(name, replicas=5)
+    cluster.apps.create_namespaced_deployment("kube-system", deployment_body("coredns", replicas=2))
+
+    def request(target: Target, incident: str, **changes: Any) -> Proposal:
+        made = make_request(
+            "scale",
+            target,
+            {"by": 2},
+            playbook="pb",
+            incident=incident,
+            step="actions[0]",
+            signal=SignalFacts(1.0),
+            limits=changes.pop("limits", limits),
+        )
+        return Proposal(made, cluster.clock.now(), Approval.REQUIRED)
+
+    # the legitimate one: proposed, pending, approved by a person
+    legit = request(Target("Deployment", cluster.ns, "web"), "inc-1")
+    assert a.executor.submit(legit).status is ActionStatus.PENDING_APPROVAL
+    assert cli(cluster, "approve", approval_id(legit.key), "--by", "alice") == EXIT_OK
+    # a pending record edited before it is approved: its request now names another target
+    edited = request(Target("Deployment", cluster.ns, "api"), "inc-2")
+    assert a.executor.submit(edited).status is ActionStatus.PENDING_APPROVAL
+    moved = edited.to_dict()
+    moved["target"] = {"kind": "Deployment", "namespace": cluster.ns, "name": "other"}
+    a.executor.approvals.change(approval_id(edited.key), lambda r: replace(r, request=moved))
+    assert cli(cluster, "approve", approval_id(edited.key), "--by", "alice") == EXIT_OK
+    # made up: a scale in a protected namespace; one with limits wider than the playbook's
+    protected = plant(cluster, request(Target("Deployment", "kube-system", "coredns"), "inc-3").to_dict())
+    wide = request(
+        Target("Deployment", cluster.ns, "wide"), "inc-4", limits=replace(limits, max_replicas=1000)
+    )
+    widened = plant(cluster, wide.to_dict())
+    capsys.readouterr()
+
+    twin.server.clear_requests()
+    a.executor.tick()
+
+    writes = cluster.writes()
+    assert not {name for _, _, name in writes} & {"coredns", "api", "other", "wide"}, writes
+    assert replicas_of(cluster, "api") == 5
+    assert replicas_of(cluster, "other") == 5
+    assert replicas_of(cluster, "wide") == 5
+    assert int(cluster.apps.read_namespaced_deployment("coredns", "kube-system").spec.replicas) == 2
+    assert replicas_of(cluster, "web") == 6, "the approved one ran, within the playbook's maxReplicas"
+    done = {r.id: r for r in a.executor.approvals.records()}
+    assert done[approval_id(legit.key)].outcome["status"] == "executed"
+    reasons = {
+        protected: f"approval {protected} asks to act in protected namespace kube-system: refused",
+        widened: f"approval {widened} asks for limits wider than playbook pb allows (maxReplicas 1000 > 6)",
+        approval_id(edited.key): f"approval {approval_id(edited.key)} carries key",
+    }
+    for approval, reason in reasons.items():
+        record = done[approval]
+        assert (record.state, record.outcome["status"]) == (ApprovalState.DONE, "failed"), record
+        assert str(record.outcome["message"]).startswith(reason), record.outcome
+        assert record.settled is not None
+    refused = [r for r in a.memory.records if r.guardrail == "approval" and r.decision.value == "failed"]
+    assert sorted(r.message.split(" ")[1] for r in refused) == sorted(reasons)
+    assert a.memory.decisions().count("executed") == 1
+    # settled: the next tick leaves them alone
+    twin.server.clear_requests()
+    a.executor.tick()
+    assert cluster.writes() == []

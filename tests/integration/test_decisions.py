@@ -99,7 +99,7 @@ class Loop:
             facts=KubeFacts(cluster.kube, self.clock, ttl=0.0, agent_record=agent_record),
             freshness=self.freshness,
         )
-        self.executor.bind(self.engine.report)
+        self.executor.bind(self.engine.report, self.engine.vet)
         Loop.opened.append(self)
 
     def key(self, metric: str, deployment: str) -> SeriesKey:

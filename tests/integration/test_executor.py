@@ -74,7 +74,7 @@ class Harness:
         ex = KubeExecutor(
             self.cluster.kube, self.config, self.cluster.clock, audit, leader=self.leader, instance="t"
         )
-        ex.bind(self.reported.append)
+        ex.bind(self.reported.append, lambda _: None)  # requests of no loaded playbook: no policy check
         return ex
 
     def decisions(self) -> list[str]:

@@ -98,7 +98,7 @@ def roll_back_a_bad_rollout(
         facts=KubeFacts(cluster.kube, clock, ttl=0.0),
         freshness=freshness,
     )
-    executor.bind(engine.report)
+    executor.bind(engine.report, engine.vet)
     try:
         cluster.deployment("checkout", replicas=4, version="1")
         twin.advance(2 * 3600)
