@@ -573,6 +573,22 @@ def _point(pair: Sequence[Any]) -> tuple[float, float]:
     return float(timestamp), float(value)  # float() reads Prometheus's "NaN", "+Inf", "-Inf"
 
 
+def _labels(metric: Any) -> dict[str, str]:
+    """A series' labels as answered; ValueError (a bad answer) for names or values that are not
+    strings of UTF-8 text: a lone surrogate (``\\udcff`` in the JSON, which Python's JSON reads)
+    could be carried into no log line, signal or Kafka message after it."""
+    if not isinstance(metric, dict):
+        msg = f"a series' metric is {type(metric).__name__}, not an object"
+        raise TypeError(msg)
+    for key, value in metric.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            msg = f"label {key!r}={value!r} is not a string pair"
+            raise TypeError(msg)
+        key.encode()  # UnicodeEncodeError, a ValueError, for a lone surrogate
+        value.encode()
+    return metric
+
+
 def _parse_instant(result: Any) -> list[_Series]:
     """An instant query's ``result``: a vector of series, or a scalar ``[t, "v"]``."""
     if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
@@ -583,7 +599,7 @@ def _parse_instant(result: Any) -> list[_Series]:
         if "value" not in item:  # a native histogram sample: not a float series
             continue
         t, v = _point(item["value"])
-        out.append(_Series(dict(item["metric"]), np.array([t]), np.array([v])))
+        out.append(_Series(dict(_labels(item["metric"])), np.array([t]), np.array([v])))
     return out
 
 
@@ -596,5 +612,5 @@ def _parse_range(result: Any) -> list[_Series]:
             continue
         # numpy reads Prometheus's "NaN", "+Inf", "-Inf" as float() does, without a Python loop
         points = np.array(pairs, dtype=np.float64).reshape(-1, 2)
-        out.append(_Series(dict(item["metric"]), points[:, 0].copy(), points[:, 1].copy()))
+        out.append(_Series(dict(_labels(item["metric"])), points[:, 0].copy(), points[:, 1].copy()))
     return out

@@ -113,6 +113,9 @@ def test_unknown_extra_fields_are_ignored() -> None:
         (body({**PAYLOAD, "alerts": [{**PAYLOAD["alerts"][0], "startsAt": "yesterday"}]}), "RFC 3339"),
         (body({**PAYLOAD, "alerts": [{**PAYLOAD["alerts"][0], "labels": {"alertname": 3}}]}), "valid string"),
         (b"[" * 100_000, "not JSON"),
+        (body(PAYLOAD).replace(b'"alertname":', b'"\\udcff": "x", "alertname":'), "not JSON: .*surrogate"),
+        (body(PAYLOAD).replace(b"[{", b'[{"value": NaN, ', 1), "not JSON"),
+        (b'{"alerts": [\xff]}', "not JSON"),
     ],
 )
 def test_malformed_payloads_say_why(raw: bytes, reason: str) -> None:

@@ -462,6 +462,26 @@ def test_an_answer_nested_too_deeply_is_a_bad_response_not_a_crash(http_stub: Ht
     source.close()
 
 
+@pytest.mark.parametrize(
+    "metric",
+    ['{"job": "\\udcff"}', '{"\\ud800": "x"}', '{"job": 3}', '["job"]'],
+)
+def test_labels_that_are_no_utf8_strings_are_a_bad_response(http_stub: HttpStub, metric: str) -> None:
+    """Python's JSON reads a lone surrogate escape; such a label value could go into no log line or
+    Kafka message after it."""
+    answer = (
+        '{"status":"success","data":{"resultType":"vector","result":'
+        f'[{{"metric":{metric},"value":[{T0},"1"]}}]}}}}'
+    )
+    http_stub.handler = lambda _req: StubResponse(200, answer)
+    metrics = AgentMetrics()
+    source = make_source(http_stub, {"up": "up"}, ManualClock(T0), metrics=metrics)
+    source.start()
+    assert not source.ready
+    assert errors(metrics, "bad_response") == 1
+    source.close()
+
+
 @pytest.mark.parametrize("length", [True, False])
 def test_an_answer_past_max_response_bytes_is_refused_unread(http_stub: HttpStub, length: bool) -> None:
     big = [({"job": f"j{i}", "pad": "x" * 100}, T0, "1") for i in range(100)]  # about 13 KB
