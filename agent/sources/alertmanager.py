@@ -192,7 +192,7 @@ def parse_webhook(body: bytes, received: float) -> list[Signal]:
         msg = f"body of {len(body)} bytes is larger than {MAX_BODY}"
         raise MalformedPayloadError(msg)
     try:
-        # orjson, not json: it also refuses a lone surrogate (\\udcff, which no JSON log line or
+        # orjson, not json: it also refuses a lone surrogate (\udcff, which no JSON log line or
         # Kafka message can carry on), NaN and Infinity, and nesting past 1024 levels
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
