@@ -41,6 +41,8 @@ _MAGIC = b"AIOPSST1"
 _HEADER = struct.Struct(">I")
 #: Numpy dtype kinds a checkpoint may hold (no objects, no void records).
 _KINDS = frozenset("biufcUS")
+#: Deepest nesting of dicts and lists a checkpoint header may have (the detectors' states nest a few levels).
+MAX_DEPTH = 32
 IdArray = np.ndarray[Any, np.dtype[np.int64]]
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 Arrays = list[tuple[tuple[str, ...], np.ndarray[Any, Any]]]
@@ -301,16 +303,12 @@ def decode(data: bytes, max_bytes: int) -> SeriesState:
         raise CheckpointError("checkpoint arrays do not match their table (truncated or padded)")
     arrays: list[np.ndarray[Any, Any]] = []
     for length in lengths:
-        try:
-            array = np.load(io.BytesIO(body[at : at + length]), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise CheckpointError(f"checkpoint array {len(arrays)} is damaged: {exc}") from exc
-        if not isinstance(array, np.ndarray) or array.dtype.kind not in _KINDS:
-            raise CheckpointError(f"checkpoint array {len(arrays)} has a forbidden type")
-        arrays.append(array)
+        arrays.append(_load_array(body[at : at + length], len(arrays)))
         at += length
 
-    def live(value: object) -> Any:
+    def live(value: object, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"checkpoint header nests deeper than {MAX_DEPTH} levels")
         if isinstance(value, dict):
             if "__array__" in value:
                 index = value["__array__"]
@@ -318,10 +316,10 @@ def decode(data: bytes, max_bytes: int) -> SeriesState:
                     raise CheckpointError(f"checkpoint refers to a missing array {index!r}")
                 return arrays[index]
             if "__tuple__" in value:
-                return tuple(live(v) for v in value["__tuple__"])
-            return {k: live(v) for k, v in value.items()}
+                return tuple(live(v, depth + 1) for v in value["__tuple__"])
+            return {k: live(v, depth + 1) for k, v in value.items()}
         if isinstance(value, list):
-            return [live(v) for v in value]
+            return [live(v, depth + 1) for v in value]
         return value
 
     try:
@@ -331,7 +329,7 @@ def decode(data: bytes, max_bytes: int) -> SeriesState:
         parts = live(header["parts"])
         rows = {str(k): np.asarray(live(v), dtype=np.int64) for k, v in header["rows"].items()}
         meta = live(header.get("meta") or {})
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: a row past int64
         raise CheckpointError(f"checkpoint header does not hold together: {exc}") from exc
     if not isinstance(parts, dict) or set(parts) != set(rows) or not isinstance(meta, dict):
         raise CheckpointError("checkpoint parts and rows do not match")
@@ -339,6 +337,42 @@ def decode(data: bytes, max_bytes: int) -> SeriesState:
         if part_rows.ndim != 1 or (part_rows.size and (part_rows.min() < 0 or part_rows.max() >= len(keys))):
             raise CheckpointError(f"checkpoint rows of {name} are out of range")
     return SeriesState(keys, parts, rows, meta)
+
+
+def _load_array(blob: bytes, index: int) -> np.ndarray[Any, Any]:
+    """Array ``index`` of a checkpoint from its ``.npy`` bytes; :class:`CheckpointError` unless its
+    header names an allowed dtype and a shape whose data is exactly the bytes that follow it
+    (checked before anything is allocated: a header may claim any shape)."""
+    fp = io.BytesIO(blob)
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise CheckpointError(f"checkpoint array {index} is in .npy version {version}, not 1.0 or 2.0")
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint array {index} is damaged: {exc}") from exc
+    if dtype.kind not in _KINDS:
+        raise CheckpointError(f"checkpoint array {index} has a forbidden type ({dtype})")
+    size = dtype.itemsize
+    for n in shape:
+        size *= n  # Python ints: a claimed shape cannot overflow
+    if size != len(blob) - fp.tell():
+        msg = (
+            f"checkpoint array {index} is damaged: its header claims shape {shape} of {dtype} "
+            f"({size} bytes), {len(blob) - fp.tell()} bytes follow it"
+        )
+        raise CheckpointError(msg)
+    fp.seek(0)
+    try:
+        array = np.load(fp, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CheckpointError(f"checkpoint array {index} is damaged: {exc}") from exc
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in _KINDS:
+        raise CheckpointError(f"checkpoint array {index} has a forbidden type")
+    return array
 
 
 # ---------------------------------------------------------------------------------- chunks

@@ -24,6 +24,7 @@ from typing import Any
 from agent.playbook.events import IncidentState
 from agent.playbook.guardrails import ALERTS, SIGNALS, EffectiveGuardrails
 from agent.playbook.loader import LoadedPlaybook, PlaybookSet
+from agent.playbook.templating import TemplateError
 from detectors.series import SeriesKey
 from detectors.signal import Signal
 from remediations.types import ActionClass, Target
@@ -165,6 +166,7 @@ def thaw(
         signal = Signal.from_dict(data.get("signal"))
     except ValueError as exc:
         raise HandoverError(f"incident {ident}: {exc}") from exc
+    _check_target(ident, playbook, guardrails[name], target, signal)
     phase = _text(data, "phase")
     if phase not in _PHASES:
         raise HandoverError(
@@ -223,6 +225,26 @@ def thaw(
         remediated=data.get("remediated") is True,
         origin=origin,
     )
+
+
+def _check_target(
+    ident: str, playbook: LoadedPlaybook, g: EffectiveGuardrails, target: Target, signal: Signal
+) -> None:
+    """HandoverError unless ``target`` is what ``playbook`` names for ``signal`` and the guardrails
+    let the agent act there: a record cannot make the engine act where a signal could not."""
+    try:
+        expected = playbook.resolve_target(signal)
+    except TemplateError as exc:
+        raise HandoverError(f"incident {ident}: its signal names no target: {exc}") from exc
+    if target != expected:
+        msg = (
+            f"incident {ident}: target {target} is not {expected}, the one its playbook names for its signal"
+        )
+        raise HandoverError(msg)
+    if g.namespaces is not None and target.namespace not in g.namespaces:
+        raise HandoverError(f"incident {ident}: namespace {target.namespace!r} is not in the allow-list")
+    if target.namespace in g.protected:
+        raise HandoverError(f"incident {ident}: namespace {target.namespace!r} is protected")
 
 
 def _number(value: object) -> bool:

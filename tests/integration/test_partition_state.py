@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import struct
 import threading
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -180,4 +183,56 @@ def test_damaged_foreign_and_misplaced_checkpoints_are_skipped_with_a_warning(
     assert any(f"key {GROUP}/metrics/3" in m and "belongs to g/metrics/9" in m for m in skipped)
     assert any(f"key {GROUP}/metrics/4" in m and "chunk 0 of 1 is missing" in m for m in skipped)
     assert _value(metrics.checkpoint_errors.labels("corrupt")) == 4
+    assert bank.series.lookup(SeriesKey.of("latency", {"d": "1"})) is not None
+
+
+def test_a_checkpoint_whose_arrays_claim_terabytes_is_skipped_and_the_others_restored(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chunk whose array header claims 1e12 float64s (in 218 bytes) is refused before anything is
+    allocated: the restore goes on, the partition starts cold, the valid checkpoint beside it loads."""
+    state_topic = kafka_topic(1, prefix="state")
+    tps = [TopicPartition("metrics", p) for p in range(2)]
+    donor_bank = _bank()
+    donor = _states(kafka_bootstrap, state_topic, donor_bank, AgentMetrics())
+    donor.observe(tps[1], _learn(donor_bank, [SeriesKey.of("latency", {"d": "1"})], 40), next_offset=5)
+    assert donor.checkpoint([tps[1]]) == 1
+    donor.close()
+    header = orjson.dumps(
+        {
+            "format": "aiops.series-state",
+            "version": 1,
+            "meta": {"id": "x", "chunk": 0},
+            "keys": [["m", []]],
+            "parts": {"0:ewma": {"x": {"__array__": 1}}},
+            "rows": {"0:ewma": {"__array__": 0}},
+        }
+    )
+    arrays = []
+    for shape, descr, data in (((1,), "<i8", bytes(8)), ((10**12,), "<f8", b"")):
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+        arrays.append(buf.getvalue() + data)
+    lengths = orjson.dumps([len(a) for a in arrays])
+    size = struct.Struct(">I")
+    body = (
+        b"AIOPSST1" + size.pack(len(header)) + header + size.pack(len(lengths)) + lengths + b"".join(arrays)
+    )
+    manifest = Manifest(GROUP, "metrics", 0, 5, 0, 1, "x")
+    producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
+    producer.send(state_topic, zlib.compress(body), key=manifest.chunk_key(0))
+    producer.send(state_topic, manifest.encode(0.0), key=state_key(GROUP, tps[0]))
+    producer.flush(10)
+    producer.close()
+    bank, metrics = _bank(), AgentMetrics()
+    states = _states(kafka_bootstrap, state_topic, bank, metrics)
+    try:
+        with caplog.at_level(logging.WARNING, logger="aiops.state"):
+            assert states.restore(tps) == {tps[1]: 5}
+    finally:
+        states.close()
+    (skipped,) = [r.getMessage() for r in caplog.records if "skipping the checkpoint" in r.getMessage()]
+    assert f"key {GROUP}/metrics/0" in skipped
+    assert "claims shape (1000000000000,)" in skipped
+    assert _value(metrics.checkpoint_errors.labels("corrupt")) == 1
     assert bank.series.lookup(SeriesKey.of("latency", {"d": "1"})) is not None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import io
+import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from agent.app import detector_bank
@@ -179,3 +182,74 @@ def test_split_and_merge_give_back_the_same_state() -> None:
         theirs = dict(state_arrays(again.parts[name]))
         for path, array in state_arrays(part):
             assert np.array_equal(array, theirs[path], equal_nan=True), (name, path)
+
+
+def _envelope(header: bytes, blobs: list[bytes]) -> bytes:
+    """A checkpoint body around ``header`` (JSON) and ``blobs``, as :func:`encode` lays it out."""
+    lengths = orjson.dumps([len(b) for b in blobs])
+    size = struct.Struct(">I")
+    return zlib.compress(
+        b"AIOPSST1" + size.pack(len(header)) + header + size.pack(len(lengths)) + lengths + b"".join(blobs)
+    )
+
+
+def _npy(shape: tuple[int, ...], descr: str = "<f8", data: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue() + data
+
+
+def _header(parts: str, rows: str = '{"p": {"__array__": 0}}', meta: str = "{}") -> bytes:
+    text = f'{{"format": "aiops.series-state", "version": 1, "meta": {meta}, "keys": [["m", []]], '
+    return f'{text}"parts": {parts}, "rows": {rows}}}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("header", "blobs", "why"),
+    [
+        (
+            _header('{"p": {"x": {"__array__": 1}}}'),
+            [_npy((1,), "<i8", bytes(8)), _npy((10**12,))],
+            "claims shape",
+        ),
+        (
+            _header('{"p": {"x": {"__array__": 1}}}'),
+            [_npy((1,), "<i8", bytes(8)), _npy((10**6,), "<U1000000")],
+            "claims shape",
+        ),
+        (
+            _header('{"p": {"x": {"__array__": 1}}}'),
+            [_npy((1,), "<i8", bytes(8)), _npy((2**62, 2**62))],
+            "claims shape",
+        ),
+        (
+            _header('{"p": ' + '{"a": ' * 600 + "1" + "}" * 600 + "}"),
+            [_npy((1,), "<i8", bytes(8))],
+            "deeper than",
+        ),
+        (
+            _header("{}", meta='{"m": ' + "[" * 600 + "]" * 600 + "}"),
+            [_npy((1,), "<i8", bytes(8))],
+            "deeper than",
+        ),
+        (_header('{"p": {}}', rows='{"p": [9223372036854775813]}'), [], "does not hold together"),
+        (_header('{"p": {}}', rows='{"p": [1e300]}'), [], "does not hold together"),
+    ],
+    ids=[
+        "shape-1e12",
+        "unicode-4TB",
+        "shape-overflow",
+        "deep-parts",
+        "deep-meta",
+        "row-past-int64",
+        "row-1e300",
+    ],
+)
+def test_a_hostile_envelope_is_refused_before_it_costs_anything(
+    header: bytes, blobs: list[bytes], why: str
+) -> None:
+    """Headers that claim more than their bytes hold, nest past any detector's state, or hold rows
+    no int64 holds are refused as damaged: never a MemoryError, RecursionError or OverflowError
+    escaping to the consumer that restores them."""
+    with pytest.raises(CheckpointError, match=why):
+        decode(_envelope(header, blobs), 1 << 20)

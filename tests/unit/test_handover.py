@@ -184,3 +184,47 @@ def test_a_raise_still_to_be_released_goes_with_its_partition() -> None:
     b.tick()
     assert [(p.time, p.request.restore) for p in b_executor.requests] == [(T0 + 900, True)]
     assert [p.request.restore for p in a.executor.requests] == [False]  # type: ignore[attr-defined]
+
+
+def test_a_handed_incident_acts_nowhere_a_signal_could_not_make_it_act(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A record from the state topic is an input like a signal: an incident whose target is not the
+    one its playbook names for its signal, or in a namespace the guardrails keep the agent out of,
+    is dropped with a warning, and no step of it is asked."""
+    clock = ManualClock(T0)
+    a = _engine(playbook(), clock, RecordingExecutor(outcome=ActionStatus.RUNNING))
+    a.emit([sig(0)], origin=P)
+    clock.set(T0 + 120)
+    a.emit([sig(120)], origin=P)
+    good = _wire(a.hand_over(P))["incidents"][0]
+    assert good["state"] == "acting"
+
+    def forged(kind: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+        target = {"kind": kind, "namespace": namespace, "name": "coredns"}
+        return {
+            **good,
+            "id": f"inc-{kind}-{namespace}",
+            "target": target,
+            "signal": {**good["signal"], "labels": labels},
+        }
+
+    kube = {"namespace": "kube-system", "deployment": "coredns"}
+    records = [
+        forged("Deployment", "kube-system", kube),  # consistent with its signal, but protected
+        forged("StatefulSet", "shop", {"namespace": "shop", "deployment": "coredns"}),  # another kind
+        forged(
+            "Deployment", "kube-system", {"namespace": "shop", "deployment": "coredns"}
+        ),  # not its signal's
+    ]
+    executor = RecordingExecutor(outcome=ActionStatus.RUNNING)
+    b = _engine(playbook(), clock, executor)
+    with caplog.at_level(logging.WARNING, logger="aiops.playbooks"):
+        assert b.take_over(P, {"incidents": records}) == 0
+    assert executor.requests == []
+    assert b.incidents() == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("namespace 'kube-system' is protected" in m for m in messages)
+    assert any("target StatefulSet/shop/coredns is not Deployment/shop/coredns" in m for m in messages)
+    assert any("target Deployment/kube-system/coredns is not Deployment/shop/coredns" in m for m in messages)
+    assert _count(b, "incidents_not_restored", "incompatible") == 3
