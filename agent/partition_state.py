@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
@@ -61,6 +62,9 @@ MANIFEST_VERSION = 1
 MAX_MANIFEST_BYTES = 4096
 #: Most chunks one partition's checkpoint may have (bounds what a manifest can make a reader hold).
 MAX_CHUNKS = 4096
+#: What follows ``#`` in a chunk's key: the slot (0 or 1), a dot, the chunk's index. Anything else
+#: under a manifest's key is no chunk and is not held while the topic is read.
+_CHUNK_SUFFIX = re.compile(rb"[01]\.[0-9]{1,4}")
 #: The least compression expected of a checkpoint, for the first guess of its chunk count.
 COMPRESSION_GUESS = 4.0
 _NOBODY = -1
@@ -469,6 +473,7 @@ class Changelog:
             ends = reader.end_offsets(tps)
             manifests: dict[bytes, bytes | None] = {}
             chunks: dict[bytes, dict[bytes, bytes | None]] = {}
+            junk = 0
             while True:
                 for records in reader.poll(timeout_ms=200).values():
                     for rec in records:
@@ -476,9 +481,13 @@ class Changelog:
                         if key in wanted:
                             manifests[key] = rec.value
                         else:
-                            base = key.partition(b"#")[0]
-                            if base in wanted:
+                            base, _, suffix = key.partition(b"#")
+                            if base not in wanted:
+                                continue
+                            if _CHUNK_SUFFIX.fullmatch(suffix) and int(suffix[2:]) < MAX_CHUNKS:
                                 chunks.setdefault(base, {})[key] = rec.value
+                            else:  # no manifest names it: not held (a producer could write any number)
+                                junk += 1
                 if all(_caught_up(reader, tp, ends.get(tp) or 0) for tp in tps):
                     break
                 if self.clock.now() >= deadline:
@@ -489,6 +498,14 @@ class Changelog:
                         self.config.restore_timeout,
                     )
                     break
+            if junk:
+                log.warning(
+                    "state: skipped %d record(s) in %s under a manifest's key that name no chunk "
+                    "(a chunk is '#0.i' or '#1.i', i below %d)",
+                    junk,
+                    topic,
+                    MAX_CHUNKS,
+                )
             return {key: (value, chunks.get(key, {})) for key, value in manifests.items()}
         finally:
             reader.close(autocommit=False)

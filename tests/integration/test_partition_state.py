@@ -236,3 +236,41 @@ def test_a_checkpoint_whose_arrays_claim_terabytes_is_skipped_and_the_others_res
     assert "claims shape (1000000000000,)" in skipped
     assert _value(metrics.checkpoint_errors.labels("corrupt")) == 1
     assert bank.series.lookup(SeriesKey.of("latency", {"d": "1"})) is not None
+
+
+def test_records_under_a_manifests_key_that_name_no_chunk_are_not_held(
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever may write the state topic could put any number of keys under ``<manifest key>#``:
+    only ``#0.i`` and ``#1.i`` (i below MAX_CHUNKS) are held while it is read; the checkpoint beside
+    the junk restores."""
+    state_topic = kafka_topic(1, prefix="state")
+    tp = TopicPartition("metrics", 0)
+    donor_bank = _bank()
+    donor = _states(kafka_bootstrap, state_topic, donor_bank, AgentMetrics())
+    donor.observe(tp, _learn(donor_bank, [SeriesKey.of("latency", {"d": "0"})], 40), next_offset=7)
+    assert donor.checkpoint([tp]) == 1
+    donor.close()
+    base = state_key(GROUP, tp)
+    junk = [b"#x", b"#2.0", b"#0.4096", b"#0.-1", b"#1.00000", b"#0.1\n"] + [
+        b"#junk%d" % i for i in range(200)
+    ]
+    producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
+    for suffix in junk:
+        producer.send(state_topic, b"x" * 1000, key=base + suffix)
+    producer.flush(10)
+    producer.close()
+    bank = _bank()
+    states = _states(kafka_bootstrap, state_topic, bank, AgentMetrics())
+    try:
+        with caplog.at_level(logging.WARNING, logger="aiops.state"):
+            read = states.changelog._read({base: tp})
+            assert states.restore([tp]) == {tp: 7}
+    finally:
+        states.close()
+    _, chunks = read[base]
+    assert chunks
+    assert all(k.startswith((base + b"#0.", base + b"#1.")) for k in chunks)
+    assert not set(chunks) & {base + s for s in junk}
+    assert any(f"skipped {len(junk)} record(s)" in r.getMessage() for r in caplog.records)
+    assert bank.series.lookup(SeriesKey.of("latency", {"d": "0"})) is not None
