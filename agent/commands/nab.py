@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from agent.commands.detect import (
     BATCH_ROWS,
@@ -32,6 +33,7 @@ from agent.commands.detect import (
     report_repairs,
     score_series,
 )
+from agent.files import read_regular_file
 from detectors import DetectorError, SampleBatch, SeriesKey, SeriesRegistry, build_detector
 from detectors.bank import detector_names
 from detectors.crossval import FoldResult, Summary, cross_validate, score_at, summarise
@@ -122,6 +124,10 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+#: A corpus' label file larger than this is refused (NAB's own is about 16 KB).
+MAX_LABELS_BYTES = 64 << 20
+
+
 def load_corpus(root: Path) -> Corpus:
     """Read every ``data/**/*.csv`` of ``root`` and map its label windows to rows."""
     data_dir = root / "data"
@@ -132,10 +138,14 @@ def load_corpus(root: Path) -> Corpus:
     if not paths:
         raise InputError(f"{data_dir}: no CSV files")
     try:
-        labels = json.loads(labels_path.read_text(encoding="utf-8"))
+        raw = read_regular_file(labels_path, MAX_LABELS_BYTES)
     except OSError as exc:
         raise InputError(f"{labels_path}: cannot read: {exc.strerror or exc}") from exc
-    except json.JSONDecodeError as exc:
+    if len(raw) > MAX_LABELS_BYTES:
+        raise InputError(f"{labels_path}: larger than {MAX_LABELS_BYTES >> 20} MiB")
+    try:
+        labels = orjson.loads(raw)  # not json: nesting past 1024 levels is an error, not a RecursionError
+    except orjson.JSONDecodeError as exc:
         raise InputError(f"{labels_path}: invalid JSON: {exc}") from exc
     if not isinstance(labels, dict):
         raise InputError(f"{labels_path}: expected an object of file -> windows")

@@ -8,6 +8,7 @@ command users run (``aiops nab DATA_DIR --reference DIR``).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,37 @@ def test_nab_refuses_a_data_file_without_labels(tmp_path: Path, capsys: pytest.C
     (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps({"synthetic/a.csv": []}))
     assert main(["nab", str(tmp_path)]) == 2
     assert "no windows for synthetic/b.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("labels", "error"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "invalid JSON: depth limit exceeded"),
+        ("fifo", "cannot read: a FIFO, not a regular file"),
+        ("big", "larger than 0 MiB"),
+    ],
+)
+def test_nab_refuses_a_label_file_that_is_no_label_file(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    labels: str,
+    error: str,
+) -> None:
+    """Labels nested past the parser's depth (a RecursionError traceback before), a FIFO (waited on
+    for ever before) or a file past the size limit: exit 2 naming the file, at once."""
+    write_corpus(tmp_path)
+    path = tmp_path / "labels" / "combined_windows.json"
+    path.unlink()
+    if labels == "fifo":
+        os.mkfifo(path)
+    elif labels == "big":
+        monkeypatch.setattr("agent.commands.nab.MAX_LABELS_BYTES", 1000)
+        path.write_text(json.dumps({"synthetic/a.csv": [], "pad": "x" * 1000}))
+    else:
+        path.write_text(labels)
+    assert main(["nab", str(tmp_path)]) == 2
+    assert f"{path}: {error}" in capsys.readouterr().err
 
 
 def write_two_categories(root: Path) -> None:
