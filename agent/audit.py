@@ -203,7 +203,7 @@ def executed_keys_in(lines: Iterable[str]) -> set[str]:
     for line in lines:
         try:
             data = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the decoder's depth
             continue
         if isinstance(data, dict) and data.get("decision") in EXECUTED_DECISIONS and data.get("key"):
             keys.add(str(data["key"]))

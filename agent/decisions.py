@@ -501,7 +501,7 @@ def records_from_lines(
     for line in lines:
         try:
             data = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the decoder's depth
             continue
         if not isinstance(data, dict) or not isinstance(data.get("incident"), str):
             continue

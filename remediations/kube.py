@@ -241,7 +241,7 @@ def connect(
 def _status_body(error: ApiException) -> Obj:
     try:
         body = json.loads(error.body or "")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return {}
     return body if isinstance(body, dict) else {}
 
@@ -591,7 +591,11 @@ def _decode(response: Any) -> Any:
             release()
     if not data:
         return None
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        msg = "the API server's answer is nested too deep to read"
+        raise ValueError(msg) from None
 
 
 def _short(error: BaseException) -> str:

@@ -275,6 +275,8 @@ def parse_params(text: str | None) -> dict[str, Any]:
         params = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"--params: invalid JSON: {exc}") from exc
+    except RecursionError:
+        raise InputError("--params: invalid JSON: nested too deep") from None
     if not isinstance(params, dict):
         raise InputError(f"--params: expected a JSON object, got {type(params).__name__}")
     return params

@@ -61,7 +61,7 @@ def _fetch(url: str, path: str) -> Any:
         raise SourceError(msg)
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the decoder's depth
         msg = f"{full}: not JSON ({exc})"
         raise SourceError(msg) from exc
 

@@ -115,6 +115,9 @@ def parse_records(text: str, file: str) -> list[Record]:
         except json.JSONDecodeError as exc:
             errors.append(LocatedError(Location(file, lineno, exc.colno), "", f"invalid JSON: {exc.msg}"))
             continue
+        except RecursionError:
+            errors.append(LocatedError(Location(file, lineno, 1), "", "invalid JSON: nested too deep"))
+            continue
         model: type[RecordedSignal] | type[RecordedFact] = (
             RecordedFact if isinstance(data, dict) and "fact" in data else RecordedSignal
         )

@@ -114,7 +114,11 @@ def write_status(path: Path, status: PlaybookStatus) -> None:
 
 def read_status(path: Path) -> PlaybookStatus:
     """Read a status file written by :func:`write_status`; OSError or ValueError if unreadable."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        msg = f"{path} does not hold a playbook status: JSON nested too deep"
+        raise ValueError(msg) from None
     if not isinstance(data, dict):
         msg = f"{path} does not hold a playbook status"
         raise ValueError(msg)

@@ -560,7 +560,7 @@ def _error_text(body_repr: str) -> str:
     raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw.strip()[:500]
     if isinstance(doc, dict) and isinstance(doc.get("error"), str):
         kind = doc.get("errorType")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.app import Agent
-from agent.audit import Audit, AuditRecord, Decision, Entry
+from agent.audit import Audit, AuditRecord, Decision, Entry, executed_keys_in
 from agent.cli import main
 from agent.clock import ManualClock
 from agent.config import AgentConfig
@@ -237,7 +237,7 @@ def test_the_live_sink_publishes_records_and_ignores_its_own() -> None:
 def test_an_audit_file_gives_the_same_record_as_the_live_sink() -> None:
     sink = Published()
     live = DecisionRecords(publish=[sink])
-    lines: list[str] = ["not json", "[1, 2]", json.dumps({"incident": 7})]
+    lines: list[str] = ["not json", "[1, 2]", json.dumps({"incident": 7}), "[" * 100_000 + "]" * 100_000]
     for e in a_rollback():
         live.record(e)
         # the file holds the executor's decisions and the published records, not the engine's events
@@ -496,3 +496,10 @@ def test_records_are_published_in_the_order_they_were_folded_across_threads() ->
     assert len(sink.entries) == 400
     sizes = [len(p["actions"]) + p["dropped"].get("actions", 0) for p in sink.entries]
     assert sizes == list(range(1, 401)), "each published record holds one more outcome than the last"
+
+
+def test_an_audit_line_nested_too_deep_is_skipped_when_keys_are_recalled() -> None:
+    """The executor recalls executed keys from its audit file at start: a damaged line is skipped,
+    not a RecursionError that keeps the daemon from starting."""
+    good = json.dumps({"decision": "executed", "key": "k1"})
+    assert executed_keys_in(["[" * 100_000 + "]" * 100_000, good]) == {"k1"}

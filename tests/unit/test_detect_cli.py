@@ -178,6 +178,7 @@ def test_bad_input_exits_2_naming_the_file_and_line(
     ("params", "message"),
     [
         ("{not json", "--params: invalid JSON"),
+        ("[" * 100_000, "--params: invalid JSON: nested too deep"),
         ("[1, 2]", "--params: expected a JSON object, got list"),
         ('{"window": 5}', "threshold: unknown parameter(s) ['window']"),
         ('{"rules": [{"metric": "value"}]}', "threshold.rules[0]: a rule needs at least one of"),

@@ -153,11 +153,13 @@ def test_test_json_and_a_failing_action(tmp_path: Path, capsys: pytest.CaptureFi
 def test_test_rejects_bad_signal_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     signals = tmp_path / "s.jsonl"
     good = '{"kind": "anomaly", "metric": "m", "timestamp": 1}'
-    signals.write_text(f"{good}\n{good.replace('anomaly', 'guess')}\nnot json\n")
+    deep = "[" * 100_000 + "]" * 100_000
+    signals.write_text(f"{good}\n{good.replace('anomaly', 'guess')}\nnot json\n{deep}\n")
     assert main(["playbook", "test", str(PLAYBOOKS), "--signals", str(signals)]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith(f"error: {signals}:2:1: kind: Input should be 'anomaly'")
     assert err[1] == f"error: {signals}:3:1: invalid JSON: Expecting value"
+    assert err[2] == f"error: {signals}:4:1: invalid JSON: nested too deep"
 
 
 def test_schema_prints_the_committed_schema(capsys: pytest.CaptureFixture[str]) -> None:

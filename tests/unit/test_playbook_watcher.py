@@ -299,3 +299,11 @@ def test_the_dry_run_executor_plans_once_per_key() -> None:
     for incident in ("inc-2", "inc-3"):
         executor.submit(proposal(incident))
     assert executor.submit(req).status is ActionStatus.DRY_RUN  # memory is bounded: inc-1 was forgotten
+
+
+def test_a_status_file_nested_too_deep_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+    """``aiops playbook status`` reports an unreadable file (ValueError), as for any other bad one."""
+    path = tmp_path / "status.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="does not hold a playbook status: JSON nested too deep"):
+        read_status(path)
