@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import Detector, DetectorError
-from detectors.batch import SampleBatch, newest_per_series
+from detectors.batch import SampleBatch, newest_per_series, oldest_per_series
 from detectors.counters import CounterRates
 from detectors.drift import DriftDetector
 from detectors.forecast_detector import ForecastDetector
@@ -167,10 +167,11 @@ def detector_names() -> list[str]:
 class DetectorBank:
     """Runs detectors over batches; at most one signal per detector and series per batch.
 
-    When several samples of a series cross the bar in one batch, the newest one is reported
-    (its score is the highest among them where scores tie). A spec with ``metrics`` sees only
-    the samples of the series whose metric name matches. A signal's value is the sample's,
-    unless the detector has the optional ``signal_value(series_id)`` hook (see
+    When several samples of a series cross the bar in one batch, the newest one is reported (its
+    score is the highest among them where scores tie), with the time of the oldest one in its
+    details as ``since``: what one sample at a time would have signalled first. A spec with
+    ``metrics`` sees only the samples of the series whose metric name matches. A signal's value is
+    the sample's, unless the detector has the optional ``signal_value(series_id)`` hook (see
     :class:`~detectors.base.Detector`) and it returns a number: a forecast's upper bound, say.
     """
 
@@ -273,13 +274,18 @@ class DetectorBank:
         if hit.size == 0:
             return []
         newest = hit[newest_per_series(batch.series[hit], batch.timestamps[hit])]
+        # one signal per series and batch, its newest hit; an earlier hit of the batch goes with it
+        # as ``since``, so the incident it opens has the id it would have had sample by sample
+        oldest = hit[oldest_per_series(batch.series[hit], batch.timestamps[hit])]
         hook: Callable[[int], float | None] | None = getattr(spec.detector, "signal_value", None)
         tail_p = bool(getattr(spec.detector, "scores_are_tail_p", False))
         signals: list[Signal] = []
-        for i in newest.tolist():
+        for i, first in zip(newest.tolist(), oldest.tolist(), strict=True):  # both in series order
             sid = int(batch.series[i])
             value = hook(sid) if hook is not None else None
             details = spec.detector.signal_details(sid)
+            if batch.timestamps[first] < batch.timestamps[i]:
+                details = {**details, "since": float(batch.timestamps[first])}
             if tail_p and "p_value" not in details:  # the score stands for a tail probability
                 details["p_value"] = score_to_p(float(scores[i]))
             signals.append(

@@ -23,6 +23,15 @@ def newest_per_series(series: IdArray, timestamps: FloatArray) -> IdArray:
     return np.asarray(order[last], dtype=np.int64)
 
 
+def oldest_per_series(series: IdArray, timestamps: FloatArray) -> IdArray:
+    """Positions of each series' oldest sample, in series order (a tie: the earlier in the arrays)."""
+    order = np.lexsort((timestamps, series))
+    s = series[order]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = s[1:] != s[:-1]
+    return np.asarray(order[first], dtype=np.int64)
+
+
 @dataclass(frozen=True, slots=True)
 class SampleBatch:
     """Samples as three parallel arrays: series id, timestamp (Unix seconds), value.

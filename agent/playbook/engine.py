@@ -54,12 +54,13 @@ Signals older than ``trigger.maxGap`` when they arrive (a backfill, a consumer f
 nothing: acting on stale evidence is worse than waiting for fresh. Alert signals are exempt:
 their timestamp is when the alert started, and a firing alert is current until resolved.
 
-Incident ids derive from (playbook, target, timestamp of the first matching signal), so a signal
-redelivered after a restart reopens the same incident id and the executor's idempotency keys
-stop a second execution. An id is never given to two incidents: a new episode whose first signal
-has the timestamp of an earlier one (an alert re-sent with the same ``startsAt`` after it was
-resolved) gets the next id in sequence. A step skipped because its key had already executed is
-not a remediation: it starts no cooldown and spends no budget.
+Incident ids derive from (playbook, target, timestamp of the first matching signal; for a signal
+that stands for several samples of one batch, the oldest of them), so a signal redelivered after a
+restart, or a breach found again in a successor's backfill, reopens the same incident id and the
+executor's idempotency keys stop a second execution. An id is never given to two incidents: a new
+episode whose first signal has the timestamp of an earlier one (an alert re-sent with the same
+``startsAt`` after it was resolved) gets the next id in sequence. A step skipped because its key had
+already executed is not a remediation: it starts no cooldown and spends no budget.
 
 With decisions taken from the signals topic, each incident belongs to the signals partition its
 signals come from (its ``origin``). :meth:`PlaybookEngine.hand_over` lets go of a partition's
@@ -227,6 +228,21 @@ def _entries(handed: Mapping[str, Any], name: str, kind: type[Any]) -> Any:
     """``handed[name]`` when it is a ``kind``, else an empty one."""
     value = handed.get(name)
     return value if isinstance(value, kind) else kind()
+
+
+def first_signal_time(signal: Signal, max_gap: float) -> float:
+    """When ``signal``'s evidence began: its ``since`` (the oldest of the samples of one batch it
+    stands for, :class:`~detectors.bank.DetectorBank`), if that is a time within ``max_gap``
+    before it, else its own timestamp. Signalled sample by sample or in a batch (a backfill, a
+    successor replaying from a checkpoint), one breach then opens the same incident id."""
+    since = signal.details.get("since")
+    if (
+        isinstance(since, int | float)
+        and not isinstance(since, bool)
+        and signal.timestamp - max_gap <= since <= signal.timestamp
+    ):
+        return float(since)
+    return signal.timestamp
 
 
 def incident_id(playbook: str, target: Target, first_signal: float) -> str:
@@ -575,7 +591,7 @@ class PlaybookEngine:
     def _open(
         self, pb: LoadedPlaybook, target: Target, signal: Signal, now: float, origin: str | None = None
     ) -> Incident:
-        base = incident_id(pb.name, target, signal.timestamp)
+        base = incident_id(pb.name, target, first_signal_time(signal, pb.model.spec.trigger.max_gap))
         ident, n = base, 1
         while ident in self._ids:  # a new episode, though its first signal has an old timestamp
             n += 1

@@ -175,6 +175,19 @@ def test_lifecycle_pending_firing_acting_verifying_resolved() -> None:
     assert req.incident == incident_id("restart-web", WEB, T0)
 
 
+@pytest.mark.parametrize(("since", "first"), [(-60.0, -60.0), (-700.0, 0.0), (30.0, 0.0), ("x", 0.0)])
+def test_a_signal_standing_for_a_batch_opens_the_incident_of_its_oldest_sample(
+    since: object, first: float
+) -> None:
+    """A breach signalled once for a batch of samples (a backfill, a replay from a checkpoint)
+    gets the id it got sample by sample: from ``since``, within ``maxGap`` (5m) before the signal
+    and not after it; anything else is ignored."""
+    h = Harness(playbook())
+    h.signal(0, details={"since": T0 + since if isinstance(since, float) else since})
+    (inc,) = h.engine.incidents()
+    assert inc["id"] == incident_id("restart-web", WEB, T0 + first)
+
+
 def test_every_event_has_a_reason_and_the_clock_time() -> None:
     h = Harness(playbook())
     h.every(0, 150)

@@ -168,8 +168,12 @@ def test_bank_emits_one_signal_per_series_per_batch_newest_first_hit() -> None:
     assert s.series == LAT
     assert (s.timestamp, s.value, s.score) == (3.0, 3.0, 1.0)
     assert s.details["above"] == 1.0
+    assert s.details["since"] == 1.0  # the batch's oldest hit: where sample by sample it began
     assert bank.signals_out == {"threshold": 1}
     assert s.to_dict()["labels"] == {"svc": "a"}
+    (alone,) = bank.process(SampleBatch.from_arrays([a, a], [4, 5], [0.5, 2.0]))
+    assert alone.timestamp == 5.0
+    assert "since" not in alone.details  # one hit: nothing earlier to carry
 
 
 def test_bank_ignores_dropped_series() -> None:
