@@ -56,6 +56,29 @@ def _spike_scores(bank: DetectorBank, key: SeriesKey, at: int = 60) -> list[floa
     return [s.score for s in bank.process(batch)]
 
 
+def _donate(bootstrap: str, topic: str, tp: TopicPartition, key: SeriesKey, offset: int) -> None:
+    """One replica's checkpoint of ``tp``: ``key`` learned, at ``offset``."""
+    bank = _bank()
+    donor = _states(bootstrap, topic, bank, AgentMetrics())
+    donor.observe(tp, _learn(bank, [key], 40), next_offset=offset)
+    assert donor.checkpoint([tp]) == 1
+    donor.close()
+
+
+def _restore(
+    bootstrap: str, topic: str, tps: list[TopicPartition], caplog: pytest.LogCaptureFixture
+) -> tuple[dict[TopicPartition, int], DetectorBank, AgentMetrics]:
+    """What a new replica restores of ``tps`` (its warnings in ``caplog``), its bank and metrics."""
+    bank, metrics = _bank(), AgentMetrics()
+    states = _states(bootstrap, topic, bank, metrics)
+    try:
+        with caplog.at_level(logging.WARNING, logger="aiops.state"):
+            restored = states.restore(tps)
+    finally:
+        states.close()
+    return restored, bank, metrics
+
+
 def _value(metric: Any) -> float:
     return float(metric._value.get())
 
@@ -152,11 +175,7 @@ def test_damaged_foreign_and_misplaced_checkpoints_are_skipped_with_a_warning(
 ) -> None:
     state_topic = kafka_topic(1, prefix="state")
     tps = [TopicPartition("metrics", p) for p in range(5)]
-    donor_bank = _bank()
-    donor = _states(kafka_bootstrap, state_topic, donor_bank, AgentMetrics())
-    donor.observe(tps[1], _learn(donor_bank, [SeriesKey.of("latency", {"d": "1"})], 40), next_offset=5)
-    assert donor.checkpoint([tps[1]]) == 1
-    donor.close()
+    _donate(kafka_bootstrap, state_topic, tps[1], SeriesKey.of("latency", {"d": "1"}), 5)
     producer = KafkaProducer(bootstrap_servers=[kafka_bootstrap])
     good = Manifest(GROUP, "metrics", 0, 5, 0, 1, "x")
     producer.send(state_topic, good.encode(0.0)[:-5], key=state_key(GROUP, tps[0]))  # truncated
@@ -169,13 +188,8 @@ def test_damaged_foreign_and_misplaced_checkpoints_are_skipped_with_a_warning(
     producer.send(state_topic, b"no key at all")
     producer.flush(10)
     producer.close()
-    bank, metrics = _bank(), AgentMetrics()
-    states = _states(kafka_bootstrap, state_topic, bank, metrics)
-    try:
-        with caplog.at_level(logging.WARNING, logger="aiops.state"):
-            assert states.restore(tps) == {tps[1]: 5}
-    finally:
-        states.close()
+    restored, bank, metrics = _restore(kafka_bootstrap, state_topic, tps, caplog)
+    assert restored == {tps[1]: 5}
     skipped = [r.getMessage() for r in caplog.records if "skipping the checkpoint" in r.getMessage()]
     assert len(skipped) == 4, skipped
     assert any(f"key {GROUP}/metrics/0" in m and "not JSON" in m for m in skipped)
@@ -193,11 +207,7 @@ def test_a_checkpoint_whose_arrays_claim_terabytes_is_skipped_and_the_others_res
     allocated: the restore goes on, the partition starts cold, the valid checkpoint beside it loads."""
     state_topic = kafka_topic(1, prefix="state")
     tps = [TopicPartition("metrics", p) for p in range(2)]
-    donor_bank = _bank()
-    donor = _states(kafka_bootstrap, state_topic, donor_bank, AgentMetrics())
-    donor.observe(tps[1], _learn(donor_bank, [SeriesKey.of("latency", {"d": "1"})], 40), next_offset=5)
-    assert donor.checkpoint([tps[1]]) == 1
-    donor.close()
+    _donate(kafka_bootstrap, state_topic, tps[1], SeriesKey.of("latency", {"d": "1"}), 5)
     header = orjson.dumps(
         {
             "format": "aiops.series-state",
@@ -224,13 +234,8 @@ def test_a_checkpoint_whose_arrays_claim_terabytes_is_skipped_and_the_others_res
     producer.send(state_topic, manifest.encode(0.0), key=state_key(GROUP, tps[0]))
     producer.flush(10)
     producer.close()
-    bank, metrics = _bank(), AgentMetrics()
-    states = _states(kafka_bootstrap, state_topic, bank, metrics)
-    try:
-        with caplog.at_level(logging.WARNING, logger="aiops.state"):
-            assert states.restore(tps) == {tps[1]: 5}
-    finally:
-        states.close()
+    restored, bank, metrics = _restore(kafka_bootstrap, state_topic, tps, caplog)
+    assert restored == {tps[1]: 5}
     (skipped,) = [r.getMessage() for r in caplog.records if "skipping the checkpoint" in r.getMessage()]
     assert f"key {GROUP}/metrics/0" in skipped
     assert "claims shape (1000000000000,)" in skipped
@@ -246,11 +251,7 @@ def test_records_under_a_manifests_key_that_name_no_chunk_are_not_held(
     the junk restores."""
     state_topic = kafka_topic(1, prefix="state")
     tp = TopicPartition("metrics", 0)
-    donor_bank = _bank()
-    donor = _states(kafka_bootstrap, state_topic, donor_bank, AgentMetrics())
-    donor.observe(tp, _learn(donor_bank, [SeriesKey.of("latency", {"d": "0"})], 40), next_offset=7)
-    assert donor.checkpoint([tp]) == 1
-    donor.close()
+    _donate(kafka_bootstrap, state_topic, tp, SeriesKey.of("latency", {"d": "0"}), 7)
     base = state_key(GROUP, tp)
     junk = [b"#x", b"#2.0", b"#0.4096", b"#0.-1", b"#1.00000", b"#0.1\n"] + [
         b"#junk%d" % i for i in range(200)
