@@ -15,7 +15,6 @@ recorded (if the pod is still there) or does nothing.
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
@@ -205,11 +204,7 @@ def deletions(owner: Obj) -> list[dict[str, Any]]:
     value = notes.read_json(owner, DELETIONS)
     if not isinstance(value, list):
         return []
-    return [e for e in value if isinstance(e, dict) and _finite(e.get("at"))]
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return [e for e in value if isinstance(e, dict) and notes.finite_number(e.get("at"))]
 
 
 class DeletePodAction(BaseAction[DeletePodParams]):

@@ -26,7 +26,6 @@ the Deployment is paused.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -169,13 +168,7 @@ def rollbacks_of(deployment: Obj) -> list[Rollback]:
         if not isinstance(item, dict):
             continue
         time, source, to = item.get("time"), item.get("from", ""), item.get("to", "")
-        if (
-            isinstance(time, int | float)
-            and not isinstance(time, bool)
-            and math.isfinite(time)
-            and isinstance(source, str)
-            and isinstance(to, str)
-        ):
+        if notes.finite_number(time) and isinstance(source, str) and isinstance(to, str):
             out.append(Rollback(float(time), source, to))
     return sorted(out, key=lambda r: r.time)
 

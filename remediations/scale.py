@@ -509,9 +509,7 @@ def raise_of(obj: Obj) -> Raise | None:
         or not _count(set_to)
         or not isinstance(holders, dict)
         or not all(_count(v) for v in holders.values())
-        or not isinstance(at, int | float)
-        or isinstance(at, bool)
-        or not math.isfinite(at)
+        or not notes.finite_number(at)
     ):
         notes.unreadable(obj, CAPACITY_RAISE, "not a raise the agent records")
         return None

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from remediations.types import key_digest
 
@@ -51,6 +51,12 @@ def resource_version(obj: Obj) -> str:
 def uid_of(obj: Obj) -> str:
     """``metadata.uid`` (empty when missing)."""
     return str((obj.get("metadata") or {}).get("uid") or "")
+
+
+def finite_number(value: object) -> TypeGuard[int | float]:
+    """Whether ``value``, read from JSON, is a finite number (not a bool; Python's JSON reads
+    ``NaN`` and ``Infinity``): a time or a count the agent could have written."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def describe(obj: Obj) -> str:
@@ -173,12 +179,7 @@ class RecordedAction:
             return None
         t = value.get("t")
         fields = [value.get(f) for f in ("p", "a", "c", "s", "k")]
-        if (
-            not isinstance(t, int | float)
-            or isinstance(t, bool)
-            or not math.isfinite(t)
-            or not all(isinstance(f, str) and 0 < len(f) <= _MAX_FIELD for f in fields)
-        ):
+        if not finite_number(t) or not all(isinstance(f, str) and 0 < len(f) <= _MAX_FIELD for f in fields):
             return None
         target = value.get("g", "")
         if not isinstance(target, str) or len(target) > 3 * _MAX_FIELD:

@@ -27,6 +27,7 @@ from agent.playbook.loader import LoadedPlaybook, PlaybookSet
 from agent.playbook.templating import TemplateError
 from detectors.series import SeriesKey
 from detectors.signal import Signal
+from remediations.state import finite_number
 from remediations.types import ActionClass, Target
 
 #: A firing alert not re-notified for this long counts as resolved (Alertmanager re-sends firing
@@ -176,7 +177,7 @@ def thaw(
     if source not in {SIGNALS, ALERTS}:
         raise HandoverError(f"incident {ident}: field 'source' must be {SIGNALS!r} or {ALERTS!r}")
     alerts = data.get("alerts")
-    if not isinstance(alerts, dict) or not all(_number(v) for v in alerts.values()):
+    if not isinstance(alerts, dict) or not all(finite_number(v) for v in alerts.values()):
         raise HandoverError(f"incident {ident}: field 'alerts' must be an object of times")
     series = data.get("series")
     if not isinstance(series, list) or len(series) > MAX_SERIES:
@@ -247,10 +248,6 @@ def _check_target(
         raise HandoverError(f"incident {ident}: namespace {target.namespace!r} is protected")
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _text(data: Mapping[str, Any], name: str) -> str:
     value = data.get(name)
     if not isinstance(value, str) or not value:
@@ -262,6 +259,6 @@ def _time(data: Mapping[str, Any], name: str, ident: str, *, required: bool = Fa
     value = data.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, int | float) or not _number(value):
+    if not finite_number(value):
         raise HandoverError(f"incident {ident}: field {name!r} must be a time in seconds, got {value!r}")
     return float(value)
