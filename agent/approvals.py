@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent.files import NotRegularFileError, read_regular_file
 from remediations.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -516,20 +517,17 @@ class DirectoryStore(_Records):
     def _read(self, approval: str, path: Path) -> str:
         """The text of a record file: a regular file (not followed through a link) of at most
         READ_MAX bytes, read without waiting on a FIFO; ApprovalError otherwise."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(path, flags)
+            data = read_regular_file(path, READ_MAX, follow_links=False)
         except FileNotFoundError:
             msg = f"no approval {approval!r} in {self.where}"
+            raise ApprovalError(msg) from None
+        except NotRegularFileError as exc:
+            msg = f"approval {approval!r} is not a regular file ({path}: {exc})"
             raise ApprovalError(msg) from None
         except OSError as exc:  # ELOOP: a symbolic link
             msg = f"approval {approval!r} is unreadable ({path}): {exc.strerror}"
             raise ApprovalError(msg) from None
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                msg = f"approval {approval!r} is not a regular file ({path})"
-                raise ApprovalError(msg)
-            data = fh.read(READ_MAX + 1)
         if len(data) > READ_MAX:
             msg = f"approval {approval!r} is over {READ_MAX} bytes ({path})"
             raise ApprovalError(msg)

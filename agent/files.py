@@ -10,6 +10,7 @@ meanwhile cannot hang the open), and checked again on the open descriptor.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -34,13 +35,21 @@ def _check_regular(mode: int) -> None:
         raise NotRegularFileError(msg)
 
 
-def open_regular(path: Path) -> int:
+def open_regular(path: Path, *, follow_links: bool = True) -> int:
     """A blocking read-only descriptor of the regular file at ``path`` (the caller closes it).
 
-    :class:`NotRegularFileError` for anything else; OSError when it cannot be opened.
+    :class:`NotRegularFileError` for anything else; OSError when it cannot be opened, and, with
+    ``follow_links`` false, when ``path`` is a symbolic link (``ELOOP``, as ``O_NOFOLLOW`` gives).
     """
-    _check_regular(os.stat(path).st_mode)
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if follow_links:
+        _check_regular(os.stat(path).st_mode)
+    else:
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+        _check_regular(mode)
+        flags |= os.O_NOFOLLOW
     fd = os.open(path, flags)
     try:
         _check_regular(os.fstat(fd).st_mode)
@@ -51,11 +60,12 @@ def open_regular(path: Path) -> int:
     return fd
 
 
-def read_regular_file(path: Path, max_bytes: int | None = None) -> bytes:
+def read_regular_file(path: Path, max_bytes: int | None = None, *, follow_links: bool = True) -> bytes:
     """The regular file at ``path``; with ``max_bytes``, at most ``max_bytes + 1`` of its bytes (more
     than ``max_bytes`` means too large, a file that grew since its size was read too).
 
-    :class:`NotRegularFileError` for anything but a regular file; OSError when it cannot be read.
+    :class:`NotRegularFileError` for anything but a regular file; OSError when it cannot be read
+    (and for a symbolic link, with ``follow_links`` false).
     """
-    with os.fdopen(open_regular(path), "rb") as fh:
+    with os.fdopen(open_regular(path, follow_links=follow_links), "rb") as fh:
         return fh.read() if max_bytes is None else fh.read(max_bytes + 1)
