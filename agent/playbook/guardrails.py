@@ -417,6 +417,22 @@ def _rate(
     return Verdict(False, name, reason, max(free_at, now))
 
 
+def namespace_closed(g: EffectiveGuardrails, namespace: str) -> Verdict | None:
+    """The verdict holding any action in ``namespace`` (outside the allow-list, or protected), or
+    None when the agent may act there: for what the engine proposes, and for what a record (an
+    approval, a hand-over) asks it to do."""
+    if g.namespaces is not None and namespace not in g.namespaces:
+        allowed = ", ".join(sorted(g.namespaces)) or "none"
+        return Verdict(False, "namespaces", f"namespace {namespace!r} is not in the allow-list ({allowed})")
+    if namespace in g.protected:
+        reason = (
+            f"namespace {namespace!r} is protected: the agent does not act there "
+            "(playbooks.guardrails.unprotect lifts it)"
+        )
+        return Verdict(False, "protected", reason)
+    return None
+
+
 def check_action(
     g: EffectiveGuardrails,
     ledger: ActionLedger,
@@ -430,16 +446,9 @@ def check_action(
     """May ``playbook`` start a remediation of ``target`` with ``planned`` workload actions of
     class ``cls`` now? Rate limits count only actions of the same class and source: incidents
     opened by alerts never spend what the detectors' incidents need, nor the other way round."""
-    if g.namespaces is not None and target.namespace not in g.namespaces:
-        allowed = ", ".join(sorted(g.namespaces)) or "none"
-        reason = f"namespace {target.namespace!r} is not in the allow-list ({allowed})"
-        return Verdict(False, "namespaces", reason)
-    if target.namespace in g.protected:
-        reason = (
-            f"namespace {target.namespace!r} is protected: the agent does not act there "
-            "(playbooks.guardrails.unprotect lifts it)"
-        )
-        return Verdict(False, "protected", reason)
+    closed = namespace_closed(g, target.namespace)
+    if closed is not None:
+        return closed
     last = ledger.last_remediation(playbook, target)
     if last is not None and now - last < g.cooldown:
         reason = f"last remediation {format_seconds(now - last)} ago, cooldown {format_seconds(g.cooldown)}"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.playbook.events import IncidentState
-from agent.playbook.guardrails import ALERTS, SIGNALS, EffectiveGuardrails
+from agent.playbook.guardrails import ALERTS, SIGNALS, EffectiveGuardrails, namespace_closed
 from agent.playbook.loader import LoadedPlaybook, PlaybookSet
 from agent.playbook.templating import TemplateError
 from detectors.series import SeriesKey
@@ -242,10 +242,9 @@ def _check_target(
             f"incident {ident}: target {target} is not {expected}, the one its playbook names for its signal"
         )
         raise HandoverError(msg)
-    if g.namespaces is not None and target.namespace not in g.namespaces:
-        raise HandoverError(f"incident {ident}: namespace {target.namespace!r} is not in the allow-list")
-    if target.namespace in g.protected:
-        raise HandoverError(f"incident {ident}: namespace {target.namespace!r} is protected")
+    closed = namespace_closed(g, target.namespace)
+    if closed is not None:
+        raise HandoverError(f"incident {ident}: {closed.reason}")
 
 
 def _text(data: Mapping[str, Any], name: str) -> str:

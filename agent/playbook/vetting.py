@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.playbook.actions import action_class
-from agent.playbook.guardrails import EffectiveGuardrails, GuardrailDefaults, effective
+from agent.playbook.guardrails import EffectiveGuardrails, GuardrailDefaults, effective, namespace_closed
 from agent.playbook.loader import LoadedPlaybook, PlaybookSet
 from agent.playbook.models import ActionStep
 from agent.playbook.requests import Proposal
@@ -27,23 +27,19 @@ _STEP = re.compile(r"(?P<phase>actions|onFailure)\[(?P<index>\d{1,3})\]")
 
 def vet(proposal: Proposal, playbooks: PlaybookSet, defaults: GuardrailDefaults) -> str | None:
     """Why the engine, with ``playbooks`` and the agent's guardrails ``defaults``, would not have
-    proposed ``proposal`` (a phrase: ``asks to act in protected namespace kube-system``); None when
-    it would have."""
+    proposed ``proposal`` (a phrase: ``names step 'actions[7]', not a step of playbook pb``); None
+    when it would have. The namespace is judged by :func:`namespace_closed`, as the engine judges
+    what it proposes."""
     request = proposal.request
     target = request.target
     namespace = target.namespace
-    if namespace in set(defaults.protected_namespaces) - set(defaults.unprotect):
-        return f"asks to act in protected namespace {namespace}"
-    if defaults.namespaces is not None and namespace not in defaults.namespaces:
-        allowed = ", ".join(sorted(defaults.namespaces)) or "none"
-        return f"asks to act in namespace {namespace}, outside the agent's allow-list ({allowed})"
     loaded = playbooks.get(request.playbook)
     if loaded is None:
         return f"names playbook {request.playbook!r}, which is not loaded"
     g = effective(loaded.model.spec.guardrails, defaults)
-    if g.namespaces is not None and namespace not in g.namespaces:
-        allowed = ", ".join(sorted(g.namespaces)) or "none"
-        return f"asks to act in namespace {namespace}, outside playbook {loaded.name}'s ({allowed})"
+    closed = namespace_closed(g, namespace)  # the engine's own check (check_action)
+    if closed is not None:
+        return f"asks to act on {target}: {closed.reason}"
     if request.key != idempotency_key(request.playbook, target, request.incident, request.step):
         return f"carries key {request.key!r}, not the key of its own playbook, target, incident and step"
     spec = loaded.model.spec.target

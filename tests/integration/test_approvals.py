@@ -677,7 +677,9 @@ def test_approved_requests_the_engine_would_not_propose_are_refused(
     done = {r.id: r for r in a.executor.approvals.records()}
     assert done[approval_id(legit.key)].outcome["status"] == "executed"
     reasons = {
-        protected: f"approval {protected} asks to act in protected namespace kube-system: refused",
+        protected: f"approval {protected} asks to act on Deployment/kube-system/coredns: "
+        "namespace 'kube-system' is protected: the agent does not act there "
+        "(playbooks.guardrails.unprotect lifts it): refused",
         widened: f"approval {widened} asks for limits wider than playbook pb allows (maxReplicas 1000 > 6)",
         approval_id(edited.key): f"approval {approval_id(edited.key)} carries key",
     }

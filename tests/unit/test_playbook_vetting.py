@@ -66,8 +66,15 @@ def test_what_the_engine_would_propose_passes() -> None:
 @pytest.mark.parametrize(
     ("changes", "why"),
     [
-        ({"namespace": "kube-system"}, "asks to act in protected namespace kube-system"),
-        ({"namespace": "other"}, "outside playbook pb's (kube-system, shop)"),
+        (
+            {"namespace": "kube-system"},
+            "asks to act on Deployment/kube-system/web-a: namespace 'kube-system' is protected",
+        ),
+        (
+            {"namespace": "other"},
+            "asks to act on Deployment/other/web-a: "
+            "namespace 'other' is not in the allow-list (kube-system, shop)",
+        ),
         ({"name": "api"}, "not a target of playbook pb (Deployment/{{ labels.namespace }}/web-{{ labels"),
         ({"params": {"by": 50}}, "asks for scale with scale.by = 50"),
         ({"action": "restart", "params": {}}, "asks for restart as actions[0] of playbook pb: it has scale"),
@@ -92,7 +99,7 @@ def test_what_the_engine_would_not_propose_is_named(changes: dict[str, Any], why
 def test_the_agent_wide_guardrails_apply_and_unprotect_lifts_a_protected_namespace() -> None:
     narrow = GuardrailDefaults(namespaces=["kube-system"])
     assert vet(proposal(narrow), PLAYBOOKS, narrow) == (
-        "asks to act in namespace shop, outside the agent's allow-list (kube-system)"
+        "asks to act on Deployment/shop/web-a: namespace 'shop' is not in the allow-list (kube-system)"
     )
     lifted = GuardrailDefaults(unprotect=["kube-system"])
     assert vet(proposal(lifted, namespace="kube-system"), PLAYBOOKS, lifted) is None
