@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import Detector, DetectorError
-from detectors.batch import SampleBatch, newest_per_series, oldest_per_series
+from detectors.batch import SampleBatch, oldest_and_newest_per_series
 from detectors.counters import CounterRates
 from detectors.drift import DriftDetector
 from detectors.forecast_detector import ForecastDetector
@@ -273,10 +273,10 @@ class DetectorBank:
         hit = np.flatnonzero(scores >= spec.min_score)
         if hit.size == 0:
             return []
-        newest = hit[newest_per_series(batch.series[hit], batch.timestamps[hit])]
         # one signal per series and batch, its newest hit; an earlier hit of the batch goes with it
         # as ``since``, so the incident it opens has the id it would have had sample by sample
-        oldest = hit[oldest_per_series(batch.series[hit], batch.timestamps[hit])]
+        first, last = oldest_and_newest_per_series(batch.series[hit], batch.timestamps[hit])
+        oldest, newest = hit[first], hit[last]
         hook: Callable[[int], float | None] | None = getattr(spec.detector, "signal_value", None)
         tail_p = bool(getattr(spec.detector, "scores_are_tail_p", False))
         signals: list[Signal] = []

@@ -14,22 +14,20 @@ IdArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 
-def newest_per_series(series: IdArray, timestamps: FloatArray) -> IdArray:
-    """Positions of each series' newest sample, in series order (a tie: the later in the arrays)."""
+def oldest_and_newest_per_series(series: IdArray, timestamps: FloatArray) -> tuple[IdArray, IdArray]:
+    """Positions of each series' oldest and of its newest sample, each in series order (a tie: the
+    earlier in the arrays is the oldest, the later the newest), from one sort."""
     order = np.lexsort((timestamps, series))  # stable: equal (series, time) keep their order
     s = series[order]
-    last = np.ones(order.size, dtype=bool)
-    last[:-1] = s[1:] != s[:-1]
-    return np.asarray(order[last], dtype=np.int64)
-
-
-def oldest_per_series(series: IdArray, timestamps: FloatArray) -> IdArray:
-    """Positions of each series' oldest sample, in series order (a tie: the earlier in the arrays)."""
-    order = np.lexsort((timestamps, series))
-    s = series[order]
     first = np.ones(order.size, dtype=bool)
-    first[1:] = s[1:] != s[:-1]
-    return np.asarray(order[first], dtype=np.int64)
+    last = np.ones(order.size, dtype=bool)
+    first[1:] = last[:-1] = s[1:] != s[:-1]
+    return np.asarray(order[first], dtype=np.int64), np.asarray(order[last], dtype=np.int64)
+
+
+def newest_per_series(series: IdArray, timestamps: FloatArray) -> IdArray:
+    """Positions of each series' newest sample, in series order (a tie: the later in the arrays)."""
+    return oldest_and_newest_per_series(series, timestamps)[1]
 
 
 @dataclass(frozen=True, slots=True)
