@@ -129,7 +129,7 @@ class ReplayOptions:
     """Every playbook available; a scenario picks some by name (none named: all of them)."""
     static_playbooks: PlaybookSet | None = None
     policies: Sequence[str] = POLICIES
-    progress: Callable[[int], None] | None = None
+    progress: Callable[[int], object] | None = None
     """Called with the number of steps done since the last call."""
     kafka: str | None = None
     """Bootstrap servers: the agent consumes the metrics through this broker instead of in-process."""
@@ -140,19 +140,27 @@ class ReplayOptions:
 
 
 def replay(scenario: Scenario, options: ReplayOptions) -> ScenarioResult:
-    """Replay ``scenario`` once per policy and score every run.
+    """Replay ``scenario`` once per policy and score every run."""
+    runs = {policy: run_on_one_core(scenario, policy, options) for policy in options.policies}
+    return score_replay(scenario, runs)
 
-    A replay runs on one core: numpy's BLAS and OpenMP pools are held to one thread, which the
-    small per-series fits run fastest on and which leaves the machine's other cores alone.
+
+def run_on_one_core(scenario: Scenario, policy: str, options: ReplayOptions) -> PolicyRun:
+    """:func:`run_policy` with numpy's BLAS and OpenMP pools held to one thread.
+
+    A replay runs on one core: the small per-series fits run fastest on one thread, and the
+    machine's other cores stay free (for the other replays of ``aiops replay --jobs``).
     """
-    spec = scenario.spec
-    runs: dict[str, PolicyRun] = {}
     # threadpoolctl caps the pools of the libraries loaded so far: load the fits' BLAS first
     import sklearn.linear_model  # noqa: F401, PLC0415 - a slow import, only for its side effect
 
     with threadpool_limits(limits=1):
-        for policy in options.policies:
-            runs[policy] = run_policy(scenario, policy, options)
+        return run_policy(scenario, policy, options)
+
+
+def score_replay(scenario: Scenario, runs: dict[str, PolicyRun]) -> ScenarioResult:
+    """Score each policy's run of ``scenario`` and judge the scenario's expectations."""
+    spec = scenario.spec
     faults = fault_windows(scenario)
     result = ScenarioResult(
         name=scenario.name,

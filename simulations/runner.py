@@ -20,8 +20,9 @@ from typing import TextIO
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.playbook.loader import PlaybookLoadError, PlaybookSet, load_paths
 from agent.yamlloc import YamlValidationError
-from simulations.replay import SHIPPED_CONFIG, ReplayOptions, replay, steps_of
-from simulations.result import POLICIES, ScenarioResult
+from simulations.jobs import Run, default_jobs, run_all
+from simulations.replay import SHIPPED_CONFIG, ReplayOptions, score_replay, steps_of
+from simulations.result import POLICIES, PolicyRun
 from simulations.scenario import Scenario, load_scenario
 from simulations.seeds import SeedSummary, format_seeds, seeds_of, with_seed
 
@@ -53,6 +54,9 @@ class RunSettings:
     """Replay every scenario with this many seeds (its own and the next ones)."""
     speed: float | None = None
     """None: as fast as it computes; else a factor of real time (60: an hour of scenario a minute)."""
+    jobs: int | None = None
+    """Runs (scenario x seed x policy) side by side in this many processes; None: one per core (as
+    memory allows), or one at a time when paced, serving metrics or going through Kafka."""
 
 
 def shipped_scenarios() -> list[str]:
@@ -143,6 +147,36 @@ def _paced(update: Callable[[int], object], step: float, speed: float | None) ->
     return progress
 
 
+def jobs_for(settings: RunSettings, err: TextIO) -> int | None:
+    """How many processes the runs go to; None (with the reason printed) when they cannot.
+
+    A paced replay (``--speed``), one serving its metrics (``--prometheus-port``) or one going
+    through a broker (``--kafka``) is watched or shares a port or topics: it runs one at a time.
+    """
+    one_at_a_time = [
+        flag
+        for flag, given in (
+            ("--speed", settings.speed is not None),
+            ("--prometheus-port", settings.metrics_port is not None),
+            ("--kafka", settings.kafka is not None),
+        )
+        if given
+    ]
+    if settings.jobs is None:
+        return 1 if one_at_a_time else default_jobs()
+    if settings.jobs < 1:
+        print(f"error: --jobs: expected at least 1, got {settings.jobs}", file=err)
+        return None
+    if settings.jobs > 1 and one_at_a_time:
+        print(
+            f"error: --jobs {settings.jobs}: a replay with {', '.join(one_at_a_time)} runs one run at "
+            "a time (--jobs 1)",
+            file=err,
+        )
+        return None
+    return settings.jobs
+
+
 def run(settings: RunSettings, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Replay every scenario; exit 0 when all expectations are met, 1 if not, 2 on invalid input.
 
@@ -154,27 +188,48 @@ def run(settings: RunSettings, out: TextIO | None = None, err: TextIO | None = N
     if loaded is None:
         return EXIT_INVALID
     config, playbooks, static, scenarios = loaded
+    jobs = jobs_for(settings, err)
+    if jobs is None:
+        return EXIT_INVALID
     show = err.isatty() if settings.progress is None else settings.progress
-    total = sum(steps_of(s) * len(settings.policies) * settings.seeds for s in scenarios)
-    summaries: list[SeedSummary] = []
+    runs = [
+        Run((index, seed, policy), with_seed(scenario, seed), policy)
+        for index, scenario in enumerate(scenarios)
+        for seed in seeds_of(scenario, settings.seeds)
+        for policy in settings.policies
+    ]
+    total = sum(steps_of(run.scenario) for run in runs)
+    options = ReplayOptions(
+        playbooks,
+        static,
+        policies=settings.policies,
+        kafka=settings.kafka,
+        metrics_port=settings.metrics_port,
+        config=config,
+    )
     from tqdm import tqdm  # noqa: PLC0415 - only for the command line
 
+    done: dict[tuple[int, int, str], PolicyRun] = {}
     with tqdm(total=total, disable=not show, file=err, unit="step", dynamic_ncols=True) as bar:
-        for scenario in scenarios:
-            options = ReplayOptions(
-                playbooks,
-                static,
-                policies=settings.policies,
-                progress=_paced(bar.update, scenario.spec.step, settings.speed),
-                kafka=settings.kafka,
-                metrics_port=settings.metrics_port,
-                config=config,
-            )
-            seeded: list[ScenarioResult] = []
-            for seed in seeds_of(scenario, settings.seeds):
-                bar.set_description(f"{scenario.name} seed {seed}")
-                seeded.append(replay(with_seed(scenario, seed), options))
-            summaries.append(SeedSummary(seeded))
+        if jobs == 1:
+            for run in runs:
+                bar.set_description(f"{run.scenario.name} seed {run.scenario.spec.seed} {run.policy}")
+                done |= run_all([run], options, 1, _paced(bar.update, run.scenario.spec.step, settings.speed))
+        else:
+            bar.set_description(f"{len(runs)} runs on {min(jobs, len(runs))} processes")
+            done = run_all(runs, options, jobs, bar.update)
+    summaries = [
+        SeedSummary(
+            [
+                score_replay(
+                    with_seed(scenario, seed),
+                    {policy: done[(index, seed, policy)] for policy in settings.policies},
+                )
+                for seed in seeds_of(scenario, settings.seeds)
+            ]
+        )
+        for index, scenario in enumerate(scenarios)
+    ]
     from simulations.report import format_scores, format_timeline, write_report  # noqa: PLC0415
 
     # the timeline, table and report of each scenario's own seed; the spread over seeds after them

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         timeline=not args.no_timeline,
         speed=None if args.speed == "max" else float(args.speed),
         seeds=args.seeds,
+        jobs=args.jobs,
     )
     return run_replay(settings)
 
@@ -92,6 +93,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="replay each scenario with N seeds (its own and the next N-1) and show each policy's "
         "mean and range (default: 5); a scenario passes when every seed meets its expectations",
+    )
+    p.add_argument(
+        "--jobs",
+        type=_positive,
+        metavar="N",
+        help="make the runs (each scenario x seed x policy) in N processes side by side (default: one "
+        "per core; one at a time with --speed, --kafka or --prometheus-port); the scores do not "
+        "depend on it",
     )
     p.add_argument(
         "--speed",

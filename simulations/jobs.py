@@ -1,0 +1,144 @@
+"""Replays run side by side: each (scenario, seed, policy) run in a worker process of its own.
+
+A run is closed-loop and self-contained (its own twin cluster, clock, series and agent), so runs
+of one ``aiops replay`` do not depend on each other and can go to as many processes as there are
+cores. Each worker holds numpy's pools to one thread (:func:`simulations.replay.run_on_one_core`),
+so N workers use N cores. A run's result does not depend on the process it ran in: the same
+scenario and seed give the same scores and the same summary bytes at any ``--jobs``.
+
+Workers are *spawned* (a fresh interpreter, not a fork of one that may hold threads and sockets);
+each imports the agent once (a few seconds) and then takes runs until none is left, the longest
+first. Progress comes back through a queue, in steps, as the runs advance.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from simulations.replay import ReplayOptions, run_on_one_core, steps_of
+from simulations.result import AGENT, STATIC, PolicyRun
+from simulations.scenario import Scenario
+
+#: How many steps a worker advances before it reports them (a few reports a second per worker).
+REPORT_EVERY = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One run to make: a scenario (already at its seed) under one policy."""
+
+    key: tuple[int, int, str]
+    """(the scenario's index, the seed, the policy): where the result goes."""
+    scenario: Scenario
+    policy: str
+
+    @property
+    def cost(self) -> float:
+        """A rough relative cost, to start the longest runs first: steps x services, more with an
+        agent (detectors, engine, executor) than without."""
+        weight = 3.0 if self.policy == AGENT else 2.0 if self.policy == STATIC else 1.0
+        return steps_of(self.scenario) * max(1, len(self.scenario.spec.services)) * weight
+
+
+#: Memory set aside per worker by default: a run of a few services holds about a third of it.
+WORKER_MEMORY = 1 << 30
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity where the system says, else the count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on every platform
+        return max(1, os.cpu_count() or 1)
+
+
+def default_jobs(meminfo: Path = Path("/proc/meminfo")) -> int:
+    """One worker per core, but no more than the available memory holds at ``WORKER_MEMORY`` each
+    (where the system says how much is available)."""
+    jobs = available_cores()
+    try:
+        for line in meminfo.read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                jobs = min(jobs, max(1, int(line.split()[1]) * 1024 // WORKER_MEMORY))
+    except (OSError, ValueError, IndexError):
+        pass
+    return jobs
+
+
+def run_all(
+    runs: Sequence[Run], options: ReplayOptions, jobs: int, progress: Callable[[int], object]
+) -> dict[tuple[int, int, str], PolicyRun]:
+    """Make every run, on ``jobs`` worker processes (in this one when ``jobs`` is 1, in order).
+
+    ``progress`` is called in this process with steps done. A run that raises stops the others
+    (queued ones are cancelled) and its exception is raised here.
+    """
+    if jobs < 1:
+        msg = f"jobs: expected at least 1, got {jobs}"
+        raise ValueError(msg)
+    if jobs == 1 or len(runs) <= 1:
+        serial = replace(options, progress=progress)
+        return {run.key: run_on_one_core(run.scenario, run.policy, serial) for run in runs}
+    shipped = replace(options, progress=None)  # a callback does not cross processes; the queue does
+    context = multiprocessing.get_context("spawn")
+    steps: multiprocessing.Queue[int] = context.Queue()
+    results: dict[tuple[int, int, str], PolicyRun] = {}
+    workers = min(jobs, len(runs))
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(steps,)) as pool:
+        futures: dict[Future[PolicyRun], Run] = {
+            pool.submit(_work, run.scenario, run.policy, shipped): run
+            for run in sorted(runs, key=lambda r: r.cost, reverse=True)
+        }
+        pending: set[Future[PolicyRun]] = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                _drain(steps, progress)
+                for future in done:
+                    results[futures[future].key] = future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        _drain(steps, progress)
+    return results
+
+
+def _drain(steps: Any, progress: Callable[[int], object]) -> None:
+    while True:
+        try:
+            progress(steps.get_nowait())
+        except queue.Empty:
+            return
+
+
+# --- in the worker ---------------------------------------------------------------------------
+
+_steps: Any = None
+
+
+def _start(steps: Any) -> None:
+    global _steps  # noqa: PLW0603 - the worker's one channel back, set once when it starts
+    _steps = steps
+
+
+def _work(scenario: Scenario, policy: str, options: ReplayOptions) -> PolicyRun:
+    pending = [0]
+
+    def report(n: int) -> None:
+        pending[0] += n
+        if pending[0] >= REPORT_EVERY:
+            _steps.put(pending[0])
+            pending[0] = 0
+
+    try:
+        return run_on_one_core(scenario, policy, replace(options, progress=report))
+    finally:
+        if pending[0]:
+            _steps.put(pending[0])

@@ -1,0 +1,88 @@
+"""`aiops replay --jobs N`: runs side by side in spawned processes, the same scores as one at a time.
+
+Each run (scenario x seed x policy) is closed-loop against its own twin cluster over HTTP, in a
+worker process of its own; the report and the per-seed summary must be the same bytes whichever
+process a run was made in, progress must come back in full, and a run that fails must fail the
+command with its own error.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.playbook.loader import load_paths
+from simulations.jobs import Run, run_all
+from simulations.replay import ReplayOptions, steps_of
+from simulations.result import AGENT, NO_AGENT
+from simulations.runner import SHIPPED_PLAYBOOKS, SHIPPED_SCENARIOS, RunSettings, run
+from simulations.scenario import load_scenario
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def short_scenario(tmp_path: Path, duration: str = "2h10m") -> Path:
+    path = tmp_path / "short.yaml"
+    path.write_text(
+        (SHIPPED_SCENARIOS / "bad-rollout.yaml").read_text().replace("duration: 4h", f"duration: {duration}")
+    )
+    return path
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    return {str(p.relative_to(directory)): p.read_bytes() for p in files}
+
+
+def test_two_processes_give_the_same_report_bytes_as_one(tmp_path: Path) -> None:
+    scenario = short_scenario(tmp_path)
+    reports = {}
+    for jobs in (1, 2):
+        out = io.StringIO()
+        settings = RunSettings(
+            scenarios=[scenario],
+            policies=[AGENT, NO_AGENT],
+            seeds=2,
+            report=tmp_path / f"jobs{jobs}",
+            progress=False,
+            jobs=jobs,
+        )
+        assert run(settings, out, io.StringIO()) == 0, out.getvalue()
+        reports[jobs] = files_of(tmp_path / f"jobs{jobs}")
+    assert "seeds.json" in reports[1]
+    assert any(name.endswith(".png") for name in reports[1])
+    assert reports[1] == reports[2]
+
+
+def test_workers_report_every_step_and_a_failing_run_fails_the_call(tmp_path: Path) -> None:
+    playbooks = load_paths([SHIPPED_PLAYBOOKS])
+    scenario = load_scenario(short_scenario(tmp_path), playbook_names=[p.name for p in playbooks.playbooks])
+    options = ReplayOptions(playbooks, policies=(NO_AGENT,))
+    runs = [Run((0, 11, NO_AGENT), scenario, NO_AGENT), Run((0, 12, NO_AGENT), scenario, NO_AGENT)]
+    reported: list[int] = []
+    done = run_all(runs, options, 2, reported.append)
+    assert set(done) == {(0, 11, NO_AGENT), (0, 12, NO_AGENT)}
+    assert sum(reported) == 2 * steps_of(scenario)
+    assert len(reported) >= 2  # in parts, as the runs advance
+    assert all(len(r.replicas["checkout"]) == steps_of(scenario) for r in done.values())
+
+    failing = [*runs, Run((0, 13, "nobody"), scenario, "nobody")]
+    with pytest.raises(ValueError, match="unknown policy 'nobody'"):
+        run_all(failing, options, 2, reported.append)
+
+
+def test_jobs_with_a_paced_or_served_replay_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = str(short_scenario(tmp_path))
+    assert main(["replay", scenario, "--jobs", "2", "--speed", "60", "--no-progress"]) == 2
+    assert "--jobs 2: a replay with --speed runs one run at a time (--jobs 1)" in capsys.readouterr().err
+    assert main(["replay", scenario, "--jobs", "2", "--prometheus-port", "0", "--no-progress"]) == 2
+    assert "--prometheus-port" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["replay", scenario, "--jobs", "0"])
+    assert exit_info.value.code == 2
+    assert "expected a whole number of at least 1, got '0'" in capsys.readouterr().err
