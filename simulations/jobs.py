@@ -13,11 +13,13 @@ first. Progress comes back through a queue, in steps, as the runs advance.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from typing import Any
 from simulations.replay import ReplayOptions, run_on_one_core, steps_of
 from simulations.result import AGENT, STATIC, PolicyRun
 from simulations.scenario import Scenario
+
+log = logging.getLogger(__name__)
 
 #: How many steps a worker advances before it reports them (a few reports a second per worker).
 REPORT_EVERY = 200
@@ -84,11 +88,14 @@ def run_all(
         msg = f"jobs: expected at least 1, got {jobs}"
         raise ValueError(msg)
     if jobs == 1 or len(runs) <= 1:
-        serial = replace(options, progress=progress)
-        return {run.key: run_on_one_core(run.scenario, run.policy, serial) for run in runs}
+        return _in_this_process(runs, options, progress)
     shipped = replace(options, progress=None)  # a callback does not cross processes; the queue does
     context = multiprocessing.get_context("spawn")
-    steps: multiprocessing.Queue[int] = context.Queue()
+    try:
+        steps: multiprocessing.Queue[int] = context.Queue()
+    except OSError as exc:  # no POSIX semaphores here (a container without /dev/shm)
+        log.warning("replay: no worker processes (%s); making the %d runs one at a time", exc, len(runs))
+        return _in_this_process(runs, options, progress)
     results: dict[tuple[int, int, str], PolicyRun] = {}
     workers = min(jobs, len(runs))
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(steps,)) as pool:
@@ -102,12 +109,28 @@ def run_all(
                 done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
                 _drain(steps, progress)
                 for future in done:
-                    results[futures[future].key] = future.result()
+                    run = futures[future]
+                    try:
+                        results[run.key] = future.result()
+                    except BrokenProcessPool as exc:
+                        msg = (
+                            f"the worker process making {run.scenario.name} seed {run.scenario.spec.seed} "
+                            f"under {run.policy} ended abruptly (killed, or out of memory?); "
+                            "--jobs 1 makes the runs in this process"
+                        )
+                        raise RuntimeError(msg) from exc
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
         _drain(steps, progress)
     return results
+
+
+def _in_this_process(
+    runs: Sequence[Run], options: ReplayOptions, progress: Callable[[int], object]
+) -> dict[tuple[int, int, str], PolicyRun]:
+    serial = replace(options, progress=progress)
+    return {run.key: run_on_one_core(run.scenario, run.policy, serial) for run in runs}
 
 
 def _drain(steps: Any, progress: Callable[[int], object]) -> None:

@@ -86,3 +86,35 @@ def test_jobs_with_a_paced_or_served_replay_is_refused_before_anything_runs(
         main(["replay", scenario, "--jobs", "0"])
     assert exit_info.value.code == 2
     assert "expected a whole number of at least 1, got '0'" in capsys.readouterr().err
+
+
+def test_a_worker_killed_mid_run_fails_the_call_naming_the_run(tmp_path: Path) -> None:
+    import multiprocessing
+    import os
+    import signal
+    import threading
+
+    playbooks = load_paths([SHIPPED_PLAYBOOKS])
+    scenario = load_scenario(short_scenario(tmp_path), playbook_names=[p.name for p in playbooks.playbooks])
+    runs = [Run((0, 11, AGENT), scenario, AGENT), Run((0, 12, AGENT), scenario, AGENT)]
+    started = threading.Event()
+    outcome: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            run_all(runs, ReplayOptions(playbooks, policies=(AGENT,)), 2, lambda n: started.set())
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    maker = threading.Thread(target=make)
+    maker.start()
+    assert started.wait(120), "no progress from the workers"
+    workers = multiprocessing.active_children()
+    assert workers
+    os.kill(workers[0].pid or 0, signal.SIGKILL)
+    maker.join(300)
+    assert not maker.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], RuntimeError)
+    assert "bad-rollout seed 1" in str(outcome[0])
+    assert "ended abruptly" in str(outcome[0])
