@@ -51,6 +51,7 @@ from remediations.errors import (
     NotFoundError,
     TemporaryKubeError,
 )
+from remediations.jsontext import loads as loads_json
 from remediations.names import check_label
 from remediations.types import key_digest
 
@@ -453,12 +454,9 @@ def _dumps(record: ApprovalRecord) -> str:
 
 def _parse(approval: str, text: str) -> ApprovalRecord:
     try:
-        record = ApprovalRecord.from_dict(json.loads(text))
+        record = ApprovalRecord.from_dict(loads_json(text))
     except ValueError as exc:  # json.JSONDecodeError is one
         msg = f"approval {approval!r} is unreadable: {exc}"
-        raise ApprovalError(msg) from None
-    except RecursionError:
-        msg = f"approval {approval!r} is unreadable: JSON nested too deep"
         raise ApprovalError(msg) from None
     if record.id != approval:
         msg = f"approval {approval!r} holds the record of {record.id!r}"

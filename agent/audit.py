@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from remediations.jsontext import loads as loads_json
+
 log = logging.getLogger("aiops.audit")
 
 #: The default Kafka topic of the audit trail.
@@ -202,8 +204,8 @@ def executed_keys_in(lines: Iterable[str]) -> set[str]:
     keys: set[str] = set()
     for line in lines:
         try:
-            data = json.loads(line)
-        except (ValueError, RecursionError):  # RecursionError: nested past the decoder's depth
+            data = loads_json(line)
+        except ValueError:
             continue
         if isinstance(data, dict) and data.get("decision") in EXECUTED_DECISIONS and data.get("key"):
             keys.add(str(data["key"]))

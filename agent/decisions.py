@@ -35,6 +35,7 @@ from urllib.parse import parse_qs
 
 from agent.audit import Audit, AuditSink, Entry
 from agent.http import GetRoute, Response
+from remediations.jsontext import loads as loads_json
 
 #: The ``type`` of a decision record in the audit file and topic.
 RECORD_TYPE = "decision"
@@ -500,8 +501,8 @@ def records_from_lines(
     records: OrderedDict[str, dict[str, Any]] = OrderedDict()
     for line in lines:
         try:
-            data = json.loads(line)
-        except (ValueError, RecursionError):  # RecursionError: nested past the decoder's depth
+            data = loads_json(line)
+        except ValueError:
             continue
         if not isinstance(data, dict) or not isinstance(data.get("incident"), str):
             continue

@@ -25,7 +25,6 @@ This module is the only one in ``remediations`` that imports the ``kubernetes`` 
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import os
 import threading
@@ -59,6 +58,7 @@ from remediations.errors import (
     TemporaryKubeError,
     TooManyRequestsError,
 )
+from remediations.jsontext import NestedTooDeep, loads
 from remediations.types import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -240,8 +240,8 @@ def connect(
 
 def _status_body(error: ApiException) -> Obj:
     try:
-        body = json.loads(error.body or "")
-    except (TypeError, ValueError, RecursionError):
+        body = loads(error.body or "")
+    except (TypeError, ValueError):
         return {}
     return body if isinstance(body, dict) else {}
 
@@ -592,8 +592,8 @@ def _decode(response: Any) -> Any:
     if not data:
         return None
     try:
-        return json.loads(data)
-    except RecursionError:
+        return loads(data)
+    except NestedTooDeep:
         msg = "the API server's answer is nested too deep to read"
         raise ValueError(msg) from None
 

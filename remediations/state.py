@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from remediations.jsontext import NestedTooDeep, loads
 from remediations.types import key_digest
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,11 @@ def unreadable(obj: Obj, annotation: str, why: str) -> None:
 
 def _loads(obj: Obj, annotation: str, text: str) -> Any:
     try:
-        return json.loads(text)
+        return loads(text)
+    except NestedTooDeep:  # nobody's record
+        unreadable(obj, annotation, "JSON nested too deep")
     except ValueError:
         unreadable(obj, annotation, "not JSON")
-    except RecursionError:  # nested deeper than the decoder goes: nobody's record
-        unreadable(obj, annotation, "JSON nested too deep")
     return None
 
 

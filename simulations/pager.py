@@ -7,10 +7,11 @@ are real HTTP posts and show up in the timeline instead of failing for want of a
 
 from __future__ import annotations
 
-import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from remediations.jsontext import loads as loads_json
 
 MAX_BODY = 1 << 20
 WEBHOOK_VARIABLES = ("AIOPS_OPS_WEBHOOK", "AIOPS_ML_WEBHOOK")
@@ -29,7 +30,7 @@ class Pager:
                 length = min(int(self.headers.get("Content-Length") or 0), MAX_BODY)
                 raw = self.rfile.read(length)
                 try:
-                    body = json.loads(raw or b"{}")
+                    body = loads_json(raw or b"{}")
                 except ValueError:
                     body = {"text": raw.decode("utf-8", "replace")}
                 with pager._lock:

@@ -34,6 +34,7 @@ from detectors import DetectorError, SampleBatch, SeriesKey, SeriesRegistry, bui
 from detectors.bank import DEFAULT_DETECTOR
 from detectors.batch import FloatArray
 from detectors.streaming import MAX_ABS_TIMESTAMP
+from remediations.jsontext import loads as loads_json
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -272,11 +273,9 @@ def parse_params(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
     try:
-        params = json.loads(text)
+        params = loads_json(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"--params: invalid JSON: {exc}") from exc
-    except RecursionError:
-        raise InputError("--params: invalid JSON: nested too deep") from None
+        raise InputError(f"--params: invalid JSON: {exc}") from None
     if not isinstance(params, dict):
         raise InputError(f"--params: expected a JSON object, got {type(params).__name__}")
     return params

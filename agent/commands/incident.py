@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.decisions import MAX_LIST, newest_first, records_from_lines, summary
+from remediations.jsontext import loads as loads_json
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -60,8 +61,8 @@ def _fetch(url: str, path: str) -> Any:
         msg = f"{full}: answer over {MAX_ANSWER} bytes"
         raise SourceError(msg)
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the decoder's depth
+        return loads_json(body)
+    except ValueError as exc:
         msg = f"{full}: not JSON ({exc})"
         raise SourceError(msg) from exc
 

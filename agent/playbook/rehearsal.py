@@ -36,6 +36,7 @@ from agent.playbook.requests import Proposal, RecordingExecutor
 from agent.yamlloc import LocatedError, Location, YamlValidationError, field_path
 from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
+from remediations.jsontext import loads as loads_json
 from remediations.types import ActionResult, ActionStatus, Target
 
 #: After the last record, timers run for at most this long (verification windows end in it).
@@ -111,12 +112,9 @@ def parse_records(text: str, file: str) -> list[Record]:
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            data = json.loads(stripped)
+            data = loads_json(stripped)
         except json.JSONDecodeError as exc:
             errors.append(LocatedError(Location(file, lineno, exc.colno), "", f"invalid JSON: {exc.msg}"))
-            continue
-        except RecursionError:
-            errors.append(LocatedError(Location(file, lineno, 1), "", "invalid JSON: nested too deep"))
             continue
         model: type[RecordedSignal] | type[RecordedFact] = (
             RecordedFact if isinstance(data, dict) and "fact" in data else RecordedSignal

@@ -41,6 +41,7 @@ from agent.playbook.loader import (
     load_sources,
 )
 from agent.yamlloc import LocatedError, Location, YamlValidationError, read_text, too_large_error
+from remediations.jsontext import loads as loads_json
 
 log = logging.getLogger("aiops.playbooks.watcher")
 
@@ -115,9 +116,9 @@ def write_status(path: Path, status: PlaybookStatus) -> None:
 def read_status(path: Path) -> PlaybookStatus:
     """Read a status file written by :func:`write_status`; OSError or ValueError if unreadable."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except RecursionError:
-        msg = f"{path} does not hold a playbook status: JSON nested too deep"
+        data = loads_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not JSON, or not UTF-8
+        msg = f"{path} does not hold a playbook status: {exc}"
         raise ValueError(msg) from None
     if not isinstance(data, dict):
         msg = f"{path} does not hold a playbook status"

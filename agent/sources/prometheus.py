@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import json
 import logging
 import math
 import os
@@ -57,6 +56,7 @@ from agent.metrics import AgentMetrics
 from agent.sources.base import Polled, SourceStartupError
 from agent.yamlloc import LocatedError, Location
 from detectors import SampleBatch, SeriesKey, SeriesRegistry
+from remediations.jsontext import loads as loads_json
 
 if TYPE_CHECKING:
     from agent.leader import LeaderState
@@ -559,8 +559,8 @@ def _error_text(body_repr: str) -> str:
         return body_repr
     raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
     try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):
+        doc = loads_json(raw)
+    except ValueError:
         return raw.strip()[:500]
     if isinstance(doc, dict) and isinstance(doc.get("error"), str):
         kind = doc.get("errorType")

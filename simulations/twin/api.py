@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from remediations.jsontext import loads as loads_json
 from simulations.twin import discovery, resources
 from simulations.twin.errors import ApiError, invalid
 from simulations.twin.objects import Obj, clone, metadata
@@ -418,7 +419,7 @@ def _content_type(headers: Mapping[str, str]) -> str:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body.decode("utf-8") or "null")
+        return loads_json(body.decode("utf-8") or "null")
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ApiError.bad_request(f"couldn't get version/kind; json parse error: {error}") from None
 

@@ -195,8 +195,8 @@ def poison(directory: Path) -> dict[str, str]:
     for name, text in files.items():
         (directory / f"{name}.json").write_text(text)
     return {
-        "aaaaaaaaaaaa": "JSON nested too deep",
-        "bbbbbbbbbbbb": "JSON nested too deep",
+        "aaaaaaaaaaaa": "nested too deep",
+        "bbbbbbbbbbbb": "nested too deep",
         "cccccccccccc": "int too large to convert to float",
     }
 
