@@ -8,22 +8,23 @@ scenario and seed give the same scores and the same summary bytes at any ``--job
 
 Workers are *spawned* (a fresh interpreter, not a fork of one that may hold threads and sockets);
 each imports the agent once (a few seconds) and then takes runs until none is left, the longest
-first. Progress comes back through a queue, in steps, as the runs advance.
+first. Progress comes back through a queue, in steps, as the runs advance. By default there is a
+worker per core, as memory allows (:func:`default_jobs`; a container's limits count). A worker
+that dies (the OOM killer) loses no run: what is not finished is made in this process.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
+from simulations.limits import HERE, System, available_cores, available_memory
 from simulations.replay import ReplayOptions, run_on_one_core, steps_of
 from simulations.result import AGENT, STATIC, PolicyRun
 from simulations.scenario import Scenario
@@ -55,24 +56,13 @@ class Run:
 WORKER_MEMORY = 1 << 30
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its affinity where the system says, else the count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on every platform
-        return max(1, os.cpu_count() or 1)
-
-
-def default_jobs(meminfo: Path = Path("/proc/meminfo")) -> int:
-    """One worker per core, but no more than the available memory holds at ``WORKER_MEMORY`` each
-    (where the system says how much is available)."""
-    jobs = available_cores()
-    try:
-        for line in meminfo.read_text(encoding="ascii").splitlines():
-            if line.startswith("MemAvailable:"):
-                jobs = min(jobs, max(1, int(line.split()[1]) * 1024 // WORKER_MEMORY))
-    except (OSError, ValueError, IndexError):
-        pass
+def default_jobs(system: System = HERE) -> int:
+    """One worker per core this process may use, but no more than its available memory holds at
+    ``WORKER_MEMORY`` each (both as the machine and its cgroup allow: simulations.limits)."""
+    jobs = available_cores(system)
+    memory = available_memory(system)
+    if memory is not None:
+        jobs = min(jobs, max(1, memory // WORKER_MEMORY))
     return jobs
 
 
@@ -82,7 +72,8 @@ def run_all(
     """Make every run, on ``jobs`` worker processes (in this one when ``jobs`` is 1, in order).
 
     ``progress`` is called in this process with steps done. A run that raises stops the others
-    (queued ones are cancelled) and its exception is raised here.
+    (queued ones are cancelled) and its exception is raised here. A worker that dies (the OOM
+    killer, a signal) loses nothing: the runs not finished are made in this process, one at a time.
     """
     if jobs < 1:
         msg = f"jobs: expected at least 1, got {jobs}"
@@ -97,6 +88,7 @@ def run_all(
         log.warning("replay: no worker processes (%s); making the %d runs one at a time", exc, len(runs))
         return _in_this_process(runs, options, progress)
     results: dict[tuple[int, int, str], PolicyRun] = {}
+    broken: Run | None = None
     workers = min(jobs, len(runs))
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(steps,)) as pool:
         futures: dict[Future[PolicyRun], Run] = {
@@ -105,24 +97,28 @@ def run_all(
         }
         pending: set[Future[PolicyRun]] = set(futures)
         try:
-            while pending:
+            while pending and broken is None:
                 done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
                 _drain(steps, progress)
                 for future in done:
-                    run = futures[future]
-                    try:
-                        results[run.key] = future.result()
-                    except BrokenProcessPool as exc:
-                        msg = (
-                            f"the worker process making {run.scenario.name} seed {run.scenario.spec.seed} "
-                            f"under {run.policy} ended abruptly (killed, or out of memory?); "
-                            "--jobs 1 makes the runs in this process"
-                        )
-                        raise RuntimeError(msg) from exc
-        except BaseException:
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        broken = broken or futures[future]
+                    else:
+                        results[futures[future].key] = future.result()  # a run's own error raises
+        finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            raise
         _drain(steps, progress)
+    if broken is not None:
+        left = [run for run in runs if run.key not in results]
+        log.warning(
+            "replay: a worker process ended abruptly while making %s seed %d under %s (killed, or out "
+            "of memory?); making the %d runs left in this process, one at a time",
+            broken.scenario.name,
+            broken.scenario.spec.seed,
+            broken.policy,
+            len(left),
+        )
+        results |= _in_this_process(left, options, progress)
     return results
 
 

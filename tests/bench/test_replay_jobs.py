@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.jobs import available_cores
+from simulations.limits import available_cores
 from simulations.runner import SHIPPED_SCENARIOS, RunSettings, run
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
