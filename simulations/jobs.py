@@ -109,6 +109,10 @@ def run_all(
             pool.shutdown(wait=True, cancel_futures=True)
         _drain(steps, progress)
     if broken is not None:
+        # runs another worker finished before the pool broke are kept
+        for future, run in futures.items():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                results[run.key] = future.result()
         left = [run for run in runs if run.key not in results]
         log.warning(
             "replay: a worker process ended abruptly while making %s seed %d under %s (killed, or out "
