@@ -21,10 +21,11 @@ from agent.config import AgentConfig, ConfigError, load_config
 from agent.playbook.loader import PlaybookLoadError, PlaybookSet, load_paths
 from agent.yamlloc import YamlValidationError
 from simulations.jobs import Run, default_jobs, run_all
+from simulations.limits import available_cores
 from simulations.replay import SHIPPED_CONFIG, ReplayOptions, score_replay, steps_of
 from simulations.result import POLICIES, PolicyRun
 from simulations.scenario import Scenario, load_scenario
-from simulations.seeds import SeedSummary, format_seeds, seeds_of, with_seed
+from simulations.seeds import MAX_SEEDS, SeedSummary, format_seeds, seeds_of, with_seed
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -174,6 +175,10 @@ def jobs_for(settings: RunSettings, err: TextIO) -> int | None:
             file=err,
         )
         return None
+    cores = available_cores()
+    if settings.jobs > cores:  # more processes than cores: no faster, only more memory
+        print(f"note: --jobs {settings.jobs}: {cores} cores here, so {cores} processes", file=err)
+        return cores
     return settings.jobs
 
 
@@ -188,6 +193,9 @@ def run(settings: RunSettings, out: TextIO | None = None, err: TextIO | None = N
     if loaded is None:
         return EXIT_INVALID
     config, playbooks, static, scenarios = loaded
+    if not 1 <= settings.seeds <= MAX_SEEDS:
+        print(f"error: --seeds: expected 1 to {MAX_SEEDS}, got {settings.seeds}", file=err)
+        return EXIT_INVALID
     jobs = jobs_for(settings, err)
     if jobs is None:
         return EXIT_INVALID

@@ -32,10 +32,14 @@ def with_seed(scenario: Scenario, seed: int) -> Scenario:
     return Scenario(doc, scenario.file, scenario.traces)
 
 
+#: The most seeds one scenario is replayed with: each is a whole replay per policy.
+MAX_SEEDS = 1000
+
+
 def seeds_of(scenario: Scenario, count: int) -> list[int]:
     """The seeds a scenario is replayed with: its own, then the next ``count - 1``."""
-    if count < 1:
-        msg = f"seeds: expected at least 1, got {count}"
+    if not 1 <= count <= MAX_SEEDS:
+        msg = f"seeds: expected 1 to {MAX_SEEDS}, got {count}"
         raise ValueError(msg)
     return [scenario.spec.seed + k for k in range(count)]
 

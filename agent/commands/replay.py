@@ -28,7 +28,17 @@ def _positive(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        msg = f"expected a whole number of at least 1, got {text!r}"
+        msg = f"expected a whole number of at least 1, got {text[:40]!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _seeds(text: str) -> int:
+    from simulations.seeds import MAX_SEEDS  # noqa: PLC0415 - heavy imports only for this command
+
+    value = _positive(text)
+    if value > MAX_SEEDS:
+        msg = f"expected at most {MAX_SEEDS} seeds, got {value}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -88,11 +98,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--seeds",
-        type=_positive,
+        type=_seeds,
         default=5,
         metavar="N",
         help="replay each scenario with N seeds (its own and the next N-1) and show each policy's "
-        "mean and range (default: 5); a scenario passes when every seed meets its expectations",
+        "mean and range (default: 5, at most 1000); a scenario passes when every seed meets its expectations",
     )
     p.add_argument(
         "--jobs",

@@ -130,3 +130,25 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path: Path, caplog: pytest.Lo
         (a.time, a.action, a.outcome) for a in second.actions
     ]
     assert any("ended abruptly while making bad-rollout seed 11 under agent" in m for m in caplog.messages)
+
+
+def test_more_jobs_than_cores_is_as_many_as_cores_and_seeds_are_bounded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulations.limits import available_cores
+
+    scenario = str(short_scenario(tmp_path))
+    many = available_cores() + 62
+    code = main(
+        ["replay", scenario, "--jobs", str(many), "--policies", "none", "--seeds", "2", "--no-progress"]
+    )
+    assert code == 0
+    assert f"note: --jobs {many}: {available_cores()} cores here" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["replay", scenario, "--seeds", "1001"])
+    assert exit_info.value.code == 2
+    assert "expected at most 1000 seeds, got 1001" in capsys.readouterr().err
+    settings = RunSettings(scenarios=[Path(scenario)], seeds=10**9, progress=False)
+    err = io.StringIO()
+    assert run(settings, io.StringIO(), err) == 2
+    assert "--seeds: expected 1 to 1000, got 1000000000" in err.getvalue()

@@ -24,8 +24,11 @@ def test_seeds_are_the_scenarios_own_and_the_next_ones() -> None:
     other = with_seed(scenario, 12)
     assert other.spec.seed == 12
     assert other.spec.services == scenario.spec.services
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="expected 1 to 1000, got 0"):
         seeds_of(scenario, 0)
+    with pytest.raises(ValueError, match="expected 1 to 1000, got 1001"):
+        seeds_of(scenario, 1001)
+    assert len(seeds_of(scenario, 1000)) == 1000
 
 
 def test_a_scenario_passes_only_when_every_seed_does() -> None:
