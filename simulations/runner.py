@@ -55,9 +55,13 @@ class RunSettings:
     """Replay every scenario with this many seeds (its own and the next ones)."""
     speed: float | None = None
     """None: as fast as it computes; else a factor of real time (60: an hour of scenario a minute)."""
-    jobs: int | None = None
+    jobs: int | None = 1
     """Runs (scenario x seed x policy) side by side in this many processes; None: one per core (as
-    memory allows), or one at a time when paced, serving metrics or going through Kafka."""
+    memory allows), or one at a time when paced, serving metrics or going through Kafka.
+
+    One by default here: worker processes are spawned, and a spawned process imports the caller's
+    main module again, so a script that calls :func:`run` without an ``if __name__ ==
+    "__main__":`` guard must not get them unasked. ``aiops replay`` asks (None)."""
 
 
 def shipped_scenarios() -> list[str]:

@@ -82,3 +82,17 @@ def test_no_quota_or_a_garbled_one_is_no_limit(tmp_path: Path, text: str) -> Non
     put(tmp_path / "cgroup", cpu__max=text, memory__max="max")
     assert cgroup_cpus(system) is None
     assert cgroup_memory_free(system) is None
+
+
+def test_the_command_line_asks_for_a_process_per_core_and_the_library_runs_in_its_own() -> None:
+    import io
+
+    from agent.cli import _parser
+    from simulations.runner import RunSettings, jobs_for
+
+    args = _parser("replay").parse_args(["replay", "bad-rollout"])
+    assert args.jobs is None  # aiops replay: as many as the machine allows
+    assert jobs_for(RunSettings(scenarios=[], jobs=args.jobs), io.StringIO()) == default_jobs()
+    assert jobs_for(RunSettings(scenarios=[], jobs=None, speed=60.0), io.StringIO()) == 1
+    # a script calling simulations.runner.run may have no __main__ guard: no spawned workers unasked
+    assert RunSettings(scenarios=[]).jobs == 1
