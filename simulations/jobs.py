@@ -106,7 +106,12 @@ def run_all(
                     else:
                         results[futures[future].key] = future.result()  # a run's own error raises
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # queued runs are dropped; the running ones end, their progress read meanwhile (a worker
+            # whose queue filled the pipe unread would not exit, and the shutdown would wait for ever)
+            pool.shutdown(wait=False, cancel_futures=True)
+            while not all(future.done() for future in futures):
+                wait(futures, timeout=0.25)
+                _drain(steps, progress)
         _drain(steps, progress)
     if broken is not None:
         # runs another worker finished before the pool broke are kept
