@@ -115,7 +115,7 @@ from detectors.freshness import Seen
 from detectors.series import SeriesKey
 from detectors.signal import Signal, SignalKind
 from remediations.registry import make_request
-from remediations.state import RecordedAction
+from remediations.state import RecordedAction, finite_number
 from remediations.types import ActionClass, ActionResult, ActionStatus, SignalFacts, Target, idempotency_key
 
 log = logging.getLogger("aiops.playbooks")
@@ -236,11 +236,7 @@ def first_signal_time(signal: Signal, max_gap: float) -> float:
     before it, else its own timestamp. Signalled sample by sample or in a batch (a backfill, a
     successor replaying from a checkpoint), one breach then opens the same incident id."""
     since = signal.details.get("since")
-    if (
-        isinstance(since, int | float)
-        and not isinstance(since, bool)
-        and signal.timestamp - max_gap <= since <= signal.timestamp
-    ):
+    if finite_number(since) and signal.timestamp - max_gap <= since <= signal.timestamp:
         return float(since)
     return signal.timestamp
 
