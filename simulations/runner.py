@@ -25,7 +25,7 @@ from simulations.limits import available_cores
 from simulations.replay import SHIPPED_CONFIG, ReplayOptions, score_replay, steps_of
 from simulations.result import POLICIES, PolicyRun
 from simulations.scenario import Scenario, load_scenario
-from simulations.seeds import MAX_SEEDS, SeedSummary, format_seeds, seeds_of, with_seed
+from simulations.seeds import SeedSummary, format_seeds, seeds_of, with_seed
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -197,8 +197,12 @@ def run(settings: RunSettings, out: TextIO | None = None, err: TextIO | None = N
     if loaded is None:
         return EXIT_INVALID
     config, playbooks, static, scenarios = loaded
-    if not 1 <= settings.seeds <= MAX_SEEDS:
-        print(f"error: --seeds: expected 1 to {MAX_SEEDS}, got {settings.seeds}", file=err)
+    try:
+        seeded = [
+            (index, scenario, seeds_of(scenario, settings.seeds)) for index, scenario in enumerate(scenarios)
+        ]
+    except ValueError as exc:  # seeds_of's bound
+        print(f"error: --{exc}", file=err)
         return EXIT_INVALID
     jobs = jobs_for(settings, err)
     if jobs is None:
@@ -206,8 +210,8 @@ def run(settings: RunSettings, out: TextIO | None = None, err: TextIO | None = N
     show = err.isatty() if settings.progress is None else settings.progress
     runs = [
         Run((index, seed, policy), with_seed(scenario, seed), policy)
-        for index, scenario in enumerate(scenarios)
-        for seed in seeds_of(scenario, settings.seeds)
+        for index, scenario, seeds in seeded
+        for seed in seeds
         for policy in settings.policies
     ]
     total = sum(steps_of(run.scenario) for run in runs)
@@ -237,10 +241,10 @@ def run(settings: RunSettings, out: TextIO | None = None, err: TextIO | None = N
                     with_seed(scenario, seed),
                     {policy: done[(index, seed, policy)] for policy in settings.policies},
                 )
-                for seed in seeds_of(scenario, settings.seeds)
+                for seed in seeds
             ]
         )
-        for index, scenario in enumerate(scenarios)
+        for index, scenario, seeds in seeded
     ]
     from simulations.report import format_scores, format_timeline, write_report  # noqa: PLC0415
 
