@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from agent.commands.detect import (
     BATCH_ROWS,
@@ -51,6 +50,7 @@ from detectors.nab import (
 )
 from detectors.registry import ALARM_SCORE, CV_GRIDS, DEFAULT
 from detectors.streaming import StreamingDetector, finish_scores
+from remediations.jsontext import loads as loads_json
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -144,8 +144,8 @@ def load_corpus(root: Path) -> Corpus:
     if len(raw) > MAX_LABELS_BYTES:
         raise InputError(f"{labels_path}: larger than {MAX_LABELS_BYTES >> 20} MiB")
     try:
-        labels = orjson.loads(raw)  # not json: nesting past 1024 levels is an error, not a RecursionError
-    except orjson.JSONDecodeError as exc:
+        labels = loads_json(raw)
+    except ValueError as exc:  # not JSON (nested too deep too), or not UTF-8
         raise InputError(f"{labels_path}: invalid JSON: {exc}") from exc
     if not isinstance(labels, dict):
         raise InputError(f"{labels_path}: expected an object of file -> windows")

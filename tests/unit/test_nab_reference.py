@@ -140,7 +140,7 @@ def test_nab_refuses_a_data_file_without_labels(tmp_path: Path, capsys: pytest.C
 @pytest.mark.parametrize(
     ("labels", "error"),
     [
-        ("[" * 100_000 + "]" * 100_000, "invalid JSON: depth limit exceeded"),
+        ("[" * 100_000 + "]" * 100_000, "invalid JSON: nested too deep"),
         ("fifo", "cannot read: a FIFO, not a regular file"),
         ("big", "larger than 0 MiB"),
     ],
