@@ -679,7 +679,11 @@ class PlaybookEngine:
                 del self._ids[ident]
                 self._id_origin.pop(ident, None)
         for target in list(self._history):
-            kept = [(a, b) for a, b in self._history[target] if b > now - MEMORY]
+            spans = self._history[target]
+            if spans and spans[0][1] > now - MEMORY:
+                # spans are appended as incidents end, oldest first: none has expired yet
+                continue
+            kept = [(a, b) for a, b in spans if b > now - MEMORY]
             if kept:
                 self._history[target] = kept
             else:

@@ -589,6 +589,16 @@ def test_open_incidents_are_bounded() -> None:
     assert "3 incidents from signals open" in rejected[0].reason
 
 
+def test_a_targets_incident_history_forgets_what_ended_a_day_ago() -> None:
+    h = Harness(playbook(), defaults=GuardrailDefaults(repeat_window=3600))  # each restart runs
+    for start in (0.0, 40_000.0, 90_000.0):
+        h.every(start, start + 150)
+        h.run_until(start + 3600)
+    spans = [tuple(t - T0 for t in span) for span in h.executor.requests[-1].request.unhealthy]
+    # the first incident (fired 120, resolved 270) ended more than a day before the third fired
+    assert spans == [(40_120, 40_270), (90_120, 90_120)]
+
+
 # ---------------------------------------------------------------- classes, budgets, repeats
 
 
