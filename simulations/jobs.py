@@ -10,14 +10,18 @@ Workers are *spawned* (a fresh interpreter, not a fork of one that may hold thre
 each imports the agent once (a few seconds) and then takes runs until none is left, the longest
 first. Progress comes back through a queue, in steps, as the runs advance. By default there is a
 worker per core, as memory allows (:func:`default_jobs`; a container's limits count). A worker
-that dies (the OOM killer) loses no run: what is not finished is made in this process.
+that dies (the OOM killer) loses no run: what is not finished is made in this process. A worker
+whose parent is gone (``aiops replay`` killed) ends within :data:`ORPHAN_CHECK` seconds.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -51,6 +55,9 @@ class Run:
         weight = 3.0 if self.policy == AGENT else 2.0 if self.policy == STATIC else 1.0
         return steps_of(self.scenario) * max(1, len(self.scenario.spec.services)) * weight
 
+
+#: How often a worker checks that the process that started it is still there (seconds).
+ORPHAN_CHECK = 1.0
 
 #: Memory set aside per worker by default: a run of a few services holds about a third of it.
 WORKER_MEMORY = 1 << 30
@@ -90,7 +97,8 @@ def run_all(
     results: dict[tuple[int, int, str], PolicyRun] = {}
     broken: Run | None = None
     workers = min(jobs, len(runs))
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(steps,)) as pool:
+    start = (steps, os.getpid())
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=start) as pool:
         futures: dict[Future[PolicyRun], Run] = {
             pool.submit(_work, run.scenario, run.policy, shipped): run
             for run in sorted(runs, key=lambda r: r.cost, reverse=True)
@@ -151,9 +159,18 @@ def _drain(steps: Any, progress: Callable[[int], object]) -> None:
 _steps: Any = None
 
 
-def _start(steps: Any) -> None:
+def _start(steps: Any, parent: int) -> None:
     global _steps  # noqa: PLW0603 - the worker's one channel back, set once when it starts
     _steps = steps
+    threading.Thread(target=_end_with, args=(parent,), name="replay-parent-watch", daemon=True).start()
+
+
+def _end_with(parent: int) -> None:
+    """End this worker once ``parent`` is no longer its parent (it was killed: nobody takes the
+    results or reads the progress, and the worker would run on for the rest of its run)."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK)
+    os._exit(1)
 
 
 def _work(scenario: Scenario, policy: str, options: ReplayOptions) -> PolicyRun:

@@ -3,7 +3,8 @@
 Each run (scenario x seed x policy) is closed-loop against its own twin cluster over HTTP, in a
 worker process of its own; the report and the per-seed summary must be the same bytes whichever
 process a run was made in, progress must come back in full, a run that fails must fail the
-command with its own error, and a worker that dies must lose no run.
+command with its own error, a worker that dies must lose no run, and a worker must not outlive
+the replay that started it.
 """
 
 from __future__ import annotations
@@ -152,3 +153,63 @@ def test_more_jobs_than_cores_is_as_many_as_cores_and_seeds_are_bounded(
     err = io.StringIO()
     assert run(settings, io.StringIO(), err) == 2
     assert "--seeds: expected 1 to 1000, got 1000000000" in err.getvalue()
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (from /proc; zombies are not live)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while listed
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_workers_end_when_the_replay_that_started_them_is_killed(tmp_path: Path) -> None:
+    """SIGKILL (or SIGTERM) to `aiops replay` alone leaves its workers orphaned: they must end
+    within seconds, not run on to the end of their runs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from simulations.jobs import ORPHAN_CHECK
+
+    scenario = short_scenario(tmp_path, "24h")  # a run of minutes: it cannot end by itself meanwhile
+    argv = [sys.executable, "-m", "agent.cli", "replay", "--jobs", "2", "--seeds", "2", "--policies", "agent"]
+    replay = subprocess.Popen(
+        [*argv, "--no-progress", "--no-timeline", str(scenario)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _children(replay.pid)) < 2:
+            assert replay.poll() is None, "the replay ended before its workers started"
+            assert time.monotonic() < deadline, "no worker processes"
+            time.sleep(0.2)
+        time.sleep(5)  # the workers have imported the agent and are making their runs
+        assert all(_alive(w) for w in workers), "a worker ended before its parent was killed"
+        os.kill(replay.pid, signal.SIGKILL)
+        replay.wait(30)
+        deadline = time.monotonic() + 10 * ORPHAN_CHECK + 5
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), f"orphaned workers still running: {workers}"
+    finally:
+        if replay.poll() is None:
+            replay.kill()
+            replay.wait(30)
