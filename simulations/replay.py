@@ -393,7 +393,9 @@ class Pipeline:
 class HpaAlgorithm:
     """The HorizontalPodAutoscaler as documented, on CPU utilisation, with its default ``behavior``.
 
-    ``desired = ceil(ready * utilisation / target)``, no change within a 10 % tolerance. Scale-up
+    ``desired = ceil(ready * utilisation / target)``, no change within a 10 % tolerance; the target
+    is the HPA object's CPU ``averageUtilization`` (``target`` when it has none), as the controller
+    reads it at each sync. Scale-up
     follows the default ``behavior.scaleUp`` (no stabilisation; per 15 s period at most the larger
     of +100 % and +4 pods), scale-down the default ``behavior.scaleDown`` (the highest
     recommendation of a 300 s stabilisation window wins, then up to 100 % per period). The CPU it
@@ -439,7 +441,7 @@ class HpaAlgorithm:
         if reported is None or reported[1] <= 0:
             return None
         cpu, ready = reported
-        ratio = cpu / self.target
+        ratio = cpu / cpu_target(hpa, self.target)
         desired = current if abs(ratio - 1.0) <= self.tolerance else math.ceil(ready * ratio)
         history = self._history.setdefault(name, [])
         history.append((self._now, desired))
@@ -451,8 +453,25 @@ class HpaAlgorithm:
         return min(desired, limit)
 
 
+def cpu_target(hpa: Obj, default: float) -> float:
+    """The CPU utilisation an autoscaling/v2 HPA aims at (a fraction), ``default`` without one."""
+    for metric in (hpa.get("spec") or {}).get("metrics") or []:
+        resource = metric.get("resource") or {} if isinstance(metric, dict) else {}
+        target = resource.get("target") or {}
+        value = target.get("averageUtilization")
+        if (
+            resource.get("name") == "cpu"
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+            and value > 0
+        ):
+            return value / 100.0
+    return default
+
+
 def hpa_object(service: Service) -> Obj:
-    """The autoscaling/v2 HPA of a service: CPU at 70 %, from 2 (or its replicas if 1) to its max."""
+    """The autoscaling/v2 HPA of a service: CPU at its ``hpaTargetCPU`` (70 %), from 2 (or its
+    replicas if 1) to its max."""
     floor = 1 if service.replicas == 1 else 2
     return {
         "apiVersion": "autoscaling/v2",
@@ -465,7 +484,10 @@ def hpa_object(service: Service) -> Obj:
             "metrics": [
                 {
                     "type": "Resource",
-                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": service.hpa_target_cpu},
+                    },
                 }
             ],
         },

@@ -210,6 +210,13 @@ class Service(_Model):
         "raising its floor); false: a Deployment without one, which the agent scales directly "
         "(the 'hpa' policy gives every service one)",
     )
+    hpa_target_cpu: int = Field(
+        70,
+        alias="hpaTargetCPU",
+        ge=1,
+        le=100,
+        description="the HPA's CPU target (averageUtilization, %), under every policy that has one",
+    )
     version: str = Field("v1", pattern=K8S_NAME)
     traffic: Traffic = Field(default_factory=Traffic)
     model: Model | None = None

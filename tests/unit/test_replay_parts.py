@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from agent.clock import ManualClock
 from detectors import SampleBatch, SeriesRegistry
 from detectors.base import DetectorError
 from detectors.hold import AlarmHold
-from simulations.replay import HpaAlgorithm, bring_up
+from simulations.replay import HpaAlgorithm, bring_up, cpu_target, hpa_object
 from simulations.result import CPU, READY
 from simulations.runner import SHIPPED_SCENARIOS as SCENARIOS
 from simulations.scenario import load_scenario
@@ -75,6 +77,25 @@ def test_hpa_sees_cpu_one_metrics_resolution_late() -> None:
     assert algo.recommend({}, deployment("web", 4)) == 4  # at 30 s it still sees 0.7 (the target)
     algo.observe(seen(45.0, 1.4))
     assert algo.recommend({}, deployment("web", 4)) == 8  # now the 1.4 of 30 s: ceil(4 * 2)
+
+
+def test_hpa_aims_at_the_cpu_target_its_object_names() -> None:
+    """As the controller reads it each sync: the HPA's own averageUtilization (a scenario's
+    hpaTargetCPU), 70 % when it names none or names it in a form that is not a positive integer."""
+    service = (
+        load_scenario(SCENARIOS / "elb-surge.yaml").spec.services[0].model_copy(update={"hpa_target_cpu": 50})
+    )
+    at_50 = hpa_object(service)
+    algo = HpaAlgorithm(step=15.0)
+    hpa_at(algo, 0.0, 0.95, 4)
+    assert algo.recommend(at_50, deployment("web", 4)) == 8  # ceil(4 * 0.95 / 0.5)
+    assert cpu_target(at_50, 0.7) == 0.5
+    garbled = copy.deepcopy(at_50)
+    for bad in (0, -20, True, "50", None):
+        garbled["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] = bad
+        assert cpu_target(garbled, 0.7) == 0.7
+    assert cpu_target({"spec": {"metrics": ["cpu"]}}, 0.7) == 0.7
+    assert algo.recommend({}, deployment("web", 4)) == 6  # ceil(4 * 0.95 / 0.7)
 
 
 def test_hpa_without_metrics_keeps_the_count() -> None:

@@ -57,6 +57,16 @@ def test_every_shipped_scenario_is_valid() -> None:
     assert kinds == {"rollout", "surge", "drift"}
 
 
+@pytest.mark.parametrize("value", ["0", "101", "70.5", "high"])
+def test_a_services_hpa_target_is_a_whole_percentage(value: str) -> None:
+    text = BASE.replace("FAULTS", "    []").replace(
+        "- name: checkout\n", f"- name: checkout\n      hpaTargetCPU: {value}\n"
+    )
+    (error,) = errors_of(text)
+    assert "s.yaml:9" in error
+    assert "hpaTargetCPU" in error
+
+
 def test_a_valid_scenario_parses() -> None:
     scenario = parse_scenario(
         with_faults("{type: rollout, service: checkout, at: 1h, version: v2, errorRatio: 0.1}"),
