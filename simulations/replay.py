@@ -454,19 +454,19 @@ class HpaAlgorithm:
 
 
 def cpu_target(hpa: Obj, default: float) -> float:
-    """The CPU utilisation an autoscaling/v2 HPA aims at (a fraction), ``default`` without one."""
-    for metric in (hpa.get("spec") or {}).get("metrics") or []:
-        resource = metric.get("resource") or {} if isinstance(metric, dict) else {}
-        target = resource.get("target") or {}
-        value = target.get("averageUtilization")
-        if (
-            resource.get("name") == "cpu"
-            and isinstance(value, int)
-            and not isinstance(value, bool)
-            and value > 0
-        ):
+    """The CPU utilisation an autoscaling/v2 HPA aims at (a fraction), ``default`` without one;
+    metrics of any other shape (the twin takes an HPA's metrics as written) are not a target."""
+    metrics = _field(_field(hpa, "spec"), "metrics")
+    for metric in metrics if isinstance(metrics, list) else []:
+        resource = _field(metric, "resource")
+        value = _field(_field(resource, "target"), "averageUtilization")
+        if _field(resource, "name") == "cpu" and type(value) is int and value > 0:
             return value / 100.0
     return default
+
+
+def _field(obj: object, key: str) -> object:
+    return obj.get(key) if isinstance(obj, dict) else None
 
 
 def hpa_object(service: Service) -> Obj:

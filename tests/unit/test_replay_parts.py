@@ -94,7 +94,14 @@ def test_hpa_aims_at_the_cpu_target_its_object_names() -> None:
     for bad in (0, -20, True, "50", None):
         garbled["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] = bad
         assert cpu_target(garbled, 0.7) == 0.7
-    assert cpu_target({"spec": {"metrics": ["cpu"]}}, 0.7) == 0.7
+    for spec in (None, {"metrics": "cpu"}, {"metrics": 5}, {"metrics": ["cpu", 5]}):
+        assert cpu_target({"spec": spec}, 0.7) == 0.7
+    for resource in (
+        "cpu",
+        {"name": "cpu", "target": [50]},
+        {"name": "memory", "target": {"averageUtilization": 50}},
+    ):
+        assert cpu_target({"spec": {"metrics": [{"type": "Resource", "resource": resource}]}}, 0.7) == 0.7
     assert algo.recommend({}, deployment("web", 4)) == 6  # ceil(4 * 0.95 / 0.7)
 
 
