@@ -155,25 +155,22 @@ def test_more_jobs_than_cores_is_as_many_as_cores_and_seeds_are_bounded(
     assert "--seeds: expected 1 to 1000, got 1000000000" in err.getvalue()
 
 
+def _parent(pid: int) -> int | None:
+    """The parent of live process ``pid`` (from /proc); None when it has ended (a zombie too)."""
+    try:
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except OSError:  # ended
+        return None
+    return None if state == "Z" else int(parent)
+
+
 def _children(pid: int) -> list[int]:
-    """The live processes whose parent is ``pid`` (from /proc; zombies are not live)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # ended while listed
-            continue
-        if fields[0] != "Z" and int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+    """The live processes whose parent is ``pid``."""
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*") if _parent(int(p.name)) == pid]
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return _parent(pid) is not None
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
