@@ -11,9 +11,13 @@ uncertain (a Beta of concentration at most ``concentration``: real error rates w
 errors in 75 requests at night on a 1 % baseline is no evidence (p about 0.2), and 12 % of 500
 requests is overwhelming.
 
-The score is ``1 - p``. The baseline is learned from samples scored below ``learn_below`` only,
-with an exponential forgetting of ``half_life``, so an incident never becomes the new normal and
-a false alarm leaves the detector as armed as before. A sample whose denominator has not been
+The score is ``1 - p``, given only to a sample that carries at least ``current_share`` of the
+window's excess over the baseline in its own ratio: the window remembers a spike for a minute or
+two after it ends, and the samples after it, back at the baseline, are no evidence that errors are
+high *now* (a one-scrape blip would otherwise keep signalling long enough to pass a playbook's
+``for: 2m``). The baseline is learned from samples whose window is scored below ``learn_below``
+only, with an exponential forgetting of ``half_life``, so an incident never becomes the new normal
+and a false alarm leaves the detector as armed as before. A sample whose denominator has not been
 seen within ``max_count_age`` of it, or that has fewer than ``min_requests`` trials, scores 0: a
 ratio without its count is not evidence. Vectorised over the samples of a batch; the per-sample
 order within a series is kept by grouping rounds of one sample per series.
@@ -58,6 +62,7 @@ class RatioDetector:
         "learn_below",
         "max_count_age",
         "window",
+        "current_share",
     )
     _ARRAYS: ClassVar[tuple[tuple[str, int], ...]] = (
         ("events", 1),
@@ -83,6 +88,7 @@ class RatioDetector:
         learn_below: float = 0.999,
         max_count_age: float = 120.0,
         window: float = 60.0,
+        current_share: float = 0.5,
     ) -> None:
         self.series = series
         self.count_metric = count_metric
@@ -95,6 +101,7 @@ class RatioDetector:
         self.learn_below = learn_below
         self.max_count_age = max_count_age
         self.window = window
+        self.current_share = current_share
         self._recent_events: FloatArray = np.zeros(0)
         self._recent_trials: FloatArray = np.zeros(0)
         self._events: FloatArray = np.zeros(0)
@@ -128,6 +135,7 @@ class RatioDetector:
             learn_below=p.number("learn_below", 0.999, low=0.0, high=1.0),
             max_count_age=p.number("max_count_age", 120.0, low=0.0, high=86400.0),
             window=p.number("window", 60.0, low=0.0, high=3600.0),
+            current_share=p.number("current_share", 0.5, low=0.0, high=1.0),
         )
 
     # ------------------------------------------------------------------ scoring
@@ -201,6 +209,7 @@ class RatioDetector:
         self._recent_trials[sids] = recent_n
         k_all, n_all = np.floor(recent_k + 0.5), np.floor(recent_n + 0.5)
         judged = ok & (n_all >= self.min_requests) & (self._trials[sids] >= self.min_history)
+        window_score = np.zeros(sids.size)
         prior_events = self.prior_rate * self.prior_weight
         base = (self._events[sids] + prior_events) / (self._trials[sids] + self.prior_weight)
         kappa = np.minimum(self._trials[sids] + self.prior_weight, self.concentration)
@@ -210,7 +219,14 @@ class RatioDetector:
             k, m = tail_counts(k_all[j], n_all[j])
             p = _betabinom_sf(k - 1, m.astype(np.int64), a, b)
             p = np.where(k <= 0, 1.0, np.clip(p, 0.0, 1.0))
-            out[j] = 1.0 - p
+            window_score[j] = 1.0 - p
+            # the sample's own excess over the baseline against the window's: a sample back at the
+            # baseline while the window still remembers a spike is not evidence of errors now
+            own = np.divide(events[j], trials[j], out=np.full(j.size, -np.inf), where=trials[j] > 0)
+            window = np.divide(k_all[j], n_all[j], out=np.zeros(j.size), where=n_all[j] > 0)
+            excess = window - base[j]
+            current = own - base[j] >= self.current_share * excess
+            out[j] = np.where(current, 1.0 - p, 0.0)
             for i, sid in enumerate(sids[j].tolist()):
                 self._details[sid] = {
                     "expected": float(base[j][i]),
@@ -220,7 +236,7 @@ class RatioDetector:
                     "requests": int(n_all[j][i]),
                     "p_value": float(p[i]),
                 }
-        learn = ok & (out < self.learn_below)
+        learn = ok & (window_score < self.learn_below)
         keep = np.where(ok, 0.5 ** (np.where(ok, dt, 0.0) / self.half_life), 1.0)
         self._events[sids] = self._events[sids] * keep + np.where(learn, events, 0.0)
         self._trials[sids] = self._trials[sids] * keep + np.where(learn, trials, 0.0)

@@ -113,6 +113,39 @@ def test_a_12_percent_step_is_caught_at_any_hour_after_a_night_false_alarm(seed:
     assert flagged[0] <= 8, "caught within two minutes"
 
 
+@pytest.mark.parametrize("share", [0.5, 0.0])
+def test_one_scrape_of_errors_signals_once_not_for_the_minutes_the_window_remembers_it(share: float) -> None:
+    # 160 requests/s: 30 % errors in one scrape. The 60 s window remembers them for about two
+    # minutes, long enough for a playbook's `for: 2m` to take one scrape for a lasting spike.
+    traffic = Traffic(5, low=160.0, high=160.0)
+    traffic.detector.current_share = share  # type: ignore[attr-defined]  # 0: the window alone
+    start = T0 + 6 * 3600
+    traffic.run(T0, start - T0, error_rate=0.001)
+    spike = traffic.step(start, error_rate=0.3)
+    after = traffic.run(start + STEP, 600, error_rate=0.001)
+    assert spike >= MIN_SCORE
+    lasting = [k for k, s in enumerate(after, start=1) if s >= MIN_SCORE]
+    if share > 0:
+        assert lasting == [], "back at the baseline, no sample is evidence of errors now"
+    else:
+        assert lasting, "without the check the window keeps signalling"
+        assert lasting[-1] * STEP >= 90
+
+
+def test_errors_of_a_lasting_incident_are_not_learned_when_a_sample_alone_is_not_evidence() -> None:
+    # 4 requests/s, 12 % errors for 20 minutes: some scrapes hold no error or just one and are
+    # not signalled on their own, but the window is still off, so they are not learned either
+    traffic = Traffic(6, low=4.0, high=4.0)
+    start = T0 + 6 * 3600
+    traffic.run(T0, start - T0, error_rate=0.001)
+    before = traffic.detector.state_dict()
+    scores = traffic.run(start, 1200, error_rate=0.12)
+    after = traffic.detector.state_dict()
+    assert 0.6 * len(scores) <= sum(s >= MIN_SCORE for s in scores) < len(scores)
+    learned = after["events"].sum() - before["events"].sum() * 0.5 ** (1200 / (6 * 3600))
+    assert learned < 1.0, "the incident's errors stay out of the baseline"
+
+
 def test_a_ratio_without_its_count_scores_zero_and_is_not_learned() -> None:
     series = SeriesRegistry()
     ratio = series.id_for(SeriesKey.of("http_requests_error_ratio", LABELS))
@@ -145,6 +178,8 @@ def test_parameters_are_checked() -> None:
         RatioDetector.from_params({"count_metric": "x", "bucket": 3}, series)
     with pytest.raises(DetectorError, match=r"ratio\.concentration"):
         RatioDetector.from_params({"count_metric": "x", "concentration": 1e5}, series)
+    with pytest.raises(DetectorError, match=r"ratio\.current_share"):
+        RatioDetector.from_params({"count_metric": "x", "current_share": 1.5}, series)
 
 
 def test_a_window_past_the_tail_bound_is_judged_at_its_ratio_and_a_little_more_cautiously() -> None:
