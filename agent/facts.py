@@ -9,7 +9,7 @@ from datetime import datetime
 from agent.clock import Clock
 from remediations.errors import KubeError, NotFoundError
 from remediations.kube import KubeClients, deadline
-from remediations.rollback import history, rollbacks_of
+from remediations.rollback import history, revision_of, rollbacks_of
 from remediations.state import AGENT_ACTIONS, MAX_ACTIONS, RecordedAction, recorded_actions
 from remediations.types import Target
 
@@ -21,8 +21,9 @@ class KubeFacts:
 
     A rollout creates a ReplicaSet for the new pod template; a rollback by the agent re-uses an old
     one and is recorded on the Deployment (``aiops.dev/rollbacks``). Both count: an error spike
-    soon after a rollback is as much the change's doing as one after a rollout. Unknown (None) for
-    other kinds and on API errors.
+    soon after a rollback is as much the change's doing as one after a rollout. The ReplicaSet of
+    revision 1 does not: it is the Deployment's creation, with no earlier version to go back to.
+    None when there was no rollout, for other kinds and on API errors.
 
     ``actions_on`` / ``actions_by_agent``: what the executor recorded before each action
     (``aiops.dev/actions``), for cooldowns and budgets that survive restarts. Every read ends within
@@ -62,6 +63,7 @@ class KubeFacts:
                 created = [
                     (rs.get("metadata") or {}).get("creationTimestamp")
                     for rs in history(self.kube, deployment)
+                    if revision_of(rs) != 1
                 ]
         except KubeError as exc:
             log.warning("cannot read the rollout history of %s: %s", target, exc)

@@ -32,21 +32,26 @@ def test_last_rollout_is_the_newest_replicaset_and_follows_a_new_rollout(cluster
     clock = ManualClock(1_000.0)
     facts = KubeFacts(cluster.kube, clock, ttl=30.0)
     target = Target("Deployment", cluster.ns, "web")
+    # revision 1 is the Deployment's creation: no rollout, nothing to roll back to
+    assert facts.last_rollout(target) is None
+    clock.advance(31)
+    cluster.rollout("web", "2")
+    cluster.settle(lambda: sorted(cluster.replica_sets()) == [1, 2], "revision 2")
 
     first = facts.last_rollout(target)
-    assert first == _created(cluster.replica_sets()[1])
+    assert first == _created(cluster.replica_sets()[2])
 
     twin = cluster.twin
     if twin is not None and isinstance(twin.clock, ManualClock):
         twin.advance(60)  # the new ReplicaSet is created a minute later in event time
     else:
         time.sleep(1.5)  # creationTimestamp has one-second resolution
-    cluster.rollout("web", "2")
-    cluster.settle(lambda: sorted(cluster.replica_sets()) == [1, 2], "revision 2")
+    cluster.rollout("web", "3")
+    cluster.settle(lambda: sorted(cluster.replica_sets()) == [1, 2, 3], "revision 3")
     assert facts.last_rollout(target) == first  # cached within the ttl
     clock.advance(31)
     second = facts.last_rollout(target)
-    assert second == _created(cluster.replica_sets()[2])
+    assert second == _created(cluster.replica_sets()[3])
     assert first is not None
     assert second is not None
     assert second > first

@@ -157,6 +157,7 @@ def test_deletions_dated_far_ahead_do_not_hold_the_window_shut(
 
 def test_rollbacks_recorded_at_no_time_are_not_the_last_change(cluster: Cluster) -> None:
     cluster.deployment("web", replicas=1, settled=True)
+    cluster.rollout("web", "2")  # a rollout: the last change is its ReplicaSet's creation
     annotate(
         cluster,
         "web",
