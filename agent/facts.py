@@ -9,7 +9,7 @@ from datetime import datetime
 from agent.clock import Clock
 from remediations.errors import KubeError, NotFoundError
 from remediations.kube import KubeClients, deadline
-from remediations.rollback import history, revision_of, rollbacks_of
+from remediations.rollback import history, rollbacks_of, version_changes
 from remediations.state import AGENT_ACTIONS, MAX_ACTIONS, RecordedAction, recorded_actions
 from remediations.types import Target
 
@@ -21,8 +21,10 @@ class KubeFacts:
 
     A rollout creates a ReplicaSet for the new pod template; a rollback by the agent re-uses an old
     one and is recorded on the Deployment (``aiops.dev/rollbacks``). Both count: an error spike
-    soon after a rollback is as much the change's doing as one after a rollout. The ReplicaSet of
-    revision 1 does not: it is the Deployment's creation, with no earlier version to go back to.
+    soon after a rollback is as much the change's doing as one after a rollout. Two do not: the
+    ReplicaSet of revision 1, the Deployment's creation, with no earlier version to go back to; and
+    a restart (``kubectl rollout restart``, the ``restart`` action), whose ReplicaSet differs from
+    the one before only by ``kubectl.kubernetes.io/restartedAt``: new pods of the same version.
     None when there was no rollout, for other kinds and on API errors.
 
     ``actions_on`` / ``actions_by_agent``: what the executor recorded before each action
@@ -62,8 +64,7 @@ class KubeFacts:
                 deployment = self.kube.get("Deployment", target.namespace, target.name)
                 created = [
                     (rs.get("metadata") or {}).get("creationTimestamp")
-                    for rs in history(self.kube, deployment)
-                    if revision_of(rs) != 1
+                    for rs in version_changes(history(self.kube, deployment))
                 ]
         except KubeError as exc:
             log.warning("cannot read the rollout history of %s: %s", target, exc)

@@ -11,7 +11,9 @@ again under a new revision number.
 Which revision: without ``toRevision``, the newest earlier revision that was live and healthy:
 live for at least ``healthyFor`` (default 15 min) without an incident on the target (the
 request's ``unhealthy`` windows), and not one the agent rolled the target back *from* within
-``avoidWithin`` (default 24 h). Each rollback is recorded on the Deployment
+``avoidWithin`` (default 24 h), and not one that is the current version before a restart (a
+template that differs only by ``kubectl.kubernetes.io/restartedAt``: going back to it would only
+restart the same code). Each rollback is recorded on the Deployment
 (``aiops.dev/rollbacks``: when, from which pod template, to which), which is how a revision
 reused by an earlier rollback knows when it went live again, and how a rollback back to the bad
 version is refused after a restart too. When no revision qualifies the rollback refuses and says
@@ -40,6 +42,7 @@ from remediations.errors import ActionRefused, TemporaryError
 from remediations.kube import KubeClients, PatchType
 from remediations.names import selector_from_label_selector
 from remediations.params import ActionParams, Duration
+from remediations.restart import RESTARTED_AT
 from remediations.types import ActionClass, ActionContext, ActionResult, ActionStatus, Plan
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -110,19 +113,49 @@ def without_hash(template: Obj | None) -> Obj:
     return copied
 
 
-def _same_template(a: Obj | None, b: Obj | None) -> bool:
-    def normal(t: Obj | None) -> Obj:
-        t = without_hash(t)
-        meta = t.get("metadata")
-        if isinstance(meta, dict):
-            for key in ("labels", "annotations"):
-                if meta.get(key) == {}:
-                    meta.pop(key)
-            if not meta:
-                t.pop("metadata")
-        return t
+def _normal(t: Obj | None, *, restarts: bool = True) -> Obj:
+    """A pod template without the hash label, empty label and annotation maps, and (with
+    ``restarts=False``) the restart annotation."""
+    t = without_hash(t)
+    meta = t.get("metadata")
+    if isinstance(meta, dict):
+        annotations = meta.get("annotations")
+        if not restarts and isinstance(annotations, dict):
+            annotations.pop(RESTARTED_AT, None)
+        for key in ("labels", "annotations"):
+            if meta.get(key) == {}:
+                meta.pop(key)
+        if not meta:
+            t.pop("metadata")
+    return t
 
-    return normal(a) == normal(b)
+
+def _same_template(a: Obj | None, b: Obj | None) -> bool:
+    return _normal(a) == _normal(b)
+
+
+def same_version(a: Obj | None, b: Obj | None) -> bool:
+    """Whether two pod templates differ at most by a restart (``kubectl.kubernetes.io/restartedAt``,
+    set by ``kubectl rollout restart`` and the ``restart`` action): the same version, newer pods."""
+    return _normal(a, restarts=False) == _normal(b, restarts=False)
+
+
+def version_changes(replica_sets: Sequence[Obj]) -> list[Obj]:
+    """The ReplicaSets (oldest revision first) that changed the version: each whose template is
+    more than a restart of the revision before it. Revision 1, the Deployment's creation, is not a
+    change; one whose previous revision is no longer kept counts."""
+    ordered = sorted(replica_sets, key=revision_of)
+    by_revision = {revision_of(rs): rs for rs in ordered}
+    changes = []
+    for rs in ordered:
+        revision = revision_of(rs)
+        if revision == 1:
+            continue
+        before = by_revision.get(revision - 1)
+        if before is not None and same_version(_template(before), _template(rs)):
+            continue
+        changes.append(rs)
+    return changes
 
 
 def _template(obj: Obj) -> Obj:
@@ -258,6 +291,9 @@ def choose(
     why: list[str] = []
     for rs in sorted(earlier, key=revision_of, reverse=True):
         revision = revision_of(rs)
+        if same_version(_template(rs), _template(deployment)):
+            why.append(f"revision {revision} is the current version before a restart")
+            continue
         if template_hash(rs) in avoided:
             why.append(f"revision {revision} was rolled back from within {_hours(params.avoid_within)}")
             continue

@@ -842,6 +842,33 @@ class PlaybookEngine:
     def _when(self, inc: Incident, now: float) -> Verdict:
         inc.when_checked = []
         for cond in inc.playbook.model.spec.when:
+            if cond.restarted_within is not None:
+                recalled = self._recall(inc.target, now)  # a restart before the agent's own start
+                if not recalled.allowed:
+                    return recalled
+                restarted = self.ledger.last_fix(inc.target, "restart")
+                ok = (
+                    restarted is not None
+                    and restarted < inc.started_at
+                    and inc.started_at - restarted <= cond.restarted_within
+                )
+                inc.when_checked.append(
+                    {
+                        "name": "when.restartedWithin",
+                        "limit": cond.restarted_within,
+                        "lastRestart": restarted,
+                        "ok": ok,
+                    }
+                )
+                if not ok:
+                    known = (
+                        "no restart by the agent known"
+                        if restarted is None
+                        else f"last restart {format_seconds(abs(inc.started_at - restarted))} "
+                        + ("after the incident began" if restarted >= inc.started_at else "before it")
+                    )
+                    why = f"{cond.describe()} does not hold ({known})"
+                    return Verdict(False, "when.restartedWithin", why)
             if cond.rollout_within is not None:
                 last = self.facts.last_rollout(inc.target)
                 inc.when_checked.append(

@@ -146,18 +146,33 @@ class Condition(_Model):
     """An extra condition on the target; all conditions of ``when`` must hold for the actions to run."""
 
     rollout_within: PositiveDuration | None = Field(
-        None, alias="rolloutWithin", description="the target had a rollout within this long"
+        None,
+        alias="rolloutWithin",
+        description="the target changed version within this long (a rollout, or a rollback by the agent)",
+    )
+    restarted_within: PositiveDuration | None = Field(
+        None,
+        alias="restartedWithin",
+        description=(
+            "the agent restarted the target within this long before the incident began: the "
+            "condition came back after a restart"
+        ),
     )
 
     @model_validator(mode="after")
     def _one(self) -> Condition:
-        if self.rollout_within is None:
-            msg = "a condition names one check: rolloutWithin"
+        if (self.rollout_within is None) == (self.restarted_within is None):
+            msg = "a condition names one check: rolloutWithin or restartedWithin"
             raise ValueError(msg)
         return self
 
     def describe(self) -> str:
         """Plain words."""
+        if self.restarted_within is not None:
+            return (
+                f"the agent restarted the target within {format_seconds(self.restarted_within)} "
+                "before the incident began"
+            )
         assert self.rollout_within is not None
         return f"the target had a rollout within the last {format_seconds(self.rollout_within)}"
 

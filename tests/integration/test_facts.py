@@ -63,15 +63,16 @@ def test_unknown_for_other_kinds_and_missing_objects(cluster: Cluster) -> None:
     assert facts.last_rollout(Target("Deployment", cluster.ns, "absent")) is None
 
 
-def test_a_rollback_by_the_agent_counts_as_a_change(cluster: Cluster) -> None:
+def rolled_out_then_later(cluster: Cluster) -> tuple[KubeFacts, Target, float]:
+    """web at revision 2, and a while later: the facts (no cache), the target and its rollout."""
     cluster.deployment("web", replicas=1, settled=True)
     cluster.rollout("web", "2")
     cluster.settle(lambda: sorted(cluster.replica_sets()) == [1, 2], "revision 2")
     facts = KubeFacts(cluster.kube, ManualClock(1_000.0), ttl=0.0)
     target = Target("Deployment", cluster.ns, "web")
-    before = facts.last_rollout(target)
-    assert before is not None
-    # the rollback a while after the rollout: creationTimestamp has one-second resolution
+    rolled_out = facts.last_rollout(target)
+    assert rolled_out == _created(cluster.replica_sets()[2])
+    # what follows comes a while after the rollout: creationTimestamp has one-second resolution
     twin = cluster.twin
     if twin is not None and isinstance(twin.clock, ManualClock):
         twin.advance(60)
@@ -80,6 +81,11 @@ def test_a_rollback_by_the_agent_counts_as_a_change(cluster: Cluster) -> None:
         # the agent's clock is virtual (it stood still since the fixture was built): it reads
         # the time the cluster's timestamps are in, as a deployed agent's does
         cluster.clock.set(time.time())
+    return facts, target, rolled_out
+
+
+def test_a_rollback_by_the_agent_counts_as_a_change(cluster: Cluster) -> None:
+    facts, target, before = rolled_out_then_later(cluster)
     request = cluster.request("rollback", "Deployment", "web", {"healthyFor": 0})
     result = cluster.run(request)
     assert result.status.value == "executed", result.message
@@ -89,3 +95,13 @@ def test_a_rollback_by_the_agent_counts_as_a_change(cluster: Cluster) -> None:
     assert rolled_back_at > before
     assert facts.last_rollback(target) == pytest.approx(rolled_back_at, abs=1.0)
     assert facts.last_rollback(Target("StatefulSet", cluster.ns, "web")) is None
+
+
+def test_a_restart_is_not_a_rollout(cluster: Cluster) -> None:
+    facts, target, rolled_out = rolled_out_then_later(cluster)
+    restarted = cluster.run(cluster.request("restart", "Deployment", "web"))
+    assert restarted.status.value == "executed", restarted.message
+    cluster.settle(lambda: sorted(cluster.replica_sets()) == [1, 2, 3], "the restart's revision 3")
+    assert _created(cluster.replica_sets()[3]) > _created(cluster.replica_sets()[2])
+    # new pods of the same version: the version last changed at the rollout
+    assert facts.last_rollout(target) == rolled_out

@@ -253,3 +253,44 @@ def test_a_revision_live_less_than_healthy_for_does_not_qualify(timed):
     assert result.status is ActionStatus.FAILED
     assert "revision 1 was live without an incident for 6" in result.message
     assert "(needs 900 s)" in result.message
+
+
+def restart(twin: Cluster, incident: str) -> None:
+    """A rolling restart of web by the agent, settled: a new revision of the same version."""
+    revisions = len(twin.replica_sets())
+    restarted = twin.run(twin.request("restart", "Deployment", "web", incident=incident))
+    assert restarted.status is ActionStatus.EXECUTED, restarted.message
+    twin.settle(lambda: len(twin.replica_sets()) == revisions + 1, "the restart's revision")
+
+
+def test_after_a_restart_the_rollback_goes_past_the_same_version_to_the_one_before(timed):
+    # v2 leaks: healthy for an hour, restarted, leaking again. The revision before the restart is
+    # v2 too (only restartedAt differs); going back to it would restart the leak, not undo it.
+    twin = timed
+    twin.deployment("web", replicas=2, version="1")
+    twin.settle(lambda: len(twin.replica_sets()) == 1, "revision 1")
+    live(twin, 3600)
+    twin.rollout("web", "2")
+    live(twin, 3600)
+    restart(twin, "inc-leak-1")
+    live(twin, 3600)
+
+    result = twin.run(twin.request("rollback", "Deployment", "web", incident="inc-leak-2"))
+
+    assert result.status is ActionStatus.EXECUTED, result.message
+    assert "from revision 3 to revision 1" in result.message
+    assert version_of(twin.read("Deployment", "web")["spec"]["template"]) == "1"
+
+
+def test_a_rollback_refuses_when_the_only_earlier_revision_is_the_same_version(timed):
+    twin = timed
+    twin.deployment("web", replicas=2, version="1")
+    twin.settle(lambda: len(twin.replica_sets()) == 1, "revision 1")
+    live(twin, 3600)
+    restart(twin, "inc-1")
+    live(twin, 600)
+
+    result = twin.run(twin.request("rollback", "Deployment", "web", incident="inc-2"))
+
+    assert result.status is ActionStatus.FAILED, result.message
+    assert "revision 1 is the current version before a restart" in result.message

@@ -381,6 +381,52 @@ def test_when_condition_holds_until_a_rollout_is_known() -> None:
     assert h.requests() == [(30, "restart-web", "restart")]
 
 
+def restart_then_rollback(when: list[dict[str, str]]) -> Harness:
+    """restart-web (priority 80) and rollback-web (90, held by ``when``) on one signal, no cooldowns."""
+    restart = playbook(trigger={"for": 0}, priority=80, guardrails={"cooldown": 0})
+    rollback = playbook(
+        "rollback-web",
+        trigger={"for": 0},
+        priority=90,
+        when=when,
+        actions=[{"rollback": {}}],
+        guardrails={"cooldown": 0},
+    )
+    return Harness(rollback, restart, defaults=GuardrailDefaults(cooldown=0))
+
+
+def test_a_condition_that_comes_back_after_a_restart_is_rolled_back_not_restarted_again() -> None:
+    # restart first; the same condition back after that restart: the higher-priority rollback,
+    # held the first time (no restart before its incident began), now acts instead
+    h = restart_then_rollback([{"restartedWithin": "24h"}, {"rolloutWithin": "24h"}])
+    h.facts.record_rollout(WEB, T0 - 3600)
+    h.every(0, 60)  # the restart acts at 0; the rollback stays held through the episode
+    h.run_until(1000)
+    assert h.requests() == [(0, "restart-web", "restart")]
+    reasons = [e.reason for e in h.held() if e.playbook == "rollback-web"]
+    assert reasons
+    assert "when.restartedWithin" in {e.guardrail for e in h.held() if e.playbook == "rollback-web"}
+    assert "no restart by the agent known" in reasons[0]
+    assert all("restart" in r for r in reasons)
+    h.signal(3 * 3600)  # back three hours later
+    assert h.requests() == [(0, "restart-web", "restart"), (3 * 3600, "rollback-web", "rollback")]
+    assert [s for _, s in h.transitions("restart-web")][-1] == "suppressed"
+    acting = next(
+        e for e in h.audit.incident_events() if e.playbook == "rollback-web" and e.state.value == "acting"
+    )
+    assert "restarted 3h ago by the agent" in acting.reason
+
+
+def test_restarted_within_counts_only_restarts_before_the_incident_and_within_the_limit() -> None:
+    h = restart_then_rollback([{"restartedWithin": "1h"}])
+    h.signal(0)
+    h.run_until(1000)
+    h.signal(3 * 3600)  # back, but the restart was 3 h before: a second restart, for a person
+    assert [a for _, _, a in h.requests()] == ["restart", "restart"]
+    held = [e for e in h.held() if e.playbook == "rollback-web"]
+    assert any("last restart 3h before it" in e.reason for e in held)
+
+
 def test_approval_pauses_the_incident_until_the_result_is_reported() -> None:
     pb = playbook(
         trigger={"for": 0},

@@ -329,10 +329,10 @@ def test_schema_describes_the_format() -> None:
 
 def test_shipped_playbooks_load_and_point_editors_at_the_schema() -> None:
     files = sorted((REPO / "playbooks").glob("*.yaml"))
-    assert len(files) == 5
+    assert len(files) == 6
     for f in files:
         assert f.read_text().startswith("# yaml-language-server: $schema=./schema.json\n"), f
-    assert len(load_paths([REPO / "playbooks"])) == 5
+    assert len(load_paths([REPO / "playbooks"])) == 6
 
 
 # ------------------------------------------------------------------ random documents
