@@ -242,6 +242,33 @@ def test_a_memory_leak_is_restarted_while_the_forecast_scales(cluster: Cluster, 
     ]
 
 
+def test_a_leak_back_after_the_restart_rolls_the_version_back_even_after_the_agent_restarted(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    first = Loop(cluster, tmp_path / "first")
+    good_then_bad(cluster, first, "cart")  # v2 leaks
+    memory = first.key("container_memory_working_set_ratio", "cart")
+    leaking = [(memory, SignalKind.FORECAST, 1.05, 0.95)]
+    for _ in range(60):  # the leak's first episode: restarted after `for: 10m`
+        first.step({memory: 0.8}, leaking)
+    for _ in range(60):  # memory back down: the restart is verified
+        first.step({memory: 0.3})
+    assert [a for a, _ in first.executed() if a != "notify"] == ["restart"]
+    assert version(cluster, "cart") == "2"
+    held = first.held("rollback-on-recurring-leak")
+    assert held
+    assert held[0].guardrail == "when.restartedWithin"
+    first.twin.advance(3 * 3600)
+    # the agent restarts: the restart is known only from the Deployment's record
+    second = Loop(cluster, tmp_path / "second")
+    for _ in range(60):  # the leak is back
+        second.step({memory: 0.8}, leaking)
+    assert [a for a, _ in second.executed() if a != "notify"] == ["rollback"]
+    assert version(cluster, "cart") == "1", "back to the version before the leak, not v2 before its restart"
+    assert "suppressed" in second.transitions("restart-on-memory-leak")
+    assert not [e for e in second.held("restart-on-memory-leak") if e.guardrail == "repeat"]
+
+
 def test_a_series_that_goes_silent_makes_the_incident_stale_never_resolved(
     cluster: Cluster, tmp_path: Path
 ) -> None:
