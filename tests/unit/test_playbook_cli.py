@@ -220,6 +220,24 @@ def test_the_shipped_example_signals_roll_back_after_the_rollout(capsys: pytest.
     assert acted - 1714557600 == 120  # the signals began at 10:00; the playbook's for: 2m
 
 
+def test_the_shipped_leak_example_restarts_then_rolls_back_when_the_leak_comes_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    signals = PLAYBOOKS / "examples" / "leak-back-after-restart.jsonl"
+    assert main(["playbook", "test", str(PLAYBOOKS), "--signals", str(signals), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    acted = [
+        (a["request"]["time"] - 1714557600, a["request"]["playbook"], a["request"]["action"])
+        for a in out["actions"]
+        if a["request"]["action"] != "notify"
+    ]
+    # the leak from 10:00: restarted after for: 10m; back at 13:00: rolled back after for: 10m
+    assert acted == [
+        (600, "restart-on-memory-leak", "restart"),
+        (3 * 3600 + 600, "rollback-on-recurring-leak", "rollback"),
+    ]
+
+
 def test_the_example_signals_without_the_rollout_fact_act_on_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
