@@ -1116,10 +1116,12 @@ class PlaybookEngine:
         )
 
     def _unhealthy(self, target: Target, now: float) -> tuple[tuple[float, float], ...]:
-        """When the target had incidents (fired ones, open ones until now)."""
+        """When the target had incidents that stand for trouble (fired ones, open ones until now)."""
         spans = list(self._history.get(target, ()))
         spans += [
-            (o.fired_at, now) for o in self._active.values() if o.target == target and o.fired_at is not None
+            (o.fired_at, now)
+            for o in self._active.values()
+            if o.target == target and o.fired_at is not None and _trouble(o)
         ]
         return tuple(sorted(spans))
 
@@ -1183,7 +1185,7 @@ class PlaybookEngine:
     def _release(self, inc: Incident) -> None:
         if self._in_flight.get((inc.target, inc.cls)) is inc:
             del self._in_flight[(inc.target, inc.cls)]
-        if self._drop(inc) and inc.fired_at is not None:
+        if self._drop(inc) and inc.fired_at is not None and _trouble(inc):
             self._history[inc.target].append((inc.fired_at, self.clock.now()))
 
     def _drop(self, inc: Incident) -> bool:
@@ -1311,3 +1313,12 @@ class PlaybookEngine:
             log.exception("audit sink failed on %s", event)
             if self.metrics is not None:
                 self.metrics.sink_errors.labels("audit").inc()
+
+
+def _trouble(inc: Incident) -> bool:
+    """Whether an incident stands for trouble on its target, so that the revision live then was
+    not healthy: its playbook verifies that a condition cleared. A playbook that does not
+    (``verify.clears: false``, e.g. setting the floor a demand forecast needs every few minutes)
+    is routine: counted, it would leave no revision a quarter of an hour without an incident.
+    """
+    return inc.playbook.model.spec.verify.clears

@@ -675,6 +675,29 @@ def test_capacity_actions_never_spend_the_budget_a_fix_needs() -> None:
     assert not [e for e in h.held() if e.playbook == "restart-web"]
 
 
+def test_a_routine_floor_is_no_incident_in_the_health_a_rollback_reads() -> None:
+    # the forecast sets the floor every few minutes (verify.clears: false): routine, not trouble;
+    # counted, no revision would ever have been a quarter of an hour without an incident
+    defaults = GuardrailDefaults(cooldown=0)
+    rollback = playbook("rollback-web", trigger={"for": 0}, actions=[{"rollback": {}}])
+    h = Harness(
+        scale_playbook(),
+        playbook("restart-web", trigger={"metric": "mem", "for": 0}),
+        rollback,
+        defaults=defaults,
+    )
+    for t in range(0, 3600, 300):
+        h.signal(t, metric="rps")
+    h.signal(4000, metric="mem")  # a real incident: a restart, verified within 10m
+    h.run_until(5000)
+    h.signal(6000)  # the error spike: the rollback reads when the target was in trouble
+    (request,) = [r.request for r in h.executor.requests if r.action == "rollback"]
+    spans = [tuple(t - T0 for t in span) for span in request.unhealthy]
+    assert len([r for r in h.executor.requests if r.action == "scale"]) >= 6  # every hour's budget
+    assert spans == [(4000, spans[0][1]), (6000, 6000)]
+    assert 4000 < spans[0][1] <= 4600
+
+
 def test_while_a_fix_is_open_capacity_may_scale_up_not_down() -> None:
     h = Harness(scale_playbook(), playbook(trigger={"for": 0}))
     h.signal(0)  # restart-web acts and verifies for 10 minutes
