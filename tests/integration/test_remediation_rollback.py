@@ -198,11 +198,16 @@ def live(twin: Cluster, seconds: float) -> None:
     twin.twin.advance(seconds)
 
 
-def test_a_second_rollback_never_returns_to_the_version_rolled_back_from(timed):
-    twin = timed
+def v1_live_for(twin: Cluster, seconds: float) -> None:
+    """web created at v1 (revision 1), then ``seconds`` of the twin's time with it live."""
     twin.deployment("web", replicas=2, version="1")
     twin.settle(lambda: len(twin.replica_sets()) == 1, "revision 1")
-    live(twin, 3600)
+    live(twin, seconds)
+
+
+def test_a_second_rollback_never_returns_to_the_version_rolled_back_from(timed):
+    twin = timed
+    v1_live_for(twin, 3600)
     twin.rollout("web", "2")  # the bad version
     live(twin, 300)
     first = twin.run(twin.request("rollback", "Deployment", "web", incident="inc-1"))
@@ -224,9 +229,7 @@ def test_a_second_rollback_never_returns_to_the_version_rolled_back_from(timed):
 def test_the_newest_revision_live_without_an_incident_is_chosen(timed):
     twin = timed
     clock = twin.clock
-    twin.deployment("web", replicas=2, version="1")
-    twin.settle(lambda: len(twin.replica_sets()) == 1, "revision 1")
-    live(twin, 3600)
+    v1_live_for(twin, 3600)
     twin.rollout("web", "2")
     v2_live = clock.now()
     live(twin, 1200)  # 20 min of v2, but an incident covered most of it
@@ -245,9 +248,7 @@ def test_the_newest_revision_live_without_an_incident_is_chosen(timed):
 
 def test_a_revision_live_less_than_healthy_for_does_not_qualify(timed):
     twin = timed
-    twin.deployment("web", replicas=2, version="1")
-    twin.settle(lambda: len(twin.replica_sets()) == 1, "revision 1")
-    live(twin, 600)  # ten minutes: less than the default 15
+    v1_live_for(twin, 600)  # ten minutes: less than the default 15
     twin.rollout("web", "2")
     result = twin.run(twin.request("rollback", "Deployment", "web"))
     assert result.status is ActionStatus.FAILED
@@ -267,9 +268,7 @@ def test_after_a_restart_the_rollback_goes_past_the_same_version_to_the_one_befo
     # v2 leaks: healthy for an hour, restarted, leaking again. The revision before the restart is
     # v2 too (only restartedAt differs); going back to it would restart the leak, not undo it.
     twin = timed
-    twin.deployment("web", replicas=2, version="1")
-    twin.settle(lambda: len(twin.replica_sets()) == 1, "revision 1")
-    live(twin, 3600)
+    v1_live_for(twin, 3600)
     twin.rollout("web", "2")
     live(twin, 3600)
     restart(twin, "inc-leak-1")
@@ -284,9 +283,7 @@ def test_after_a_restart_the_rollback_goes_past_the_same_version_to_the_one_befo
 
 def test_a_rollback_refuses_when_the_only_earlier_revision_is_the_same_version(timed):
     twin = timed
-    twin.deployment("web", replicas=2, version="1")
-    twin.settle(lambda: len(twin.replica_sets()) == 1, "revision 1")
-    live(twin, 3600)
+    v1_live_for(twin, 3600)
     restart(twin, "inc-1")
     live(twin, 600)
 
