@@ -126,6 +126,8 @@ REJECTION_QUIET = 300.0
 STALE_INTERVALS = 3.0
 #: How long incident ids and a target's incident history are remembered.
 MEMORY = 86400.0
+#: Most (playbook, condition, target) entries the ``withoutSignal`` conditions remember.
+MAX_ABSENT = 100_000
 #: Most incident ids of one signals partition handed over with it (the newest).
 MAX_HANDED_IDS = 1000
 #: States in which an incident holds its target's slot for its class.
@@ -302,6 +304,9 @@ class PlaybookEngine:
         self._open_by_source: dict[str, int] = defaultdict(int)
         self._id_origin: dict[str, str] = {}  # the signals partition of each id given out there
         self._changed: set[str] = set()  # signals partitions whose incidents changed since asked
+        # (playbook, index in its `when`, target) -> (time of the newest signal a withoutSignal
+        # condition names, when it stops counting); oldest update first
+        self._absent: dict[tuple[str, int, Target], tuple[float, float]] = {}
         self.replace_playbooks(playbooks)
 
     # ------------------------------------------------------------------ SignalSink
@@ -541,6 +546,7 @@ class PlaybookEngine:
     # ------------------------------------------------------------------ signals
 
     def _on_signal(self, signal: Signal, now: float, origin: str | None = None) -> None:
+        self._remember_absent(signal, now)
         is_alert = signal.kind is SignalKind.ALERT
         resolved = is_alert and signal.details.get("status") == "resolved"
         for pb in self._set:
@@ -583,6 +589,32 @@ class PlaybookEngine:
                 inc.series[signal.series] = seen.count if seen is not None else 0
                 if inc.state is IncidentState.STALE:
                     self._transition(inc, IncidentState.VERIFYING, "fresh matching samples again", now)
+
+    def _remember_absent(self, signal: Signal, now: float) -> None:
+        """Note ``signal`` for the ``withoutSignal`` conditions it breaks, on the target each one's
+        playbook resolves it to (whatever the score: the condition names a kind, not a bar)."""
+        at = min(signal.timestamp, now)  # a signal stamped in the future counts from now
+        for pb in self._set:
+            for absence in pb.absences:
+                if not absence.matches(signal) or now - at > absence.within:
+                    continue
+                try:
+                    target = pb.resolve_target(signal)
+                except TemplateError:
+                    continue
+                key = (pb.name, absence.index, target)
+                before = self._absent.pop(key, None)
+                last = max(at, before[0]) if before is not None else at
+                self._absent[key] = (last, last + absence.within)
+                while len(self._absent) > MAX_ABSENT:  # the oldest update goes: the condition forgets it
+                    del self._absent[next(iter(self._absent))]
+
+    def _prune_absent(self, now: float) -> None:
+        while self._absent:
+            key, (_, until) = next(iter(self._absent.items()))
+            if until > now:
+                return
+            del self._absent[key]
 
     def _open(
         self, pb: LoadedPlaybook, target: Target, signal: Signal, now: float, origin: str | None = None
@@ -669,6 +701,7 @@ class PlaybookEngine:
         fixes = max([g.repeat_window for g in self._guardrails.values()] + [MEMORY])
         self.ledger.prune(now, keep=keep, keep_fixes=fixes)
         self._forget(now)
+        self._prune_absent(now)
         if self.metrics is not None:
             self.metrics.incidents_open.set(len(self._active))
 
@@ -841,7 +874,17 @@ class PlaybookEngine:
 
     def _when(self, inc: Incident, now: float) -> Verdict:
         inc.when_checked = []
-        for cond in inc.playbook.model.spec.when:
+        for index, cond in enumerate(inc.playbook.model.spec.when):
+            if cond.without_signal is not None:
+                within = cond.without_signal.within
+                seen = self._absent.get((inc.playbook.name, index, inc.target))
+                last = seen[0] if seen is not None and now - seen[0] <= within else None
+                inc.when_checked.append(
+                    {"name": "when.withoutSignal", "limit": within, "lastSignal": last, "ok": last is None}
+                )
+                if last is not None:
+                    why = f"{cond.describe()} does not hold (the last {format_seconds(now - last)} ago)"
+                    return Verdict(False, "when.withoutSignal", why, last + within)
             if cond.restarted_within is not None:
                 recalled = self._recall(inc.target, now)  # a restart before the agent's own start
                 if not recalled.allowed:

@@ -568,6 +568,8 @@ def values_text(values: Iterable[dict[str, Any]], now: float) -> str:
             )
         elif name == "when.restartedWithin" and v.get("lastRestart") is not None:
             parts.append(f"restarted {format_seconds(now - v['lastRestart'])} ago by the agent")
+        elif name == "when.withoutSignal":
+            parts.append(f"no such signal within {format_seconds(v['limit'])}")
         elif name in {"dryRun", "approval"}:
             parts.append(f"{name} {v['value']}")
     return ", ".join(parts)

@@ -76,6 +76,20 @@ class PlaybookLoadError(YamlValidationError):
 
 
 @dataclass(frozen=True, slots=True)
+class Absence:
+    """A ``when: withoutSignal`` condition, compiled: its place in ``when`` and what it looks for."""
+
+    index: int
+    kind: SignalKind
+    metric: Pattern
+    within: float
+
+    def matches(self, signal: Signal) -> bool:
+        """Whether ``signal`` is of the kind and metric that must be absent."""
+        return signal.kind is self.kind and bool(self.metric.fullmatch(signal.metric))
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedPlaybook:
     """A validated playbook with its origin and its compiled matchers and target templates."""
 
@@ -87,6 +101,8 @@ class LoadedPlaybook:
     matchers: tuple[tuple[str, Pattern], ...]
     target_namespace: Template
     target_name: Template
+    absences: tuple[Absence, ...] = ()
+    """The ``withoutSignal`` conditions of ``when``: the engine remembers their signals per target."""
 
     @property
     def name(self) -> str:
@@ -485,6 +501,13 @@ def _compile(playbook: Playbook, doc: YamlDocument) -> LoadedPlaybook:
         matchers=tuple((k, compile_pattern(v)) for k, v in sorted(trigger.match.items())),
         target_namespace=parse_template(target.namespace, Scope.TARGET),
         target_name=parse_template(target.name, Scope.TARGET),
+        absences=tuple(
+            Absence(
+                i, c.without_signal.signal, compile_pattern(c.without_signal.metric), c.without_signal.within
+            )
+            for i, c in enumerate(playbook.spec.when)
+            if c.without_signal is not None
+        ),
     )
 
 

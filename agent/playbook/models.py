@@ -142,6 +142,15 @@ class Target(_Model):
     )
 
 
+class SignalAbsence(_Model):
+    """No signal of ``signal`` kind on a metric matching ``metric`` pointed at the target (by the
+    playbook's own target template) within ``within`` before now."""
+
+    signal: SignalKind = Field(description="the kind of signal that must be absent")
+    metric: Regex = Field(description="the metric name, or a regular expression matching whole names")
+    within: PositiveDuration = Field(description="how long back no such signal may have arrived")
+
+
 class Condition(_Model):
     """An extra condition on the target; all conditions of ``when`` must hold for the actions to run."""
 
@@ -158,11 +167,22 @@ class Condition(_Model):
             "condition came back after a restart"
         ),
     )
+    without_signal: SignalAbsence | None = Field(
+        None,
+        alias="withoutSignal",
+        description=(
+            "no such signal pointed at the target within the last `within` (e.g. no saturation "
+            "signal: then latency is the load's, not the version's)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _one(self) -> Condition:
-        if (self.rollout_within is None) == (self.restarted_within is None):
-            msg = "a condition names one check: rolloutWithin or restartedWithin"
+        given = [
+            c for c in (self.rollout_within, self.restarted_within, self.without_signal) if c is not None
+        ]
+        if len(given) != 1:
+            msg = "a condition names one check: rolloutWithin, restartedWithin or withoutSignal"
             raise ValueError(msg)
         return self
 
@@ -172,6 +192,12 @@ class Condition(_Model):
             return (
                 f"the agent restarted the target within {format_seconds(self.restarted_within)} "
                 "before the incident began"
+            )
+        if self.without_signal is not None:
+            absent = self.without_signal
+            return (
+                f"no {absent.signal.value} signal on {absent.metric} for the target within the last "
+                f"{format_seconds(absent.within)}"
             )
         assert self.rollout_within is not None
         return f"the target had a rollout within the last {format_seconds(self.rollout_within)}"

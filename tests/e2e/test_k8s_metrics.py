@@ -83,7 +83,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         daemon.terminate()
     names = exported_metric_names(text)
     assert names.get("aiops_playbooks_loaded") == "gauge"
-    assert "aiops_playbooks_loaded 6.0" in text, "the shipped playbooks load in the agent"
+    assert "aiops_playbooks_loaded 7.0" in text, "the shipped playbooks load in the agent"
     return names
 
 

@@ -153,6 +153,18 @@ def test_through_the_broker_the_agent_takes_the_same_actions(kafka_bootstrap: st
     assert dumps_json(local.summary()) == dumps_json(remote.summary())
 
 
+def test_a_slow_rollout_is_rolled_back_where_more_pods_do_not_help() -> None:
+    result = run("slow-rollout", AGENT, HPA)
+    assert unmet(result) == []
+    assert ("checkout", "rollback") in executed(result)
+    assert not [a for a in executed(result) if a[0] == "catalog"]
+    agent, hpa = (result.runs[p].score for p in (AGENT, HPA))
+    assert agent is not None
+    assert hpa is not None
+    assert hpa.time_to_mitigate is None  # the HPA adds pods; the version stays slow
+    assert agent.slo_violation_minutes * 10 < hpa.slo_violation_minutes
+
+
 def test_shipped_scenarios_exist() -> None:
     assert len(list(Path(SHIPPED_SCENARIOS).glob("*.yaml"))) >= 7
 

@@ -18,7 +18,7 @@ PLAYBOOKS = REPO / "playbooks"
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["playbook", "validate", str(PLAYBOOKS)]) == 0
     out = capsys.readouterr().out
-    assert "6 playbook(s) valid in 6 file(s)" in out
+    assert "7 playbook(s) valid in 7 file(s)" in out
     assert f"ok: {PLAYBOOKS / 'rollback-on-error-spike.yaml'}:4: rollback-on-error-spike" in out
 
 
@@ -285,5 +285,5 @@ def test_the_shipped_playbooks_have_no_warnings(capsys: pytest.CaptureFixture[st
         == 0
     )
     captured = capsys.readouterr()
-    assert "7 playbook(s) valid in 7 file(s), 0 warning(s)" in captured.out
+    assert "8 playbook(s) valid in 8 file(s), 0 warning(s)" in captured.out
     assert captured.err == ""

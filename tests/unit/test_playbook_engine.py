@@ -427,6 +427,48 @@ def test_restarted_within_counts_only_restarts_before_the_incident_and_within_th
     assert any("last restart 3h before it" in e.reason for e in held)
 
 
+SATURATION = {"withoutSignal": {"signal": "threshold", "metric": "cpu", "within": "5m"}}
+
+
+def test_without_signal_holds_while_the_target_saw_such_a_signal_and_acts_once_it_is_past() -> None:
+    h = Harness(playbook(trigger={"for": 0}, when=[SATURATION]))
+    h.signal(0, metric="cpu", kind=SignalKind.THRESHOLD, score=0.5)  # any score: a kind, not a bar
+    h.signal(0, metric="cpu", kind=SignalKind.THRESHOLD, score=1.0, deployment="api")  # another target
+    h.signal(60)
+    assert h.executor.requests == []
+    (e,) = h.held()
+    assert e.guardrail == "when.withoutSignal"
+    assert "no threshold signal on cpu for the target within the last 5m does not hold (the last 1m ago)" in (
+        e.reason
+    )
+    h.every(90, 330)  # the condition goes on; the saturation signal is 5m old at 300
+    assert h.requests() == [(300, "restart-web", "restart")]
+    acting = next(e for e in h.audit.incident_events() if e.state.value == "acting")
+    assert "no such signal within 5m" in acting.reason
+    checked = {"name": "when.withoutSignal", "limit": 300.0, "lastSignal": None, "ok": True}
+    assert checked in acting.details["guardrails"]  # the decision record has what was checked
+
+
+def test_without_signal_reads_only_its_kind_and_metric_on_the_incident_target() -> None:
+    h = Harness(playbook(trigger={"for": 0}, when=[SATURATION]))
+    h.signal(0, metric="cpu", kind=SignalKind.ANOMALY)  # another kind
+    h.signal(0, metric="cpu_seconds", kind=SignalKind.THRESHOLD)  # the metric matches whole names
+    h.signal(0, metric="cpu", kind=SignalKind.THRESHOLD, namespace="other")  # another target
+    h.signal(0, metric="cpu", kind=SignalKind.THRESHOLD, timestamp=T0 - 400)  # older than 5m
+    h.signal(10)
+    assert h.requests() == [(10, "restart-web", "restart")]
+
+
+def test_without_signal_counts_a_future_stamp_from_now_and_forgets_entries_past_their_window() -> None:
+    h = Harness(playbook(trigger={"for": 0}, when=[SATURATION]))
+    h.signal(0, metric="cpu", kind=SignalKind.THRESHOLD, timestamp=T0 + 86400)  # a clock far ahead
+    h.signal(60)
+    assert h.executor.requests == []
+    h.signal(301)  # 5m after the saturation signal arrived, not after its stamp
+    assert h.requests() == [(301, "restart-web", "restart")]
+    assert h.engine._absent == {}
+
+
 def test_approval_pauses_the_incident_until_the_result_is_reported() -> None:
     pb = playbook(
         trigger={"for": 0},

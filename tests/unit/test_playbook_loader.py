@@ -329,10 +329,10 @@ def test_schema_describes_the_format() -> None:
 
 def test_shipped_playbooks_load_and_point_editors_at_the_schema() -> None:
     files = sorted((REPO / "playbooks").glob("*.yaml"))
-    assert len(files) == 6
+    assert len(files) == 7
     for f in files:
         assert f.read_text().startswith("# yaml-language-server: $schema=./schema.json\n"), f
-    assert len(load_paths([REPO / "playbooks"])) == 6
+    assert len(load_paths([REPO / "playbooks"])) == 7
 
 
 # ------------------------------------------------------------------ random documents
@@ -410,3 +410,22 @@ def test_mutated_playbooks_load_or_give_located_errors(data: st.DataObject) -> N
                 break
             node = child
     check_outcome([("m.yaml", yaml.safe_dump(doc))])
+
+
+def test_a_without_signal_condition_compiles_and_names_its_errors() -> None:
+    absent = (
+        "    - rolloutWithin: 30m\n    - withoutSignal: {signal: threshold, metric: cpu_.*, within: 5m}\n"
+    )
+    (pb,) = load_sources([("pb.yaml", GOOD.replace("    - rolloutWithin: 30m\n", absent))])
+    (a,) = pb.absences
+    assert (a.index, a.kind, a.within) == (1, SignalKind.THRESHOLD, 300.0)
+    cpu = SeriesKey.of("cpu_ratio", {"deployment": "web"})
+    assert a.matches(Signal(SignalKind.THRESHOLD, cpu, 0.0, 0.95, 1.0, "threshold", {}))
+    assert not a.matches(Signal(SignalKind.ANOMALY, cpu, 0.0, 0.95, 1.0, "ensemble", {}))
+    both = "    - {rolloutWithin: 30m, withoutSignal: {signal: threshold, metric: cpu, within: 5m}}\n"
+    line, _, field, message = only(GOOD.replace("    - rolloutWithin: 30m\n", both))
+    assert (line, field) == (14, "spec.when[0]")
+    assert "a condition names one check: rolloutWithin, restartedWithin or withoutSignal" in message
+    bad = "    - withoutSignal: {signal: rumour, metric: cpu, within: 0s}\n"
+    fields = sorted(e.field for e in errors_of(GOOD.replace("    - rolloutWithin: 30m\n", bad)))
+    assert fields == ["spec.when[0].withoutSignal.signal", "spec.when[0].withoutSignal.within"]
