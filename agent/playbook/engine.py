@@ -883,7 +883,7 @@ class PlaybookEngine:
                     {"name": "when.withoutSignal", "limit": within, "lastSignal": last, "ok": last is None}
                 )
                 if last is not None:
-                    why = f"{cond.describe()} does not hold (the last {format_seconds(now - last)} ago)"
+                    why = f"{cond.describe()} does not hold (the last one {format_seconds(now - last)} ago)"
                     return Verdict(False, "when.withoutSignal", why, last + within)
             if cond.restarted_within is not None:
                 recalled = self._recall(inc.target, now)  # a restart before the agent's own start

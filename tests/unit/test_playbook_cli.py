@@ -238,6 +238,26 @@ def test_the_shipped_leak_example_restarts_then_rolls_back_when_the_leak_comes_b
     ]
 
 
+def test_the_shipped_slow_rollout_example_waits_out_the_saturation_then_rolls_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    signals = PLAYBOOKS / "examples" / "slow-rollout-under-load.jsonl"
+    assert main(["playbook", "test", str(PLAYBOOKS), "--signals", str(signals), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    acted = [
+        (a["request"]["time"] - 1714557600, a["request"]["playbook"], a["request"]["action"])
+        for a in out["actions"]
+        if a["request"]["action"] != "notify"
+    ]
+    # latency from 10:00, saturated until 10:04: scaled at 10:03, rolled back 5m after 10:04
+    assert acted[:2] == [
+        (180, "scale-out-on-latency", "scale"),
+        (540, "rollback-on-latency-regression", "rollback"),
+    ]
+    held = {e.get("guardrail") for e in out["events"] if e.get("playbook") == "rollback-on-latency-regression"}
+    assert held - {None} == {"when.withoutSignal"}
+
+
 def test_the_example_signals_without_the_rollout_fact_act_on_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

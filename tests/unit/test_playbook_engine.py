@@ -438,7 +438,7 @@ def test_without_signal_holds_while_the_target_saw_such_a_signal_and_acts_once_i
     assert h.executor.requests == []
     (e,) = h.held()
     assert e.guardrail == "when.withoutSignal"
-    assert "no threshold signal on cpu for the target within the last 5m does not hold (the last 1m ago)" in (
+    assert "no threshold signal on cpu for the target within the last 5m does not hold (the last one 1m ago)" in (
         e.reason
     )
     h.every(90, 330)  # the condition goes on; the saturation signal is 5m old at 300
