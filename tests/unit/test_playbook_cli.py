@@ -254,7 +254,8 @@ def test_the_shipped_slow_rollout_example_waits_out_the_saturation_then_rolls_ba
         (180, "scale-out-on-latency", "scale"),
         (540, "rollback-on-latency-regression", "rollback"),
     ]
-    held = {e.get("guardrail") for e in out["events"] if e.get("playbook") == "rollback-on-latency-regression"}
+    fix = "rollback-on-latency-regression"
+    held = {e.get("guardrail") for e in out["events"] if e.get("playbook") == fix}
     assert held - {None} == {"when.withoutSignal"}
 
 

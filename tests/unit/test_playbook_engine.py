@@ -438,9 +438,8 @@ def test_without_signal_holds_while_the_target_saw_such_a_signal_and_acts_once_i
     assert h.executor.requests == []
     (e,) = h.held()
     assert e.guardrail == "when.withoutSignal"
-    assert "no threshold signal on cpu for the target within the last 5m does not hold (the last one 1m ago)" in (
-        e.reason
-    )
+    why = "no threshold signal on cpu for the target within the last 5m does not hold (the last one 1m ago)"
+    assert why in e.reason
     h.every(90, 330)  # the condition goes on; the saturation signal is 5m old at 300
     assert h.requests() == [(300, "restart-web", "restart")]
     acting = next(e for e in h.audit.incident_events() if e.state.value == "acting")
