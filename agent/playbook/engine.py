@@ -385,6 +385,13 @@ class PlaybookEngine:
         finish under the definition they started with.
         """
         with self._lock:
+            # what a withoutSignal condition saw stays only while the playbook's `when` is the same
+            same = {
+                p.name
+                for p in playbooks
+                if (o := self._set.get(p.name)) and o.model.spec.when == p.model.spec.when
+            }
+            self._absent = {k: v for k, v in self._absent.items() if k[0] in same}
             self._set = playbooks
             self._guardrails = {p.name: effective(p.model.spec.guardrails, self.defaults) for p in playbooks}
             now = self.clock.now()

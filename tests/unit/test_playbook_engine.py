@@ -468,6 +468,18 @@ def test_without_signal_counts_a_future_stamp_from_now_and_forgets_entries_past_
     assert h.engine._absent == {}
 
 
+def test_without_signal_memory_survives_a_reload_only_while_the_condition_is_the_same() -> None:
+    h = Harness(playbook(trigger={"for": 0}, when=[SATURATION]))
+    h.signal(0, metric="cpu", kind=SignalKind.THRESHOLD)
+    h.engine.replace_playbooks(load(playbook(trigger={"for": 0}, when=[SATURATION], priority=7)))
+    h.signal(30)
+    assert h.executor.requests == []  # the same condition: the saturation 30 s ago still holds it
+    other = {"withoutSignal": {"signal": "threshold", "metric": "cpu", "within": "2m"}}
+    h.engine.replace_playbooks(load(playbook(trigger={"for": 0}, when=[other])))
+    h.signal(60)
+    assert h.requests() == [(60, "restart-web", "restart")]  # a changed condition starts afresh
+
+
 def test_approval_pauses_the_incident_until_the_result_is_reported() -> None:
     pb = playbook(
         trigger={"for": 0},
