@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -220,10 +221,10 @@ def test_the_shipped_example_signals_roll_back_after_the_rollout(capsys: pytest.
     assert acted - 1714557600 == 120  # the signals began at 10:00; the playbook's for: 2m
 
 
-def test_the_shipped_leak_example_restarts_then_rolls_back_when_the_leak_comes_back(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    signals = PLAYBOOKS / "examples" / "leak-back-after-restart.jsonl"
+def play_example(name: str, capsys: pytest.CaptureFixture[str]) -> tuple[list[tuple[float, str, str]], Any]:
+    """``aiops playbook test`` of a shipped example: the actions other than notify, as (seconds
+    after 10:00 on its day, playbook, action), and the whole JSON output."""
+    signals = PLAYBOOKS / "examples" / name
     assert main(["playbook", "test", str(PLAYBOOKS), "--signals", str(signals), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     acted = [
@@ -231,6 +232,13 @@ def test_the_shipped_leak_example_restarts_then_rolls_back_when_the_leak_comes_b
         for a in out["actions"]
         if a["request"]["action"] != "notify"
     ]
+    return acted, out
+
+
+def test_the_shipped_leak_example_restarts_then_rolls_back_when_the_leak_comes_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    acted, _ = play_example("leak-back-after-restart.jsonl", capsys)
     # the leak from 10:00: restarted after for: 10m; back at 13:00: rolled back after for: 10m
     assert acted == [
         (600, "restart-on-memory-leak", "restart"),
@@ -241,14 +249,7 @@ def test_the_shipped_leak_example_restarts_then_rolls_back_when_the_leak_comes_b
 def test_the_shipped_slow_rollout_example_waits_out_the_saturation_then_rolls_back(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    signals = PLAYBOOKS / "examples" / "slow-rollout-under-load.jsonl"
-    assert main(["playbook", "test", str(PLAYBOOKS), "--signals", str(signals), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    acted = [
-        (a["request"]["time"] - 1714557600, a["request"]["playbook"], a["request"]["action"])
-        for a in out["actions"]
-        if a["request"]["action"] != "notify"
-    ]
+    acted, out = play_example("slow-rollout-under-load.jsonl", capsys)
     # latency from 10:00, saturated until 10:04: scaled at 10:03, rolled back 5m after 10:04
     assert acted[:2] == [
         (180, "scale-out-on-latency", "scale"),
