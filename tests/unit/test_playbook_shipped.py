@@ -250,11 +250,11 @@ def test_rollback_on_a_latency_regression_after_a_rollout(shipped: PlaybookSet) 
         (180, "rollback-on-latency-regression", "rollback", CHECKOUT),
         (180, "rollback-on-latency-regression", "notify", CHECKOUT),
     ]
-    message = r.ran()[[x[1:3] for x in ran(r)].index(("rollback-on-latency-regression", "notify"))]
-    assert (
-        "p99 latency 0.9s after a rollout, with the pods not saturated"
-        in (message.request.params.to_yaml_dict()["message"])
+    notify = next(
+        q for q in r.ran() if (q.playbook, q.action) == ("rollback-on-latency-regression", "notify")
     )
+    message = notify.request.params.to_yaml_dict()["message"]
+    assert "p99 latency 0.9s after a rollout, with the pods not saturated" in message
 
 
 def test_latency_while_the_pods_are_saturated_is_the_load_not_the_version(shipped: PlaybookSet) -> None:
